@@ -1,0 +1,157 @@
+package connection
+
+import (
+	"fmt"
+	"math"
+	"time"
+)
+
+// KeepAliveTreatment selects how the inactivity timeout applies to
+// connections (mirrors TS SmartProxy keepAliveTreatment).
+type KeepAliveTreatment string
+
+// Keep-alive treatments. The empty string means KeepAliveStandard.
+const (
+	// KeepAliveStandard applies Config.InactivityTimeout as is.
+	KeepAliveStandard KeepAliveTreatment = "standard"
+	// KeepAliveExtended multiplies the inactivity timeout by
+	// Config.KeepAliveInactivityMultiplier.
+	KeepAliveExtended KeepAliveTreatment = "extended"
+	// KeepAliveImmortal disables the inactivity timeout; MaxLifetime still applies.
+	KeepAliveImmortal KeepAliveTreatment = "immortal"
+)
+
+// TS SmartProxy defaults, applied for zero Config fields.
+const (
+	DefaultMaxConnectionsPerIP           = 100
+	DefaultConnectionRateLimitPerMinute  = 300
+	DefaultInactivityTimeout             = 4 * time.Hour // 14400000 ms
+	DefaultKeepAliveInactivityMultiplier = 6.0
+	DefaultMaxLifetime                   = 24 * time.Hour // 86400000 ms
+	DefaultMaxTrackedIPs                 = 100000
+)
+
+// rateWindow is the length of the sliding window used for
+// ConnectionRateLimitPerMinute.
+const rateWindow = time.Minute
+
+// Config configures a Manager. The zero value gives the TS SmartProxy
+// defaults. For the int limits, 0 means the default and a negative value
+// means unlimited.
+type Config struct {
+	// MaxConnections caps concurrent connections overall; 0 or negative =>
+	// unlimited (TS has no default global cap).
+	MaxConnections int
+	// MaxConnectionsPerIP caps concurrent connections per client IP; 0 => 100.
+	MaxConnectionsPerIP int
+	// ConnectionRateLimitPerMinute caps Open attempts per client IP in a
+	// sliding minute; 0 => 300.
+	ConnectionRateLimitPerMinute int
+	// InactivityTimeout closes connections without activity for this long;
+	// 0 => 4h, negative => no inactivity timeout.
+	InactivityTimeout time.Duration
+	// KeepAliveTreatment is "standard" (default, "" too), "extended" or "immortal".
+	KeepAliveTreatment KeepAliveTreatment
+	// KeepAliveInactivityMultiplier scales InactivityTimeout for the
+	// extended treatment; 0 => 6.
+	KeepAliveInactivityMultiplier float64
+	// MaxLifetime closes connections older than this; 0 => 24h, negative => unlimited.
+	MaxLifetime time.Duration
+	// MaxTrackedIPs bounds the per-IP entries kept; 0 => 100000, negative =>
+	// unlimited. When exceeded, the least recently used entry without active
+	// connections is evicted (losing its rate history).
+	MaxTrackedIPs int
+	// Now is the clock; nil => time.Now. Tests inject a fake clock.
+	Now func() time.Time
+}
+
+// Validate reports configuration errors; each error names the offending field.
+func (c Config) Validate() error {
+	switch c.KeepAliveTreatment {
+	case "", KeepAliveStandard, KeepAliveExtended, KeepAliveImmortal:
+	default:
+		return fmt.Errorf("connection: KeepAliveTreatment %q: want %q, %q or %q",
+			c.KeepAliveTreatment, KeepAliveStandard, KeepAliveExtended, KeepAliveImmortal)
+	}
+	m := c.KeepAliveInactivityMultiplier
+	if math.IsNaN(m) || math.IsInf(m, 0) || m < 0 {
+		return fmt.Errorf("connection: KeepAliveInactivityMultiplier %v: must be a finite value >= 0", m)
+	}
+	return nil
+}
+
+// settings is Config with defaults resolved. For every limit, 0 means
+// unlimited/disabled, which keeps the hot-path checks to one comparison.
+type settings struct {
+	maxConns    int64
+	maxPerIP    int
+	ratePerMin  int
+	inactivity  time.Duration // effective, after keep-alive treatment
+	lifetime    time.Duration
+	maxTracked  int64
+	sweepPeriod time.Duration
+}
+
+// resolveLimit applies "0 => default, negative => unlimited (0)".
+func resolveLimit(v, def int) int {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
+}
+
+// resolveDuration applies "0 => default, negative => disabled (0)".
+func resolveDuration(v, def time.Duration) time.Duration {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
+}
+
+func (c Config) resolve() settings {
+	s := settings{
+		maxConns:   int64(max(c.MaxConnections, 0)),
+		maxPerIP:   resolveLimit(c.MaxConnectionsPerIP, DefaultMaxConnectionsPerIP),
+		ratePerMin: resolveLimit(c.ConnectionRateLimitPerMinute, DefaultConnectionRateLimitPerMinute),
+		lifetime:   resolveDuration(c.MaxLifetime, DefaultMaxLifetime),
+		maxTracked: int64(resolveLimit(c.MaxTrackedIPs, DefaultMaxTrackedIPs)),
+	}
+	inact := resolveDuration(c.InactivityTimeout, DefaultInactivityTimeout)
+	switch c.KeepAliveTreatment {
+	case KeepAliveImmortal:
+		inact = 0
+	case KeepAliveExtended:
+		mult := c.KeepAliveInactivityMultiplier
+		if mult == 0 {
+			mult = DefaultKeepAliveInactivityMultiplier
+		}
+		// A huge multiplier would overflow Duration; treat it as "never".
+		if f := float64(inact) * mult; f >= math.MaxInt64 {
+			inact = 0
+		} else {
+			inact = time.Duration(f)
+		}
+	}
+	s.inactivity = inact
+	s.sweepPeriod = sweepInterval(s.inactivity, s.lifetime)
+	return s
+}
+
+// sweepInterval is min(timeout/4, 1s) clamped to >= 10ms, where timeout is
+// the shortest enabled timeout. A quarter of the timeout bounds how late a
+// connection is closed to 25%, while 1s keeps the default (hours) cheap.
+func sweepInterval(timeouts ...time.Duration) time.Duration {
+	iv := time.Second
+	for _, t := range timeouts {
+		if t > 0 {
+			iv = min(iv, t/4)
+		}
+	}
+	return max(iv, 10*time.Millisecond)
+}

@@ -1,0 +1,295 @@
+package connection
+
+import (
+	"fmt"
+	"io"
+	"net/netip"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Manager tracks proxied connections, enforces admission limits and
+// timeouts, and collects metrics. Create it with NewManager; all methods are
+// safe for concurrent use.
+type Manager struct {
+	cfg   settings
+	clock func() time.Time // nil => monotonic time.Since(base)
+	base  time.Time
+
+	ips *ipTable
+
+	active   atomic.Int64
+	total    atomic.Uint64
+	nextID   atomic.Uint64
+	counts   [numReasons]atomic.Uint64 // rejections and kills by reason
+	sweeps   atomic.Uint64             // completed sweeps, lets tests sync with Run
+	bytesIn  paddedUint64
+	bytesOut paddedUint64
+
+	routeMu sync.Mutex
+	routes  map[string]int // active per route; zero entries deleted
+
+	sampler sampler
+}
+
+// paddedUint64 gives each global byte counter its own cache line, so the
+// inbound and outbound pumps do not false-share.
+type paddedUint64 struct {
+	_ [64]byte
+	v atomic.Uint64
+	_ [56]byte
+}
+
+// NewManager validates cfg and returns a manager; call Run to start timeouts
+// and sampling.
+func NewManager(cfg Config) (*Manager, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("new manager: %w", err)
+	}
+	s := cfg.resolve()
+	m := &Manager{
+		cfg:    s,
+		clock:  cfg.Now,
+		ips:    newIPTable(s.maxTracked),
+		routes: make(map[string]int),
+	}
+	if m.clock != nil {
+		m.base = m.clock()
+	} else {
+		m.base = time.Now()
+	}
+	return m, nil
+}
+
+// offset is the current time as nanoseconds since m.base. With the real
+// clock it uses the monotonic reading, so wall-clock steps cannot trigger or
+// suppress timeouts.
+func (m *Manager) offset() int64 {
+	if m.clock != nil {
+		return int64(m.clock().Sub(m.base))
+	}
+	return int64(time.Since(m.base))
+}
+
+func (m *Manager) now() time.Time {
+	if m.clock != nil {
+		return m.clock()
+	}
+	return time.Now()
+}
+
+func (m *Manager) timeAt(off int64) time.Time { return m.base.Add(time.Duration(off)) }
+
+// Open admits a new client connection and creates its record. It checks, in
+// this order, the global cap, the per-IP concurrent cap and the per-IP rate
+// limit; the rate counter counts every Open attempt of the IP, refused ones
+// included, so a client hammering at a limit stays refused. IPv4-mapped IPv6
+// addresses are unmapped first. closer is called by the manager (at most once)
+// to kill the connection on timeout or CloseAll, so it must be safe to call
+// concurrently with anything. A refusal is a *LimitError.
+func (m *Manager) Open(client netip.AddrPort, localPort int, closer io.Closer) (*Record, error) {
+	if closer == nil {
+		return nil, fmt.Errorf("open %s: %w", client, ErrNilCloser)
+	}
+	addr := client.Addr().Unmap()
+	if !addr.IsValid() {
+		return nil, fmt.Errorf("open %s: %w", client, ErrInvalidAddr)
+	}
+	client = netip.AddrPortFrom(addr, client.Port())
+	now := m.offset()
+	keepHistory := m.cfg.ratePerMin > 0
+
+	s := m.ips.shardFor(addr)
+	s.mu.Lock()
+	e, overCap := m.ips.getOrCreate(s, addr, now)
+	e.lastTouch = now
+	rateExceeded := keepHistory &&
+		e.win.hit(now, int64(rateWindow)) > float64(m.cfg.ratePerMin)
+
+	reason, limit := reasonIndex(-1), 0
+	switch {
+	case !m.reserveGlobal():
+		reason, limit = idxGlobal, int(m.cfg.maxConns)
+	case m.cfg.maxPerIP > 0 && e.active >= m.cfg.maxPerIP:
+		reason, limit = idxIP, m.cfg.maxPerIP
+	case rateExceeded:
+		reason, limit = idxRate, m.cfg.ratePerMin
+	}
+	if reason >= 0 {
+		if reason != idxGlobal {
+			m.active.Add(-1) // undo reserveGlobal
+		}
+		if e.active == 0 {
+			m.ips.setIdle(s, e, keepHistory)
+		}
+		s.mu.Unlock()
+		if overCap {
+			m.ips.evictElsewhere()
+		}
+		m.counts[reason].Add(1)
+		return nil, &LimitError{Reason: reasonByIndex[reason], IP: addr, Limit: limit}
+	}
+
+	r := &Record{
+		m:         m,
+		id:        m.nextID.Add(1),
+		client:    client,
+		localPort: localPort,
+		start:     m.timeAt(now),
+		startOff:  now,
+		closer:    closer,
+		entry:     e,
+	}
+	r.lastActivity.Store(now)
+	e.active++
+	e.records.push(r)
+	m.ips.setActive(s, e)
+	s.mu.Unlock()
+	if overCap {
+		m.ips.evictElsewhere()
+	}
+	m.total.Add(1)
+	return r, nil
+}
+
+// reserveGlobal takes one slot of the global cap, or reports the cap is full.
+func (m *Manager) reserveGlobal() bool {
+	if m.cfg.maxConns <= 0 {
+		m.active.Add(1)
+		return true
+	}
+	for {
+		n := m.active.Load()
+		if n >= m.cfg.maxConns {
+			return false
+		}
+		if m.active.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// AssignRoute attaches the route name and domain (may be "") to r and
+// enforces the route's concurrent cap (maxConns <= 0: unlimited). Assigning
+// again moves r to the new route. On error r is unchanged and still open;
+// a refusal is a *LimitError.
+func (m *Manager) AssignRoute(r *Record, route, domain string, maxConns int) error {
+	m.mustOwn(r)
+	if route == "" {
+		return fmt.Errorf("assign route to connection %d: %w", r.id, ErrEmptyRoute)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed.Load() {
+		return fmt.Errorf("assign route %q to connection %d: %w", route, r.id, ErrClosed)
+	}
+	old := r.route.Load()
+	if old == nil || old.route != route {
+		m.routeMu.Lock()
+		if maxConns > 0 && m.routes[route] >= maxConns {
+			m.routeMu.Unlock()
+			m.counts[idxRoute].Add(1)
+			return &LimitError{Reason: ReasonRouteLimit, IP: r.client.Addr(), Route: route, Limit: maxConns}
+		}
+		m.routes[route]++
+		if old != nil {
+			m.releaseRouteLocked(old.route)
+		}
+		m.routeMu.Unlock()
+	}
+	r.route.Store(&routeInfo{route: route, domain: domain})
+	return nil
+}
+
+func (m *Manager) releaseRouteLocked(route string) {
+	if n := m.routes[route] - 1; n > 0 {
+		m.routes[route] = n
+	} else {
+		delete(m.routes, route) // keep the map sized by routes in use
+	}
+}
+
+// Close releases r: counters go down and it leaves the table. It does not
+// call the closer (the caller closes its own sockets). Idempotent and safe
+// concurrently; only the first call returns true.
+func (m *Manager) Close(r *Record) bool {
+	m.mustOwn(r)
+	if !r.closed.CompareAndSwap(false, true) {
+		return false
+	}
+	// After closed is set, AssignRoute (which checks it under r.mu) can no
+	// longer change the route, so the route read here is final.
+	r.mu.Lock()
+	ri := r.route.Load()
+	r.mu.Unlock()
+	if ri != nil {
+		m.routeMu.Lock()
+		m.releaseRouteLocked(ri.route)
+		m.routeMu.Unlock()
+	}
+
+	now := m.offset()
+	s := m.ips.shardFor(r.client.Addr())
+	s.mu.Lock()
+	e := r.entry
+	e.records.remove(r)
+	r.entry = nil
+	e.active--
+	if e.active == 0 {
+		e.lastTouch = now
+		m.ips.setIdle(s, e, m.cfg.ratePerMin > 0)
+	}
+	s.mu.Unlock()
+	m.active.Add(-1)
+	return true
+}
+
+// mustOwn panics on a record from another manager or a nil record: mixing
+// them would corrupt both managers' counters, which is a programming error.
+func (m *Manager) mustOwn(r *Record) {
+	if r == nil || r.m != m {
+		panic("connection: record does not belong to this manager")
+	}
+}
+
+// CloseAll calls every open record's closer (counted as ReasonShutdown).
+// Records stay until their owners Close them.
+func (m *Manager) CloseAll() {
+	m.killAll(func(*Record, int64) (reasonIndex, bool) { return idxShutdown, true })
+}
+
+// Active returns the number of open connections.
+func (m *Manager) Active() int { return int(m.active.Load()) }
+
+// RouteActive returns the number of open connections assigned to route.
+func (m *Manager) RouteActive(route string) int {
+	m.routeMu.Lock()
+	defer m.routeMu.Unlock()
+	return m.routes[route]
+}
+
+// IPActive returns the number of open connections from ip (unmapped first).
+func (m *Manager) IPActive(ip netip.Addr) int {
+	ip = ip.Unmap()
+	s := m.ips.shardFor(ip)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.m[ip]; e != nil {
+		return e.active
+	}
+	return 0
+}
+
+// TrackedIPs returns the number of per-IP entries held (active or keeping
+// rate history); it shows the MaxTrackedIPs bound and pruning at work.
+func (m *Manager) TrackedIPs() int { return int(m.ips.tracked.Load()) }
+
+// Records returns a copy of every open record's state, sorted by ID.
+func (m *Manager) Records() []RecordInfo {
+	var out []RecordInfo
+	m.ips.forEachRecord(func(r *Record) { out = append(out, r.Info()) })
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}

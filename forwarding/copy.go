@@ -1,0 +1,117 @@
+package forwarding
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+)
+
+// copyBufSize is the chunk size of the user-space fallback copy.
+const copyBufSize = 32 << 10
+
+var copyBufPool = sync.Pool{New: func() any {
+	b := make([]byte, copyBufSize)
+	return &b
+}}
+
+// maxUnwrap bounds how many wrapper layers unwrapTCP looks through, so a conn whose Unwrap
+// returns itself cannot loop forever.
+const maxUnwrap = 8
+
+// unwrapTCP returns the *net.TCPConn beneath c, or nil. forRead says the caller wants to
+// read from the socket directly, which would skip bytes a *PeekConn layer still buffers; such
+// a layer therefore stops the search.
+func unwrapTCP(c net.Conn, forRead bool) *net.TCPConn {
+	for range maxUnwrap {
+		switch v := c.(type) {
+		case *net.TCPConn:
+			return v
+		case *PeekConn:
+			if forRead && len(v.Buffered()) > 0 {
+				return nil
+			}
+			c = v.Conn
+		case interface{ Unwrap() net.Conn }:
+			c = v.Unwrap()
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+// copy moves src to dst until EOF (nil error) or failure and returns the bytes written.
+func (s *pipeState) copy(dir Direction, src, dst net.Conn) (int64, error) {
+	var total int64
+	// Replay what a PeekConn prefetched (typically the ClientHello) so that the rest of
+	// the stream can come straight from the socket.
+	if pc, ok := src.(*PeekConn); ok {
+		if b := pc.Buffered(); len(b) > 0 {
+			n, err := dst.Write(b)
+			pc.consume(n)
+			total += int64(n)
+			if err != nil {
+				return total, err
+			}
+			s.moved(dir, src, n)
+		}
+	}
+	rs, ws := unwrapTCP(src, true), unwrapTCP(dst, false)
+	if rs != nil && ws != nil {
+		n, handled, err := spliceCopy(s, dir, src, rs, ws)
+		if handled {
+			return total + n, err
+		}
+	}
+	n, err := s.bufferCopy(dir, src, dst, rs)
+	return total + n, err
+}
+
+// bufferCopy is the portable copy loop. When the source is a TCP socket it first waits for
+// readability without holding a buffer, so an idle connection pins none; otherwise a pooled
+// buffer is held for the whole copy because a generic Read needs one to wait in.
+func (s *pipeState) bufferCopy(dir Direction, src, dst net.Conn, srcTCP *net.TCPConn) (int64, error) {
+	var (
+		total int64
+		bp    *[]byte
+		wait  = newReadWaiter(srcTCP)
+	)
+	defer func() {
+		if bp != nil {
+			copyBufPool.Put(bp)
+		}
+	}()
+	for {
+		if wait != nil {
+			if bp != nil {
+				copyBufPool.Put(bp)
+				bp = nil
+			}
+			if err := wait.wait(); err != nil {
+				return total, err
+			}
+		}
+		if bp == nil {
+			bp = copyBufPool.Get().(*[]byte)
+		}
+		nr, rerr := src.Read(*bp)
+		if nr > 0 {
+			nw, werr := dst.Write((*bp)[:nr])
+			total += int64(nw)
+			if werr != nil {
+				return total, werr
+			}
+			if nw != nr {
+				return total, io.ErrShortWrite
+			}
+			s.moved(dir, src, nr)
+		}
+		if rerr != nil {
+			if errors.Is(rerr, io.EOF) {
+				return total, nil
+			}
+			return total, rerr
+		}
+	}
+}

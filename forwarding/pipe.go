@@ -1,0 +1,198 @@
+package forwarding
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultHalfCloseTimeout is used when PipeOptions.HalfCloseTimeout is zero.
+const DefaultHalfCloseTimeout = 30 * time.Second
+
+// PipeOptions tunes Pipe. The zero value is usable.
+type PipeOptions struct {
+	// OnData is called after each chunk moved, with the direction and byte count, from the
+	// copying goroutine (the two directions call it concurrently); nil means none. Used for
+	// live byte counters and last-activity tracking, so it must be cheap.
+	OnData func(dir Direction, n int)
+	// HalfCloseTimeout bounds how long the remaining direction may stay idle after the other
+	// direction ended with EOF (half-close). 0 means DefaultHalfCloseTimeout. It is enforced
+	// with the source connection's read deadline, re-armed on every chunk, so an active
+	// half-closed stream is not cut.
+	HalfCloseTimeout time.Duration
+}
+
+// Direction names one of the two copy directions of a Pipe.
+type Direction uint8
+
+const (
+	// ClientToBackend is the direction reading the client and writing the backend.
+	ClientToBackend Direction = iota
+	// BackendToClient is the direction reading the backend and writing the client.
+	BackendToClient
+)
+
+// String returns "client->backend" or "backend->client".
+func (d Direction) String() string {
+	switch d {
+	case ClientToBackend:
+		return "client->backend"
+	case BackendToClient:
+		return "backend->client"
+	}
+	return fmt.Sprintf("Direction(%d)", uint8(d))
+}
+
+// PipeResult reports what a Pipe moved and why it ended.
+type PipeResult struct {
+	// ClientToBackend and BackendToClient are the exact numbers of bytes written to the
+	// destination in each direction.
+	ClientToBackend, BackendToClient int64
+	// Err is the first error other than EOF (a reset, a write error, a deadline, the
+	// context's cause), or nil when both directions ended cleanly.
+	Err error
+}
+
+// Pipe copies client<->backend until both directions are done or ctx is cancelled, then
+// closes both conns. It owns both conns and returns only when no goroutine it started is
+// left.
+//
+// EOF on one side is passed on as CloseWrite on the other (or, if that conn cannot
+// half-close, both conns are closed) while the other direction keeps running, bounded by
+// HalfCloseTimeout of inactivity. Any error in either direction, or ctx being cancelled,
+// closes both conns at once.
+//
+// When both conns are, or unwrap to, *net.TCPConn (through *PeekConn or an
+// Unwrap() net.Conn method), Linux builds move data with splice(2) through a pooled kernel
+// pipe that is held only while data flows: an idle Pipe holds no pipe and no buffer. Bytes a
+// *PeekConn client already buffered are written first. Other conns are copied through a
+// pooled 32 KiB buffer.
+//
+// Read deadlines already set on the conns keep working; Pipe overrides them once a
+// direction is half-closed.
+func Pipe(ctx context.Context, client, backend net.Conn, opt PipeOptions) PipeResult {
+	s := &pipeState{client: client, backend: backend, opt: opt}
+	if s.opt.HalfCloseTimeout <= 0 {
+		s.opt.HalfCloseTimeout = DefaultHalfCloseTimeout
+	}
+	// AfterFunc costs no goroutine until ctx is done, which matters with many idle pipes.
+	ctxDone := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(ctxDone)
+		s.fail(fmt.Errorf("forwarding: pipe cancelled: %w", context.Cause(ctx)))
+	})
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go copyBackendToClient(s, &wg)
+	// The caller's goroutine does the other direction: one goroutine fewer per connection.
+	copyClientToBackend(s, nil)
+	wg.Wait()
+	if !stop() {
+		<-ctxDone // the cancel callback is running or ran; let it finish before returning
+	}
+	s.closeBoth()
+	return PipeResult{ClientToBackend: s.n[ClientToBackend], BackendToClient: s.n[BackendToClient], Err: s.err}
+}
+
+// copyClientToBackend is the client->backend half of a Pipe; its name is what a stack
+// dump shows for that goroutine.
+func copyClientToBackend(s *pipeState, wg *sync.WaitGroup) {
+	if wg != nil {
+		defer wg.Done()
+	}
+	s.run(ClientToBackend, s.client, s.backend)
+}
+
+// copyBackendToClient is the backend->client half of a Pipe.
+func copyBackendToClient(s *pipeState, wg *sync.WaitGroup) {
+	if wg != nil {
+		defer wg.Done()
+	}
+	s.run(BackendToClient, s.backend, s.client)
+}
+
+// pipeState is shared by the two directions of one Pipe.
+type pipeState struct {
+	client, backend net.Conn
+	opt             PipeOptions
+
+	n [2]int64 // bytes per direction; each written only by its own direction
+
+	errOnce    sync.Once
+	err        error
+	closeOnce  sync.Once
+	stopping   atomic.Bool  // set before Pipe closes the conns itself
+	halfClosed atomic.Bool  // one direction ended with EOF; the other re-arms its deadline
+	finished   atomic.Int32 // directions that ended with EOF
+}
+
+// run copies one direction and then decides what its end means for the whole pipe.
+func (s *pipeState) run(dir Direction, src, dst net.Conn) {
+	n, err := s.copy(dir, src, dst)
+	s.n[dir] = n
+	if err != nil {
+		s.fail(fmt.Errorf("forwarding: %s: %w", dir, err))
+		return
+	}
+	if s.finished.Add(1) == 2 {
+		s.closeBoth()
+		return
+	}
+	cw, ok := dst.(interface{ CloseWrite() error })
+	if !ok {
+		s.closeBoth() // cannot half-close: the best we can do is end both directions
+		return
+	}
+	if err := cw.CloseWrite(); err != nil {
+		if errors.Is(err, errors.ErrUnsupported) {
+			s.closeBoth()
+			return
+		}
+		s.fail(fmt.Errorf("forwarding: %s: half-close: %w", dir, err))
+		return
+	}
+	// The remaining direction reads from dst. Bound its idleness from now on; it re-arms
+	// the deadline after each chunk (see moved).
+	s.halfClosed.Store(true)
+	if err := dst.SetReadDeadline(time.Now().Add(s.opt.HalfCloseTimeout)); err != nil {
+		s.fail(fmt.Errorf("forwarding: %s: arming half-close timeout: %w", dir, err))
+	}
+}
+
+// moved is called by a direction after each chunk it wrote.
+func (s *pipeState) moved(dir Direction, src net.Conn, n int) {
+	if s.opt.OnData != nil {
+		s.opt.OnData(dir, n)
+	}
+	if s.halfClosed.Load() {
+		// Only the direction still running gets here after the half-close; an error from
+		// SetReadDeadline means the conn is closed and the next read reports it.
+		_ = src.SetReadDeadline(time.Now().Add(s.opt.HalfCloseTimeout))
+	}
+}
+
+// fail records err as the pipe's error unless Pipe is already closing the conns itself
+// (then err is just the consequence of that), and closes both conns so that the other
+// direction unblocks.
+func (s *pipeState) fail(err error) {
+	if s.stopping.Load() {
+		return
+	}
+	s.errOnce.Do(func() { s.err = err })
+	s.closeBoth()
+}
+
+// closeBoth closes both conns once. Close errors are not interesting: data either was
+// written already (counted) or the error was reported by the copy.
+func (s *pipeState) closeBoth() {
+	s.closeOnce.Do(func() {
+		s.stopping.Store(true)
+		_ = s.client.Close()
+		_ = s.backend.Close()
+	})
+}

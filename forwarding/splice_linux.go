@@ -1,0 +1,218 @@
+//go:build linux
+
+package forwarding
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// maxFreePipes bounds the pipe free list; pipes returned beyond it are closed, so
+	// a burst of transfers does not leave thousands of idle pipe fds behind.
+	maxFreePipes = 64
+	// pipeSize is what we ask the kernel for (F_SETPIPE_SZ), as Go's own splice does; a
+	// bigger pipe moves more per syscall. If refused, the 64 KiB default is used.
+	pipeSize = 1 << 20
+	// spliceChunk is the most one splice call may move from socket to pipe.
+	spliceChunk = pipeSize
+	spliceFlags = unix.SPLICE_F_NONBLOCK | unix.SPLICE_F_MOVE
+)
+
+// kpipe is a kernel pipe used as the splice intermediary.
+type kpipe struct{ r, w int }
+
+// pipeFreeList holds empty pipes ready for reuse.
+var pipeFreeList struct {
+	mu   sync.Mutex
+	free []kpipe
+}
+
+// Test hooks: pipesInUse counts pipes taken and not yet returned (an idle Pipe must leave
+// it unchanged); spliceCopies counts directions that took the splice path.
+var (
+	pipesInUse   atomic.Int64
+	spliceCopies atomic.Int64
+)
+
+func getPipe() (kpipe, error) {
+	pipesInUse.Add(1)
+	l := &pipeFreeList
+	l.mu.Lock()
+	if n := len(l.free); n > 0 {
+		p := l.free[n-1]
+		l.free = l.free[:n-1]
+		l.mu.Unlock()
+		return p, nil
+	}
+	l.mu.Unlock()
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		pipesInUse.Add(-1)
+		return kpipe{}, fmt.Errorf("forwarding: creating splice pipe: %w", os.NewSyscallError("pipe2", err))
+	}
+	_, _ = unix.FcntlInt(uintptr(fds[1]), unix.F_SETPIPE_SZ, pipeSize) // best effort
+	return kpipe{r: fds[0], w: fds[1]}, nil
+}
+
+// putPipe returns p to the free list. A pipe that may still hold bytes (after an error)
+// is closed instead: its stale data must never leak into another connection.
+func putPipe(p kpipe, empty bool) {
+	pipesInUse.Add(-1)
+	if empty {
+		l := &pipeFreeList
+		l.mu.Lock()
+		if len(l.free) < maxFreePipes {
+			l.free = append(l.free, p)
+			l.mu.Unlock()
+			return
+		}
+		l.mu.Unlock()
+	}
+	_ = unix.Close(p.r)
+	_ = unix.Close(p.w)
+}
+
+// freePipes reports the free list length (for tests).
+func freePipes() int {
+	pipeFreeList.mu.Lock()
+	defer pipeFreeList.mu.Unlock()
+	return len(pipeFreeList.free)
+}
+
+// spliceCopy moves src to dst with splice(2) through a pooled pipe. It waits for data in
+// the netpoller through RawConn.Read (which honours read deadlines) holding no pipe, takes a
+// pipe when data is there, drains it into dst (waiting for writability through
+// RawConn.Write), and gives it back as soon as it is empty and src would block.
+// srcConn is the conn Pipe was given, used for deadline re-arming in moved.
+func spliceCopy(s *pipeState, dir Direction, srcConn net.Conn, src, dst *net.TCPConn) (int64, bool, error) {
+	rc, err := src.SyscallConn()
+	if err != nil {
+		return 0, false, nil // let the buffered copy report problems with this conn
+	}
+	wc, err := dst.SyscallConn()
+	if err != nil {
+		return 0, false, nil
+	}
+	spliceCopies.Add(1)
+
+	var (
+		p     kpipe
+		held  bool
+		n     int64 // bytes in the pipe from the last fill
+		left  int64 // bytes still in the pipe while draining
+		serr  error // errno from the last splice call
+		total int64
+	)
+	// The callbacks are built once: a closure passed to RawConn escapes, so building them
+	// inside the loop would allocate per chunk.
+	fill := func(fd uintptr) bool {
+		if !held {
+			if p, serr = getPipe(); serr != nil {
+				return true
+			}
+			held = true
+		}
+		for {
+			n, serr = unix.Splice(int(fd), nil, p.w, nil, spliceChunk, spliceFlags)
+			if serr != unix.EINTR {
+				break
+			}
+		}
+		if serr == unix.EAGAIN {
+			// Nothing to read: hand the (empty) pipe back before parking in the netpoller.
+			serr = nil
+			putPipe(p, true)
+			held = false
+			return false
+		}
+		return true
+	}
+	drain := func(fd uintptr) bool {
+		for left > 0 {
+			m, err := unix.Splice(p.r, nil, int(fd), nil, int(left), spliceFlags)
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err == unix.EAGAIN:
+				return false // socket buffer full: wait for writability
+			case err != nil:
+				serr = err
+				return true
+			case m == 0:
+				serr = syscall.EPIPE // cannot happen with bytes in the pipe; never spin
+				return true
+			}
+			left -= m
+			total += m
+		}
+		return true
+	}
+	defer func() {
+		if held {
+			putPipe(p, left == 0)
+		}
+	}()
+	for {
+		n, serr = 0, nil
+		if err := rc.Read(fill); err != nil {
+			return total, true, err
+		}
+		if serr != nil {
+			return total, true, spliceError(serr)
+		}
+		if n == 0 {
+			return total, true, nil // EOF
+		}
+		left = n
+		if err := wc.Write(drain); err != nil {
+			return total, true, err
+		}
+		if serr != nil {
+			return total, true, spliceError(serr)
+		}
+		s.moved(dir, srcConn, int(n))
+	}
+}
+
+func spliceError(err error) error {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return os.NewSyscallError("splice", errno)
+	}
+	return err
+}
+
+// readWaiter waits until a TCP socket is readable (data, EOF or error) without reading, so
+// the buffered copy can take its buffer only when there is something to copy.
+type readWaiter struct {
+	rc   syscall.RawConn
+	peek [1]byte
+	poll func(fd uintptr) bool
+}
+
+func newReadWaiter(c *net.TCPConn) *readWaiter {
+	if c == nil {
+		return nil
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	w := &readWaiter{rc: rc}
+	w.poll = func(fd uintptr) bool {
+		_, _, err := unix.Recvfrom(int(fd), w.peek[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		return err != unix.EAGAIN // anything else is for the following Read to report
+	}
+	return w
+}
+
+// wait blocks until the socket is readable or its read deadline passes.
+func (w *readWaiter) wait() error { return w.rc.Read(w.poll) }

@@ -1,0 +1,17 @@
+//go:build !linux
+
+package forwarding
+
+import "net"
+
+// spliceCopy is Linux-only; elsewhere Pipe always uses the buffered copy.
+func spliceCopy(*pipeState, Direction, net.Conn, *net.TCPConn, *net.TCPConn) (int64, bool, error) {
+	return 0, false, nil
+}
+
+// readWaiter is Linux-only; a nil waiter makes bufferCopy hold its buffer while waiting.
+type readWaiter struct{}
+
+func newReadWaiter(*net.TCPConn) *readWaiter { return nil }
+
+func (*readWaiter) wait() error { return nil }

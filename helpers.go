@@ -1,0 +1,43 @@
+package smartproxy
+
+// Route constructors named after the TypeScript SmartProxy's helpers. Each
+// returns a plain Route that can be adjusted before use; mistakes (such as
+// a bad address) are reported by New or UpdateRoutes.
+
+// HTTPSPassthroughRoute forwards TLS connections on port 443 for the given
+// domains to target ("host:port") without terminating TLS.
+func HTTPSPassthroughRoute(name string, domains []string, target string) Route {
+	return NewRoute(name).Ports(443).Domains(domains...).TLSPassthrough().ForwardTo(target).Route()
+}
+
+// SocketHandlerRoute hands connections on ports (and, if given, for
+// domains, which needs TLS SNI) to a Go function.
+func SocketHandlerRoute(name string, ports PortSpec, domains []string, h SocketHandler) Route {
+	b := NewRoute(name).Domains(domains...).HandleWith(h)
+	b.r.Match.Ports = append(PortSpec(nil), ports...)
+	return b.Route()
+}
+
+// PortRangeRoute forwards every port in ports to target. A target without
+// a port ("10.0.0.5") keeps the port the client connected to.
+func PortRangeRoute(name string, ports PortSpec, target string) Route {
+	b := NewRoute(name).ForwardTo(target)
+	b.r.Match.Ports = append(PortSpec(nil), ports...)
+	return b.Route()
+}
+
+// PortMappingRoute forwards each port in ports to host on the port that
+// mapPort returns for it, e.g. func(p int) int { return p + 1000 }.
+func PortMappingRoute(name string, ports PortSpec, host string, mapPort func(port int) int) Route {
+	b := NewRoute(name).Target(Target{
+		Host:     StringList{host},
+		PortFunc: func(rc *RouteContext) int { return mapPort(rc.Port) },
+	})
+	b.r.Match.Ports = append(PortSpec(nil), ports...)
+	return b.Route()
+}
+
+// OffsetMappingRoute forwards each port in ports to host on port+offset.
+func OffsetMappingRoute(name string, ports PortSpec, host string, offset int) Route {
+	return PortMappingRoute(name, ports, host, func(p int) int { return p + offset })
+}

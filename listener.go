@@ -1,0 +1,124 @@
+package smartproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// portListener is the one listener of a port, shared by all its routes.
+type portListener struct {
+	port int
+	ln   net.Listener
+	once sync.Once
+}
+
+func (l *portListener) close() { l.once.Do(func() { _ = l.ln.Close() }) }
+
+// reconcileLocked opens the ports set needs that are not open yet and
+// closes those it no longer uses. Opening happens first so that a port
+// that cannot be bound leaves everything as it was. Caller holds p.mu.
+func (p *Proxy) reconcileLocked(ctx context.Context, set *routeSet) error {
+	var opened []*portListener
+	for _, port := range sortedPorts(set.ports) {
+		if _, ok := p.listeners[port]; ok {
+			continue
+		}
+		ln, err := p.listen(ctx, port)
+		if err != nil {
+			for _, l := range opened {
+				l.close()
+			}
+			return fmt.Errorf("smartproxy: listen on port %d: %w", port, err)
+		}
+		opened = append(opened, &portListener{port: port, ln: ln})
+	}
+	for _, l := range opened {
+		p.listeners[l.port] = l
+		p.acceptors.Add(1)
+		go p.acceptLoop(l)
+	}
+	for port, l := range p.listeners {
+		if _, keep := set.ports[port]; !keep {
+			l.close()
+			delete(p.listeners, port)
+		}
+	}
+	return nil
+}
+
+func (p *Proxy) listen(ctx context.Context, port int) (net.Listener, error) {
+	addr := net.JoinHostPort(p.opts.ListenAddress, strconv.Itoa(port))
+	if p.opts.Listen != nil {
+		return p.opts.Listen(ctx, "tcp", addr)
+	}
+	lc := net.ListenConfig{KeepAliveConfig: p.keepAliveConfig()}
+	if !p.opts.keepAlive() {
+		lc.KeepAlive = -1
+	}
+	return lc.Listen(ctx, "tcp", addr)
+}
+
+func (p *Proxy) keepAliveConfig() net.KeepAliveConfig {
+	return net.KeepAliveConfig{Enable: p.opts.keepAlive(), Idle: p.opts.KeepAliveInitialDelay}
+}
+
+// acceptLoop serves one port until its listener is closed. Temporary
+// accept errors (such as running out of file descriptors) back off instead
+// of spinning or giving up.
+func (p *Proxy) acceptLoop(l *portListener) {
+	defer p.acceptors.Done()
+	var backoff time.Duration
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			p.log.Warn("accept failed; retrying", "port", l.port, "err", err, "backoff", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		p.handlers.Add(1)
+		go func() {
+			defer p.handlers.Done()
+			p.serve(c, l.port)
+		}()
+	}
+}
+
+// ServeConn serves conn as if it had been accepted on port, and returns
+// when the connection is finished. It lets users test routes in memory,
+// for example with one end of a net.Pipe, or feed connections from their
+// own listeners. The client address is taken from conn.RemoteAddr; wrap
+// the conn to supply another one. ServeConn takes ownership of conn.
+func (p *Proxy) ServeConn(conn net.Conn, port int) error {
+	p.mu.Lock()
+	if p.stopped {
+		p.mu.Unlock()
+		_ = conn.Close()
+		return ErrStopped
+	}
+	p.handlers.Add(1)
+	p.mu.Unlock()
+	defer p.handlers.Done()
+	p.startRunner()
+	p.serve(conn, port)
+	return nil
+}
+
+func sortedPorts(m map[int]portPlan) []int {
+	ports := make([]int, 0, len(m))
+	for port := range m {
+		ports = append(ports, port)
+	}
+	slices.Sort(ports)
+	return ports
+}

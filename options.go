@@ -1,0 +1,159 @@
+package smartproxy
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/gosmartproxy/smartproxy/connection"
+)
+
+// Options configures a Proxy. The zero value of every field means the
+// documented default, which follows the TypeScript SmartProxy where it has
+// one.
+type Options struct {
+	// Routes are the initial routes; see UpdateRoutes to change them.
+	Routes []Route
+	// Defaults apply to routes that leave the field unset.
+	Defaults Defaults
+
+	// ListenAddress is the host the proxy binds its ports on; "" means all
+	// interfaces.
+	ListenAddress string
+
+	// InitialDataTimeout bounds the wait for the first bytes a route needs
+	// (a TLS ClientHello) on ports whose routes match by domain. Default
+	// 120 s, as in the TS library; lower it on exposed ports.
+	InitialDataTimeout time.Duration
+	// MaxClientHelloBytes caps the bytes read to find the SNI. Default
+	// 64 KiB; at least 16 KiB is needed for post-quantum hellos.
+	MaxClientHelloBytes int
+	// ConnectTimeout bounds a backend dial. Default 30 s.
+	ConnectTimeout time.Duration
+	// InactivityTimeout closes connections with no traffic either way.
+	// Default 4 h; see KeepAliveTreatment.
+	InactivityTimeout time.Duration
+	// SocketTimeout is accepted for TS compatibility: when set and lower
+	// than InactivityTimeout it is used as the inactivity timeout.
+	SocketTimeout time.Duration
+	// KeepAliveTreatment: "standard" (default), "extended" (inactivity
+	// timeout × KeepAliveInactivityMultiplier) or "immortal" (none).
+	KeepAliveTreatment connection.KeepAliveTreatment
+	// KeepAliveInactivityMultiplier is used by "extended". Default 6.
+	KeepAliveInactivityMultiplier float64
+	// MaxConnectionLifetime closes connections older than this. Default
+	// 24 h; negative means unlimited.
+	MaxConnectionLifetime time.Duration
+	// HalfCloseTimeout bounds how long a half-closed connection may stay
+	// idle in the direction that is still open. Default 30 s.
+	HalfCloseTimeout time.Duration
+	// GracefulShutdownTimeout is how long Stop drains when its context has
+	// no deadline of its own. Default 30 s.
+	GracefulShutdownTimeout time.Duration
+
+	// MaxConnections caps concurrent connections proxy-wide; 0 = unlimited.
+	MaxConnections int
+	// MaxConnectionsPerIP caps concurrent connections per client IP.
+	// Default 100; negative means unlimited.
+	MaxConnectionsPerIP int
+	// ConnectionRateLimitPerMinute caps new connections per client IP per
+	// sliding minute. Default 300; negative means unlimited.
+	ConnectionRateLimitPerMinute int
+
+	// NoDelay sets TCP_NODELAY on both sides; nil means true.
+	NoDelay *bool
+	// KeepAlive enables TCP keep-alive probes on both sides; nil means true.
+	KeepAlive *bool
+	// KeepAliveInitialDelay is the idle time before the first probe.
+	// Default 10 s.
+	KeepAliveInitialDelay time.Duration
+
+	// EnableDetailedLogging logs every connection at Info level rather
+	// than Debug.
+	EnableDetailedLogging bool
+	// Logger receives the proxy's logs; nil means slog.Default().
+	Logger *slog.Logger
+
+	// Listen opens a port's listener; nil means a net.ListenConfig with
+	// the keep-alive settings above. Tests can return in-memory listeners.
+	Listen func(ctx context.Context, network, address string) (net.Listener, error)
+	// Dial connects to a backend; nil means a net.Dialer with the keep-alive
+	// settings above.
+	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+
+	// Matcher builds the route matcher; nil means NewRouteTable.
+	Matcher MatcherFactory
+	// Security decides whether a matched connection may proceed; nil means
+	// the DefaultSecurityChecker.
+	Security SecurityChecker
+	// Connections tracks and limits connections; nil means a
+	// connection.Manager configured from the fields above.
+	Connections ConnectionManager
+}
+
+// Defaults fill in what routes leave unset.
+type Defaults struct {
+	// Target is used by forward routes that have no targets.
+	Target *Target `json:"target,omitempty"`
+	// Security applies to every route; a route's own ipAllowList or
+	// ipBlockList replaces the default list of the same kind.
+	Security *RouteSecurity `json:"security,omitempty"`
+}
+
+// Default values, as in the TypeScript SmartProxy.
+const (
+	DefaultInitialDataTimeout      = 120 * time.Second
+	DefaultMaxClientHelloBytes     = 64 << 10
+	DefaultConnectTimeout          = 30 * time.Second
+	DefaultHalfCloseTimeout        = 30 * time.Second
+	DefaultGracefulShutdownTimeout = 30 * time.Second
+	DefaultKeepAliveInitialDelay   = 10 * time.Second
+)
+
+// withDefaults returns a copy with zero fields set to their defaults.
+func (o Options) withDefaults() Options {
+	setDur := func(d *time.Duration, def time.Duration) {
+		if *d == 0 {
+			*d = def
+		}
+	}
+	setDur(&o.InitialDataTimeout, DefaultInitialDataTimeout)
+	setDur(&o.ConnectTimeout, DefaultConnectTimeout)
+	setDur(&o.HalfCloseTimeout, DefaultHalfCloseTimeout)
+	setDur(&o.GracefulShutdownTimeout, DefaultGracefulShutdownTimeout)
+	setDur(&o.KeepAliveInitialDelay, DefaultKeepAliveInitialDelay)
+	if o.MaxClientHelloBytes == 0 {
+		o.MaxClientHelloBytes = DefaultMaxClientHelloBytes
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Matcher == nil {
+		o.Matcher = NewRouteTable
+	}
+	if o.Security == nil {
+		o.Security = DefaultSecurityChecker{}
+	}
+	return o
+}
+
+func (o *Options) noDelay() bool   { return o.NoDelay == nil || *o.NoDelay }
+func (o *Options) keepAlive() bool { return o.KeepAlive == nil || *o.KeepAlive }
+
+// connectionConfig maps the options onto the connection manager's config.
+func (o *Options) connectionConfig() connection.Config {
+	inactivity := o.InactivityTimeout
+	if o.SocketTimeout > 0 && (inactivity == 0 || o.SocketTimeout < inactivity) {
+		inactivity = o.SocketTimeout
+	}
+	return connection.Config{
+		MaxConnections:                o.MaxConnections,
+		MaxConnectionsPerIP:           o.MaxConnectionsPerIP,
+		ConnectionRateLimitPerMinute:  o.ConnectionRateLimitPerMinute,
+		InactivityTimeout:             inactivity,
+		KeepAliveTreatment:            o.KeepAliveTreatment,
+		KeepAliveInactivityMultiplier: o.KeepAliveInactivityMultiplier,
+		MaxLifetime:                   o.MaxConnectionLifetime,
+	}
+}

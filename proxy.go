@@ -1,0 +1,247 @@
+package smartproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/gosmartproxy/smartproxy/connection"
+)
+
+// ErrStopped is returned by Start, ServeConn and UpdateRoutes after Stop.
+var ErrStopped = errors.New("smartproxy: proxy stopped")
+
+// ConnectionManager tracks every proxied connection and enforces the
+// connection limits and timeouts. *connection.Manager is the default; wrap
+// it to observe or add policy. Implementations must be safe for concurrent
+// use.
+type ConnectionManager interface {
+	// Open admits a new client connection or refuses it with an error.
+	// closer is called to kill the connection on timeout or shutdown.
+	Open(client netip.AddrPort, localPort int, closer io.Closer) (*connection.Record, error)
+	// AssignRoute binds the record to its route and enforces the route's
+	// concurrent cap (maxConns <= 0: none).
+	AssignRoute(r *connection.Record, route, domain string, maxConns int) error
+	// Close releases a record; idempotent.
+	Close(r *connection.Record) bool
+	// Run enforces timeouts and samples metrics until ctx ends.
+	Run(ctx context.Context)
+	// CloseAll calls every open record's closer.
+	CloseAll()
+	// Active is the number of open records.
+	Active() int
+	// Snapshot returns the current metrics.
+	Snapshot() connection.Metrics
+}
+
+// routeSet is one immutable generation of routes; connections keep the
+// generation they were matched in, so UpdateRoutes never disturbs them.
+type routeSet struct {
+	routes  []*Route
+	matcher RouteMatcher
+	ports   map[int]portPlan
+}
+
+// portPlan is what the accept path needs to know about a port.
+type portPlan struct {
+	needsHello bool // some route on the port matches by SNI or TLS version
+}
+
+// Proxy routes connections on its ports according to its routes. Create
+// it with New, then Start it; Stop it to release everything.
+type Proxy struct {
+	opts  Options
+	log   *slog.Logger
+	conns ConnectionManager
+	sec   SecurityChecker
+	set   atomic.Pointer[routeSet]
+
+	// baseCtx is cancelled when Stop gives up draining; it is the parent of
+	// every handler's context.
+	baseCtx    context.Context
+	cancelBase context.CancelFunc
+	runOnce    sync.Once
+	runCancel  context.CancelFunc
+	runDone    chan struct{}
+
+	mu        sync.Mutex // guards the fields below
+	listeners map[int]*portListener
+	started   bool
+	stopped   bool
+	handlers  sync.WaitGroup // one per connection being served
+	acceptors sync.WaitGroup // one per accept loop
+}
+
+// New validates the options and routes and returns a proxy that is not
+// yet listening. Every mistake found is reported, each naming its route
+// and field.
+func New(opts Options) (*Proxy, error) {
+	opts = opts.withDefaults()
+	conns := opts.Connections
+	if conns == nil {
+		m, err := connection.NewManager(opts.connectionConfig())
+		if err != nil {
+			return nil, fmt.Errorf("smartproxy: %w", err)
+		}
+		conns = m
+	}
+	set, err := buildRouteSet(opts.Routes, opts)
+	if err != nil {
+		return nil, fmt.Errorf("smartproxy: invalid routes: %w", err)
+	}
+	p := &Proxy{
+		opts:      opts,
+		log:       opts.Logger,
+		conns:     conns,
+		sec:       opts.Security,
+		listeners: make(map[int]*portListener),
+		runDone:   make(chan struct{}),
+	}
+	p.baseCtx, p.cancelBase = context.WithCancel(context.Background())
+	p.set.Store(set)
+	return p, nil
+}
+
+func buildRouteSet(routes []Route, opts Options) (*routeSet, error) {
+	compiled, err := compileRoutes(routes, opts.Defaults)
+	if err != nil {
+		return nil, err
+	}
+	m, err := opts.Matcher(compiled)
+	if err != nil {
+		return nil, fmt.Errorf("building matcher: %w", err)
+	}
+	ports := make(map[int]portPlan)
+	for _, r := range compiled {
+		r.Match.Ports.Each(func(port int) bool {
+			plan := ports[port]
+			plan.needsHello = plan.needsHello || r.state.needsHello
+			ports[port] = plan
+			return true
+		})
+	}
+	return &routeSet{routes: compiled, matcher: m, ports: ports}, nil
+}
+
+// Routes returns copies of the active (enabled) routes.
+func (p *Proxy) Routes() []Route {
+	set := p.set.Load()
+	out := make([]Route, len(set.routes))
+	for i, r := range set.routes {
+		out[i] = *r
+		out[i].state = nil
+	}
+	return out
+}
+
+// Ports returns the ports the current routes listen on, ascending.
+func (p *Proxy) Ports() []int { return sortedPorts(p.set.Load().ports) }
+
+// Metrics returns a snapshot of the connection manager's metrics.
+func (p *Proxy) Metrics() connection.Metrics { return p.conns.Snapshot() }
+
+// Start opens a listener on every port the routes use and starts serving.
+// If any port cannot be opened, the ones already opened are closed and the
+// error is returned. ctx bounds the opening only.
+func (p *Proxy) Start(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return ErrStopped
+	}
+	if p.started {
+		return errors.New("smartproxy: already started")
+	}
+	p.startRunner()
+	if err := p.reconcileLocked(ctx, p.set.Load()); err != nil {
+		return err
+	}
+	p.started = true
+	return nil
+}
+
+// startRunner starts the connection manager's sweeper once.
+func (p *Proxy) startRunner() {
+	p.runOnce.Do(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		p.runCancel = cancel
+		go func() {
+			defer close(p.runDone)
+			p.conns.Run(ctx)
+		}()
+	})
+}
+
+// UpdateRoutes replaces the routes at runtime. New connections see the
+// new routes at once; open connections keep flowing on the routes they
+// were matched with. Ports no route uses any more are closed and new ports
+// are opened. An invalid route set, or a port that cannot be opened,
+// leaves the old routes in place and returns the error.
+func (p *Proxy) UpdateRoutes(routes []Route) error {
+	set, err := buildRouteSet(routes, p.opts)
+	if err != nil {
+		return fmt.Errorf("smartproxy: invalid routes: %w", err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return ErrStopped
+	}
+	if p.started {
+		if err := p.reconcileLocked(context.Background(), set); err != nil {
+			return err
+		}
+	}
+	p.set.Store(set)
+	p.log.Info("routes updated", "routes", len(set.routes), "ports", len(set.ports))
+	return nil
+}
+
+// Stop stops accepting, waits for open connections to finish until ctx
+// ends (or Options.GracefulShutdownTimeout when ctx has no deadline), then
+// closes the rest and waits until every goroutine of the proxy has
+// returned. It returns ctx's error if connections had to be cut.
+func (p *Proxy) Stop(ctx context.Context) error {
+	p.mu.Lock()
+	if p.stopped {
+		p.mu.Unlock()
+		return nil
+	}
+	p.stopped = true
+	for port, l := range p.listeners {
+		l.close()
+		delete(p.listeners, port)
+	}
+	p.mu.Unlock()
+	p.acceptors.Wait()
+
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.opts.GracefulShutdownTimeout)
+		defer cancel()
+	}
+	drained := make(chan struct{})
+	go func() { p.handlers.Wait(); close(drained) }()
+	var err error
+	select {
+	case <-drained:
+	case <-ctx.Done():
+		err = ctx.Err()
+		p.log.Warn("shutdown: closing connections still open", "active", p.conns.Active())
+		p.cancelBase()
+		p.conns.CloseAll()
+		<-drained
+	}
+	p.cancelBase()
+	p.runOnce.Do(func() { close(p.runDone) }) // never started: nothing to wait for
+	if p.runCancel != nil {
+		p.runCancel()
+	}
+	<-p.runDone
+	return err
+}

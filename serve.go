@@ -1,0 +1,190 @@
+package smartproxy
+
+import (
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/gosmartproxy/smartproxy/connection"
+	"github.com/gosmartproxy/smartproxy/forwarding"
+)
+
+// proxiedConn owns the sockets of one connection so the connection
+// manager can kill it (timeouts, shutdown) from another goroutine.
+type proxiedConn struct {
+	client net.Conn
+
+	mu      sync.Mutex
+	backend net.Conn
+	closed  bool
+}
+
+// Close closes the client and, once dialed, the backend. Idempotent.
+func (pc *proxiedConn) Close() error {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	if pc.closed {
+		return nil
+	}
+	pc.closed = true
+	err := pc.client.Close()
+	if pc.backend != nil {
+		_ = pc.backend.Close()
+	}
+	return err
+}
+
+// setBackend registers the dialed backend; it reports false (and closes
+// the backend) when the connection was killed while dialing.
+func (pc *proxiedConn) setBackend(b net.Conn) bool {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	if pc.closed {
+		_ = b.Close()
+		return false
+	}
+	pc.backend = b
+	return true
+}
+
+// clientAddrOf returns the client's address with IPv4-mapped IPv6
+// unmapped; the zero AddrPort when conn has no IP address (net.Pipe).
+func clientAddrOf(conn net.Conn) netip.AddrPort {
+	var ap netip.AddrPort
+	switch a := conn.RemoteAddr().(type) {
+	case *net.TCPAddr:
+		ap = a.AddrPort()
+	default:
+		if a != nil {
+			ap, _ = netip.ParseAddrPort(a.String())
+		}
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// serve runs one connection from accept to close: admission, routing,
+// security, then the route's action.
+func (p *Proxy) serve(conn net.Conn, port int) {
+	client := clientAddrOf(conn)
+	pc := &proxiedConn{client: conn}
+	defer pc.Close()
+
+	rec, err := p.conns.Open(client, port, pc)
+	if err != nil {
+		p.reject(client, port, "", err)
+		return
+	}
+	defer p.conns.Close(rec)
+	p.tuneTCP(conn)
+
+	set := p.set.Load()
+	peek := forwarding.NewPeekConn(conn)
+	defer peek.Release()
+	rc := &RouteContext{
+		Port:         port,
+		ClientIP:     client.Addr(),
+		ClientAddr:   client,
+		LocalAddr:    conn.LocalAddr(),
+		ConnectionID: rec.ID(),
+	}
+	if set.ports[port].needsHello {
+		if !p.readHello(peek, rc) {
+			return
+		}
+	}
+	q := MatchQuery{Port: port, Domain: rc.Domain, ClientIP: rc.ClientIP, TLSVersion: rc.TLSVersion}
+	route := set.matcher.Match(&q)
+	if route == nil || route.state == nil {
+		if rc.TLSVersion != 0 {
+			writeTLSAlert(conn, alertUnrecognizedName)
+		}
+		p.reject(client, port, rc.Domain, &RejectError{Reason: RejectNoRoute, IP: client.Addr()})
+		return
+	}
+	rc.Route, rc.RouteName = route, route.Name
+	if err := p.sec.CheckConnection(rc); err != nil {
+		if rc.TLSVersion != 0 {
+			writeTLSAlert(conn, alertAccessDenied)
+		}
+		p.reject(client, port, rc.Domain, err)
+		return
+	}
+	if err := p.conns.AssignRoute(rec, route.Name, rc.Domain, route.state.maxConns); err != nil {
+		p.reject(client, port, rc.Domain, err)
+		return
+	}
+	p.logConn("connection routed", "id", rec.ID(), "client", client, "port", port, "domain", rc.Domain, "route", route.Name)
+
+	switch route.Action.Type {
+	case ActionForward:
+		p.forward(pc, peek, rec, rc)
+	case ActionSocketHandler:
+		p.runHandler(pc, peek, rec, rc)
+	}
+}
+
+// readHello reads the ClientHello under the initial-data deadline and
+// fills rc's domain and TLS version. It reports false when the connection
+// must be closed: timeout, EOF, oversize or malformed hello. A client that
+// does not speak TLS is routed without SNI (only routes without domains
+// can take it).
+func (p *Proxy) readHello(peek *forwarding.PeekConn, rc *RouteContext) bool {
+	_ = peek.SetReadDeadline(time.Now().Add(p.opts.InitialDataTimeout))
+	info, err := forwarding.SniffClientHello(peek, p.opts.MaxClientHelloBytes)
+	_ = peek.SetReadDeadline(time.Time{})
+	switch {
+	case err == nil:
+		rc.Domain = normalizeDomain(string(info.ServerName))
+		rc.TLSVersion = info.MaxVersion
+		return true
+	case errors.Is(err, forwarding.ErrNotTLS):
+		return true
+	default:
+		p.logConn("closing connection: no usable ClientHello", "id", rc.ConnectionID, "client", rc.ClientAddr, "port", rc.Port, "err", err)
+		return false
+	}
+}
+
+// reject logs a refused connection at debug level (rejections can come in
+// floods; the connection manager counts them).
+func (p *Proxy) reject(client netip.AddrPort, port int, domain string, err error) {
+	var le *connection.LimitError
+	level := slog.LevelDebug
+	if !errors.As(err, &le) && p.opts.EnableDetailedLogging {
+		level = slog.LevelInfo
+	}
+	p.log.Log(p.baseCtx, level, "connection rejected", "client", client, "port", port, "domain", domain, "err", err)
+}
+
+func (p *Proxy) logConn(msg string, args ...any) {
+	level := slog.LevelDebug
+	if p.opts.EnableDetailedLogging {
+		level = slog.LevelInfo
+	}
+	p.log.Log(p.baseCtx, level, msg, args...)
+}
+
+// tuneTCP applies the no-delay option; keep-alive is set by the listener
+// and dialer.
+func (p *Proxy) tuneTCP(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(p.opts.noDelay())
+	}
+}
+
+// TLS alert descriptions sent before closing a TLS client we refuse.
+const (
+	alertAccessDenied     = 49
+	alertUnrecognizedName = 112
+)
+
+// writeTLSAlert sends a fatal TLS alert record so TLS clients report a
+// clear error instead of a bare reset. Best effort, bounded by a short
+// deadline.
+func writeTLSAlert(c net.Conn, desc byte) {
+	_ = c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	_, _ = c.Write([]byte{0x15, 0x03, 0x03, 0x00, 0x02, 0x02, desc})
+}

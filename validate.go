@@ -1,0 +1,288 @@
+package smartproxy
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync/atomic"
+
+	"github.com/gobwas/glob"
+)
+
+// RouteError is a configuration mistake in one route. Errors returned by
+// New and UpdateRoutes join one RouteError per mistake found.
+type RouteError struct {
+	// Route is the route's name, or "#N" (its index) when it has none.
+	Route string
+	// Field is the path of the offending field, such as "match.ports[1]".
+	Field string
+	// Err says what is wrong.
+	Err error
+}
+
+func (e *RouteError) Error() string {
+	if e.Field == "" {
+		return fmt.Sprintf("route %s: %v", e.Route, e.Err)
+	}
+	return fmt.Sprintf("route %s: %s: %v", e.Route, e.Field, e.Err)
+}
+
+func (e *RouteError) Unwrap() error { return e.Err }
+
+// routeState is what validation compiles for one route: parsed patterns
+// and per-route runtime state shared by all its connections.
+type routeState struct {
+	index      int // declaration order, the last tie-breaker in matching
+	domains    []domainPattern
+	clientIP   *IPList
+	tlsVersion []uint16
+	allow      *IPList
+	block      *IPList
+	maxConns   int
+	targets    []Target // sorted by descending priority, defaults applied
+	rr         atomic.Uint64
+	needsHello bool // the route can only be matched after a ClientHello
+}
+
+// domainPattern is one compiled entry of match.domains.
+type domainPattern struct {
+	text    string        // lower-cased, no trailing dot
+	glob    *glob.Pattern // nil for an exact name
+	literal int           // count of non-wildcard characters, a specificity tie-breaker
+}
+
+var tlsVersionNames = map[string]uint16{
+	"TLSv1":   tls.VersionTLS10,
+	"TLSv1.0": tls.VersionTLS10,
+	"TLSv1.1": tls.VersionTLS11,
+	"TLSv1.2": tls.VersionTLS12,
+	"TLSv1.3": tls.VersionTLS13,
+}
+
+// compileRoutes validates routes and returns compiled copies, so that later
+// changes to the caller's slice cannot race with connections in flight.
+// Disabled routes are validated but left out of the result.
+func compileRoutes(routes []Route, defaults Defaults) ([]*Route, error) {
+	var errs []error
+	seen := make(map[string]int, len(routes))
+	out := make([]*Route, 0, len(routes))
+	defAllow, defBlock, err := compileDefaults(defaults)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for i := range routes {
+		r := routes[i] // copy
+		v := &routeValidator{name: routeLabel(&r, i)}
+		if r.Name == "" {
+			v.fail("name", errors.New("is required"))
+		} else if prev, dup := seen[r.Name]; dup {
+			v.fail("name", fmt.Errorf("duplicate name (also route #%d)", prev))
+		} else {
+			seen[r.Name] = i
+		}
+		for _, be := range r.builderErrs {
+			v.errs = append(v.errs, be)
+		}
+		st := v.compile(&r, defaults, defAllow, defBlock)
+		st.index = i
+		errs = append(errs, v.errs...)
+		if len(v.errs) == 0 && r.IsEnabled() {
+			r.state = st
+			r.builderErrs = nil
+			out = append(out, &r)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return out, nil
+}
+
+func compileDefaults(d Defaults) (allow, block *IPList, err error) {
+	if d.Security == nil {
+		return nil, nil, nil
+	}
+	if allow, err = ParseIPList(d.Security.IPAllowList); err != nil {
+		return nil, nil, fmt.Errorf("defaults.security.ipAllowList: %w", err)
+	}
+	if block, err = ParseIPList(d.Security.IPBlockList); err != nil {
+		return nil, nil, fmt.Errorf("defaults.security.ipBlockList: %w", err)
+	}
+	return allow, block, nil
+}
+
+func routeLabel(r *Route, i int) string {
+	if r.Name != "" {
+		return fmt.Sprintf("%q", r.Name)
+	}
+	return fmt.Sprintf("#%d", i)
+}
+
+type routeValidator struct {
+	name string
+	errs []error
+}
+
+func (v *routeValidator) fail(field string, err error) {
+	v.errs = append(v.errs, &RouteError{Route: v.name, Field: field, Err: err})
+}
+
+func (v *routeValidator) compile(r *Route, defaults Defaults, defAllow, defBlock *IPList) *routeState {
+	st := &routeState{allow: defAllow, block: defBlock}
+	v.checkPorts(r.Match.Ports)
+	st.domains = v.compileDomains(r.Match.Domains)
+	if len(r.Match.ClientIP) > 0 {
+		l, err := ParseIPList(r.Match.ClientIP)
+		if err != nil {
+			v.fail("match.clientIp", err)
+		}
+		st.clientIP = l
+	}
+	for i, name := range r.Match.TLSVersion {
+		ver, ok := tlsVersionNames[name]
+		if !ok {
+			v.fail(fmt.Sprintf("match.tlsVersion[%d]", i), fmt.Errorf("unknown TLS version %q (want TLSv1.0, TLSv1.1, TLSv1.2 or TLSv1.3)", name))
+		}
+		st.tlsVersion = append(st.tlsVersion, ver)
+	}
+	st.needsHello = len(st.domains) > 0 || len(st.tlsVersion) > 0
+	v.checkTLS(r.Action.TLS)
+	st.targets = v.checkAction(&r.Action, defaults.Target)
+	if s := r.Security; s != nil {
+		if len(s.IPAllowList) > 0 {
+			l, err := ParseIPList(s.IPAllowList)
+			if err != nil {
+				v.fail("security.ipAllowList", err)
+			}
+			st.allow = l
+		}
+		if len(s.IPBlockList) > 0 {
+			l, err := ParseIPList(s.IPBlockList)
+			if err != nil {
+				v.fail("security.ipBlockList", err)
+			}
+			st.block = l
+		}
+		if s.MaxConnections < 0 {
+			v.fail("security.maxConnections", fmt.Errorf("must be >= 0, got %d", s.MaxConnections))
+		}
+		st.maxConns = s.MaxConnections
+	}
+	return st
+}
+
+func (v *routeValidator) checkPorts(ports PortSpec) {
+	if len(ports) == 0 {
+		v.fail("match.ports", errors.New("at least one port is required"))
+	}
+	for i, pr := range ports {
+		field := fmt.Sprintf("match.ports[%d]", i)
+		switch {
+		case pr.From < 1 || pr.From > 65535:
+			v.fail(field, fmt.Errorf("port %d out of range 1-65535", pr.From))
+		case pr.To < 1 || pr.To > 65535:
+			v.fail(field, fmt.Errorf("port %d out of range 1-65535", pr.To))
+		case pr.From > pr.To:
+			v.fail(field, fmt.Errorf("range %d-%d is reversed", pr.From, pr.To))
+		}
+	}
+}
+
+func (v *routeValidator) compileDomains(domains []string) []domainPattern {
+	var out []domainPattern
+	for i, d := range domains {
+		field := fmt.Sprintf("match.domains[%d]", i)
+		norm := normalizeDomain(d)
+		if norm == "" {
+			v.fail(field, errors.New("empty domain"))
+			continue
+		}
+		if strings.ContainsAny(norm, " \t\r\n/") {
+			v.fail(field, fmt.Errorf("invalid domain %q", d))
+			continue
+		}
+		p := domainPattern{text: norm, literal: len(norm)}
+		if strings.ContainsAny(norm, "*?[{") {
+			g, err := glob.Compile(norm)
+			if err != nil {
+				v.fail(field, fmt.Errorf("invalid domain pattern %q: %w", d, err))
+				continue
+			}
+			p.glob = g
+			p.literal = len(norm) - strings.Count(norm, "*") - strings.Count(norm, "?")
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func (v *routeValidator) checkTLS(t *RouteTLS) {
+	if t == nil {
+		return
+	}
+	switch t.Mode {
+	case TLSPassthrough:
+	case TLSTerminate, TLSTerminateAndReencrypt:
+		v.fail("action.tls.mode", fmt.Errorf("%q is not supported yet (TLS termination arrives with the TLS layer); use \"passthrough\"", t.Mode))
+	case "":
+		v.fail("action.tls.mode", errors.New("is required when action.tls is set"))
+	default:
+		v.fail("action.tls.mode", fmt.Errorf("unknown mode %q (want passthrough, terminate or terminate-and-reencrypt)", t.Mode))
+	}
+}
+
+// checkAction validates the action and returns its targets in the order
+// they are tried, with the default target applied.
+func (v *routeValidator) checkAction(a *RouteAction, def *Target) []Target {
+	switch a.Type {
+	case ActionForward:
+		targets := a.Targets
+		if len(targets) == 0 && def != nil {
+			targets = []Target{*def}
+		}
+		if len(targets) == 0 {
+			v.fail("action.targets", errors.New("a forward action needs at least one target"))
+			return nil
+		}
+		for i := range targets {
+			v.checkTarget(fmt.Sprintf("action.targets[%d]", i), &targets[i])
+		}
+		sorted := slices.Clone(targets)
+		slices.SortStableFunc(sorted, func(x, y Target) int { return y.Priority - x.Priority })
+		return sorted
+	case ActionSocketHandler:
+		if a.SocketHandler == nil {
+			v.fail("action.socketHandler", errors.New("a socket-handler action needs a SocketHandler func (set in code; config files cannot name one)"))
+		}
+	case "":
+		v.fail("action.type", errors.New("is required (forward or socket-handler)"))
+	default:
+		v.fail("action.type", fmt.Errorf("unknown type %q (want forward or socket-handler)", a.Type))
+	}
+	return nil
+}
+
+func (v *routeValidator) checkTarget(field string, t *Target) {
+	if t.HostFunc == nil {
+		if len(t.Host) == 0 {
+			v.fail(field+".host", errors.New("is required"))
+		}
+		for i, h := range t.Host {
+			if strings.TrimSpace(h) == "" || strings.ContainsAny(h, " /\t") {
+				v.fail(fmt.Sprintf("%s.host[%d]", field, i), fmt.Errorf("invalid host %q", h))
+			}
+		}
+	}
+	if t.PortFunc == nil && t.Port != PreservePort && (t.Port < 1 || t.Port > 65535) {
+		v.fail(field+".port", fmt.Errorf("port %d out of range 1-65535 (or \"preserve\")", t.Port))
+	}
+}
+
+// normalizeDomain lower-cases a name and drops one trailing dot.
+func normalizeDomain(d string) string {
+	d = strings.TrimSpace(d)
+	d = strings.TrimSuffix(d, ".")
+	return strings.ToLower(d)
+}

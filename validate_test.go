@@ -1,0 +1,120 @@
+package smartproxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestValidationNamesRouteAndField(t *testing.T) {
+	handler := func(context.Context, net.Conn, *RouteContext) error { return nil }
+	tests := []struct {
+		name  string
+		route Route
+		want  string
+	}{
+		{"no name", fwd("").Ports(80).Route(), `route #0: name: is required`},
+		{"port range", fwd("p").Ports(70000).Route(), `route "p": match.ports[0]: port 70000 out of range 1-65535`},
+		{"port zero", fwd("p").Ports(0).Route(), `match.ports[0]: port 0 out of range`},
+		{"reversed", fwd("p").PortRange(90, 80).Route(), `match.ports[0]: range 90-80 is reversed`},
+		{"no ports", fwd("p").Route(), `route "p": match.ports: at least one port is required`},
+		{"no targets", NewRoute("t").Ports(80).Route(), `route "t": action.targets: a forward action needs at least one target`},
+		{"bad target port", NewRoute("t").Ports(80).Target(Target{Host: StringList{"a"}, Port: 0}).Route(), `route "t": action.targets[0].port: port 0 out of range`},
+		{"empty host", NewRoute("t").Ports(80).Target(Target{Host: StringList{""}, Port: 80}).Route(), `action.targets[0].host[0]: invalid host ""`},
+		{"no host", NewRoute("t").Ports(80).Target(Target{Port: 80}).Route(), `action.targets[0].host: is required`},
+		{"bad builder addr", NewRoute("b").Ports(80).ForwardTo("a:1", "b:2").Route(), `route "b": action.targets: ForwardTo: addresses "a:1" and "b:2" have different ports`},
+		{"unknown mode", Route{Name: "m", Match: RouteMatch{Ports: Ports(443)}, Action: RouteAction{Type: ActionForward, Targets: []Target{{Host: StringList{"a"}, Port: 1}}, TLS: &RouteTLS{Mode: "bogus"}}}, `route "m": action.tls.mode: unknown mode "bogus"`},
+		{"valid forward", fwd("m").Ports(443).Route(), ""},
+		{"unknown type", Route{Name: "ty", Match: RouteMatch{Ports: Ports(1)}, Action: RouteAction{Type: "redirect"}}, `route "ty": action.type: unknown type "redirect"`},
+		{"handler missing", Route{Name: "h", Match: RouteMatch{Ports: Ports(1)}, Action: RouteAction{Type: ActionSocketHandler}}, `route "h": action.socketHandler: a socket-handler action needs a SocketHandler func`},
+		{"handler ok", SocketHandlerRoute("h", Ports(1), nil, handler), ""},
+		{"bad glob", fwd("g").Ports(443).Domains("[a-").Route(), `route "g": match.domains[0]: invalid domain pattern "[a-"`},
+		{"empty domain", fwd("g").Ports(443).Domains("").Route(), `route "g": match.domains[0]: empty domain`},
+		{"bad cidr", fwd("c").Ports(1).ClientIPs("10.0.0.0/33").Route(), `route "c": match.clientIp:`},
+		{"bad allow", fwd("s").Ports(1).AllowIPs("nope").Route(), `route "s": security.ipAllowList:`},
+		{"bad block", fwd("s").Ports(1).BlockIPs("1.2.3.4-1.2.3.1").Route(), `route "s": security.ipBlockList:`},
+		{"negative max", fwd("s").Ports(1).MaxConnections(-1).Route(), `route "s": security.maxConnections: must be >= 0`},
+		{"tls version", fwd("v").Ports(1).TLSVersions("SSLv3").Route(), `route "v": match.tlsVersion[0]: unknown TLS version "SSLv3"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := compileRoutes([]Route{tc.route}, Defaults{})
+			if tc.want == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			require.Contains(t, err.Error(), tc.want)
+			var re *RouteError
+			require.True(t, errors.As(err, &re))
+		})
+	}
+}
+
+func TestValidationRejectsTerminateForNow(t *testing.T) {
+	r := fwd("term").Ports(443).Route()
+	r.Action.TLS = &RouteTLS{Mode: TLSTerminate}
+	_, err := compileRoutes([]Route{r}, Defaults{})
+	require.ErrorContains(t, err, `route "term": action.tls.mode: "terminate" is not supported yet`)
+}
+
+func TestValidationReportsEveryMistake(t *testing.T) {
+	_, err := New(Options{Routes: []Route{
+		fwd("dup").Ports(1).Route(),
+		fwd("dup").Ports(2).Route(),
+		fwd("bad").Ports(0).Domains("").Route(),
+	}})
+	require.Error(t, err)
+	msg := err.Error()
+	require.Contains(t, msg, `route "dup": name: duplicate name (also route #0)`)
+	require.Contains(t, msg, `route "bad": match.ports[0]`)
+	require.Contains(t, msg, `route "bad": match.domains[0]`)
+}
+
+func TestDefaultTargetFillsForwardRoutes(t *testing.T) {
+	def := Target{Host: StringList{"10.0.0.1"}, Port: 8080}
+	routes, err := compileRoutes([]Route{{Name: "d", Match: RouteMatch{Ports: Ports(80)}, Action: RouteAction{Type: ActionForward}}}, Defaults{Target: &def})
+	require.NoError(t, err)
+	addr, err := pickTarget(routes[0], &RouteContext{Port: 80})
+	require.NoError(t, err)
+	require.Equal(t, "10.0.0.1:8080", addr)
+}
+
+func TestPickTarget(t *testing.T) {
+	routes, err := compileRoutes([]Route{
+		NewRoute("rr").Ports(80).ForwardTo("a:1", "b:1", "c:1").Route(),
+		NewRoute("preserve").Ports(8000).ForwardTo("10.0.0.9").Route(),
+		OffsetMappingRoute("offset", PortsRange(3000, 3010), "10.0.0.8", 1000),
+		NewRoute("prio").Ports(81).Target(Target{Host: StringList{"low"}, Port: 1}).Target(Target{Host: StringList{"high"}, Port: 2, Priority: 5}).Route(),
+		NewRoute("v6").Ports(82).ForwardTo("[2001:db8::1]:443").Route(),
+	}, Defaults{})
+	require.NoError(t, err)
+	var got []string
+	for range 4 {
+		a, err := pickTarget(routes[0], &RouteContext{Port: 80})
+		require.NoError(t, err)
+		got = append(got, a)
+	}
+	require.Equal(t, []string{"a:1", "b:1", "c:1", "a:1"}, got)
+	a, _ := pickTarget(routes[1], &RouteContext{Port: 8000})
+	require.Equal(t, "10.0.0.9:8000", a)
+	a, _ = pickTarget(routes[2], &RouteContext{Port: 3005})
+	require.Equal(t, "10.0.0.8:4005", a)
+	a, _ = pickTarget(routes[3], &RouteContext{Port: 81})
+	require.Equal(t, "high:2", a)
+	a, _ = pickTarget(routes[4], &RouteContext{Port: 82})
+	require.Equal(t, "[2001:db8::1]:443", a)
+}
+
+func TestBuilderRouteIsACopy(t *testing.T) {
+	b := fwd("c").Ports(1)
+	r1 := b.Route()
+	b.Ports(2).AllowIPs("10.0.0.1")
+	r2 := b.Route()
+	require.Len(t, r1.Match.Ports, 1)
+	require.Nil(t, r1.Security)
+	require.Len(t, r2.Match.Ports, 2)
+}
