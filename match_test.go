@@ -56,9 +56,9 @@ func TestRouteTableMatch(t *testing.T) {
 		{443, "", "", 0, "catch-all"}, // no SNI: only routes without domains
 		{443, "example.com", "", 0, "suffix-glob"},
 		{8443, "anything.test", "", 0, "star"},
-		{8443, "", "", 0, ""}, // "*" still needs an SNI
+		{8443, "", "", 0, ""},               // "*" still needs an SNI
 		{444, "a.prio.test", "", 0, "prio"}, // priority beats specificity
-		{445, "same.test", "", 0, "first"}, // declaration order breaks ties
+		{445, "same.test", "", 0, "first"},  // declaration order breaks ties
 		{446, "", "10.1.2.3", 0, "office"},
 		{446, "", "::ffff:10.1.2.3", 0, "office"}, // mapped v6 normalised
 		{446, "", "2001:db8::5", 0, "office-v6"},

@@ -82,9 +82,7 @@ func compileRoutes(routes []Route, defaults Defaults) ([]*Route, error) {
 		} else {
 			seen[r.Name] = i
 		}
-		for _, be := range r.builderErrs {
-			v.errs = append(v.errs, be)
-		}
+		v.errs = append(v.errs, r.builderErrs...)
 		st := v.compile(&r, defaults, defAllow, defBlock)
 		st.index = i
 		errs = append(errs, v.errs...)

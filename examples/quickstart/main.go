@@ -39,7 +39,7 @@ func main() {
 func run() error {
 	echoAddr := startEcho()
 	tlsAddr, roots := startTLSBackend("api.example.com")
-	tcpPort, tlsPort := freePort(), freePort()
+	tcpPort, tlsPort, lineP := freePort(), freePort(), freePort()
 
 	p, err := smartproxy.New(smartproxy.Options{
 		ListenAddress: "127.0.0.1",
@@ -48,13 +48,11 @@ func run() error {
 			smartproxy.NewRoute("echo").Ports(tcpPort).ForwardTo(echoAddr).Route(),
 			smartproxy.NewRoute("api").Ports(tlsPort).Domains("api.example.com").
 				TLSPassthrough().ForwardTo(tlsAddr).Route(),
-			smartproxy.NewRoute("hello-handler").Ports(tlsPort).Domains("*.handler.test").
-				HandleWith(func(ctx context.Context, c net.Conn, rc *smartproxy.RouteContext) error {
-					// A real handler would speak TLS here; this one just
-					// reports what the proxy knew when it called us.
-					_, err := fmt.Fprintf(c, "handled %s for %s as connection %d\n", rc.Domain, rc.ClientIP, rc.ConnectionID)
+			smartproxy.NewRoute("shout").Ports(lineP).HandleWith(smartproxy.LineProtocolHandler(
+				func(ctx context.Context, line string, w io.Writer, rc *smartproxy.RouteContext) error {
+					_, err := fmt.Fprintf(w, "%s (connection %d, route %s)\n", strings.ToUpper(line), rc.ConnectionID, rc.RouteName)
 					return err
-				}).Route(),
+				})).Route(),
 		},
 	})
 	if err != nil {
@@ -64,7 +62,7 @@ func run() error {
 		return err
 	}
 	defer p.Stop(context.Background())
-	fmt.Printf("proxy listening on 127.0.0.1:%d (tcp) and 127.0.0.1:%d (tls by SNI)\n\n", tcpPort, tlsPort)
+	fmt.Printf("proxy listening on 127.0.0.1:%d (tcp forward), :%d (tls by SNI), :%d (Go handler)\n\n", tcpPort, tlsPort, lineP)
 
 	// 1. Plain TCP forward.
 	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", tcpPort))
@@ -87,16 +85,15 @@ func run() error {
 		tc.ConnectionState().PeerCertificates[0].Subject.CommonName, tls.VersionName(tc.ConnectionState().Version))
 	tc.Close()
 
-	// 3. Socket handler chosen by SNI: the client's TLS handshake fails (the
-	// handler does not speak TLS), but the raw reply shows the routing.
-	raw, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", tlsPort))
+	// 3. A socket handler: a Go function is the server.
+	c, err = net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", lineP))
 	if err != nil {
 		return err
 	}
-	go tls.Client(raw, &tls.Config{ServerName: "demo.handler.test", InsecureSkipVerify: true}).Handshake()
-	time.Sleep(100 * time.Millisecond)
-	raw.Close()
-	fmt.Println("tls  handler   -> routed by SNI to a Go function (see metrics)")
+	fmt.Fprintln(c, "hello handler")
+	line, _ = bufio.NewReader(c).ReadString('\n')
+	c.Close()
+	fmt.Printf("tcp  handler   -> %s", line)
 
 	time.Sleep(50 * time.Millisecond)
 	m := p.Metrics()
