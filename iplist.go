@@ -21,7 +21,8 @@ import (
 // Contains is a binary search (O(log n), independent of how many distinct
 // prefix lengths are configured) plus a linear scan over the few globs that
 // cannot be expressed as a single interval, each of which is four bitmap
-// probes. Contains never allocates.
+// probes (skipped entirely when a per-octet union of all globs rules the
+// address out). Contains never allocates.
 type IPList struct {
 	patterns []string  // trimmed patterns, in input order, for String and Len
 	all      bool      // a "*" pattern was given
@@ -40,6 +41,8 @@ type v4Range struct{ lo, hi uint32 }
 type u128 struct{ hi, lo uint64 }
 
 func (a u128) less(b u128) bool { return a.hi < b.hi || (a.hi == b.hi && a.lo < b.lo) }
+
+// compare orders a and b like cmp.Compare, for sorting.
 
 func (a u128) compare(b u128) int {
 	if c := cmp.Compare(a.hi, b.hi); c != 0 {
@@ -67,11 +70,16 @@ type v6Range struct{ lo, hi u128 }
 // octetSet is a 256-bit set of octet values.
 type octetSet [4]uint64
 
-func (s *octetSet) add(v uint8)           { s[v>>6] |= 1 << (v & 63) }
-func (s *octetSet) has(v uint8) bool      { return s[v>>6]&(1<<(v&63)) != 0 }
-func (s *octetSet) full() bool            { return s[0]&s[1]&s[2]&s[3] == math.MaxUint64 }
-func (s *octetSet) empty() bool           { return s[0]|s[1]|s[2]|s[3] == 0 }
-func (s *octetSet) single() (uint8, bool) { lo, hi, ok := s.interval(); return lo, ok && lo == hi }
+func (s *octetSet) add(v uint8)      { s[v>>6] |= 1 << (v & 63) }
+func (s *octetSet) has(v uint8) bool { return s[v>>6]&(1<<(v&63)) != 0 }
+func (s *octetSet) full() bool       { return s[0]&s[1]&s[2]&s[3] == math.MaxUint64 }
+func (s *octetSet) empty() bool      { return s[0]|s[1]|s[2]|s[3] == 0 }
+
+// single reports whether the set holds exactly one value, and returns it.
+func (s *octetSet) single() (uint8, bool) {
+	lo, hi, ok := s.interval()
+	return lo, ok && lo == hi
+}
 
 // interval reports whether the set is one non-empty contiguous run of values
 // and returns its bounds.
@@ -128,8 +136,8 @@ func (g *v4Glob) match(a [4]byte) bool {
 //     digits. For four-field globs this is exactly shell-style matching of the
 //     whole canonical dotted-quad string. A glob may have fewer than four
 //     fields only if its last field is a lone '*', which then stands for all
-//     remaining octets ("10.*" is "10.*.*.*"), mirroring how such patterns
-//     behave with string globbing. A field that can match no octet (e.g.
+//     remaining octets ("10.*" is "10.*.*.*"), so the common shorthands
+//     "10.*" and "192.168.*" mean what they look like. A field that can match no octet (e.g.
 //     "3??") is an error. Globs that describe one contiguous block, such as
 //     "a.b.c.*", "a.b.*.*", "a.*.*.*" or "10.0.0.1?", are compiled to an
 //     address interval, the others to per-octet bitmaps.
