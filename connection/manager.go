@@ -73,13 +73,6 @@ func (m *Manager) offset() int64 {
 	return int64(time.Since(m.base))
 }
 
-func (m *Manager) now() time.Time {
-	if m.clock != nil {
-		return m.clock()
-	}
-	return time.Now()
-}
-
 func (m *Manager) timeAt(off int64) time.Time { return m.base.Add(time.Duration(off)) }
 
 // Open admits a new client connection and creates its record. It checks, in

@@ -37,6 +37,8 @@ const topIPCount = 10
 
 // Snapshot collects the current metrics. It walks the IPs with open
 // connections, so it costs O(open IPs); meant for periodic inspection.
+// Counters are read one by one without a global lock, so under concurrent
+// traffic the fields are individually accurate but not one consistent cut.
 func (m *Manager) Snapshot() Metrics {
 	s := Metrics{
 		Active:   m.Active(),

@@ -19,9 +19,9 @@ func TestSlidingWindow(t *testing.T) {
 		{"fills current window", []step{{0, 1}, {10 * sec, 2}, {59 * sec, 3}}},
 		{"previous weighted by overlap", []step{
 			{0, 1}, {1, 2}, {2, 3}, {3, 4}, // 4 in window [0,60s)
-			{60 * sec, 4*1 + 1},            // at start of next window prev weighs fully
-			{90 * sec, 4*0.5 + 2},          // halfway: half of prev
-			{119 * sec, 4*(1.0/60) + 3},    // almost gone
+			{60 * sec, 4*1 + 1},         // at start of next window prev weighs fully
+			{90 * sec, 4*0.5 + 2},       // halfway: half of prev
+			{119 * sec, 4*(1.0/60) + 3}, // almost gone
 		}},
 		{"gap of two windows clears", []step{{0, 1}, {1, 2}, {120 * sec, 1}}},
 		{"clock stepping back does not inflate", []step{{60 * sec, 1}, {30 * sec, 2}}},
