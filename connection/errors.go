@@ -69,8 +69,6 @@ func (e *LimitError) Error() string {
 
 // Errors for invalid use of the API (not limit refusals).
 var (
-	// ErrInvalidAddr is returned by Open for a zero client address.
-	ErrInvalidAddr = errors.New("connection: invalid client address")
 	// ErrNilCloser is returned by Open when closer is nil: without it the
 	// manager could not enforce timeouts or CloseAll.
 	ErrNilCloser = errors.New("connection: nil closer")

@@ -171,14 +171,34 @@ func TestMappedV6CountsAsV4(t *testing.T) {
 
 func TestOpenInvalidArgs(t *testing.T) {
 	m := newTestManager(t, Config{})
-	if _, err := m.Open(netip.AddrPort{}, 80, newCloser()); !errors.Is(err, ErrInvalidAddr) {
-		t.Errorf("zero addr: %v, want ErrInvalidAddr", err)
-	}
 	if _, err := m.Open(ap(v4(1), 1), 80, nil); !errors.Is(err, ErrNilCloser) {
 		t.Errorf("nil closer: %v, want ErrNilCloser", err)
 	}
 	if m.Active() != 0 || m.TrackedIPs() != 0 {
 		t.Errorf("invalid Open left state: Active=%d Tracked=%d", m.Active(), m.TrackedIPs())
+	}
+}
+
+// Connections without an IP address (net.Pipe) are admitted beyond the
+// per-IP caps, since there is no client to attribute them to.
+func TestOpenWithoutAddressSkipsPerIPLimits(t *testing.T) {
+	m := newTestManager(t, Config{MaxConnectionsPerIP: 2, ConnectionRateLimitPerMinute: 2})
+	var recs []*Record
+	for range 10 {
+		r, err := m.Open(netip.AddrPort{}, 80, newCloser())
+		if err != nil {
+			t.Fatalf("open without address: %v", err)
+		}
+		recs = append(recs, r)
+	}
+	if m.Active() != 10 {
+		t.Errorf("Active = %d, want 10", m.Active())
+	}
+	for _, r := range recs {
+		m.Close(r)
+	}
+	if m.Active() != 0 {
+		t.Errorf("Active after close = %d", m.Active())
 	}
 }
 

@@ -81,18 +81,20 @@ func (m *Manager) timeAt(off int64) time.Time { return m.base.Add(time.Duration(
 // included, so a client hammering at a limit stays refused. IPv4-mapped IPv6
 // addresses are unmapped first. closer is called by the manager (at most once)
 // to kill the connection on timeout or CloseAll, so it must be safe to call
-// concurrently with anything. A refusal is a *LimitError.
+// concurrently with anything. A refusal is a *LimitError. A client without
+// a valid address is admitted without per-IP limits.
 func (m *Manager) Open(client netip.AddrPort, localPort int, closer io.Closer) (*Record, error) {
 	if closer == nil {
 		return nil, fmt.Errorf("open %s: %w", client, ErrNilCloser)
 	}
 	addr := client.Addr().Unmap()
-	if !addr.IsValid() {
-		return nil, fmt.Errorf("open %s: %w", client, ErrInvalidAddr)
-	}
+	// A connection without an IP address (net.Pipe in tests, a custom
+	// transport) is tracked under the zero address but exempt from the
+	// per-IP limits: there is no client to attribute it to.
+	perIP := addr.IsValid()
 	client = netip.AddrPortFrom(addr, client.Port())
 	now := m.offset()
-	keepHistory := m.cfg.ratePerMin > 0
+	keepHistory := perIP && m.cfg.ratePerMin > 0
 
 	s := m.ips.shardFor(addr)
 	s.mu.Lock()
@@ -105,7 +107,7 @@ func (m *Manager) Open(client netip.AddrPort, localPort int, closer io.Closer) (
 	switch {
 	case !m.reserveGlobal():
 		reason, limit = idxGlobal, int(m.cfg.maxConns)
-	case m.cfg.maxPerIP > 0 && e.active >= m.cfg.maxPerIP:
+	case perIP && m.cfg.maxPerIP > 0 && e.active >= m.cfg.maxPerIP:
 		reason, limit = idxIP, m.cfg.maxPerIP
 	case rateExceeded:
 		reason, limit = idxRate, m.cfg.ratePerMin
