@@ -71,9 +71,16 @@ const (
 //
 // info.ServerName aliases data (single record) or scratch/a fresh buffer (fragmented).
 func ParseClientHello(data []byte, scratch []byte) (info ClientHelloInfo, need int, err error) {
-	msgLen, single, need, err := scanRecords(data)
+	info, _, need, err = parseClientHello(data, scratch)
+	return info, need, err
+}
+
+// parseClientHello is ParseClientHello that also reports end, the number of bytes of data
+// the hello occupies (record headers included), so SniffClientHello can enforce its cap.
+func parseClientHello(data []byte, scratch []byte) (info ClientHelloInfo, end, need int, err error) {
+	msgLen, single, end, need, err := scanRecords(data)
 	if err != nil {
-		return ClientHelloInfo{}, need, err
+		return ClientHelloInfo{}, 0, need, err
 	}
 	var msg []byte
 	if single {
@@ -82,14 +89,14 @@ func ParseClientHello(data []byte, scratch []byte) (info ClientHelloInfo, need i
 		msg = gatherFragments(data, msgLen, scratch)
 	}
 	info, err = parseHelloBody(msg[handshakeHeaderLen:])
-	return info, 0, err
+	return info, end, 0, err
 }
 
 // scanRecords walks the record layer without copying and decides whether data holds a
 // whole ClientHello. It returns the handshake message length (header included) and whether
-// the message lies entirely in the first record. Every length is checked against what is
+// the message lies entirely in the first record, and where in data the message ends. Every length is checked against what is
 // present, and every iteration consumes at least one record header, so it cannot loop.
-func scanRecords(data []byte) (msgLen int, single bool, need int, err error) {
+func scanRecords(data []byte) (msgLen int, single bool, end, need int, err error) {
 	var hdr [handshakeHeaderLen]byte
 	got := 0    // handshake message bytes seen so far, across records
 	msgLen = -1 // unknown until the 4-byte handshake header is complete
@@ -97,19 +104,19 @@ func scanRecords(data []byte) (msgLen int, single bool, need int, err error) {
 	for rec := 0; ; rec++ {
 		h := data[off:]
 		if err := checkRecordHeader(h, rec == 0); err != nil {
-			return 0, false, 0, err
+			return 0, false, 0, 0, err
 		}
 		if len(h) < recordHeaderLen {
-			return 0, false, off + recordHeaderLen + remaining(msgLen, got), ErrNeedMore
+			return 0, false, 0, off + recordHeaderLen + remaining(msgLen, got), ErrNeedMore
 		}
 		recLen := int(h[3])<<8 | int(h[4])
 		if recLen == 0 {
 			// RFC 8446 5.1 forbids empty handshake fragments; accepting them would let a
 			// client stall routing with a stream of 5-byte records.
-			return 0, false, 0, errEmptyRecord
+			return 0, false, 0, 0, errEmptyRecord
 		}
 		if recLen > maxRecordPayload {
-			return 0, false, 0, errLongRecord
+			return 0, false, 0, 0, errLongRecord
 		}
 		frag := h[recordHeaderLen:]
 		if len(frag) > recLen {
@@ -122,24 +129,24 @@ func scanRecords(data []byte) (msgLen int, single bool, need int, err error) {
 			copy(hdr[got:], frag[:hb])
 			got += hb
 			if got > 0 && hdr[0] != handshakeClientHello {
-				return 0, false, 0, ErrNotTLS
+				return 0, false, 0, 0, ErrNotTLS
 			}
 			if got == handshakeHeaderLen {
 				msgLen = handshakeHeaderLen + (int(hdr[1])<<16 | int(hdr[2])<<8 | int(hdr[3]))
 				if msgLen > maxHelloLen {
-					return 0, false, 0, ErrHelloTooLarge
+					return 0, false, 0, 0, ErrHelloTooLarge
 				}
 			}
 		}
 		if msgLen >= 0 {
 			got += len(frag) - hb
 			if got >= msgLen {
-				return msgLen, rec == 0, 0, nil
+				return msgLen, rec == 0, off + recordHeaderLen + len(frag) - (got - msgLen), 0, nil
 			}
 		}
 		if len(frag) < recLen {
 			// Truncated record: both the record's end and the message's end lie ahead.
-			return 0, false, off + recordHeaderLen + min(recLen, len(frag)+remaining(msgLen, got)), ErrNeedMore
+			return 0, false, 0, off + recordHeaderLen + min(recLen, len(frag)+remaining(msgLen, got)), ErrNeedMore
 		}
 		off += recordHeaderLen + recLen
 	}

@@ -143,8 +143,8 @@ func (s *pipeState) run(dir Direction, src, dst net.Conn) {
 		s.closeBoth()
 		return
 	}
-	cw, ok := dst.(interface{ CloseWrite() error })
-	if !ok {
+	cw := closeWriter(dst)
+	if cw == nil {
 		s.closeBoth() // cannot half-close: the best we can do is end both directions
 		return
 	}
@@ -195,4 +195,22 @@ func (s *pipeState) closeBoth() {
 		_ = s.client.Close()
 		_ = s.backend.Close()
 	})
+}
+
+type closeWriterConn interface{ CloseWrite() error }
+
+// closeWriter finds a CloseWrite for c, looking through Unwrap wrappers (whose data path
+// splice bypasses anyway) so that such wrappers do not lose half-close. Nil if none.
+func closeWriter(c net.Conn) closeWriterConn {
+	for range maxUnwrap {
+		if cw, ok := c.(closeWriterConn); ok {
+			return cw
+		}
+		u, ok := c.(interface{ Unwrap() net.Conn })
+		if !ok {
+			return nil
+		}
+		c = u.Unwrap()
+	}
+	return nil
 }

@@ -17,7 +17,11 @@ import (
 // reading from c again.
 func SniffClientHello(c *PeekConn, maxBytes int) (ClientHelloInfo, error) {
 	for {
-		info, need, err := ParseClientHello(c.Buffered(), nil)
+		info, end, need, err := parseClientHello(c.Buffered(), nil)
+		if end > maxBytes {
+			// The whole hello may arrive in one read; the cap must not depend on timing.
+			return ClientHelloInfo{}, ErrHelloTooLarge
+		}
 		if !errors.Is(err, ErrNeedMore) {
 			return info, err
 		}

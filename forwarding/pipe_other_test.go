@@ -1,0 +1,5 @@
+//go:build !linux
+
+package forwarding
+
+func spliceCount() int64 { return 0 }
