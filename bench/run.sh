@@ -1,0 +1,357 @@
+#!/usr/bin/env bash
+# Benchmarks smartproxy side by side with HAProxy and nginx (and direct
+# client->backend), following shared/docs/benchmarking.md: proxy pinned to
+# core 1 (GOMAXPROCS=1 / nbthread 1 / worker_processes 1), load generator and
+# backends to core 0, fresh proxy per run, interleaved rounds, medians,
+# every byte verified. See bench/README.md.
+#
+#   bench/run.sh [--quick] [--only SCENARIO] [--rounds N] [--out DIR] [--no-install]
+#   env: IDLE_N (idle-rss connections, default 9000), MAX_CONNS (maxconns stop, default fd limit - 100)
+#
+# Scenarios: bulk connrate sni tlsterm (= tlsterm-full + tlsterm-resume) http idle-rss maxconns
+set -euo pipefail
+
+QUICK=0 ONLY="" ROUNDS="" OUT="" INSTALL=1
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --only) ONLY="$2"; shift ;;
+    --rounds) ROUNDS="$2"; shift ;;
+    --out) OUT="$2"; shift ;;
+    --no-install) INSTALL=0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$BENCH_DIR/.." && pwd)"
+OUT="${OUT:-$BENCH_DIR/out/$(date +%Y%m%d-%H%M%S)}"
+mkdir -p "$OUT/bin" "$OUT/logs" "$OUT/cert" "$OUT/nginx"
+RESULTS="$OUT/results.jsonl"
+: >"$RESULTS"
+
+# ---- parameters -------------------------------------------------------------
+if [[ $QUICK == 1 ]]; then
+  ROUNDS="${ROUNDS:-3}" MEM_ROUNDS=1 DUR=2s WARM=300ms BULK_MIB=256 IDLE_N="${IDLE_N:-9000}" CONC=32
+else
+  ROUNDS="${ROUNDS:-5}" MEM_ROUNDS=3 DUR=10s WARM=1s BULK_MIB=1024 IDLE_N="${IDLE_N:-9000}" CONC=32
+fi
+HTTP_CONC=64
+LOAD_CPU=0 PROXY_CPU=1
+
+case "$ONLY" in
+  "") SCENARIOS=(bulk connrate sni tlsterm-full tlsterm-resume http idle-rss maxconns) ;;
+  tlsterm) SCENARIOS=(tlsterm-full tlsterm-resume) ;;
+  bulk|connrate|sni|tlsterm-full|tlsterm-resume|http|idle-rss|maxconns) SCENARIOS=("$ONLY") ;;
+  *) echo "run.sh: unknown scenario $ONLY" >&2; exit 2 ;;
+esac
+
+# ---- processes we start, and cleanup ----------------------------------------
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do
+    [[ -n "$p" ]] && kill_tree "$p"
+  done
+}
+# kill_tree PID: TERM the process and the children it has now, KILL what is left.
+kill_tree() {
+  local pid="$1" kids p i
+  kill -0 "$pid" 2>/dev/null || return 0
+  kids="$(ps -o pid= --ppid "$pid" 2>/dev/null || true)"
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 1 50); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  for p in $kids; do kill -KILL "$p" 2>/dev/null || true; done
+  wait "$pid" 2>/dev/null || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+
+# ---- install peers ------------------------------------------------------------
+need=()
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v nginx >/dev/null || need+=(nginx)
+[[ -f /usr/lib/nginx/modules/ngx_stream_module.so ]] || need+=(libnginx-mod-stream)
+command -v strace >/dev/null || need+=(strace)
+command -v taskset >/dev/null || need+=(util-linux)
+command -v ps >/dev/null || need+=(procps)
+if [[ ${#need[@]} -gt 0 ]]; then
+  if [[ $INSTALL == 0 ]]; then echo "run.sh: missing ${need[*]} (and --no-install)" >&2; exit 1; fi
+  log "installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >"$OUT/logs/apt.log" 2>&1
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >>"$OUT/logs/apt.log" 2>&1
+fi
+command -v go >/dev/null || { echo "run.sh: go is required" >&2; exit 1; }
+
+ulimit -n "$(ulimit -Hn)"
+# maxconns stops at loadgen's own cap: the fd limit less a margin
+if [[ "$(ulimit -n)" == unlimited ]]; then MAX_CONNS="${MAX_CONNS:-100000}"; else MAX_CONNS="${MAX_CONNS:-$(( $(ulimit -n) - 100 ))}"; fi
+log "open files limit: $(ulimit -n); out: $OUT"
+
+# ---- build --------------------------------------------------------------------
+log "building smartproxy CLI and bench tools"
+(cd "$REPO" && go build -o "$OUT/bin/smartproxy" ./cmd/smartproxy)
+(cd "$REPO" && go build -o "$OUT/bin/" ./bench/cmd/backend ./bench/cmd/loadgen ./bench/cmd/benchreport)
+BIN="$OUT/bin"
+"$BIN/backend" -gencert "$OUT/cert"
+CERT="$OUT/cert/cert.pem" KEY="$OUT/cert/key.pem" COMBINED="$OUT/cert/combined.pem"
+
+# ---- ports ------------------------------------------------------------------------
+# backends:  19001 echo (spliced io.Copy)  19004 light echo (no buffer while idle)
+#            19002 TLS 1.3 echo             19003 HTTP 1 KiB
+# proxies:   18001 -> 19001   18002 -> 19004   18443 SNI echo.bench.test -> 19002
+#            18444 TLS terminate -> 19001 (HAProxy, nginx)   18080 HTTP -> 19003
+H=127.0.0.1
+
+# ---- configs ------------------------------------------------------------------------
+cat >"$OUT/smartproxy.json" <<JSON
+{
+  "listenAddress": "$H",
+  "maxConnectionsPerIP": -1,
+  "connectionRateLimitPerMinute": -1,
+  "gracefulShutdownTimeout": 1000,
+  "routes": [
+    {"name": "echo", "match": {"ports": 18001},
+     "action": {"type": "forward", "targets": [{"host": "$H", "port": 19001}]}},
+    {"name": "light", "match": {"ports": 18002},
+     "action": {"type": "forward", "targets": [{"host": "$H", "port": 19004}]}},
+    {"name": "sni", "match": {"ports": 18443, "domains": ["echo.bench.test"]},
+     "action": {"type": "forward", "tls": {"mode": "passthrough"}, "targets": [{"host": "$H", "port": 19002}]}},
+    {"name": "http-l4", "match": {"ports": 18080},
+     "action": {"type": "forward", "targets": [{"host": "$H", "port": 19003}]}}
+  ]
+}
+JSON
+"$BIN/smartproxy" -config "$OUT/smartproxy.json" -check 2>>"$OUT/logs/smartproxy-check.log"
+
+cat >"$OUT/haproxy.cfg" <<CFG
+global
+    nbthread 1
+    log stderr format short local0 warning
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+frontend fe_echo
+    bind $H:18001
+    default_backend be_echo
+frontend fe_light
+    bind $H:18002
+    default_backend be_light
+frontend fe_sni
+    bind $H:18443
+    tcp-request inspect-delay 5s
+    tcp-request content accept if { req_ssl_hello_type 1 }
+    use_backend be_tls if { req_ssl_sni -i echo.bench.test }
+frontend fe_tlsterm
+    bind $H:18444 ssl crt $COMBINED ssl-min-ver TLSv1.3
+    default_backend be_echo
+frontend fe_http
+    mode http
+    bind $H:18080
+    timeout http-keep-alive 1h
+    timeout http-request 10s
+    default_backend be_http
+backend be_echo
+    server s1 $H:19001
+backend be_light
+    server s1 $H:19004
+backend be_tls
+    server s1 $H:19002
+backend be_http
+    mode http
+    server s1 $H:19003
+CFG
+
+cat >"$OUT/nginx/nginx.conf" <<CFG
+load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes 1;
+worker_rlimit_nofile 20000;
+pid $OUT/nginx/nginx.pid;
+error_log $OUT/logs/nginx-error.log warn;
+events { worker_connections 20000; }
+stream {
+    server { listen $H:18001; proxy_pass $H:19001; proxy_half_close on; }
+    server { listen $H:18002; proxy_pass $H:19004; proxy_half_close on; }
+    map \$ssl_preread_server_name \$sni_up { echo.bench.test $H:19002; default $H:9; }
+    server { listen $H:18443; ssl_preread on; proxy_pass \$sni_up; }
+    server {
+        listen $H:18444 ssl;
+        ssl_certificate $CERT;
+        ssl_certificate_key $KEY;
+        ssl_protocols TLSv1.3;
+        proxy_pass $H:19001;
+        proxy_half_close on;
+    }
+}
+http {
+    access_log off;
+    client_body_temp_path $OUT/nginx/body;
+    proxy_temp_path $OUT/nginx/proxy;
+    fastcgi_temp_path $OUT/nginx/fastcgi;
+    uwsgi_temp_path $OUT/nginx/uwsgi;
+    scgi_temp_path $OUT/nginx/scgi;
+    upstream be_http { server $H:19003; keepalive 64; keepalive_requests 1000000; keepalive_timeout 1h; }
+    server {
+        listen $H:18080;
+        keepalive_requests 1000000;
+        keepalive_timeout 1h;
+        location / {
+            proxy_pass http://be_http;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+CFG
+nginx -t -q -e "$OUT/logs/nginx-error.log" -p "$OUT/nginx" -c "$OUT/nginx/nginx.conf" 2>>"$OUT/logs/nginx-check.log" ||
+  { cat "$OUT/logs/nginx-check.log" >&2; exit 1; }
+haproxy -c -q -f "$OUT/haproxy.cfg" >>"$OUT/logs/haproxy-check.log" 2>&1 ||
+  { cat "$OUT/logs/haproxy-check.log" >&2; exit 1; }
+
+# ---- backends (core 0, for the whole run) ------------------------------------------
+taskset -c $LOAD_CPU "$BIN/backend" -cert "$OUT/cert" -echo $H:19001 -light $H:19004 -tls $H:19002 -http $H:19003 \
+  >"$OUT/logs/backend.log" 2>&1 &
+PIDS+=($!)
+"$BIN/loadgen" -wait $H:19001,$H:19002,$H:19003,$H:19004
+
+# ---- proxies -------------------------------------------------------------------------
+PROXY_PID=""
+start_proxy() { # name
+  case "$1" in
+    smartproxy|smartproxy-L4fwd)
+      GOMAXPROCS=1 taskset -c $PROXY_CPU "$BIN/smartproxy" -config "$OUT/smartproxy.json" -log-level warn \
+        >>"$OUT/logs/smartproxy.log" 2>&1 &
+      PROXY_PID=$!; PIDS+=($PROXY_PID)
+      "$BIN/loadgen" -wait $H:18001,$H:18002,$H:18443,$H:18080 ;;
+    haproxy)
+      taskset -c $PROXY_CPU haproxy -db -f "$OUT/haproxy.cfg" >>"$OUT/logs/haproxy.log" 2>&1 &
+      PROXY_PID=$!; PIDS+=($PROXY_PID)
+      "$BIN/loadgen" -wait $H:18001,$H:18002,$H:18443,$H:18444,$H:18080 ;;
+    nginx)
+      taskset -c $PROXY_CPU nginx -e "$OUT/logs/nginx-error.log" -p "$OUT/nginx" -c "$OUT/nginx/nginx.conf" \
+        -g 'daemon off;' >>"$OUT/logs/nginx.log" 2>&1 &
+      PROXY_PID=$!; PIDS+=($PROXY_PID)
+      "$BIN/loadgen" -wait $H:18001,$H:18002,$H:18443,$H:18444,$H:18080 ;;
+    direct) PROXY_PID="" ;;
+  esac
+}
+stop_proxy() {
+  if [[ -n "$PROXY_PID" ]]; then
+    kill_tree "$PROXY_PID"
+    forget "$PROXY_PID"
+  fi
+  PROXY_PID=""
+}
+forget() { # drop a reaped PID from the cleanup list
+  local keep=() p
+  for p in "${PIDS[@]}"; do [[ "$p" != "$1" ]] && keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}
+
+# addr_for SCENARIO TARGET -> address loadgen talks to
+addr_for() {
+  local direct=$2
+  case "$1" in
+    bulk|connrate) [[ $direct == direct ]] && echo $H:19001 || echo $H:18001 ;;
+    idle-rss|maxconns) [[ $direct == direct ]] && echo $H:19004 || echo $H:18002 ;;
+    sni) [[ $direct == direct ]] && echo $H:19002 || echo $H:18443 ;;
+    tlsterm-*) [[ $direct == direct ]] && echo $H:19002 || echo $H:18444 ;;
+    http) [[ $direct == direct ]] && echo $H:19003 || echo $H:18080 ;;
+  esac
+}
+args_for() {
+  case "$1" in
+    bulk) echo "-streams 4 -mib $BULK_MIB" ;;
+    connrate) echo "-c $CONC -duration $DUR -warmup $WARM" ;;
+    sni) echo "-c $CONC -duration $DUR -warmup $WARM -sni echo.bench.test -ca $CERT" ;;
+    tlsterm-*) echo "-c $CONC -duration $DUR -warmup $WARM -sni term.bench.test -ca $CERT" ;;
+    http) echo "-c $HTTP_CONC -duration $DUR -warmup $WARM" ;;
+    idle-rss) echo "-n $IDLE_N" ;;
+    maxconns) echo "-max $MAX_CONNS" ;;
+  esac
+}
+targets_for() {
+  case "$1" in
+    http) echo "direct smartproxy-L4fwd haproxy nginx" ;;
+    *) echo "direct smartproxy haproxy nginx" ;;
+  esac
+}
+
+run_one() { # scenario target round
+  local s=$1 t=$2 r=$3 pid_arg=0 line
+  start_proxy "$t"
+  [[ -n "$PROXY_PID" ]] && pid_arg=$PROXY_PID
+  # shellcheck disable=SC2046
+  line="$(taskset -c $LOAD_CPU "$BIN/loadgen" -scenario "$s" -addr "$(addr_for "$s" "$t")" -label "$t" -round "$r" \
+    -pid "$pid_arg" -proxy-cpu $PROXY_CPU -load-cpu $LOAD_CPU $(args_for "$s") 2>>"$OUT/logs/loadgen.log")" || true
+  stop_proxy
+  if [[ -z "$line" ]]; then
+    line="{\"scenario\":\"$s\",\"target\":\"$t\",\"round\":$r,\"valid\":false,\"errors\":1,\"error_sample\":\"loadgen produced no result (see logs/loadgen.log)\"}"
+  fi
+  echo "$line" >>"$RESULTS"
+  log "$s round $r $t: $(echo "$line" | sed -E 's/.*"valid":([a-z]+).*"rate":([0-9.e+-]+).*"unit":"([^"]*)".*/valid=\1 \2 \3/')"
+}
+
+# ---- rounds ------------------------------------------------------------------------------
+for s in "${SCENARIOS[@]}"; do
+  read -r -a tg <<<"$(targets_for "$s")"
+  rounds=$ROUNDS
+  [[ $s == idle-rss || $s == maxconns ]] && rounds=$MEM_ROUNDS
+  if [[ $s == tlsterm-* ]]; then
+    echo "{\"scenario\":\"$s\",\"target\":\"smartproxy\",\"na\":\"not implemented yet\"}" >>"$RESULTS"
+    tg=(direct haproxy nginx)
+  fi
+  for ((r = 1; r <= rounds; r++)); do
+    # rotate the order each round so no target always runs first or last
+    n=${#tg[@]}
+    for ((i = 0; i < n; i++)); do
+      run_one "$s" "${tg[$(((i + r - 1) % n))]}" "$r"
+    done
+  done
+done
+
+# ---- data path check: does smartproxy splice? (benchmarking.md §5) -----------------------
+if [[ " ${SCENARIOS[*]} " == *" bulk "* ]]; then
+  log "data path check: strace -f -c on smartproxy during a 4 x 64 MiB bulk transfer"
+  start_proxy smartproxy
+  strace -f -c -e trace=splice,read,write,readv,writev,recvfrom,sendto,recvmsg,sendmsg -o "$OUT/logs/strace-smartproxy.txt" \
+    -p "$PROXY_PID" 2>>"$OUT/logs/strace.log" &
+  STRACE_PID=$!; PIDS+=($STRACE_PID)
+  sleep 1
+  taskset -c $LOAD_CPU "$BIN/loadgen" -scenario bulk -addr $H:18001 -label strace -streams 4 -mib 64 >"$OUT/logs/strace-bulk.json" 2>>"$OUT/logs/loadgen.log" || true
+  kill -INT "$STRACE_PID" 2>/dev/null || true
+  wait "$STRACE_PID" 2>/dev/null || true
+  forget "$STRACE_PID"
+  stop_proxy
+fi
+
+# ---- report ------------------------------------------------------------------------------
+{
+  echo "## Results ($( [[ $QUICK == 1 ]] && echo quick || echo full ) run, $(date -u +%Y-%m-%dT%H:%MZ), rounds: $ROUNDS, window: $DUR)"
+  echo
+  echo "Machine: $(nproc) cores, $(uname -r); proxy on core $PROXY_CPU, load generator and backends on core $LOAD_CPU;"
+  echo "$(haproxy -v | head -1 | cut -d' ' -f1-3), $(nginx -v 2>&1 | cut -d' ' -f3), smartproxy $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null)$(cd "$REPO" && git diff --quiet 2>/dev/null || echo '+dirty'), $(go version | cut -d' ' -f3)."
+  echo "Medians over valid runs; a run with any verification error is counted invalid and never used as a number."
+  "$BIN/benchreport" "$RESULTS"
+  if [[ -f "$OUT/logs/strace-smartproxy.txt" ]]; then
+    echo
+    echo "### data path: syscalls of smartproxy during a 4 x 64 MiB bulk echo (strace -f -c)"
+    echo
+    echo '```'
+    cat "$OUT/logs/strace-smartproxy.txt"
+    echo '```'
+    echo "bulk run under strace: $(cut -c1-200 "$OUT/logs/strace-bulk.json")"
+  fi
+} | tee "$OUT/report.md"
+log "report: $OUT/report.md"
