@@ -69,6 +69,8 @@ func (p *Proxy) forward(pc *proxiedConn, peek *forwarding.PeekConn, rec *connect
 			p.logConn("replaying initial bytes failed", "id", rc.ConnectionID, "err", err)
 			return
 		}
+		// The replayed bytes are consumed, so the pooled buffer goes back.
+		peek.Discard(n)
 	}
 	// Everything read for routing now sits at the backend: the rest of the
 	// stream is the bare socket, which lets the copier splice.

@@ -8,21 +8,29 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // portListener is the one listener of a port, shared by all its routes.
 type portListener struct {
-	port int
-	ln   net.Listener
-	once sync.Once
+	port   int
+	ln     net.Listener
+	once   sync.Once
+	closed atomic.Bool // set before ln is closed, so acceptLoop can tell
 }
 
-func (l *portListener) close() { l.once.Do(func() { _ = l.ln.Close() }) }
+func (l *portListener) close() {
+	l.once.Do(func() {
+		l.closed.Store(true)
+		_ = l.ln.Close()
+	})
+}
 
-// reconcileLocked opens the ports set needs that are not open yet and
-// closes those it no longer uses. Opening happens first so that a port
-// that cannot be bound leaves everything as it was. Caller holds p.mu.
+// reconcileLocked opens the ports set needs that are not open yet, makes
+// set the current routes, and closes the ports it no longer uses. Opening
+// happens first so that a port that cannot be bound leaves everything as
+// it was. Caller holds p.mu.
 func (p *Proxy) reconcileLocked(ctx context.Context, set *routeSet) error {
 	var opened []*portListener
 	for _, port := range sortedPorts(set.ports) {
@@ -38,6 +46,11 @@ func (p *Proxy) reconcileLocked(ctx context.Context, set *routeSet) error {
 		}
 		opened = append(opened, &portListener{port: port, ln: ln})
 	}
+	// Publish the routes before any new accept loop runs: a connection
+	// already queued on a new port (a pre-opened or inherited listener) is
+	// accepted at once and must be matched against the routes that opened
+	// the port, not the previous set, which has no route for it.
+	p.set.Store(set)
 	for _, l := range opened {
 		p.listeners[l.port] = l
 		p.acceptors.Add(1)
@@ -77,7 +90,10 @@ func (p *Proxy) acceptLoop(l *portListener) {
 	for {
 		c, err := l.ln.Accept()
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
+			// Listeners from Options.Listen (in-memory ones especially) do
+			// not all report net.ErrClosed once closed; retrying those
+			// forever would make Stop wait for this loop forever.
+			if errors.Is(err, net.ErrClosed) || l.closed.Load() {
 				return
 			}
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)

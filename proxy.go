@@ -193,11 +193,13 @@ func (p *Proxy) UpdateRoutes(routes []Route) error {
 		return ErrStopped
 	}
 	if p.started {
+		// Stores set once the new ports are open, before they accept.
 		if err := p.reconcileLocked(context.Background(), set); err != nil {
 			return err
 		}
+	} else {
+		p.set.Store(set)
 	}
-	p.set.Store(set)
 	p.log.Info("routes updated", "routes", len(set.routes), "ports", len(set.ports))
 	return nil
 }

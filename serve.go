@@ -78,6 +78,14 @@ func (p *Proxy) serve(conn net.Conn, port int) {
 		return
 	}
 	defer p.conns.Close(rec)
+	// A connection accepted just before Stop closed the listeners can be
+	// admitted only after Stop, past its deadline, closed every connection
+	// it knew of; nothing would ever close this one and Stop would wait on
+	// it. Stop cancels baseCtx before that CloseAll, so checking it here
+	// (after the record is registered) leaves no connection unreached.
+	if p.baseCtx.Err() != nil {
+		return
+	}
 	p.tuneTCP(conn)
 
 	set := p.set.Load()

@@ -54,11 +54,41 @@ func TestValidationNamesRouteAndField(t *testing.T) {
 	}
 }
 
-func TestValidationRejectsTerminateForNow(t *testing.T) {
-	r := fwd("term").Ports(443).Route()
-	r.Action.TLS = &RouteTLS{Mode: TLSTerminate}
-	_, err := compileRoutes([]Route{r}, Defaults{})
-	require.ErrorContains(t, err, `route "term": action.tls.mode: "terminate" is not supported yet`)
+func TestValidationOfTLSBlock(t *testing.T) {
+	term := func(tlsCfg RouteTLS) Route {
+		r := fwd("term").Ports(443).Route()
+		r.Action.TLS = &tlsCfg
+		return r
+	}
+	tests := []struct {
+		name string
+		tls  RouteTLS
+		want string
+	}{
+		{"terminate from store", RouteTLS{Mode: TLSTerminate}, ""},
+		{"auto", RouteTLS{Mode: TLSTerminate, Certificate: &CertificateSpec{Auto: true}}, ""},
+		{"half a pair", RouteTLS{Mode: TLSTerminate, Certificate: &CertificateSpec{Cert: "x"}}, `route "term": action.tls.certificate: needs cert and key`},
+		{"bad pem", RouteTLS{Mode: TLSTerminate, Certificate: &CertificateSpec{Cert: "x", Key: "y"}}, `route "term": action.tls.certificate: tls: failed to find any PEM data`},
+		{"missing file", RouteTLS{Mode: TLSTerminate, Certificate: &CertificateSpec{CertFile: "/nonexistent.pem", KeyFile: "/nonexistent.key"}}, `action.tls.certificate: certFile: open /nonexistent.pem`},
+		{"version", RouteTLS{Mode: TLSTerminate, Versions: []string{"TLSv1.4"}}, `action.tls.versions[0]: unknown TLS version "TLSv1.4"`},
+		{"insecure cipher", RouteTLS{Mode: TLSTerminate, Ciphers: "TLS_RSA_WITH_RC4_128_SHA"}, `action.tls.ciphers: cipher suite "TLS_RSA_WITH_RC4_128_SHA" is insecure`},
+		{"unknown cipher", RouteTLS{Mode: TLSTerminate, Ciphers: "NOPE"}, `unknown cipher suite "NOPE"`},
+		{"good ciphers", RouteTLS{Mode: TLSTerminate, Ciphers: "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256:TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"}, ""},
+		{"passthrough with cert", RouteTLS{Mode: TLSPassthrough, Certificate: &CertificateSpec{Auto: true}}, `action.tls: certificate, versions, ciphers and backend need a terminating mode`},
+		{"backend on terminate", RouteTLS{Mode: TLSTerminate, Backend: &BackendTLS{InsecureSkipVerify: true}}, `action.tls.backend: only applies to mode "terminate-and-reencrypt"`},
+		{"backend bad ca", RouteTLS{Mode: TLSTerminateAndReencrypt, Backend: &BackendTLS{CA: "junk"}}, `action.tls.backend.ca: no PEM certificates found`},
+		{"no mode", RouteTLS{}, `action.tls.mode: is required`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := compileRoutes([]Route{term(tc.tls)}, Defaults{})
+			if tc.want == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
 }
 
 func TestValidationReportsEveryMistake(t *testing.T) {

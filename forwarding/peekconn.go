@@ -114,6 +114,17 @@ func (c *PeekConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
+// Discard drops up to n buffered bytes without copying them, for a caller
+// that has already passed Buffered() on (replayed it to a backend). It
+// returns how many were dropped; the buffer goes back to its pool once empty.
+func (c *PeekConn) Discard(n int) int {
+	n = min(n, c.w-c.r)
+	if n > 0 {
+		c.consume(n)
+	}
+	return n
+}
+
 // consume drops n buffered bytes and gives the buffer back once it is empty.
 func (c *PeekConn) consume(n int) {
 	c.r += n
