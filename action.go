@@ -2,6 +2,7 @@ package smartproxy
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"runtime/debug"
@@ -46,22 +47,10 @@ func pickTarget(route *Route, rc *RouteContext) (string, error) {
 // forward dials the route's target, replays the bytes read for routing and
 // then copies both ways (splicing when both ends are TCP) until done.
 func (p *Proxy) forward(pc *proxiedConn, peek *forwarding.PeekConn, rec *connection.Record, rc *RouteContext) {
-	addr, err := pickTarget(rc.Route, rc)
-	if err != nil {
-		p.log.Warn("cannot forward", "id", rc.ConnectionID, "err", err)
+	backend, ok := p.dialBackend(pc, rc, nil)
+	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(p.baseCtx, p.opts.ConnectTimeout)
-	backend, err := p.dial(ctx, addr)
-	cancel()
-	if err != nil {
-		p.logConn("backend dial failed", "id", rc.ConnectionID, "route", rc.RouteName, "target", addr, "err", err)
-		return
-	}
-	if !pc.setBackend(backend) {
-		return // killed while dialing
-	}
-	p.tuneTCP(backend)
 	if b := peek.Buffered(); len(b) > 0 {
 		n, err := backend.Write(b)
 		rec.AddIn(n)
@@ -75,7 +64,45 @@ func (p *Proxy) forward(pc *proxiedConn, peek *forwarding.PeekConn, rec *connect
 	// Everything read for routing now sits at the backend: the rest of the
 	// stream is the bare socket, which lets the copier splice.
 	peek.Release()
-	client := peek.Unwrap()
+	p.pipe(peek.Unwrap(), backend, rec, rc)
+}
+
+// dialBackend connects to the route's target and registers the backend
+// with pc so timeouts and shutdown can close it. With rt set (terminate-
+// and-reencrypt) the backend connection is TLS, handshaken here. It
+// reports false, having logged why, when the connection must end.
+func (p *Proxy) dialBackend(pc *proxiedConn, rc *RouteContext, rt *routeTLS) (net.Conn, bool) {
+	addr, err := pickTarget(rc.Route, rc)
+	if err != nil {
+		p.log.Warn("cannot forward", "id", rc.ConnectionID, "err", err)
+		return nil, false
+	}
+	ctx, cancel := context.WithTimeout(p.baseCtx, p.opts.ConnectTimeout)
+	defer cancel()
+	backend, err := p.dial(ctx, addr)
+	if err != nil {
+		p.logConn("backend dial failed", "id", rc.ConnectionID, "route", rc.RouteName, "target", addr, "err", err)
+		return nil, false
+	}
+	if !pc.setBackend(backend) {
+		return nil, false // killed while dialing
+	}
+	p.tuneTCP(backend)
+	if rt == nil {
+		return backend, true
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	tc := tls.Client(backend, rt.backendConfig(host, rc.Domain))
+	if err := tc.HandshakeContext(ctx); err != nil {
+		p.log.Warn("backend TLS handshake failed", "id", rc.ConnectionID, "route", rc.RouteName, "target", addr, "err", err)
+		return nil, false
+	}
+	return tc, true
+}
+
+// pipe copies between client and backend until both are done, counting
+// bytes into the connection record.
+func (p *Proxy) pipe(client, backend net.Conn, rec *connection.Record, rc *RouteContext) {
 	res := forwarding.Pipe(p.baseCtx, client, backend, forwarding.PipeOptions{
 		OnData: func(dir forwarding.Direction, n int) {
 			if dir == forwarding.ClientToBackend {
@@ -104,10 +131,10 @@ func (p *Proxy) dial(ctx context.Context, addr string) (net.Conn, error) {
 // runHandler calls the route's socket handler with a conn that first
 // replays the routing bytes and counts traffic for the connection
 // manager. A panic closes this connection only.
-func (p *Proxy) runHandler(pc *proxiedConn, peek *forwarding.PeekConn, rec *connection.Record, rc *RouteContext) {
+func (p *Proxy) runHandler(client net.Conn, rec *connection.Record, rc *RouteContext) {
 	ctx, cancel := context.WithCancel(p.baseCtx)
 	defer cancel()
-	conn := &countingConn{Conn: peek, rec: rec}
+	conn := &countingConn{Conn: client, rec: rec}
 	defer func() {
 		if v := recover(); v != nil {
 			p.log.Error("socket handler panicked", "id", rc.ConnectionID, "route", rc.RouteName, "panic", v, "stack", string(debug.Stack()))

@@ -28,7 +28,7 @@ var laterFields = map[string]map[string]string{
 		"sendProxyProtocol": "PROXY protocol support",
 	},
 	"target": {"match": "the HTTP layer"},
-	"tls":    {"certificate": "TLS termination", "versions": "TLS termination", "ciphers": "TLS termination", "acme": "ACME certificates"},
+	"tls":    {"acme": "ACME certificates"},
 	"security": {
 		"basicAuth":                    "HTTP security",
 		"jwtAuth":                      "HTTP security",

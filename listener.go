@@ -77,8 +77,11 @@ func (p *Proxy) listen(ctx context.Context, port int) (net.Listener, error) {
 	return lc.Listen(ctx, "tcp", addr)
 }
 
+// keepAliveConfig sets only SO_KEEPALIVE and the idle time; the probe
+// interval and count keep the kernel's settings, which saves two system
+// calls per socket on the accept and dial paths.
 func (p *Proxy) keepAliveConfig() net.KeepAliveConfig {
-	return net.KeepAliveConfig{Enable: p.opts.keepAlive(), Idle: p.opts.KeepAliveInitialDelay}
+	return net.KeepAliveConfig{Enable: p.opts.keepAlive(), Idle: p.opts.KeepAliveInitialDelay, Interval: -1, Count: -1}
 }
 
 // acceptLoop serves one port until its listener is closed. Temporary

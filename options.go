@@ -87,6 +87,10 @@ type Options struct {
 	// Security decides whether a matched connection may proceed; nil means
 	// the DefaultSecurityChecker.
 	Security SecurityChecker
+	// Certificates supplies certificates to terminating routes that have
+	// none of their own ("auto" or no certificate), by SNI; nil means an
+	// empty CertStore. The ACME manager implements it.
+	Certificates CertificateStore
 	// Connections tracks and limits connections; nil means a
 	// connection.Manager configured from the fields above.
 	Connections ConnectionManager
@@ -131,6 +135,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Matcher == nil {
 		o.Matcher = NewRouteTable
+	}
+	if o.Certificates == nil {
+		o.Certificates = NewCertStore()
 	}
 	if o.Security == nil {
 		o.Security = DefaultSecurityChecker{}

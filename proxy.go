@@ -2,6 +2,7 @@ package smartproxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -60,6 +61,9 @@ type Proxy struct {
 	conns ConnectionManager
 	sec   SecurityChecker
 	set   atomic.Pointer[routeSet]
+	certs CertificateStore
+	// tlsBase is the template of every terminating route's tls.Config.
+	tlsBase *tls.Config
 
 	// baseCtx is cancelled when Stop gives up draining; it is the parent of
 	// every handler's context.
@@ -94,7 +98,13 @@ func New(opts Options) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("smartproxy: invalid routes: %w", err)
 	}
+	tlsBase, err := newTLSBase()
+	if err != nil {
+		return nil, fmt.Errorf("smartproxy: %w", err)
+	}
 	p := &Proxy{
+		tlsBase:   tlsBase,
+		certs:     opts.Certificates,
 		opts:      opts,
 		log:       opts.Logger,
 		conns:     conns,

@@ -58,6 +58,15 @@ type RouteMatch struct {
 	// TLSVersion restricts the route to clients whose highest offered TLS
 	// version is listed: "TLSv1.0" … "TLSv1.3". Needs a ClientHello.
 	TLSVersion []string `json:"tlsVersion,omitempty"`
+	// Path matches the HTTP request path: "/api/users", "/api/*",
+	// "/users/:id", "/api/users/:id/*". HTTP routes only.
+	Path string `json:"path,omitempty"`
+	// Headers match HTTP request headers: case-insensitive names, glob
+	// values. HTTP routes only.
+	Headers map[string]string `json:"headers,omitempty"`
+	// Method restricts HTTP routes to request methods (an extension of the
+	// TS schema, which has it on target sub-matches only).
+	Method []string `json:"method,omitempty"`
 }
 
 // ActionType names what a route does with a connection.
@@ -82,9 +91,83 @@ type RouteAction struct {
 	// TLS says how TLS is handled; nil means the bytes are forwarded as they
 	// come (plain TCP).
 	TLS *RouteTLS `json:"tls,omitempty"`
+	// Options tunes HTTP proxying.
+	Options *ActionOptions `json:"options,omitempty"`
+	// Headers sets request and response headers (HTTP routes), values being
+	// templates such as "{clientIp}".
+	Headers *HeaderActions `json:"headers,omitempty"`
+	// Rewrite rewrites the request URL path (HTTP routes).
+	Rewrite *URLRewrite `json:"rewrite,omitempty"`
+	// Redirect answers HTTP requests with a redirect instead of forwarding.
+	Redirect *Redirect `json:"redirect,omitempty"`
+	// LoadBalancing chooses among several target hosts and checks their
+	// health.
+	LoadBalancing *LoadBalancing `json:"loadBalancing,omitempty"`
+	// WebSocket tunes WebSocket proxying (HTTP routes).
+	WebSocket *WebSocketOptions `json:"websocket,omitempty"`
 	// SocketHandler is called for "socket-handler" routes. Code only: a
 	// config file cannot name one.
 	SocketHandler SocketHandler `json:"-"`
+}
+
+// ActionOptions tunes HTTP proxying.
+type ActionOptions struct {
+	// RewriteHostHeader sets the Host header to the target; nil means
+	// true. False keeps the client's Host.
+	RewriteHostHeader *bool `json:"rewriteHostHeader,omitempty"`
+	// BackendProtocol is "http1" (default), "h2c" (HTTP/2 without TLS) or
+	// "h2" (HTTP/2 over TLS, with terminate-and-reencrypt).
+	BackendProtocol string `json:"backendProtocol,omitempty"`
+}
+
+// HeaderActions sets headers; an empty value removes the header.
+type HeaderActions struct {
+	Request  map[string]string `json:"request,omitempty"`
+	Response map[string]string `json:"response,omitempty"`
+}
+
+// URLRewrite replaces the request path (with its query) matching Pattern,
+// a regular expression, by Target, which may use $1 and templates.
+type URLRewrite struct {
+	Pattern string `json:"pattern"`
+	Target  string `json:"target"`
+}
+
+// Redirect answers with Status (301, 302, 303, 307 or 308; default 301)
+// and a Location built from the To template, e.g. "https://{domain}{path}".
+type Redirect struct {
+	To     string `json:"to"`
+	Status int    `json:"status,omitempty"`
+}
+
+// LoadBalancing chooses among target hosts.
+type LoadBalancing struct {
+	// Algorithm: "round-robin" (default), "least-connections", "ip-hash"
+	// or "random" (power of two choices).
+	Algorithm string `json:"algorithm,omitempty"`
+	// HealthCheck enables active health checks; nil means passive only.
+	HealthCheck *HealthCheck `json:"healthCheck,omitempty"`
+}
+
+// HealthCheck probes each target host: a TCP connect, or an HTTP GET of
+// Path when Path is set. Durations are milliseconds in config files.
+type HealthCheck struct {
+	Path               string `json:"path,omitempty"`
+	Interval           Millis `json:"interval,omitempty"` // default 10 s
+	Timeout            Millis `json:"timeout,omitempty"`  // default 2 s
+	UnhealthyThreshold int    `json:"unhealthyThreshold,omitempty"`
+	HealthyThreshold   int    `json:"healthyThreshold,omitempty"`
+}
+
+// WebSocketOptions tunes WebSocket proxying.
+type WebSocketOptions struct {
+	// Enabled allows upgrades; nil means true.
+	Enabled *bool `json:"enabled,omitempty"`
+	// PingInterval and PingTimeout are accepted for TS compatibility; the
+	// proxy relays the peers' own pings and applies no idle timeout to an
+	// upgraded connection beyond the inactivity timeout.
+	PingInterval Millis `json:"pingInterval,omitempty"`
+	PingTimeout  Millis `json:"pingTimeout,omitempty"`
 }
 
 // TLSMode says whether the proxy terminates TLS.
@@ -104,9 +187,54 @@ const (
 // RouteTLS configures TLS handling for a route.
 type RouteTLS struct {
 	// Mode is "passthrough", "terminate" or "terminate-and-reencrypt".
-	// Only passthrough is available in this version: the terminating modes
-	// are rejected by validation until the TLS layer lands.
 	Mode TLSMode `json:"mode"`
+	// Certificate for the terminating modes: PEM in the route, files, or
+	// "auto" (from Options.Certificates, which the ACME manager fills).
+	// nil means Options.Certificates chooses by SNI.
+	Certificate *CertificateSpec `json:"certificate,omitempty"`
+	// Versions lists the TLS versions accepted from clients, e.g.
+	// ["TLSv1.2", "TLSv1.3"]; default TLS 1.2 and 1.3.
+	Versions []string `json:"versions,omitempty"`
+	// Ciphers restricts the TLS 1.2 cipher suites, by their IANA or Go
+	// names separated by ':' or ','. TLS 1.3 suites are not configurable
+	// (as in Go's crypto/tls). Empty means Go's secure defaults.
+	Ciphers string `json:"ciphers,omitempty"`
+	// Backend configures the TLS connection to the target for
+	// "terminate-and-reencrypt". nil means verification against the system
+	// roots with the target host as server name.
+	Backend *BackendTLS `json:"backend,omitempty"`
+}
+
+// CertificateSpec is a route's certificate: inline PEM, PEM files, or
+// "auto" (JSON: the string "auto").
+type CertificateSpec struct {
+	// Auto takes the certificate from Options.Certificates by SNI.
+	Auto bool `json:"-"`
+	// Cert and Key are PEM blocks (the certificate chain, leaf first, and
+	// its private key).
+	Cert string `json:"cert,omitempty"`
+	Key  string `json:"key,omitempty"`
+	// CA is an optional PEM chain appended after Cert.
+	CA string `json:"ca,omitempty"`
+	// CertFile and KeyFile name PEM files, read when the routes are
+	// validated (New, UpdateRoutes).
+	CertFile string `json:"certFile,omitempty"`
+	KeyFile  string `json:"keyFile,omitempty"`
+}
+
+// BackendTLS configures the TLS client side of "terminate-and-reencrypt".
+type BackendTLS struct {
+	// ServerName is the SNI and verification name sent to the backend:
+	// "" or "target" for the target host, "original" for the client's SNI,
+	// or any explicit name.
+	ServerName string `json:"serverName,omitempty"`
+	// CA is a PEM bundle to verify the backend with, instead of the system
+	// roots; CAFile names a file with it.
+	CA     string `json:"ca,omitempty"`
+	CAFile string `json:"caFile,omitempty"`
+	// InsecureSkipVerify turns verification off, for self-signed backends.
+	// It is logged as a warning when the routes load.
+	InsecureSkipVerify bool `json:"insecureSkipVerify,omitempty"`
 }
 
 // Target is a backend of a forward action.
@@ -125,6 +253,17 @@ type Target struct {
 	// PortFunc, when set, chooses the port per connection and takes
 	// precedence over Port. Code only.
 	PortFunc func(rc *RouteContext) int `json:"-"`
+	// Match restricts this target to some requests (HTTP routes): the
+	// first matching target by Priority is used.
+	Match *TargetMatch `json:"match,omitempty"`
+}
+
+// TargetMatch selects a target within a route.
+type TargetMatch struct {
+	Ports   []int             `json:"ports,omitempty"`
+	Path    string            `json:"path,omitempty"`
+	Headers map[string]string `json:"headers,omitempty"`
+	Method  []string          `json:"method,omitempty"`
 }
 
 // TargetPort is a backend port number, or PreservePort.

@@ -188,3 +188,38 @@ func (p TargetPort) String() string {
 	}
 	return fmt.Sprint(int(p))
 }
+
+// UnmarshalJSON accepts "auto" or an object with cert/key(/ca) or
+// certFile/keyFile.
+func (c *CertificateSpec) UnmarshalJSON(data []byte) error {
+	data = bytes.TrimSpace(data)
+	if len(data) > 0 && data[0] == '"' {
+		var s string
+		if err := json.Unmarshal(data, &s); err != nil {
+			return err
+		}
+		if s != "auto" {
+			return fmt.Errorf("certificate must be \"auto\" or an object, got %q", s)
+		}
+		*c = CertificateSpec{Auto: true}
+		return nil
+	}
+	type plain CertificateSpec // no methods: no recursion
+	var p plain
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return fmt.Errorf("certificate: %w", err)
+	}
+	*c = CertificateSpec(p)
+	return nil
+}
+
+// MarshalJSON writes "auto" for Auto.
+func (c CertificateSpec) MarshalJSON() ([]byte, error) {
+	if c.Auto {
+		return []byte(`"auto"`), nil
+	}
+	type plain CertificateSpec
+	return json.Marshal(plain(c))
+}

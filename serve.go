@@ -126,11 +126,13 @@ func (p *Proxy) serve(conn net.Conn, port int) {
 	}
 	p.logConn("connection routed", "id", rec.ID(), "client", client, "port", port, "domain", rc.Domain, "route", route.Name)
 
-	switch route.Action.Type {
-	case ActionForward:
+	switch {
+	case route.state.tls != nil:
+		p.terminate(pc, peek, rec, rc)
+	case route.Action.Type == ActionForward:
 		p.forward(pc, peek, rec, rc)
-	case ActionSocketHandler:
-		p.runHandler(pc, peek, rec, rc)
+	case route.Action.Type == ActionSocketHandler:
+		p.runHandler(peek, rec, rc)
 	}
 }
 
@@ -176,10 +178,11 @@ func (p *Proxy) logConn(msg string, args ...any) {
 }
 
 // tuneTCP applies the no-delay option; keep-alive is set by the listener
-// and dialer.
+// and dialer. Go enables TCP_NODELAY on every TCP conn already, so only
+// turning it off costs a system call.
 func (p *Proxy) tuneTCP(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(p.opts.noDelay())
+	if tc, ok := c.(*net.TCPConn); ok && !p.opts.noDelay() {
+		_ = tc.SetNoDelay(false)
 	}
 }
 

@@ -43,7 +43,8 @@ type routeState struct {
 	maxConns   int
 	targets    []Target // sorted by descending priority, defaults applied
 	rr         atomic.Uint64
-	needsHello bool // the route can only be matched after a ClientHello
+	needsHello bool      // the route can only be matched after a ClientHello
+	tls        *routeTLS // set for the terminating TLS modes
 }
 
 // domainPattern is one compiled entry of match.domains.
@@ -146,8 +147,10 @@ func (v *routeValidator) compile(r *Route, defaults Defaults, defAllow, defBlock
 		st.tlsVersion = append(st.tlsVersion, ver)
 	}
 	st.needsHello = len(st.domains) > 0 || len(st.tlsVersion) > 0
-	v.checkTLS(r.Action.TLS)
+	st.tls = v.checkTLS(r.Action.TLS)
 	st.targets = v.checkAction(&r.Action, defaults.Target)
+	v.compileHTTP(r)
+	v.compileLB(&r.Action)
 	if s := r.Security; s != nil {
 		if len(s.IPAllowList) > 0 {
 			l, err := ParseIPList(s.IPAllowList)
@@ -216,19 +219,24 @@ func (v *routeValidator) compileDomains(domains []string) []domainPattern {
 	return out
 }
 
-func (v *routeValidator) checkTLS(t *RouteTLS) {
+func (v *routeValidator) checkTLS(t *RouteTLS) *routeTLS {
 	if t == nil {
-		return
+		return nil
 	}
 	switch t.Mode {
 	case TLSPassthrough:
+		if t.Certificate != nil || len(t.Versions) > 0 || t.Ciphers != "" || t.Backend != nil {
+			v.fail("action.tls", errors.New("certificate, versions, ciphers and backend need a terminating mode, not passthrough"))
+		}
+		return nil
 	case TLSTerminate, TLSTerminateAndReencrypt:
-		v.fail("action.tls.mode", fmt.Errorf("%q is not supported yet (TLS termination arrives with the TLS layer); use \"passthrough\"", t.Mode))
+		return v.compileTLS(t)
 	case "":
 		v.fail("action.tls.mode", errors.New("is required when action.tls is set"))
 	default:
 		v.fail("action.tls.mode", fmt.Errorf("unknown mode %q (want passthrough, terminate or terminate-and-reencrypt)", t.Mode))
 	}
+	return nil
 }
 
 // checkAction validates the action and returns its targets in the order
