@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gosmartproxy/smartproxy/forwarding"
@@ -22,8 +24,24 @@ import (
 // a hostile client cannot make them buffer without limit.
 const maxRequestHead = 16 << 10
 
+// maxLine bounds one line of LineProtocolHandler.
+const maxLine = 64 << 10
+
 // requestHeadTimeout bounds the wait for a request head.
 const requestHeadTimeout = 30 * time.Second
+
+// httpIdleTimeout bounds how long HTTPServerHandler keeps an idle
+// keep-alive connection: without it an idle client would hold the
+// connection (and a connection slot) until the proxy's inactivity timeout,
+// 4 h by default.
+const httpIdleTimeout = 2 * time.Minute
+
+// lingerTimeout and lingerBytes bound the draining of unread request bytes
+// after a one-shot HTTP response (see lingerClose).
+const (
+	lingerTimeout = time.Second
+	lingerBytes   = 256 << 10
+)
 
 // EchoHandler writes back everything it reads, until the client closes.
 func EchoHandler() SocketHandler {
@@ -34,11 +52,14 @@ func EchoHandler() SocketHandler {
 }
 
 // ProxyHandler forwards the connection to addr ("host:port"), including
-// the bytes read for routing.
+// the bytes read for routing. The dial is bounded by
+// DefaultConnectTimeout, since a handler cannot see Options.ConnectTimeout.
 func ProxyHandler(addr string) SocketHandler {
 	return func(ctx context.Context, conn net.Conn, rc *RouteContext) error {
+		dctx, cancel := context.WithTimeout(ctx, DefaultConnectTimeout)
 		var d net.Dialer
-		backend, err := d.DialContext(ctx, "tcp", addr)
+		backend, err := d.DialContext(dctx, "tcp", addr)
+		cancel()
 		if err != nil {
 			return fmt.Errorf("proxy handler: %w", err)
 		}
@@ -48,22 +69,27 @@ func ProxyHandler(addr string) SocketHandler {
 }
 
 // LineProtocolHandler reads newline-terminated lines (CR LF or LF, at
-// most 64 KiB each) and calls fn for each; fn writes any reply to w.
-// Returning an error ends the connection (io.EOF ends it quietly).
+// most 64 KiB each) and calls fn for each, without the line ending; fn
+// writes any reply to w. Returning an error ends the connection (io.EOF
+// ends it quietly). A longer line ends the connection with an error
+// wrapping bufio.ErrTooLong. A last line without a newline is still
+// passed to fn when the client closes.
 func LineProtocolHandler(fn func(ctx context.Context, line string, w io.Writer, rc *RouteContext) error) SocketHandler {
 	return func(ctx context.Context, conn net.Conn, rc *RouteContext) error {
 		sc := bufio.NewScanner(conn)
-		sc.Buffer(make([]byte, 0, 4096), 64<<10)
+		sc.Buffer(make([]byte, 0, 4096), maxLine)
 		for sc.Scan() {
-			line := strings.TrimSuffix(sc.Text(), "\r")
-			if err := fn(ctx, line, conn, rc); err != nil {
+			if err := fn(ctx, sc.Text(), conn, rc); err != nil {
 				if errors.Is(err, io.EOF) {
 					return nil
 				}
 				return err
 			}
 		}
-		return sc.Err()
+		if err := sc.Err(); err != nil {
+			return fmt.Errorf("line protocol: %w", err)
+		}
+		return nil
 	}
 }
 
@@ -80,18 +106,21 @@ func BlockHandler(message string) SocketHandler {
 }
 
 // HTTPResponseHandler answers one HTTP request with status, headers and
-// body, then closes.
+// body, then closes. A request that is not HTTP, or whose head exceeds
+// 16 KiB, gets 400 or 431 and the handler returns the error. The body is
+// left out for HEAD requests.
 func HTTPResponseHandler(status int, header http.Header, body string) SocketHandler {
 	return func(ctx context.Context, conn net.Conn, rc *RouteContext) error {
-		if _, err := readRequestHead(conn); err != nil {
+		req, err := readRequestHead(conn)
+		if err != nil {
 			return err
 		}
-		return writeHTTPResponse(conn, status, header, body)
+		return respond(conn, req, status, header, body)
 	}
 }
 
 // HTTPBlockHandler answers one HTTP request with status and message as a
-// plain-text body, then closes.
+// plain-text body, then closes. An empty message means the status text.
 func HTTPBlockHandler(status int, message string) SocketHandler {
 	if message == "" {
 		message = http.StatusText(status)
@@ -101,10 +130,12 @@ func HTTPBlockHandler(status int, message string) SocketHandler {
 }
 
 // HTTPRedirectHandler answers one HTTP request with a redirect to
-// location, a template where {domain} is the request's host (without
-// port), {port} the port the client connected to, {path} the request
-// path with its query, and {clientIp} the client address; for example
-// "https://{domain}{path}". status is 301, 302, 307 or 308 (0 means 301).
+// location, a template (see below) where {domain} is the request's host
+// (without port; the TLS SNI when the request has no usable Host header),
+// {port} the port the client connected to, {path} the request path with
+// its query, and {clientIp} the client address (empty when unknown); for
+// example "https://{domain}{path}". Other braces stay as written.
+// status is 301, 302, 303, 307 or 308 (0 means 301).
 func HTTPRedirectHandler(location string, status int) SocketHandler {
 	if status == 0 {
 		status = http.StatusMovedPermanently
@@ -114,13 +145,7 @@ func HTTPRedirectHandler(location string, status int) SocketHandler {
 		if err != nil {
 			return err
 		}
-		host := req.Host
-		if h, _, err := net.SplitHostPort(host); err == nil {
-			host = h
-		}
-		if host == "" {
-			host = rc.Domain
-		}
+		host := redirectHost(req.Host, rc.Domain)
 		loc := expandTemplate(location, func(name string) (string, bool) {
 			switch name {
 			case "domain":
@@ -130,107 +155,239 @@ func HTTPRedirectHandler(location string, status int) SocketHandler {
 			case "path":
 				return req.URL.RequestURI(), true
 			case "clientIp":
+				if !rc.ClientIP.IsValid() {
+					return "", true // not "invalid IP", netip's spelling of the zero Addr
+				}
 				return rc.ClientIP.String(), true
 			}
 			return "", false
 		})
-		return writeHTTPResponse(conn, status, http.Header{"Location": {loc}}, "")
+		return respond(conn, req, status, http.Header{"Location": {loc}}, "")
 	}
+}
+
+// redirectHost returns the Host header without its port, keeping the
+// brackets of an IPv6 literal so that it can go back into a URL. A Host
+// that could change the meaning of the URL it is pasted into (it is
+// client-controlled) falls back to sni.
+func redirectHost(hostHeader, sni string) string {
+	host := hostHeader
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+		if strings.IndexByte(h, ':') >= 0 {
+			host = "[" + h + "]"
+		}
+	}
+	if host == "" || !validHost(host) {
+		return sni
+	}
+	return host
+}
+
+// validHost reports whether h uses only characters of host names and IP
+// literals.
+func validHost(h string) bool {
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '-', c == '.', c == '_', c == ':', c == '[', c == ']', c == '%':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // HTTPServerHandler serves the connection with h, keeping it alive for as
-// many requests as the client sends. It ends when the client closes or the
-// proxy shuts down.
+// many HTTP/1.x requests as the client sends (request heads are capped at
+// 16 KiB, idle connections close after 2 minutes). It ends when the client
+// closes or the proxy gives up draining; requests' contexts are cancelled
+// then. A handler that hijacks the connection owns it until it closes it.
 func HTTPServerHandler(h http.Handler) SocketHandler {
 	return func(ctx context.Context, conn net.Conn, rc *RouteContext) error {
-		l := newOneConnListener(conn)
+		sc := &servedConn{Conn: conn, closed: make(chan struct{})}
+		l := newOneConnListener(sc)
+		var hijacked atomic.Bool
+		stateClosed := make(chan struct{})
 		srv := &http.Server{
 			Handler:           h,
 			ReadHeaderTimeout: requestHeadTimeout,
-			ConnState: func(c net.Conn, s http.ConnState) {
-				if s == http.StateClosed || s == http.StateHijacked {
-					l.finish()
+			IdleTimeout:       httpIdleTimeout,
+			MaxHeaderBytes:    maxRequestHead,
+			BaseContext:       func(net.Listener) context.Context { return ctx },
+			ConnState: func(_ net.Conn, s http.ConnState) {
+				switch s {
+				case http.StateHijacked:
+					hijacked.Store(true)
+				case http.StateClosed:
+					close(stateClosed)
 				}
 			},
 		}
-		go func() {
-			select {
-			case <-ctx.Done():
-				_ = srv.Close()
-			case <-l.done:
-			}
-		}()
-		err := srv.Serve(l)
-		<-l.done
-		_ = srv.Close()
-		if errors.Is(err, errListenerDone) || errors.Is(err, http.ErrServerClosed) {
-			return nil
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(l) }()
+		select {
+		case <-sc.closed:
+			// The server (or a hijacker) is done with the connection.
+		case <-ctx.Done():
+			// srv.Close closes the listener, waits for Serve to return and
+			// closes the conn unless it was hijacked; a hijacked conn is
+			// closed here, since the proxy is giving up on it.
+			_ = srv.Close()
+			_ = sc.Close()
 		}
-		return err
+		// Serve blocks in Accept until the listener closes: closing it is
+		// what lets Serve, and so this handler, return.
+		_ = l.Close()
+		err := <-served
+		if l.handedOut() && !hijacked.Load() {
+			// The server's goroutine for the conn may still be running the
+			// request handler; wait for it so that no goroutine outlives
+			// the connection.
+			<-stateClosed
+		}
+		if err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
 	}
 }
 
-var errListenerDone = errors.New("connection served")
+// servedConn tells HTTPServerHandler when whoever owns the conn (the
+// http.Server or a hijacker) closes it.
+type servedConn struct {
+	net.Conn
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (c *servedConn) Close() error {
+	err := net.ErrClosed
+	c.once.Do(func() {
+		err = c.Conn.Close()
+		close(c.closed)
+	})
+	return err
+}
+
+// CloseWrite lets http.Server half-close before closing, so that a client
+// still sending does not get a reset that destroys the last response.
+func (c *servedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
 
 // oneConnListener hands one conn to http.Server, then blocks Accept until
-// that conn is closed, so Serve returns exactly when the conn is done.
+// the listener is closed.
 type oneConnListener struct {
-	conns chan net.Conn
-	done  chan struct{}
-	addr  net.Addr
+	mu     sync.Mutex
+	conn   net.Conn // nil once handed out
+	given  bool
+	once   sync.Once
+	closed chan struct{}
+	addr   net.Addr
 }
 
 func newOneConnListener(c net.Conn) *oneConnListener {
-	l := &oneConnListener{conns: make(chan net.Conn, 1), done: make(chan struct{}), addr: c.LocalAddr()}
-	l.conns <- c
-	return l
+	return &oneConnListener{conn: c, closed: make(chan struct{}), addr: c.LocalAddr()}
 }
 
 func (l *oneConnListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
+	l.mu.Lock()
+	c := l.conn
+	l.conn, l.given = nil, l.given || c != nil
+	l.mu.Unlock()
+	if c != nil {
 		return c, nil
-	case <-l.done:
-		return nil, errListenerDone
 	}
+	<-l.closed
+	return nil, net.ErrClosed
 }
 
-func (l *oneConnListener) finish() {
-	select {
-	case <-l.done:
-	default:
-		close(l.done)
-	}
+// handedOut reports whether Accept returned the conn.
+func (l *oneConnListener) handedOut() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.given
 }
 
-func (l *oneConnListener) Close() error   { return nil }
+func (l *oneConnListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
 func (l *oneConnListener) Addr() net.Addr { return l.addr }
 
+// errHeadTooLarge reports a request head over maxRequestHead.
+var errHeadTooLarge = errors.New("request head larger than 16 KiB")
+
 // readRequestHead reads one HTTP/1.x request head under a deadline and a
-// byte cap.
+// byte cap. A malformed or oversized head is answered with 400 or 431
+// (best effort) and returned as an error.
 func readRequestHead(conn net.Conn) (*http.Request, error) {
 	_ = conn.SetReadDeadline(time.Now().Add(requestHeadTimeout))
 	defer conn.SetReadDeadline(time.Time{})
-	req, err := http.ReadRequest(bufio.NewReader(io.LimitReader(conn, maxRequestHead)))
-	if err != nil {
-		return nil, fmt.Errorf("reading HTTP request: %w", err)
+	lr := &io.LimitedReader{R: conn, N: maxRequestHead}
+	req, err := http.ReadRequest(bufio.NewReader(lr))
+	if err == nil {
+		return req, nil
 	}
-	return req, nil
+	status := http.StatusBadRequest
+	if lr.N <= 0 {
+		// The cap cut the head short; report that rather than the
+		// "unexpected EOF" the parser saw.
+		status, err = http.StatusRequestHeaderFieldsTooLarge, errHeadTooLarge
+	}
+	var ne net.Error
+	if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !(errors.As(err, &ne) && ne.Timeout()) {
+		// The client is still there and sent something that is not HTTP:
+		// tell it why before closing.
+		_ = writeHTTPResponse(conn, false, status, nil, http.StatusText(status)+"\n")
+	}
+	return nil, fmt.Errorf("reading HTTP request: %w", err)
 }
 
-func writeHTTPResponse(conn net.Conn, status int, header http.Header, body string) error {
+// respond writes a one-shot response to req and then closes gracefully.
+func respond(conn net.Conn, req *http.Request, status int, header http.Header, body string) error {
+	if err := writeHTTPResponse(conn, req.Method == http.MethodHead, status, header, body); err != nil {
+		return err
+	}
+	lingerClose(conn)
+	return nil
+}
+
+func writeHTTPResponse(conn net.Conn, head bool, status int, header http.Header, body string) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "HTTP/1.1 %d %s\r\n", status, http.StatusText(status))
+	fmt.Fprintf(&b, "HTTP/1.1 %03d %s\r\n", status, http.StatusText(status))
 	h := header.Clone()
 	if h == nil {
 		h = http.Header{}
 	}
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	h.Set("Connection", "close")
-	_ = h.Write(&b)
+	_ = h.Write(&b) // strings.Builder does not fail; Write also strips CR/LF from values
 	b.WriteString("\r\n")
-	b.WriteString(body)
+	if !head {
+		b.WriteString(body)
+	}
 	_ = conn.SetWriteDeadline(time.Now().Add(requestHeadTimeout))
 	_, err := io.WriteString(conn, b.String())
 	return err
+}
+
+// lingerClose half-closes conn and reads what the client still sends (a
+// request body, pipelined requests) until it closes, for at most
+// lingerTimeout and lingerBytes. Closing a TCP socket with unread bytes
+// makes the kernel send a reset, which can destroy the response before the
+// client reads it. Conns that cannot half-close are left as they are.
+func lingerClose(conn net.Conn) {
+	cw, ok := conn.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(lingerTimeout))
+	_, _ = io.CopyN(io.Discard, conn, lingerBytes)
 }

@@ -43,8 +43,9 @@ type routeState struct {
 	maxConns   int
 	targets    []Target // sorted by descending priority, defaults applied
 	rr         atomic.Uint64
-	needsHello bool      // the route can only be matched after a ClientHello
-	tls        *routeTLS // set for the terminating TLS modes
+	needsHello bool          // the route can only be matched after a ClientHello
+	tls        *routeTLS     // set for the terminating TLS modes
+	lb         *loadBalancer // load balancing and health of the targets
 }
 
 // domainPattern is one compiled entry of match.domains.
@@ -150,7 +151,7 @@ func (v *routeValidator) compile(r *Route, defaults Defaults, defAllow, defBlock
 	st.tls = v.checkTLS(r.Action.TLS)
 	st.targets = v.checkAction(&r.Action, defaults.Target)
 	v.compileHTTP(r)
-	v.compileLB(&r.Action)
+	st.lb = v.compileLB(&r.Action)
 	if s := r.Security; s != nil {
 		if len(s.IPAllowList) > 0 {
 			l, err := ParseIPList(s.IPAllowList)

@@ -3,10 +3,24 @@
 //
 //	smartproxy -config proxy.yaml          # run; SIGHUP reloads routes, SIGINT/SIGTERM drain and exit
 //	smartproxy -config proxy.yaml -check   # validate and exit (non-zero with the errors)
+//
+// SIGHUP re-reads the file and applies its routes without dropping open
+// connections; a file that does not parse or validate keeps the running
+// routes and logs why. Other settings (listen address, timeouts, limits,
+// defaults) only take effect on restart, and a reload that changes them
+// says so. SIGINT or SIGTERM stops accepting and waits for open
+// connections up to gracefulShutdownTimeout (30 s by default); a second
+// SIGINT or SIGTERM closes them at once.
+//
+// Exit status: 0 after a clean or timed-out drain and for a valid -check,
+// 1 when the config is invalid or the proxy cannot start, 2 for usage
+// errors.
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,6 +28,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -25,7 +40,8 @@ func main() {
 }
 
 // run is main without the process exit, so tests can drive it. ready, when
-// not nil, receives the proxy once it listens.
+// not nil, receives the proxy once it listens (and once the signal handlers
+// are in place); run blocks until it is received.
 func run(args []string, stderr io.Writer, ready chan<- *smartproxy.Proxy) int {
 	fs := flag.NewFlagSet("smartproxy", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -34,6 +50,16 @@ func run(args []string, stderr io.Writer, ready chan<- *smartproxy.Proxy) int {
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logJSON := fs.Bool("log-json", false, "log as JSON instead of text")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0 // asked for: the usage is not an error
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		// A forgotten "-config" before the file name would otherwise be
+		// ignored silently.
+		fmt.Fprintf(stderr, "smartproxy: unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
 		return 2
 	}
 	if *configPath == "" {
@@ -53,70 +79,90 @@ func run(args []string, stderr io.Writer, ready chan<- *smartproxy.Proxy) int {
 	}
 	log := slog.New(handler)
 
-	opts, err := loadOptions(*configPath, log)
-	if err == nil {
-		var p *smartproxy.Proxy
-		if p, err = smartproxy.New(opts); err == nil && *check {
-			_ = p.Stop(context.Background())
-		}
-	}
+	cfg, err := smartproxy.LoadConfig(*configPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "smartproxy: %v\n", err)
 		return 1
 	}
+	opts := cfg.Options()
+	opts.Logger = log
 	if *check {
+		// New validates everything Start would, without opening ports.
+		p, err := smartproxy.New(opts)
+		if err != nil {
+			// The library's own "smartproxy: " prefix would repeat ours.
+			fmt.Fprintf(stderr, "smartproxy: %s: %s\n", *configPath, strings.TrimPrefix(err.Error(), "smartproxy: "))
+			return 1
+		}
+		_ = p.Stop(context.Background())
 		fmt.Fprintf(stderr, "%s: OK (%d routes)\n", *configPath, len(opts.Routes))
 		return 0
 	}
-	if err := serve(*configPath, opts, log, ready); err != nil {
+	if err := serve(*configPath, cfg, opts, log, ready); err != nil {
 		log.Error("exiting", "err", err)
 		return 1
 	}
 	return 0
 }
 
-func loadOptions(path string, log *slog.Logger) (smartproxy.Options, error) {
-	cfg, err := smartproxy.LoadConfig(path)
-	if err != nil {
-		return smartproxy.Options{}, err
-	}
-	opts := cfg.Options()
-	opts.Logger = log
-	return opts, nil
-}
-
 // serve runs the proxy until SIGINT or SIGTERM, reloading routes on SIGHUP.
-func serve(path string, opts smartproxy.Options, log *slog.Logger, ready chan<- *smartproxy.Proxy) error {
+func serve(path string, cfg *smartproxy.Config, opts smartproxy.Options, log *slog.Logger, ready chan<- *smartproxy.Proxy) error {
 	p, err := smartproxy.New(opts)
 	if err != nil {
 		return err
 	}
+	// Signals are caught before the ports open, so that a signal sent as
+	// soon as the proxy answers is never lost or fatal.
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 	if err := p.Start(context.Background()); err != nil {
+		_ = p.Stop(context.Background()) // releases what New started
 		return err
 	}
 	log.Info("smartproxy started", "config", path, "routes", len(opts.Routes), "ports", p.Ports())
 	if ready != nil {
 		ready <- p
 	}
+	settings := settingsOf(cfg)
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
-			reload(p, path, log)
+			reload(p, path, settings, log)
 			continue
 		}
-		log.Info("shutting down", "signal", sig.String(), "timeout", opts.GracefulShutdownTimeout)
-		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout(opts))
-		err := p.Stop(ctx)
-		cancel()
-		if errors.Is(err, context.DeadlineExceeded) {
-			log.Warn("drain timed out; remaining connections were closed")
-			return nil
-		}
-		return err
+		return shutdown(p, sig, sigs, shutdownTimeout(opts), log)
 	}
 	return nil
+}
+
+// shutdown drains the proxy for up to timeout; another SIGINT or SIGTERM
+// meanwhile cuts the drain short. Cut connections are not an error: the
+// drain ended as configured.
+func shutdown(p *smartproxy.Proxy, sig os.Signal, sigs <-chan os.Signal, timeout time.Duration, log *slog.Logger) error {
+	log.Info("shutting down", "signal", sig.String(), "timeout", timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	stopped := make(chan error, 1)
+	go func() { stopped <- p.Stop(ctx) }()
+	for {
+		select {
+		case err := <-stopped:
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+				log.Warn("drain cut short; remaining connections were closed", "reason", err)
+				return nil
+			}
+			if err == nil {
+				log.Info("stopped")
+			}
+			return err
+		case s := <-sigs:
+			if s == syscall.SIGHUP {
+				continue // no reloading while going down
+			}
+			log.Warn("second signal: closing remaining connections now", "signal", s.String())
+			cancel()
+		}
+	}
 }
 
 func shutdownTimeout(o smartproxy.Options) time.Duration {
@@ -126,9 +172,21 @@ func shutdownTimeout(o smartproxy.Options) time.Duration {
 	return smartproxy.DefaultGracefulShutdownTimeout
 }
 
+// settingsOf returns the config's settings other than its routes, in a
+// comparable form, so a reload can tell that they changed.
+func settingsOf(cfg *smartproxy.Config) []byte {
+	c := *cfg
+	c.Routes = nil
+	b, err := json.Marshal(c)
+	if err != nil {
+		return nil // only routes will be compared then
+	}
+	return b
+}
+
 // reload re-reads the config file and applies its routes; a bad file
 // keeps the running routes and says why.
-func reload(p *smartproxy.Proxy, path string, log *slog.Logger) {
+func reload(p *smartproxy.Proxy, path string, settings []byte, log *slog.Logger) {
 	cfg, err := smartproxy.LoadConfig(path)
 	if err == nil {
 		err = p.UpdateRoutes(cfg.Routes)
@@ -138,4 +196,9 @@ func reload(p *smartproxy.Proxy, path string, log *slog.Logger) {
 		return
 	}
 	log.Info("reloaded routes", "config", path, "routes", len(cfg.Routes), "ports", p.Ports())
+	if s := settingsOf(cfg); settings != nil && s != nil && !bytes.Equal(s, settings) {
+		// Defaults in particular would be a surprise: a new default block
+		// list must not look applied when it is not.
+		log.Warn("settings other than routes changed in the config file; restart to apply them", "config", path)
+	}
 }
