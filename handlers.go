@@ -69,11 +69,11 @@ func ProxyHandler(addr string) SocketHandler {
 }
 
 // LineProtocolHandler reads newline-terminated lines (CR LF or LF, at
-// most 64 KiB each) and calls fn for each, without the line ending; fn
-// writes any reply to w. Returning an error ends the connection (io.EOF
-// ends it quietly). A longer line ends the connection with an error
-// wrapping bufio.ErrTooLong. A last line without a newline is still
-// passed to fn when the client closes.
+// most 64 KiB each counting the line ending) and calls fn for each,
+// without the line ending; fn writes any reply to w. Returning an error
+// ends the connection (io.EOF ends it quietly). A longer line ends the
+// connection with an error wrapping bufio.ErrTooLong. A last line without
+// a newline is still passed to fn when the client closes.
 func LineProtocolHandler(fn func(ctx context.Context, line string, w io.Writer, rc *RouteContext) error) SocketHandler {
 	return func(ctx context.Context, conn net.Conn, rc *RouteContext) error {
 		sc := bufio.NewScanner(conn)
@@ -210,6 +210,7 @@ func HTTPServerHandler(h http.Handler) SocketHandler {
 		l := newOneConnListener(sc)
 		var hijacked atomic.Bool
 		stateClosed := make(chan struct{})
+		var closeOnce sync.Once // http.Server reports StateClosed once today; do not rely on it
 		srv := &http.Server{
 			Handler:           h,
 			ReadHeaderTimeout: requestHeadTimeout,
@@ -221,7 +222,7 @@ func HTTPServerHandler(h http.Handler) SocketHandler {
 				case http.StateHijacked:
 					hijacked.Store(true)
 				case http.StateClosed:
-					close(stateClosed)
+					closeOnce.Do(func() { close(stateClosed) })
 				}
 			},
 		}
