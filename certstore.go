@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -38,8 +39,14 @@ type CertStore struct {
 func NewCertStore() *CertStore { return &CertStore{} }
 
 // Add indexes cert under every DNS name of its leaf certificate. A later
-// certificate for the same name replaces the earlier one (renewal).
+// certificate for the same name replaces the earlier one (renewal). When
+// cert.Leaf is nil the store keeps a copy with Leaf filled in rather than
+// writing to a certificate the caller may already be serving.
 func (s *CertStore) Add(cert *tls.Certificate) error {
+	if cert != nil && cert.Leaf == nil && len(cert.Certificate) > 0 {
+		c := *cert
+		cert = &c
+	}
 	leaf, err := leafOf(cert)
 	if err != nil {
 		return err
@@ -48,6 +55,9 @@ func (s *CertStore) Add(cert *tls.Certificate) error {
 	if len(names) == 0 && leaf.Subject.CommonName != "" {
 		names = []string{leaf.Subject.CommonName}
 	}
+	// An empty name would be filed under "" and so served to clients
+	// without SNI in place of the default.
+	names = slices.DeleteFunc(slices.Clone(names), func(n string) bool { return normalizeDomain(n) == "" })
 	if len(names) == 0 {
 		return errors.New("smartproxy: certificate has no DNS names")
 	}
@@ -122,6 +132,9 @@ func LoadCertificate(spec *CertificateSpec) (*tls.Certificate, error) {
 		if spec.Cert != "" || spec.Key != "" {
 			return nil, errors.New("give either cert/key or certFile/keyFile, not both")
 		}
+		if spec.CertFile == "" || spec.KeyFile == "" {
+			return nil, errors.New("certFile and keyFile must be given together")
+		}
 		var err error
 		if certPEM, err = os.ReadFile(spec.CertFile); err != nil {
 			return nil, fmt.Errorf("certFile: %w", err)
@@ -133,6 +146,9 @@ func LoadCertificate(spec *CertificateSpec) (*tls.Certificate, error) {
 		return nil, errors.New("needs cert and key (PEM), certFile and keyFile, or \"auto\"")
 	}
 	if spec.CA != "" {
+		if !strings.Contains(spec.CA, "-----BEGIN CERTIFICATE-----") {
+			return nil, errors.New("ca: no PEM certificate found")
+		}
 		certPEM = append(append(certPEM, '\n'), spec.CA...)
 	}
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
@@ -141,6 +157,13 @@ func LoadCertificate(spec *CertificateSpec) (*tls.Certificate, error) {
 	}
 	if _, err := leafOf(&cert); err != nil {
 		return nil, err
+	}
+	// X509KeyPair parses the leaf only; a broken chain certificate would
+	// otherwise be sent to every client.
+	for i, der := range cert.Certificate[1:] {
+		if _, err := x509.ParseCertificate(der); err != nil {
+			return nil, fmt.Errorf("chain certificate %d: %w", i+1, err)
+		}
 	}
 	return &cert, nil
 }

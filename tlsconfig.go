@@ -1,8 +1,10 @@
 package smartproxy
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -23,6 +25,9 @@ type routeTLS struct {
 	backendName   string // "", "target", "original" or an explicit name
 	backendRoots  *x509.CertPool
 	backendNoAuth bool
+	// backendSessions caches TLS sessions to backends, shared only with
+	// routes (and reloads of routes) that trust the same roots.
+	backendSessions tls.ClientSessionCache
 
 	once   sync.Once
 	server *tls.Config
@@ -44,6 +49,10 @@ func (v *routeValidator) compileTLS(t *RouteTLS) *routeTLS {
 				v.fail(fmt.Sprintf("action.tls.versions[%d]", i), fmt.Errorf("unknown TLS version %q (want TLSv1.2 or TLSv1.3)", name))
 				continue
 			}
+			if ver < tls.VersionTLS12 {
+				v.fail(fmt.Sprintf("action.tls.versions[%d]", i), fmt.Errorf("TLS version %q is insecure and not supported (want TLSv1.2 or TLSv1.3)", name))
+				continue
+			}
 			rt.minVersion, rt.maxVersion = min(rt.minVersion, ver), max(rt.maxVersion, ver)
 		}
 	}
@@ -58,10 +67,14 @@ func (v *routeValidator) compileTLS(t *RouteTLS) *routeTLS {
 			v.fail("action.tls.backend", errors.New("only applies to mode \"terminate-and-reencrypt\""))
 		}
 		rt.backendName, rt.backendNoAuth = b.ServerName, b.InsecureSkipVerify
-		rt.backendRoots, err = loadCAPool(b.CA, b.CAFile)
+		var caPEM []byte
+		rt.backendRoots, caPEM, err = loadCAPool(b.CA, b.CAFile)
 		if err != nil {
 			v.fail("action.tls.backend.ca", err)
 		}
+		rt.backendSessions = backendSessionsFor(caPEM, b.InsecureSkipVerify)
+	} else if t.Mode == TLSTerminateAndReencrypt {
+		rt.backendSessions = backendSessionsFor(nil, false)
 	}
 	return rt
 }
@@ -91,25 +104,27 @@ func parseCipherSuites(list string) ([]uint16, error) {
 	return ids, nil
 }
 
-// loadCAPool builds a pool from inline PEM or a file; nil when neither is
-// given (the system roots are used).
-func loadCAPool(pemText, file string) (*x509.CertPool, error) {
+// loadCAPool builds a pool from inline PEM or a file, and returns the PEM
+// it read; nil when neither is given (the system roots are used).
+func loadCAPool(pemText, file string) (*x509.CertPool, []byte, error) {
 	data := []byte(pemText)
 	if file != "" {
 		b, err := os.ReadFile(file)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		data = append(data, b...)
+		// A newline keeps the file's first BEGIN line from running on
+		// from an inline bundle that lacks its final newline.
+		data = append(append(data, '\n'), b...)
 	}
 	if len(data) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(data) {
-		return nil, errors.New("no PEM certificates found")
+		return nil, nil, errors.New("no PEM certificates found")
 	}
-	return pool, nil
+	return pool, data, nil
 }
 
 // serverConfig returns the route's tls.Config, built once from the
@@ -149,10 +164,41 @@ func (rt *routeTLS) backendConfig(host, sni string) *tls.Config {
 		RootCAs:            rt.backendRoots,
 		InsecureSkipVerify: rt.backendNoAuth,
 		MinVersion:         tls.VersionTLS12,
-		ClientSessionCache: backendSessionCache,
+		ClientSessionCache: rt.backendSessions,
 	}
 }
 
 // backendSessionCache lets re-encrypted connections resume their TLS
-// sessions to backends.
+// sessions to backends, across connections, routes and reloads.
 var backendSessionCache = tls.NewLRUClientSessionCache(1024)
+
+// backendSessionsFor returns the view of backendSessionCache for routes
+// that verify backends against caPEM (nil: the system roots), or skip
+// verification. crypto/tls keys sessions by server name only, and a route
+// that finds a session it does not trust (verified against other roots)
+// deletes it: routes of different trust sharing keys would evict each
+// other's sessions.
+func backendSessionsFor(caPEM []byte, insecure bool) tls.ClientSessionCache {
+	h := sha256.New()
+	if insecure {
+		h.Write([]byte{1})
+	} else {
+		h.Write([]byte{0})
+	}
+	h.Write(caPEM)
+	return &prefixedSessionCache{prefix: hex.EncodeToString(h.Sum(nil)[:12]) + "|", cache: backendSessionCache}
+}
+
+// prefixedSessionCache is a namespace of a shared ClientSessionCache.
+type prefixedSessionCache struct {
+	prefix string
+	cache  tls.ClientSessionCache
+}
+
+func (c *prefixedSessionCache) Get(key string) (*tls.ClientSessionState, bool) {
+	return c.cache.Get(c.prefix + key)
+}
+
+func (c *prefixedSessionCache) Put(key string, cs *tls.ClientSessionState) {
+	c.cache.Put(c.prefix+key, cs)
+}
