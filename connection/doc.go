@@ -1,7 +1,7 @@
 // Package connection is the connection manager of the proxy: it keeps one
 // Record per proxied client connection, enforces admission limits (global
-// concurrent cap, per-IP concurrent cap, per-IP connection rate, per-route
-// concurrent cap), closes connections that outlive their inactivity or
+// concurrent cap, per-IP concurrent cap, per-IP connection rate, and per
+// route: concurrent cap, per-IP concurrent cap and per-IP rate), closes connections that outlive their inactivity or
 // lifetime budget, and exposes metrics (counts, bytes, throughput, top IPs).
 //
 // It mirrors the connection handling of the TypeScript @push.rocks/smartproxy:
@@ -13,7 +13,8 @@
 //
 // The accept loop calls [Manager.Open] for every accepted socket; on error
 // (a [*LimitError]) it closes the socket. Once routing has picked a route it
-// calls [Manager.AssignRoute]. The data pumps call [Record.AddIn] and
+// calls [Manager.AssignRouteLimits] (or [Manager.AssignRoute] for the route
+// cap alone). The data pumps call [Record.AddIn] and
 // [Record.AddOut] per chunk. When the proxied connection ends, its owner calls
 // [Manager.Close]. [Manager.Run] must be running for timeouts, throughput
 // sampling and per-IP state pruning to happen.
@@ -32,5 +33,7 @@
 // least recently used entry without open connections is evicted (LRU within
 // a shard, shards tried round-robin). Entries with open connections are never
 // evicted, so the table can exceed the cap only by the number of distinct
-// client addresses that currently hold a connection.
+// client addresses that currently hold a connection. The per-route per-IP
+// state of [RouteLimits] lives in a second table with the same rules and
+// the same cap.
 package connection

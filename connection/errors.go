@@ -15,9 +15,13 @@ const (
 	ReasonIPLimit     Reason = "ip-limit"     // Config.MaxConnectionsPerIP reached
 	ReasonRateLimit   Reason = "rate-limit"   // Config.ConnectionRateLimitPerMinute exceeded
 	ReasonRouteLimit  Reason = "route-limit"  // the route's concurrent cap reached
-	ReasonInactivity  Reason = "inactivity"   // closed by the sweeper: idle too long
-	ReasonLifetime    Reason = "lifetime"     // closed by the sweeper: Config.MaxLifetime exceeded
-	ReasonShutdown    Reason = "shutdown"     // closed by CloseAll
+	// ReasonRouteIPLimit: RouteLimits.MaxConnectionsPerIP reached.
+	ReasonRouteIPLimit Reason = "route-ip-limit"
+	// ReasonRouteRateLimit: RouteLimits.RatePerMinute exceeded.
+	ReasonRouteRateLimit Reason = "route-rate-limit"
+	ReasonInactivity     Reason = "inactivity" // closed by the sweeper: idle too long
+	ReasonLifetime       Reason = "lifetime"   // closed by the sweeper: Config.MaxLifetime exceeded
+	ReasonShutdown       Reason = "shutdown"   // closed by CloseAll
 )
 
 // reasonIndex maps a Reason to a slot of the fixed counter arrays, so the
@@ -29,6 +33,8 @@ const (
 	idxIP
 	idxRate
 	idxRoute
+	idxRouteIP
+	idxRouteRate
 	idxInactivity
 	idxLifetime
 	idxShutdown
@@ -37,7 +43,7 @@ const (
 
 var reasonByIndex = [numReasons]Reason{
 	ReasonGlobalLimit, ReasonIPLimit, ReasonRateLimit, ReasonRouteLimit,
-	ReasonInactivity, ReasonLifetime, ReasonShutdown,
+	ReasonRouteIPLimit, ReasonRouteRateLimit, ReasonInactivity, ReasonLifetime, ReasonShutdown,
 }
 
 // LimitError is returned by Manager.Open and Manager.AssignRoute when an
@@ -45,7 +51,7 @@ var reasonByIndex = [numReasons]Reason{
 type LimitError struct {
 	Reason Reason     // which limit refused the connection
 	IP     netip.Addr // client address (unmapped)
-	Route  string     // route name, set for ReasonRouteLimit only
+	Route  string     // route name, set for the route reasons only
 	Limit  int        // the configured limit that was hit
 }
 
@@ -55,6 +61,12 @@ func (e *LimitError) Error() string {
 	case ReasonRouteLimit:
 		return fmt.Sprintf("connection refused (%s): route %q has %d active connections (client %s)",
 			e.Reason, e.Route, e.Limit, e.IP)
+	case ReasonRouteIPLimit:
+		return fmt.Sprintf("connection refused (%s): client %s has %d active connections on route %q",
+			e.Reason, e.IP, e.Limit, e.Route)
+	case ReasonRouteRateLimit:
+		return fmt.Sprintf("connection refused (%s): client %s exceeded %d connections per minute on route %q",
+			e.Reason, e.IP, e.Limit, e.Route)
 	case ReasonRateLimit:
 		return fmt.Sprintf("connection refused (%s): client %s exceeded %d connections per minute",
 			e.Reason, e.IP, e.Limit)

@@ -18,7 +18,8 @@ type Manager struct {
 	clock func() time.Time // nil => monotonic time.Since(base)
 	base  time.Time
 
-	ips *ipTable
+	ips  *ipTable
+	rips *routeIPTable // per-route per-IP state (RouteLimits)
 
 	active   atomic.Int64
 	total    atomic.Uint64
@@ -53,6 +54,7 @@ func NewManager(cfg Config) (*Manager, error) {
 		cfg:    s,
 		clock:  cfg.Now,
 		ips:    newIPTable(s.maxTracked),
+		rips:   newRouteIPTable(s.maxTracked),
 		routes: make(map[string]int),
 	}
 	if m.clock != nil {
@@ -167,35 +169,10 @@ func (m *Manager) reserveGlobal() bool {
 }
 
 // AssignRoute attaches the route name and domain (may be "") to r and
-// enforces the route's concurrent cap (maxConns <= 0: unlimited). Assigning
-// again moves r to the new route. On error r is unchanged and still open;
-// a refusal is a *LimitError.
+// enforces the route's concurrent cap (maxConns <= 0: unlimited). It is
+// AssignRouteLimits with only RouteLimits.MaxConnections set.
 func (m *Manager) AssignRoute(r *Record, route, domain string, maxConns int) error {
-	m.mustOwn(r)
-	if route == "" {
-		return fmt.Errorf("assign route to connection %d: %w", r.id, ErrEmptyRoute)
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed.Load() {
-		return fmt.Errorf("assign route %q to connection %d: %w", route, r.id, ErrClosed)
-	}
-	old := r.route.Load()
-	if old == nil || old.route != route {
-		m.routeMu.Lock()
-		if maxConns > 0 && m.routes[route] >= maxConns {
-			m.routeMu.Unlock()
-			m.counts[idxRoute].Add(1)
-			return &LimitError{Reason: ReasonRouteLimit, IP: r.client.Addr(), Route: route, Limit: maxConns}
-		}
-		m.routes[route]++
-		if old != nil {
-			m.releaseRouteLocked(old.route)
-		}
-		m.routeMu.Unlock()
-	}
-	r.route.Store(&routeInfo{route: route, domain: domain})
-	return nil
+	return m.AssignRouteLimits(r, route, domain, RouteLimits{MaxConnections: maxConns})
 }
 
 func (m *Manager) releaseRouteLocked(route string) {
@@ -219,13 +196,16 @@ func (m *Manager) Close(r *Record) bool {
 	r.mu.Lock()
 	ri := r.route.Load()
 	r.mu.Unlock()
+	now := m.offset()
 	if ri != nil {
 		m.routeMu.Lock()
 		m.releaseRouteLocked(ri.route)
 		m.routeMu.Unlock()
+		if ri.rip != nil {
+			m.rips.release(ri.rip, now)
+		}
 	}
 
-	now := m.offset()
 	s := m.ips.shardFor(r.client.Addr())
 	s.mu.Lock()
 	e := r.entry
@@ -280,6 +260,10 @@ func (m *Manager) IPActive(ip netip.Addr) int {
 // TrackedIPs returns the number of per-IP entries held (active or keeping
 // rate history); it shows the MaxTrackedIPs bound and pruning at work.
 func (m *Manager) TrackedIPs() int { return int(m.ips.tracked.Load()) }
+
+// TrackedRouteIPs returns the number of per-route per-IP entries held (see
+// RouteLimits); bounded by MaxTrackedIPs like TrackedIPs.
+func (m *Manager) TrackedRouteIPs() int { return int(m.rips.tracked.Load()) }
 
 // Records returns a copy of every open record's state, sorted by ID.
 func (m *Manager) Records() []RecordInfo {

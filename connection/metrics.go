@@ -15,8 +15,11 @@ type Metrics struct {
 	ByRoute  map[string]int    // open connections per route (only routes with any)
 	ByIP     map[string]int    // open connections per client IP (only IPs with any)
 	TopIPs   []IPCount         // up to 10 IPs by open connections, desc (ties by IP string)
-	BytesIn  uint64            // client->backend bytes, all connections ever
-	BytesOut uint64            // backend->client bytes
+	// TrackedIPs and TrackedRouteIPs count the per-IP and per-route per-IP
+	// entries held: bounded by Config.MaxTrackedIPs, pruned when idle.
+	TrackedIPs, TrackedRouteIPs int
+	BytesIn                     uint64 // client->backend bytes, all connections ever
+	BytesOut                    uint64 // backend->client bytes
 	// Throughput is bytes/second averaged over the last 1s, 10s and 60s of
 	// per-second samples taken by Run; while fewer samples exist, the
 	// average is over those that do (0 before the first).
@@ -41,21 +44,23 @@ const topIPCount = 10
 // traffic the fields are individually accurate but not one consistent cut.
 func (m *Manager) Snapshot() Metrics {
 	s := Metrics{
-		Active:   m.Active(),
-		Total:    m.total.Load(),
-		Rejected: make(map[Reason]uint64),
-		Closed:   make(map[Reason]uint64),
-		ByRoute:  make(map[string]int),
-		ByIP:     make(map[string]int),
-		BytesIn:  m.bytesIn.v.Load(),
-		BytesOut: m.bytesOut.v.Load(),
+		Active:          m.Active(),
+		Total:           m.total.Load(),
+		Rejected:        make(map[Reason]uint64),
+		Closed:          make(map[Reason]uint64),
+		ByRoute:         make(map[string]int),
+		ByIP:            make(map[string]int),
+		BytesIn:         m.bytesIn.v.Load(),
+		TrackedIPs:      m.TrackedIPs(),
+		TrackedRouteIPs: m.TrackedRouteIPs(),
+		BytesOut:        m.bytesOut.v.Load(),
 	}
 	for i := range numReasons {
 		n := m.counts[i].Load()
 		if n == 0 {
 			continue
 		}
-		if i <= idxRoute {
+		if i < idxInactivity {
 			s.Rejected[reasonByIndex[i]] = n
 		} else {
 			s.Closed[reasonByIndex[i]] = n

@@ -38,7 +38,13 @@ type Record struct {
 	prev, next *Record
 }
 
-type routeInfo struct{ route, domain string }
+// routeInfo is what AssignRouteLimits attached to a record; immutable once
+// stored. rip is the per-route per-IP entry the record holds a slot of, nil
+// when the route has no per-IP limits.
+type routeInfo struct {
+	route, domain string
+	rip           *routeIPEntry
+}
 
 // RecordInfo is a point-in-time copy of a Record, for inspection.
 type RecordInfo struct {

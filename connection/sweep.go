@@ -54,7 +54,9 @@ func (m *Manager) sweep() {
 // window holds nothing any more. An attempt at t still weighs on the estimate
 // until the fixed window after t's has passed, i.e. at most 2 windows later.
 func (m *Manager) prune() {
-	m.ips.prune(m.offset(), 2*int64(rateWindow))
+	now := m.offset()
+	m.ips.prune(now, 2*int64(rateWindow))
+	m.rips.prune(now, 2*int64(rateWindow))
 }
 
 type victim struct {
