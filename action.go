@@ -3,46 +3,15 @@ package smartproxy
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"runtime/debug"
-	"strconv"
+	"time"
 
 	"github.com/gosmartproxy/smartproxy/connection"
 	"github.com/gosmartproxy/smartproxy/forwarding"
 )
-
-// pickTarget resolves the backend address of a forward route for one
-// connection: the first target (by priority), host round-robin among its
-// hosts unless HostFunc decides, port from PortFunc, Port or, for
-// PreservePort, the port the client connected to.
-func pickTarget(route *Route, rc *RouteContext) (string, error) {
-	st := route.state
-	if len(st.targets) == 0 {
-		return "", fmt.Errorf("route %q has no targets", route.Name)
-	}
-	t := &st.targets[0]
-	var host string
-	switch {
-	case t.HostFunc != nil:
-		host = t.HostFunc(rc)
-	case len(t.Host) == 1:
-		host = t.Host[0]
-	default:
-		host = t.Host[(st.rr.Add(1)-1)%uint64(len(t.Host))]
-	}
-	port := int(t.Port)
-	switch {
-	case t.PortFunc != nil:
-		port = t.PortFunc(rc)
-	case t.Port == PreservePort:
-		port = rc.Port
-	}
-	if host == "" || port < 1 || port > 65535 {
-		return "", fmt.Errorf("route %q: target resolved to invalid address %q:%d", route.Name, host, port)
-	}
-	return net.JoinHostPort(host, strconv.Itoa(port)), nil
-}
 
 // forward dials the route's target, replays the bytes read for routing and
 // then copies both ways (splicing when both ends are TCP) until done.
@@ -51,6 +20,9 @@ func (p *Proxy) forward(pc *proxiedConn, peek *forwarding.PeekConn, rec *connect
 	if !ok {
 		return
 	}
+	// Pipe closes backend when it is done; this covers the early returns,
+	// and the close ends the target's active-connection count.
+	defer backend.Close()
 	if b := peek.Buffered(); len(b) > 0 {
 		n, err := backend.Write(b)
 		rec.AddIn(n)
@@ -67,38 +39,95 @@ func (p *Proxy) forward(pc *proxiedConn, peek *forwarding.PeekConn, rec *connect
 	p.pipe(peek.Unwrap(), backend, rec, rc)
 }
 
-// dialBackend connects to the route's target and registers the backend
-// with pc so timeouts and shutdown can close it. With rt set (terminate-
-// and-reencrypt) the backend connection is TLS, handshaken here. It
-// reports false, having logged why, when the connection must end.
+// dialBackend connects to one of the route's target hosts and registers
+// the backend with pc so timeouts and shutdown can close it. A host that
+// refuses or times out is marked failed (passive health) and the next one
+// is tried, once per host, all within ConnectTimeout. With rt set
+// (terminate-and-reencrypt) the backend connection is TLS, handshaken
+// here. The returned conn counts as active on its target (least-
+// connections) until it is closed. It reports false, having logged why,
+// when the connection must end.
 func (p *Proxy) dialBackend(pc *proxiedConn, rc *RouteContext, rt *routeTLS) (net.Conn, bool) {
-	addr, err := pickTarget(rc.Route, rc)
-	if err != nil {
-		p.log.Warn("cannot forward", "id", rc.ConnectionID, "err", err)
-		return nil, false
-	}
 	ctx, cancel := context.WithTimeout(p.baseCtx, p.opts.ConnectTimeout)
 	defer cancel()
-	backend, err := p.dial(ctx, addr)
-	if err != nil {
-		p.logConn("backend dial failed", "id", rc.ConnectionID, "route", rc.RouteName, "target", addr, "err", err)
-		return nil, false
+	attempts := targetHostCount(rc.Route)
+	var triedBuf [4]string
+	tried := triedBuf[:0]
+	for attempt := range attempts {
+		addr, err := p.pickBackend(rc.Route, rc, tried)
+		if errors.Is(err, ErrNoHealthyTarget) {
+			// Expected while targets are down, and possibly for every
+			// client: debug only. The targets' transitions are logged.
+			p.log.Debug("no healthy target: closing client", "id", rc.ConnectionID, "route", rc.RouteName, "client", rc.ClientAddr, "tried", len(tried))
+			return nil, false
+		}
+		if err != nil {
+			p.log.Warn("cannot forward", "id", rc.ConnectionID, "err", err)
+			return nil, false
+		}
+		tried = append(tried, addr)
+		release := p.backendAcquire(addr) // before the dial, so a burst spreads
+		// Each remaining host gets an equal share of the time left, so one
+		// black-holed host cannot use up the budget of all the others.
+		budget := time.Until(deadlineOf(ctx)) / time.Duration(attempts-attempt)
+		dctx, dcancel := context.WithTimeout(ctx, budget)
+		backend, err := p.dial(dctx, addr)
+		dcancel()
+		if err != nil {
+			release()
+			if p.baseCtx.Err() != nil {
+				return nil, false // shutting down: not the target's fault
+			}
+			p.backendFailed(addr, err)
+			p.logConn("backend dial failed", "id", rc.ConnectionID, "route", rc.RouteName, "target", addr, "err", err)
+			if ctx.Err() != nil {
+				return nil, false
+			}
+			continue
+		}
+		p.backendSucceeded(addr)
+		if !pc.setBackend(backend) {
+			release()
+			return nil, false // killed while dialing
+		}
+		p.tuneTCP(backend)
+		if rt == nil {
+			return &leasedConn{Conn: backend, release: release}, true
+		}
+		host, _, _ := net.SplitHostPort(addr)
+		tc := tls.Client(backend, rt.backendConfig(host, rc.Domain))
+		if err := tc.HandshakeContext(ctx); err != nil {
+			release()
+			p.log.Warn("backend TLS handshake failed", "id", rc.ConnectionID, "route", rc.RouteName, "target", addr, "err", err)
+			return nil, false
+		}
+		return &leasedConn{Conn: tc, release: release}, true
 	}
-	if !pc.setBackend(backend) {
-		return nil, false // killed while dialing
-	}
-	p.tuneTCP(backend)
-	if rt == nil {
-		return backend, true
-	}
-	host, _, _ := net.SplitHostPort(addr)
-	tc := tls.Client(backend, rt.backendConfig(host, rc.Domain))
-	if err := tc.HandshakeContext(ctx); err != nil {
-		p.log.Warn("backend TLS handshake failed", "id", rc.ConnectionID, "route", rc.RouteName, "target", addr, "err", err)
-		return nil, false
-	}
-	return tc, true
+	p.log.Debug("every target failed: closing client", "id", rc.ConnectionID, "route", rc.RouteName, "client", rc.ClientAddr, "tried", len(tried))
+	return nil, false
 }
+
+func deadlineOf(ctx context.Context) time.Time {
+	d, _ := ctx.Deadline()
+	return d
+}
+
+// leasedConn is a backend conn that ends its target's active-connection
+// count when closed. Unwrap lets the copier splice the socket beneath and
+// find its CloseWrite.
+type leasedConn struct {
+	net.Conn
+	release func()
+}
+
+// Close closes the conn and releases the lease (idempotent).
+func (c *leasedConn) Close() error {
+	c.release()
+	return c.Conn.Close()
+}
+
+// Unwrap returns the conn beneath.
+func (c *leasedConn) Unwrap() net.Conn { return c.Conn }
 
 // pipe copies between client and backend until both are done, counting
 // bytes into the connection record.

@@ -149,3 +149,23 @@ func TestRouteJSONRoundTrip(t *testing.T) {
 }
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+func TestParseConfigHTTPFields(t *testing.T) {
+	doc := `{"routes":[{"name":"api","match":{"ports":80,"domains":"a.test","path":"/api/*","headers":{"x-env":"prod*"},"method":["GET"]},
+	  "action":{"type":"forward","targets":[{"host":"b","port":8080,"match":{"path":"/api/v2/*","ports":[80]},"priority":2},{"host":"c","port":8080}],
+	    "options":{"rewriteHostHeader":false,"backendProtocol":"h2c"},
+	    "headers":{"request":{"X-Client":"{clientIp}"},"response":{"X-Route":"{routeName}"}},
+	    "rewrite":{"pattern":"^/api/(.*)","target":"/$1"},
+	    "websocket":{"enabled":true,"pingInterval":30000}}},
+	  {"name":"redirect","match":{"ports":80,"domains":"*"},"action":{"type":"forward","redirect":{"to":"https://{domain}{path}","status":308}}}]}`
+	c, err := ParseConfig([]byte(doc), false)
+	require.NoError(t, err)
+	r := c.Routes[0]
+	require.Equal(t, "/api/*", r.Match.Path)
+	require.Equal(t, "prod*", r.Match.Headers["x-env"])
+	require.Equal(t, "/api/v2/*", r.Action.Targets[0].Match.Path)
+	require.Equal(t, "h2c", r.Action.Options.BackendProtocol)
+	require.Equal(t, 308, c.Routes[1].Action.Redirect.Status)
+	_, err = New(c.Options())
+	require.NoError(t, err)
+}

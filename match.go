@@ -1,6 +1,7 @@
 package smartproxy
 
 import (
+	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
@@ -17,6 +18,15 @@ type MatchQuery struct {
 	ClientIP netip.Addr
 	// TLSVersion is the highest TLS version offered, 0 if unknown.
 	TLSVersion uint16
+	// Request is the HTTP request being routed, or nil when a connection
+	// is matched. For a request, Domain is its Host (port stripped,
+	// lower-cased; the SNI when the request has no Host), and only routes
+	// valid for the connection kind are candidates: with Terminated set,
+	// routes that terminate TLS; otherwise routes without a TLS block.
+	Request *http.Request
+	// Terminated reports that Request arrived over TLS the proxy
+	// terminated.
+	Terminated bool
 }
 
 // RouteMatcher picks the route for a connection. Implementations must be
@@ -35,7 +45,9 @@ type MatcherFactory func(routes []*Route) (RouteMatcher, error)
 // NewRouteTable is the default MatcherFactory. It orders routes by
 // priority (higher first), then specificity (an exact domain over a
 // wildcard over no domain; among wildcards, more literal characters win),
-// then declaration order, and indexes them by port and exact domain so
+// then, for HTTP requests, path specificity (more literal path characters,
+// then more segments, then an exact path over a trailing "*"; a route with
+// a path over one without), then declaration order, and indexes them by port and exact domain so
 // that matching stays fast with many thousands of routes.
 func NewRouteTable(routes []*Route) (RouteMatcher, error) {
 	t := &RouteTable{ports: make(map[int]*portTable)}
@@ -61,6 +73,14 @@ type RouteTable struct {
 type candidate struct {
 	route *Route
 	spec  int
+}
+
+// pathSpec is the route's path specificity, 0 without match.path.
+func (c candidate) pathSpec() int {
+	if h := c.route.state.http; h != nil {
+		return h.pathSpec
+	}
+	return 0
 }
 
 // portTable holds the routes of one port, each list sorted best first.
@@ -124,6 +144,9 @@ func better(a, b candidate) bool {
 	}
 	if a.spec != b.spec {
 		return a.spec > b.spec
+	}
+	if pa, pb := a.pathSpec(), b.pathSpec(); pa != pb {
+		return pa > pb
 	}
 	return a.route.state.index < b.route.state.index
 }
@@ -200,6 +223,11 @@ func firstMatch(list []candidate, q *MatchQuery) (candidate, bool) {
 // routeAccepts checks the criteria other than port and domain.
 func routeAccepts(r *Route, q *MatchQuery) bool {
 	st := r.state
+	if st.http != nil || q.Request != nil {
+		if !httpAccepts(r, q) {
+			return false
+		}
+	}
 	if st.clientIP != nil && !st.clientIP.Contains(q.ClientIP) {
 		return false
 	}

@@ -51,6 +51,7 @@ type routeSet struct {
 // portPlan is what the accept path needs to know about a port.
 type portPlan struct {
 	needsHello bool // some route on the port matches by SNI or TLS version
+	plainHTTP  bool // plain HTTP connections go to the HTTP layer (portPlan.add)
 }
 
 // Proxy routes connections on its ports according to its routes. Create
@@ -64,6 +65,11 @@ type Proxy struct {
 	certs CertificateStore
 	// tlsBase is the template of every terminating route's tls.Config.
 	tlsBase *tls.Config
+	// health is the load balancer's view of the targets (health.go); its
+	// active checkers are synced by Start/UpdateRoutes and stopped by Stop.
+	health *healthRegistry
+	// http is the HTTP layer (httpserver.go), started on first use.
+	http *httpLayer
 
 	// baseCtx is cancelled when Stop gives up draining; it is the parent of
 	// every handler's context.
@@ -104,6 +110,7 @@ func New(opts Options) (*Proxy, error) {
 	}
 	p := &Proxy{
 		tlsBase:   tlsBase,
+		health:    newHealthRegistry(opts.Logger),
 		certs:     opts.Certificates,
 		opts:      opts,
 		log:       opts.Logger,
@@ -113,6 +120,7 @@ func New(opts Options) (*Proxy, error) {
 		runDone:   make(chan struct{}),
 	}
 	p.baseCtx, p.cancelBase = context.WithCancel(context.Background())
+	p.http = newHTTPLayer(p)
 	p.set.Store(set)
 	return p, nil
 }
@@ -130,7 +138,7 @@ func buildRouteSet(routes []Route, opts Options) (*routeSet, error) {
 	for _, r := range compiled {
 		r.Match.Ports.Each(func(port int) bool {
 			plan := ports[port]
-			plan.needsHello = plan.needsHello || r.state.needsHello
+			plan.add(r)
 			ports[port] = plan
 			return true
 		})
@@ -171,6 +179,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 	if err := p.reconcileLocked(ctx, p.set.Load()); err != nil {
 		return err
 	}
+	p.syncHealth(p.set.Load()) // start the routes' active health checks
 	p.started = true
 	return nil
 }
@@ -207,6 +216,7 @@ func (p *Proxy) UpdateRoutes(routes []Route) error {
 		if err := p.reconcileLocked(context.Background(), set); err != nil {
 			return err
 		}
+		p.syncHealth(set) // stop checks no route needs any more, start new ones
 	} else {
 		p.set.Store(set)
 	}
@@ -225,12 +235,14 @@ func (p *Proxy) Stop(ctx context.Context) error {
 		return nil
 	}
 	p.stopped = true
+	p.stopHealth() // end the active health checks; prompt, probes are cancelled
 	for port, l := range p.listeners {
 		l.close()
 		delete(p.listeners, port)
 	}
 	p.mu.Unlock()
 	p.acceptors.Wait()
+	p.http.beginShutdown() // idle keep-alive connections close now, busy ones after their response
 
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -250,6 +262,7 @@ func (p *Proxy) Stop(ctx context.Context) error {
 		<-drained
 	}
 	p.cancelBase()
+	p.http.close()
 	p.runOnce.Do(func() { close(p.runDone) }) // never started: nothing to wait for
 	if p.runCancel != nil {
 		p.runCancel()

@@ -50,7 +50,9 @@ type RouteMatch struct {
 	// Domains matched against the TLS SNI: exact names, "*.example.com",
 	// "example.*" or "*". Case-insensitive, a trailing dot is ignored, and
 	// '*' matches any run of characters including dots (as in the TS
-	// library). A route with domains never matches a connection without SNI.
+	// library). For HTTP requests (plain HTTP, or TLS the proxy
+	// terminates) they match the Host header, port stripped, falling back
+	// to the SNI. A TCP connection without SNI never matches them.
 	Domains StringList `json:"domains,omitempty"`
 	// ClientIP restricts the route to client addresses: exact, CIDR,
 	// "192.168.1.*" globs or "a-b" ranges (see [ParseIPList]).
@@ -59,13 +61,17 @@ type RouteMatch struct {
 	// version is listed: "TLSv1.0" … "TLSv1.3". Needs a ClientHello.
 	TLSVersion []string `json:"tlsVersion,omitempty"`
 	// Path matches the HTTP request path: "/api/users", "/api/*",
-	// "/users/:id", "/api/users/:id/*". HTTP routes only.
+	// "/users/:id", "/api/users/:id/*". HTTP routes only: plain HTTP, or a
+	// terminating TLS mode. The path is matched after resolving "." and
+	// ".." segments. Among routes of equal priority and domain
+	// specificity, the more specific path wins.
 	Path string `json:"path,omitempty"`
 	// Headers match HTTP request headers: case-insensitive names, glob
 	// values. HTTP routes only.
 	Headers map[string]string `json:"headers,omitempty"`
-	// Method restricts HTTP routes to request methods (an extension of the
-	// TS schema, which has it on target sub-matches only).
+	// Method restricts HTTP routes to request methods, e.g. ["GET",
+	// "HEAD"] (an extension of the TS schema, which has it on target
+	// sub-matches only).
 	Method []string `json:"method,omitempty"`
 }
 
@@ -110,7 +116,12 @@ type RouteAction struct {
 	SocketHandler SocketHandler `json:"-"`
 }
 
-// ActionOptions tunes HTTP proxying.
+// ActionOptions tunes HTTP proxying. Setting it (like any other HTTP
+// feature of a route) marks a terminating route as HTTP-only: it offers
+// ALPN "h2" and "http/1.1" to clients and refuses streams that are not
+// HTTP. Terminating routes without HTTP features offer no ALPN, so that
+// TCP protocols over TLS keep working; their HTTP/1.x clients are still
+// recognised by their first bytes and served by the HTTP layer.
 type ActionOptions struct {
 	// RewriteHostHeader sets the Host header to the target; nil means
 	// true. False keeps the client's Host.
@@ -120,24 +131,38 @@ type ActionOptions struct {
 	BackendProtocol string `json:"backendProtocol,omitempty"`
 }
 
-// HeaderActions sets headers; an empty value removes the header.
+// HeaderActions sets headers; a value that expands to "" removes the
+// header. Values are templates: {domain} {path} {query} {clientIp}
+// {serverIp} {port} {routeName} {connectionId} {timestamp} (Unix ms) and
+// {headers.<lower-case name>} (a request header, for responses too);
+// unknown names stay as written.
 type HeaderActions struct {
-	Request  map[string]string `json:"request,omitempty"`
+	// Request headers set on the request sent to the backend.
+	Request map[string]string `json:"request,omitempty"`
+	// Response headers set on the response sent to the client.
 	Response map[string]string `json:"response,omitempty"`
 }
 
 // URLRewrite replaces the request path (with its query) matching Pattern,
 // a regular expression, by Target, which may use $1 and templates.
 type URLRewrite struct {
+	// Pattern is a Go regular expression matched against the escaped
+	// path with its query ("/a/b?x=1"); the first match is replaced.
 	Pattern string `json:"pattern"`
-	Target  string `json:"target"`
+	// Target replaces the match: $1 or ${1} insert capture groups, and
+	// templates ({domain}...) are expanded. Neither is expanded again.
+	Target string `json:"target"`
 }
 
 // Redirect answers with Status (301, 302, 303, 307 or 308; default 301)
 // and a Location built from the To template, e.g. "https://{domain}{path}".
+// The request's query is appended unless To uses {query} or has a '?'.
+// A forward route with a redirect needs no targets.
 type Redirect struct {
-	To     string `json:"to"`
-	Status int    `json:"status,omitempty"`
+	// To is the Location template.
+	To string `json:"to"`
+	// Status is the redirect status code.
+	Status int `json:"status,omitempty"`
 }
 
 // LoadBalancing chooses among target hosts.
@@ -161,7 +186,9 @@ type HealthCheck struct {
 
 // WebSocketOptions tunes WebSocket proxying.
 type WebSocketOptions struct {
-	// Enabled allows upgrades; nil means true.
+	// Enabled allows upgrades; nil means true. With false, upgrade
+	// requests are answered 403. (WebSockets over HTTP/2, RFC 8441, are
+	// not supported: clients fall back to HTTP/1.1.)
 	Enabled *bool `json:"enabled,omitempty"`
 	// PingInterval and PingTimeout are accepted for TS compatibility; the
 	// proxy relays the peers' own pings and applies no idle timeout to an
@@ -259,11 +286,17 @@ type Target struct {
 }
 
 // TargetMatch selects a target within a route.
+// Every set field must match; a target without Match takes every request.
+// Targets are tried in descending Priority.
 type TargetMatch struct {
-	Ports   []int             `json:"ports,omitempty"`
-	Path    string            `json:"path,omitempty"`
+	// Ports are proxy ports the request arrived on.
+	Ports []int `json:"ports,omitempty"`
+	// Path is a path pattern, as match.path.
+	Path string `json:"path,omitempty"`
+	// Headers are header globs, as match.headers.
 	Headers map[string]string `json:"headers,omitempty"`
-	Method  []string          `json:"method,omitempty"`
+	// Method lists request methods.
+	Method []string `json:"method,omitempty"`
 }
 
 // TargetPort is a backend port number, or PreservePort.
@@ -273,8 +306,16 @@ type TargetPort int
 // (JSON: "preserve").
 const PreservePort TargetPort = -1
 
-// RouteSecurity restricts who may use a route. Checked before any byte
-// reaches a backend and before any backend dial.
+// RouteSecurity restricts who may use a route. The connection-level parts
+// (IP lists, connection caps and rates) are checked before any byte reaches
+// a backend and before any backend dial; a refused TCP connection is
+// closed (after a TLS alert when a ClientHello was read). The HTTP-level
+// parts (BasicAuth, JWTAuth, RateLimit) apply to plain HTTP and terminated
+// TLS routes, per request, and answer 401 or 429 themselves.
+//
+// In Options.Defaults.Security every field is a default: a route's
+// non-zero field (or non-nil block) replaces the default one, so a route
+// can opt out of a default block with e.g. "basicAuth": {"enabled": false}.
 type RouteSecurity struct {
 	// IPAllowList, when not empty, admits only matching clients.
 	IPAllowList []string `json:"ipAllowList,omitempty"`
@@ -282,6 +323,23 @@ type RouteSecurity struct {
 	IPBlockList []string `json:"ipBlockList,omitempty"`
 	// MaxConnections caps the route's concurrent connections; 0 = unlimited.
 	MaxConnections int `json:"maxConnections,omitempty"`
+	// MaxConnectionsPerIP caps one client IP's concurrent connections on
+	// this route; 0 = unlimited. Options.MaxConnectionsPerIP still applies
+	// proxy-wide.
+	MaxConnectionsPerIP int `json:"maxConnectionsPerIP,omitempty"`
+	// ConnectionRateLimitPerMinute caps one client IP's new connections to
+	// this route in a sliding minute (refused attempts count); 0 =
+	// unlimited. Options.ConnectionRateLimitPerMinute still applies
+	// proxy-wide.
+	ConnectionRateLimitPerMinute int `json:"connectionRateLimitPerMinute,omitempty"`
+	// BasicAuth requires HTTP Basic credentials (see [BasicAuth]).
+	BasicAuth *BasicAuth `json:"basicAuth,omitempty"`
+	// JWTAuth requires a valid JSON Web Token (see [JWTAuth]). When both
+	// BasicAuth and JWTAuth apply to a request, either one suffices.
+	JWTAuth *JWTAuth `json:"jwtAuth,omitempty"`
+	// RateLimit caps HTTP requests per client IP, path or header value
+	// (see [RateLimit]); checked before authentication.
+	RateLimit *RateLimit `json:"rateLimit,omitempty"`
 }
 
 // RouteContext describes a connection to the code that handles it: socket

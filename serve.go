@@ -98,9 +98,24 @@ func (p *Proxy) serve(conn net.Conn, port int) {
 		LocalAddr:    conn.LocalAddr(),
 		ConnectionID: rec.ID(),
 	}
-	if set.ports[port].needsHello {
-		if !p.readHello(peek, rc) {
+	if plan := set.ports[port]; plan.needsHello || plan.plainHTTP {
+		// Only ports that need it wait for the client's first bytes;
+		// elsewhere server-speaks-first protocols are routed on accept.
+		switch sniffStream(peek, p.opts.InitialDataTimeout, plan.plainHTTP, true) {
+		case streamNone:
+			p.logConn("closing connection: no initial data", "id", rec.ID(), "client", client, "port", port)
 			return
+		case streamTLS:
+			if !p.readHello(peek, rc) {
+				return
+			}
+		case streamHTTP:
+			if plan.plainHTTP {
+				meter := &meterConn{Conn: peek, rec: rec}
+				meter.on.Store(true)
+				p.http.serve(meter, &httpConn{rc: *rc, set: set, rec: rec, meter: meter})
+				return
+			}
 		}
 	}
 	q := MatchQuery{Port: port, Domain: rc.Domain, ClientIP: rc.ClientIP, TLSVersion: rc.TLSVersion}
@@ -128,11 +143,23 @@ func (p *Proxy) serve(conn net.Conn, port int) {
 
 	switch {
 	case route.state.tls != nil:
-		p.terminate(pc, peek, rec, rc)
+		p.terminate(pc, peek, rec, rc, set)
 	case route.Action.Type == ActionForward:
 		p.forward(pc, peek, rec, rc)
 	case route.Action.Type == ActionSocketHandler:
 		p.runHandler(peek, rec, rc)
+	}
+}
+
+// add folds one route into the port's plan. A port serves plain HTTP
+// when a route without TLS needs HTTP information: match.path, headers
+// or method, an HTTP action, or (for a forward route) domains, which on a
+// plain connection match the Host header.
+func (pp *portPlan) add(r *Route) {
+	st := r.state
+	pp.needsHello = pp.needsHello || st.needsHello
+	if r.Action.TLS == nil && (st.http != nil || len(st.domains) > 0 && r.Action.Type == ActionForward) {
+		pp.plainHTTP = true
 	}
 }
 

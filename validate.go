@@ -46,6 +46,7 @@ type routeState struct {
 	needsHello bool          // the route can only be matched after a ClientHello
 	tls        *routeTLS     // set for the terminating TLS modes
 	lb         *loadBalancer // load balancing and health of the targets
+	http       *httpRoute    // HTTP criteria and actions; nil when none
 }
 
 // domainPattern is one compiled entry of match.domains.
@@ -150,7 +151,7 @@ func (v *routeValidator) compile(r *Route, defaults Defaults, defAllow, defBlock
 	st.needsHello = len(st.domains) > 0 || len(st.tlsVersion) > 0
 	st.tls = v.checkTLS(r.Action.TLS)
 	st.targets = v.checkAction(&r.Action, defaults.Target)
-	v.compileHTTP(r)
+	st.http = v.compileHTTP(r, st)
 	st.lb = v.compileLB(&r.Action)
 	if s := r.Security; s != nil {
 		if len(s.IPAllowList) > 0 {
@@ -246,8 +247,11 @@ func (v *routeValidator) checkAction(a *RouteAction, def *Target) []Target {
 	switch a.Type {
 	case ActionForward:
 		targets := a.Targets
-		if len(targets) == 0 && def != nil {
+		if len(targets) == 0 && def != nil && a.Redirect == nil {
 			targets = []Target{*def}
+		}
+		if len(targets) == 0 && a.Redirect != nil {
+			return nil // answered by the proxy: no backend needed
 		}
 		if len(targets) == 0 {
 			v.fail("action.targets", errors.New("a forward action needs at least one target"))

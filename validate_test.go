@@ -148,3 +148,52 @@ func TestBuilderRouteIsACopy(t *testing.T) {
 	require.Nil(t, r1.Security)
 	require.Len(t, r2.Match.Ports, 2)
 }
+
+func TestValidationOfHTTPFields(t *testing.T) {
+	with := func(f func(r *Route)) Route {
+		r := fwd("h").Ports(80).Route()
+		f(&r)
+		return r
+	}
+	no := false
+	tests := []struct {
+		name  string
+		route Route
+		want  string
+	}{
+		{"path ok", with(func(r *Route) { r.Match.Path = "/users/:id/*" }), ""},
+		{"bad path", with(func(r *Route) { r.Match.Path = "users" }), `route "h": match.path: path pattern "users" must start with '/'`},
+		{"empty param", with(func(r *Route) { r.Match.Path = "/a/:" }), `match.path: path pattern "/a/:": empty parameter name`},
+		{"bad header glob", with(func(r *Route) { r.Match.Headers = map[string]string{"X-A": "[a-"} }), `route "h": match.headers.X-A: invalid pattern "[a-"`},
+		{"bad header name", with(func(r *Route) { r.Match.Headers = map[string]string{"X A": "v"} }), `match.headers.X A: invalid header name`},
+		{"bad method", with(func(r *Route) { r.Match.Method = []string{"GET", "FETCH"} }), `route "h": match.method[1]: unknown HTTP method "FETCH"`},
+		{"bad rewrite", with(func(r *Route) { r.Action.Rewrite = &URLRewrite{Pattern: "(", Target: "/x"} }), `route "h": action.rewrite.pattern: error parsing regexp`},
+		{"rewrite target", with(func(r *Route) { r.Action.Rewrite = &URLRewrite{Pattern: "^/a"} }), `action.rewrite.target: is required`},
+		{"redirect status", with(func(r *Route) { r.Action.Redirect = &Redirect{To: "https://x", Status: 200} }), `route "h": action.redirect.status: status 200 is not a redirect`},
+		{"redirect to", with(func(r *Route) { r.Action.Redirect = &Redirect{} }), `action.redirect.to: is required`},
+		{"redirect without targets", Route{Name: "r", Match: RouteMatch{Ports: Ports(80)}, Action: RouteAction{Type: ActionForward, Redirect: &Redirect{To: "https://{domain}"}}}, ""},
+		{"backend protocol", with(func(r *Route) { r.Action.Options = &ActionOptions{BackendProtocol: "spdy"} }), `route "h": action.options.backendProtocol: unknown protocol "spdy"`},
+		{"h2 needs reencrypt", with(func(r *Route) { r.Action.Options = &ActionOptions{BackendProtocol: "h2"} }), `action.options.backendProtocol: "h2" needs tls.mode "terminate-and-reencrypt"`},
+		{"host header off", with(func(r *Route) { r.Action.Options = &ActionOptions{RewriteHostHeader: &no, BackendProtocol: "h2c"} }), ""},
+		{"header template", with(func(r *Route) { r.Action.Headers = &HeaderActions{Request: map[string]string{"X-A": "a\nb"}} }), `action.headers.request.X-A: value must not contain line breaks`},
+		{"target match port", with(func(r *Route) { r.Action.Targets[0].Match = &TargetMatch{Ports: []int{0}} }), `route "h": action.targets[0].match.ports[0]: port 0 out of range`},
+		{"target match path", with(func(r *Route) { r.Action.Targets[0].Match = &TargetMatch{Path: "x"} }), `action.targets[0].match.path:`},
+		{"passthrough path", with(func(r *Route) { r.Match.Path = "/a"; r.Action.TLS = &RouteTLS{Mode: TLSPassthrough} }), `action.tls.mode: HTTP matching and HTTP actions need a terminating TLS mode`},
+		{"handler without HTTP", SocketHandlerRoute("s", Ports(80), nil, EchoHandler()), ""},
+		{"negative ping", with(func(r *Route) { r.Action.WebSocket = &WebSocketOptions{PingInterval: -1} }), `action.websocket: pingInterval and pingTimeout must not be negative`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := compileRoutes([]Route{tc.route}, Defaults{})
+			if tc.want == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+	h := SocketHandlerRoute("s", Ports(80), nil, EchoHandler())
+	h.Action.Headers = &HeaderActions{Request: map[string]string{"X-A": "1"}}
+	_, err := compileRoutes([]Route{h}, Defaults{})
+	require.ErrorContains(t, err, `route "s": action: HTTP actions (options, headers, rewrite, redirect, websocket, target match) need a forward action`)
+}

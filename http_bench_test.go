@@ -1,0 +1,49 @@
+package smartproxy
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"testing"
+)
+
+// BenchmarkHTTPKeepAlive measures requests per second with a 1 KiB
+// response over keep-alive connections, directly to the backend and
+// through the proxy's HTTP layer, so the two numbers show its cost.
+func BenchmarkHTTPKeepAlive(b *testing.B) {
+	payload := bytes.Repeat([]byte("x"), 1024)
+	be := startEchoServer(b, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write(payload)
+	}))
+	lp := newListenerPool(b)
+	port := lp.port(b)
+	startTestProxy(b, lp, Options{Routes: []Route{httpRouteOn("bench", port, be.addr(), "bench.test")}})
+
+	run := func(b *testing.B, url string, c *http.Client) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(payload)))
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				resp, err := c.Get(url)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				_ = resp.Body.Close()
+			}
+		})
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+	}
+	b.Run("direct", func(b *testing.B) {
+		tr := &http.Transport{MaxIdleConnsPerHost: 64}
+		defer tr.CloseIdleConnections()
+		run(b, "http://"+be.addr()+"/", &http.Client{Transport: tr})
+	})
+	b.Run("proxy", func(b *testing.B) {
+		c, _ := proxyClient(b, port, nil, false)
+		c.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
+		run(b, "http://bench.test/", c)
+		c.Transport.(*http.Transport).CloseIdleConnections()
+	})
+}

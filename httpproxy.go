@@ -1,0 +1,228 @@
+package smartproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"sync"
+	"time"
+)
+
+// proxyReq is one request's routing result, carried in its context to
+// the reverse proxy's hooks and the backend transport.
+type proxyReq struct {
+	hc     *httpConn
+	route  *Route
+	rc     RouteContext // the connection's, with the request's Domain and Route
+	target int          // index into route.state.targets
+	in     *http.Request
+}
+
+type proxyReqKey struct{}
+
+// ServeHTTP routes one request: match, security, then a redirect, a
+// socket-handler handover or the reverse proxy.
+func (h *httpLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	hc, _ := r.Context().Value(httpConnKey{}).(*httpConn)
+	if hc == nil {
+		http.Error(w, "500 internal error", http.StatusInternalServerError)
+		return
+	}
+	// A hijacked connection (WebSocket, handover) is done when the
+	// hijacker returns: the server reports no StateClosed for it.
+	defer func() {
+		if hc.hijacked.Load() {
+			hc.finish()
+		}
+	}()
+	host := requestHost(r, hc.rc.Domain)
+	q := MatchQuery{Port: hc.rc.Port, Domain: host, ClientIP: hc.rc.ClientIP, TLSVersion: hc.rc.TLSVersion, Request: r, Terminated: hc.terminated}
+	route := hc.set.matcher.Match(&q)
+	if route == nil || route.state == nil {
+		h.p.reject(hc.rc.ClientAddr, hc.rc.Port, host, &RejectError{Reason: RejectNoRoute, IP: hc.rc.ClientIP})
+		http.Error(w, "404 no route for this request", http.StatusNotFound)
+		return
+	}
+	pr := &proxyReq{hc: hc, route: route, rc: hc.rc, in: r}
+	pr.rc.Domain, pr.rc.Route, pr.rc.RouteName = host, route, route.Name
+	if !h.admit(w, pr) {
+		return
+	}
+	// HTTP-level route security (basicAuth, jwtAuth, rateLimit) belongs
+	// here, once per request, after admission.
+	st := route.state
+	hr := st.http
+	switch {
+	case route.Action.Type == ActionSocketHandler:
+		h.handover(w, r, pr)
+		return
+	case hr != nil && hr.redirect != nil:
+		h.redirect(w, pr)
+		return
+	case isUpgrade(r) && hr != nil && hr.noWebSocket:
+		http.Error(w, "403 WebSocket upgrades are disabled for this route", http.StatusForbidden)
+		return
+	}
+	pr.target = chooseTarget(route, r, hc.rc.Port)
+	if pr.target < 0 {
+		http.Error(w, "404 no target for this request", http.StatusNotFound)
+		return
+	}
+	h.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), proxyReqKey{}, pr)))
+}
+
+// admit applies the connection checks to a request whose route is not the
+// one the connection was admitted for, and moves the connection record
+// to the request's route (its maxConnections counts connections whose
+// latest request went to it).
+func (h *httpLayer) admit(w http.ResponseWriter, pr *proxyReq) bool {
+	p, hc, route := h.p, pr.hc, pr.route
+	if route != hc.route {
+		if err := p.sec.CheckConnection(&pr.rc); err != nil {
+			p.reject(hc.rc.ClientAddr, hc.rc.Port, pr.rc.Domain, err)
+			writeHTTPReject(w, err)
+			return false
+		}
+	}
+	if hc.rec.Route() != route.Name || hc.rec.Domain() != pr.rc.Domain {
+		if err := p.conns.AssignRoute(hc.rec, route.Name, pr.rc.Domain, route.state.maxConns); err != nil {
+			p.reject(hc.rc.ClientAddr, hc.rc.Port, pr.rc.Domain, err)
+			writeHTTPReject(w, err)
+			return false
+		}
+	}
+	return true
+}
+
+// chooseTarget returns the first target (by priority) whose sub-match
+// takes the request, -1 when none does. Targets without a match take
+// every request.
+func chooseTarget(route *Route, r *http.Request, port int) int {
+	st := route.state
+	if st.http == nil || st.http.targets == nil {
+		return 0
+	}
+	for i := range st.targets {
+		if st.http.targets[i].accepts(r, port) {
+			return i
+		}
+	}
+	return -1
+}
+
+// requestHost is the request's Host without port, lower-cased, without a
+// trailing dot; the SNI when the request has none.
+func requestHost(r *http.Request, sni string) string {
+	host := r.Host
+	if host == "" {
+		return sni
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	} else if len(host) > 1 && host[0] == '[' && host[len(host)-1] == ']' {
+		host = host[1 : len(host)-1]
+	}
+	return normalizeDomain(host)
+}
+
+// isUpgrade reports an HTTP/1.1 Upgrade request (WebSocket).
+func isUpgrade(r *http.Request) bool {
+	return r.Header.Get("Upgrade") != "" && httpHeaderHasToken(r.Header["Connection"], "upgrade")
+}
+
+func httpHeaderHasToken(values []string, token string) bool {
+	for _, v := range values {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// newReverseProxy builds the proxy's one ReverseProxy; everything per
+// request comes from the request's proxyReq.
+func newReverseProxy(h *httpLayer) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite:        h.rewriteRequest,
+		Transport:      backendTransport{h},
+		FlushInterval:  -1, // flush every write: SSE and streaming responses reach the client at once
+		BufferPool:     &bufferPool{},
+		ModifyResponse: h.modifyResponse,
+		ErrorHandler:   h.proxyError,
+	}
+}
+
+// rewriteRequest prepares the outgoing request. X-Forwarded-For, -Host
+// and -Proto and Forwarded are set from the connection, replacing any the
+// client sent: the proxy has no list of trusted proxies yet, so a
+// client's claims about earlier hops cannot be told from forgeries.
+func (h *httpLayer) rewriteRequest(r *httputil.ProxyRequest) {
+	pr := r.In.Context().Value(proxyReqKey{}).(*proxyReq)
+	out := r.Out
+	out.URL.Scheme = "http"
+	if h.backendTLS(pr) != nil {
+		out.URL.Scheme = "https"
+	}
+	out.URL.Host = "backend.invalid" // the transport sets the target per attempt
+	r.SetXForwarded()
+	out.Header.Set("Forwarded", forwardedValue(pr))
+	hr := pr.route.state.http
+	out.Host = "" // the target address, from out.URL.Host
+	if hr == nil {
+		return
+	}
+	if hr.keepHost {
+		out.Host = r.In.Host
+	}
+	if hr.rewrite != nil {
+		pr.rewriteURL(out, hr.rewrite)
+	}
+	pr.applyHeaders(out.Header, hr.reqHeaders)
+}
+
+// modifyResponse applies action.headers.response.
+func (h *httpLayer) modifyResponse(resp *http.Response) error {
+	pr, _ := resp.Request.Context().Value(proxyReqKey{}).(*proxyReq)
+	if pr != nil && pr.route.state.http != nil {
+		pr.applyHeaders(resp.Header, pr.route.state.http.respHeaders)
+	}
+	return nil
+}
+
+// proxyError answers a failed backend exchange: 504 when the backend did
+// not connect or answer in time (Options.ConnectTimeout, for the connect
+// and for the response head), 502 otherwise (refused, reset, no healthy
+// target, bad response).
+func (h *httpLayer) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	status := http.StatusBadGateway
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
+		status = http.StatusGatewayTimeout
+	}
+	if pr, ok := r.Context().Value(proxyReqKey{}).(*proxyReq); ok {
+		h.p.logConn("backend request failed", "id", pr.rc.ConnectionID, "route", pr.rc.RouteName,
+			"method", r.Method, "path", r.URL.Path, "status", status, "err", err)
+	}
+	http.Error(w, fmt.Sprintf("%d %s", status, http.StatusText(status)), status)
+}
+
+// bufferPool recycles the reverse proxy's copy buffers.
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
+
+// unixMilli is the {timestamp} of templates.
+func unixMilli() int64 { return time.Now().UnixMilli() }

@@ -1,0 +1,280 @@
+package smartproxy
+
+import (
+	"context"
+	"crypto/tls"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gosmartproxy/smartproxy/connection"
+	"github.com/gosmartproxy/smartproxy/forwarding"
+)
+
+// The HTTP layer: one http.Server per proxy, fed by serve() through an
+// in-memory listener. serve() keeps owning each connection (its record,
+// its proxiedConn, the handlers WaitGroup): it blocks until the server is
+// done with the conn (closed, or hijacked and the hijacker finished), then
+// releases it exactly as for a TCP connection.
+
+// Timeouts of the HTTP layer.
+const (
+	// maxHTTPIdle caps the keep-alive idle time of client connections; a
+	// lower inactivity timeout lowers it further.
+	maxHTTPIdle = 2 * time.Minute
+	// terminatedSniffWait is how long a terminated TLS stream without
+	// ALPN is watched for an HTTP request line before it is forwarded as
+	// TCP (protocols where the server speaks first send nothing).
+	terminatedSniffWait = 500 * time.Millisecond
+	// maxHTTPHeaderBytes caps a request head.
+	maxHTTPHeaderBytes = 64 << 10
+)
+
+// httpLayer is a proxy's HTTP server, reverse proxy and backend pools.
+type httpLayer struct {
+	p *Proxy
+	// idleTimeout is the keep-alive idle timeout; tests lower it before
+	// the first HTTP connection.
+	idleTimeout time.Duration
+
+	mu             sync.Mutex
+	srv            *http.Server
+	ln             *chanListener
+	stopped        bool
+	serveDone      chan struct{}
+	shutdownCancel context.CancelFunc
+	shutdownDone   chan struct{}
+
+	conns      sync.Map // net.Conn given to srv -> *httpConn
+	transports transportSet
+	rp         *httputil.ReverseProxy
+}
+
+func newHTTPLayer(p *Proxy) *httpLayer {
+	idle := maxHTTPIdle
+	if in := p.opts.connectionConfig().InactivityTimeout; in > 0 && in < idle {
+		idle = in
+	}
+	h := &httpLayer{p: p, idleTimeout: idle}
+	h.transports.h = h
+	h.rp = newReverseProxy(h)
+	return h
+}
+
+// httpConn is what the HTTP layer knows of one client connection.
+type httpConn struct {
+	rc         RouteContext // connection info: port, client, SNI, TLS version, id
+	set        *routeSet    // the route generation the connection was accepted in
+	route      *Route       // the connection-level route (terminated TLS), nil for plain HTTP
+	terminated bool
+	rec        *connection.Record
+	meter      *meterConn
+
+	hijacked atomic.Bool
+	once     sync.Once
+	done     chan struct{}
+}
+
+// finish tells serve() the server is done with the connection.
+func (hc *httpConn) finish() { hc.once.Do(func() { close(hc.done) }) }
+
+type httpConnKey struct{}
+
+// serve hands conn to the HTTP server and blocks until it is done with it.
+func (h *httpLayer) serve(conn net.Conn, hc *httpConn) {
+	ln := h.listener()
+	if ln == nil {
+		return // stopping
+	}
+	hc.done = make(chan struct{})
+	h.conns.Store(conn, hc)
+	defer h.conns.Delete(conn)
+	if !ln.push(conn) {
+		return
+	}
+	<-hc.done
+}
+
+// listener starts the server on first use; nil once stopping.
+func (h *httpLayer) listener() *chanListener {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopped {
+		return nil
+	}
+	if h.srv == nil {
+		h.start()
+	}
+	return h.ln
+}
+
+func (h *httpLayer) start() {
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetHTTP2(true)
+	protos.SetUnencryptedHTTP2(true) // h2c with prior knowledge ("PRI * HTTP/2.0")
+	h.ln = newChanListener()
+	h.srv = &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: h.p.opts.InitialDataTimeout,
+		IdleTimeout:       h.idleTimeout,
+		MaxHeaderBytes:    maxHTTPHeaderBytes,
+		Protocols:         &protos,
+		ErrorLog:          slog.NewLogLogger(h.p.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return h.p.baseCtx },
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if hc, ok := h.conns.Load(c); ok {
+				return context.WithValue(ctx, httpConnKey{}, hc)
+			}
+			return ctx
+		},
+		ConnState: h.connState,
+	}
+	h.serveDone = make(chan struct{})
+	srv, ln := h.srv, h.ln
+	go func() {
+		defer close(h.serveDone)
+		_ = srv.Serve(ln)
+	}()
+}
+
+// connState learns when the server is done with a connection. A hijacked
+// connection (WebSocket, socket-handler handover) is finished by the
+// handler that hijacked it, when it returns.
+func (h *httpLayer) connState(c net.Conn, s http.ConnState) {
+	switch s {
+	case http.StateHijacked, http.StateClosed:
+		v, ok := h.conns.Load(c)
+		if !ok {
+			return
+		}
+		hc := v.(*httpConn)
+		if s == http.StateHijacked {
+			hc.hijacked.Store(true)
+		} else {
+			hc.finish()
+		}
+	}
+}
+
+// beginShutdown stops taking connections and closes idle keep-alive ones;
+// active ones are closed once their response is done.
+func (h *httpLayer) beginShutdown() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.stopped = true
+	if h.srv == nil || h.shutdownDone != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.shutdownCancel, h.shutdownDone = cancel, make(chan struct{})
+	srv, done := h.srv, h.shutdownDone
+	go func() {
+		defer close(done)
+		_ = srv.Shutdown(ctx)
+	}()
+}
+
+// close ends the server and its goroutines and the backend pools. Called
+// by Stop once every connection is finished (or cut).
+func (h *httpLayer) close() {
+	h.beginShutdown()
+	h.mu.Lock()
+	srv := h.srv
+	h.mu.Unlock()
+	if srv != nil {
+		_ = srv.Close()
+		h.shutdownCancel()
+		<-h.shutdownDone
+		<-h.serveDone
+	}
+	h.transports.closeIdle()
+}
+
+// chanListener is the http.Server's listener: serve() pushes connections.
+type chanListener struct {
+	ch     chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newChanListener() *chanListener {
+	return &chanListener{ch: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+// push hands c to the server; false when the listener is closed.
+func (l *chanListener) push(c net.Conn) bool {
+	select {
+	case l.ch <- c:
+		return true
+	case <-l.closed:
+		return false
+	}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4zero} }
+
+// meterConn counts a client connection's bytes into its record, beneath
+// TLS when the proxy terminates it (http.Server needs the *tls.Conn
+// itself, for HTTP/2 and r.TLS). Counting starts once on is set, so
+// that paths counting on their own (the TCP copier, socket handlers)
+// are not counted twice.
+type meterConn struct {
+	net.Conn
+	rec *connection.Record
+	on  atomic.Bool
+}
+
+func (c *meterConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 && c.on.Load() {
+		c.rec.AddIn(n)
+	}
+	return n, err
+}
+
+func (c *meterConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if n > 0 && c.on.Load() {
+		c.rec.AddOut(n)
+	}
+	return n, err
+}
+
+// CloseWrite half-closes when the conn beneath can; http.Server uses it
+// to close gracefully.
+func (c *meterConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// tlsPeekConn is a terminated TLS stream whose first bytes were sniffed
+// (no ALPN). It is not a *tls.Conn, so it reports the TLS state itself:
+// http.Server fills r.TLS from ConnectionState.
+type tlsPeekConn struct {
+	*forwarding.PeekConn
+	state tls.ConnectionState
+}
+
+// ConnectionState returns the TLS state of the terminated connection.
+func (c *tlsPeekConn) ConnectionState() tls.ConnectionState { return c.state }

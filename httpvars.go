@@ -1,0 +1,138 @@
+package smartproxy
+
+import (
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// Templates of the HTTP layer (action.headers, rewrite, redirect):
+//
+//	{domain}        the request's host (port stripped, lower-cased)
+//	{path} {query}  the request path and raw query (without '?')
+//	{clientIp}      the client address; {serverIp} the proxy's address
+//	{port}          the proxy port; {routeName}; {connectionId}
+//	{timestamp}     Unix time in milliseconds
+//	{headers.name}  a request header (lower-case name), "" when absent
+//
+// Unknown names stay as written.
+
+// lookup resolves a template variable for pr.
+func (pr *proxyReq) lookup(name string) (string, bool) {
+	rc := &pr.rc
+	switch name {
+	case "domain":
+		return rc.Domain, true
+	case "path":
+		return pr.in.URL.Path, true
+	case "query":
+		return pr.in.URL.RawQuery, true
+	case "clientIp":
+		if rc.ClientIP.IsValid() {
+			return rc.ClientIP.String(), true
+		}
+		return "", true
+	case "serverIp":
+		if a, ok := rc.LocalAddr.(*net.TCPAddr); ok {
+			return a.AddrPort().Addr().Unmap().String(), true
+		}
+		return "", true
+	case "port":
+		return strconv.Itoa(rc.Port), true
+	case "routeName":
+		return rc.RouteName, true
+	case "connectionId":
+		return strconv.FormatUint(rc.ConnectionID, 10), true
+	case "timestamp":
+		return strconv.FormatInt(unixMilli(), 10), true
+	}
+	if hn, ok := strings.CutPrefix(name, "headers."); ok && hn != "" {
+		return pr.in.Header.Get(hn), true
+	}
+	return "", false
+}
+
+// applyHeaders sets each header to its expanded template; an empty result
+// removes the header.
+func (pr *proxyReq) applyHeaders(hdr http.Header, list []headerTemplate) {
+	for _, ht := range list {
+		v := expandTemplate(ht.tmpl, pr.lookup)
+		if v == "" || strings.ContainsAny(v, "\r\n") {
+			hdr.Del(ht.name)
+			continue
+		}
+		hdr.Set(ht.name, v)
+	}
+}
+
+// forwardedValue is the RFC 7239 Forwarded header for this hop.
+func forwardedValue(pr *proxyReq) string {
+	var b strings.Builder
+	if ip := pr.rc.ClientIP; ip.IsValid() {
+		b.WriteString("for=")
+		if ip.Is6() {
+			b.WriteString(`"[` + ip.String() + `]"`)
+		} else {
+			b.WriteString(ip.String())
+		}
+		b.WriteByte(';')
+	}
+	if pr.in.Host != "" {
+		b.WriteString("host=" + strconv.Quote(pr.in.Host) + ";")
+	}
+	if pr.in.TLS != nil {
+		b.WriteString("proto=https")
+	} else {
+		b.WriteString("proto=http")
+	}
+	return b.String()
+}
+
+// rewriteURL applies action.rewrite to the outgoing URL: the pattern is
+// matched against the escaped path with its query ("/a/b?x=1"); the first
+// match is replaced by the expanded target. A result that is not a valid
+// request target leaves the URL as it was.
+func (pr *proxyReq) rewriteURL(out *http.Request, rw *urlRewrite) {
+	in := pr.in.URL.EscapedPath()
+	if pr.in.URL.RawQuery != "" {
+		in += "?" + pr.in.URL.RawQuery
+	}
+	m := rw.re.FindStringSubmatchIndex(in)
+	if m == nil {
+		return
+	}
+	repl := expandTemplate(rw.target, func(name string) (string, bool) {
+		if n, ok := strings.CutPrefix(name, "__rewrite."); ok {
+			i, err := strconv.Atoi(n)
+			if err != nil || 2*i+1 >= len(m) || m[2*i] < 0 {
+				return "", err == nil
+			}
+			return in[m[2*i]:m[2*i+1]], true
+		}
+		return pr.lookup(name)
+	})
+	u, err := url.ParseRequestURI(in[:m[0]] + repl + in[m[1]:])
+	if err != nil {
+		return
+	}
+	out.URL.Path, out.URL.RawPath, out.URL.RawQuery = u.Path, u.RawPath, u.RawQuery
+}
+
+// redirect answers with the route's redirect. The request's query is
+// appended unless the template places it ({query}) or has a query of
+// its own.
+func (h *httpLayer) redirect(w http.ResponseWriter, pr *proxyReq) {
+	rd := pr.route.state.http.redirect
+	loc := expandTemplate(rd.To, pr.lookup)
+	if q := pr.in.URL.RawQuery; q != "" && !strings.Contains(rd.To, "{query}") && !strings.Contains(loc, "?") {
+		loc += "?" + q
+	}
+	w.Header().Set("Location", loc)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(rd.Status)
+	if pr.in.Method != http.MethodHead {
+		_, _ = w.Write([]byte(strconv.Itoa(rd.Status) + " " + http.StatusText(rd.Status) + "\n"))
+	}
+}
