@@ -18,19 +18,13 @@ var laterFields = map[string]map[string]string{
 	},
 	"defaults": {"preserveSourceIP": "the nftables engine"},
 	"action": {
-		"loadBalancing":     "load balancing",
 		"forwardingEngine":  "the nftables engine",
 		"nftables":          "the nftables engine",
 		"sendProxyProtocol": "PROXY protocol support",
 	},
 	"tls": {"acme": "ACME certificates"},
 	"security": {
-		"basicAuth":                    "HTTP security",
-		"jwtAuth":                      "HTTP security",
-		"rateLimit":                    "HTTP security",
-		"maxConnectionsPerIP":          "per-route limits",
-		"connectionRateLimitPerMinute": "per-route limits",
-		"authentication":               "HTTP security",
+		"authentication": "a later version; use basicAuth or jwtAuth",
 	},
 }
 

@@ -52,8 +52,12 @@ func (h *httpLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.admit(w, pr) {
 		return
 	}
-	// HTTP-level route security (basicAuth, jwtAuth, rateLimit) belongs
-	// here, once per request, after admission.
+	// HTTP-level route security (rate limit, then basicAuth/jwtAuth), once
+	// per request, after admission; it writes the 401/429 itself.
+	if err := route.state.sec.checkHTTP(w, r, pr.rc.ClientIP, time.Now()); err != nil {
+		h.p.reject(hc.rc.ClientAddr, hc.rc.Port, pr.rc.Domain, err)
+		return
+	}
 	st := route.state
 	hr := st.http
 	switch {
@@ -89,7 +93,7 @@ func (h *httpLayer) admit(w http.ResponseWriter, pr *proxyReq) bool {
 		}
 	}
 	if hc.rec.Route() != route.Name || hc.rec.Domain() != pr.rc.Domain {
-		if err := p.conns.AssignRoute(hc.rec, route.Name, pr.rc.Domain, route.state.maxConns); err != nil {
+		if err := p.conns.AssignRouteLimits(hc.rec, route.Name, pr.rc.Domain, route.state.sec.routeLimits()); err != nil {
 			p.reject(hc.rc.ClientAddr, hc.rc.Port, pr.rc.Domain, err)
 			writeHTTPReject(w, err)
 			return false

@@ -25,9 +25,9 @@ type ConnectionManager interface {
 	// Open admits a new client connection or refuses it with an error.
 	// closer is called to kill the connection on timeout or shutdown.
 	Open(client netip.AddrPort, localPort int, closer io.Closer) (*connection.Record, error)
-	// AssignRoute binds the record to its route and enforces the route's
-	// concurrent cap (maxConns <= 0: none).
-	AssignRoute(r *connection.Record, route, domain string, maxConns int) error
+	// AssignRouteLimits binds the record to its route and enforces the
+	// route's limits (zero fields: none).
+	AssignRouteLimits(r *connection.Record, route, domain string, lim connection.RouteLimits) error
 	// Close releases a record; idempotent.
 	Close(r *connection.Record) bool
 	// Run enforces timeouts and samples metrics until ctx ends.
@@ -61,8 +61,10 @@ type Proxy struct {
 	log   *slog.Logger
 	conns ConnectionManager
 	sec   SecurityChecker
-	set   atomic.Pointer[routeSet]
-	certs CertificateStore
+	// rejects counts refusals by reason and summarises their logs.
+	rejects *rejectLog
+	set     atomic.Pointer[routeSet]
+	certs   CertificateStore
 	// tlsBase is the template of every terminating route's tls.Config.
 	tlsBase *tls.Config
 	// health is the load balancer's view of the targets (health.go); its
@@ -116,6 +118,7 @@ func New(opts Options) (*Proxy, error) {
 		log:       opts.Logger,
 		conns:     conns,
 		sec:       opts.Security,
+		rejects:   newRejectLog(opts.Logger, 0),
 		listeners: make(map[int]*portListener),
 		runDone:   make(chan struct{}),
 	}
@@ -161,7 +164,14 @@ func (p *Proxy) Routes() []Route {
 func (p *Proxy) Ports() []int { return sortedPorts(p.set.Load().ports) }
 
 // Metrics returns a snapshot of the connection manager's metrics.
-func (p *Proxy) Metrics() connection.Metrics { return p.conns.Snapshot() }
+func (p *Proxy) Metrics() connection.Metrics {
+	m := p.conns.Snapshot()
+	if m.Rejected == nil {
+		m.Rejected = make(map[connection.Reason]uint64)
+	}
+	p.rejects.addTo(m.Rejected)
+	return m
+}
 
 // Start opens a listener on every port the routes use and starts serving.
 // If any port cannot be opened, the ones already opened are closed and the
@@ -191,7 +201,10 @@ func (p *Proxy) startRunner() {
 		p.runCancel = cancel
 		go func() {
 			defer close(p.runDone)
+			var wg sync.WaitGroup
+			wg.Go(func() { p.rejects.run(ctx) }) // summarises the tail of a burst
 			p.conns.Run(ctx)
+			wg.Wait()
 		}()
 	})
 }

@@ -86,20 +86,6 @@ func TestWriteHTTPReject(t *testing.T) {
 	}
 }
 
-// limitsManager stands in for the serve.go integration (AssignRoute ->
-// AssignRouteLimits with the route's compiled limits) until the lead wires
-// it, so the flood below runs through the real accept path.
-type limitsManager struct {
-	*connection.Manager
-	limits map[string]connection.RouteLimits
-}
-
-func (m limitsManager) AssignRoute(r *connection.Record, route, domain string, maxConns int) error {
-	lim := m.limits[route]
-	lim.MaxConnections = max(lim.MaxConnections, maxConns)
-	return m.AssignRouteLimits(r, route, domain, lim)
-}
-
 // TestSecurityFloodDistinctIPs: connections from many distinct loopback
 // addresses against a route with per-IP limits. Every one is served, the
 // per-IP and per-route per-IP tables stay within MaxTrackedIPs, and both
@@ -126,7 +112,7 @@ func TestSecurityFloodDistinctIPs(t *testing.T) {
 	route.Security = sec
 	p := startTestProxy(t, lp, Options{
 		Routes:      []Route{route},
-		Connections: limitsManager{Manager: mgr, limits: map[string]connection.RouteLimits{"flood": mustCompile(t, sec).routeLimits()}},
+		Connections: mgr,
 	})
 
 	var next atomic.Int64

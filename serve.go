@@ -135,7 +135,10 @@ func (p *Proxy) serve(conn net.Conn, port int) {
 		p.reject(client, port, rc.Domain, err)
 		return
 	}
-	if err := p.conns.AssignRoute(rec, route.Name, rc.Domain, route.state.maxConns); err != nil {
+	if err := p.conns.AssignRouteLimits(rec, route.Name, rc.Domain, route.state.sec.routeLimits()); err != nil {
+		if rc.TLSVersion != 0 {
+			writeTLSAlert(conn, alertAccessDenied)
+		}
 		p.reject(client, port, rc.Domain, err)
 		return
 	}
@@ -158,7 +161,7 @@ func (p *Proxy) serve(conn net.Conn, port int) {
 func (pp *portPlan) add(r *Route) {
 	st := r.state
 	pp.needsHello = pp.needsHello || st.needsHello
-	if r.Action.TLS == nil && (st.http != nil || len(st.domains) > 0 && r.Action.Type == ActionForward) {
+	if r.Action.TLS == nil && (st.http != nil || st.sec.hasHTTPChecks() || len(st.domains) > 0 && r.Action.Type == ActionForward) {
 		pp.plainHTTP = true
 	}
 }
@@ -185,15 +188,24 @@ func (p *Proxy) readHello(peek *forwarding.PeekConn, rc *RouteContext) bool {
 	}
 }
 
-// reject logs a refused connection at debug level (rejections can come in
-// floods; the connection manager counts them).
+// reject counts a refusal by reason and logs it through the summarising
+// reject log (rejections come in floods under attack: the first of a
+// burst is logged, the rest summarised). Detailed logging adds a debug
+// line per refusal.
 func (p *Proxy) reject(client netip.AddrPort, port int, domain string, err error) {
+	route := ""
+	var re *RejectError
 	var le *connection.LimitError
-	level := slog.LevelDebug
-	if !errors.As(err, &le) && p.opts.EnableDetailedLogging {
-		level = slog.LevelInfo
+	switch {
+	case errors.As(err, &re):
+		route = re.Route
+	case errors.As(err, &le):
+		route = le.Route
 	}
-	p.log.Log(p.baseCtx, level, "connection rejected", "client", client, "port", port, "domain", domain, "err", err)
+	p.rejects.reject(rejectReasonOf(err), route, client.Addr(), err)
+	if p.opts.EnableDetailedLogging {
+		p.log.Log(p.baseCtx, slog.LevelDebug, "connection rejected", "client", client, "port", port, "domain", domain, "err", err)
+	}
 }
 
 func (p *Proxy) logConn(msg string, args ...any) {

@@ -40,7 +40,7 @@ type routeState struct {
 	tlsVersion []uint16
 	allow      *IPList
 	block      *IPList
-	maxConns   int
+	sec        *compiledSecurity // limits, auth and rate limits; nil: none
 	targets    []Target // sorted by descending priority, defaults applied
 	rr         atomic.Uint64
 	needsHello bool          // the route can only be matched after a ClientHello
@@ -71,10 +71,8 @@ func compileRoutes(routes []Route, defaults Defaults) ([]*Route, error) {
 	var errs []error
 	seen := make(map[string]int, len(routes))
 	out := make([]*Route, 0, len(routes))
-	defAllow, defBlock, err := compileDefaults(defaults)
-	if err != nil {
-		errs = append(errs, err)
-	}
+	defs, derrs := compileDefaults(defaults)
+	errs = append(errs, derrs...)
 	for i := range routes {
 		r := routes[i] // copy
 		v := &routeValidator{name: routeLabel(&r, i)}
@@ -86,7 +84,7 @@ func compileRoutes(routes []Route, defaults Defaults) ([]*Route, error) {
 			seen[r.Name] = i
 		}
 		v.errs = append(v.errs, r.builderErrs...)
-		st := v.compile(&r, defaults, defAllow, defBlock)
+		st := v.compile(&r, defaults, defs)
 		st.index = i
 		errs = append(errs, v.errs...)
 		if len(v.errs) == 0 && r.IsEnabled() {
@@ -101,17 +99,31 @@ func compileRoutes(routes []Route, defaults Defaults) ([]*Route, error) {
 	return out, nil
 }
 
-func compileDefaults(d Defaults) (allow, block *IPList, err error) {
+// compiledDefaults is Defaults.Security compiled once for all routes.
+type compiledDefaults struct {
+	allow, block *IPList
+	sec          *compiledSecurity
+}
+
+func compileDefaults(d Defaults) (compiledDefaults, []error) {
+	var c compiledDefaults
 	if d.Security == nil {
-		return nil, nil, nil
+		return c, nil
 	}
-	if allow, err = ParseIPList(d.Security.IPAllowList); err != nil {
-		return nil, nil, fmt.Errorf("defaults.security.ipAllowList: %w", err)
+	var errs []error
+	var err error
+	if c.allow, err = ParseIPList(d.Security.IPAllowList); err != nil {
+		errs = append(errs, fmt.Errorf("defaults.security.ipAllowList: %w", err))
 	}
-	if block, err = ParseIPList(d.Security.IPBlockList); err != nil {
-		return nil, nil, fmt.Errorf("defaults.security.ipBlockList: %w", err)
+	if c.block, err = ParseIPList(d.Security.IPBlockList); err != nil {
+		errs = append(errs, fmt.Errorf("defaults.security.ipBlockList: %w", err))
 	}
-	return allow, block, nil
+	sec, fes := compileSecurity(d.Security)
+	for _, fe := range fes {
+		errs = append(errs, fmt.Errorf("defaults.%s: %w", fe.Field, fe.Err))
+	}
+	c.sec = sec
+	return c, errs
 }
 
 func routeLabel(r *Route, i int) string {
@@ -130,8 +142,8 @@ func (v *routeValidator) fail(field string, err error) {
 	v.errs = append(v.errs, &RouteError{Route: v.name, Field: field, Err: err})
 }
 
-func (v *routeValidator) compile(r *Route, defaults Defaults, defAllow, defBlock *IPList) *routeState {
-	st := &routeState{allow: defAllow, block: defBlock}
+func (v *routeValidator) compile(r *Route, defaults Defaults, defs compiledDefaults) *routeState {
+	st := &routeState{allow: defs.allow, block: defs.block}
 	v.checkPorts(r.Match.Ports)
 	st.domains = v.compileDomains(r.Match.Domains)
 	if len(r.Match.ClientIP) > 0 {
@@ -168,10 +180,16 @@ func (v *routeValidator) compile(r *Route, defaults Defaults, defAllow, defBlock
 			}
 			st.block = l
 		}
-		if s.MaxConnections < 0 {
-			v.fail("security.maxConnections", fmt.Errorf("must be >= 0, got %d", s.MaxConnections))
-		}
-		st.maxConns = s.MaxConnections
+	}
+	sec, fes := compileRouteSecurity(defs.sec, r.Security)
+	for _, fe := range fes {
+		v.fail(fe.Field, fe.Err)
+	}
+	st.sec = sec
+	// Fail closed: HTTP auth and rate limits on a route that never sees
+	// HTTP requests would be silently skipped.
+	if sec.hasHTTPChecks() && (r.Action.TLS != nil && r.Action.TLS.Mode == TLSPassthrough) {
+		v.fail("security", errors.New("basicAuth, jwtAuth and rateLimit need HTTP: use a plain HTTP or TLS-terminating route, not passthrough"))
 	}
 	return st
 }

@@ -313,13 +313,13 @@ func TestCheckInvalid(t *testing.T) {
 		},
 		{
 			name: "later field", file: "later.json",
-			content: `{"routes": [{"name": "web", "match": {"ports": 80}, "action": {"type": "forward", "loadBalancing": {"algorithm": "round-robin"}}}]}`,
-			want:    []string{`routes[0] ("web").action.loadBalancing`, "not supported yet"},
+			content: `{"routes": [{"name": "web", "match": {"ports": 80}, "action": {"type": "forward", "forwardingEngine": "nftables"}}]}`,
+			want:    []string{`routes[0] ("web").action.forwardingEngine`, "not supported yet"},
 		},
 		{
 			name: "later field in YAML", file: "later.yaml",
-			content: "routes:\n  - name: secure\n    match: {ports: 443}\n    action: {type: forward, targets: [{host: 10.0.0.1, port: 443}]}\n    security: {basicAuth: {enabled: true}}\n",
-			want:    []string{`routes[0] ("secure").security.basicAuth`, "not supported yet"},
+			content: "routes:\n  - name: secure\n    match: {ports: 443}\n    action: {type: forward, targets: [{host: 10.0.0.1, port: 443}], tls: {mode: terminate, acme: {email: a@b.c}}}\n",
+			want:    []string{`routes[0] ("secure").action.tls.acme`, "not supported yet"},
 		},
 		{
 			name: "syntax error", file: "syntax.json",
