@@ -41,7 +41,7 @@ type routeState struct {
 	allow      *IPList
 	block      *IPList
 	sec        *compiledSecurity // limits, auth and rate limits; nil: none
-	targets    []Target // sorted by descending priority, defaults applied
+	targets    []Target          // sorted by descending priority, defaults applied
 	rr         atomic.Uint64
 	needsHello bool          // the route can only be matched after a ClientHello
 	tls        *routeTLS     // set for the terminating TLS modes
