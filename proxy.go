@@ -67,6 +67,7 @@ type Proxy struct {
 	certs   CertificateStore
 	// tlsBase is the template of every terminating route's tls.Config.
 	tlsBase *tls.Config
+	tickets *ticketKeyRing
 	// health is the load balancer's view of the targets (health.go); its
 	// active checkers are synced by Start/UpdateRoutes and stopped by Stop.
 	health *healthRegistry
@@ -106,12 +107,14 @@ func New(opts Options) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("smartproxy: invalid routes: %w", err)
 	}
-	tlsBase, err := newTLSBase()
+	tickets := &ticketKeyRing{}
+	tlsBase, err := newTLSBase(tickets)
 	if err != nil {
 		return nil, fmt.Errorf("smartproxy: %w", err)
 	}
 	p := &Proxy{
 		tlsBase:   tlsBase,
+		tickets:   tickets,
 		health:    newHealthRegistry(opts.Logger),
 		certs:     opts.Certificates,
 		opts:      opts,
@@ -203,6 +206,7 @@ func (p *Proxy) startRunner() {
 			defer close(p.runDone)
 			var wg sync.WaitGroup
 			wg.Go(func() { p.rejects.run(ctx) }) // summarises the tail of a burst
+			wg.Go(func() { p.runTicketRotation(ctx) })
 			p.conns.Run(ctx)
 			wg.Wait()
 		}()

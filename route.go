@@ -350,7 +350,8 @@ type RouteContext struct {
 	// Domain is the SNI server name, lower-cased, or "" when none was seen.
 	Domain string
 	// TLSVersion is the highest TLS version the client offered (for
-	// example tls.VersionTLS13), or 0 when no ClientHello was read.
+	// example tls.VersionTLS13), or 0 when no ClientHello was read; on
+	// terminating routes, once the handshake is done, the negotiated one.
 	TLSVersion uint16
 	// ClientIP is the client address (IPv4-mapped IPv6 unmapped).
 	ClientIP netip.Addr

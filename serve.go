@@ -16,6 +16,9 @@ import (
 // manager can kill it (timeouts, shutdown) from another goroutine.
 type proxiedConn struct {
 	client net.Conn
+	// initialDeadline bounds everything before the data phase: sniffing,
+	// the ClientHello and the TLS handshake share one InitialDataTimeout.
+	initialDeadline time.Time
 
 	mu      sync.Mutex
 	backend net.Conn
@@ -69,7 +72,7 @@ func clientAddrOf(conn net.Conn) netip.AddrPort {
 // security, then the route's action.
 func (p *Proxy) serve(conn net.Conn, port int) {
 	client := clientAddrOf(conn)
-	pc := &proxiedConn{client: conn}
+	pc := &proxiedConn{client: conn, initialDeadline: time.Now().Add(p.opts.InitialDataTimeout)}
 	defer pc.Close()
 
 	rec, err := p.conns.Open(client, port, pc)
@@ -101,12 +104,12 @@ func (p *Proxy) serve(conn net.Conn, port int) {
 	if plan := set.ports[port]; plan.needsHello || plan.plainHTTP {
 		// Only ports that need it wait for the client's first bytes;
 		// elsewhere server-speaks-first protocols are routed on accept.
-		switch sniffStream(peek, p.opts.InitialDataTimeout, plan.plainHTTP, true) {
+		switch sniffStream(peek, time.Until(pc.initialDeadline), plan.plainHTTP, true) {
 		case streamNone:
 			p.logConn("closing connection: no initial data", "id", rec.ID(), "client", client, "port", port)
 			return
 		case streamTLS:
-			if !p.readHello(peek, rc) {
+			if !p.readHello(peek, rc, pc.initialDeadline) {
 				return
 			}
 		case streamHTTP:
@@ -171,8 +174,8 @@ func (pp *portPlan) add(r *Route) {
 // must be closed: timeout, EOF, oversize or malformed hello. A client that
 // does not speak TLS is routed without SNI (only routes without domains
 // can take it).
-func (p *Proxy) readHello(peek *forwarding.PeekConn, rc *RouteContext) bool {
-	_ = peek.SetReadDeadline(time.Now().Add(p.opts.InitialDataTimeout))
+func (p *Proxy) readHello(peek *forwarding.PeekConn, rc *RouteContext, deadline time.Time) bool {
+	_ = peek.SetReadDeadline(deadline)
 	info, err := forwarding.SniffClientHello(peek, p.opts.MaxClientHelloBytes)
 	_ = peek.SetReadDeadline(time.Time{})
 	switch {

@@ -1,7 +1,6 @@
 package smartproxy
 
 import (
-	"crypto/rand"
 	"crypto/tls"
 	"net"
 	"time"
@@ -9,19 +8,6 @@ import (
 	"github.com/gosmartproxy/smartproxy/connection"
 	"github.com/gosmartproxy/smartproxy/forwarding"
 )
-
-// newTLSBase is the template every terminating route's tls.Config is cloned
-// from. Its session ticket key is set explicitly so that every clone, over
-// all routes and route reloads, issues and accepts the same tickets.
-func newTLSBase() (*tls.Config, error) {
-	var key [32]byte
-	if _, err := rand.Read(key[:]); err != nil {
-		return nil, err
-	}
-	base := &tls.Config{MinVersion: tls.VersionTLS12}
-	base.SetSessionTicketKeys([][32]byte{key})
-	return base, nil
-}
 
 // terminate completes the TLS handshake for a terminating route and then
 // runs the route's action on the decrypted stream: the HTTP layer when the
@@ -47,7 +33,7 @@ func (p *Proxy) terminate(pc *proxiedConn, peek *forwarding.PeekConn, rec *conne
 	// the *tls.Conn itself, still counts the connection's traffic.
 	meter := &meterConn{Conn: peek, rec: rec}
 	tconn := tls.Server(meter, cfg)
-	_ = peek.SetDeadline(time.Now().Add(p.opts.InitialDataTimeout))
+	_ = peek.SetDeadline(pc.initialDeadline)
 	if err := tconn.HandshakeContext(p.baseCtx); err != nil {
 		p.logConn("TLS handshake failed", "id", rc.ConnectionID, "route", rc.RouteName, "client", rc.ClientAddr, "err", err)
 		return

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // routeTLS is the compiled TLS setup of a terminating route.
@@ -30,7 +31,7 @@ type routeTLS struct {
 	backendSessions tls.ClientSessionCache
 
 	once   sync.Once
-	server *tls.Config
+	server atomic.Pointer[tls.Config] // set once; read by ticket-key rotation
 }
 
 // compileTLS validates a terminating route's TLS block.
@@ -141,9 +142,9 @@ func (rt *routeTLS) serverConfig(base *tls.Config, store CertificateStore) *tls.
 		} else {
 			c.GetCertificate = store.GetCertificate
 		}
-		rt.server = c
+		rt.server.Store(c)
 	})
-	return rt.server
+	return rt.server.Load()
 }
 
 // backendConfig is the client config for re-encryption to host, for a
