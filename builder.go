@@ -84,6 +84,46 @@ func (b *RouteBuilder) TLSPassthrough() *RouteBuilder {
 	return b
 }
 
+// TLSTerminate terminates TLS in the proxy with cert (nil: the proxy's
+// CertificateStore chooses by SNI).
+func (b *RouteBuilder) TLSTerminate(cert *CertificateSpec) *RouteBuilder {
+	b.r.Action.TLS = &RouteTLS{Mode: TLSTerminate, Certificate: cert}
+	return b
+}
+
+// TLSReencrypt terminates TLS with cert and opens a new TLS connection to
+// the target, verified as backend says (nil: system roots, target name).
+func (b *RouteBuilder) TLSReencrypt(cert *CertificateSpec, backend *BackendTLS) *RouteBuilder {
+	b.r.Action.TLS = &RouteTLS{Mode: TLSTerminateAndReencrypt, Certificate: cert, Backend: backend}
+	return b
+}
+
+// Path matches the HTTP request path ("/api/*", "/users/:id").
+func (b *RouteBuilder) Path(pattern string) *RouteBuilder { b.r.Match.Path = pattern; return b }
+
+// Header matches an HTTP request header against a glob.
+func (b *RouteBuilder) Header(name, glob string) *RouteBuilder {
+	if b.r.Match.Headers == nil {
+		b.r.Match.Headers = make(map[string]string)
+	}
+	b.r.Match.Headers[name] = glob
+	return b
+}
+
+// Methods restricts the route to HTTP methods.
+func (b *RouteBuilder) Methods(methods ...string) *RouteBuilder {
+	b.r.Match.Method = append(b.r.Match.Method, methods...)
+	return b
+}
+
+// LoadBalance chooses the algorithm among the target's hosts
+// ("round-robin", "least-connections", "ip-hash", "random") and,
+// optionally, active health checks.
+func (b *RouteBuilder) LoadBalance(algorithm string, check *HealthCheck) *RouteBuilder {
+	b.r.Action.LoadBalancing = &LoadBalancing{Algorithm: algorithm, HealthCheck: check}
+	return b
+}
+
 // ForwardTo sets one target from "host:port" addresses. Several addresses
 // must share one port and are balanced round-robin; an address without a
 // port forwards to the port the client connected to.
@@ -142,6 +182,14 @@ func (b *RouteBuilder) Route() Route {
 	r := b.r
 	r.Match.Ports = append(PortSpec(nil), r.Match.Ports...)
 	r.Match.Domains = append(StringList(nil), r.Match.Domains...)
+	r.Match.Method = append([]string(nil), r.Match.Method...)
+	if r.Match.Headers != nil {
+		h := make(map[string]string, len(r.Match.Headers))
+		for k, v := range r.Match.Headers {
+			h[k] = v
+		}
+		r.Match.Headers = h
+	}
 	r.Action.Targets = append([]Target(nil), r.Action.Targets...)
 	r.builderErrs = append([]error(nil), r.builderErrs...)
 	if r.Security != nil {

@@ -197,3 +197,18 @@ func TestValidationOfHTTPFields(t *testing.T) {
 	_, err := compileRoutes([]Route{h}, Defaults{})
 	require.ErrorContains(t, err, `route "s": action: HTTP actions (options, headers, rewrite, redirect, websocket, target match) need a forward action`)
 }
+
+func TestBuilderHTTPAndTLS(t *testing.T) {
+	b := NewRoute("api").Ports(443).Domains("api.test").TLSTerminate(nil).
+		Path("/v1/*").Header("X-Tenant", "a*").Methods("GET").
+		LoadBalance("least-connections", nil).ForwardTo("10.0.0.1:80", "10.0.0.2:80")
+	r := b.Route()
+	b.Header("X-Other", "b")
+	require.Len(t, r.Match.Headers, 1, "later builder calls must not change a built route")
+	routes, err := compileRoutes([]Route{r}, Defaults{})
+	require.NoError(t, err)
+	require.NotNil(t, routes[0].state.tls)
+	require.NotNil(t, routes[0].state.http)
+	_, err = compileRoutes([]Route{NewRoute("bad").Ports(80).Path("no-slash").ForwardTo("a:1").Route()}, Defaults{})
+	require.ErrorContains(t, err, `route "bad": match.path`)
+}

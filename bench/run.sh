@@ -109,7 +109,7 @@ CERT="$OUT/cert/cert.pem" KEY="$OUT/cert/key.pem" COMBINED="$OUT/cert/combined.p
 # backends:  19001 echo (spliced io.Copy)  19004 light echo (no buffer while idle)
 #            19002 TLS 1.3 echo             19003 HTTP 1 KiB
 # proxies:   18001 -> 19001   18002 -> 19004   18443 SNI echo.bench.test -> 19002
-#            18444 TLS terminate -> 19001 (HAProxy, nginx)   18080 HTTP -> 19003
+#            18444 TLS 1.3 terminate -> 19001   18080 HTTP (parsed, keep-alive upstream) -> 19003
 H=127.0.0.1
 
 # ---- configs ------------------------------------------------------------------------
@@ -126,7 +126,11 @@ cat >"$OUT/smartproxy.json" <<JSON
      "action": {"type": "forward", "targets": [{"host": "$H", "port": 19004}]}},
     {"name": "sni", "match": {"ports": 18443, "domains": ["echo.bench.test"]},
      "action": {"type": "forward", "tls": {"mode": "passthrough"}, "targets": [{"host": "$H", "port": 19002}]}},
-    {"name": "http-l4", "match": {"ports": 18080},
+    {"name": "tlsterm", "match": {"ports": 18444},
+     "action": {"type": "forward",
+                "tls": {"mode": "terminate", "versions": ["TLSv1.3"], "certificate": {"certFile": "$CERT", "keyFile": "$KEY"}},
+                "targets": [{"host": "$H", "port": 19001}]}},
+    {"name": "http", "match": {"ports": 18080, "domains": ["*"]},
      "action": {"type": "forward", "targets": [{"host": "$H", "port": 19003}]}}
   ]
 }
@@ -229,11 +233,11 @@ PIDS+=($!)
 PROXY_PID=""
 start_proxy() { # name
   case "$1" in
-    smartproxy|smartproxy-L4fwd)
+    smartproxy)
       GOMAXPROCS=1 taskset -c $PROXY_CPU "$BIN/smartproxy" -config "$OUT/smartproxy.json" -log-level warn \
         >>"$OUT/logs/smartproxy.log" 2>&1 &
       PROXY_PID=$!; PIDS+=($PROXY_PID)
-      "$BIN/loadgen" -wait $H:18001,$H:18002,$H:18443,$H:18080 ;;
+      "$BIN/loadgen" -wait $H:18001,$H:18002,$H:18443,$H:18444,$H:18080 ;;
     haproxy)
       taskset -c $PROXY_CPU haproxy -db -f "$OUT/haproxy.cfg" >>"$OUT/logs/haproxy.log" 2>&1 &
       PROXY_PID=$!; PIDS+=($PROXY_PID)
@@ -281,12 +285,7 @@ args_for() {
     maxconns) echo "-max $MAX_CONNS" ;;
   esac
 }
-targets_for() {
-  case "$1" in
-    http) echo "direct smartproxy-L4fwd haproxy nginx" ;;
-    *) echo "direct smartproxy haproxy nginx" ;;
-  esac
-}
+targets_for() { echo "direct smartproxy haproxy nginx"; }
 
 run_one() { # scenario target round
   local s=$1 t=$2 r=$3 pid_arg=0 line
@@ -303,15 +302,27 @@ run_one() { # scenario target round
   log "$s round $r $t: $(echo "$line" | sed -E 's/.*"valid":([a-z]+).*"rate":([0-9.e+-]+).*"unit":"([^"]*)".*/valid=\1 \2 \3/')"
 }
 
+# ---- smartproxy's HTTP port really goes through its HTTP layer -------------------------
+# A plain L4 forward would pass the request through untouched; the HTTP layer adds
+# X-Forwarded-For, which the backend's /forwarded endpoint reports back.
+if [[ " ${SCENARIOS[*]} " == *" http "* ]]; then
+  start_proxy smartproxy
+  fwd="$(exec 3<>/dev/tcp/$H/18080
+         printf 'GET /forwarded HTTP/1.1\r\nHost: bench.test\r\nConnection: close\r\n\r\n' >&3
+         timeout 5 cat <&3 | tr -d '\r' | grep '^x-forwarded-for=' || true)"
+  stop_proxy
+  if [[ "$fwd" != "x-forwarded-for=127.0.0.1" ]]; then
+    echo "run.sh: smartproxy's HTTP route did not go through its HTTP layer (backend saw: '${fwd}')" >&2
+    exit 1
+  fi
+  log "http check: smartproxy parses HTTP on 18080 ($fwd seen by the backend)"
+fi
+
 # ---- rounds ------------------------------------------------------------------------------
 for s in "${SCENARIOS[@]}"; do
   read -r -a tg <<<"$(targets_for "$s")"
   rounds=$ROUNDS
   [[ $s == idle-rss || $s == maxconns ]] && rounds=$MEM_ROUNDS
-  if [[ $s == tlsterm-* ]]; then
-    echo "{\"scenario\":\"$s\",\"target\":\"smartproxy\",\"na\":\"not implemented yet\"}" >>"$RESULTS"
-    tg=(direct haproxy nginx)
-  fi
   for ((r = 1; r <= rounds; r++)); do
     # rotate the order each round so no target always runs first or last
     n=${#tg[@]}

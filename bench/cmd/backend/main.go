@@ -78,6 +78,11 @@ func main() {
 		body := httpBody()
 		srv := &http.Server{
 			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/forwarded" {
+					// run.sh's check that a proxy parses HTTP: what it added.
+					_, _ = io.WriteString(w, "x-forwarded-for="+r.Header.Get("X-Forwarded-For")+"\n")
+					return
+				}
 				h := w.Header()
 				h["Content-Type"] = []string{"application/octet-stream"}
 				h["Content-Length"] = []string{"1024"}

@@ -42,7 +42,7 @@ type result struct {
 }
 
 var scenarioOrder = []string{"bulk", "connrate", "sni", "tlsterm-full", "tlsterm-resume", "http", "idle-rss", "maxconns"}
-var targetOrder = []string{"direct", "smartproxy", "haproxy", "nginx", "smartproxy-L4fwd"}
+var targetOrder = []string{"direct", "smartproxy", "haproxy", "nginx"}
 
 // peers are the targets "best peer" is taken from.
 var peers = map[string]bool{"haproxy": true, "nginx": true}
@@ -338,9 +338,6 @@ func printScenario(s string, t map[string]*agg) {
 	for _, n := range names {
 		a := t[n]
 		label := n
-		if n == "smartproxy-L4fwd" {
-			label = "smartproxy (plain L4 forward — not comparable, no HTTP layer yet)"
-		}
 		if a.na != "" {
 			fmt.Printf("| %s | n/a (%s) |%s\n", label, a.na, strings.Repeat(" |", cols-1))
 			continue
@@ -352,9 +349,7 @@ func printScenario(s string, t map[string]*agg) {
 		pc, vsPeer := "–", "–"
 		if n != "direct" {
 			pc = num(a.m(a.perCPU))
-			if n != "smartproxy-L4fwd" {
-				vsPeer = ratio(head(a), best)
-			}
+			vsPeer = ratio(head(a), best)
 		}
 		fmt.Printf("| %s | %s | %s | %s | %s |", label, pc, vsPeer, num(a.m(a.rate)), ratio(a.m(a.rate), direct))
 		if lat {
