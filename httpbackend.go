@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -223,45 +222,11 @@ func (h *httpLayer) attempts(pr *proxyReq) int {
 	return max(1, len(t.Host))
 }
 
-// backendAddr chooses the backend of one attempt. The route's first
-// target goes through the load balancer (algorithm, health, tried
-// hosts); a target chosen by a sub-match is balanced round-robin among
-// its hosts, skipping tried ones.
+// backendAddr chooses the backend of one attempt: the load balancer's
+// choice (algorithm, health, tried hosts) among the hosts of the target
+// the request's sub-match picked.
 func (h *httpLayer) backendAddr(pr *proxyReq, tried []string) (string, error) {
-	if pr.target == 0 {
-		return h.p.pickBackend(pr.route, &pr.rc, tried)
-	}
-	st := pr.route.state
-	t := &st.targets[pr.target]
-	port := int(t.Port)
-	switch {
-	case t.PortFunc != nil:
-		port = t.PortFunc(&pr.rc)
-	case t.Port == PreservePort:
-		port = pr.rc.Port
-	}
-	hosts := t.Host
-	if t.HostFunc != nil {
-		hosts = []string{t.HostFunc(&pr.rc)}
-	}
-	start := st.http.rr.Add(1) - 1
-	for i := range hosts {
-		host := hosts[(start+uint64(i))%uint64(len(hosts))]
-		addr := net.JoinHostPort(host, strconv.Itoa(port))
-		if host != "" && port >= 1 && port <= 65535 && !containsString(tried, addr) {
-			return addr, nil
-		}
-	}
-	return "", fmt.Errorf("route %q target %d: %w", pr.route.Name, pr.target, ErrNoHealthyTarget)
-}
-
-func containsString(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
+	return h.p.pickBackendFor(pr.route, pr.target, &pr.rc, tried)
 }
 
 // watchedBody is a request body that can be offered to another target:

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/gobwas/glob"
 )
@@ -38,7 +37,6 @@ type httpRoute struct {
 	backend     string           // options.backendProtocol: "http1", "h2c" or "h2"
 	noWebSocket bool             // websocket.enabled: false
 	targets     []*targetMatcher // parallel to routeState.targets; nil entries match all
-	rr          atomic.Uint64    // round-robin over a sub-matched target's hosts
 
 	alpnOnce sync.Once
 	alpn     *tls.Config

@@ -138,13 +138,19 @@ func cmpOr[T int | time.Duration](v, def T) T {
 // It allocates nothing for a fixed port and round-robin, least-connections
 // or ip-hash.
 func (p *Proxy) pickBackend(route *Route, rc *RouteContext, tried []string) (string, error) {
-	return selectBackend(route, rc, tried, p.health)
+	return selectBackend(route, 0, rc, tried, p.health)
+}
+
+// pickBackendFor is pickBackend for the route's target number target (a
+// target chosen by an HTTP sub-match): same algorithm and health.
+func (p *Proxy) pickBackendFor(route *Route, target int, rc *RouteContext, tried []string) (string, error) {
+	return selectBackend(route, target, rc, tried, p.health)
 }
 
 // pickTarget is target selection without health state: what a route
 // chooses when every host is up. Tests of routing use it.
 func pickTarget(route *Route, rc *RouteContext) (string, error) {
-	return selectBackend(route, rc, nil, nil)
+	return selectBackend(route, 0, rc, nil, nil)
 }
 
 // candidates describes the hosts one selection chooses among.
@@ -184,12 +190,12 @@ func (c *candidates) usable(i int) (string, *targetHealth, bool) {
 	return a, h, h.up(&c.now)
 }
 
-func selectBackend(route *Route, rc *RouteContext, tried []string, reg *healthRegistry) (string, error) {
+func selectBackend(route *Route, target int, rc *RouteContext, tried []string, reg *healthRegistry) (string, error) {
 	st := route.state
-	if len(st.targets) == 0 {
-		return "", fmt.Errorf("route %q has no targets", route.Name)
+	if target >= len(st.targets) {
+		return "", fmt.Errorf("route %q has no target %d", route.Name, target)
 	}
-	t := &st.targets[0]
+	t := &st.targets[target]
 	lb := st.lb
 	c := candidates{hosts: t.Host, tried: tried, reg: reg}
 	fixedPort := t.PortFunc == nil && t.Port != PreservePort
@@ -215,7 +221,7 @@ func selectBackend(route *Route, rc *RouteContext, tried []string, reg *healthRe
 		}
 		return a, nil
 	}
-	if fixedPort && lb != nil {
+	if fixedPort && lb != nil && target == 0 { // the cache holds the first target's
 		c.addrs = lb.hostAddrs(t)
 	} else {
 		c.port = strconv.Itoa(port)
