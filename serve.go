@@ -131,6 +131,15 @@ func (p *Proxy) serve(conn net.Conn, port int) {
 		return
 	}
 	rc.Route, rc.RouteName = route, route.Name
+	if deferChecksToRequests(route) {
+		// A terminating route with request criteria (path, headers,
+		// method) was chosen for its TLS settings only: which route a
+		// request belongs to is known per request, where the HTTP layer
+		// checks security and limits. Checking here would refuse a client
+		// for a path it never asks for.
+		p.terminate(pc, peek, rec, rc, set)
+		return
+	}
 	if err := p.sec.CheckConnection(rc); err != nil {
 		if rc.TLSVersion != 0 {
 			writeTLSAlert(conn, alertAccessDenied)
@@ -155,6 +164,13 @@ func (p *Proxy) serve(conn net.Conn, port int) {
 	case route.Action.Type == ActionSocketHandler:
 		p.runHandler(peek, rec, rc)
 	}
+}
+
+// deferChecksToRequests reports whether a connection matched to route is
+// checked per request instead of on accept (see serve).
+func deferChecksToRequests(route *Route) bool {
+	st := route.state
+	return st.tls != nil && st.http != nil && st.http.criteria && route.Action.Type == ActionForward
 }
 
 // add folds one route into the port's plan. A port serves plain HTTP

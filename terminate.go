@@ -65,7 +65,11 @@ func (p *Proxy) terminate(pc *proxiedConn, peek *forwarding.PeekConn, rec *conne
 		}
 		if hconn != nil {
 			meter.on.Store(true)
-			p.http.serve(hconn, &httpConn{rc: *rc, set: set, route: route, terminated: true, rec: rec, meter: meter})
+			admitted := route // the route the connection-level checks passed for
+			if deferChecksToRequests(route) {
+				admitted = nil // none ran: every request is checked in full
+			}
+			p.http.serve(hconn, &httpConn{rc: *rc, set: set, route: admitted, terminated: true, rec: rec, meter: meter})
 			return
 		}
 		if h != nil && h.httpOnly {

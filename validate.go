@@ -188,8 +188,19 @@ func (v *routeValidator) compile(r *Route, defaults Defaults, defs compiledDefau
 	st.sec = sec
 	// Fail closed: HTTP auth and rate limits on a route that never sees
 	// HTTP requests would be silently skipped.
-	if sec.hasHTTPChecks() && (r.Action.TLS != nil && r.Action.TLS.Mode == TLSPassthrough) {
-		v.fail("security", errors.New("basicAuth, jwtAuth and rateLimit need HTTP: use a plain HTTP or TLS-terminating route, not passthrough"))
+	if sec.hasHTTPChecks() {
+		switch {
+		case r.Action.TLS != nil && r.Action.TLS.Mode == TLSPassthrough:
+			v.fail("security", errors.New("basicAuth, jwtAuth and rateLimit need HTTP: use a plain HTTP or TLS-terminating route, not passthrough"))
+		case st.tls != nil && r.Action.Type == ActionSocketHandler:
+			v.fail("security", errors.New("basicAuth, jwtAuth and rateLimit need HTTP: a TLS-terminating socket handler gets the raw decrypted stream"))
+		}
+		// The route must never take a raw stream, or anything the sniffer
+		// does not recognise as HTTP would bypass the checks.
+		if st.http == nil {
+			st.http = &httpRoute{backend: "http1"}
+		}
+		st.http.httpOnly = true
 	}
 	return st
 }
