@@ -1,10 +1,11 @@
 package smartproxy
 
 import (
+	"github.com/gosmartproxy/smartproxy/internal/keytable"
+
 	"hash/maphash"
 	"net/http"
 	"net/netip"
-	"sync"
 	"time"
 )
 
@@ -48,26 +49,23 @@ type httpRateLimiter struct {
 	msg    string
 	// maxKeys is the bound on keys held across shards.
 	maxKeys int
-	seed    maphash.Seed
-	shards  [rateLimitShards]rlShard
+	seed    maphash.Seed // seeds the key hash
+	// keys holds the counters. Every entry is idle in KeyTable's terms
+	// (nothing holds it), so its idle list is the LRU order of requests.
+	keys *keytable.Table[uint64, rlWindow]
 }
 
-type rlShard struct {
-	mu  sync.Mutex
-	m   map[uint64]*rlEntry
-	lru rlList // front = least recently used
-	_   [64]byte
-}
+type rlEntry = keytable.Entry[uint64, rlWindow]
 
-// rlEntry is a sliding-window counter like connection's: the previous and
+// rlWindow is a sliding-window counter like connection's: the previous and
 // the current fixed window, the previous weighted by its overlap.
-type rlEntry struct {
-	key        uint64
-	start      int64 // current fixed window start, unix ns
-	prev, cur  uint32
-	last       int64 // last request, unix ns
-	prevE, nxt *rlEntry
+type rlWindow struct {
+	start     int64 // current fixed window start, unix ns
+	prev, cur uint32
 }
+
+// shardOfKey picks the shard of a key, which is already a seeded hash.
+func shardOfKey(_ maphash.Seed, k uint64) uint64 { return k }
 
 func compileRateLimit(fe *fieldErrs, r *RateLimit) *httpRateLimiter {
 	if r.Enabled != nil && !*r.Enabled {
@@ -102,12 +100,10 @@ func newHTTPRateLimiter(cfg RateLimit, maxKeys int) *httpRateLimiter {
 		msg:     cfg.ErrorMessage,
 		maxKeys: maxKeys,
 		seed:    maphash.MakeSeed(),
+		keys:    keytable.New[uint64, rlWindow](rateLimitShards, 0, shardOfKey),
 	}
 	if l.keyBy == "" {
 		l.keyBy = "ip"
-	}
-	for i := range l.shards {
-		l.shards[i].m = make(map[uint64]*rlEntry)
 	}
 	return l
 }
@@ -143,40 +139,38 @@ func (l *httpRateLimiter) allow(r *http.Request, clientIP netip.Addr, now time.T
 }
 
 func (l *httpRateLimiter) allowKey(k uint64, now int64) (bool, time.Duration) {
-	s := &l.shards[k%rateLimitShards]
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e := s.m[k]
+	s := l.keys.Shard(k)
+	s.Lock()
+	defer s.Unlock()
+	e := s.Get(k)
 	if e == nil {
 		e = l.insert(s, k, now)
-	} else {
-		s.lru.remove(e)
-		s.lru.pushBack(e)
 	}
-	e.last = now
+	s.SetIdle(e, now) // to the back of the LRU order
+	w := &e.Value
 	// Advance the fixed windows so that now falls in the current one.
-	if d := now - e.start; d >= l.window {
+	if d := now - w.start; d >= l.window {
 		if d/l.window == 1 {
-			e.prev = e.cur
+			w.prev = w.cur
 		} else {
-			e.prev = 0
+			w.prev = 0
 		}
-		e.cur = 0
-		e.start += d / l.window * l.window
+		w.cur = 0
+		w.start += d / l.window * l.window
 	}
-	elapsed := max(now-e.start, 0)
-	est := float64(e.prev)*(1-float64(elapsed)/float64(l.window)) + float64(e.cur)
+	elapsed := max(now-w.start, 0)
+	est := float64(w.prev)*(1-float64(elapsed)/float64(l.window)) + float64(w.cur)
 	if est+1 <= float64(l.max) {
-		e.cur++
+		w.cur++
 		return true, 0
 	}
-	return false, l.retryAfter(e, elapsed)
+	return false, l.retryAfter(w, elapsed)
 }
 
 // retryAfter is the time until est <= max-1, i.e. until one more request
 // fits: either the previous window's weight decays enough, or (if the
 // current window alone is full) the current window ends and then decays.
-func (l *httpRateLimiter) retryAfter(e *rlEntry, elapsed int64) time.Duration {
+func (l *httpRateLimiter) retryAfter(e *rlWindow, elapsed int64) time.Duration {
 	w, budget := float64(l.window), float64(l.max)-1
 	toEnd := l.window - elapsed
 	if float64(e.cur) > budget {
@@ -190,57 +184,17 @@ func (l *httpRateLimiter) retryAfter(e *rlEntry, elapsed int64) time.Duration {
 }
 
 // insert adds an entry for k, first dropping expired entries from the
-// LRU front and, if the shard is full, its least recently used entry.
-func (l *httpRateLimiter) insert(s *rlShard, k uint64, now int64) *rlEntry {
-	for e := s.lru.head; e != nil && now-e.last >= 2*l.window; e = s.lru.head {
-		s.lru.remove(e)
-		delete(s.m, e.key)
+// LRU front and, if the shard is full, its least recently used entry. The
+// caller files the entry.
+func (l *httpRateLimiter) insert(s *keytable.Shard[uint64, rlWindow], k uint64, now int64) *rlEntry {
+	s.Prune(now, 2*l.window)
+	if perShard := max(l.maxKeys/rateLimitShards, 1); s.Len() >= perShard {
+		s.EvictOldest()
 	}
-	if perShard := max(l.maxKeys/rateLimitShards, 1); len(s.m) >= perShard {
-		e := s.lru.head
-		s.lru.remove(e)
-		delete(s.m, e.key)
-	}
-	e := &rlEntry{key: k, start: now}
-	s.m[k] = e
-	s.lru.pushBack(e)
+	e := s.Create(k)
+	e.Value.start = now
 	return e
 }
 
 // size returns the number of keys held, for tests and metrics.
-func (l *httpRateLimiter) size() int {
-	n := 0
-	for i := range l.shards {
-		s := &l.shards[i]
-		s.mu.Lock()
-		n += len(s.m)
-		s.mu.Unlock()
-	}
-	return n
-}
-
-type rlList struct{ head, tail *rlEntry }
-
-func (l *rlList) pushBack(e *rlEntry) {
-	e.prevE, e.nxt = l.tail, nil
-	if l.tail != nil {
-		l.tail.nxt = e
-	} else {
-		l.head = e
-	}
-	l.tail = e
-}
-
-func (l *rlList) remove(e *rlEntry) {
-	if e.prevE != nil {
-		e.prevE.nxt = e.nxt
-	} else {
-		l.head = e.nxt
-	}
-	if e.nxt != nil {
-		e.nxt.prevE = e.prevE
-	} else {
-		l.tail = e.prevE
-	}
-	e.prevE, e.nxt = nil, nil
-}
+func (l *httpRateLimiter) size() int { return l.keys.Len() }

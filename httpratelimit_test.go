@@ -119,3 +119,16 @@ func TestRateLimitCompileErrors(t *testing.T) {
 	_, errs = compileSecurity(&RouteSecurity{RateLimit: &RateLimit{MaxRequests: 1, Window: 1, KeyBy: "header"}})
 	requireFields(t, errs, "security.rateLimit.headerName")
 }
+
+// BenchmarkRateLimitChurn: every request is a new key, so the limiter
+// inserts and evicts at its cap on every call.
+func BenchmarkRateLimitChurn(b *testing.B) {
+	l := newHTTPRateLimiter(RateLimit{MaxRequests: 5, Window: 1}, 10000)
+	now := testNow.UnixNano()
+	var i uint64
+	b.ReportAllocs()
+	for b.Loop() {
+		i++
+		l.allowKey(i*0x9e3779b97f4a7c15, now)
+	}
+}

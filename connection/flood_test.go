@@ -154,9 +154,9 @@ func TestRunPrunes(t *testing.T) {
 // tracked reports whether a has a per-IP entry (test helper).
 func (m *Manager) tracked(a netip.Addr) bool {
 	s := m.ips.shardFor(a)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, ok := s.m[a]
+	s.Lock()
+	defer s.Unlock()
+	ok := s.Get(a) != nil
 	return ok
 }
 

@@ -18,8 +18,8 @@ type Manager struct {
 	clock func() time.Time // nil => monotonic time.Since(base)
 	base  time.Time
 
-	ips  *ipTable
-	rips *routeIPTable // per-route per-IP state (RouteLimits)
+	ips  ipTable
+	rips routeIPTable // per-route per-IP state (RouteLimits)
 
 	active   atomic.Int64
 	total    atomic.Uint64
@@ -99,17 +99,16 @@ func (m *Manager) Open(client netip.AddrPort, localPort int, closer io.Closer) (
 	keepHistory := perIP && m.cfg.ratePerMin > 0
 
 	s := m.ips.shardFor(addr)
-	s.mu.Lock()
-	e, overCap := m.ips.getOrCreate(s, addr, now)
-	e.lastTouch = now
+	s.Lock()
+	e := getOrCreateIP(s, addr, now)
 	rateExceeded := keepHistory &&
-		e.win.hit(now, int64(rateWindow)) > float64(m.cfg.ratePerMin)
+		e.Value.win.hit(now, int64(rateWindow)) > float64(m.cfg.ratePerMin)
 
 	reason, limit := reasonIndex(-1), 0
 	switch {
 	case !m.reserveGlobal():
 		reason, limit = idxGlobal, int(m.cfg.maxConns)
-	case perIP && m.cfg.maxPerIP > 0 && e.active >= m.cfg.maxPerIP:
+	case perIP && m.cfg.maxPerIP > 0 && e.Value.active >= m.cfg.maxPerIP:
 		reason, limit = idxIP, m.cfg.maxPerIP
 	case rateExceeded:
 		reason, limit = idxRate, m.cfg.ratePerMin
@@ -118,13 +117,10 @@ func (m *Manager) Open(client netip.AddrPort, localPort int, closer io.Closer) (
 		if reason != idxGlobal {
 			m.active.Add(-1) // undo reserveGlobal
 		}
-		if e.active == 0 {
-			m.ips.setIdle(s, e, keepHistory)
+		if e.Value.active == 0 {
+			setIPIdle(s, e, now, keepHistory)
 		}
-		s.mu.Unlock()
-		if overCap {
-			m.ips.evictElsewhere()
-		}
+		s.Unlock() // also evicts from other shards if over the cap
 		m.counts[reason].Add(1)
 		return nil, &LimitError{Reason: reasonByIndex[reason], IP: addr, Limit: limit}
 	}
@@ -140,13 +136,10 @@ func (m *Manager) Open(client netip.AddrPort, localPort int, closer io.Closer) (
 		entry:     e,
 	}
 	r.lastActivity.Store(now)
-	e.active++
-	e.records.push(r)
-	m.ips.setActive(s, e)
-	s.mu.Unlock()
-	if overCap {
-		m.ips.evictElsewhere()
-	}
+	e.Value.active++
+	e.Value.records.push(r)
+	s.SetActive(e)
+	s.Unlock()
 	m.total.Add(1)
 	return r, nil
 }
@@ -207,16 +200,15 @@ func (m *Manager) Close(r *Record) bool {
 	}
 
 	s := m.ips.shardFor(r.client.Addr())
-	s.mu.Lock()
+	s.Lock()
 	e := r.entry
-	e.records.remove(r)
+	e.Value.records.remove(r)
 	r.entry = nil
-	e.active--
-	if e.active == 0 {
-		e.lastTouch = now
-		m.ips.setIdle(s, e, m.cfg.ratePerMin > 0)
+	e.Value.active--
+	if e.Value.active == 0 {
+		setIPIdle(s, e, now, m.cfg.ratePerMin > 0)
 	}
-	s.mu.Unlock()
+	s.Unlock()
 	m.active.Add(-1)
 	return true
 }
@@ -249,21 +241,21 @@ func (m *Manager) RouteActive(route string) int {
 func (m *Manager) IPActive(ip netip.Addr) int {
 	ip = ip.Unmap()
 	s := m.ips.shardFor(ip)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if e := s.m[ip]; e != nil {
-		return e.active
+	s.Lock()
+	defer s.Unlock()
+	if e := s.Get(ip); e != nil {
+		return e.Value.active
 	}
 	return 0
 }
 
 // TrackedIPs returns the number of per-IP entries held (active or keeping
 // rate history); it shows the MaxTrackedIPs bound and pruning at work.
-func (m *Manager) TrackedIPs() int { return int(m.ips.tracked.Load()) }
+func (m *Manager) TrackedIPs() int { return m.ips.Len() }
 
 // TrackedRouteIPs returns the number of per-route per-IP entries held (see
 // RouteLimits); bounded by MaxTrackedIPs like TrackedIPs.
-func (m *Manager) TrackedRouteIPs() int { return int(m.rips.tracked.Load()) }
+func (m *Manager) TrackedRouteIPs() int { return m.rips.Len() }
 
 // Records returns a copy of every open record's state, sorted by ID.
 func (m *Manager) Records() []RecordInfo {

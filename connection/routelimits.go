@@ -87,15 +87,19 @@ func (m *Manager) admitRoute(route string, addr netip.Addr, maxConns int) error 
 // then routeMu; nothing takes them the other way round).
 func (m *Manager) admitRouteIP(route string, addr netip.Addr, now int64, lim RouteLimits) (*routeIPEntry, error) {
 	k := routeIPKey{route: route, addr: addr}
-	s := m.rips.shardFor(k)
-	s.mu.Lock()
-	e, overCap := m.rips.getOrCreate(s, k, now)
-	e.lastTouch = now
-	e.keepHistory = lim.RatePerMinute > 0
-	rateExceeded := e.keepHistory && e.win.hit(now, int64(rateWindow)) > float64(lim.RatePerMinute)
+	s := m.rips.Shard(k)
+	s.Lock()
+	e := s.Get(k)
+	if e == nil {
+		e = s.Create(k)
+		e.Value.win.start = now
+	}
+	st := &e.Value
+	st.keepHistory = lim.RatePerMinute > 0
+	rateExceeded := st.keepHistory && st.win.hit(now, int64(rateWindow)) > float64(lim.RatePerMinute)
 	var err error
 	switch {
-	case lim.MaxConnectionsPerIP > 0 && e.active >= lim.MaxConnectionsPerIP:
+	case lim.MaxConnectionsPerIP > 0 && st.active >= lim.MaxConnectionsPerIP:
 		m.counts[idxRouteIP].Add(1)
 		err = &LimitError{Reason: ReasonRouteIPLimit, IP: addr, Route: route, Limit: lim.MaxConnectionsPerIP}
 	case rateExceeded:
@@ -105,13 +109,10 @@ func (m *Manager) admitRouteIP(route string, addr netip.Addr, now int64, lim Rou
 		err = m.admitRoute(route, addr, lim.MaxConnections)
 	}
 	if err == nil {
-		e.active++
+		st.active++
 	}
-	m.rips.settle(s, e)
-	s.mu.Unlock()
-	if overCap {
-		m.rips.evictElsewhere()
-	}
+	settleRouteIP(s, e, now)
+	s.Unlock() // also evicts from other shards if over the cap
 	if err != nil {
 		return nil, err
 	}

@@ -55,8 +55,8 @@ func (m *Manager) sweep() {
 // until the fixed window after t's has passed, i.e. at most 2 windows later.
 func (m *Manager) prune() {
 	now := m.offset()
-	m.ips.prune(now, 2*int64(rateWindow))
-	m.rips.prune(now, 2*int64(rateWindow))
+	m.ips.Prune(now, 2*int64(rateWindow))
+	m.rips.Prune(now, 2*int64(rateWindow))
 }
 
 type victim struct {
