@@ -1,6 +1,8 @@
 package smartproxy
 
 import (
+	"github.com/gosmartproxy/smartproxy/connection"
+
 	"bufio"
 	"crypto/sha1"
 	"crypto/sha256"
@@ -298,4 +300,38 @@ func WebSocketRouteOn(name string, port int, path, target string) Route {
 	r := WebSocketRoute(name, []string{"ws.test"}, path, target)
 	r.Match.Ports = Ports(port)
 	return r
+}
+
+// TestHTTPWebSocketKeepAliveTreatment: with a short inactivity timeout,
+// "extended" (timeout x multiplier) and "immortal" keep an idle WebSocket
+// open well past the timeout, where "standard" closes it
+// (TestHTTPWebSocketInactivityStillApplies).
+func TestHTTPWebSocketKeepAliveTreatment(t *testing.T) {
+	for _, tc := range []struct {
+		treatment  connection.KeepAliveTreatment
+		multiplier float64
+	}{
+		{connection.KeepAliveExtended, 20},
+		{connection.KeepAliveImmortal, 0},
+	} {
+		t.Run(string(tc.treatment), func(t *testing.T) {
+			lp := newListenerPool(t)
+			port := lp.port(t)
+			be := wsEchoBackend(t)
+			p := startTestProxy(t, lp, Options{
+				InactivityTimeout:             300 * time.Millisecond,
+				KeepAliveTreatment:            tc.treatment,
+				KeepAliveInactivityMultiplier: tc.multiplier,
+				Routes:                        []Route{WebSocketRouteOn("ws", port, "/ws", be.addr())},
+			})
+			c, br, resp := wsDial(t, port, "ws.test", "/ws")
+			require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+			wsEcho(t, c, br, "hello")
+			time.Sleep(1500 * time.Millisecond) // five inactivity timeouts
+			wsEcho(t, c, br, "still here")
+			require.Equal(t, 1, p.Metrics().Active)
+			_ = c.Close()
+			requireNoRecords(t, p)
+		})
+	}
 }
