@@ -139,7 +139,13 @@ func ParseConfig(data []byte, isYAML bool) (*Config, error) {
 	if err := checkUnsupported(top); err != nil {
 		return nil, err
 	}
-	routes, _ := top["routes"].([]any)
+	routes, ok := top["routes"].([]any)
+	if !ok && top["routes"] != nil {
+		return nil, fmt.Errorf("routes must be a list, got %T (in YAML, each route starts with \"- \")", top["routes"])
+	}
+	if _, present := top["routes"]; !present {
+		return nil, errors.New("config has no \"routes\" list (write \"routes: []\" for a proxy without routes)")
+	}
 	delete(top, "routes")
 	var cfg Config
 	if err := strictDecode(top, &cfg); err != nil {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/gobwas/glob"
 )
@@ -39,7 +40,7 @@ type httpRoute struct {
 	targets     []*targetMatcher // parallel to routeState.targets; nil entries match all
 
 	alpnOnce sync.Once
-	alpn     *tls.Config
+	alpn     atomic.Pointer[tls.Config] // read by ticket-key rotation
 }
 
 // headerMatcher is one compiled entry of match.headers.
@@ -376,7 +377,7 @@ func (h *httpRoute) alpnConfig(base *tls.Config) *tls.Config {
 	h.alpnOnce.Do(func() {
 		c := base.Clone()
 		c.NextProtos = []string{"h2", "http/1.1"}
-		h.alpn = c
+		h.alpn.Store(c)
 	})
-	return h.alpn
+	return h.alpn.Load()
 }

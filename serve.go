@@ -179,7 +179,9 @@ func deferChecksToRequests(route *Route) bool {
 // plain connection match the Host header.
 func (pp *portPlan) add(r *Route) {
 	st := r.state
-	pp.needsHello = pp.needsHello || st.needsHello
+	// A terminating route needs the ClientHello even without domains: it
+	// only matches connections known to be TLS.
+	pp.needsHello = pp.needsHello || st.needsHello || st.tls != nil
 	if r.Action.TLS == nil && (st.http != nil || st.sec.hasHTTPChecks() || len(st.domains) > 0 && r.Action.Type == ActionForward) {
 		pp.plainHTTP = true
 	}

@@ -68,6 +68,11 @@ func (p *Proxy) rotateTicketKeys() error {
 				c.SetSessionTicketKeys(keys)
 			}
 		}
+		if h := r.state.http; h != nil {
+			if c := h.alpn.Load(); c != nil { // the ALPN variant of the same route
+				c.SetSessionTicketKeys(keys)
+			}
+		}
 	}
 	return nil
 }
