@@ -85,23 +85,34 @@ func (p *Proxy) dialBackend(pc *proxiedConn, rc *RouteContext, rt *routeTLS) (ne
 			}
 			continue
 		}
+		if rt != nil {
+			// Re-encrypt before registering the backend: a failed handshake
+			// (wrong CA, name or protocol) tries the next host. It does not
+			// mark the host down: trust is the route's setting, and another
+			// route may verify the same host fine.
+			host, _, _ := net.SplitHostPort(addr)
+			tc := tls.Client(backend, rt.backendConfig(host, rc.Domain))
+			if err := tc.HandshakeContext(ctx); err != nil {
+				_ = backend.Close()
+				release()
+				if p.baseCtx.Err() != nil {
+					return nil, false
+				}
+				p.logConn("backend TLS handshake failed", "id", rc.ConnectionID, "route", rc.RouteName, "target", addr, "err", err)
+				if ctx.Err() != nil {
+					return nil, false
+				}
+				continue
+			}
+			backend = tc
+		}
 		p.backendSucceeded(addr)
 		if !pc.setBackend(backend) {
 			release()
 			return nil, false // killed while dialing
 		}
 		p.tuneTCP(backend)
-		if rt == nil {
-			return &leasedConn{Conn: backend, release: release}, true
-		}
-		host, _, _ := net.SplitHostPort(addr)
-		tc := tls.Client(backend, rt.backendConfig(host, rc.Domain))
-		if err := tc.HandshakeContext(ctx); err != nil {
-			release()
-			p.log.Warn("backend TLS handshake failed", "id", rc.ConnectionID, "route", rc.RouteName, "target", addr, "err", err)
-			return nil, false
-		}
-		return &leasedConn{Conn: tc, release: release}, true
+		return &leasedConn{Conn: backend, release: release}, true
 	}
 	p.log.Debug("every target failed: closing client", "id", rc.ConnectionID, "route", rc.RouteName, "client", rc.ClientAddr, "tried", len(tried))
 	return nil, false

@@ -2,6 +2,8 @@ package smartproxy
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"time"
@@ -164,3 +166,35 @@ func (o *Options) connectionConfig() connection.Config {
 		MaxLifetime:                   o.MaxConnectionLifetime,
 	}
 }
+
+// validate refuses option values that would break every connection
+// rather than configure something (negative timeouts, a ClientHello cap
+// too small for real clients). Zero values mean the defaults.
+func (o *Options) validate() error {
+	var errs []error
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"InitialDataTimeout", o.InitialDataTimeout},
+		{"ConnectTimeout", o.ConnectTimeout},
+		{"SocketTimeout", o.SocketTimeout},
+		{"HalfCloseTimeout", o.HalfCloseTimeout},
+		{"GracefulShutdownTimeout", o.GracefulShutdownTimeout},
+		{"KeepAliveInitialDelay", o.KeepAliveInitialDelay},
+	} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s must not be negative, got %v", d.name, d.v))
+		}
+	}
+	if o.MaxClientHelloBytes != 0 && o.MaxClientHelloBytes < minClientHelloBytes {
+		errs = append(errs, fmt.Errorf("MaxClientHelloBytes must be at least %d (post-quantum hellos need it), got %d", minClientHelloBytes, o.MaxClientHelloBytes))
+	}
+	if o.KeepAliveInactivityMultiplier < 0 {
+		errs = append(errs, fmt.Errorf("KeepAliveInactivityMultiplier must not be negative, got %v", o.KeepAliveInactivityMultiplier))
+	}
+	return errors.Join(errs...)
+}
+
+// minClientHelloBytes is the smallest accepted MaxClientHelloBytes.
+const minClientHelloBytes = 16 << 10

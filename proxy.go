@@ -94,6 +94,9 @@ type Proxy struct {
 // yet listening. Every mistake found is reported, each naming its route
 // and field.
 func New(opts Options) (*Proxy, error) {
+	if err := opts.validate(); err != nil {
+		return nil, fmt.Errorf("smartproxy: invalid options: %w", err)
+	}
 	opts = opts.withDefaults()
 	conns := opts.Connections
 	if conns == nil {
@@ -135,6 +138,11 @@ func buildRouteSet(routes []Route, opts Options) (*routeSet, error) {
 	compiled, err := compileRoutes(routes, opts.Defaults)
 	if err != nil {
 		return nil, err
+	}
+	for _, r := range compiled {
+		if rt := r.state.tls; rt != nil && rt.backendNoAuth {
+			opts.Logger.Warn("route re-encrypts without verifying the backend certificate (insecureSkipVerify)", "route", r.Name)
+		}
 	}
 	m, err := opts.Matcher(compiled)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -60,4 +61,10 @@ func TestParseConfigRoutesMustBeAList(t *testing.T) {
 	c, err := ParseConfig([]byte(`{"routes": []}`), false)
 	require.NoError(t, err)
 	require.Empty(t, c.Routes)
+}
+
+func TestNewRejectsBrokenOptions(t *testing.T) {
+	_, err := New(Options{InitialDataTimeout: -time.Second, MaxClientHelloBytes: 512})
+	require.ErrorContains(t, err, "InitialDataTimeout must not be negative")
+	require.ErrorContains(t, err, "MaxClientHelloBytes must be at least 16384")
 }

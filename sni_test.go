@@ -345,11 +345,11 @@ func TestHelloTooLarge(t *testing.T) {
 	p := startTestProxy(t, lp, Options{
 		Routes:              sniRoutes(port, alpha, beta),
 		InitialDataTimeout:  30 * time.Second,
-		MaxClientHelloBytes: 4096,
+		MaxClientHelloBytes: 16 << 10,
 	})
-	hello := toRecords(buildHello("beta.test", 8<<10), 1<<14)
+	hello := toRecords(buildHello("beta.test", 24<<10), 1<<14)
 	c := dial(t, port)
-	_, err := c.Write(hello[:2000]) // the header already says 8 KiB
+	_, err := c.Write(hello[:2000]) // the header already says 24 KiB
 	require.NoError(t, err)
 	el, got := awaitClose(t, c, 5*time.Second)
 	require.Less(t, el, time.Second)
