@@ -129,6 +129,16 @@ func (p *Proxy) backendSucceeded(addr string) {
 // balance on. Call release exactly once, when the connection or request is
 // over (extra calls are ignored).
 func (p *Proxy) backendAcquire(addr string) (release func()) {
+	l := new(lease)
+	p.acquireLease(l, addr)
+	return l.release
+}
+
+// acquireLease is backendAcquire into a lease the caller holds (the HTTP
+// path embeds it in the response body, saving the allocations of a
+// closure per request). l must be new or released; it can be reused
+// once released.
+func (p *Proxy) acquireLease(l *lease, addr string) {
 	reg := p.health
 	reg.mu.RLock()
 	h := reg.m[addr]
@@ -144,11 +154,12 @@ func (p *Proxy) backendAcquire(addr string) (release func()) {
 		h.active.Add(1)
 		reg.mu.Unlock()
 	}
-	l := &lease{reg: reg, h: h}
-	return l.release
+	l.reg, l.h = reg, h
+	l.done.Store(false)
 }
 
-// lease is one backendAcquire.
+// lease is one acquisition of a target: it counts as active until
+// release, which is idempotent and safe for concurrent use.
 type lease struct {
 	reg  *healthRegistry
 	h    *targetHealth

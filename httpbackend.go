@@ -169,6 +169,9 @@ func (bt backendTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 	attempts := h.attempts(pr)
 	var triedBuf [4]string
 	tried := triedBuf[:0]
+	// One allocation per request holds the lease and, on success, the
+	// response body; a failed attempt's lease is released and reused.
+	lb := new(leasedBody)
 	for {
 		addr, err := h.backendAddr(pr, tried)
 		if err != nil {
@@ -176,14 +179,14 @@ func (bt backendTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 		}
 		tried = append(tried, addr)
 		out.URL.Host = addr
-		release := h.p.backendAcquire(addr)
+		h.p.acquireLease(&lb.lease, addr)
 		resp, err := tr.RoundTrip(out)
 		if err == nil {
 			h.p.backendSucceeded(addr)
-			resp.Body = leaseBody(resp.Body, release)
+			resp.Body = lb.wrap(resp.Body)
 			return resp, nil
 		}
-		release()
+		lb.release()
 		var de *backendDialError
 		dialFailed := errors.As(err, &de)
 		if dialFailed {
@@ -245,20 +248,22 @@ func (b *watchedBody) Read(p []byte) (int, error) {
 // Close is a no-op: the HTTP server closes the request body itself.
 func (b *watchedBody) Close() error { return nil }
 
-// leaseBody ends the target's active count (least-connections) when the
-// response body is closed. An upgraded connection's body is writable and
-// stays so, since the reverse proxy relays the WebSocket through it.
-func leaseBody(body io.ReadCloser, release func()) io.ReadCloser {
-	lb := leasedBody{ReadCloser: body, release: sync.OnceFunc(release)}
+// leasedBody ends the target's active count (least-connections) when the
+// response body is closed (once, however often Close is called).
+type leasedBody struct {
+	io.ReadCloser
+	lease
+}
+
+// wrap makes lb the holder of body and returns what stands for body. An
+// upgraded connection's body is writable and stays so, since the reverse
+// proxy relays the WebSocket through it.
+func (lb *leasedBody) wrap(body io.ReadCloser) io.ReadCloser {
+	lb.ReadCloser = body
 	if _, ok := body.(io.ReadWriteCloser); ok {
 		return &leasedRWBody{lb}
 	}
-	return &lb
-}
-
-type leasedBody struct {
-	io.ReadCloser
-	release func()
+	return lb
 }
 
 func (b *leasedBody) Close() error {
@@ -267,7 +272,7 @@ func (b *leasedBody) Close() error {
 	return err
 }
 
-type leasedRWBody struct{ leasedBody }
+type leasedRWBody struct{ *leasedBody }
 
 func (b *leasedRWBody) Write(p []byte) (int, error) {
 	return b.ReadCloser.(io.Writer).Write(p)

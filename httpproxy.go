@@ -179,8 +179,7 @@ func (h *httpLayer) rewriteRequest(r *httputil.ProxyRequest) {
 		out.URL.Scheme = "https"
 	}
 	out.URL.Host = "backend.invalid" // the transport sets the target per attempt
-	r.SetXForwarded()
-	out.Header.Set("Forwarded", forwardedValue(pr))
+	setForwarded(out, r.In, pr)
 	hr := pr.route.state.http
 	out.Host = "" // the target address, from out.URL.Host
 	if hr == nil {
@@ -221,17 +220,27 @@ func (h *httpLayer) proxyError(w http.ResponseWriter, r *http.Request, err error
 	http.Error(w, fmt.Sprintf("%d %s", status, http.StatusText(status)), status)
 }
 
-// bufferPool recycles the reverse proxy's copy buffers.
+// bufferPool recycles the reverse proxy's copy buffers. It pools array
+// pointers, which a []byte of the right length converts back to without
+// allocating (a *[]byte would cost an allocation per Put).
 type bufferPool struct{ p sync.Pool }
 
+const proxyBufSize = 32 << 10
+
 func (b *bufferPool) Get() []byte {
-	if v, ok := b.p.Get().(*[]byte); ok {
-		return *v
+	if v, ok := b.p.Get().(*[proxyBufSize]byte); ok {
+		return v[:]
 	}
-	return make([]byte, 32<<10)
+	return new([proxyBufSize]byte)[:]
 }
 
-func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
+// Put takes back a buffer from Get; anything else is left to the GC.
+func (b *bufferPool) Put(buf []byte) {
+	if cap(buf) < proxyBufSize {
+		return
+	}
+	b.p.Put((*[proxyBufSize]byte)(buf[:proxyBufSize]))
+}
 
 // unixMilli is the {timestamp} of templates.
 func unixMilli() int64 { return time.Now().UnixMilli() }

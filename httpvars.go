@@ -3,6 +3,7 @@ package smartproxy
 import (
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -67,27 +68,63 @@ func (pr *proxyReq) applyHeaders(hdr http.Header, list []headerTemplate) {
 	}
 }
 
-// forwardedValue is the RFC 7239 Forwarded header for this hop.
-func forwardedValue(pr *proxyReq) string {
-	var b strings.Builder
-	if ip := pr.rc.ClientIP; ip.IsValid() {
-		b.WriteString("for=")
-		if ip.Is6() {
-			b.WriteString(`"[` + ip.String() + `]"`)
-		} else {
-			b.WriteString(ip.String())
-		}
-		b.WriteByte(';')
-	}
-	if pr.in.Host != "" {
-		b.WriteString("host=" + strconv.Quote(pr.in.Host) + ";")
-	}
-	if pr.in.TLS != nil {
-		b.WriteString("proto=https")
+// setForwarded sets X-Forwarded-For, -Host, -Proto (as
+// httputil.ProxyRequest.SetXForwarded does) and the RFC 7239 Forwarded
+// header on out, for a request from in. Called from Rewrite, after the
+// reverse proxy removed the ones the client sent, so there is no prior
+// X-Forwarded-For to append to. The four values share one allocation
+// (Header.Set would make one slice each).
+func setForwarded(out, in *http.Request, pr *proxyReq) {
+	hdr := out.Header
+	v := new([4]string)
+	if ip, _, err := net.SplitHostPort(in.RemoteAddr); err == nil {
+		v[0] = ip
+		hdr["X-Forwarded-For"] = v[0:1:1]
 	} else {
-		b.WriteString("proto=http")
+		delete(hdr, "X-Forwarded-For")
 	}
-	return b.String()
+	v[1] = in.Host
+	hdr["X-Forwarded-Host"] = v[1:2:2]
+	v[2] = "http"
+	if in.TLS != nil {
+		v[2] = "https"
+	}
+	hdr["X-Forwarded-Proto"] = v[2:3:3]
+	v[3] = forwardedValue(pr)
+	hdr["Forwarded"] = v[3:4:4]
+}
+
+// forwardedValue is the RFC 7239 Forwarded header for this hop, built in
+// a stack buffer: one allocation, the string, unless the Host is long.
+func forwardedValue(pr *proxyReq) string {
+	var buf [128]byte
+	return string(appendForwarded(buf[:0], pr.rc.ClientIP, pr.in.Host, pr.in.TLS != nil))
+}
+
+// appendForwarded appends `for=ip;host="host";proto=http(s)`, leaving
+// out for= when ip is invalid and host= when host is empty. IPv6
+// addresses are bracketed and quoted, as RFC 7239 requires.
+func appendForwarded(b []byte, ip netip.Addr, host string, https bool) []byte {
+	if ip.IsValid() {
+		b = append(b, "for="...)
+		if ip.Is6() {
+			b = append(b, `"[`...)
+			b = ip.AppendTo(b)
+			b = append(b, `]"`...)
+		} else {
+			b = ip.AppendTo(b)
+		}
+		b = append(b, ';')
+	}
+	if host != "" {
+		b = append(b, "host="...)
+		b = strconv.AppendQuote(b, host)
+		b = append(b, ';')
+	}
+	if https {
+		return append(b, "proto=https"...)
+	}
+	return append(b, "proto=http"...)
 }
 
 // rewriteURL applies action.rewrite to the outgoing URL: the pattern is

@@ -70,16 +70,21 @@ func (p *Proxy) listen(ctx context.Context, port int) (net.Listener, error) {
 	if p.opts.Listen != nil {
 		return p.opts.Listen(ctx, "tcp", addr)
 	}
-	lc := net.ListenConfig{KeepAliveConfig: p.keepAliveConfig()}
-	if !p.opts.keepAlive() {
-		lc.KeepAlive = -1
-	}
-	return lc.Listen(ctx, "tcp", addr)
+	return p.listenTCP(ctx, "tcp", addr)
+}
+
+// listenTCP opens a listener with the keep-alive options applied to
+// every connection it accepts (listenConfig is per platform: on Linux it
+// sets them once, on the listening socket).
+func (p *Proxy) listenTCP(ctx context.Context, network, addr string) (net.Listener, error) {
+	lc := p.listenConfig()
+	return lc.Listen(ctx, network, addr)
 }
 
 // keepAliveConfig sets only SO_KEEPALIVE and the idle time; the probe
 // interval and count keep the kernel's settings, which saves two system
-// calls per socket on the accept and dial paths.
+// calls per socket on the accept and dial paths. (On Linux the accept path
+// sets the same options once, on the listening socket: listener_linux.go.)
 func (p *Proxy) keepAliveConfig() net.KeepAliveConfig {
 	return net.KeepAliveConfig{Enable: p.opts.keepAlive(), Idle: p.opts.KeepAliveInitialDelay, Interval: -1, Count: -1}
 }
