@@ -41,7 +41,11 @@ func (h *httpLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	host := requestHost(r, hc.rc.Domain)
 	q := MatchQuery{Port: hc.rc.Port, Domain: host, ClientIP: hc.rc.ClientIP, TLSVersion: hc.rc.TLSVersion, Request: r, Terminated: hc.terminated}
-	route := hc.set.matcher.Match(&q)
+	// Every request is matched against the current routes, not those the
+	// connection was accepted under: UpdateRoutes must be able to revoke
+	// access on keep-alive and HTTP/2 connections too. A route of a newer
+	// generation differs from hc.route, so admit checks it in full.
+	route := h.p.set.Load().matcher.Match(&q)
 	if route == nil || route.state == nil {
 		h.p.reject(hc.rc.ClientAddr, hc.rc.Port, host, &RejectError{Reason: RejectNoRoute, IP: hc.rc.ClientIP})
 		http.Error(w, "404 no route for this request", http.StatusNotFound)

@@ -68,7 +68,6 @@ func newHTTPLayer(p *Proxy) *httpLayer {
 // httpConn is what the HTTP layer knows of one client connection.
 type httpConn struct {
 	rc         RouteContext // connection info: port, client, SNI, TLS version, id
-	set        *routeSet    // the route generation the connection was accepted in
 	route      *Route       // the connection-level route (terminated TLS), nil for plain HTTP
 	terminated bool
 	rec        *connection.Record

@@ -12,7 +12,7 @@ import (
 // Templates of the HTTP layer (action.headers, rewrite, redirect):
 //
 //	{domain}        the request's host (port stripped, lower-cased)
-//	{path} {query}  the request path and raw query (without '?')
+//	{path} {query}  the request path (escaped) and raw query (without '?')
 //	{clientIp}      the client address; {serverIp} the proxy's address
 //	{port}          the proxy port; {routeName}; {connectionId}
 //	{timestamp}     Unix time in milliseconds
@@ -27,7 +27,7 @@ func (pr *proxyReq) lookup(name string) (string, bool) {
 	case "domain":
 		return rc.Domain, true
 	case "path":
-		return pr.in.URL.Path, true
+		return pr.in.URL.EscapedPath(), true // escaped: a decoded %2F could turn a redirect into "//host"
 	case "query":
 		return pr.in.URL.RawQuery, true
 	case "clientIp":

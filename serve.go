@@ -116,7 +116,7 @@ func (p *Proxy) serve(conn net.Conn, port int) {
 			if plan.plainHTTP {
 				meter := &meterConn{Conn: peek, rec: rec}
 				meter.on.Store(true)
-				p.http.serve(meter, &httpConn{rc: *rc, set: set, rec: rec, meter: meter})
+				p.http.serve(meter, &httpConn{rc: *rc, rec: rec, meter: meter})
 				return
 			}
 		}
@@ -137,7 +137,7 @@ func (p *Proxy) serve(conn net.Conn, port int) {
 		// request belongs to is known per request, where the HTTP layer
 		// checks security and limits. Checking here would refuse a client
 		// for a path it never asks for.
-		p.terminate(pc, peek, rec, rc, set)
+		p.terminate(pc, peek, rec, rc)
 		return
 	}
 	if err := p.sec.CheckConnection(rc); err != nil {
@@ -158,7 +158,7 @@ func (p *Proxy) serve(conn net.Conn, port int) {
 
 	switch {
 	case route.state.tls != nil:
-		p.terminate(pc, peek, rec, rc, set)
+		p.terminate(pc, peek, rec, rc)
 	case route.Action.Type == ActionForward:
 		p.forward(pc, peek, rec, rc)
 	case route.Action.Type == ActionSocketHandler:

@@ -21,7 +21,7 @@ import (
 // refused. Without ALPN the decrypted stream is watched for up to 500 ms:
 // an HTTP/1.x request goes to the HTTP layer, anything else (or silence,
 // for protocols where the server speaks first) is forwarded as TCP.
-func (p *Proxy) terminate(pc *proxiedConn, peek *forwarding.PeekConn, rec *connection.Record, rc *RouteContext, set *routeSet) {
+func (p *Proxy) terminate(pc *proxiedConn, peek *forwarding.PeekConn, rec *connection.Record, rc *RouteContext) {
 	route := rc.Route
 	rt := route.state.tls
 	cfg := rt.serverConfig(p.tlsBase, p.certs)
@@ -69,7 +69,7 @@ func (p *Proxy) terminate(pc *proxiedConn, peek *forwarding.PeekConn, rec *conne
 			if deferChecksToRequests(route) {
 				admitted = nil // none ran: every request is checked in full
 			}
-			p.http.serve(hconn, &httpConn{rc: *rc, set: set, route: admitted, terminated: true, rec: rec, meter: meter})
+			p.http.serve(hconn, &httpConn{rc: *rc, route: admitted, terminated: true, rec: rec, meter: meter})
 			return
 		}
 		if h != nil && h.httpOnly {
