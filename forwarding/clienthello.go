@@ -94,20 +94,39 @@ func parseClientHello(data []byte, scratch []byte) (info ClientHelloInfo, end, n
 
 // scanRecords walks the record layer without copying and decides whether data holds a
 // whole ClientHello. It returns the handshake message length (header included) and whether
-// the message lies entirely in the first record, and where in data the message ends. Every length is checked against what is
-// present, and every iteration consumes at least one record header, so it cannot loop.
+// the message lies entirely in the first record, and where in data the message ends. Every
+// length is checked against what is present, and every iteration consumes at least one
+// record header, so it cannot loop.
 func scanRecords(data []byte) (msgLen int, single bool, end, need int, err error) {
-	var hdr [handshakeHeaderLen]byte
-	got := 0    // handshake message bytes seen so far, across records
-	msgLen = -1 // unknown until the 4-byte handshake header is complete
-	off := 0    // start of the current record
-	for rec := 0; ; rec++ {
-		h := data[off:]
-		if err := checkRecordHeader(h, rec == 0); err != nil {
+	s := recordScanner{msgLen: -1}
+	return s.scan(data)
+}
+
+// recordScanner is scanRecords made resumable: it remembers how far the whole records
+// already validated reach, so a caller that sees the stream grow (SniffClientHello) scans
+// each record once instead of re-walking the prefix after every read. The zero value is not
+// ready: set msgLen to -1.
+type recordScanner struct {
+	hdr    [handshakeHeaderLen]byte // the handshake header bytes seen so far
+	got    int                      // handshake message bytes in the complete records scanned
+	msgLen int                      // handshake message length; -1 until hdr is complete
+	off    int                      // start of the first record not yet complete
+	rec    int                      // index of that record
+	steps  int                      // records visited, for tests to check the work is linear
+}
+
+// scan continues over data, which must extend (start with) the data of earlier calls. Only
+// whole records are committed to the scanner; a truncated last record is looked at again
+// next time, in constant time since only its header and first handshake bytes are read.
+func (s *recordScanner) scan(data []byte) (msgLen int, single bool, end, need int, err error) {
+	for ; ; s.rec++ {
+		s.steps++
+		h := data[s.off:]
+		if err := checkRecordHeader(h, s.rec == 0); err != nil {
 			return 0, false, 0, 0, err
 		}
 		if len(h) < recordHeaderLen {
-			return 0, false, 0, off + recordHeaderLen + remaining(msgLen, got), ErrNeedMore
+			return 0, false, 0, s.off + recordHeaderLen + remaining(s.msgLen, s.got), ErrNeedMore
 		}
 		recLen := int(h[3])<<8 | int(h[4])
 		if recLen == 0 {
@@ -122,6 +141,8 @@ func scanRecords(data []byte) (msgLen int, single bool, end, need int, err error
 		if len(frag) > recLen {
 			frag = frag[:recLen]
 		}
+		// Work on copies: a truncated record must not change the scanner.
+		hdr, got, msgLen := s.hdr, s.got, s.msgLen
 		// Collect the handshake header as its bytes arrive; it may itself be fragmented.
 		hb := 0
 		if got < handshakeHeaderLen {
@@ -141,14 +162,15 @@ func scanRecords(data []byte) (msgLen int, single bool, end, need int, err error
 		if msgLen >= 0 {
 			got += len(frag) - hb
 			if got >= msgLen {
-				return msgLen, rec == 0, off + recordHeaderLen + len(frag) - (got - msgLen), 0, nil
+				return msgLen, s.rec == 0, s.off + recordHeaderLen + len(frag) - (got - msgLen), 0, nil
 			}
 		}
 		if len(frag) < recLen {
 			// Truncated record: both the record's end and the message's end lie ahead.
-			return 0, false, 0, off + recordHeaderLen + min(recLen, len(frag)+remaining(msgLen, got)), ErrNeedMore
+			return 0, false, 0, s.off + recordHeaderLen + min(recLen, len(frag)+remaining(msgLen, got)), ErrNeedMore
 		}
-		off += recordHeaderLen + recLen
+		s.hdr, s.got, s.msgLen = hdr, got, msgLen
+		s.off += recordHeaderLen + recLen
 	}
 }
 

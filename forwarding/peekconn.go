@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 )
 
 // peekBufSize is the size of pooled read-ahead buffers: one read of this size holds a
@@ -17,6 +18,10 @@ var peekBufPool = sync.Pool{New: func() any {
 	b := make([]byte, peekBufSize)
 	return &b
 }}
+
+// peekBufsHeld counts the PeekConns currently holding a read-ahead buffer (pooled or grown),
+// so tests can check that waiting connections hold none.
+var peekBufsHeld atomic.Int64
 
 // PeekConn is a net.Conn that can read ahead (prefetch) and then replay what it read: Read
 // returns buffered bytes first, then reads the underlying connection. All other net.Conn
@@ -51,6 +56,9 @@ func (c *PeekConn) Fill(min int) error {
 		c.err = nil
 		return err
 	}
+	if c.w == c.r {
+		c.waitReadable()
+	}
 	c.reserve(min)
 	for c.w-c.r < min {
 		n, err := c.Conn.Read((*c.buf)[c.w:])
@@ -67,12 +75,29 @@ func (c *PeekConn) Fill(min int) error {
 	return nil
 }
 
+// waitReadable blocks until the underlying connection has something to read (data, EOF or
+// an error) without holding a buffer, so a silent client pins none for as long as its
+// deadline allows. It only knows how to wait on a *net.TCPConn (on Linux); for other conns,
+// and on any error (deadline, closed conn), it returns at once and the Read that follows
+// blocks or reports the error exactly as it would have without the wait.
+func (c *PeekConn) waitReadable() {
+	tc, ok := c.Conn.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	c.releaseIfEmpty()
+	if w := newReadWaiter(tc); w != nil {
+		_ = w.wait()
+	}
+}
+
 // reserve makes room for at least n unread bytes in the buffer, taking a pooled buffer or
 // growing past the pool size for oversized hellos. Unread bytes move to the front.
 func (c *PeekConn) reserve(n int) {
 	if c.buf == nil {
 		c.buf = peekBufPool.Get().(*[]byte)
 		c.r, c.w = 0, 0
+		peekBufsHeld.Add(1)
 	}
 	b := *c.buf
 	switch {
@@ -155,6 +180,7 @@ func (c *PeekConn) releaseIfEmpty() {
 		c.putBuf()
 		c.buf = nil
 		c.r, c.w = 0, 0
+		peekBufsHeld.Add(-1)
 	}
 }
 

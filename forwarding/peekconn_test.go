@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -93,5 +94,81 @@ func TestPeekConnCloseWrite(t *testing.T) {
 	}
 	if n, err := b.Read(make([]byte, 1)); n != 0 || err != io.EOF {
 		t.Fatalf("peer read after CloseWrite: %d %v", n, err)
+	}
+}
+
+// TestPeekConnSilentClientsHoldNoBuffer: a client that connects and says nothing must not pin
+// a read-ahead buffer while Fill (or SniffClientHello) waits for its first byte.
+func TestPeekConnSilentClientsHoldNoBuffer(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("readiness wait without a buffer is Linux-only")
+	}
+	const n = 32
+	base := peekBufsHeld.Load()
+	clients := make([]*net.TCPConn, n)
+	pcs := make([]*PeekConn, n)
+	errs := make(chan error, n)
+	for i := range n {
+		a, b := tcpPair(t)
+		clients[i], pcs[i] = a, NewPeekConn(b)
+		pcs[i].SetReadDeadline(time.Now().Add(10 * time.Second))
+		go func(pc *PeekConn, sniff bool) {
+			if sniff {
+				_, err := SniffClientHello(pc, 64<<10)
+				errs <- err
+				return
+			}
+			errs <- pc.Fill(1)
+		}(pcs[i], i%2 == 0)
+	}
+	time.Sleep(200 * time.Millisecond) // let every goroutine block in its wait
+	if held := peekBufsHeld.Load() - base; held != 0 {
+		t.Fatalf("%d silent clients hold %d buffers, want 0", n, held)
+	}
+	for _, a := range clients {
+		a.Write([]byte("G")) // not TLS: SniffClientHello fails at once, Fill succeeds
+	}
+	for range n {
+		if err := <-errs; err != nil && !errors.Is(err, ErrNotTLS) {
+			t.Fatal(err)
+		}
+	}
+	if held := peekBufsHeld.Load() - base; held != n {
+		t.Fatalf("after the first byte %d buffers are held, want %d", held, n)
+	}
+	for _, pc := range pcs {
+		if b, err := pc.Read(make([]byte, 8)); b != 1 || err != nil {
+			t.Fatalf("Read = %d, %v", b, err)
+		}
+	}
+	if held := peekBufsHeld.Load() - base; held != 0 {
+		t.Fatalf("%d buffers still held after draining", held)
+	}
+}
+
+// TestPeekConnWaitKeepsReadErrors: the readiness wait must not change what Fill reports.
+func TestPeekConnWaitKeepsReadErrors(t *testing.T) {
+	a, b := tcpPair(t)
+	pc := NewPeekConn(b)
+	pc.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	start := time.Now()
+	err := pc.Fill(1)
+	var op *net.OpError
+	if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &op) || op.Op != "read" {
+		t.Fatalf("Fill past deadline: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("deadline not honoured: %v", d)
+	}
+	if pc.buf != nil {
+		t.Fatal("buffer held after a failed Fill")
+	}
+	pc.SetReadDeadline(time.Time{})
+	a.Close()
+	if err := pc.Fill(1); !errors.Is(err, io.EOF) {
+		t.Fatalf("Fill at EOF: %v", err)
+	}
+	if pc.buf != nil {
+		t.Fatal("buffer held after EOF")
 	}
 }
