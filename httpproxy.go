@@ -85,8 +85,10 @@ func (h *httpLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // admit applies the connection checks to a request whose route is not the
 // one the connection was admitted for, and moves the connection record
-// to the request's route (its maxConnections counts connections whose
-// latest request went to it).
+// to the request's route (its maxConnections and maxConnectionsPerIP count
+// connections whose latest request went to it, while its
+// connectionRateLimitPerMinute charges a connection once, on its first
+// request to the route: switching back and forth is not a new connection).
 func (h *httpLayer) admit(w http.ResponseWriter, pr *proxyReq) bool {
 	p, hc, route := h.p, pr.hc, pr.route
 	if route != hc.route {

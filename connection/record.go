@@ -32,6 +32,9 @@ type Record struct {
 	// mu but read lock-free by the getters.
 	mu    sync.Mutex
 	route atomic.Pointer[routeInfo]
+	// charged holds the routes whose RouteLimits.RatePerMinute this record
+	// was already charged to; guarded by mu.
+	charged chargedRoutes
 
 	// Links in the IP entry's record list; guarded by the IP shard mutex.
 	entry      *ipEntry

@@ -195,3 +195,116 @@ func TestRouteLimitsFloodBounded(t *testing.T) {
 	require.Zero(t, s.TrackedRouteIPs)
 	checkZero(t, m)
 }
+
+// TestRouteRateChargedOncePerRecord: a record moving A→B→A→B… (a keep-alive
+// connection alternating routes) is charged to each route's rate once,
+// while the concurrent counts follow its latest route.
+func TestRouteRateChargedOncePerRecord(t *testing.T) {
+	clk := newFakeClock()
+	m := newTestManager(t, Config{MaxConnectionsPerIP: -1, ConnectionRateLimitPerMinute: -1, Now: clk.Now})
+	lim := RouteLimits{RatePerMinute: 2, MaxConnectionsPerIP: 5}
+	a := v4(9)
+	r1 := mustOpen(t, m, a)
+	for i := range 10 {
+		route, other := "A", "B"
+		if i%2 == 1 {
+			route, other = "B", "A"
+		}
+		require.NoError(t, assignErr(m, r1, route, lim), "switch %d to %s", i, route)
+		require.Equal(t, route, r1.Route())
+		require.Equal(t, 1, m.RouteActive(route), "switch %d", i)
+		require.Zero(t, m.RouteActive(other), "switch %d", i)
+	}
+	require.Zero(t, m.Snapshot().Rejected[ReasonRouteRateLimit])
+
+	// Each route holds one charge from r1: one more new connection fits,
+	// the next is refused.
+	for _, route := range []string{"A", "B"} {
+		r2 := mustOpen(t, m, a)
+		require.NoError(t, assignErr(m, r2, route, lim), "second connection to %s", route)
+		r3 := mustOpen(t, m, a)
+		require.True(t, isReason(assignErr(m, r3, route, lim), ReasonRouteRateLimit), "third connection to %s", route)
+		m.Close(r2)
+		m.Close(r3)
+	}
+	// r1 was charged already: it still moves freely although both routes'
+	// windows are now full.
+	require.NoError(t, assignErr(m, r1, "A", lim))
+	require.NoError(t, assignErr(m, r1, "B", lim))
+	require.Equal(t, uint64(2), m.Snapshot().Rejected[ReasonRouteRateLimit])
+
+	// The per-IP cap still moves with the record: with a cap of 1 on B,
+	// r1 (on B) blocks another record from B but frees it by moving to A.
+	capB := RouteLimits{RatePerMinute: 100, MaxConnectionsPerIP: 1}
+	clk.Advance(2*time.Minute + time.Millisecond)
+	r4 := mustOpen(t, m, a)
+	require.True(t, isReason(assignErr(m, r4, "B", capB), ReasonRouteIPLimit))
+	require.NoError(t, assignErr(m, r1, "A", capB))
+	require.NoError(t, assignErr(m, r4, "B", capB))
+	require.True(t, isReason(assignErr(m, r1, "B", capB), ReasonRouteIPLimit))
+	require.Equal(t, "A", r1.Route(), "a refused move leaves the record where it was")
+	m.Close(r1)
+	m.Close(r4)
+	clk.Advance(2*time.Minute + time.Millisecond)
+	m.prune()
+	require.Zero(t, m.TrackedRouteIPs())
+	checkZero(t, m, a)
+}
+
+// TestRouteRateRefusedAttemptNotRemembered: a move refused by the rate
+// leaves the record uncharged, so its next attempt is counted and checked
+// again (a connection cannot get past the rate by retrying).
+func TestRouteRateRefusedAttemptNotRemembered(t *testing.T) {
+	clk := newFakeClock()
+	m := newTestManager(t, Config{MaxConnectionsPerIP: -1, ConnectionRateLimitPerMinute: -1, Now: clk.Now})
+	lim := RouteLimits{RatePerMinute: 1}
+	a := v4(10)
+	r1, r2 := mustOpen(t, m, a), mustOpen(t, m, a)
+	require.NoError(t, assignErr(m, r1, "A", lim))
+	require.NoError(t, assignErr(m, r2, "B", lim))
+	for range 3 {
+		require.True(t, isReason(assignErr(m, r2, "A", lim), ReasonRouteRateLimit))
+		require.Equal(t, "B", r2.Route())
+	}
+	require.Equal(t, uint64(3), m.Snapshot().Rejected[ReasonRouteRateLimit])
+	m.Close(r1)
+	m.Close(r2)
+	checkZero(t, m, a)
+}
+
+// TestRouteRateChargedSetBounded: a record remembers at most
+// maxChargedRoutes routes; beyond that it is charged again (fail closed).
+func TestRouteRateChargedSetBounded(t *testing.T) {
+	clk := newFakeClock()
+	m := newTestManager(t, Config{MaxConnectionsPerIP: -1, ConnectionRateLimitPerMinute: -1, Now: clk.Now})
+	lim := RouteLimits{RatePerMinute: 1}
+	a := v4(11)
+	r := mustOpen(t, m, a)
+	name := func(i int) string { return "route-" + string(rune('a'+i)) }
+	for i := range maxChargedRoutes + 2 {
+		require.NoError(t, assignErr(m, r, name(i), lim))
+	}
+	// Remembered routes are free to revisit; the ones past the bound are not.
+	for i := range maxChargedRoutes {
+		require.NoError(t, assignErr(m, r, name(i), lim), "route %d", i)
+	}
+	require.True(t, isReason(assignErr(m, r, name(maxChargedRoutes), lim), ReasonRouteRateLimit))
+	require.Len(t, r.charged.more, maxChargedRoutes-chargedInline)
+	m.Close(r)
+	checkZero(t, m, a)
+}
+
+func TestChargedRoutesInlineNoAlloc(t *testing.T) {
+	allocs := testing.AllocsPerRun(100, func() {
+		var c chargedRoutes
+		for _, route := range []string{"A", "B"} {
+			if !c.has(route) {
+				c.add(route)
+			}
+		}
+		if !c.has("A") || !c.has("B") || c.has("C") {
+			t.Fatal("set lost a route")
+		}
+	})
+	require.Zero(t, allocs)
+}
