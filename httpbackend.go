@@ -2,11 +2,14 @@ package smartproxy
 
 import (
 	"context"
+	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,63 +18,104 @@ import (
 // Backend connection pools. One http.Transport per kind of backend
 // connection, shared by every route of the proxy that needs that kind:
 // cleartext HTTP/1.1, h2c, and per re-encrypting route (its backend TLS
-// settings) HTTP/1.1 or h2 over TLS.
+// settings) HTTP/1.1 or h2 over TLS. The number of transports is thus
+// bounded by the routes, whatever the clients send.
+//
+// A re-encrypting route with backend serverName "original" verifies each
+// backend connection for the client's SNI, so its connections must not be
+// shared across SNIs. Its one transport dials TLS itself (dialOriginalTLS)
+// and keeps a pool per SNI and target: RoundTrip puts both in the request
+// URL's host as a synthetic address (sniAddr), which is what http.Transport
+// keys its pools on, and the dialer decodes it back. A connection verified
+// for one SNI is therefore never reused for another, and the pooled
+// connections of all SNIs share the transport's MaxIdleConns.
 
 // transportKey is a kind of backend connection.
 type transportKey struct {
 	proto string    // "http1", "h2c" or "h2"
 	tls   *routeTLS // nil: cleartext
-	sni   string    // the client's SNI, only for backend serverName "original"
 }
 
-// transportSet holds the pools, pruned of routes that went away.
+// transportSet holds the pools, pruned of routes that went away. Lookups
+// read an immutable snapshot without locking; the rare insert (a kind not
+// seen yet, or the first request after a route change) copies it under mu.
 type transportSet struct {
-	h   *httpLayer
-	mu  sync.Mutex
-	m   map[transportKey]*http.Transport
-	gen *routeSet // the route generation m was last pruned for
+	h    *httpLayer
+	mu   sync.Mutex // serializes snapshot rebuilds
+	snap atomic.Pointer[transportSnap]
+}
+
+// transportSnap is the pools as of one route generation.
+type transportSnap struct {
+	gen  *routeSet // the route generation m was pruned for
+	live map[*routeTLS]bool
+	m    map[transportKey]*http.Transport
 }
 
 func (ts *transportSet) get(k transportKey) *http.Transport {
+	if s := ts.snap.Load(); s != nil && s.gen == ts.h.p.set.Load() {
+		if t := s.m[k]; t != nil {
+			return t
+		}
+	}
+	return ts.getSlow(k)
+}
+
+// getSlow adds k's pool, after dropping the TLS pools of routes that are
+// no longer in the current generation (so that route reloads do not
+// accumulate pools).
+func (ts *transportSet) getSlow(k transportKey) *http.Transport {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
-	if cur := ts.h.p.set.Load(); cur != ts.gen {
-		ts.pruneLocked(cur)
-	}
-	t := ts.m[k]
-	if t == nil {
-		if ts.m == nil {
-			ts.m = make(map[transportKey]*http.Transport)
+	cur := ts.h.p.set.Load()
+	old := ts.snap.Load()
+	if old != nil && old.gen == cur {
+		if t := old.m[k]; t != nil {
+			return t
 		}
-		t = ts.h.newTransport(k)
-		ts.m[k] = t
 	}
+	s := &transportSnap{gen: cur, live: make(map[*routeTLS]bool)}
+	if old != nil && old.gen == cur {
+		s.live = old.live
+	} else {
+		for _, r := range cur.routes {
+			if r.state.tls != nil {
+				s.live[r.state.tls] = true
+			}
+		}
+	}
+	if k.tls != nil && !s.live[k.tls] {
+		// A request of a route that a reload has just removed: serve it
+		// without pooling rather than keep a pool for a dead route.
+		t := ts.h.newTransport(k)
+		t.DisableKeepAlives = true
+		return t
+	}
+	var n int
+	if old != nil {
+		n = len(old.m)
+	}
+	s.m = make(map[transportKey]*http.Transport, n+1)
+	if old != nil {
+		for ok, t := range old.m {
+			if ok.tls != nil && !s.live[ok.tls] {
+				t.CloseIdleConnections()
+				continue
+			}
+			s.m[ok] = t
+		}
+	}
+	t := ts.h.newTransport(k)
+	s.m[k] = t
+	ts.snap.Store(s)
 	return t
 }
 
-// pruneLocked drops the TLS pools of routes no longer in set, so that
-// route reloads do not accumulate pools.
-func (ts *transportSet) pruneLocked(set *routeSet) {
-	ts.gen = set
-	live := make(map[*routeTLS]bool)
-	for _, r := range set.routes {
-		if r.state.tls != nil {
-			live[r.state.tls] = true
-		}
-	}
-	for k, t := range ts.m {
-		if k.tls != nil && !live[k.tls] {
-			t.CloseIdleConnections()
-			delete(ts.m, k)
-		}
-	}
-}
-
 func (ts *transportSet) closeIdle() {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	for _, t := range ts.m {
-		t.CloseIdleConnections()
+	if s := ts.snap.Load(); s != nil {
+		for _, t := range s.m {
+			t.CloseIdleConnections()
+		}
 	}
 }
 
@@ -105,9 +149,82 @@ func (h *httpLayer) newTransport(k transportKey) *http.Transport {
 	if k.tls != nil {
 		// ServerName "" (backend serverName "target") lets the transport
 		// verify each target by its own host name.
-		t.TLSClientConfig = k.tls.backendConfig("", k.sni)
+		t.TLSClientConfig = k.tls.backendConfig("", "")
+		if k.tls.backendName == "original" {
+			var alpn []string
+			if k.proto == "h2" {
+				alpn = []string{"h2"}
+			}
+			t.DialTLSContext = h.dialOriginalTLS(k.tls, alpn)
+		}
 	}
 	return t
+}
+
+// sniAddrSuffix ends the synthetic addresses of sniAddr. The .invalid
+// top-level domain is reserved (RFC 6761): no real target has it.
+const sniAddrSuffix = ".sni.invalid"
+
+// sniAddr is the synthetic address that stands for target addr reached
+// for client SNI sni in the URL of a request on an "original" route's
+// transport: the transport keeps a pool per address, so one per SNI and
+// target. Both parts are hex-encoded, so any SNI and any address (IPv6
+// included) decode back unambiguously.
+func sniAddr(addr, sni string) string {
+	return net.JoinHostPort("s"+hex.EncodeToString([]byte(sni))+".a"+hex.EncodeToString([]byte(addr))+sniAddrSuffix, "443")
+}
+
+// parseSNIAddr reverses sniAddr.
+func parseSNIAddr(s string) (addr, sni string, ok bool) {
+	host, _, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", "", false
+	}
+	host, found := strings.CutSuffix(host, sniAddrSuffix)
+	if !found {
+		return "", "", false
+	}
+	sp, ap, found := strings.Cut(host, ".")
+	if !found || !strings.HasPrefix(sp, "s") || !strings.HasPrefix(ap, "a") {
+		return "", "", false
+	}
+	sb, err1 := hex.DecodeString(sp[1:])
+	ab, err2 := hex.DecodeString(ap[1:])
+	if err1 != nil || err2 != nil {
+		return "", "", false
+	}
+	return string(ab), string(sb), true
+}
+
+// dialOriginalTLS is the TLS dialer of an "original" route's transport:
+// it connects to the target that the synthetic address names and
+// verifies it for the SNI it names (a config per dial, whose ServerName
+// is that SNI, or the target's host for a client without SNI).
+func (h *httpLayer) dialOriginalTLS(rt *routeTLS, alpn []string) func(context.Context, string, string) (net.Conn, error) {
+	return func(ctx context.Context, network, synthetic string) (net.Conn, error) {
+		addr, sni, ok := parseSNIAddr(synthetic)
+		if !ok {
+			return nil, fmt.Errorf("dial backend %s: not an SNI address", synthetic)
+		}
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, &backendDialError{addr: addr, err: err}
+		}
+		c, err := h.dialBackend(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		cfg := rt.backendConfig(host, sni)
+		cfg.NextProtos = alpn
+		tc := tls.Client(c, cfg)
+		hctx, cancel := context.WithTimeout(ctx, h.p.opts.ConnectTimeout)
+		defer cancel()
+		if err := tc.HandshakeContext(hctx); err != nil {
+			_ = c.Close()
+			return nil, err
+		}
+		return tc, nil
+	}
 }
 
 // backendTLS is the re-encrypting route's TLS setup, nil for cleartext.
@@ -157,9 +274,10 @@ func (bt backendTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 	if hr := pr.route.state.http; hr != nil && !isUpgrade(out) {
 		k.proto = hr.backend // upgrades need HTTP/1.1
 	}
-	if k.tls != nil && k.tls.backendName == "original" {
-		k.sni = pr.hc.rc.Domain
-	}
+	// An "original" route's transport pools per client SNI, through the
+	// synthetic address that RoundTrip gives each attempt (see sniAddr).
+	original := k.tls != nil && k.tls.backendName == "original"
+	hostFromURL := out.Host == "" // the Host header is the target address
 	tr := h.transports.get(k)
 	var body *watchedBody
 	if out.Body != nil && out.Body != http.NoBody {
@@ -179,6 +297,12 @@ func (bt backendTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 		}
 		tried = append(tried, addr)
 		out.URL.Host = addr
+		if original {
+			out.URL.Host = sniAddr(addr, pr.hc.rc.Domain)
+			if hostFromURL {
+				out.Host = addr
+			}
+		}
 		h.p.acquireLease(&lb.lease, addr)
 		resp, err := tr.RoundTrip(out)
 		if err == nil {
