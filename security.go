@@ -40,6 +40,7 @@ type RejectError struct {
 	Err error
 }
 
+// Error says which route refused which client, and why.
 func (e *RejectError) Error() string {
 	if e.Err != nil {
 		return fmt.Sprintf("route %q: client %v rejected: %s: %v", e.Route, e.IP, e.Reason, e.Err)

@@ -22,6 +22,7 @@ type RouteError struct {
 	Err error
 }
 
+// Error names the route, the field and the mistake.
 func (e *RouteError) Error() string {
 	if e.Field == "" {
 		return fmt.Sprintf("route %s: %v", e.Route, e.Err)
@@ -29,6 +30,7 @@ func (e *RouteError) Error() string {
 	return fmt.Sprintf("route %s: %s: %v", e.Route, e.Field, e.Err)
 }
 
+// Unwrap returns the underlying mistake.
 func (e *RouteError) Unwrap() error { return e.Err }
 
 // routeState is what validation compiles for one route: parsed patterns
