@@ -23,7 +23,7 @@ func mustCompile(t testing.TB, s *RouteSecurity) *compiledSecurity {
 	return cs
 }
 
-// doAuth runs authorizeHTTP on a request built by mod and returns the
+// doAuth runs checkHTTP on a request built by mod and returns the
 // recorder and the verdict.
 func doAuth(cs *compiledSecurity, path string, now time.Time, mod func(*http.Request)) (*httptest.ResponseRecorder, bool) {
 	r := httptest.NewRequest(http.MethodGet, "http://example.com"+path, nil)
@@ -31,7 +31,7 @@ func doAuth(cs *compiledSecurity, path string, now time.Time, mod func(*http.Req
 		mod(r)
 	}
 	w := httptest.NewRecorder()
-	ok := cs.authorizeHTTP(w, r, testClient, now)
+	ok := cs.checkHTTP(w, r, testClient, now) == nil
 	return w, ok
 }
 

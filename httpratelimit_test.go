@@ -17,7 +17,7 @@ func doRate(cs *compiledSecurity, ip netip.Addr, path string, now time.Time, mod
 		mod(r)
 	}
 	w := httptest.NewRecorder()
-	cs.authorizeHTTP(w, r, ip, now)
+	_ = cs.checkHTTP(w, r, ip, now)
 	return w
 }
 

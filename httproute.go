@@ -189,16 +189,12 @@ func (v *routeValidator) compileHeaderMatch(field string, hm map[string]string) 
 			v.fail(f, fmt.Errorf("invalid header name %q", name))
 			continue
 		}
-		m := headerMatcher{name: http.CanonicalHeaderKey(name), exact: val}
-		if strings.ContainsAny(val, "*?[{") {
-			g, err := glob.Compile(val)
-			if err != nil {
-				v.fail(f, fmt.Errorf("invalid pattern %q: %w", val, err))
-				continue
-			}
-			m.glob = g
+		g, err := compileGlob(val)
+		if err != nil {
+			v.fail(f, fmt.Errorf("invalid pattern %q: %w", val, err))
+			continue
 		}
-		out = append(out, m)
+		out = append(out, headerMatcher{name: http.CanonicalHeaderKey(name), exact: val, glob: g})
 	}
 	return out
 }

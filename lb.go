@@ -147,12 +147,6 @@ func (p *Proxy) pickBackendFor(route *Route, target int, rc *RouteContext, tried
 	return selectBackend(route, target, rc, tried, p.health)
 }
 
-// pickTarget is target selection without health state: what a route
-// chooses when every host is up. Tests of routing use it.
-func pickTarget(route *Route, rc *RouteContext) (string, error) {
-	return selectBackend(route, 0, rc, nil, nil)
-}
-
 // candidates describes the hosts one selection chooses among.
 type candidates struct {
 	hosts []string // the target's hosts, or the one HostFunc returned

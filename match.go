@@ -134,7 +134,7 @@ func (pt *portTable) add(r *Route) {
 
 // isSuffixWildcard reports whether p is "*.rest" with no other wildcard.
 func isSuffixWildcard(p string) bool {
-	return strings.HasPrefix(p, "*.") && !strings.ContainsAny(p[2:], "*?[{")
+	return strings.HasPrefix(p, "*.") && !strings.ContainsAny(p[2:], globMeta)
 }
 
 // better reports whether a outranks b.

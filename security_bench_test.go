@@ -72,7 +72,7 @@ func BenchmarkAuthorizeHTTP(b *testing.B) {
 			w := httptest.NewRecorder()
 			b.ReportAllocs()
 			for b.Loop() {
-				if !cs.authorizeHTTP(w, r, testClient, testNow) {
+				if cs.checkHTTP(w, r, testClient, testNow) != nil {
 					b.Fatal("refused")
 				}
 			}

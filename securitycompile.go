@@ -114,26 +114,21 @@ func (cs *compiledSecurity) routeLimits() connection.RouteLimits {
 	return cs.limits
 }
 
-// hasHTTPChecks reports whether authorizeHTTP can refuse anything, so the
+// hasHTTPChecks reports whether checkHTTP can refuse anything, so the
 // HTTP layer can skip the call (and a route with HTTP checks can be
 // refused on a port that never parses HTTP).
 func (cs *compiledSecurity) hasHTTPChecks() bool {
 	return cs != nil && (cs.rate != nil || cs.basic != nil || cs.jwt != nil)
 }
 
-// authorizeHTTP applies the route's HTTP checks to one request: the rate
+// checkHTTP applies the route's HTTP checks to one request: the rate
 // limit first (so credential guessing is throttled too), then
 // authentication. On refusal it writes the whole response (429 with
-// Retry-After, or 401 with WWW-Authenticate) and returns false; the caller
-// must then stop handling the request. clientIP is the real client address
-// (the PROXY protocol's, once supported), never read from r here.
-func (cs *compiledSecurity) authorizeHTTP(w http.ResponseWriter, r *http.Request, clientIP netip.Addr, now time.Time) (ok bool) {
-	return cs.checkHTTP(w, r, clientIP, now) == nil
-}
-
-// checkHTTP is authorizeHTTP returning the refusal, a *RejectError (Route
-// unset) whose Reason is for metrics and rejectLog. The response is
-// already written when it returns an error.
+// Retry-After, or 401 with WWW-Authenticate) and returns the refusal, a
+// *RejectError (Route unset) whose Reason is for metrics and the reject
+// log; the caller must then stop handling the request. clientIP is the
+// real client address (the PROXY protocol's, once supported), never read
+// from r here.
 func (cs *compiledSecurity) checkHTTP(w http.ResponseWriter, r *http.Request, clientIP netip.Addr, now time.Time) error {
 	if !cs.hasHTTPChecks() {
 		return nil

@@ -29,7 +29,7 @@ func TestCompileSecurityLimits(t *testing.T) {
 	require.Equal(t, connection.RouteLimits{}, cs.routeLimits())
 	require.False(t, cs.hasHTTPChecks())
 	w := httptest.NewRecorder()
-	require.True(t, cs.authorizeHTTP(w, httptest.NewRequest(http.MethodGet, "/", nil), testClient, time.Now()))
+	require.NoError(t, cs.checkHTTP(w, httptest.NewRequest(http.MethodGet, "/", nil), testClient, time.Now()))
 
 	cs = mustCompile(t, &RouteSecurity{MaxConnections: 10, MaxConnectionsPerIP: 2, ConnectionRateLimitPerMinute: 30})
 	require.Equal(t, connection.RouteLimits{MaxConnections: 10, MaxConnectionsPerIP: 2, RatePerMinute: 30}, cs.routeLimits())

@@ -237,14 +237,13 @@ func (v *routeValidator) compileDomains(domains []string) []domainPattern {
 			v.fail(field, fmt.Errorf("invalid domain %q", d))
 			continue
 		}
-		p := domainPattern{text: norm, literal: len(norm)}
-		if strings.ContainsAny(norm, "*?[{") {
-			g, err := glob.Compile(norm)
-			if err != nil {
-				v.fail(field, fmt.Errorf("invalid domain pattern %q: %w", d, err))
-				continue
-			}
-			p.glob = g
+		g, err := compileGlob(norm)
+		if err != nil {
+			v.fail(field, fmt.Errorf("invalid domain pattern %q: %w", d, err))
+			continue
+		}
+		p := domainPattern{text: norm, glob: g, literal: len(norm)}
+		if g != nil {
 			p.literal = len(norm) - strings.Count(norm, "*") - strings.Count(norm, "?")
 		}
 		out = append(out, p)
@@ -327,4 +326,18 @@ func normalizeDomain(d string) string {
 	d = strings.TrimSpace(d)
 	d = strings.TrimSuffix(d, ".")
 	return strings.ToLower(d)
+}
+
+// globMeta are the characters that make a pattern a glob (gobwas/glob
+// syntax: *, ?, [class] and {alternatives}).
+const globMeta = "*?[{"
+
+// compileGlob compiles s when it contains glob syntax and returns nil for
+// a literal, which callers compare as a plain string (faster, and no
+// surprises from characters such as '[' in a literal).
+func compileGlob(s string) (*glob.Pattern, error) {
+	if !strings.ContainsAny(s, globMeta) {
+		return nil, nil
+	}
+	return glob.Compile(s)
 }

@@ -168,6 +168,17 @@ func (m *Manager) AssignRoute(r *Record, route, domain string, maxConns int) err
 	return m.AssignRouteLimits(r, route, domain, RouteLimits{MaxConnections: maxConns})
 }
 
+// leaveRoute releases what a record holds on its route: its slot in the
+// route's concurrent count and its per-route per-IP entry.
+func (m *Manager) leaveRoute(ri *routeInfo, now int64) {
+	m.routeMu.Lock()
+	m.releaseRouteLocked(ri.route)
+	m.routeMu.Unlock()
+	if ri.rip != nil {
+		m.rips.release(ri.rip, now)
+	}
+}
+
 func (m *Manager) releaseRouteLocked(route string) {
 	if n := m.routes[route] - 1; n > 0 {
 		m.routes[route] = n
@@ -191,12 +202,7 @@ func (m *Manager) Close(r *Record) bool {
 	r.mu.Unlock()
 	now := m.offset()
 	if ri != nil {
-		m.routeMu.Lock()
-		m.releaseRouteLocked(ri.route)
-		m.routeMu.Unlock()
-		if ri.rip != nil {
-			m.rips.release(ri.rip, now)
-		}
+		m.leaveRoute(ri, now)
 	}
 
 	s := m.ips.shardFor(r.client.Addr())

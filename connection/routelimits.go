@@ -115,12 +115,7 @@ func (m *Manager) AssignRouteLimits(r *Record, route, domain string, lim RouteLi
 		return err
 	}
 	if old != nil {
-		m.routeMu.Lock()
-		m.releaseRouteLocked(old.route)
-		m.routeMu.Unlock()
-		if old.rip != nil {
-			m.rips.release(old.rip, now)
-		}
+		m.leaveRoute(old, now)
 	}
 	r.route.Store(&routeInfo{route: route, domain: domain, rip: rip})
 	return nil
