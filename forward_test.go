@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gosmartproxy/smartproxy/connection"
+	"github.com/gosmartproxy/smartproxy/internal/tlstest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -138,7 +139,7 @@ func TestConnectDisconnectStorm(t *testing.T) {
 		},
 		InitialDataTimeout: 200 * time.Millisecond,
 	})
-	hello := captureHello(t, &tls.Config{ServerName: "storm.test", InsecureSkipVerify: true})
+	hello := tlstest.CaptureHello(t, &tls.Config{ServerName: "storm.test", InsecureSkipVerify: true})
 
 	const clients = 500
 	var wg sync.WaitGroup

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gosmartproxy/smartproxy/connection"
+	"github.com/gosmartproxy/smartproxy/internal/tlstest"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
@@ -320,7 +321,7 @@ func TestServeConnRouting(t *testing.T) {
 		route("off").Ports(9500).Disabled().Route(),
 	}})
 	hello := func(name string, maxVer uint16) []byte {
-		return captureHello(t, &tls.Config{ServerName: name, MaxVersion: maxVer, InsecureSkipVerify: true})
+		return tlstest.CaptureHello(t, &tls.Config{ServerName: name, MaxVersion: maxVer, InsecureSkipVerify: true})
 	}
 	const ext = "1.2.3.4:5555"
 	cases := []serveConnCase{

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gosmartproxy/smartproxy/internal/tlstest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -102,9 +103,9 @@ func (c *fragmentingConn) Write(b []byte) (int, error) {
 		return c.Conn.Write(b)
 	}
 	c.done = true
-	msg := handshakeMessage(b)
+	msg := tlstest.HandshakeMessage(b)
 	c.records = (len(msg) + c.record - 1) / c.record
-	if err := writeSlowly(c.Conn, toRecords(msg, c.record), c.segment, c.pause); err != nil {
+	if err := writeSlowly(c.Conn, tlstest.ToRecords(msg, c.record), c.segment, c.pause); err != nil {
 		return 0, err
 	}
 	return len(b), nil
@@ -169,17 +170,17 @@ func (cl *collector) wait(t *testing.T) []byte {
 // reassembly: tiny records in tiny delayed segments, and a 16+ KiB hello
 // spanning two records.
 func TestSNIExactBytes(t *testing.T) {
-	captured := captureHello(t, &tls.Config{ServerName: "beta.test", InsecureSkipVerify: true})
+	captured := tlstest.CaptureHello(t, &tls.Config{ServerName: "beta.test", InsecureSkipVerify: true})
 	cases := []struct {
 		name    string
 		hello   []byte
 		segment int
 		pause   time.Duration
 	}{
-		{"crypto/tls hello re-recorded in 7-byte records", toRecords(handshakeMessage(captured), 7), 11, 500 * time.Microsecond},
-		{"crypto/tls hello one record per segment", toRecords(handshakeMessage(captured), 1), 6, 200 * time.Microsecond},
-		{"16 KiB hand-built hello", toRecords(buildHello("x.beta.test", 16<<10), 1<<14), 1400, time.Millisecond},
-		{"16 KiB hello in 1000-byte records", toRecords(buildHello("beta.test", 16<<10), 1000), 4096, time.Millisecond},
+		{"crypto/tls hello re-recorded in 7-byte records", tlstest.ToRecords(tlstest.HandshakeMessage(captured), 7), 11, 500 * time.Microsecond},
+		{"crypto/tls hello one record per segment", tlstest.ToRecords(tlstest.HandshakeMessage(captured), 1), 6, 200 * time.Microsecond},
+		{"16 KiB hand-built hello", tlstest.ToRecords(buildHello("x.beta.test", 16<<10), 1<<14), 1400, time.Millisecond},
+		{"16 KiB hello in 1000-byte records", tlstest.ToRecords(buildHello("beta.test", 16<<10), 1000), 4096, time.Millisecond},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -273,14 +274,14 @@ func TestSlowloris(t *testing.T) {
 	beta := startBackend(t, "127.0.0.1:0", echo)
 	p := startTestProxy(t, lp, Options{Routes: sniRoutes(port, alpha, beta), InitialDataTimeout: timeout})
 
-	hello := captureHello(t, &tls.Config{ServerName: "beta.test", InsecureSkipVerify: true})
+	hello := tlstest.CaptureHello(t, &tls.Config{ServerName: "beta.test", InsecureSkipVerify: true})
 	sends := map[string][]byte{
 		"nothing":                   nil,
 		"3 bytes of a record":       {0x16, 0x03, 0x01},
 		"a record header":           hello[:5],
 		"all but the last byte":     hello[:len(hello)-1],
-		"first of several records":  toRecords(handshakeMessage(hello), 100)[:105],
-		"handshake header straddle": toRecords(handshakeMessage(hello), 2)[:7],
+		"first of several records":  tlstest.ToRecords(tlstest.HandshakeMessage(hello), 100)[:105],
+		"handshake header straddle": tlstest.ToRecords(tlstest.HandshakeMessage(hello), 2)[:7],
 	}
 	const perKind = 5
 	var wg sync.WaitGroup
@@ -347,7 +348,7 @@ func TestHelloTooLarge(t *testing.T) {
 		InitialDataTimeout:  30 * time.Second,
 		MaxClientHelloBytes: 16 << 10,
 	})
-	hello := toRecords(buildHello("beta.test", 24<<10), 1<<14)
+	hello := tlstest.ToRecords(buildHello("beta.test", 24<<10), 1<<14)
 	c := dial(t, port)
 	_, err := c.Write(hello[:2000]) // the header already says 24 KiB
 	require.NoError(t, err)
@@ -368,7 +369,7 @@ func TestHelloTooLarge(t *testing.T) {
 func TestSocketHandlerGetsPeekedBytes(t *testing.T) {
 	lp := newListenerPool(t)
 	port := lp.port(t)
-	hello := captureHello(t, &tls.Config{ServerName: "sock.test", InsecureSkipVerify: true})
+	hello := tlstest.CaptureHello(t, &tls.Config{ServerName: "sock.test", InsecureSkipVerify: true})
 	tail := pattern(5000, 3)
 	type result struct {
 		domain string
@@ -424,7 +425,7 @@ func TestSNIForwardRecyclesPeekBuffer(t *testing.T) {
 		NewRoute("sni").Ports(443).Domains("a.test").TLSPassthrough().ForwardTo(be.addr()).Route(),
 		NewRoute("plain").Ports(80).ForwardTo(be.addr()).Route(),
 	}})
-	hello := captureHello(t, &tls.Config{ServerName: "a.test", InsecureSkipVerify: true})
+	hello := tlstest.CaptureHello(t, &tls.Config{ServerName: "a.test", InsecureSkipVerify: true})
 	one := func(port int) {
 		c, s := net.Pipe()
 		done := make(chan error, 1)

@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gosmartproxy/smartproxy/internal/tlstest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -326,93 +326,11 @@ func tlsGreeter(name string) func(net.Conn) {
 	}
 }
 
-// captureHello returns the records a crypto/tls client writes first (its
-// ClientHello). The records are delimited with a minimal reader of our own,
-// not with the code under test.
-func captureHello(t testing.TB, cfg *tls.Config) []byte {
-	t.Helper()
-	c1, c2 := net.Pipe()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = tls.Client(c1, cfg).Handshake() // fails once c2 closes; only the hello matters
-		_ = c1.Close()
-	}()
-	defer func() { _ = c2.Close(); <-done }()
-	require.NoError(t, c2.SetReadDeadline(time.Now().Add(5*time.Second)))
-	var out []byte
-	msgLen, got := -1, 0
-	for msgLen < 0 || got < msgLen {
-		hdr := make([]byte, 5)
-		_, err := io.ReadFull(c2, hdr)
-		require.NoError(t, err)
-		body := make([]byte, binary.BigEndian.Uint16(hdr[3:]))
-		_, err = io.ReadFull(c2, body)
-		require.NoError(t, err)
-		out = append(append(out, hdr...), body...)
-		if msgLen < 0 {
-			msgLen = 4 + (int(body[1])<<16 | int(body[2])<<8 | int(body[3]))
-		}
-		got += len(body)
-	}
-	return out
-}
-
-// handshakeMessage joins the fragments of a sequence of handshake records.
-func handshakeMessage(records []byte) []byte {
-	var msg []byte
-	for len(records) >= 5 {
-		n := int(binary.BigEndian.Uint16(records[3:]))
-		msg = append(msg, records[5:5+n]...)
-		records = records[5+n:]
-	}
-	return msg
-}
-
-// toRecords splits a handshake message into handshake records of at most
-// size bytes, as a client fragmenting its hello (to evade middleboxes, or
-// because it is bigger than a record) does.
-func toRecords(msg []byte, size int) []byte {
-	var out []byte
-	for len(msg) > 0 {
-		n := min(size, len(msg))
-		out = append(out, 0x16, 0x03, 0x01, byte(n>>8), byte(n))
-		out = append(out, msg[:n]...)
-		msg = msg[n:]
-	}
-	return out
-}
-
 // buildHello returns a hand-made ClientHello handshake message for sni,
-// padded with an unknown extension of pad bytes (which parsers must skip).
+// offering TLS 1.3 and 1.2 and padded with an unknown extension of pad bytes
+// (which parsers must skip).
 func buildHello(sni string, pad int) []byte {
-	u16 := func(b []byte, v int) []byte { return append(b, byte(v>>8), byte(v)) }
-	body := u16(nil, 0x0303)
-	body = append(body, make([]byte, 32)...) // random
-	body = append(body, 32)
-	body = append(body, make([]byte, 32)...) // session id
-	body = u16(body, 4)
-	body = append(body, 0x13, 0x01, 0x13, 0x02)
-	body = append(body, 1, 0) // compression: null
-	var ext []byte
-	ext = u16(ext, 0) // server_name
-	ext = u16(ext, len(sni)+5)
-	ext = u16(ext, len(sni)+3)
-	ext = append(ext, 0) // host_name
-	ext = u16(ext, len(sni))
-	ext = append(ext, sni...)
-	ext = u16(ext, 43) // supported_versions: TLS 1.3, 1.2
-	ext = u16(ext, 5)
-	ext = append(ext, 4, 0x03, 0x04, 0x03, 0x03)
-	if pad > 0 {
-		ext = u16(ext, 0xfe42)
-		ext = u16(ext, pad)
-		ext = append(ext, make([]byte, pad)...)
-	}
-	body = u16(body, len(ext))
-	body = append(body, ext...)
-	n := len(body)
-	return append([]byte{1, byte(n >> 16), byte(n >> 8), byte(n)}, body...)
+	return tlstest.BuildHello(tlstest.HelloSpec{SNI: sni, Versions: []uint16{tls.VersionTLS13, tls.VersionTLS12}, Padding: pad})
 }
 
 // writeSlowly writes b in chunks of size bytes with a pause after each, so

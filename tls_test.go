@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gosmartproxy/smartproxy/internal/tlstest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -350,7 +351,7 @@ func TestTLSHandshakeTimeout(t *testing.T) {
 		terminateRoute("plain", plainPort, be.addr(), RouteTLS{Mode: TLSTerminate, Certificate: k.route.spec(k.ca)}),
 		terminateRoute("sni", sniPort, be.addr(), RouteTLS{Mode: TLSTerminate, Certificate: k.route.spec(k.ca)}, "route.test"),
 	}})
-	hello := captureHello(t, &tls.Config{ServerName: "route.test"})
+	hello := tlstest.CaptureHello(t, &tls.Config{ServerName: "route.test"})
 	for _, tc := range []struct {
 		name string
 		port int
@@ -572,7 +573,7 @@ func TestTLSTerminateStop(t *testing.T) {
 		terminateRoute("r", port, be.addr(), RouteTLS{Mode: TLSTerminate, Certificate: k.route.spec(k.ca)}),
 	}})
 	stuck := dial(t, port)
-	_, err := stuck.Write(captureHello(t, caClient("route.test")))
+	_, err := stuck.Write(tlstest.CaptureHello(t, caClient("route.test")))
 	require.NoError(t, err)
 	live, err := tlsDial(t, port, caClient("route.test"))
 	require.NoError(t, err)

@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"testing"
+
+	"github.com/gosmartproxy/smartproxy/internal/tlstest"
 )
 
 func TestParseClientHelloRealHellos(t *testing.T) {
@@ -23,7 +25,7 @@ func TestParseClientHelloRealHellos(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			hello := captureHello(t, tt.cfg)
+			hello := tlstest.CaptureHello(t, tt.cfg)
 			if len(hello) < tt.minSize {
 				t.Fatalf("hello is %d bytes, want >= %d (key share missing?)", len(hello), tt.minSize)
 			}
@@ -44,7 +46,7 @@ func TestParseClientHelloRealHellos(t *testing.T) {
 			// Trailing bytes (early data, the next records) must not matter.
 			check(t, append(bytes.Clone(hello), 0x17, 0x03, 0x03, 0, 1, 0xff), nil)
 			for _, size := range []int{1, 3, 100, 1000} {
-				frag := refragment(hello, size)
+				frag := tlstest.Refragment(hello, size)
 				check(t, frag, nil)
 				check(t, frag, make([]byte, 0, 64<<10))
 			}
@@ -55,8 +57,8 @@ func TestParseClientHelloRealHellos(t *testing.T) {
 // Every strict prefix must ask for more with a need that is a true lower bound: above the
 // prefix length and not beyond the real length.
 func TestParseClientHelloPrefixes(t *testing.T) {
-	hello := captureHello(t, tls13Config())
-	for _, data := range [][]byte{hello, refragment(hello, 100), refragment(hello, 1), toRecords(buildHello(helloSpec{sni: "x", padding: 20000}), 16384)} {
+	hello := tlstest.CaptureHello(t, tls13Config())
+	for _, data := range [][]byte{hello, tlstest.Refragment(hello, 100), tlstest.Refragment(hello, 1), tlstest.ToRecords(tlstest.BuildHello(tlstest.HelloSpec{SNI: "x", Padding: 20000}), 16384)} {
 		for i := range len(data) {
 			_, need, err := ParseClientHello(data[:i], nil)
 			if !errors.Is(err, ErrNeedMore) {
@@ -70,7 +72,7 @@ func TestParseClientHelloPrefixes(t *testing.T) {
 }
 
 func TestParseClientHelloFragmentedAliasesScratch(t *testing.T) {
-	frag := refragment(captureHello(t, tls13Config()), 100)
+	frag := tlstest.Refragment(tlstest.CaptureHello(t, tls13Config()), 100)
 	scratch := make([]byte, 0, 8<<10)
 	info, _, err := ParseClientHello(frag, scratch)
 	if err != nil {
@@ -91,7 +93,7 @@ func TestParseClientHelloFragmentedAliasesScratch(t *testing.T) {
 }
 
 func TestParseClientHelloZeroAlloc(t *testing.T) {
-	hello := captureHello(t, tls13Config())
+	hello := tlstest.CaptureHello(t, tls13Config())
 	allocs := testing.AllocsPerRun(100, func() {
 		if _, _, err := ParseClientHello(hello, nil); err != nil {
 			t.Fatal(err)
@@ -104,8 +106,8 @@ func TestParseClientHelloZeroAlloc(t *testing.T) {
 
 func TestParseClientHelloLarge(t *testing.T) {
 	// ~20 KiB: like a hello carrying several post-quantum key shares; needs two records.
-	msg := buildHello(helloSpec{sni: "big.example", versions: []uint16{0x0304, 0x0303}, padding: 20000})
-	data := toRecords(msg, 16384)
+	msg := tlstest.BuildHello(tlstest.HelloSpec{SNI: "big.example", Versions: []uint16{0x0304, 0x0303}, Padding: 20000})
+	data := tlstest.ToRecords(msg, 16384)
 	if n := bytes.Count(data[:5], []byte{0x16}); n != 1 || len(data) < 16384+5+5 {
 		t.Fatalf("setup: %d bytes", len(data))
 	}
@@ -130,7 +132,7 @@ func TestParseClientHelloVersions(t *testing.T) {
 		{[]uint16{0x2a2a}, 0x0303, 0x0303}, // only GREASE: fall back to legacy
 	}
 	for _, tt := range tests {
-		data := toRecords(buildHello(helloSpec{versions: tt.versions, legacy: tt.legacy}), 16384)
+		data := tlstest.ToRecords(tlstest.BuildHello(tlstest.HelloSpec{Versions: tt.versions, Legacy: tt.legacy}), 16384)
 		info, _, err := ParseClientHello(data, nil)
 		if err != nil {
 			t.Fatalf("%v: %v", tt.versions, err)
@@ -142,14 +144,14 @@ func TestParseClientHelloVersions(t *testing.T) {
 }
 
 func TestParseClientHelloErrors(t *testing.T) {
-	good := buildHello(helloSpec{sni: "a.example", versions: []uint16{0x0304}})
-	rec := func(msg []byte) []byte { return toRecords(msg, 16384) }
+	good := tlstest.BuildHello(tlstest.HelloSpec{SNI: "a.example", Versions: []uint16{0x0304}})
+	rec := func(msg []byte) []byte { return tlstest.ToRecords(msg, 16384) }
 	withBodyLen := func(msg []byte, n int) []byte { // rewrite the handshake length
 		m := bytes.Clone(msg)
 		m[1], m[2], m[3] = byte(n>>16), byte(n>>8), byte(n)
 		return m
 	}
-	dupSNI := buildHello(helloSpec{sni: "a", versions: []uint16{0x0304}})
+	dupSNI := tlstest.BuildHello(tlstest.HelloSpec{SNI: "a", Versions: []uint16{0x0304}})
 	// Append a second server_name extension and fix up the lengths.
 	extra := []byte{0, 0, 0, 6, 0, 4, 0, 0, 1, 'b'}
 	dupSNI = append(dupSNI, extra...)
@@ -175,7 +177,7 @@ func TestParseClientHelloErrors(t *testing.T) {
 		{"empty record", []byte{0x16, 0x03, 0x01, 0x00, 0x00}, ErrMalformedHello},
 		{"record too long", []byte{0x16, 0x03, 0x01, 0x40, 0x01}, ErrMalformedHello},
 		{"too large", []byte{0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x01, 0x00, 0x01}, ErrHelloTooLarge},
-		{"second record alert", append(toRecords(good[:10], 10), 0x15, 0x03, 0x03, 0x00, 0x02), ErrMalformedHello},
+		{"second record alert", append(tlstest.ToRecords(good[:10], 10), 0x15, 0x03, 0x03, 0x00, 0x02), ErrMalformedHello},
 		{"empty body", rec([]byte{1, 0, 0, 0}), ErrMalformedHello},
 		{"short body", rec(withBodyLen(good[:40], 36)), ErrMalformedHello},
 		{"trailing bytes", rec(withBodyLen(append(bytes.Clone(good), 0), len(good)-3)), ErrMalformedHello},
@@ -199,7 +201,7 @@ func TestParseClientHelloErrors(t *testing.T) {
 }
 
 func BenchmarkParseClientHello(b *testing.B) {
-	hello := captureHello(b, tls13Config())
+	hello := tlstest.CaptureHello(b, tls13Config())
 	b.Run("single-record", func(b *testing.B) {
 		b.ReportAllocs()
 		b.SetBytes(int64(len(hello)))
@@ -209,7 +211,7 @@ func BenchmarkParseClientHello(b *testing.B) {
 			}
 		}
 	})
-	frag := refragment(hello, 100)
+	frag := tlstest.Refragment(hello, 100)
 	scratch := make([]byte, 0, 64<<10)
 	b.Run("fragmented-100B-scratch", func(b *testing.B) {
 		b.ReportAllocs()

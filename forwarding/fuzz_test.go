@@ -5,17 +5,19 @@ import (
 	"crypto/tls"
 	"errors"
 	"testing"
+
+	"github.com/gosmartproxy/smartproxy/internal/tlstest"
 )
 
 // FuzzParseClientHello checks that hostile input never panics and that results are
 // consistent: with and without scratch, under re-fragmentation, and across prefixes.
 func FuzzParseClientHello(f *testing.F) {
 	for _, cfg := range []*tls.Config{tls13Config(), tls12Config(), {InsecureSkipVerify: true}} {
-		h := captureHello(f, cfg)
+		h := tlstest.CaptureHello(f, cfg)
 		f.Add(h)
-		f.Add(refragment(h, 50))
+		f.Add(tlstest.Refragment(h, 50))
 	}
-	f.Add(toRecords(buildHello(helloSpec{sni: "x.y", versions: []uint16{0x0a0a, 0x0304}, padding: 17000}), 16384))
+	f.Add(tlstest.ToRecords(tlstest.BuildHello(tlstest.HelloSpec{SNI: "x.y", Versions: []uint16{0x0a0a, 0x0304}, Padding: 17000}), 16384))
 	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
 	f.Add([]byte{0x16, 0x03, 0x01, 0x00, 0x05, 0x01, 0x00, 0x00, 0x01, 0x03})
 
@@ -51,7 +53,7 @@ func FuzzParseClientHello(f *testing.F) {
 			}
 			// The same message in 7-byte records must parse identically.
 			if msg := helloMessage(data); msg != nil {
-				info4, _, err4 := ParseClientHello(toRecords(msg, 7), nil)
+				info4, _, err4 := ParseClientHello(tlstest.ToRecords(msg, 7), nil)
 				if err4 != nil || !bytes.Equal(info4.ServerName, info.ServerName) || info4.MaxVersion != info.MaxVersion {
 					t.Fatalf("re-fragmenting changed the result: %v", err4)
 				}

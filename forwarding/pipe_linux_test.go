@@ -8,6 +8,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/gosmartproxy/smartproxy/internal/tlstest"
 )
 
 func spliceCount() int64 { return spliceCopies.Load() }
@@ -42,7 +44,7 @@ func (u unwrapper) Unwrap() net.Conn { return u.Conn }
 
 // A PeekConn that still buffers the sniffed hello is replayed first, then spliced.
 func TestPipeReplaysSniffedHelloThenSplices(t *testing.T) {
-	hello := captureHello(t, tls13Config())
+	hello := tlstest.CaptureHello(t, tls13Config())
 	client, proxyClient := tcpPair(t)
 	proxyBackend, backend := tcpPair(t)
 	client.Write(hello)

@@ -5,6 +5,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/gosmartproxy/smartproxy/internal/tlstest"
 )
 
 // recordConn is a net.Conn whose every Read returns exactly one TLS record of data, like a
@@ -27,7 +29,7 @@ func (c *recordConn) Read(p []byte) (int, error) {
 func (c *recordConn) SetReadDeadline(time.Time) error { return nil }
 
 func BenchmarkSniffOneByteRecords(b *testing.B) {
-	records := toRecords(buildHello(helloSpec{sni: "x.test", padding: 10 << 10}), 1) // ~10 KiB message, ~60 KiB of records
+	records := tlstest.ToRecords(tlstest.BuildHello(tlstest.HelloSpec{SNI: "x.test", Padding: 10 << 10}), 1) // ~10 KiB message, ~60 KiB of records
 	b.SetBytes(int64(len(records)))
 	for b.Loop() {
 		pc := NewPeekConn(&recordConn{data: records})
@@ -41,8 +43,8 @@ func BenchmarkSniffOneByteRecords(b *testing.B) {
 // per read used to be re-parsed from the start after every read (quadratic CPU). The scanner
 // must visit each record a bounded number of times.
 func TestSniffOneByteRecordsLinear(t *testing.T) {
-	msg := buildHello(helloSpec{sni: "x.test", padding: 10 << 10})
-	records := toRecords(msg, 1)
+	msg := tlstest.BuildHello(tlstest.HelloSpec{SNI: "x.test", Padding: 10 << 10})
+	records := tlstest.ToRecords(msg, 1)
 	pc := NewPeekConn(&recordConn{data: records})
 	s := &recordScanner{msgLen: -1}
 	info, err := sniffClientHello(pc, 1<<20, s)
@@ -62,9 +64,9 @@ func TestSniffOneByteRecordsLinear(t *testing.T) {
 // TestRecordScannerResumes checks the resumable scanner against a fresh scan of every
 // prefix, however the records are cut.
 func TestRecordScannerResumes(t *testing.T) {
-	msg := buildHello(helloSpec{sni: "example.test", versions: []uint16{0x0304}, padding: 300})
+	msg := tlstest.BuildHello(tlstest.HelloSpec{SNI: "example.test", Versions: []uint16{0x0304}, Padding: 300})
 	for _, size := range []int{1, 2, 3, 5, 7, 100, len(msg)} {
-		records := toRecords(msg, size)
+		records := tlstest.ToRecords(msg, size)
 		records = append(records, 0x17, 0x03, 0x03) // early bytes after the hello
 		for _, chunk := range []int{1, 3, 6, 64} {
 			s := recordScanner{msgLen: -1}
@@ -85,7 +87,7 @@ func TestRecordScannerResumes(t *testing.T) {
 		}
 	}
 	// Errors found in later records are still reported after a resume.
-	bad := toRecords(msg, 10)
+	bad := tlstest.ToRecords(msg, 10)
 	bad[15] = 0x17 // second record's type
 	s := recordScanner{msgLen: -1}
 	if _, _, _, _, err := s.scan(bad[:15]); err != ErrNeedMore {

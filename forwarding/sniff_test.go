@@ -7,6 +7,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/gosmartproxy/smartproxy/internal/tlstest"
 )
 
 // writeSlowly writes data in small TCP segments with pauses, like a slow or evasive client.
@@ -22,8 +24,8 @@ func writeSlowly(w io.Writer, data []byte, chunk int, pause time.Duration) {
 }
 
 func TestSniffClientHelloSlowFragmented(t *testing.T) {
-	hello := captureHello(t, tls13Config())
-	for _, records := range [][]byte{hello, refragment(hello, 100)} {
+	hello := tlstest.CaptureHello(t, tls13Config())
+	for _, records := range [][]byte{hello, tlstest.Refragment(hello, 100)} {
 		a, b := tcpPair(t)
 		a.SetNoDelay(true)
 		done := make(chan struct{})
@@ -71,7 +73,7 @@ func TestSniffClientHelloNotTLSImmediately(t *testing.T) {
 }
 
 func TestSniffClientHelloLimitsAndErrors(t *testing.T) {
-	hello := captureHello(t, tls13Config())
+	hello := tlstest.CaptureHello(t, tls13Config())
 
 	t.Run("over cap", func(t *testing.T) {
 		a, b := tcpPair(t)
@@ -102,7 +104,7 @@ func TestSniffClientHelloLimitsAndErrors(t *testing.T) {
 	})
 	t.Run("no sni", func(t *testing.T) {
 		a, b := tcpPair(t)
-		go a.Write(toRecords(buildHello(helloSpec{}), 16384))
+		go a.Write(tlstest.ToRecords(tlstest.BuildHello(tlstest.HelloSpec{}), 16384))
 		pc := NewPeekConn(b)
 		info, err := SniffClientHello(pc, 64<<10)
 		if err != nil || len(info.ServerName) != 0 || info.MaxVersion != 0x0303 {
@@ -111,7 +113,7 @@ func TestSniffClientHelloLimitsAndErrors(t *testing.T) {
 	})
 	t.Run("large two-record hello", func(t *testing.T) {
 		a, b := tcpPair(t)
-		data := toRecords(buildHello(helloSpec{sni: "pq.example", padding: 18000}), 16384)
+		data := tlstest.ToRecords(tlstest.BuildHello(tlstest.HelloSpec{SNI: "pq.example", Padding: 18000}), 16384)
 		go a.Write(data)
 		pc := NewPeekConn(b)
 		pc.SetReadDeadline(time.Now().Add(5 * time.Second))
