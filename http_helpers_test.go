@@ -153,3 +153,38 @@ func hdr(kv ...string) http.Header {
 	}
 	return h
 }
+
+// httpKind is one way an HTTP request reaches the proxy: plain HTTP, or
+// HTTP inside TLS the proxy terminates.
+type httpKind struct {
+	name      string
+	terminate bool
+}
+
+// forEachHTTPKind runs f as a subtest for plain HTTP and terminated TLS.
+func forEachHTTPKind(t *testing.T, f func(t *testing.T, k httpKind)) {
+	for _, k := range []httpKind{{"http", false}, {"tls-terminate-http", true}} {
+		t.Run(k.name, func(t *testing.T) { f(t, k) })
+	}
+}
+
+// route is an HTTP forward route of this kind on port.
+func (k httpKind) route(name string, port int, target string, domains ...string) Route {
+	if k.terminate {
+		return terminateRouteOn(name, port, target, domains...)
+	}
+	return httpRouteOn(name, port, target, domains...)
+}
+
+// dial connects from ip and, for terminated TLS, handshakes for sni; the
+// error is the handshake's. The conn is closed when the test ends.
+func (k httpKind) dial(t *testing.T, ip string, port int, sni string) (net.Conn, error) {
+	t.Helper()
+	var c net.Conn = dialFrom(t, ip, port)
+	t.Cleanup(func() { _ = c.Close() })
+	if !k.terminate {
+		return c, nil
+	}
+	tc := tls.Client(c, insecureTLS(sni, "http/1.1"))
+	return tc, tc.Handshake()
+}

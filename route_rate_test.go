@@ -1,8 +1,6 @@
 package smartproxy
 
 import (
-	"crypto/tls"
-	"net"
 	"net/http"
 	"testing"
 
@@ -15,86 +13,69 @@ import (
 // charged to each route once and never refused, while new connections past
 // the limit still are (plain HTTP and terminated TLS).
 func TestHTTPRouteConnectionRateLimitKeepAliveSwitch(t *testing.T) {
-	for _, terminate := range []bool{false, true} {
-		name := "http"
-		if terminate {
-			name = "tls-terminate-http"
+	forEachHTTPKind(t, func(t *testing.T, k httpKind) {
+		lp := newListenerPool(t)
+		port := lp.port(t)
+		paths := make(chan string, 100)
+		beA, beB := e2eHTTPBackend(t, paths), e2eHTTPBackend(t, paths)
+		ra := k.route("a", port, beA.addr(), "a.test")
+		ra.Security = &RouteSecurity{ConnectionRateLimitPerMinute: 2}
+		rb := k.route("b", port, beB.addr(), "b.test")
+		rb.Security = &RouteSecurity{ConnectionRateLimitPerMinute: 2}
+		p := startTestProxy(t, lp, Options{Certificates: testCertStore(t), Routes: []Route{ra, rb}})
+
+		dial := func(sni string) *rawHTTP {
+			t.Helper()
+			c, err := k.dial(t, e2eRefused, port, sni)
+			require.NoError(t, err)
+			return newRawHTTP(c)
 		}
-		t.Run(name, func(t *testing.T) {
-			lp := newListenerPool(t)
-			port := lp.port(t)
-			paths := make(chan string, 100)
-			beA, beB := e2eHTTPBackend(t, paths), e2eHTTPBackend(t, paths)
-			mk := httpRouteOn
-			if terminate {
-				mk = terminateRouteOn
-			}
-			ra := mk("a", port, beA.addr(), "a.test")
-			ra.Security = &RouteSecurity{ConnectionRateLimitPerMinute: 2}
-			rb := mk("b", port, beB.addr(), "b.test")
-			rb.Security = &RouteSecurity{ConnectionRateLimitPerMinute: 2}
-			p := startTestProxy(t, lp, Options{Certificates: testCertStore(t), Routes: []Route{ra, rb}})
+		status := func(h *rawHTTP, host string) int {
+			t.Helper()
+			res := h.get(host, "/", nil)
+			require.NoError(t, res.err)
+			return res.status
+		}
 
-			dial := func(sni string) *rawHTTP {
-				t.Helper()
-				var c net.Conn = dialFrom(t, e2eRefused, port)
-				if terminate {
-					tc := tls.Client(c, insecureTLS(sni, "http/1.1"))
-					require.NoError(t, tc.Handshake())
-					c = tc
-				}
-				t.Cleanup(func() { _ = c.Close() })
-				return newRawHTTP(c)
+		// One connection, ten requests alternating a.test / b.test.
+		ka := dial("a.test")
+		for i := range 10 {
+			host := "a.test"
+			if i%2 == 1 {
+				host = "b.test"
 			}
-			status := func(h *rawHTTP, host string) int {
-				t.Helper()
-				res := h.get(host, "/", nil)
-				require.NoError(t, res.err)
-				return res.status
-			}
+			require.Equal(t, http.StatusOK, status(ka, host), "request %d to %s on the keep-alive connection", i, host)
+		}
+		require.EqualValues(t, 5, beA.requests.Load())
+		require.EqualValues(t, 5, beB.requests.Load())
+		requireRejected(t, p, map[string]uint64{})
 
-			// One connection, ten requests alternating a.test / b.test.
-			ka := dial("a.test")
-			for i := range 10 {
-				host := "a.test"
-				if i%2 == 1 {
-					host = "b.test"
+		// The keep-alive connection used one of each route's two
+		// connections: one more new connection per route fits, the
+		// next is refused.
+		for _, host := range []string{"a.test", "b.test"} {
+			require.Equal(t, http.StatusOK, status(dial(host), host), "second connection to %s", host)
+			if k.terminate {
+				// The TLS path refuses on the SNI, before the handshake
+				// completes.
+				_, err := k.dial(t, e2eRefused, port, host)
+				if err == nil {
+					t.Fatalf("third connection to %s admitted", host)
 				}
-				require.Equal(t, http.StatusOK, status(ka, host), "request %d to %s on the keep-alive connection", i, host)
+			} else {
+				require.Equal(t, http.StatusTooManyRequests, status(dial(host), host), "third connection to %s", host)
 			}
-			require.EqualValues(t, 5, beA.requests.Load())
-			require.EqualValues(t, 5, beB.requests.Load())
-			requireRejected(t, p, map[string]uint64{})
+		}
+		requireRejected(t, p, map[string]uint64{"route-rate-limit": 2})
 
-			// The keep-alive connection used one of each route's two
-			// connections: one more new connection per route fits, the
-			// next is refused.
-			for _, host := range []string{"a.test", "b.test"} {
-				require.Equal(t, http.StatusOK, status(dial(host), host), "second connection to %s", host)
-				if terminate {
-					// The TLS path refuses on the SNI, before the handshake
-					// completes.
-					tc := tls.Client(dialFrom(t, e2eRefused, port), insecureTLS(host, "http/1.1"))
-					err := tc.Handshake()
-					_ = tc.Close()
-					if err == nil {
-						t.Fatalf("third connection to %s admitted", host)
-					}
-				} else {
-					require.Equal(t, http.StatusTooManyRequests, status(dial(host), host), "third connection to %s", host)
-				}
+		// The first connection was charged already: it keeps switching.
+		for i := range 4 {
+			host := "a.test"
+			if i%2 == 1 {
+				host = "b.test"
 			}
-			requireRejected(t, p, map[string]uint64{"route-rate-limit": 2})
-
-			// The first connection was charged already: it keeps switching.
-			for i := range 4 {
-				host := "a.test"
-				if i%2 == 1 {
-					host = "b.test"
-				}
-				require.Equal(t, http.StatusOK, status(ka, host), "request %d to %s after the limit was reached", i, host)
-			}
-			requireRejected(t, p, map[string]uint64{"route-rate-limit": 2})
-		})
-	}
+			require.Equal(t, http.StatusOK, status(ka, host), "request %d to %s after the limit was reached", i, host)
+		}
+		requireRejected(t, p, map[string]uint64{"route-rate-limit": 2})
+	})
 }

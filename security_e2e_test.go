@@ -667,71 +667,57 @@ func TestSecurityE2EJWTAuth(t *testing.T) {
 // route does not let a later one past another route's authentication,
 // block list or rate limit (plain HTTP and terminated TLS).
 func TestSecurityE2EKeepAliveRechecks(t *testing.T) {
-	for _, terminate := range []bool{false, true} {
-		name := "http"
-		if terminate {
-			name = "tls-terminate-http"
+	forEachHTTPKind(t, func(t *testing.T, k httpKind) {
+		lp := newListenerPool(t)
+		port := lp.port(t)
+		paths := make(chan string, 100)
+		beOpen, beAdmin, beBlocked, beLimited := e2eHTTPBackend(t, paths), e2eHTTPBackend(t, paths),
+			e2eHTTPBackend(t, paths), e2eHTTPBackend(t, paths)
+		open := k.route("open", port, beOpen.addr(), "app.test")
+		admin := k.route("admin", port, beAdmin.addr(), "app.test")
+		admin.Match.Path = "/admin/*"
+		admin.Security = &RouteSecurity{BasicAuth: &BasicAuth{Users: []BasicAuthUser{{Username: "alice", Password: "pw"}}}}
+		blocked := k.route("blocked", port, beBlocked.addr(), "blocked.test")
+		blocked.Security = &RouteSecurity{IPBlockList: []string{e2eRefused}}
+		limited := k.route("limited", port, beLimited.addr(), "limited.test")
+		limited.Security = &RouteSecurity{RateLimit: &RateLimit{MaxRequests: 1, Window: 60}}
+		p := startTestProxy(t, lp, Options{Certificates: testCertStore(t), Routes: []Route{open, admin, blocked, limited}})
+
+		c, err := k.dial(t, e2eRefused, port, "app.test")
+		require.NoError(t, err)
+		h := newRawHTTP(c)
+		status := func(host, path string, header http.Header) int {
+			t.Helper()
+			res := h.get(host, path, header)
+			require.NoError(t, res.err)
+			require.NotEqual(t, "close", res.header.Get("Connection"), "the connection is kept alive")
+			return res.status
 		}
-		t.Run(name, func(t *testing.T) {
-			lp := newListenerPool(t)
-			port := lp.port(t)
-			paths := make(chan string, 100)
-			beOpen, beAdmin, beBlocked, beLimited := e2eHTTPBackend(t, paths), e2eHTTPBackend(t, paths),
-				e2eHTTPBackend(t, paths), e2eHTTPBackend(t, paths)
-			mk := httpRouteOn
-			if terminate {
-				mk = terminateRouteOn
-			}
-			open := mk("open", port, beOpen.addr(), "app.test")
-			admin := mk("admin", port, beAdmin.addr(), "app.test")
-			admin.Match.Path = "/admin/*"
-			admin.Security = &RouteSecurity{BasicAuth: &BasicAuth{Users: []BasicAuthUser{{Username: "alice", Password: "pw"}}}}
-			blocked := mk("blocked", port, beBlocked.addr(), "blocked.test")
-			blocked.Security = &RouteSecurity{IPBlockList: []string{e2eRefused}}
-			limited := mk("limited", port, beLimited.addr(), "limited.test")
-			limited.Security = &RouteSecurity{RateLimit: &RateLimit{MaxRequests: 1, Window: 60}}
-			p := startTestProxy(t, lp, Options{Certificates: testCertStore(t), Routes: []Route{open, admin, blocked, limited}})
+		require.Equal(t, http.StatusOK, status("app.test", "/", nil))
+		require.Equal(t, http.StatusUnauthorized, status("app.test", "/admin/x", nil))
+		require.Equal(t, http.StatusForbidden, status("blocked.test", "/", nil), "Host switched to a route blocking the client")
+		require.Equal(t, http.StatusOK, status("app.test", "/", nil))
+		require.Equal(t, http.StatusUnauthorized, status("app.test", "/admin/x", basicHeader("alice", "nope")))
+		require.Equal(t, http.StatusForbidden, status("blocked.test", "/again", nil))
+		require.Equal(t, http.StatusOK, status("limited.test", "/", nil))
+		require.Equal(t, http.StatusTooManyRequests, status("limited.test", "/", nil))
+		require.Equal(t, http.StatusOK, status("app.test", "/admin/x", basicHeader("alice", "pw")))
 
-			var c net.Conn = dialFrom(t, e2eRefused, port)
-			if terminate {
-				tc := tls.Client(c, insecureTLS("app.test", "http/1.1"))
-				require.NoError(t, tc.Handshake())
-				c = tc
-			}
-			h := newRawHTTP(c)
-			status := func(host, path string, header http.Header) int {
-				t.Helper()
-				res := h.get(host, path, header)
-				require.NoError(t, res.err)
-				require.NotEqual(t, "close", res.header.Get("Connection"), "the connection is kept alive")
-				return res.status
-			}
-			require.Equal(t, http.StatusOK, status("app.test", "/", nil))
-			require.Equal(t, http.StatusUnauthorized, status("app.test", "/admin/x", nil))
-			require.Equal(t, http.StatusForbidden, status("blocked.test", "/", nil), "Host switched to a route blocking the client")
-			require.Equal(t, http.StatusOK, status("app.test", "/", nil))
-			require.Equal(t, http.StatusUnauthorized, status("app.test", "/admin/x", basicHeader("alice", "nope")))
-			require.Equal(t, http.StatusForbidden, status("blocked.test", "/again", nil))
-			require.Equal(t, http.StatusOK, status("limited.test", "/", nil))
-			require.Equal(t, http.StatusTooManyRequests, status("limited.test", "/", nil))
-			require.Equal(t, http.StatusOK, status("app.test", "/admin/x", basicHeader("alice", "pw")))
+		require.EqualValues(t, 2, beOpen.requests.Load())
+		require.EqualValues(t, 1, beAdmin.requests.Load(), "only the authenticated request")
+		require.Zero(t, beBlocked.requests.Load())
+		require.Zero(t, beBlocked.conns.Load(), "the blocked route's backend was never dialed")
+		require.EqualValues(t, 1, beLimited.requests.Load())
+		requireRejected(t, p, map[string]uint64{"auth-required": 1, "basic-auth": 1, "ip-blocked": 2, "http-rate-limit": 1})
 
-			require.EqualValues(t, 2, beOpen.requests.Load())
-			require.EqualValues(t, 1, beAdmin.requests.Load(), "only the authenticated request")
-			require.Zero(t, beBlocked.requests.Load())
-			require.Zero(t, beBlocked.conns.Load(), "the blocked route's backend was never dialed")
-			require.EqualValues(t, 1, beLimited.requests.Load())
-			requireRejected(t, p, map[string]uint64{"auth-required": 1, "basic-auth": 1, "ip-blocked": 2, "http-rate-limit": 1})
-
-			if terminate {
-				// A client connecting for the blocked name is refused before
-				// the handshake.
-				tc := tls.Client(dialFrom(t, e2eRefused, port), insecureTLS("blocked.test", "http/1.1"))
-				require.ErrorContains(t, tc.Handshake(), "access denied")
-				require.Zero(t, beBlocked.conns.Load())
-			}
-		})
-	}
+		if k.terminate {
+			// A client connecting for the blocked name is refused before
+			// the handshake.
+			_, err := k.dial(t, e2eRefused, port, "blocked.test")
+			require.ErrorContains(t, err, "access denied")
+			require.Zero(t, beBlocked.conns.Load())
+		}
+	})
 }
 
 // TestSecurityE2EConfigValidation: HTTP checks on a route that never sees
