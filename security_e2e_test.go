@@ -472,6 +472,19 @@ func TestSecurityE2EGlobalLimits(t *testing.T) {
 			require.NoError(t, held.conn.Close())
 		})
 	})
+	t.Run("MaxConnections", func(t *testing.T) {
+		runPaths(t, e2eAllPaths, func(t *testing.T, path e2ePath) {
+			env := newE2E(t, path, nil, Options{MaxConnections: 1})
+			held := env.requireOK(env.attempt(e2eRefused))
+			env.requireDropped(env.attempt(e2eOther)) // the cap is proxy-wide: any client
+			require.EqualValues(t, 1, env.hits(), "refused connection reached the backend")
+			requireRejected(t, env.p, map[string]uint64{"global-limit": 1})
+			require.NoError(t, held.conn.Close())
+			require.Eventually(t, func() bool { return env.p.Metrics().Active == 0 }, 2*time.Second, 10*time.Millisecond)
+			env.requireOK(env.attempt(e2eOther))
+			require.EqualValues(t, 2, env.hits())
+		})
+	})
 	t.Run("ConnectionRateLimitPerMinute", func(t *testing.T) {
 		runPaths(t, e2eAllPaths, func(t *testing.T, path e2ePath) {
 			env := newE2E(t, path, nil, Options{ConnectionRateLimitPerMinute: 2})

@@ -158,6 +158,7 @@ func TestSecurityFloodDistinctIPs(t *testing.T) {
 	// evicted); 16 clients hold at most 16.
 	require.LessOrEqual(t, s.TrackedIPs, capIPs)
 	require.LessOrEqual(t, s.TrackedRouteIPs, capIPs)
+	require.LessOrEqual(t, peakIPs.Load(), int64(capIPs+16), "the per-IP table stayed bounded during the flood")
 	require.LessOrEqual(t, peakRouteIPs.Load(), int64(capIPs+16))
 	require.Equal(t, min(n, capIPs), s.TrackedRouteIPs, "history is kept up to the cap")
 
