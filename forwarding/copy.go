@@ -41,9 +41,11 @@ func unwrapTCP(c net.Conn, forRead bool) *net.TCPConn {
 	return nil
 }
 
-// copy moves src to dst until EOF (nil error) or failure and returns the bytes written.
-func (s *pipeState) copy(dir Direction, src, dst net.Conn) (int64, error) {
+// copy moves the direction's src to dst until EOF (nil error), failure, or errParked, and
+// returns the bytes written by this call. It is called again after a park.
+func (s *pipeState) copy(d *pipeDir) (int64, error) {
 	var total int64
+	dir, src, dst := d.dir, d.src, d.dst
 	// Replay what a PeekConn prefetched (typically the ClientHello) so that the rest of
 	// the stream can come straight from the socket.
 	if pc, ok := src.(*PeekConn); ok {
@@ -58,25 +60,29 @@ func (s *pipeState) copy(dir Direction, src, dst net.Conn) (int64, error) {
 		}
 	}
 	rs, ws := unwrapTCP(src, true), unwrapTCP(dst, false)
+	if rs != nil {
+		d.attach(rs)
+	}
 	if rs != nil && ws != nil {
-		n, handled, err := spliceCopy(s, dir, src, rs, ws)
+		n, handled, err := spliceCopy(d, rs, ws)
 		if handled {
 			return total + n, err
 		}
 	}
-	n, err := s.bufferCopy(dir, src, dst, rs)
+	n, err := s.bufferCopy(d, rs)
 	return total + n, err
 }
 
 // bufferCopy is the portable copy loop. When the source is a TCP socket it first waits for
 // readability without holding a buffer, so an idle connection pins none; otherwise a pooled
 // buffer is held for the whole copy because a generic Read needs one to wait in.
-func (s *pipeState) bufferCopy(dir Direction, src, dst net.Conn, srcTCP *net.TCPConn) (int64, error) {
+func (s *pipeState) bufferCopy(d *pipeDir, srcTCP *net.TCPConn) (int64, error) {
 	var (
 		total int64
 		bp    *[]byte
 		wait  = newReadWaiter(srcTCP)
 	)
+	dir, src, dst := d.dir, d.src, d.dst
 	defer func() {
 		if bp != nil {
 			copyBufPool.Put(bp)
@@ -89,7 +95,7 @@ func (s *pipeState) bufferCopy(dir Direction, src, dst net.Conn, srcTCP *net.TCP
 				bp = nil
 			}
 			if err := wait.wait(); err != nil {
-				return total, err
+				return total, d.waitError(err)
 			}
 		}
 		if bp == nil {
@@ -111,7 +117,7 @@ func (s *pipeState) bufferCopy(dir Direction, src, dst net.Conn, srcTCP *net.TCP
 			if errors.Is(rerr, io.EOF) {
 				return total, nil
 			}
-			return total, rerr
+			return total, d.waitError(rerr)
 		}
 	}
 }

@@ -24,6 +24,9 @@ type PipeOptions struct {
 	// with the source connection's read deadline, re-armed on every chunk, so an active
 	// half-closed stream is not cut.
 	HalfCloseTimeout time.Duration
+	// Parker, when set, parks directions that stay idle (see IdleParker); nil means idle
+	// directions wait in their goroutines.
+	Parker *IdleParker
 }
 
 // Direction names one of the two copy directions of a Pipe.
@@ -58,8 +61,7 @@ type PipeResult struct {
 }
 
 // Pipe copies client<->backend until both directions are done or ctx is cancelled, then
-// closes both conns. It owns both conns and returns only when no goroutine it started is
-// left.
+// closes both conns. It owns both conns and returns once both directions have ended.
 //
 // EOF on one side is passed on as CloseWrite on the other (or, if that conn cannot
 // half-close, both conns are closed) while the other direction keeps running, bounded by
@@ -72,54 +74,71 @@ type PipeResult struct {
 // *PeekConn client already buffered are written first. Other conns are copied through a
 // pooled 32 KiB buffer.
 //
-// Read deadlines already set on the conns keep working; Pipe overrides them once a
-// direction is half-closed.
+// Read deadlines already set on the conns keep working, unless PipeOptions.Parker is set
+// (see IdleParker); Pipe overrides them once a direction is half-closed.
 func Pipe(ctx context.Context, client, backend net.Conn, opt PipeOptions) PipeResult {
-	s := &pipeState{client: client, backend: backend, opt: opt}
+	done := make(chan PipeResult, 1)
+	s := newPipeState(ctx, client, backend, opt, func(r PipeResult) { done <- r })
+	go copyBackendToClient(&s.dirs[BackendToClient])
+	// The caller's goroutine does the other direction: one goroutine fewer per connection.
+	copyClientToBackend(&s.dirs[ClientToBackend])
+	return <-done
+}
+
+// StartPipe is Pipe without waiting: it starts both directions in their own goroutines and
+// returns at once. done is called exactly once, from one of the pipe's goroutines, after both
+// directions have ended and both conns are closed; the pipe's goroutines end right after it.
+// The returned Piped can close the pipe early.
+func StartPipe(ctx context.Context, client, backend net.Conn, opt PipeOptions, done func(PipeResult)) *Piped {
+	s := newPipeState(ctx, client, backend, opt, done)
+	go copyBackendToClient(&s.dirs[BackendToClient])
+	go copyClientToBackend(&s.dirs[ClientToBackend])
+	return &Piped{s: s}
+}
+
+// Piped is a running pipe started by StartPipe.
+type Piped struct{ s *pipeState }
+
+// Close closes both conns, which ends the pipe (its done callback still runs). Prefer it to
+// closing the conns directly when the pipe uses a parker: a parked direction learns of it at
+// once instead of at the parker's next sweep. Idempotent.
+func (p *Piped) Close() error {
+	p.s.closeBoth()
+	return nil
+}
+
+func newPipeState(ctx context.Context, client, backend net.Conn, opt PipeOptions, done func(PipeResult)) *pipeState {
+	s := &pipeState{client: client, backend: backend, opt: opt, done: done}
 	if s.opt.HalfCloseTimeout <= 0 {
 		s.opt.HalfCloseTimeout = DefaultHalfCloseTimeout
 	}
+	s.dirs[ClientToBackend] = pipeDir{s: s, dir: ClientToBackend, src: client, dst: backend, slot: -1}
+	s.dirs[BackendToClient] = pipeDir{s: s, dir: BackendToClient, src: backend, dst: client, slot: -1}
+	s.running.Store(2)
 	// AfterFunc costs no goroutine until ctx is done, which matters with many idle pipes.
-	ctxDone := make(chan struct{})
-	stop := context.AfterFunc(ctx, func() {
-		defer close(ctxDone)
+	s.ctxDone = make(chan struct{})
+	s.stopCtx = context.AfterFunc(ctx, func() {
+		defer close(s.ctxDone)
 		s.fail(fmt.Errorf("forwarding: pipe cancelled: %w", context.Cause(ctx)))
 	})
-
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go copyBackendToClient(s, &wg)
-	// The caller's goroutine does the other direction: one goroutine fewer per connection.
-	copyClientToBackend(s, nil)
-	wg.Wait()
-	if !stop() {
-		<-ctxDone // the cancel callback is running or ran; let it finish before returning
-	}
-	s.closeBoth()
-	return PipeResult{ClientToBackend: s.n[ClientToBackend], BackendToClient: s.n[BackendToClient], Err: s.err}
+	return s
 }
 
 // copyClientToBackend is the client->backend half of a Pipe; its name is what a stack
 // dump shows for that goroutine.
-func copyClientToBackend(s *pipeState, wg *sync.WaitGroup) {
-	if wg != nil {
-		defer wg.Done()
-	}
-	s.run(ClientToBackend, s.client, s.backend)
-}
+func copyClientToBackend(d *pipeDir) { d.run() }
 
 // copyBackendToClient is the backend->client half of a Pipe.
-func copyBackendToClient(s *pipeState, wg *sync.WaitGroup) {
-	if wg != nil {
-		defer wg.Done()
-	}
-	s.run(BackendToClient, s.backend, s.client)
-}
+func copyBackendToClient(d *pipeDir) { d.run() }
 
 // pipeState is shared by the two directions of one Pipe.
 type pipeState struct {
 	client, backend net.Conn
 	opt             PipeOptions
+	dirs            [2]pipeDir
+	done            func(PipeResult)
+	stopCtx         func() bool
+	ctxDone         chan struct{}
 
 	n [2]int64 // bytes per direction; each written only by its own direction
 
@@ -129,12 +148,44 @@ type pipeState struct {
 	stopping   atomic.Bool  // set before Pipe closes the conns itself
 	halfClosed atomic.Bool  // one direction ended with EOF; the other re-arms its deadline
 	finished   atomic.Int32 // directions that ended with EOF
+	running    atomic.Int32 // directions not ended yet
 }
 
-// run copies one direction and then decides what its end means for the whole pipe.
-func (s *pipeState) run(dir Direction, src, dst net.Conn) {
-	n, err := s.copy(dir, src, dst)
-	s.n[dir] = n
+// run copies the direction until it ends, parking it when the parker asks; a parked
+// direction's goroutine returns and a new one calls run again when the socket is ready.
+func (d *pipeDir) run() {
+	s := d.s
+	for {
+		n, err := s.copy(d)
+		s.n[d.dir] += n
+		if err == errParked {
+			if d.park() {
+				return
+			}
+			continue
+		}
+		if d.parker != nil {
+			d.parker.unregister(d)
+		}
+		s.end(d.dir, d.dst, err)
+		if s.running.Add(-1) == 0 {
+			s.finish()
+		}
+		return
+	}
+}
+
+// finish runs once both directions have ended.
+func (s *pipeState) finish() {
+	if !s.stopCtx() {
+		<-s.ctxDone // the cancel callback is running or ran; let it finish first
+	}
+	s.closeBoth()
+	s.done(PipeResult{ClientToBackend: s.n[ClientToBackend], BackendToClient: s.n[BackendToClient], Err: s.err})
+}
+
+// end decides what the end of one direction means for the whole pipe.
+func (s *pipeState) end(dir Direction, dst net.Conn, err error) {
 	if err != nil {
 		s.fail(fmt.Errorf("forwarding: %s: %w", dir, err))
 		return
@@ -157,15 +208,18 @@ func (s *pipeState) run(dir Direction, src, dst net.Conn) {
 		return
 	}
 	// The remaining direction reads from dst. Bound its idleness from now on; it re-arms
-	// the deadline after each chunk (see moved).
+	// the deadline after each chunk (see moved). A parked remaining direction is woken so
+	// that it waits where the deadline works.
 	s.halfClosed.Store(true)
 	if err := dst.SetReadDeadline(time.Now().Add(s.opt.HalfCloseTimeout)); err != nil {
 		s.fail(fmt.Errorf("forwarding: %s: arming half-close timeout: %w", dir, err))
 	}
+	s.dirs[1-dir].wake()
 }
 
 // moved is called by a direction after each chunk it wrote.
 func (s *pipeState) moved(dir Direction, src net.Conn, n int) {
+	s.dirs[dir].activity.Add(1)
 	if s.opt.OnData != nil {
 		s.opt.OnData(dir, n)
 	}
@@ -194,6 +248,10 @@ func (s *pipeState) closeBoth() {
 		s.stopping.Store(true)
 		_ = s.client.Close()
 		_ = s.backend.Close()
+		// Closed fds leave the parker's epoll set without an event: resume parked
+		// directions so they see the close.
+		s.dirs[ClientToBackend].wake()
+		s.dirs[BackendToClient].wake()
 	})
 }
 

@@ -91,8 +91,9 @@ func freePipes() int {
 // the netpoller through RawConn.Read (which honours read deadlines) holding no pipe, takes a
 // pipe when data is there, drains it into dst (waiting for writability through
 // RawConn.Write), and gives it back as soon as it is empty and src would block.
-// srcConn is the conn Pipe was given, used for deadline re-arming in moved.
-func spliceCopy(s *pipeState, dir Direction, srcConn net.Conn, src, dst *net.TCPConn) (int64, bool, error) {
+// A wait that ends for parking returns errParked.
+func spliceCopy(d *pipeDir, src, dst *net.TCPConn) (int64, bool, error) {
+	s, dir, srcConn := d.s, d.dir, d.src
 	rc, err := src.SyscallConn()
 	if err != nil {
 		return 0, false, nil // let the buffered copy report problems with this conn
@@ -163,7 +164,7 @@ func spliceCopy(s *pipeState, dir Direction, srcConn net.Conn, src, dst *net.TCP
 	for {
 		n, serr = 0, nil
 		if err := rc.Read(fill); err != nil {
-			return total, true, err
+			return total, true, d.waitError(err)
 		}
 		if serr != nil {
 			return total, true, spliceError(serr)

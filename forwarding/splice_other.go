@@ -5,7 +5,7 @@ package forwarding
 import "net"
 
 // spliceCopy is Linux-only; elsewhere Pipe always uses the buffered copy.
-func spliceCopy(*pipeState, Direction, net.Conn, *net.TCPConn, *net.TCPConn) (int64, bool, error) {
+func spliceCopy(*pipeDir, *net.TCPConn, *net.TCPConn) (int64, bool, error) {
 	return 0, false, nil
 }
 

@@ -1,0 +1,319 @@
+package forwarding
+
+import (
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// DefaultParkAfter is the idle time after which an IdleParker parks a direction when
+// NewIdleParker is given 0.
+const DefaultParkAfter = time.Second
+
+// errParked is returned by a direction's copy loop when the sweeper asked it to park.
+var errParked = errors.New("forwarding: direction parked")
+
+// IdleParker takes idle Pipe directions off their goroutines.
+//
+// A Pipe direction waiting for data normally sits in a goroutine blocked in the runtime's
+// netpoller, which costs that goroutine's stack (typically 4–8 KiB) for as long as the
+// connection is open. With many idle connections (keep-alive, WebSockets, long polls) the
+// stacks are most of the memory a proxy holds. An IdleParker watches the directions of the
+// pipes that use it (PipeOptions.Parker); one that has moved no data for the parker's idle
+// time is woken through its read deadline, registers its socket with the parker's own epoll
+// set and lets its goroutine end. When the socket becomes readable (data, EOF, an error), or
+// the pipe is closed, a new goroutine picks the direction up where it stopped. A parked
+// connection costs its sockets and a few hundred bytes of bookkeeping.
+//
+// Only directions that read a bare TCP socket park (splice or the buffered copy of a TCP
+// source); a direction that has been half-closed never parks, since its half-close timeout
+// needs the read deadline. On systems other than Linux an IdleParker never parks.
+//
+// Parking uses the source conn's read deadline to wake the waiting goroutine, so a pipe that
+// uses a parker must not have read deadlines set on its conns by anyone else while it runs.
+// The zero IdleParker is not usable; make one with NewIdleParker and Close it once the pipes
+// using it have ended.
+type IdleParker struct {
+	after time.Duration
+
+	mu     sync.Mutex
+	closed bool
+	slots  []*pipeDir // registered directions; nil entries are free
+	free   []int32    // free slot indices
+	gen    int32      // generation counter for slot reuse
+
+	parked atomic.Int64 // directions currently parked
+
+	poller parkPoller   // the epoll set (Linux) or nothing
+	stop   chan struct{} // closed by Close: ends the sweeper
+	wg     sync.WaitGroup
+}
+
+// NewIdleParker starts a parker that parks directions idle for at least after (0 means
+// DefaultParkAfter); they are parked within 1.5 × after of their last data. It starts two
+// goroutines (the epoll waiter and the sweeper), which Close ends.
+func NewIdleParker(after time.Duration) (*IdleParker, error) {
+	if after < 0 {
+		return nil, errors.New("forwarding: negative park time")
+	}
+	if after == 0 {
+		after = DefaultParkAfter
+	}
+	p := &IdleParker{after: after, stop: make(chan struct{})}
+	if err := p.poller.open(p); err != nil {
+		return nil, err
+	}
+	p.wg.Add(1)
+	go p.sweepLoop()
+	return p, nil
+}
+
+// Parked reports how many directions are parked right now.
+func (p *IdleParker) Parked() int { return int(p.parked.Load()) }
+
+// Close stops the parker. Directions still parked are woken and go on in goroutines (they
+// will not park again), so Close loses no connection; call it after the pipes have ended to
+// keep it cheap. Close is idempotent.
+func (p *IdleParker) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	dirs := p.registered()
+	p.mu.Unlock()
+	close(p.stop)
+	for _, d := range dirs {
+		d.wake()
+	}
+	err := p.poller.close()
+	p.wg.Wait()
+	return err
+}
+
+// register gives d a slot so the sweeper sees it and events find it. It reports false when
+// the parker is closed (d then never parks).
+func (p *IdleParker) register(d *pipeDir) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	p.gen++
+	d.gen = p.gen
+	if n := len(p.free); n > 0 {
+		d.slot = p.free[n-1]
+		p.free = p.free[:n-1]
+		p.slots[d.slot] = d
+	} else {
+		d.slot = int32(len(p.slots))
+		p.slots = append(p.slots, d)
+	}
+	return true
+}
+
+// unregister frees d's slot; d must not be parked.
+func (p *IdleParker) unregister(d *pipeDir) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if d.slot < 0 || int(d.slot) >= len(p.slots) || p.slots[d.slot] != d {
+		return
+	}
+	p.slots[d.slot] = nil
+	p.free = append(p.free, d.slot)
+	d.slot = -1
+}
+
+// lookup returns the direction of an event token, nil when it is stale.
+func (p *IdleParker) lookup(slot, gen int32) *pipeDir {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if slot < 0 || int(slot) >= len(p.slots) {
+		return nil
+	}
+	if d := p.slots[slot]; d != nil && d.gen == gen {
+		return d
+	}
+	return nil
+}
+
+// registered copies the registered directions; p.mu must be held.
+func (p *IdleParker) registered() []*pipeDir {
+	dirs := make([]*pipeDir, 0, len(p.slots)-len(p.free))
+	for _, d := range p.slots {
+		if d != nil {
+			dirs = append(dirs, d)
+		}
+	}
+	return dirs
+}
+
+// sweepLoop runs sweep every half park time until Close.
+func (p *IdleParker) sweepLoop() {
+	defer p.wg.Done()
+	t := time.NewTicker(p.after / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+			p.sweep()
+		}
+	}
+}
+
+// longAgo is a read deadline in the past: setting it wakes a goroutine waiting to read.
+var longAgo = time.Unix(1, 0)
+
+// sweep asks directions that moved nothing for two sweeps (at least the park time) to park,
+// and wakes parked directions whose socket was closed behind the pipe's back (a closed fd
+// leaves the epoll set silently, so no event would ever come).
+func (p *IdleParker) sweep() {
+	p.mu.Lock()
+	dirs := p.registered()
+	p.mu.Unlock()
+	for _, d := range dirs {
+		switch d.state.Load() {
+		case dirRunning:
+			if a := d.activity.Load(); a != d.seen {
+				d.seen, d.idleSweeps = a, 0
+				continue
+			}
+			d.idleSweeps++
+			if d.idleSweeps < 2 || d.s.halfClosed.Load() || d.parkReq.Load() {
+				continue
+			}
+			d.parkReq.Store(true)
+			_ = d.srcTCP.SetReadDeadline(longAgo)
+		case dirParked:
+			if err := d.rc.Control(func(uintptr) {}); err != nil {
+				d.wake() // closed: the resumed copy reports it
+			}
+		}
+	}
+}
+
+// Direction states.
+const (
+	dirRunning int32 = iota // a goroutine owns the direction
+	dirParked               // no goroutine; the socket is armed in the parker's epoll set
+)
+
+// pipeDir is one direction of a Pipe, resumable after parking.
+type pipeDir struct {
+	s        *pipeState
+	dir      Direction
+	src, dst net.Conn
+
+	// Set when the direction first reaches the bare source socket, if a parker is used.
+	parker *IdleParker
+	srcTCP *net.TCPConn
+	rc     syscall.RawConn
+	slot   int32
+	gen    int32
+
+	state    atomic.Int32
+	parkReq  atomic.Bool   // the sweeper set a past read deadline to make it park
+	activity atomic.Uint32 // chunks moved; the sweeper compares it across sweeps
+	armMu    sync.Mutex    // serializes arming the epoll registration
+	armed    bool          // registered in the epoll set (then MOD re-arms it)
+
+	seen       uint32 // sweeper only: activity at the previous sweep
+	idleSweeps int    // sweeper only: sweeps without activity
+}
+
+// attach makes d parkable once it reads the bare socket src (called on every copy entry;
+// only the first call registers).
+func (d *pipeDir) attach(src *net.TCPConn) {
+	p := d.s.opt.Parker
+	if p == nil || d.parker != nil || !p.poller.ok() {
+		return
+	}
+	rc, err := src.SyscallConn()
+	if err != nil {
+		return
+	}
+	d.srcTCP, d.rc = src, rc
+	if p.register(d) {
+		d.parker = p
+	}
+}
+
+// waitError turns the error of a wait for readability into errParked when it is the
+// sweeper's wake-up call rather than a real deadline.
+func (d *pipeDir) waitError(err error) error {
+	if d.parker != nil && d.parkReq.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
+		return errParked
+	}
+	return err
+}
+
+// park parks the direction after a wake-up call from the sweeper. It reports true when
+// the goroutine must return (the direction is parked, or already resumed by another
+// goroutine), false when it must go on copying itself.
+func (d *pipeDir) park() bool {
+	s := d.s
+	// Clear the sweeper's past deadline first, so the resumed copy can read.
+	if err := d.srcTCP.SetReadDeadline(time.Time{}); err != nil {
+		d.parkReq.Store(false)
+		return false // closed: the copy reports it
+	}
+	d.parkReq.Store(false)
+	if s.halfClosed.Load() {
+		// Half-closed in the meantime: its timeout lives in the read deadline, which
+		// only works for a waiting goroutine.
+		_ = d.srcTCP.SetReadDeadline(time.Now().Add(s.opt.HalfCloseTimeout))
+		return false
+	}
+	d.state.Store(dirParked)
+	d.parker.parked.Add(1)
+	d.armMu.Lock()
+	err := d.parker.poller.arm(d)
+	d.armMu.Unlock()
+	if err != nil {
+		return !d.resumeSelf() // could not arm: keep copying in this goroutine
+	}
+	// A half-close or a close that happened while arming may have missed this direction
+	// (it was not parked yet when they looked): look again.
+	if s.halfClosed.Load() || s.stopping.Load() {
+		return !d.resumeSelf()
+	}
+	return true
+}
+
+// resumeSelf takes a parked direction back for the calling goroutine; false means another
+// goroutine resumed it first.
+func (d *pipeDir) resumeSelf() bool {
+	if !d.state.CompareAndSwap(dirParked, dirRunning) {
+		return false
+	}
+	d.parker.parked.Add(-1)
+	if d.s.halfClosed.Load() {
+		_ = d.srcTCP.SetReadDeadline(time.Now().Add(d.s.opt.HalfCloseTimeout))
+	}
+	return true
+}
+
+// wake resumes a parked direction in a new goroutine; it does nothing to a running one.
+func (d *pipeDir) wake() {
+	// Only a parked direction passes the CAS, and parking happened after attach set
+	// d.parker: reading it is safe from here on.
+	if !d.state.CompareAndSwap(dirParked, dirRunning) {
+		return
+	}
+	d.parker.parked.Add(-1)
+	if d.s.halfClosed.Load() {
+		_ = d.srcTCP.SetReadDeadline(time.Now().Add(d.s.opt.HalfCloseTimeout))
+	}
+	if d.dir == ClientToBackend {
+		go copyClientToBackend(d)
+	} else {
+		go copyBackendToClient(d)
+	}
+}
