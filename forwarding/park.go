@@ -48,7 +48,7 @@ type IdleParker struct {
 
 	parked atomic.Int64 // directions currently parked
 
-	poller parkPoller   // the epoll set (Linux) or nothing
+	poller parkPoller    // the epoll set (Linux) or nothing
 	stop   chan struct{} // closed by Close: ends the sweeper
 	wg     sync.WaitGroup
 }

@@ -55,7 +55,9 @@ func (pp *parkPoller) close() error {
 
 // parkWaiter wakes the directions whose sockets became ready, until the epoll fd is
 // closed. Its name is what a stack dump shows.
-func parkWaiter(p *IdleParker, rc interface{ Read(func(uintptr) bool) error }) {
+func parkWaiter(p *IdleParker, rc interface {
+	Read(func(uintptr) bool) error
+}) {
 	defer p.wg.Done()
 	var (
 		events [128]unix.EpollEvent
