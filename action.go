@@ -14,21 +14,22 @@ import (
 )
 
 // forward dials the route's target, replays the bytes read for routing and
-// then copies both ways (splicing when both ends are TCP) until done.
-func (p *Proxy) forward(pc *proxiedConn, peek *forwarding.PeekConn, rec *connection.Record, rc *RouteContext) {
+// then copies both ways (splicing when both ends are TCP) until done. With
+// detach, it may hand the connection to a pipe that outlives the calling
+// goroutine (see pipe) and then reports true: the pipe owns pc and rec from
+// then on and finishes them itself.
+func (p *Proxy) forward(pc *proxiedConn, peek *forwarding.PeekConn, rec *connection.Record, rc *RouteContext, detach bool) bool {
 	backend, ok := p.dialBackend(pc, rc, nil)
 	if !ok {
-		return
+		return false
 	}
-	// Pipe closes backend when it is done; this covers the early returns,
-	// and the close ends the target's active-connection count.
-	defer backend.Close()
 	if b := peek.Buffered(); len(b) > 0 {
 		n, err := backend.Write(b)
 		rec.AddIn(n)
 		if err != nil {
 			p.logConn("replaying initial bytes failed", "id", rc.ConnectionID, "err", err)
-			return
+			_ = backend.Close() // ends the target's active-connection count
+			return false
 		}
 		// The replayed bytes are consumed, so the pooled buffer goes back.
 		peek.Discard(n)
@@ -36,7 +37,12 @@ func (p *Proxy) forward(pc *proxiedConn, peek *forwarding.PeekConn, rec *connect
 	// Everything read for routing now sits at the backend: the rest of the
 	// stream is the bare socket, which lets the copier splice.
 	peek.Release()
+	if detach && p.parker != nil {
+		p.pipeDetached(pc, peek.Unwrap(), backend, rec, rc)
+		return true
+	}
 	p.pipe(peek.Unwrap(), backend, rec, rc)
+	return false
 }
 
 // dialBackend connects to one of the route's target hosts and registers
@@ -141,9 +147,31 @@ func (c *leasedConn) Close() error {
 func (c *leasedConn) Unwrap() net.Conn { return c.Conn }
 
 // pipe copies between client and backend until both are done, counting
-// bytes into the connection record.
+// bytes into the connection record. Pipe closes both conns.
 func (p *Proxy) pipe(client, backend net.Conn, rec *connection.Record, rc *RouteContext) {
-	res := forwarding.Pipe(p.baseCtx, client, backend, forwarding.PipeOptions{
+	res := forwarding.Pipe(p.baseCtx, client, backend, p.pipeOptions(rec))
+	p.pipeDone(res, rc)
+}
+
+// pipeDetached is pipe for connections that may sit idle for long: the
+// pipe runs on its own goroutines, which the idle parker takes away while
+// the connection is idle, so the serving goroutine (and its stack) ends
+// now. The pipe counts as a handler until done, so Stop still waits for
+// it; done closes the record and pc as serve would have.
+func (p *Proxy) pipeDetached(pc *proxiedConn, client, backend net.Conn, rec *connection.Record, rc *RouteContext) {
+	p.handlers.Add(1)
+	piped := forwarding.StartPipe(p.baseCtx, client, backend, p.pipeOptions(rec), func(res forwarding.PipeResult) {
+		defer p.handlers.Done()
+		p.pipeDone(res, rc)
+		p.conns.Close(rec)
+		_ = pc.Close()
+	})
+	pc.setPipe(piped)
+}
+
+// pipeOptions counts a pipe's bytes into rec and parks it when idle.
+func (p *Proxy) pipeOptions(rec *connection.Record) forwarding.PipeOptions {
+	return forwarding.PipeOptions{
 		OnData: func(dir forwarding.Direction, n int) {
 			if dir == forwarding.ClientToBackend {
 				rec.AddIn(n)
@@ -152,7 +180,11 @@ func (p *Proxy) pipe(client, backend net.Conn, rec *connection.Record, rc *Route
 			}
 		},
 		HalfCloseTimeout: p.opts.HalfCloseTimeout,
-	})
+		Parker:           p.parker,
+	}
+}
+
+func (p *Proxy) pipeDone(res forwarding.PipeResult, rc *RouteContext) {
 	p.logConn("connection closed", "id", rc.ConnectionID, "route", rc.RouteName,
 		"bytesIn", res.ClientToBackend, "bytesOut", res.BackendToClient, "err", res.Err)
 }

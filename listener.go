@@ -113,7 +113,7 @@ func (p *Proxy) acceptLoop(l *portListener) {
 		p.handlers.Add(1)
 		go func() {
 			defer p.handlers.Done()
-			p.serve(c, l.port)
+			p.serve(c, l.port, true)
 		}()
 	}
 }
@@ -134,7 +134,7 @@ func (p *Proxy) ServeConn(conn net.Conn, port int) error {
 	p.mu.Unlock()
 	defer p.handlers.Done()
 	p.startRunner()
-	p.serve(conn, port)
+	p.serve(conn, port, false)
 	return nil
 }
 

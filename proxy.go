@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 
 	"github.com/gosmartproxy/smartproxy/connection"
+	"github.com/gosmartproxy/smartproxy/forwarding"
 )
 
 // ErrStopped is returned by Start, ServeConn and UpdateRoutes after Stop.
@@ -80,6 +81,9 @@ type Proxy struct {
 	cancelBase context.CancelFunc
 	runOnce    sync.Once
 	runCancel  context.CancelFunc
+	// parker parks idle forwarded connections (Options.IdleParkAfter);
+	// set by startRunner, nil when parking is off or unavailable.
+	parker *forwarding.IdleParker
 	runDone    chan struct{}
 
 	mu        sync.Mutex // guards the fields below
@@ -208,10 +212,22 @@ func (p *Proxy) Start(ctx context.Context) error {
 // startRunner starts the connection manager's sweeper once.
 func (p *Proxy) startRunner() {
 	p.runOnce.Do(func() {
+		if p.opts.IdleParkAfter >= 0 {
+			pk, err := forwarding.NewIdleParker(p.opts.IdleParkAfter)
+			if err != nil {
+				p.log.Warn("idle connections will not be parked", "err", err)
+			} else {
+				p.parker = pk
+			}
+		}
 		ctx, cancel := context.WithCancel(context.Background())
 		p.runCancel = cancel
 		go func() {
 			defer close(p.runDone)
+			if p.parker != nil {
+				// Stop cancels ctx once every connection has ended.
+				defer p.parker.Close()
+			}
 			var wg sync.WaitGroup
 			wg.Go(func() { p.rejects.run(ctx) }) // summarises the tail of a burst
 			wg.Go(func() { p.runTicketRotation(ctx) })

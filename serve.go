@@ -22,6 +22,7 @@ type proxiedConn struct {
 
 	mu      sync.Mutex
 	backend net.Conn
+	pipe    *forwarding.Piped // set when a detached pipe runs the data phase
 	closed  bool
 }
 
@@ -37,7 +38,20 @@ func (pc *proxiedConn) Close() error {
 	if pc.backend != nil {
 		_ = pc.backend.Close()
 	}
+	if pc.pipe != nil {
+		_ = pc.pipe.Close() // a parked pipe learns of the close at once
+	}
 	return err
+}
+
+// setPipe registers the detached pipe that now runs the connection.
+func (pc *proxiedConn) setPipe(pp *forwarding.Piped) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	pc.pipe = pp
+	if pc.closed {
+		_ = pp.Close()
+	}
 }
 
 // setBackend registers the dialed backend; it reports false (and closes
@@ -69,18 +83,29 @@ func clientAddrOf(conn net.Conn) netip.AddrPort {
 }
 
 // serve runs one connection from accept to close: admission, routing,
-// security, then the route's action.
-func (p *Proxy) serve(conn net.Conn, port int) {
+// security, then the route's action. With detach, a forwarded connection
+// may outlive serve: its pipe then owns the connection and closes it (see
+// Proxy.forward).
+func (p *Proxy) serve(conn net.Conn, port int, detach bool) {
 	client := clientAddrOf(conn)
 	pc := &proxiedConn{client: conn, initialDeadline: time.Now().Add(p.opts.InitialDataTimeout)}
-	defer pc.Close()
+	detached := false
+	defer func() {
+		if !detached {
+			_ = pc.Close()
+		}
+	}()
 
 	rec, err := p.conns.Open(client, port, pc)
 	if err != nil {
 		p.reject(client, port, "", err)
 		return
 	}
-	defer p.conns.Close(rec)
+	defer func() {
+		if !detached {
+			p.conns.Close(rec)
+		}
+	}()
 	// A connection accepted just before Stop closed the listeners can be
 	// admitted only after Stop, past its deadline, closed every connection
 	// it knew of; nothing would ever close this one and Stop would wait on
@@ -160,7 +185,7 @@ func (p *Proxy) serve(conn net.Conn, port int) {
 	case route.state.tls != nil:
 		p.terminate(pc, peek, rec, rc)
 	case route.Action.Type == ActionForward:
-		p.forward(pc, peek, rec, rc)
+		detached = p.forward(pc, peek, rec, rc, detach)
 	case route.Action.Type == ActionSocketHandler:
 		p.runHandler(peek, rec, rc)
 	}
