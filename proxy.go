@@ -83,8 +83,8 @@ type Proxy struct {
 	runCancel  context.CancelFunc
 	// parker parks idle forwarded connections (Options.IdleParkAfter);
 	// set by startRunner, nil when parking is off or unavailable.
-	parker *forwarding.IdleParker
-	runDone    chan struct{}
+	parker  *forwarding.IdleParker
+	runDone chan struct{}
 
 	mu        sync.Mutex // guards the fields below
 	listeners map[int]*portListener
