@@ -213,7 +213,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 func (p *Proxy) startRunner() {
 	p.runOnce.Do(func() {
 		if p.opts.IdleParkAfter >= 0 {
-			pk, err := forwarding.NewIdleParker(p.opts.IdleParkAfter)
+			pk, err := forwarding.NewIdleParker(p.opts.IdleParkAfter, 0)
 			if err != nil {
 				p.log.Warn("idle connections will not be parked", "err", err)
 			} else {

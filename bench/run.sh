@@ -6,11 +6,13 @@
 # every byte verified. See bench/README.md.
 #
 #   bench/run.sh [--quick] [--only SCENARIO] [--rounds N] [--out DIR] [--no-install]
-#   env: IDLE_N (idle-rss connections, default 9000), MAX_CONNS (maxconns stop, default fd limit - 100)
+#   env: IDLE_N (idle-rss connections, default 9000), IDLE_SETTLE (idle time before the
+#   idle-rss sample, default 3s), MAX_CONNS (maxconns stop, default fd limit - 100)
 #
 # Scenarios: bulk connrate sni tlsterm (= tlsterm-full + tlsterm-resume) http idle-rss maxconns
 set -euo pipefail
 
+IDLE_SETTLE="${IDLE_SETTLE:-3s}"
 QUICK=0 ONLY="" ROUNDS="" OUT="" INSTALL=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -281,7 +283,7 @@ args_for() {
     sni) echo "-c $CONC -duration $DUR -warmup $WARM -sni echo.bench.test -ca $CERT" ;;
     tlsterm-*) echo "-c $CONC -duration $DUR -warmup $WARM -sni term.bench.test -ca $CERT" ;;
     http) echo "-c $HTTP_CONC -duration $DUR -warmup $WARM" ;;
-    idle-rss) echo "-n $IDLE_N" ;;
+    idle-rss) echo "-n $IDLE_N -settle $IDLE_SETTLE" ;;
     maxconns) echo "-max $MAX_CONNS" ;;
   esac
 }

@@ -80,7 +80,7 @@ func (s *pipeState) bufferCopy(d *pipeDir, srcTCP *net.TCPConn) (int64, error) {
 	var (
 		total int64
 		bp    *[]byte
-		wait  = newReadWaiter(srcTCP)
+		wait  = newReadWaiter(srcTCP, d)
 	)
 	dir, src, dst := d.dir, d.src, d.dst
 	defer func() {

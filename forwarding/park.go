@@ -14,6 +14,10 @@ import (
 // NewIdleParker is given 0.
 const DefaultParkAfter = time.Second
 
+// DefaultMaxWaiting is the number of directions an IdleParker lets wait for data in
+// goroutines when NewIdleParker is given 0.
+const DefaultMaxWaiting = 1024
+
 // errParked is returned by a direction's copy loop when the sweeper asked it to park.
 var errParked = errors.New("forwarding: direction parked")
 
@@ -29,6 +33,14 @@ var errParked = errors.New("forwarding: direction parked")
 // the pipe is closed, a new goroutine picks the direction up where it stopped. A parked
 // connection costs its sockets and a few hundred bytes of bookkeeping.
 //
+// Parking after an idle time keeps the cost of parking (an epoll_ctl, and a goroutine
+// start when data comes) away from short exchanges. But a burst of connections that go idle
+// together would still reach a goroutine each first, and the Go runtime keeps the memory of
+// ended goroutines for reuse. So the parker also bounds how many directions may wait in
+// goroutines at all: once maxWaiting directions wait, a direction that finds no data parks
+// at once, as an event loop would. Memory then follows the number of busy connections, not
+// the number of open ones.
+//
 // Only directions that read a bare TCP socket park (splice or the buffered copy of a TCP
 // source); a direction that has been half-closed never parks, since its half-close timeout
 // needs the read deadline. On systems other than Linux an IdleParker never parks.
@@ -38,7 +50,9 @@ var errParked = errors.New("forwarding: direction parked")
 // The zero IdleParker is not usable; make one with NewIdleParker and Close it once the pipes
 // using it have ended.
 type IdleParker struct {
-	after time.Duration
+	after      time.Duration
+	maxWaiting int64
+	waiting    atomic.Int64 // directions waiting for data in a goroutine
 
 	mu     sync.Mutex
 	closed bool
@@ -54,16 +68,21 @@ type IdleParker struct {
 }
 
 // NewIdleParker starts a parker that parks directions idle for at least after (0 means
-// DefaultParkAfter); they are parked within 1.5 × after of their last data. It starts two
-// goroutines (the epoll waiter and the sweeper), which Close ends.
-func NewIdleParker(after time.Duration) (*IdleParker, error) {
-	if after < 0 {
-		return nil, errors.New("forwarding: negative park time")
+// DefaultParkAfter); they are parked within 1.5 × after of their last data. Beyond
+// maxWaiting directions waiting in goroutines (0 means DefaultMaxWaiting), directions park
+// as soon as they find no data. It starts two goroutines (the epoll waiter and the sweeper),
+// which Close ends.
+func NewIdleParker(after time.Duration, maxWaiting int) (*IdleParker, error) {
+	if after < 0 || maxWaiting < 0 {
+		return nil, errors.New("forwarding: negative park time or waiting limit")
 	}
 	if after == 0 {
 		after = DefaultParkAfter
 	}
-	p := &IdleParker{after: after, stop: make(chan struct{})}
+	if maxWaiting == 0 {
+		maxWaiting = DefaultMaxWaiting
+	}
+	p := &IdleParker{after: after, maxWaiting: int64(maxWaiting), stop: make(chan struct{})}
 	if err := p.poller.open(p); err != nil {
 		return nil, err
 	}
@@ -223,6 +242,7 @@ type pipeDir struct {
 	activity atomic.Uint32 // chunks moved; the sweeper compares it across sweeps
 	armMu    sync.Mutex    // serializes arming the epoll registration
 	armed    bool          // registered in the epoll set (then MOD re-arms it)
+	waiting  bool          // counted in parker.waiting; only the running goroutine uses it
 
 	seen       uint32 // sweeper only: activity at the previous sweep
 	idleSweeps int    // sweeper only: sweeps without activity
@@ -246,12 +266,37 @@ func (d *pipeDir) attach(src *net.TCPConn) {
 }
 
 // waitError turns the error of a wait for readability into errParked when it is the
-// sweeper's wake-up call rather than a real deadline.
+// sweeper's wake-up call (or a park decided by beginWait) rather than a real deadline.
 func (d *pipeDir) waitError(err error) error {
-	if d.parker != nil && d.parkReq.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
+	d.endWait()
+	if err == errParked || d.parker != nil && d.parkReq.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
 		return errParked
 	}
 	return err
+}
+
+// beginWait (nil d: no parking) is called by a copy loop that found no data and is about to wait for it in the
+// netpoller. It reports false when the direction should park at once instead, because too
+// many directions wait in goroutines already.
+func (d *pipeDir) beginWait() bool {
+	if d == nil || d.parker == nil || d.waiting {
+		return true
+	}
+	p := d.parker
+	if p.waiting.Load() >= p.maxWaiting && !d.s.halfClosed.Load() {
+		return false
+	}
+	d.waiting = true
+	p.waiting.Add(1)
+	return true
+}
+
+// endWait ends the wait counted by beginWait (the socket became ready or the wait failed).
+func (d *pipeDir) endWait() {
+	if d != nil && d.waiting {
+		d.waiting = false
+		d.parker.waiting.Add(-1)
+	}
 }
 
 // park parks the direction after a wake-up call from the sweeper. It reports true when

@@ -18,7 +18,7 @@ import (
 // testParker returns a parker with a short idle time, closed at the end of the test.
 func testParker(t *testing.T) *IdleParker {
 	t.Helper()
-	p, err := NewIdleParker(60 * time.Millisecond)
+	p, err := NewIdleParker(60*time.Millisecond, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,5 +252,41 @@ func (p *asyncPipe) wait(t testing.TB, d time.Duration) PipeResult {
 	case <-time.After(d):
 		t.Fatalf("pipe did not end within %v", d)
 		return PipeResult{}
+	}
+}
+
+// Beyond maxWaiting directions waiting in goroutines, a direction that finds no data parks
+// at once, long before the idle time: goroutines follow the busy connections.
+func TestParkerMaxWaitingParksAtOnce(t *testing.T) {
+	pk, err := NewIdleParker(time.Hour, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pk.Close()
+	const n = 5
+	pipes := make([]*asyncPipe, n)
+	for i := range pipes {
+		pipes[i] = startAsyncPipe(t, context.Background(), PipeOptions{Parker: pk})
+	}
+	for round := range 3 {
+		for _, p := range pipes {
+			echoOnce(t, p.client, p.backend, "up")
+			echoOnce(t, p.backend, p.client, "down")
+		}
+		waitParked(t, pk, 2*n-2)
+		if w := pk.waiting.Load(); w != 2 {
+			t.Fatalf("round %d: %d directions waiting in goroutines, want 2", round, w)
+		}
+	}
+	for _, p := range pipes {
+		p.client.Close()
+		p.backend.Close()
+		if r := p.wait(t, 5*time.Second); r.ClientToBackend != 6 || r.BackendToClient != 12 {
+			t.Fatalf("result %+v", r)
+		}
+	}
+	waitParked(t, pk, 0)
+	if w := pk.waiting.Load(); w != 0 {
+		t.Fatalf("%d directions still counted as waiting", w)
 	}
 }

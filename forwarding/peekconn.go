@@ -86,7 +86,7 @@ func (c *PeekConn) waitReadable() {
 		return
 	}
 	c.releaseIfEmpty()
-	if w := newReadWaiter(tc); w != nil {
+	if w := newReadWaiter(tc, nil); w != nil {
 		_ = w.wait()
 	}
 }

@@ -115,6 +115,7 @@ func spliceCopy(d *pipeDir, src, dst *net.TCPConn) (int64, bool, error) {
 	// The callbacks are built once: a closure passed to RawConn escapes, so building them
 	// inside the loop would allocate per chunk.
 	fill := func(fd uintptr) bool {
+		d.endWait()
 		if !held {
 			if p, serr = getPipe(); serr != nil {
 				return true
@@ -132,6 +133,10 @@ func spliceCopy(d *pipeDir, src, dst *net.TCPConn) (int64, bool, error) {
 			serr = nil
 			putPipe(p, true)
 			held = false
+			if !d.beginWait() {
+				serr = errParked
+				return true
+			}
 			return false
 		}
 		return true
@@ -166,6 +171,9 @@ func spliceCopy(d *pipeDir, src, dst *net.TCPConn) (int64, bool, error) {
 		if err := rc.Read(fill); err != nil {
 			return total, true, d.waitError(err)
 		}
+		if serr == errParked {
+			return total, true, errParked
+		}
 		if serr != nil {
 			return total, true, spliceError(serr)
 		}
@@ -197,9 +205,10 @@ type readWaiter struct {
 	rc   syscall.RawConn
 	peek [1]byte
 	poll func(fd uintptr) bool
+	park bool // set by poll: park instead of waiting
 }
 
-func newReadWaiter(c *net.TCPConn) *readWaiter {
+func newReadWaiter(c *net.TCPConn, d *pipeDir) *readWaiter {
 	if c == nil {
 		return nil
 	}
@@ -209,11 +218,29 @@ func newReadWaiter(c *net.TCPConn) *readWaiter {
 	}
 	w := &readWaiter{rc: rc}
 	w.poll = func(fd uintptr) bool {
+		d.endWait()
 		_, _, err := unix.Recvfrom(int(fd), w.peek[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		return err != unix.EAGAIN // anything else is for the following Read to report
+		if err == unix.EAGAIN {
+			if !d.beginWait() {
+				w.park = true
+				return true
+			}
+			return false
+		}
+		return true // anything else is for the following Read to report
 	}
 	return w
 }
 
-// wait blocks until the socket is readable or its read deadline passes.
-func (w *readWaiter) wait() error { return w.rc.Read(w.poll) }
+// wait blocks until the socket is readable or its read deadline passes. It returns
+// errParked when the direction should park instead of waiting.
+func (w *readWaiter) wait() error {
+	w.park = false
+	if err := w.rc.Read(w.poll); err != nil {
+		return err
+	}
+	if w.park {
+		return errParked
+	}
+	return nil
+}

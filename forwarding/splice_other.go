@@ -12,6 +12,6 @@ func spliceCopy(*pipeDir, *net.TCPConn, *net.TCPConn) (int64, bool, error) {
 // readWaiter is Linux-only; a nil waiter makes bufferCopy hold its buffer while waiting.
 type readWaiter struct{}
 
-func newReadWaiter(*net.TCPConn) *readWaiter { return nil }
+func newReadWaiter(*net.TCPConn, *pipeDir) *readWaiter { return nil }
 
 func (*readWaiter) wait() error { return nil }

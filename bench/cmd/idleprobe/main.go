@@ -26,11 +26,14 @@ func main() {
 	backend := flag.String("backend", "127.0.0.1:19004", "echo backend")
 	n := flag.Int("n", 4000, "idle connections (proxy and client share this process's fds: 3 per conn)")
 	port := flag.Int("port", 18099, "proxy port")
+	park := flag.Duration("park", 0, "Options.IdleParkAfter (0: the default, negative: no parking)")
+	settle := flag.Duration("settle", 2*time.Second, "idle time before measuring (parking needs 1-1.5x the park time)")
 	flag.Parse()
 	routes := []smartproxy.Route{smartproxy.NewRoute("idle").Ports(*port).ForwardTo(*backend).Route()}
 	p, err := smartproxy.New(smartproxy.Options{
 		Routes: routes, ListenAddress: "127.0.0.1", MaxConnectionsPerIP: -1, ConnectionRateLimitPerMinute: -1,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		IdleParkAfter: *park,
 	})
 	if err != nil {
 		log.Fatal(err)
@@ -57,7 +60,7 @@ func main() {
 		}
 		conns = append(conns, c)
 	}
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(*settle)
 	after := snapshot()
 	per := func(a, b uint64) float64 { return (float64(b) - float64(a)) / float64(*n) / 1024 }
 	fmt.Printf("idle proxied conns: %d (client conns live in this process too: their share is a small heap object each)\n", *n)

@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/gosmartproxy/smartproxy"
@@ -48,6 +49,13 @@ func main() {
 	if err := p.Start(context.Background()); err != nil {
 		log.Fatal(err)
 	}
+	// /debug/freeos returns every free page to the OS (a GC, then a full
+	// scavenge): RSS after it is the floor of what the proxy holds, which
+	// tells memory in use from memory the runtime has not given back yet.
+	http.HandleFunc("/debug/freeos", func(w http.ResponseWriter, _ *http.Request) {
+		debug.FreeOSMemory()
+		_, _ = w.Write([]byte("ok\n"))
+	})
 	go func() { log.Fatal(http.ListenAndServe(*pprofAddr, nil)) }()
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
