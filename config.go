@@ -28,6 +28,7 @@ type Config struct {
 	GracefulShutdownTimeout       *Millis                       `json:"gracefulShutdownTimeout,omitempty"`
 	ConnectionTimeout             *Millis                       `json:"connectionTimeout,omitempty"`
 	HalfCloseTimeout              *Millis                       `json:"halfCloseTimeout,omitempty"`
+	IdleParkAfter                 *Millis                       `json:"idleParkAfter,omitempty"`
 	KeepAliveTreatment            connection.KeepAliveTreatment `json:"keepAliveTreatment,omitempty"`
 	KeepAliveInactivityMultiplier float64                       `json:"keepAliveInactivityMultiplier,omitempty"`
 	MaxConnections                int                           `json:"maxConnections,omitempty"`
@@ -92,6 +93,12 @@ func (c *Config) Options() Options {
 	} {
 		if d.from != nil {
 			*d.to = d.from.Duration()
+		}
+	}
+	if c.IdleParkAfter != nil {
+		o.IdleParkAfter = c.IdleParkAfter.Duration()
+		if o.IdleParkAfter == 0 {
+			o.IdleParkAfter = -1 // the file says 0 for "never park"
 		}
 	}
 	return o

@@ -174,3 +174,17 @@ func TestParseConfigHTTPFields(t *testing.T) {
 	_, err = New(c.Options())
 	require.NoError(t, err)
 }
+
+// idleParkAfter: absent means the default, a number of ms sets it, 0 turns
+// parking off (Options takes a negative value for that).
+func TestParseConfigIdleParkAfter(t *testing.T) {
+	for doc, want := range map[string]time.Duration{
+		`{"routes":[]}`:                     0,
+		`{"routes":[],"idleParkAfter":250}`: 250 * time.Millisecond,
+		`{"routes":[],"idleParkAfter":0}`:   -1,
+	} {
+		c, err := ParseConfig([]byte(doc), false)
+		require.NoError(t, err, doc)
+		require.Equal(t, want, c.Options().IdleParkAfter, doc)
+	}
+}
