@@ -42,10 +42,11 @@ type result struct {
 }
 
 var scenarioOrder = []string{"bulk", "connrate", "sni", "tlsterm-full", "tlsterm-resume", "http", "idle-rss", "maxconns"}
-var targetOrder = []string{"direct", "smartproxy", "haproxy", "nginx"}
+var targetOrder = []string{"direct", "smartproxy", "haproxy", "haproxy-splice", "nginx"}
 
-// peers are the targets "best peer" is taken from.
-var peers = map[string]bool{"haproxy": true, "nginx": true}
+// peers are the targets "best peer" is taken from. haproxy-splice (HAProxy
+// with option splice-auto) runs in bulk only.
+var peers = map[string]bool{"haproxy": true, "haproxy-splice": true, "nginx": true}
 
 var titles = map[string]string{
 	"bulk":           "bulk: 4 streams echoed through the proxy (Gbit/s of payload, one way)",
