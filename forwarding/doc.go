@@ -5,6 +5,8 @@
 // Pipe is built for many mostly idle connections: between TCP sockets on Linux it splices
 // through kernel pipes taken from a small bounded free list only while data flows, so an
 // idle proxied connection holds neither a pipe (two file descriptors) nor a user-space
-// buffer, only its goroutines. The ClientHello parser allocates nothing for the common
+// buffer, only its goroutines; with an IdleParker (PipeOptions.Parker) not even those: an
+// idle direction parks its socket in the parker's epoll set and its goroutine ends until
+// data comes. StartPipe runs a pipe without holding the caller's goroutine. The ClientHello parser allocates nothing for the common
 // single-record hello and bounds-checks every length, since its input is attacker-controlled.
 package forwarding

@@ -1,9 +1,11 @@
 package forwarding_test
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 
 	"github.com/gosmartproxy/smartproxy/forwarding"
@@ -44,4 +46,55 @@ func ExampleParseClientHello() {
 	<-done
 	fmt.Println(string(info.ServerName), info.MaxVersion == tls.VersionTLS13)
 	// Output: www.example.org true
+}
+
+// A TCP proxy that serves many mostly idle connections starts each pipe with StartPipe and
+// an IdleParker: the accepting goroutine is free at once, and a connection that goes quiet
+// keeps no goroutine at all until data comes.
+func ExampleStartPipe() {
+	parker, err := forwarding.NewIdleParker(0, 0) // park after 1 s of silence
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer parker.Close() // after the pipes have ended
+
+	backendLn, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer backendLn.Close()
+	go func() { // an echo backend
+		c, err := backendLn.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = io.Copy(c, c)
+	}()
+	proxyLn, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer proxyLn.Close()
+	ended := make(chan forwarding.PipeResult, 1)
+	go func() {
+		client, err := proxyLn.Accept()
+		if err != nil {
+			return
+		}
+		backend, err := net.Dial("tcp", backendLn.Addr().String())
+		if err != nil {
+			client.Close()
+			return
+		}
+		forwarding.StartPipe(context.Background(), client, backend,
+			forwarding.PipeOptions{Parker: parker},
+			func(r forwarding.PipeResult) { ended <- r })
+	}()
+
+	c, _ := net.Dial("tcp", proxyLn.Addr().String())
+	_, _ = c.Write([]byte("ping"))
+	reply := make([]byte, 4)
+	_, _ = io.ReadFull(c, reply)
+	c.(*net.TCPConn).CloseWrite() // the echo backend sees EOF and closes
+	_, _ = io.Copy(io.Discard, c)
+	c.Close()
+	r := <-ended
+	fmt.Println(string(reply), r.ClientToBackend, r.BackendToClient, r.Err)
+	// Output: ping 4 4 <nil>
 }
