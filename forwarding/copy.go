@@ -1,6 +1,7 @@
 package forwarding
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -10,10 +11,37 @@ import (
 // copyBufSize is the chunk size of the user-space fallback copy.
 const copyBufSize = 32 << 10
 
-var copyBufPool = sync.Pool{New: func() any {
-	b := make([]byte, copyBufSize)
-	return &b
-}}
+// tlsBufSize is the chunk size when reading a *tls.Conn: one Read returns at most one
+// record's plaintext (16 KiB), so a bigger buffer would only be held, never filled. A
+// terminated connection waits in Read holding its buffer, so this halves what an idle one
+// pins.
+const tlsBufSize = 16 << 10
+
+var (
+	copyBufPool = sync.Pool{New: func() any {
+		b := make([]byte, copyBufSize)
+		return &b
+	}}
+	tlsBufPool = sync.Pool{New: func() any {
+		b := make([]byte, tlsBufSize)
+		return &b
+	}}
+)
+
+// bufPoolFor picks the buffer pool for reading src.
+func bufPoolFor(src net.Conn) *sync.Pool {
+	for range maxUnwrap {
+		switch v := src.(type) {
+		case *tls.Conn:
+			return &tlsBufPool
+		case interface{ Unwrap() net.Conn }:
+			src = v.Unwrap()
+		default:
+			return &copyBufPool
+		}
+	}
+	return &copyBufPool
+}
 
 // maxUnwrap bounds how many wrapper layers unwrapTCP looks through, so a conn whose Unwrap
 // returns itself cannot loop forever.
@@ -83,15 +111,16 @@ func (s *pipeState) bufferCopy(d *pipeDir, srcTCP *net.TCPConn) (int64, error) {
 		wait  = newReadWaiter(srcTCP, d)
 	)
 	dir, src, dst := d.dir, d.src, d.dst
+	pool := bufPoolFor(src)
 	defer func() {
 		if bp != nil {
-			copyBufPool.Put(bp)
+			pool.Put(bp)
 		}
 	}()
 	for {
 		if wait != nil {
 			if bp != nil {
-				copyBufPool.Put(bp)
+				pool.Put(bp)
 				bp = nil
 			}
 			if err := wait.wait(); err != nil {
@@ -99,7 +128,7 @@ func (s *pipeState) bufferCopy(d *pipeDir, srcTCP *net.TCPConn) (int64, error) {
 			}
 		}
 		if bp == nil {
-			bp = copyBufPool.Get().(*[]byte)
+			bp = pool.Get().(*[]byte)
 		}
 		nr, rerr := src.Read(*bp)
 		if nr > 0 {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -297,5 +298,31 @@ func TestPipeNetPipeFallback(t *testing.T) {
 	}
 	if spliceCount() != before {
 		t.Fatal("splice path taken for net.Pipe")
+	}
+}
+
+// Reading a TLS conn (also beneath a PeekConn) uses 16 KiB buffers, one record's worth;
+// anything else the 32 KiB ones.
+func TestBufPoolFor(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	tc := tls.Server(a, &tls.Config{})
+	for _, tc := range []struct {
+		name string
+		c    net.Conn
+		want *sync.Pool
+	}{
+		{"tls", tc, &tlsBufPool},
+		{"peek over tls", NewPeekConn(tc), &tlsBufPool},
+		{"pipe", a, &copyBufPool},
+		{"peek over pipe", NewPeekConn(a), &copyBufPool},
+	} {
+		if got := bufPoolFor(tc.c); got != tc.want {
+			t.Errorf("%s: wrong pool", tc.name)
+		}
+	}
+	if n := len(*tlsBufPool.Get().(*[]byte)); n != 16<<10 {
+		t.Fatalf("tls buffers are %d bytes", n)
 	}
 }
