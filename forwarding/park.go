@@ -60,6 +60,8 @@ type IdleParker struct {
 	free   []int32    // free slot indices
 	gen    int32      // generation counter for slot reuse
 
+	sweepBuf []*pipeDir // the sweeper's reused snapshot of slots
+
 	parked atomic.Int64 // directions currently parked
 
 	poller parkPoller    // the epoll set (Linux) or nothing
@@ -104,7 +106,7 @@ func (p *IdleParker) Close() error {
 		return nil
 	}
 	p.closed = true
-	dirs := p.registered()
+	dirs := p.registered(nil)
 	p.mu.Unlock()
 	close(p.stop)
 	for _, d := range dirs {
@@ -161,9 +163,9 @@ func (p *IdleParker) lookup(slot, gen int32) *pipeDir {
 	return nil
 }
 
-// registered copies the registered directions; p.mu must be held.
-func (p *IdleParker) registered() []*pipeDir {
-	dirs := make([]*pipeDir, 0, len(p.slots)-len(p.free))
+// registered appends the registered directions to dirs[:0]; p.mu must be held.
+func (p *IdleParker) registered(dirs []*pipeDir) []*pipeDir {
+	dirs = dirs[:0]
 	for _, d := range p.slots {
 		if d != nil {
 			dirs = append(dirs, d)
@@ -195,8 +197,10 @@ var longAgo = time.Unix(1, 0)
 // leaves the epoll set silently, so no event would ever come).
 func (p *IdleParker) sweep() {
 	p.mu.Lock()
-	dirs := p.registered()
+	p.sweepBuf = p.registered(p.sweepBuf)
 	p.mu.Unlock()
+	dirs := p.sweepBuf
+	defer clear(dirs) // do not keep ended pipes reachable until the next sweep
 	for _, d := range dirs {
 		switch d.state.Load() {
 		case dirRunning:
