@@ -29,6 +29,7 @@ type Config struct {
 	ConnectionTimeout             *Millis                       `json:"connectionTimeout,omitempty"`
 	HalfCloseTimeout              *Millis                       `json:"halfCloseTimeout,omitempty"`
 	IdleParkAfter                 *Millis                       `json:"idleParkAfter,omitempty"`
+	IPv6PrefixLen                 int                           `json:"ipv6PrefixLen,omitempty"`
 	KeepAliveTreatment            connection.KeepAliveTreatment `json:"keepAliveTreatment,omitempty"`
 	KeepAliveInactivityMultiplier float64                       `json:"keepAliveInactivityMultiplier,omitempty"`
 	MaxConnections                int                           `json:"maxConnections,omitempty"`
@@ -68,6 +69,7 @@ func (c *Config) Options() Options {
 		KeepAliveTreatment:            c.KeepAliveTreatment,
 		KeepAliveInactivityMultiplier: c.KeepAliveInactivityMultiplier,
 		MaxConnections:                c.MaxConnections,
+		IPv6PrefixLen:                 c.IPv6PrefixLen,
 		MaxConnectionsPerIP:           c.MaxConnectionsPerIP,
 		ConnectionRateLimitPerMinute:  c.ConnectionRateLimitPerMinute,
 		MaxClientHelloBytes:           c.MaxClientHelloBytes,

@@ -1,6 +1,7 @@
 package smartproxy
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -131,4 +132,33 @@ func BenchmarkRateLimitChurn(b *testing.B) {
 		i++
 		l.allowKey(i*0x9e3779b97f4a7c15, now)
 	}
+}
+
+// Keyed by IP, IPv6 clients share a /64's budget by default (as the
+// connection limits do); IPv6PrefixLen 128 gives every address its own.
+func TestRateLimitIPv6Prefix(t *testing.T) {
+	req := httptest.NewRequest("GET", "/", nil)
+	now := time.Now()
+	a1, a2 := netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2")
+	next := netip.MustParseAddr("2001:db8:0:1::1")
+	l := newHTTPRateLimiter(RateLimit{MaxRequests: 1, Window: 60}, 100)
+	ok1, _ := l.allow(req, a1, now)
+	ok2, _ := l.allow(req, a2, now)
+	ok3, _ := l.allow(req, next, now)
+	require.Equal(t, []bool{true, false, true}, []bool{ok1, ok2, ok3})
+
+	l = newHTTPRateLimiter(RateLimit{MaxRequests: 1, Window: 60}, 100)
+	l.v6Bits = 128
+	ok1, _ = l.allow(req, a1, now)
+	ok2, _ = l.allow(req, a2, now)
+	require.Equal(t, []bool{true, true}, []bool{ok1, ok2})
+}
+
+// Options refuses a prefix length IPv6 does not have.
+func TestOptionsIPv6PrefixLen(t *testing.T) {
+	_, err := New(Options{IPv6PrefixLen: 129})
+	require.ErrorContains(t, err, "IPv6PrefixLen must be 1..128")
+	p, err := New(Options{IPv6PrefixLen: 128, Logger: testLogger()})
+	require.NoError(t, err)
+	require.NoError(t, p.Stop(context.Background()))
 }

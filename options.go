@@ -62,6 +62,15 @@ type Options struct {
 	// no deadline of its own. Default 30 s.
 	GracefulShutdownTimeout time.Duration
 
+	// IPv6PrefixLen groups IPv6 clients for every per-IP limit
+	// (maxConnectionsPerIP, connectionRateLimitPerMinute, per route too,
+	// and HTTP rateLimit keyed by IP) and for Metrics.ByIP: one host
+	// usually owns a whole /64, so counting per address would let it
+	// multiply its limits at will. 0 means 64; 128 counts every address.
+	// IPv4 clients are always counted per address. Not in TS SmartProxy,
+	// which counts per address.
+	IPv6PrefixLen int
+
 	// MaxConnections caps concurrent connections proxy-wide; 0 = unlimited.
 	MaxConnections int
 	// MaxConnectionsPerIP caps concurrent connections per client IP.
@@ -172,6 +181,7 @@ func (o *Options) connectionConfig() connection.Config {
 		KeepAliveTreatment:            o.KeepAliveTreatment,
 		KeepAliveInactivityMultiplier: o.KeepAliveInactivityMultiplier,
 		MaxLifetime:                   o.MaxConnectionLifetime,
+		IPv6PrefixLen:                 o.IPv6PrefixLen,
 	}
 }
 
@@ -197,6 +207,9 @@ func (o *Options) validate() error {
 	}
 	if o.MaxClientHelloBytes != 0 && o.MaxClientHelloBytes < minClientHelloBytes {
 		errs = append(errs, fmt.Errorf("MaxClientHelloBytes must be at least %d (post-quantum hellos need it), got %d", minClientHelloBytes, o.MaxClientHelloBytes))
+	}
+	if o.IPv6PrefixLen < 0 || o.IPv6PrefixLen > 128 {
+		errs = append(errs, fmt.Errorf("IPv6PrefixLen must be 1..128 (0 for 64), got %d", o.IPv6PrefixLen))
 	}
 	if o.KeepAliveInactivityMultiplier < 0 {
 		errs = append(errs, fmt.Errorf("KeepAliveInactivityMultiplier must not be negative, got %v", o.KeepAliveInactivityMultiplier))

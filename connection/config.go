@@ -29,6 +29,9 @@ const (
 	DefaultKeepAliveInactivityMultiplier = 6.0
 	DefaultMaxLifetime                   = 24 * time.Hour // 86400000 ms
 	DefaultMaxTrackedIPs                 = 100000
+	// DefaultIPv6PrefixLen groups IPv6 clients per /64 for per-IP limits
+	// (not in TS SmartProxy, which counts per address).
+	DefaultIPv6PrefixLen = 64
 )
 
 // rateWindow is the length of the sliding window used for
@@ -61,6 +64,12 @@ type Config struct {
 	// unlimited. When exceeded, the least recently used entry without active
 	// connections is evicted (losing its rate history).
 	MaxTrackedIPs int
+	// IPv6PrefixLen is how IPv6 clients are grouped for the per-IP limits
+	// (global and per route), the rate limits and ByIP/TopIPs: one host
+	// usually owns a whole /64, so limits per address would let it open
+	// connections from 2^64 of them. 0 => 64; 128 => per address. IPv4
+	// clients are always counted per address.
+	IPv6PrefixLen int
 	// Now is the clock; nil => time.Now. Tests inject a fake clock.
 	Now func() time.Time
 }
@@ -72,6 +81,9 @@ func (c Config) Validate() error {
 	default:
 		return fmt.Errorf("connection: KeepAliveTreatment %q: want %q, %q or %q",
 			c.KeepAliveTreatment, KeepAliveStandard, KeepAliveExtended, KeepAliveImmortal)
+	}
+	if c.IPv6PrefixLen < 0 || c.IPv6PrefixLen > 128 {
+		return fmt.Errorf("connection: IPv6PrefixLen %d: want 1..128 (0 for the default %d)", c.IPv6PrefixLen, DefaultIPv6PrefixLen)
 	}
 	m := c.KeepAliveInactivityMultiplier
 	if math.IsNaN(m) || math.IsInf(m, 0) || m < 0 {
@@ -90,6 +102,7 @@ type settings struct {
 	lifetime    time.Duration
 	maxTracked  int64
 	sweepPeriod time.Duration
+	v6Bits      int // IPv6 clients are keyed per /v6Bits
 }
 
 // resolveLimit applies "0 => default, negative => unlimited (0)".
@@ -121,6 +134,7 @@ func (c Config) resolve() settings {
 		ratePerMin: resolveLimit(c.ConnectionRateLimitPerMinute, DefaultConnectionRateLimitPerMinute),
 		lifetime:   resolveDuration(c.MaxLifetime, DefaultMaxLifetime),
 		maxTracked: int64(resolveLimit(c.MaxTrackedIPs, DefaultMaxTrackedIPs)),
+		v6Bits:     resolveLimit(c.IPv6PrefixLen, DefaultIPv6PrefixLen),
 	}
 	inact := resolveDuration(c.InactivityTimeout, DefaultInactivityTimeout)
 	switch c.KeepAliveTreatment {

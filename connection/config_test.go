@@ -70,11 +70,17 @@ func TestConfigResolve(t *testing.T) {
 				maxTracked: 100000, sweepPeriod: 10 * time.Millisecond}},
 		{"extended overflow means never", Config{KeepAliveTreatment: KeepAliveExtended, KeepAliveInactivityMultiplier: 1e300},
 			settings{maxPerIP: 100, ratePerMin: 300, lifetime: 24 * time.Hour, maxTracked: 100000, sweepPeriod: time.Second}},
+		{"IPv6 per address", Config{IPv6PrefixLen: 128},
+			settings{maxPerIP: 100, ratePerMin: 300, inactivity: 4 * time.Hour, lifetime: 24 * time.Hour, maxTracked: 100000,
+				sweepPeriod: time.Second, v6Bits: 128}},
 		{"immortal", Config{KeepAliveTreatment: KeepAliveImmortal, InactivityTimeout: time.Millisecond},
 			settings{maxPerIP: 100, ratePerMin: 300, lifetime: 24 * time.Hour, maxTracked: 100000, sweepPeriod: time.Second}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if tt.want.v6Bits == 0 {
+				tt.want.v6Bits = DefaultIPv6PrefixLen
+			}
 			if got := tt.cfg.resolve(); got != tt.want {
 				t.Fatalf("resolve() =\n %+v\nwant\n %+v", got, tt.want)
 			}

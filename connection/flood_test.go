@@ -153,6 +153,7 @@ func TestRunPrunes(t *testing.T) {
 
 // tracked reports whether a has a per-IP entry (test helper).
 func (m *Manager) tracked(a netip.Addr) bool {
+	a = m.ipKey(a)
 	s := m.ips.shardFor(a)
 	s.Lock()
 	defer s.Unlock()

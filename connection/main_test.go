@@ -72,7 +72,10 @@ func v4(i int) netip.Addr {
 func v6(i int) netip.Addr {
 	var b [16]byte
 	b[0] = 0xfd
-	b[12], b[13], b[14], b[15] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i)
+	// i goes in the /64 part: IPv6 clients are limited per /64 by default,
+	// so distinct test clients need distinct /64s.
+	b[4], b[5], b[6], b[7] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i)
+	b[15] = 1
 	return netip.AddrFrom16(b)
 }
 

@@ -98,9 +98,10 @@ func (m *Manager) Open(client netip.AddrPort, localPort int, closer io.Closer) (
 	now := m.offset()
 	keepHistory := perIP && m.cfg.ratePerMin > 0
 
-	s := m.ips.shardFor(addr)
+	key := m.ipKey(addr)
+	s := m.ips.shardFor(key)
 	s.Lock()
-	e := getOrCreateIP(s, addr, now)
+	e := getOrCreateIP(s, key, now)
 	rateExceeded := keepHistory &&
 		e.Value.win.hit(now, int64(rateWindow)) > float64(m.cfg.ratePerMin)
 
@@ -205,7 +206,7 @@ func (m *Manager) Close(r *Record) bool {
 		m.leaveRoute(ri, now)
 	}
 
-	s := m.ips.shardFor(r.client.Addr())
+	s := m.ips.shardFor(m.ipKey(r.client.Addr()))
 	s.Lock()
 	e := r.entry
 	e.Value.records.remove(r)
@@ -243,9 +244,10 @@ func (m *Manager) RouteActive(route string) int {
 	return m.routes[route]
 }
 
-// IPActive returns the number of open connections from ip (unmapped first).
+// IPActive returns the number of open connections from ip (unmapped
+// first), that is from its /IPv6PrefixLen for an IPv6 address.
 func (m *Manager) IPActive(ip netip.Addr) int {
-	ip = ip.Unmap()
+	ip = m.ipKey(ip.Unmap())
 	s := m.ips.shardFor(ip)
 	s.Lock()
 	defer s.Unlock()
@@ -269,4 +271,26 @@ func (m *Manager) Records() []RecordInfo {
 	m.ips.forEachRecord(func(r *Record) { out = append(out, r.Info()) })
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
+}
+
+// ipKey is the per-IP table key of a client address: the address itself
+// for IPv4, its /v6Bits prefix (as the masked address) for IPv6.
+func (m *Manager) ipKey(a netip.Addr) netip.Addr {
+	if !a.Is6() || m.cfg.v6Bits >= 128 {
+		return a
+	}
+	p, err := a.Prefix(m.cfg.v6Bits)
+	if err != nil {
+		return a
+	}
+	return p.Addr()
+}
+
+// ipKeyString renders a table key for ByIP and TopIPs: an IPv6 key is
+// shown as its prefix ("2001:db8::/64"), since it stands for all of it.
+func (m *Manager) ipKeyString(a netip.Addr) string {
+	if a.Is6() && m.cfg.v6Bits < 128 {
+		return netip.PrefixFrom(a, m.cfg.v6Bits).String()
+	}
+	return a.String()
 }

@@ -74,7 +74,7 @@ func (m *Manager) Snapshot() Metrics {
 
 	var all []IPCount
 	m.ips.forEachActiveIP(func(a netip.Addr, n int) {
-		all = append(all, IPCount{IP: a.String(), Active: n})
+		all = append(all, IPCount{IP: m.ipKeyString(a), Active: n})
 	})
 	for _, c := range all {
 		s.ByIP[c.IP] = c.Active

@@ -139,7 +139,7 @@ func (m *Manager) admitRoute(route string, addr netip.Addr, maxConns int) error 
 // the per-IP count and the route count move together (lock order: shard,
 // then routeMu; nothing takes them the other way round).
 func (m *Manager) admitRouteIP(route string, addr netip.Addr, now int64, lim RouteLimits, charge bool) (*routeIPEntry, error) {
-	k := routeIPKey{route: route, addr: addr}
+	k := routeIPKey{route: route, addr: m.ipKey(addr)}
 	s := m.rips.Shard(k)
 	s.Lock()
 	e := s.Get(k)
