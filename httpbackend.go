@@ -29,6 +29,10 @@ import (
 // keys its pools on, and the dialer decodes it back. A connection verified
 // for one SNI is therefore never reused for another, and the pooled
 // connections of all SNIs share the transport's MaxIdleConns.
+//
+// Bodyless requests to cleartext HTTP/1.1 backends bypass the transports:
+// h1Client (httpclient1.go) sends them from the handler goroutine, over
+// a pool of its own.
 
 // transportKey is a kind of backend connection.
 type transportKey struct {
@@ -278,7 +282,12 @@ func (bt backendTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 	// synthetic address that RoundTrip gives each attempt (see sniAddr).
 	original := k.tls != nil && k.tls.backendName == "original"
 	hostFromURL := out.Host == "" // the Host header is the target address
-	tr := h.transports.get(k)
+	// Bodyless requests to cleartext HTTP/1.1 backends take the
+	// synchronous client (httpclient1.go); the rest http.Transport.
+	var tr http.RoundTripper = &h.h1
+	if k.proto != "http1" || k.tls != nil || !h1Takes(out) {
+		tr = h.transports.get(k)
+	}
 	var body *watchedBody
 	if out.Body != nil && out.Body != http.NoBody {
 		body = &watchedBody{ReadCloser: out.Body}

@@ -51,6 +51,7 @@ type httpLayer struct {
 
 	conns      sync.Map // net.Conn given to srv -> *httpConn
 	transports transportSet
+	h1         h1Client // bodyless requests to cleartext HTTP/1.1 backends
 	rp         *httputil.ReverseProxy
 }
 
@@ -61,6 +62,7 @@ func newHTTPLayer(p *Proxy) *httpLayer {
 	}
 	h := &httpLayer{p: p, idleTimeout: idle}
 	h.transports.h = h
+	h.h1.h = h
 	h.rp = newReverseProxy(h)
 	return h
 }
@@ -192,6 +194,7 @@ func (h *httpLayer) close() {
 		<-h.serveDone
 	}
 	h.transports.closeIdle()
+	h.h1.closeIdle()
 }
 
 // chanListener is the http.Server's listener: serve() pushes connections.
