@@ -30,6 +30,7 @@ done
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$BENCH_DIR/.." && pwd)"
 OUT="${OUT:-$BENCH_DIR/out/$(date +%Y%m%d-%H%M%S)}"
+OUT="$(realpath -m "$OUT")" # nginx -p and the configs need an absolute path
 mkdir -p "$OUT/bin" "$OUT/logs" "$OUT/cert" "$OUT/nginx"
 RESULTS="$OUT/results.jsonl"
 : >"$RESULTS"
