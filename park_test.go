@@ -35,14 +35,21 @@ func waitParked(t *testing.T, p *Proxy, want int) {
 		"parked %d, want %d", p.parker.Parked(), want)
 }
 
+// startParkingProxy starts a proxy forwarding a port to a backend run by
+// handle, with opts (IdleParkAfter set by the caller) and the route added.
+func startParkingProxy(t *testing.T, handle func(net.Conn), opts Options) (*Proxy, int) {
+	t.Helper()
+	be := startBackend(t, "127.0.0.1:0", handle)
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	opts.Routes = []Route{plainRoute("r", port, be.addr())}
+	return startTestProxy(t, lp, opts), port
+}
+
 // Idle forwarded connections keep no goroutine: neither the serving one
 // nor the copying ones. Traffic resumes them, in order, and they park again.
 func TestIdleForwardedConnectionsPark(t *testing.T) {
-	be := startBackend(t, "127.0.0.1:0", echo)
-	lp := newListenerPool(t)
-	port := lp.port(t)
-	p := startTestProxy(t, lp, Options{
-		Routes:        []Route{plainRoute("r", port, be.addr())},
+	p, port := startParkingProxy(t, echo, Options{
 		IdleParkAfter: 40 * time.Millisecond,
 	})
 	const n = 20
@@ -77,11 +84,7 @@ func TestIdleForwardedConnectionsPark(t *testing.T) {
 // on time, and the records and the parker are left empty.
 func TestParkedConnectionInactivityTimeout(t *testing.T) {
 	const timeout = 300 * time.Millisecond
-	be := startBackend(t, "127.0.0.1:0", echo)
-	lp := newListenerPool(t)
-	port := lp.port(t)
-	p := startTestProxy(t, lp, Options{
-		Routes:            []Route{plainRoute("r", port, be.addr())},
+	p, port := startParkingProxy(t, echo, Options{
 		InactivityTimeout: timeout,
 		IdleParkAfter:     20 * time.Millisecond,
 	})
@@ -100,11 +103,7 @@ func TestParkedConnectionInactivityTimeout(t *testing.T) {
 // Stop waits for parked connections like any other, and cuts them when
 // its context ends; nothing is left behind (the test's goleak check).
 func TestStopWithParkedConnections(t *testing.T) {
-	be := startBackend(t, "127.0.0.1:0", echo)
-	lp := newListenerPool(t)
-	port := lp.port(t)
-	p := startTestProxy(t, lp, Options{
-		Routes:        []Route{plainRoute("r", port, be.addr())},
+	p, port := startParkingProxy(t, echo, Options{
 		IdleParkAfter: 20 * time.Millisecond,
 	})
 	c := dial(t, port)
@@ -122,14 +121,10 @@ func TestStopWithParkedConnections(t *testing.T) {
 // A client that half-closes a parked connection still gets the backend's
 // answer, and the connection ends cleanly.
 func TestParkedConnectionHalfClose(t *testing.T) {
-	be := startBackend(t, "127.0.0.1:0", func(c net.Conn) {
+	p, port := startParkingProxy(t, func(c net.Conn) {
 		b, _ := io.ReadAll(c)
 		_, _ = c.Write(append([]byte("got:"), b...))
-	})
-	lp := newListenerPool(t)
-	port := lp.port(t)
-	p := startTestProxy(t, lp, Options{
-		Routes:        []Route{plainRoute("r", port, be.addr())},
+	}, Options{
 		IdleParkAfter: 20 * time.Millisecond,
 	})
 	c := dial(t, port)

@@ -337,7 +337,8 @@ func (d *pipeDir) park() bool {
 }
 
 // resumeSelf takes a parked direction back for the calling goroutine; false means another
-// goroutine resumed it first.
+// goroutine resumed it first. Only a parked direction passes the CAS, and parking happened
+// after attach set d.parker: using it is safe from there on.
 func (d *pipeDir) resumeSelf() bool {
 	if !d.state.CompareAndSwap(dirParked, dirRunning) {
 		return false
@@ -351,14 +352,8 @@ func (d *pipeDir) resumeSelf() bool {
 
 // wake resumes a parked direction in a new goroutine; it does nothing to a running one.
 func (d *pipeDir) wake() {
-	// Only a parked direction passes the CAS, and parking happened after attach set
-	// d.parker: reading it is safe from here on.
-	if !d.state.CompareAndSwap(dirParked, dirRunning) {
+	if !d.resumeSelf() {
 		return
-	}
-	d.parker.parked.Add(-1)
-	if d.s.halfClosed.Load() {
-		_ = d.srcTCP.SetReadDeadline(time.Now().Add(d.s.opt.HalfCloseTimeout))
 	}
 	if d.dir == ClientToBackend {
 		go copyClientToBackend(d)
