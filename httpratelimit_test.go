@@ -154,10 +154,13 @@ func TestRateLimitIPv6Prefix(t *testing.T) {
 	require.Equal(t, []bool{true, true}, []bool{ok1, ok2})
 }
 
-// Options refuses a prefix length IPv6 does not have.
+// Options refuses a prefix length IPv6 does not have, and a park time the sweeper cannot
+// tick at.
 func TestOptionsIPv6PrefixLen(t *testing.T) {
 	_, err := New(Options{IPv6PrefixLen: 129})
 	require.ErrorContains(t, err, "IPv6PrefixLen must be 1..128")
+	_, err = New(Options{IdleParkAfter: time.Microsecond})
+	require.ErrorContains(t, err, "IdleParkAfter must be at least 1ms")
 	p, err := New(Options{IPv6PrefixLen: 128, Logger: testLogger()})
 	require.NoError(t, err)
 	require.NoError(t, p.Stop(context.Background()))

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gosmartproxy/smartproxy/connection"
+	"github.com/gosmartproxy/smartproxy/forwarding"
 )
 
 // Options configures a Proxy. The zero value of every field means the
@@ -207,6 +208,9 @@ func (o *Options) validate() error {
 	}
 	if o.MaxClientHelloBytes != 0 && o.MaxClientHelloBytes < minClientHelloBytes {
 		errs = append(errs, fmt.Errorf("MaxClientHelloBytes must be at least %d (post-quantum hellos need it), got %d", minClientHelloBytes, o.MaxClientHelloBytes))
+	}
+	if o.IdleParkAfter > 0 && o.IdleParkAfter < forwarding.MinParkAfter {
+		errs = append(errs, fmt.Errorf("IdleParkAfter must be at least %v (or negative: never park), got %v", forwarding.MinParkAfter, o.IdleParkAfter))
 	}
 	if o.IPv6PrefixLen < 0 || o.IPv6PrefixLen > 128 {
 		errs = append(errs, fmt.Errorf("IPv6PrefixLen must be 1..128 (0 for 64), got %d", o.IPv6PrefixLen))

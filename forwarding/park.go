@@ -2,6 +2,7 @@ package forwarding
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"sync"
@@ -13,6 +14,10 @@ import (
 // DefaultParkAfter is the idle time after which an IdleParker parks a direction when
 // NewIdleParker is given 0.
 const DefaultParkAfter = time.Second
+
+// MinParkAfter is the shortest idle time NewIdleParker accepts: the sweeper runs every half
+// of it.
+const MinParkAfter = time.Millisecond
 
 // DefaultMaxWaiting is the number of directions an IdleParker lets wait for data in
 // goroutines when NewIdleParker is given 0.
@@ -78,6 +83,9 @@ func NewIdleParker(after time.Duration, maxWaiting int) (*IdleParker, error) {
 	if after < 0 || maxWaiting < 0 {
 		return nil, errors.New("forwarding: negative park time or waiting limit")
 	}
+	if after > 0 && after < MinParkAfter {
+		return nil, fmt.Errorf("forwarding: park time %v is below the minimum %v", after, MinParkAfter)
+	}
 	if after == 0 {
 		after = DefaultParkAfter
 	}
@@ -108,12 +116,15 @@ func (p *IdleParker) Close() error {
 	p.closed = true
 	dirs := p.registered(nil)
 	p.mu.Unlock()
+	// Close the epoll set first, so that no direction can park again, and let the sweeper
+	// and the waiter end; only then resume what is parked: a direction woken earlier could
+	// have parked again in a set about to close, and never be woken.
+	err := p.poller.close()
 	close(p.stop)
+	p.wg.Wait()
 	for _, d := range dirs {
 		d.wake()
 	}
-	err := p.poller.close()
-	p.wg.Wait()
 	return err
 }
 
@@ -145,9 +156,10 @@ func (p *IdleParker) unregister(d *pipeDir) {
 	if d.slot < 0 || int(d.slot) >= len(p.slots) || p.slots[d.slot] != d {
 		return
 	}
+	// d.slot stays as it is: a goroutine still arming d may read it, and the check
+	// above makes a second unregister a no-op.
 	p.slots[d.slot] = nil
 	p.free = append(p.free, d.slot)
-	d.slot = -1
 }
 
 // lookup returns the direction of an event token, nil when it is stale.
@@ -209,17 +221,29 @@ func (p *IdleParker) sweep() {
 				continue
 			}
 			d.idleSweeps++
-			if d.idleSweeps < 2 || d.s.halfClosed.Load() || d.parkReq.Load() {
-				continue
+			if d.idleSweeps >= 2 {
+				d.requestPark()
 			}
-			d.parkReq.Store(true)
-			_ = d.srcTCP.SetReadDeadline(longAgo)
 		case dirParked:
+			d.idleSweeps = 0 // once woken, it must be idle for the full time again
 			if err := d.rc.Control(func(uintptr) {}); err != nil {
 				d.wake() // closed: the resumed copy reports it
 			}
 		}
 	}
+}
+
+// requestPark wakes a running direction's wait with a past read deadline so that it parks.
+// Under parkMu, so that the request cannot land after park cleared it, or after a
+// half-close armed its own deadline.
+func (d *pipeDir) requestPark() {
+	d.parkMu.Lock()
+	defer d.parkMu.Unlock()
+	if d.state.Load() != dirRunning || d.noPark.Load() || d.parkReq.Load() || d.s.halfClosed.Load() {
+		return
+	}
+	d.parkReq.Store(true)
+	_ = d.srcTCP.SetReadDeadline(longAgo)
 }
 
 // Direction states.
@@ -242,7 +266,9 @@ type pipeDir struct {
 	gen    int32
 
 	state    atomic.Int32
+	parkMu   sync.Mutex    // serializes park requests with park and half-close (see requestPark)
 	parkReq  atomic.Bool   // the sweeper set a past read deadline to make it park
+	noPark   atomic.Bool   // arming failed once: never park again (no busy retry loop)
 	activity atomic.Uint32 // chunks moved; the sweeper compares it across sweeps
 	armMu    sync.Mutex    // serializes arming the epoll registration
 	armed    bool          // registered in the epoll set (then MOD re-arms it)
@@ -273,9 +299,24 @@ func (d *pipeDir) attach(src *net.TCPConn) {
 // sweeper's wake-up call (or a park decided by beginWait) rather than a real deadline.
 func (d *pipeDir) waitError(err error) error {
 	d.endWait()
-	if err == errParked || d.parker != nil && d.parkReq.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
+	if err == errParked {
 		return errParked
 	}
+	if d.parker == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
+	if !d.s.halfClosed.Load() {
+		// With a parker, only the parker sets read deadlines before a half-close: this is
+		// its request (even a late one, whose deadline landed after a park cleared it).
+		return errParked
+	}
+	// Half-closed: the half-close deadline replaced any request's; the error is a
+	// request's only while that deadline is still ahead (park then re-arms it and
+	// carries on instead of parking).
+	if d.parkReq.Load() && time.Now().UnixNano() < d.s.halfDeadline.Load() {
+		return errParked
+	}
+	d.parkReq.Store(false)
 	return err
 }
 
@@ -287,7 +328,7 @@ func (d *pipeDir) beginWait() bool {
 		return true
 	}
 	p := d.parker
-	if p.waiting.Load() >= p.maxWaiting && !d.s.halfClosed.Load() {
+	if p.waiting.Load() >= p.maxWaiting && !d.s.halfClosed.Load() && !d.noPark.Load() {
 		return false
 	}
 	d.waiting = true
@@ -308,25 +349,32 @@ func (d *pipeDir) endWait() {
 // goroutine), false when it must go on copying itself.
 func (d *pipeDir) park() bool {
 	s := d.s
+	d.parkMu.Lock()
 	// Clear the sweeper's past deadline first, so the resumed copy can read.
 	if err := d.srcTCP.SetReadDeadline(time.Time{}); err != nil {
 		d.parkReq.Store(false)
+		d.parkMu.Unlock()
 		return false // closed: the copy reports it
 	}
 	d.parkReq.Store(false)
 	if s.halfClosed.Load() {
 		// Half-closed in the meantime: its timeout lives in the read deadline, which
 		// only works for a waiting goroutine.
-		_ = d.srcTCP.SetReadDeadline(time.Now().Add(s.opt.HalfCloseTimeout))
+		_ = s.armHalfClose(d.srcTCP)
+		d.parkMu.Unlock()
 		return false
 	}
+	d.parker.parked.Add(1) // before the state: a waker's Add(-1) must come after it
 	d.state.Store(dirParked)
-	d.parker.parked.Add(1)
+	d.parkMu.Unlock()
 	d.armMu.Lock()
 	err := d.parker.poller.arm(d)
 	d.armMu.Unlock()
 	if err != nil {
-		return !d.resumeSelf() // could not arm: keep copying in this goroutine
+		// The parker is closed, or epoll refuses (ENOSPC: fs.epoll.max_user_watches):
+		// this direction waits in its goroutine from now on instead of retrying.
+		d.noPark.Store(true)
+		return !d.resumeSelf()
 	}
 	// A half-close or a close that happened while arming may have missed this direction
 	// (it was not parked yet when they looked): look again.
@@ -345,7 +393,7 @@ func (d *pipeDir) resumeSelf() bool {
 	}
 	d.parker.parked.Add(-1)
 	if d.s.halfClosed.Load() {
-		_ = d.srcTCP.SetReadDeadline(time.Now().Add(d.s.opt.HalfCloseTimeout))
+		_ = d.s.armHalfClose(d.srcTCP)
 	}
 	return true
 }

@@ -148,7 +148,10 @@ type pipeState struct {
 	stopping   atomic.Bool  // set before Pipe closes the conns itself
 	halfClosed atomic.Bool  // one direction ended with EOF; the other re-arms its deadline
 	finished   atomic.Int32 // directions that ended with EOF
-	running    atomic.Int32 // directions not ended yet
+	// halfDeadline is when the half-close timeout expires (unix ns): a deadline error
+	// before it was the parker's request, not the timeout.
+	halfDeadline atomic.Int64
+	running      atomic.Int32 // directions not ended yet
 }
 
 // run copies the direction until it ends, parking it when the parker asks; a parked
@@ -210,11 +213,25 @@ func (s *pipeState) end(dir Direction, dst net.Conn, err error) {
 	// The remaining direction reads from dst. Bound its idleness from now on; it re-arms
 	// the deadline after each chunk (see moved). A parked remaining direction is woken so
 	// that it waits where the deadline works.
+	// Under the other direction's parkMu, so that the sweeper, which checks halfClosed
+	// under it, asks for no park from now on.
+	other := &s.dirs[1-dir]
+	other.parkMu.Lock()
 	s.halfClosed.Store(true)
-	if err := dst.SetReadDeadline(time.Now().Add(s.opt.HalfCloseTimeout)); err != nil {
-		s.fail(fmt.Errorf("forwarding: %s: arming half-close timeout: %w", dir, err))
+	derr := s.armHalfClose(dst)
+	other.parkMu.Unlock()
+	if derr != nil {
+		s.fail(fmt.Errorf("forwarding: %s: arming half-close timeout: %w", dir, derr))
 	}
-	s.dirs[1-dir].wake()
+	other.wake()
+}
+
+// armHalfClose (re)starts the half-close timeout on src, the source of the remaining
+// direction, and notes when it expires (see pipeDir.waitError).
+func (s *pipeState) armHalfClose(src net.Conn) error {
+	at := time.Now().Add(s.opt.HalfCloseTimeout)
+	s.halfDeadline.Store(at.UnixNano())
+	return src.SetReadDeadline(at)
 }
 
 // moved is called by a direction after each chunk it wrote.
@@ -226,7 +243,7 @@ func (s *pipeState) moved(dir Direction, src net.Conn, n int) {
 	if s.halfClosed.Load() {
 		// Only the direction still running gets here after the half-close; an error from
 		// SetReadDeadline means the conn is closed and the next read reports it.
-		_ = src.SetReadDeadline(time.Now().Add(s.opt.HalfCloseTimeout))
+		_ = s.armHalfClose(src)
 	}
 }
 
