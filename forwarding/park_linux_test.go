@@ -17,14 +17,33 @@ import (
 )
 
 // testParker returns a parker with a short idle time, closed at the end of the test.
-func testParker(t *testing.T) *IdleParker {
+func testParker(t *testing.T) *IdleParker { return newTestParker(t, 60*time.Millisecond, 0) }
+
+// newTestParker returns NewIdleParker(after, maxWaiting), closed at the end of the test.
+func newTestParker(t *testing.T, after time.Duration, maxWaiting int) *IdleParker {
 	t.Helper()
-	p, err := NewIdleParker(60*time.Millisecond, 0)
+	p, err := NewIdleParker(after, maxWaiting)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
 	return p
+}
+
+// saturatedParker returns a parker whose single waiting place is taken by an idle pipe
+// (its first direction to wait), so every other direction that finds no data parks at once.
+func saturatedParker(t *testing.T) *IdleParker {
+	t.Helper()
+	pk := newTestParker(t, time.Hour, 1)
+	startAsyncPipe(t, context.Background(), PipeOptions{Parker: pk})
+	deadline := time.Now().Add(5 * time.Second)
+	for pk.waiting.Load() != 1 || pk.Parked() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting %d, parked %d; want 1 and 1", pk.waiting.Load(), pk.Parked())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return pk
 }
 
 // waitParked waits until p has want parked directions.

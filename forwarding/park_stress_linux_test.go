@@ -24,10 +24,7 @@ func cpuTime() time.Duration {
 // After Close, directions woken by Close do not spin trying to park again when maxWaiting
 // is saturated: they wait in their goroutines.
 func TestParkerCloseDoesNotSpin(t *testing.T) {
-	pk, err := NewIdleParker(time.Hour, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pk := newTestParker(t, time.Hour, 1)
 	const n = 6
 	pipes := make([]*asyncPipe, n)
 	for i := range pipes {
@@ -55,10 +52,7 @@ func TestParkerCloseDoesNotSpin(t *testing.T) {
 // (where data would never wake it).
 func TestParkerCloseLosesNoWake(t *testing.T) {
 	for iter := range 30 {
-		pk, err := NewIdleParker(time.Hour, 1)
-		if err != nil {
-			t.Fatal(err)
-		}
+		pk := newTestParker(t, time.Hour, 1)
 		const n = 8
 		pipes := make([]*asyncPipe, n)
 		for i := range pipes {
@@ -92,14 +86,7 @@ func TestParkerCloseLosesNoWake(t *testing.T) {
 // park-at-once racing) must not end the pipe when data comes: with a parker, a deadline
 // before any half-close is always a park request.
 func TestStaleParkDeadlineDoesNotKillPipe(t *testing.T) {
-	pk, err := NewIdleParker(time.Hour, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pk.Close()
-	hog := startAsyncPipe(t, context.Background(), PipeOptions{Parker: pk})
-	_ = hog
-	time.Sleep(50 * time.Millisecond)
+	pk := saturatedParker(t)
 	p := startAsyncPipe(t, context.Background(), PipeOptions{Parker: pk})
 	echoOnce(t, p.client, p.backend, "x")
 	time.Sleep(50 * time.Millisecond)
@@ -131,11 +118,7 @@ func TestParkStress(t *testing.T) {
 }
 
 func parkStress(t *testing.T, mw int) {
-	pk, err := NewIdleParker(2*time.Millisecond, mw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pk.Close()
+	pk := newTestParker(t, 2*time.Millisecond, mw)
 	const n = 120
 	var wg sync.WaitGroup
 	for i := range n {
@@ -228,14 +211,7 @@ func parkStress(t *testing.T, mw int) {
 // Pipes closed right when a direction parks at once after moving data: the goroutine still
 // inside park() and the one closeBoth resumed must not race (-race) nor lose the end.
 func TestPipeClosedWhileParking(t *testing.T) {
-	pk, err := NewIdleParker(time.Hour, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pk.Close()
-	hog := startAsyncPipe(t, context.Background(), PipeOptions{Parker: pk})
-	_ = hog
-	time.Sleep(20 * time.Millisecond)
+	pk := saturatedParker(t)
 	for i := range 400 {
 		p := startAsyncPipe(t, context.Background(), PipeOptions{Parker: pk})
 		p.client.Write([]byte("x"))
@@ -251,14 +227,7 @@ func TestPipeClosedWhileParking(t *testing.T) {
 // parked and arming (armMu), the pipe is closed (closeBoth resumes the direction in a new
 // goroutine, which ends and unregisters), then the parking goroutine goes on.
 func TestPipeClosedWhileArming(t *testing.T) {
-	pk, err := NewIdleParker(time.Hour, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pk.Close()
-	hog := startAsyncPipe(t, context.Background(), PipeOptions{Parker: pk})
-	_ = hog
-	time.Sleep(20 * time.Millisecond)
+	pk := saturatedParker(t)
 	p := startAsyncPipe(t, context.Background(), PipeOptions{Parker: pk})
 	time.Sleep(20 * time.Millisecond) // both directions parked at once
 	d := &p.piped.s.dirs[ClientToBackend]
