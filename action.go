@@ -206,6 +206,7 @@ func (p *Proxy) dial(ctx context.Context, addr string) (net.Conn, error) {
 func (p *Proxy) runHandler(client net.Conn, rec *connection.Record, rc *RouteContext) {
 	ctx, cancel := context.WithCancel(p.baseCtx)
 	defer cancel()
+	rc.Draining = p.draining
 	conn := &countingConn{Conn: client, rec: rec}
 	defer func() {
 		if v := recover(); v != nil {

@@ -228,15 +228,32 @@ func HTTPServerHandler(h http.Handler) SocketHandler {
 		}
 		served := make(chan error, 1)
 		go func() { served <- srv.Serve(l) }()
-		select {
-		case <-sc.closed:
-			// The server (or a hijacker) is done with the connection.
-		case <-ctx.Done():
+		var draining <-chan struct{}
+		if rc != nil {
+			draining = rc.Draining
+		}
+		giveUp := func() {
 			// srv.Close closes the listener, waits for Serve to return and
 			// closes the conn unless it was hijacked; a hijacked conn is
 			// closed here, since the proxy is giving up on it.
 			_ = srv.Close()
 			_ = sc.Close()
+		}
+		select {
+		case <-sc.closed:
+			// The server (or a hijacker) is done with the connection.
+		case <-draining:
+			// A graceful Stop: an idle keep-alive connection closes now,
+			// a busy one after its response, instead of holding Stop
+			// until its deadline.
+			srv.SetKeepAlivesEnabled(false)
+			select {
+			case <-sc.closed:
+			case <-ctx.Done():
+				giveUp()
+			}
+		case <-ctx.Done():
+			giveUp()
 		}
 		// Serve blocks in Accept until the listener closes: closing it is
 		// what lets Serve, and so this handler, return.

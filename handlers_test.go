@@ -613,6 +613,46 @@ func TestHandlerHTTPServerStop(t *testing.T) {
 	require.NoError(t, err)
 }
 
+// TestHandlerHTTPServerGracefulStop: a graceful Stop closes an idle
+// keep-alive connection at once and a busy one right after its response
+// (marked Connection: close), so Stop returns as soon as the request in
+// flight is answered instead of waiting for its deadline.
+func TestHandlerHTTPServerGracefulStop(t *testing.T) {
+	inFlight, release := make(chan struct{}), make(chan struct{})
+	hh := newHandlerHarness(t, HTTPServerHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			close(inFlight)
+			<-release
+		}
+		_, _ = io.WriteString(w, "done "+r.URL.Path)
+	})))
+	idle := hh.connect(t, "203.0.113.7:40000")
+	httpGet(t, idle, "example.com", "/")
+	_, body := readResponse(t, bufio.NewReader(idle), http.MethodGet)
+	require.Equal(t, "done /", body)
+
+	busy := hh.connect(t, "203.0.113.7:40001")
+	httpGet(t, busy, "example.com", "/slow")
+	<-inFlight
+
+	stopped := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		stopped <- hh.p.Stop(ctx)
+	}()
+	requireEOF(t, idle) // closed when Stop began, not at its deadline
+	close(release)
+	resp, body := readResponse(t, bufio.NewReader(busy), http.MethodGet)
+	require.Equal(t, "done /slow", body)
+	require.True(t, resp.Close, "the last response is marked Connection: close")
+	require.NoError(t, <-stopped)
+	require.Less(t, time.Since(start), 5*time.Second)
+	require.NoError(t, hh.handlerErr(t))
+	require.NoError(t, hh.handlerErr(t))
+}
+
 // TestHandlerHTTPServerHijack: a handler that hijacks the connection owns
 // it until it closes it; the socket handler must not return (and the proxy
 // must not close the connection) before that.

@@ -81,6 +81,8 @@ type Proxy struct {
 	cancelBase context.CancelFunc
 	runOnce    sync.Once
 	runCancel  context.CancelFunc
+	// draining is closed when Stop begins (RouteContext.Draining).
+	draining chan struct{}
 	// parker parks idle forwarded connections (Options.IdleParkAfter);
 	// set by startRunner, nil when parking is off or unavailable.
 	parker  *forwarding.IdleParker
@@ -131,6 +133,7 @@ func New(opts Options) (*Proxy, error) {
 		rejects:   newRejectLog(opts.Logger, 0),
 		listeners: make(map[int]*portListener),
 		runDone:   make(chan struct{}),
+		draining:  make(chan struct{}),
 	}
 	p.baseCtx, p.cancelBase = context.WithCancel(context.Background())
 	p.http = newHTTPLayer(p)
@@ -279,7 +282,8 @@ func (p *Proxy) Stop(ctx context.Context) error {
 		return nil
 	}
 	p.stopped = true
-	p.stopHealth() // end the active health checks; prompt, probes are cancelled
+	close(p.draining) // socket handlers wind down their keep-alive connections
+	p.stopHealth()    // end the active health checks; prompt, probes are cancelled
 	for port, l := range p.listeners {
 		l.close()
 		delete(p.listeners, port)

@@ -365,6 +365,11 @@ type RouteContext struct {
 	ConnectionID uint64
 	// Route is the matched route. Treat it as read-only.
 	Route *Route
+	// Draining is closed when the proxy begins a graceful Stop (nil
+	// outside socket handlers). A handler that serves many requests on
+	// one connection should finish the one in flight and return; ctx is
+	// cancelled only when Stop stops waiting.
+	Draining <-chan struct{}
 }
 
 // SocketHandler handles a connection routed to a "socket-handler" route.
@@ -372,6 +377,7 @@ type RouteContext struct {
 // as a TLS ClientHello), then the rest of the stream, so nothing is lost
 // however long the handler takes before reading. The proxy owns conn: it
 // closes it when the handler returns (the handler may close it earlier).
-// ctx is cancelled when the proxy shuts down. A returned error or a panic
+// ctx is cancelled when the proxy gives up waiting in Stop; rc.Draining
+// is closed when Stop begins. A returned error or a panic
 // closes this connection only and is logged.
 type SocketHandler func(ctx context.Context, conn net.Conn, rc *RouteContext) error
