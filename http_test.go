@@ -82,9 +82,11 @@ func TestHTTPForwardedHeaders(t *testing.T) {
 	startTestProxy(t, lp, Options{Routes: []Route{httpRouteOn("rw", port, be.addr(), "rw.test"), keep}})
 	c, _ := proxyClient(t, port, nil, false)
 
-	spoof := hdr("X-Forwarded-For", "6.6.6.6", "X-Forwarded-Host", "evil", "X-Forwarded-Proto", "https", "Forwarded", "for=6.6.6.6")
+	spoof := hdr("X-Forwarded-For", "6.6.6.6", "X-Forwarded-Host", "evil", "X-Forwarded-Proto", "https", "Forwarded", "for=6.6.6.6",
+		"X-Real-IP", "6.6.6.6")
 	e := getEcho(t, c, "GET", "http://rw.test:8080/p", spoof)
 	require.Equal(t, []string{"127.0.0.1"}, e.Header["X-Forwarded-For"], "the client's own X-Forwarded-For is replaced")
+	require.Equal(t, []string{"127.0.0.1"}, e.Header["X-Real-Ip"], "the client's own X-Real-IP is replaced")
 	require.Equal(t, []string{"rw.test:8080"}, e.Header["X-Forwarded-Host"])
 	require.Equal(t, []string{"http"}, e.Header["X-Forwarded-Proto"])
 	require.Equal(t, []string{`for=127.0.0.1;host="rw.test:8080";proto=http`}, e.Header["Forwarded"])

@@ -174,7 +174,7 @@ func newReverseProxy(h *httpLayer) *httputil.ReverseProxy {
 }
 
 // rewriteRequest prepares the outgoing request. X-Forwarded-For, -Host
-// and -Proto and Forwarded are set from the connection, replacing any the
+// and -Proto, X-Real-IP and Forwarded are set from the connection, replacing any the
 // client sent: the proxy has no list of trusted proxies yet, so a
 // client's claims about earlier hops cannot be told from forgeries.
 func (h *httpLayer) rewriteRequest(r *httputil.ProxyRequest) {

@@ -69,19 +69,24 @@ func (pr *proxyReq) applyHeaders(hdr http.Header, list []headerTemplate) {
 }
 
 // setForwarded sets X-Forwarded-For, -Host, -Proto (as
-// httputil.ProxyRequest.SetXForwarded does) and the RFC 7239 Forwarded
-// header on out, for a request from in. Called from Rewrite, after the
-// reverse proxy removed the ones the client sent, so there is no prior
-// X-Forwarded-For to append to. The four values share one allocation
-// (Header.Set would make one slice each).
+// httputil.ProxyRequest.SetXForwarded does), X-Real-IP (as nginx setups
+// commonly do; a client's own would otherwise reach the backend, which
+// may trust it) and the RFC 7239 Forwarded header on out, for a request
+// from in. Called from Rewrite, after the reverse proxy removed the
+// X-Forwarded ones the client sent, so there is no prior X-Forwarded-For
+// to append to. The values share one allocation (Header.Set would make
+// one slice each); X-Real-IP shares X-Forwarded-For's, whose capacity of
+// one keeps an Add to either from touching the other.
 func setForwarded(out, in *http.Request, pr *proxyReq) {
 	hdr := out.Header
 	v := new([4]string)
 	if ip, _, err := net.SplitHostPort(in.RemoteAddr); err == nil {
 		v[0] = ip
 		hdr["X-Forwarded-For"] = v[0:1:1]
+		hdr["X-Real-Ip"] = v[0:1:1]
 	} else {
 		delete(hdr, "X-Forwarded-For")
+		delete(hdr, "X-Real-Ip")
 	}
 	v[1] = in.Host
 	hdr["X-Forwarded-Host"] = v[1:2:2]

@@ -62,8 +62,8 @@ func TestForwardedValueMatchesReference(t *testing.T) {
 	}
 }
 
-// TestSetForwardedMatchesSetXForwarded: the four forwarding headers are
-// what httputil's SetXForwarded plus Header.Set("Forwarded") produced,
+// TestSetForwardedMatchesSetXForwarded: the forwarding headers are what
+// httputil's SetXForwarded plus X-Real-IP and Forwarded set by hand give,
 // and appending to one of them does not touch the others (they share a
 // backing array).
 func TestSetForwardedMatchesSetXForwarded(t *testing.T) {
@@ -76,6 +76,9 @@ func TestSetForwardedMatchesSetXForwarded(t *testing.T) {
 			pr := &proxyReq{in: in, rc: RouteContext{ClientIP: netip.MustParseAddr("192.0.2.1")}}
 			ref := &httputil.ProxyRequest{In: in, Out: &http.Request{Header: http.Header{"A": {"b"}}}}
 			ref.SetXForwarded()
+			if xff := ref.Out.Header["X-Forwarded-For"]; xff != nil {
+				ref.Out.Header.Set("X-Real-IP", xff[0])
+			}
 			ref.Out.Header.Set("Forwarded", forwardedValueRef(pr))
 			out := &http.Request{Header: http.Header{"A": {"b"}}}
 			setForwarded(out, in, pr)
@@ -85,6 +88,7 @@ func TestSetForwardedMatchesSetXForwarded(t *testing.T) {
 			out.Header.Add("X-Forwarded-Host", "second")
 			out.Header.Add("X-Forwarded-For", "second")
 			require.Equal(t, want["X-Forwarded-Proto"], out.Header["X-Forwarded-Proto"])
+			require.Equal(t, want["X-Real-Ip"], out.Header["X-Real-Ip"], "X-Real-IP shares X-Forwarded-For's value")
 			require.Equal(t, want["Forwarded"], out.Header["Forwarded"])
 			require.Equal(t, append(want["X-Forwarded-Host"], "second"), out.Header["X-Forwarded-Host"])
 		}
