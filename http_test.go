@@ -287,3 +287,26 @@ func TestHTTPStopClosesIdleKeepAlive(t *testing.T) {
 	require.Less(t, time.Since(start), 2*time.Second, "idle keep-alive connections do not hold up Stop")
 	require.Zero(t, p.Metrics().Active)
 }
+
+// A request head that starts and then stalls is cut after the head
+// timeout: InitialDataTimeout when shorter than 30 s (here), 30 s at most
+// (the 120 s default would let a trickling client hold the connection
+// for two minutes).
+func TestHTTPStalledRequestHead(t *testing.T) {
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	be := echoBackend(t, "b")
+	p := startTestProxy(t, lp, Options{
+		Routes:             []Route{httpRouteOn("r", port, be.addr(), "r.test")},
+		InitialDataTimeout: 300 * time.Millisecond,
+	})
+	require.Equal(t, 300*time.Millisecond, p.http.headTimeout())
+	c := dial(t, port)
+	_, err := c.Write([]byte("GET / HTTP/1.1\r\nHost: r.test\r\nX-Slow: "))
+	require.NoError(t, err)
+	el, _ := awaitClose(t, c, 5*time.Second)
+	require.Less(t, el, 3*time.Second, "a stalled head must be cut after the head timeout")
+
+	p2 := newTestProxy(t, nil, Options{InitialDataTimeout: DefaultInitialDataTimeout})
+	require.Equal(t, 30*time.Second, p2.http.headTimeout(), "the default InitialDataTimeout is capped")
+}

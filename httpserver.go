@@ -113,6 +113,16 @@ func (h *httpLayer) listener() *chanListener {
 	return h.ln
 }
 
+// headTimeout bounds reading a request head once it has begun (the
+// first bytes of a connection are waited for with InitialDataTimeout, the
+// next request's with the idle timeout): 30 s, as for HTTPServerHandler,
+// or InitialDataTimeout when that is shorter. InitialDataTimeout alone
+// (120 s by default) would let a client trickling a head hold a
+// connection for two minutes.
+func (h *httpLayer) headTimeout() time.Duration {
+	return min(h.p.opts.InitialDataTimeout, requestHeadTimeout)
+}
+
 func (h *httpLayer) start() {
 	var protos http.Protocols
 	protos.SetHTTP1(true)
@@ -121,7 +131,7 @@ func (h *httpLayer) start() {
 	h.ln = newChanListener()
 	h.srv = &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: h.p.opts.InitialDataTimeout,
+		ReadHeaderTimeout: h.headTimeout(),
 		IdleTimeout:       h.idleTimeout,
 		MaxHeaderBytes:    maxHTTPHeaderBytes,
 		Protocols:         &protos,
