@@ -328,12 +328,18 @@ func (d *pipeDir) beginWait() bool {
 		return true
 	}
 	p := d.parker
-	if p.waiting.Load() >= p.maxWaiting && !d.s.halfClosed.Load() && !d.noPark.Load() {
-		return false
+	mayPark := !d.s.halfClosed.Load() && !d.noPark.Load()
+	for {
+		// A CAS, not Load then Add: two directions must not both take the last place.
+		w := p.waiting.Load()
+		if w >= p.maxWaiting && mayPark {
+			return false
+		}
+		if p.waiting.CompareAndSwap(w, w+1) {
+			d.waiting = true
+			return true
+		}
 	}
-	d.waiting = true
-	p.waiting.Add(1)
-	return true
 }
 
 // endWait ends the wait counted by beginWait (the socket became ready or the wait failed).
