@@ -104,9 +104,9 @@ func writeHTTPReject(w http.ResponseWriter, err error) {
 	case errors.As(err, &le):
 		switch le.Reason {
 		case connection.ReasonRateLimit, connection.ReasonRouteRateLimit:
-			// A per-minute sliding window: one attempt's share of the minute
-			// is the soonest a retry can succeed.
-			writeTooMany(w, time.Minute/time.Duration(max(le.Limit, 1)), "")
+			// When the client's attempts, refused ones included, will
+			// have aged out of the sliding minute enough for one more.
+			writeTooMany(w, max(le.RetryAfter, time.Second), "")
 		case connection.ReasonIPLimit, connection.ReasonRouteIPLimit:
 			writeTooMany(w, time.Second, "")
 		default:

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 )
 
 // Reason says why a connection was refused or closed.
@@ -53,6 +54,10 @@ type LimitError struct {
 	IP     netip.Addr // client address (unmapped)
 	Route  string     // route name, set for the route reasons only
 	Limit  int        // the configured limit that was hit
+	// RetryAfter, for the rate limits, is how long until an attempt from
+	// this client would be admitted if it made none in between (refused
+	// attempts count towards the rate too).
+	RetryAfter time.Duration
 }
 
 // Error names the reason, the client IP and, for route limits, the route.

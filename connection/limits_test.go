@@ -87,7 +87,12 @@ func TestLimitsReject(t *testing.T) {
 				t.Fatalf("error = %v, want *LimitError", err)
 			}
 			want := LimitError{Reason: tt.reason, IP: tt.ip, Route: tt.route, Limit: tt.limit}
-			if *le != want {
+			if (le.RetryAfter > 0) != (tt.reason == ReasonRateLimit) {
+				t.Errorf("RetryAfter = %v for %s", le.RetryAfter, tt.reason)
+			}
+			got := *le
+			got.RetryAfter = 0 // checked above; its value in TestRetryAfter*
+			if got != want {
 				t.Errorf("LimitError = %+v, want %+v", *le, want)
 			}
 			msg := err.Error()

@@ -118,12 +118,16 @@ func (m *Manager) Open(client netip.AddrPort, localPort int, closer io.Closer) (
 		if reason != idxGlobal {
 			m.active.Add(-1) // undo reserveGlobal
 		}
+		le := &LimitError{Reason: reasonByIndex[reason], IP: addr, Limit: limit}
+		if reason == idxRate {
+			le.RetryAfter = time.Duration(e.Value.win.retryAfter(now, int64(rateWindow), limit))
+		}
 		if e.Value.active == 0 {
 			setIPIdle(s, e, now, keepHistory)
 		}
 		s.Unlock() // also evicts from other shards if over the cap
 		m.counts[reason].Add(1)
-		return nil, &LimitError{Reason: reasonByIndex[reason], IP: addr, Limit: limit}
+		return nil, le
 	}
 
 	r := &Record{

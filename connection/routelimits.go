@@ -3,6 +3,7 @@ package connection
 import (
 	"fmt"
 	"net/netip"
+	"time"
 )
 
 // RouteLimits are a route's admission limits, enforced by
@@ -157,7 +158,8 @@ func (m *Manager) admitRouteIP(route string, addr netip.Addr, now int64, lim Rou
 		err = &LimitError{Reason: ReasonRouteIPLimit, IP: addr, Route: route, Limit: lim.MaxConnectionsPerIP}
 	case rateExceeded:
 		m.counts[idxRouteRate].Add(1)
-		err = &LimitError{Reason: ReasonRouteRateLimit, IP: addr, Route: route, Limit: lim.RatePerMinute}
+		err = &LimitError{Reason: ReasonRouteRateLimit, IP: addr, Route: route, Limit: lim.RatePerMinute,
+			RetryAfter: time.Duration(st.win.retryAfter(now, int64(rateWindow), lim.RatePerMinute))}
 	default:
 		err = m.admitRoute(route, addr, lim.MaxConnections)
 	}

@@ -1,6 +1,9 @@
 package connection
 
-import "math"
+import (
+	"math"
+	"time"
+)
 
 // slidingWindow is a sliding-window rate counter: the count of the previous
 // fixed window and of the current one, the previous weighted by how much of it
@@ -47,3 +50,33 @@ func (w *slidingWindow) estimate(now, size int64) float64 {
 	weight := 1 - float64(elapsed)/float64(size)
 	return float64(w.prev)*weight + float64(w.cur)
 }
+
+// retryAfter returns how long from now (ns) until one more hit would be
+// within limit, that is until the estimate falls to limit-1 or below,
+// assuming no attempt in between; call after hit or advance at now. It
+// accounts for refused attempts, which count too: a client that hammered
+// the limit has to wait for its own attempts to age out.
+func (w *slidingWindow) retryAfter(now, size int64, limit int) int64 {
+	room := float64(limit - 1)
+	if room < 0 {
+		return size
+	}
+	elapsed := max(now-w.start, 0)
+	prev, cur := float64(w.prev), float64(w.cur)
+	if cur <= room {
+		// Within the current window: prev*(1-x/size)+cur <= room.
+		if prev == 0 || prev+cur <= room {
+			return 0
+		}
+		x := float64(size) * (1 - (room-cur)/prev)
+		return max(int64(math.Ceil(x))+retrySlack-elapsed, 0)
+	}
+	// Only after the window rolls over, when cur becomes prev:
+	// cur*(1-y/size) <= room, y measured from the next window's start.
+	y := float64(size) * (1 - room/cur)
+	return max(size-elapsed+int64(math.Ceil(y))+retrySlack, 0)
+}
+
+// retrySlack keeps retryAfter on the admitted side of the estimate's
+// floating-point rounding.
+const retrySlack = int64(time.Millisecond)
