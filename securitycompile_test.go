@@ -72,7 +72,8 @@ func TestWriteHTTPReject(t *testing.T) {
 	}{
 		{&RejectError{Reason: RejectBlocked}, 403, "", "ip-blocked"},
 		{&RejectError{Reason: RejectHTTPRateLimit, RetryAfter: 1500 * time.Millisecond}, 429, "2", "http-rate-limit"},
-		{&connection.LimitError{Reason: connection.ReasonRouteRateLimit, Limit: 30}, 429, "2", "route-rate-limit"},
+		{&connection.LimitError{Reason: connection.ReasonRouteRateLimit, Limit: 30, RetryAfter: 41500 * time.Millisecond}, 429, "42", "route-rate-limit"},
+		{&connection.LimitError{Reason: connection.ReasonRateLimit, Limit: 30}, 429, "1", "rate-limit"},
 		{&connection.LimitError{Reason: connection.ReasonIPLimit, Limit: 3}, 429, "1", "ip-limit"},
 		{&connection.LimitError{Reason: connection.ReasonRouteLimit, Limit: 3}, 503, "", "route-limit"},
 		{errors.New("custom checker"), 403, "", "error"},
