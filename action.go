@@ -208,6 +208,11 @@ func (p *Proxy) runHandler(client net.Conn, rec *connection.Record, rc *RouteCon
 	defer cancel()
 	rc.Draining = p.draining
 	conn := &countingConn{Conn: client, rec: rec}
+	if rp, ok := client.(*replayConn); ok {
+		// A handed-over request: the HTTP layer counted its bytes as it
+		// read them; their replay is not traffic.
+		conn.uncounted = len(rp.pending)
+	}
 	defer func() {
 		if v := recover(); v != nil {
 			p.log.Error("socket handler panicked", "id", rc.ConnectionID, "route", rc.RouteName, "panic", v, "stack", string(debug.Stack()))
@@ -222,13 +227,20 @@ func (p *Proxy) runHandler(client net.Conn, rec *connection.Record, rc *RouteCon
 // manager, which keeps the inactivity timeout and metrics right.
 type countingConn struct {
 	net.Conn
-	rec *connection.Record
+	rec       *connection.Record
+	uncounted int // bytes still to be read that were counted already
 }
 
 func (c *countingConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
-	if n > 0 {
-		c.rec.AddIn(n)
+	counted := n
+	if c.uncounted > 0 {
+		skip := min(c.uncounted, n)
+		c.uncounted -= skip
+		counted -= skip
+	}
+	if counted > 0 {
+		c.rec.AddIn(counted)
 	}
 	return n, err
 }

@@ -3,6 +3,7 @@ package smartproxy
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -309,4 +310,26 @@ func TestHTTPStalledRequestHead(t *testing.T) {
 
 	p2 := newTestProxy(t, nil, Options{InitialDataTimeout: DefaultInitialDataTimeout})
 	require.Equal(t, 30*time.Second, p2.http.headTimeout(), "the default InitialDataTimeout is capped")
+}
+
+// A request handed over to a socket handler counts the client's bytes
+// once: the head the HTTP server read is replayed to the handler, and the
+// replay is not traffic.
+func TestHTTPHandoverCountsBytesOnce(t *testing.T) {
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	be := echoBackend(t, "b")
+	catchAll := SocketHandlerRoute("catch", Ports(port), nil, HTTPResponseHandler(http.StatusTeapot, nil, "from the handler"))
+	catchAll.Priority = -1
+	p := startTestProxy(t, lp, Options{Routes: []Route{httpRouteOn("web", port, be.addr(), "web.test"), catchAll}})
+	c := dial(t, port)
+	req := "GET /x HTTP/1.1\r\nhost: other.test\r\nx-a:   spaced   \r\n\r\n"
+	_, err := c.Write([]byte(req))
+	require.NoError(t, err)
+	require.NoError(t, c.CloseWrite())
+	resp, err := io.ReadAll(c)
+	require.NoError(t, err)
+	require.Contains(t, string(resp), "418")
+	requireNoRecords(t, p)
+	require.EqualValues(t, len(req), p.Metrics().BytesIn, "bytes in = what the client sent")
 }
