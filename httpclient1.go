@@ -28,10 +28,13 @@ import (
 // stop reading it, so writing and reading must run concurrently.
 //
 // The transport's read goroutine noticed at once when a backend closed
-// an idle connection. Here a connection idle for over h1ProbeIdle (any,
-// for a request that cannot be repeated) is peeked without blocking
-// before reuse, and a reused one that fails before any byte of the
-// response arrived is replaced by a new one, once, if repeating is safe.
+// an idle connection, or sent bytes on it. Here every pooled connection
+// is peeked without blocking before reuse (one recvfrom): closed or
+// holding unsolicited bytes (a body after a HEAD, more than its
+// Content-Length, a stray response), it is dropped, so such bytes can
+// never be read as the next request's response. A reused connection that
+// fails before any byte of the response arrived is replaced by a new
+// one, once, if repeating is safe.
 
 // Bounds of the pool (newTransport's), and of a response head with the
 // 1xx heads before it unless they are relayed (http.Transport's).
@@ -40,10 +43,6 @@ const (
 	h1MaxIdle        = 1024
 	h1IdleTimeout    = 90 * time.Second
 	h1MaxHeaderBytes = 10 << 20
-	// h1ProbeIdle: a connection idle for longer is peeked before reuse; a
-	// fresher one is trusted (backends rarely close keep-alive
-	// connections that early, and the retry covers them).
-	h1ProbeIdle = time.Second
 )
 
 // aLongTimeAgo is a deadline in the past: blocked and later I/O on a
@@ -63,9 +62,8 @@ type h1Client struct {
 	armed  bool                 // reaper pending; not re-armed once the pool is empty
 	closed bool                 // closeIdle ran: nothing is pooled any more
 
-	// idleTimeout and probeIdle (under mu) are h1IdleTimeout and
-	// h1ProbeIdle when zero; tests lower them.
-	idleTimeout, probeIdle time.Duration
+	// idleTimeout (under mu) is h1IdleTimeout when zero; tests lower it.
+	idleTimeout time.Duration
 }
 
 // h1Takes reports whether the synchronous client can send out: no body,
@@ -80,13 +78,19 @@ func h1Takes(out *http.Request) bool {
 // connection goes back to the pool when the response body has been read
 // to its end; a body closed before that closes it.
 func (c *h1Client) RoundTrip(out *http.Request) (*http.Response, error) {
+	// A method must be a token, as http.Transport requires: the HTTP/2
+	// server lets spaces and tabs through in :method, which would
+	// otherwise be written into the backend's request line.
+	if !validHeaderName(out.Method) {
+		return nil, fmt.Errorf("invalid method %q", out.Method)
+	}
 	if err := checkHeader(out.Header); err != nil {
 		return nil, err
 	}
 	addr := out.URL.Host
 	// A request that cannot be repeated probes any pooled connection:
 	// only the race http.Transport has too is left.
-	pc := c.get(addr, !idempotent(out))
+	pc := c.get(addr)
 	for {
 		fresh := pc == nil
 		if fresh {
@@ -217,8 +221,8 @@ func retryStale(out *http.Request, pc *h1Conn, err error) bool {
 // http.Transport honours too.
 func idempotent(out *http.Request) bool {
 	switch out.Method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
-		return true
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true // http.Transport's isReplayable: PUT and DELETE may have taken effect
 	}
 	return out.Header["Idempotency-Key"] != nil || out.Header["X-Idempotency-Key"] != nil
 }
@@ -361,7 +365,7 @@ func (c *h1Client) release(pc *h1Conn, stop func() bool, keep bool) {
 // get takes the most recently used idle connection to addr that is
 // still usable: not expired and, if probe or idle for a while, not
 // closed by the backend. nil when there is none.
-func (c *h1Client) get(addr string, probe bool) *h1Conn {
+func (c *h1Client) get(addr string) *h1Conn {
 	for {
 		c.mu.Lock()
 		list := c.idle[addr]
@@ -373,10 +377,9 @@ func (c *h1Client) get(addr string, probe bool) *h1Conn {
 		list[len(list)-1] = nil
 		c.idle[addr] = list[:len(list)-1]
 		c.n--
-		maxIdle, probeAfter := orDefault(c.idleTimeout, h1IdleTimeout), orDefault(c.probeIdle, h1ProbeIdle)
+		maxIdle := orDefault(c.idleTimeout, h1IdleTimeout)
 		c.mu.Unlock()
-		idle := time.Since(pc.idleSince)
-		if idle < maxIdle && (!probe && idle < probeAfter || peekAlive(pc.c)) {
+		if time.Since(pc.idleSince) < maxIdle && peekAlive(pc.c) {
 			pc.reused = true
 			return pc
 		}

@@ -42,17 +42,12 @@ func h1Proxy(t *testing.T, target string, opts Options) (*Proxy, *http.Client) {
 	return p, c
 }
 
-// h1Tune sets the h1Client's test knobs (zero leaves one as it is).
-func h1Tune(p *Proxy, idleTimeout, probeIdle time.Duration) {
+// h1Tune sets the h1Client's idle timeout (a test knob).
+func h1Tune(p *Proxy, idleTimeout time.Duration) {
 	c := &p.http.h1
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if idleTimeout > 0 {
-		c.idleTimeout = idleTimeout
-	}
-	if probeIdle > 0 {
-		c.probeIdle = probeIdle
-	}
+	c.idleTimeout = idleTimeout
 }
 
 // rawBackend is a hand-written HTTP backend.
@@ -173,14 +168,13 @@ func TestH1ClientBackendClosesAfterEachResponse(t *testing.T) {
 }
 
 // TestH1ClientBackendIdleTimeout: a backend that closes keep-alive
-// connections after a short idle time. Pooled connections idle past the
-// probe threshold are found closed before use.
+// connections after a short idle time. Pooled connections are found
+// closed by the probe before use.
 func TestH1ClientBackendIdleTimeout(t *testing.T) {
 	be := startCountingServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, r.Method)
 	}), func(s *http.Server) { s.IdleTimeout = 20 * time.Millisecond })
-	p, c := h1Proxy(t, be.addr(), Options{})
-	h1Tune(p, 0, 10*time.Millisecond)
+	_, c := h1Proxy(t, be.addr(), Options{})
 	for i := range 6 {
 		method := []string{"GET", "POST"}[i%2]
 		resp, body := do(t, c, method, "http://h1.test/", nil, nil)
@@ -191,9 +185,8 @@ func TestH1ClientBackendIdleTimeout(t *testing.T) {
 	require.Equal(t, int64(6), be.conns.Load())
 }
 
-// TestH1ClientProbe: get peeks at a connection idle past the threshold:
-// a live one is reused; one the backend closed, or wrote to unasked, is
-// closed instead.
+// TestH1ClientProbe: get peeks at every pooled connection: a live one is
+// reused; one the backend closed, or wrote to unasked, is closed instead.
 func TestH1ClientProbe(t *testing.T) {
 	after := make(chan string, 1) // what the backend does after its answer
 	be := rawHTTPBackend(t, func(c net.Conn, _ *http.Request) bool {
@@ -209,7 +202,6 @@ func TestH1ClientProbe(t *testing.T) {
 	})
 	p, _ := h1Proxy(t, be.addr(), Options{})
 	h1 := &p.http.h1
-	h1Tune(p, 0, time.Millisecond)
 	roundTrip := func(then string) {
 		t.Helper()
 		after <- then
@@ -222,18 +214,18 @@ func TestH1ClientProbe(t *testing.T) {
 		require.NoError(t, resp.Body.Close())
 		require.Equal(t, "ok", string(b))
 		require.Equal(t, 1, h1Pooled(p))
-		time.Sleep(40 * time.Millisecond) // idle past probeIdle; what the backend sent arrives
+		time.Sleep(40 * time.Millisecond) // what the backend sends after the response arrives
 	}
 	roundTrip("keep")
-	pc := h1.get(be.addr(), false)
+	pc := h1.get(be.addr())
 	require.NotNil(t, pc, "alive")
 	require.True(t, pc.reused)
 	h1.put(pc)
 	roundTrip("close")
 	require.Equal(t, int64(1), be.accepts.Load(), "the live connection was reused")
-	require.Nil(t, h1.get(be.addr(), false), "closed by the backend: refused")
+	require.Nil(t, h1.get(be.addr()), "closed by the backend: refused")
 	roundTrip("408")
-	require.Nil(t, h1.get(be.addr(), false), "unsolicited bytes: refused")
+	require.Nil(t, h1.get(be.addr()), "unsolicited bytes: refused")
 	require.Equal(t, 0, h1Pooled(p))
 	require.Equal(t, int64(2), be.accepts.Load())
 }
@@ -574,7 +566,7 @@ func TestH1ClientIdleExpiry(t *testing.T) {
 	be := echoBackend(t, "b")
 	p, c := h1Proxy(t, be.addr(), Options{})
 	h1 := &p.http.h1
-	h1Tune(p, 50*time.Millisecond, 0)
+	h1Tune(p, 50*time.Millisecond)
 	getEcho(t, c, "GET", "http://h1.test/", nil)
 	require.Equal(t, 1, h1Pooled(p))
 	require.Eventually(t, func() bool { return h1Pooled(p) == 0 }, 2*time.Second, 5*time.Millisecond)
@@ -583,7 +575,7 @@ func TestH1ClientIdleExpiry(t *testing.T) {
 	require.Empty(t, h1.idle, "the address is forgotten")
 	h1.mu.Unlock()
 
-	h1Tune(p, time.Hour, 0)
+	h1Tune(p, time.Hour)
 	getEcho(t, c, "GET", "http://h1.test/", nil)
 	require.Equal(t, 1, h1Pooled(p))
 	require.Equal(t, int64(2), be.conns.Load())
@@ -594,4 +586,44 @@ func TestH1ClientIdleExpiry(t *testing.T) {
 	h1.mu.Lock()
 	require.True(t, h1.closed)
 	h1.mu.Unlock()
+}
+
+// TestH1ClientUnsolicitedBytesNeverAnswerTheNextRequest: a backend that
+// writes after its response (here a body after a HEAD answer) leaves
+// bytes on the pooled connection; they must not be read as the next
+// request's response (it could be another client's). The probe before
+// every reuse drops the connection, as http.Transport does.
+func TestH1ClientUnsolicitedBytesNeverAnswerTheNextRequest(t *testing.T) {
+	be := rawHTTPBackend(t, func(c net.Conn, r *http.Request) bool {
+		if r.Method == "HEAD" {
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+			time.Sleep(20 * time.Millisecond)
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nPOISON")
+			return true
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal")
+		return true
+	})
+	_, c := h1Proxy(t, be.addr(), Options{})
+	do(t, c, "HEAD", "http://h1.test/", nil, nil)
+	time.Sleep(100 * time.Millisecond) // the stray response is on the pooled connection
+	_, body := do(t, c, "GET", "http://h1.test/victim", nil, nil)
+	require.Equal(t, "real", body)
+}
+
+// TestH1ClientRefusesInvalidMethod: a method that is not a token (the
+// HTTP/2 server lets spaces and tabs through in :method) is refused, not
+// written into the backend's request line.
+func TestH1ClientRefusesInvalidMethod(t *testing.T) {
+	be := rawHTTPBackend(t, func(c net.Conn, _ *http.Request) bool {
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+		return true
+	})
+	p, _ := h1Proxy(t, be.addr(), Options{})
+	out, err := http.NewRequestWithContext(t.Context(), "GET", "http://"+be.addr()+"/public", nil)
+	require.NoError(t, err)
+	out.Method = "GET /admin?x HTTP/1.1\tX-Injected:"
+	_, err = p.http.h1.RoundTrip(out)
+	require.ErrorContains(t, err, "invalid method")
+	require.Equal(t, int64(0), be.accepts.Load(), "nothing reached the backend")
 }
