@@ -201,14 +201,17 @@ func validHost(h string) bool {
 
 // HTTPServerHandler serves the connection with h, keeping it alive for as
 // many HTTP/1.x requests as the client sends (request heads are capped at
-// 16 KiB, idle connections close after 2 minutes). It ends when the client
-// closes or the proxy gives up draining; requests' contexts are cancelled
-// then. A handler that hijacks the connection owns it until it closes it.
+// 16 KiB, idle connections close after 2 minutes). When the proxy begins
+// a graceful Stop (rc.Draining), a connection between requests closes at
+// once and a busy one after its response; when Stop gives up, the rest
+// close and requests' contexts are cancelled. A handler that hijacks the
+// connection owns it until it closes it.
 func HTTPServerHandler(h http.Handler) SocketHandler {
 	return func(ctx context.Context, conn net.Conn, rc *RouteContext) error {
 		sc := &servedConn{Conn: conn, closed: make(chan struct{})}
 		l := newOneConnListener(sc)
 		var hijacked atomic.Bool
+		var state atomic.Int32 // the conn's http.ConnState
 		stateClosed := make(chan struct{})
 		var closeOnce sync.Once // http.Server reports StateClosed once today; do not rely on it
 		srv := &http.Server{
@@ -218,6 +221,7 @@ func HTTPServerHandler(h http.Handler) SocketHandler {
 			MaxHeaderBytes:    maxRequestHead,
 			BaseContext:       func(net.Listener) context.Context { return ctx },
 			ConnState: func(_ net.Conn, s http.ConnState) {
+				state.Store(int32(s))
 				switch s {
 				case http.StateHijacked:
 					hijacked.Store(true)
@@ -247,6 +251,13 @@ func HTTPServerHandler(h http.Handler) SocketHandler {
 			// a busy one after its response, instead of holding Stop
 			// until its deadline.
 			srv.SetKeepAlivesEnabled(false)
+			// That closes idle connections, but a new one (no request
+			// yet) only once it is 5 s old; either is between requests,
+			// so it closes now. A request starting at this very instant
+			// may be cut, as in any server's shutdown.
+			if st := http.ConnState(state.Load()); st == http.StateNew || st == http.StateIdle {
+				_ = sc.Close()
+			}
 			select {
 			case <-sc.closed:
 			case <-ctx.Done():

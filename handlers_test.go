@@ -658,6 +658,22 @@ func TestHandlerHTTPServerGracefulStop(t *testing.T) {
 	require.NoError(t, hh.handlerErr(t))
 }
 
+// TestHandlerHTTPServerGracefulStopNewConn: a connection that has not
+// sent its first request when Stop begins is between requests too: it
+// closes at once instead of holding Stop.
+func TestHandlerHTTPServerGracefulStopNewConn(t *testing.T) {
+	hh := newHandlerHarness(t, HTTPServerHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})))
+	c := hh.connect(t, "203.0.113.7:40000")
+	require.Eventually(t, func() bool { return hh.p.Metrics().Active == 1 }, 5*time.Second, time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	require.NoError(t, hh.p.Stop(ctx))
+	require.Less(t, time.Since(start), 5*time.Second)
+	requireEOF(t, c)
+	require.NoError(t, hh.handlerErr(t))
+}
+
 // TestHandlerHTTPServerHijack: a handler that hijacks the connection owns
 // it until it closes it; the socket handler must not return (and the proxy
 // must not close the connection) before that.
