@@ -129,7 +129,7 @@ func (l *httpRateLimiter) key(r *http.Request, clientIP netip.Addr) uint64 {
 		_, _ = h.WriteString(r.Header.Get(l.header))
 	default:
 		_ = h.WriteByte('i')
-		b := limitKeyAddr(clientIP.Unmap(), l.v6Bits).As16()
+		b := connection.LimitKey(clientIP.Unmap(), l.v6Bits).As16()
 		_, _ = h.Write(b[:])
 	}
 	return h.Sum64()
@@ -202,19 +202,3 @@ func (l *httpRateLimiter) insert(s *keytable.Shard[uint64, rlWindow], k uint64, 
 
 // size returns the number of keys held, for tests and metrics.
 func (l *httpRateLimiter) size() int { return l.keys.Len() }
-
-// limitKeyAddr is the address per-IP limits count a client under: the
-// address for IPv4, its /bits prefix for IPv6 (0 bits: the default /64;
-// 128: the address), since one host usually owns a whole /64.
-func limitKeyAddr(a netip.Addr, bits int) netip.Addr {
-	if bits == 0 {
-		bits = connection.DefaultIPv6PrefixLen
-	}
-	if !a.Is6() || bits >= 128 {
-		return a
-	}
-	if p, err := a.Prefix(bits); err == nil {
-		return p.Addr()
-	}
-	return a
-}

@@ -161,7 +161,11 @@ func TestOptionsIPv6PrefixLen(t *testing.T) {
 	require.ErrorContains(t, err, "IPv6PrefixLen must be 1..128")
 	_, err = New(Options{IdleParkAfter: time.Microsecond})
 	require.ErrorContains(t, err, "IdleParkAfter must be at least 1ms")
-	p, err := New(Options{IPv6PrefixLen: 128, Logger: testLogger()})
+	// The prefix length reaches the routes' HTTP rate limiters.
+	r := httpRouteOn("rl", 8080, "127.0.0.1:1", "rl.test")
+	r.Security = &RouteSecurity{RateLimit: &RateLimit{MaxRequests: 1, Window: 60}}
+	p, err := New(Options{IPv6PrefixLen: 128, Logger: testLogger(), Routes: []Route{r}})
 	require.NoError(t, err)
+	require.Equal(t, 128, p.set.Load().routes[0].state.sec.rate.v6Bits)
 	require.NoError(t, p.Stop(context.Background()))
 }

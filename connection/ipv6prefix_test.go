@@ -66,3 +66,23 @@ func TestRouteIPLimitPerIPv6Prefix(t *testing.T) {
 		m.Close(r)
 	}
 }
+
+// IPv6 addresses whose /64 is not one host are counted per address:
+// link-local (a whole LAN shares fe80::/64), loopback, and NAT64 (each
+// address is an IPv4 client).
+func TestIPv6PerAddressRanges(t *testing.T) {
+	m := newTestManager(t, Config{MaxConnectionsPerIP: 1})
+	var recs []*Record
+	for _, s := range []string{"fe80::1", "fe80::2", "64:ff9b::192.0.2.1", "64:ff9b::192.0.2.2", "::1"} {
+		recs = append(recs, mustOpen(t, m, netip.MustParseAddr(s)))
+	}
+	snap := m.Snapshot()
+	require.Equal(t, 1, snap.ByIP["fe80::2"])
+	require.Equal(t, 1, snap.ByIP["64:ff9b::c000:201"])
+	for _, r := range recs {
+		m.Close(r)
+	}
+	require.Equal(t, netip.MustParseAddr("2001:db8::"), LimitKey(netip.MustParseAddr("2001:db8::5"), 0))
+	require.Equal(t, netip.MustParseAddr("2001:db8::5"), LimitKey(netip.MustParseAddr("2001:db8::5"), 128))
+	require.Equal(t, netip.MustParseAddr("192.0.2.1"), LimitKey(netip.MustParseAddr("192.0.2.1"), 64))
+}

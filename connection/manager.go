@@ -277,23 +277,42 @@ func (m *Manager) Records() []RecordInfo {
 	return out
 }
 
-// ipKey is the per-IP table key of a client address: the address itself
-// for IPv4, its /v6Bits prefix (as the masked address) for IPv6.
-func (m *Manager) ipKey(a netip.Addr) netip.Addr {
-	if !a.Is6() || m.cfg.v6Bits >= 128 {
+// ipKey is the per-IP table key of a client address (see LimitKey).
+func (m *Manager) ipKey(a netip.Addr) netip.Addr { return LimitKey(a, m.cfg.v6Bits) }
+
+// nat64 is the well-known NAT64 prefix (RFC 6052): its addresses carry
+// an IPv4 client each in their last 32 bits.
+var nat64 = netip.MustParsePrefix("64:ff9b::/96")
+
+// LimitKey is the address per-IP limits count client a under, with IPv6
+// clients grouped per /bits (0 means DefaultIPv6PrefixLen; 128 or more
+// counts per address): the address itself for IPv4, its /bits prefix for
+// IPv6, since one host usually owns a whole /64. IPv6 addresses whose
+// /64 does not stand for one host are counted per address: link-local
+// (every LAN client shares fe80::/64), loopback, and NAT64 (64:ff9b::/96,
+// one IPv4 client per address). a should be unmapped.
+func LimitKey(a netip.Addr, bits int) netip.Addr {
+	if bits == 0 {
+		bits = DefaultIPv6PrefixLen
+	}
+	if perAddress(a, bits) {
 		return a
 	}
-	p, err := a.Prefix(m.cfg.v6Bits)
-	if err != nil {
-		return a
+	if p, err := a.Prefix(bits); err == nil {
+		return p.Addr()
 	}
-	return p.Addr()
+	return a
+}
+
+// perAddress reports whether LimitKey counts a on its own.
+func perAddress(a netip.Addr, bits int) bool {
+	return !a.Is6() || bits >= 128 || a.IsLinkLocalUnicast() || a.IsLoopback() || nat64.Contains(a)
 }
 
 // ipKeyString renders a table key for ByIP and TopIPs: an IPv6 key is
 // shown as its prefix ("2001:db8::/64"), since it stands for all of it.
 func (m *Manager) ipKeyString(a netip.Addr) string {
-	if a.Is6() && m.cfg.v6Bits < 128 {
+	if !perAddress(a, m.cfg.v6Bits) {
 		return netip.PrefixFrom(a, m.cfg.v6Bits).String()
 	}
 	return a.String()

@@ -13,8 +13,11 @@ type Metrics struct {
 	Rejected map[Reason]uint64 // refusals by limit (only non-zero reasons)
 	Closed   map[Reason]uint64 // kills by the manager: timeouts and shutdown (only non-zero)
 	ByRoute  map[string]int    // open connections per route (only routes with any)
-	ByIP     map[string]int    // open connections per client IP (only IPs with any)
-	TopIPs   []IPCount         // up to 10 IPs by open connections, desc (ties by IP string)
+	// ByIP counts open connections per client as the per-IP limits see
+	// it (only clients with any): an IPv4 address, or an IPv6 /64 as
+	// "2001:db8::/64" (see Config.IPv6PrefixLen and LimitKey).
+	ByIP   map[string]int
+	TopIPs []IPCount // up to 10 ByIP keys by open connections, desc (ties by key)
 	// TrackedIPs and TrackedRouteIPs count the per-IP and per-route per-IP
 	// entries held: bounded by Config.MaxTrackedIPs, pruned when idle.
 	TrackedIPs, TrackedRouteIPs int
@@ -26,9 +29,9 @@ type Metrics struct {
 	Throughput struct{ In, Out Rates }
 }
 
-// IPCount is a client IP with its number of open connections.
+// IPCount is a client (a ByIP key) with its number of open connections.
 type IPCount struct {
-	IP     string
+	IP     string // an address, or an IPv6 prefix
 	Active int
 }
 
