@@ -310,6 +310,10 @@ func TestHTTPStalledRequestHead(t *testing.T) {
 
 	p2 := newTestProxy(t, nil, Options{InitialDataTimeout: DefaultInitialDataTimeout})
 	require.Equal(t, 30*time.Second, p2.http.headTimeout(), "the default InitialDataTimeout is capped")
+	require.NotNil(t, p2.http.listener()) // starts the server
+	p2.http.mu.Lock()
+	defer p2.http.mu.Unlock()
+	require.Equal(t, 30*time.Second, p2.http.srv.ReadHeaderTimeout, "the server uses the capped timeout")
 }
 
 // A request handed over to a socket handler counts the client's bytes
