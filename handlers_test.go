@@ -576,6 +576,20 @@ func TestHandlerHTTPServerLoopback(t *testing.T) {
 	require.NoError(t, hh.handlerErr(t))
 }
 
+// idleAndBusy opens two HTTPServerHandler connections: idle has had one
+// answered request for "/" (its body is returned), busy has a request for
+// "/slow" in flight once inFlight is closed by the handler.
+func idleAndBusy(t *testing.T, hh *handlerHarness, inFlight chan struct{}) (idle, busy net.Conn, body string) {
+	t.Helper()
+	idle = hh.connect(t, "203.0.113.7:40000")
+	httpGet(t, idle, "example.com", "/")
+	_, body = readResponse(t, bufio.NewReader(idle), http.MethodGet)
+	busy = hh.connect(t, "203.0.113.7:40001")
+	httpGet(t, busy, "example.com", "/slow")
+	<-inFlight
+	return idle, busy, body
+}
+
 // TestHandlerHTTPServerStop: when the proxy gives up draining, an idle
 // keep-alive connection and one with a request in flight both end, and
 // the in-flight request's context is cancelled.
@@ -591,14 +605,8 @@ func TestHandlerHTTPServerStop(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, "quick")
 	})))
-	idle := hh.connect(t, "203.0.113.7:40000")
-	httpGet(t, idle, "example.com", "/")
-	_, body := readResponse(t, bufio.NewReader(idle), http.MethodGet)
+	idle, busy, body := idleAndBusy(t, hh, inFlight)
 	require.Equal(t, "quick", body)
-
-	busy := hh.connect(t, "203.0.113.7:40001")
-	httpGet(t, busy, "example.com", "/slow")
-	<-inFlight
 
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
@@ -626,14 +634,8 @@ func TestHandlerHTTPServerGracefulStop(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, "done "+r.URL.Path)
 	})))
-	idle := hh.connect(t, "203.0.113.7:40000")
-	httpGet(t, idle, "example.com", "/")
-	_, body := readResponse(t, bufio.NewReader(idle), http.MethodGet)
+	idle, busy, body := idleAndBusy(t, hh, inFlight)
 	require.Equal(t, "done /", body)
-
-	busy := hh.connect(t, "203.0.113.7:40001")
-	httpGet(t, busy, "example.com", "/slow")
-	<-inFlight
 
 	stopped := make(chan error, 1)
 	start := time.Now()

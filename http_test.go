@@ -246,13 +246,20 @@ func TestHTTPKeepAliveReuse(t *testing.T) {
 	requireNoRecords(t, p)
 }
 
-func TestHTTPHandoverToSocketHandler(t *testing.T) {
+// startHandoverProxy serves HTTP route web.test next to a catch-all
+// socket-handler route answering 418, on one port.
+func startHandoverProxy(t *testing.T) (*Proxy, int) {
+	t.Helper()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	be := echoBackend(t, "b")
 	catchAll := SocketHandlerRoute("catch", Ports(port), nil, HTTPResponseHandler(http.StatusTeapot, nil, "from the handler"))
 	catchAll.Priority = -1
-	startTestProxy(t, lp, Options{Routes: []Route{httpRouteOn("web", port, be.addr(), "web.test"), catchAll}})
+	return startTestProxy(t, lp, Options{Routes: []Route{httpRouteOn("web", port, be.addr(), "web.test"), catchAll}}), port
+}
+
+func TestHTTPHandoverToSocketHandler(t *testing.T) {
+	_, port := startHandoverProxy(t)
 	c, _ := proxyClient(t, port, nil, false)
 	require.Equal(t, "b", getEcho(t, c, "GET", "http://web.test/", nil).Backend)
 	resp, body := do(t, c, "GET", "http://other.test/x", nil, nil)
@@ -320,12 +327,7 @@ func TestHTTPStalledRequestHead(t *testing.T) {
 // once: the head the HTTP server read is replayed to the handler, and the
 // replay is not traffic.
 func TestHTTPHandoverCountsBytesOnce(t *testing.T) {
-	lp := newListenerPool(t)
-	port := lp.port(t)
-	be := echoBackend(t, "b")
-	catchAll := SocketHandlerRoute("catch", Ports(port), nil, HTTPResponseHandler(http.StatusTeapot, nil, "from the handler"))
-	catchAll.Priority = -1
-	p := startTestProxy(t, lp, Options{Routes: []Route{httpRouteOn("web", port, be.addr(), "web.test"), catchAll}})
+	p, port := startHandoverProxy(t)
 	c := dial(t, port)
 	req := "GET /x HTTP/1.1\r\nhost: other.test\r\nx-a:   spaced   \r\n\r\n"
 	_, err := c.Write([]byte(req))
