@@ -144,9 +144,20 @@ func (h *httpLayer) start() {
 			return ctx
 		},
 		ConnState: h.connState,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams: h2MaxStreams,
+			// RFC 9113's default frame size rather than Go's 1 MiB: a
+			// larger frame is refused with FRAME_SIZE_ERROR, as clients
+			// (and h2spec) expect from a server that did not announce more.
+			MaxReadFrameSize: 16 << 10,
+		},
 	}
 	h.serveDone = make(chan struct{})
 	srv, ln := h.srv, h.ln
+	// Serve sets up its HTTP/2 support before its first Accept, and the
+	// connection-serving goroutines start after it: the guard is put in
+	// front of it in between.
+	ln.beforeAccept = sync.OnceFunc(func() { h.guardHTTP2(srv) })
 	go func() {
 		defer close(h.serveDone)
 		_ = srv.Serve(ln)
@@ -212,6 +223,9 @@ type chanListener struct {
 	ch     chan net.Conn
 	closed chan struct{}
 	once   sync.Once
+	// beforeAccept, when set, runs at the start of every Accept (from the
+	// server's Serve goroutine).
+	beforeAccept func()
 }
 
 func newChanListener() *chanListener {
@@ -229,6 +243,9 @@ func (l *chanListener) push(c net.Conn) bool {
 }
 
 func (l *chanListener) Accept() (net.Conn, error) {
+	if l.beforeAccept != nil {
+		l.beforeAccept()
+	}
 	select {
 	case c := <-l.ch:
 		return c, nil
