@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -136,11 +135,11 @@ func LoadCertificate(spec *CertificateSpec) (*tls.Certificate, error) {
 			return nil, errors.New("certFile and keyFile must be given together")
 		}
 		var err error
-		if certPEM, err = os.ReadFile(spec.CertFile); err != nil {
-			return nil, fmt.Errorf("certFile: %w", err)
+		if certPEM, err = readLimitedFile("certFile", spec.CertFile, maxPEMFileBytes); err != nil {
+			return nil, err
 		}
-		if keyPEM, err = os.ReadFile(spec.KeyFile); err != nil {
-			return nil, fmt.Errorf("keyFile: %w", err)
+		if keyPEM, err = readLimitedFile("keyFile", spec.KeyFile, maxPEMFileBytes); err != nil {
+			return nil, err
 		}
 	case spec.Cert == "" || spec.Key == "":
 		return nil, errors.New("needs cert and key (PEM), certFile and keyFile, or \"auto\"")

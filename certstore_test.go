@@ -380,6 +380,7 @@ func TestLoadCertificateErrors(t *testing.T) {
 // route error from New, naming the field.
 func TestCertificateValidation(t *testing.T) {
 	k := pki()
+	missing := filepath.Join(t.TempDir(), "nope")
 	for name, tc := range map[string]struct {
 		tls  RouteTLS
 		want string
@@ -389,7 +390,7 @@ func TestCertificateValidation(t *testing.T) {
 		"insecure suite":       {RouteTLS{Mode: TLSTerminate, Ciphers: "TLS_RSA_WITH_RC4_128_SHA"}, "action.tls.ciphers: cipher suite \"TLS_RSA_WITH_RC4_128_SHA\" is insecure"},
 		"unknown suite":        {RouteTLS{Mode: TLSTerminate, Ciphers: "ECDHE-RSA-AES128-GCM-SHA256"}, "unknown cipher suite"},
 		"backend CA":           {RouteTLS{Mode: TLSTerminateAndReencrypt, Backend: &BackendTLS{CA: "not a PEM"}}, "action.tls.backend.ca: no PEM certificates"},
-		"backend CAFile":       {RouteTLS{Mode: TLSTerminateAndReencrypt, Backend: &BackendTLS{CAFile: filepath.Join(t.TempDir(), "nope")}}, "action.tls.backend.ca"},
+		"backend CAFile":       {RouteTLS{Mode: TLSTerminateAndReencrypt, Backend: &BackendTLS{CAFile: missing}}, `action.tls.backend: caFile "` + missing + `": no such file`},
 		"backend on terminate": {RouteTLS{Mode: TLSTerminate, Backend: &BackendTLS{}}, "action.tls.backend: only applies"},
 	} {
 		t.Run(name, func(t *testing.T) {

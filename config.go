@@ -5,8 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
+	"io"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"time"
 
@@ -48,16 +49,20 @@ type Millis int64
 // Duration converts to a time.Duration.
 func (m Millis) Duration() time.Duration { return time.Duration(m) * time.Millisecond }
 
-// UnmarshalJSON accepts a non-negative number of milliseconds.
+// UnmarshalJSON accepts a whole, non-negative number of milliseconds
+// that a time.Duration can hold (up to about 292 years): a larger value
+// would wrap around into a negative or zero duration, which means "no
+// timeout" or "the default" rather than what was written.
 func (m *Millis) UnmarshalJSON(data []byte) error {
-	var f float64
-	if err := json.Unmarshal(data, &f); err != nil {
+	var n json.Number
+	if err := json.Unmarshal(data, &n); err != nil {
 		return fmt.Errorf("want milliseconds as a number, got %s", data)
 	}
-	if f < 0 {
-		return fmt.Errorf("duration must not be negative, got %s", data)
+	v, err := parseMillis(string(n))
+	if err != nil {
+		return err
 	}
-	*m = Millis(f)
+	*m = v
 	return nil
 }
 
@@ -106,9 +111,15 @@ func (c *Config) Options() Options {
 	return o
 }
 
-// LoadConfig reads a JSON (.json) or YAML (.yaml, .yml) config file.
+// LoadConfig reads a JSON (.json) or YAML (.yaml, .yml) config file. The
+// file must be a regular file of at most 16 MiB. Relative certFile,
+// keyFile and caFile paths in it are resolved against the directory of
+// the config file, not the working directory, so a config and its
+// certificates can be moved together and the proxy started from
+// anywhere. (Routes built in code, or parsed with ParseConfig, keep
+// relative paths as written: they resolve against the working directory.)
 func LoadConfig(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readLimitedFile("config file", path, maxConfigFileBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -121,25 +132,45 @@ func LoadConfig(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	cfg.resolvePaths(filepath.Dir(path))
 	return cfg, nil
+}
+
+// resolvePaths makes the routes' relative file paths relative to dir.
+func (c *Config) resolvePaths(dir string) {
+	resolve := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	for i := range c.Routes {
+		t := c.Routes[i].Action.TLS
+		if t == nil {
+			continue
+		}
+		if cs := t.Certificate; cs != nil {
+			resolve(&cs.CertFile)
+			resolve(&cs.KeyFile)
+		}
+		if b := t.Backend; b != nil {
+			resolve(&b.CAFile)
+		}
+	}
 }
 
 // ParseConfig parses a config document, YAML when isYAML is set, JSON
 // otherwise. Unknown fields are errors that name the field; fields the TS
 // schema has but this version does not implement yet are refused with a
-// message saying so, rather than silently ignored.
+// message saying so, rather than silently ignored. The data must hold
+// exactly one document: trailing data or a second YAML document is an
+// error rather than silently ignored. Numbers must fit the field they set
+// (whole numbers for counts and milliseconds, no overflow of a duration),
+// and limits must not be negative; every such mistake is reported, each
+// with its JSON path.
 func ParseConfig(data []byte, isYAML bool) (*Config, error) {
-	var doc any
-	if isYAML {
-		if err := yaml.Unmarshal(data, &doc); err != nil {
-			return nil, fmt.Errorf("parsing YAML: %w", err)
-		}
-	} else {
-		dec := json.NewDecoder(bytes.NewReader(data))
-		dec.UseNumber()
-		if err := dec.Decode(&doc); err != nil {
-			return nil, fmt.Errorf("parsing JSON: %w", err)
-		}
+	doc, err := decodeOne(data, isYAML)
+	if err != nil {
+		return nil, err
 	}
 	top, ok := doc.(map[string]any)
 	if !ok {
@@ -156,18 +187,97 @@ func ParseConfig(data []byte, isYAML bool) (*Config, error) {
 		return nil, errors.New("config has no \"routes\" list (write \"routes: []\" for a proxy without routes)")
 	}
 	delete(top, "routes")
+	var errs []error
 	var cfg Config
-	if err := strictDecode(top, &cfg); err != nil {
-		return nil, err
+	// Each part is decoded only when its numbers are sound: the decoder's
+	// own error for the same value would repeat the mistake less clearly.
+	nc := &numberChecker{}
+	nc.check(top, reflect.TypeFor[Config](), "")
+	if len(nc.errs) > 0 {
+		errs = append(errs, nc.errs...)
+	} else if err := strictDecode(top, &cfg); err != nil {
+		errs = append(errs, err)
+	} else {
+		errs = append(errs, cfg.checkLimits()...)
 	}
 	for i, raw := range routes {
+		at := fmt.Sprintf("routes[%d]%s", i, nameOf(raw))
+		nc := &numberChecker{}
+		raw = nc.check(raw, reflect.TypeFor[Route](), at)
+		if len(nc.errs) > 0 {
+			errs = append(errs, nc.errs...)
+			continue
+		}
 		var r Route
 		if err := strictDecode(raw, &r); err != nil {
-			return nil, fmt.Errorf("routes[%d]%s: %w", i, nameOf(raw), err)
+			errs = append(errs, fmt.Errorf("%s: %w", at, err))
+			continue
 		}
 		cfg.Routes = append(cfg.Routes, r)
 	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
 	return &cfg, nil
+}
+
+// decodeOne decodes the single document of data into a generic value,
+// numbers as json.Number for JSON.
+func decodeOne(data []byte, isYAML bool) (any, error) {
+	var doc any
+	if isYAML {
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("parsing YAML: %w", err)
+		}
+		// A second document would be ignored: the proxy would run a
+		// config other than the one the file shows.
+		var extra yaml.Node
+		if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+			if err != nil {
+				return nil, fmt.Errorf("parsing YAML: %w", err)
+			}
+			return nil, fmt.Errorf("parsing YAML: a second document starts at line %d; the file must hold one", extra.Line)
+		}
+		return doc, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if err := dec.Decode(&doc); err != nil {
+		return nil, fmt.Errorf("parsing JSON: %w", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("parsing JSON: data after the end of the document at byte %d; the file must hold one JSON value", dec.InputOffset())
+	}
+	return doc, nil
+}
+
+// checkLimits refuses negative limits: in Options a negative per-IP limit
+// means "unlimited", but a config file that says -1 more likely holds a
+// mistake, and the TS schema has no such meaning.
+func (c *Config) checkLimits() []error {
+	var errs []error
+	for _, l := range []struct {
+		key  string
+		v    int
+		zero string
+	}{
+		{"maxConnections", c.MaxConnections, "unlimited"},
+		{"maxConnectionsPerIP", c.MaxConnectionsPerIP, "the default, 100"},
+		{"connectionRateLimitPerMinute", c.ConnectionRateLimitPerMinute, "the default, 300"},
+		{"maxClientHelloBytes", c.MaxClientHelloBytes, "the default, 64 KiB"},
+	} {
+		if l.v < 0 {
+			errs = append(errs, fmt.Errorf("%s: must not be negative, got %d (0 means %s)", l.key, l.v, l.zero))
+		}
+	}
+	if c.IPv6PrefixLen < 0 || c.IPv6PrefixLen > 128 {
+		errs = append(errs, fmt.Errorf("ipv6PrefixLen: must be 1 to 128 (0 means 64), got %d", c.IPv6PrefixLen))
+	}
+	if m := c.KeepAliveInactivityMultiplier; m < 0 {
+		errs = append(errs, fmt.Errorf("keepAliveInactivityMultiplier: must not be negative, got %v", m))
+	}
+	return errs
 }
 
 // strictDecode re-encodes a generic document and decodes it into v,

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -70,7 +69,12 @@ func (v *routeValidator) compileTLS(t *RouteTLS) *routeTLS {
 		rt.backendName, rt.backendNoAuth = b.ServerName, b.InsecureSkipVerify
 		var caPEM []byte
 		rt.backendRoots, caPEM, err = loadCAPool(b.CA, b.CAFile)
-		if err != nil {
+		var fe *caFileError
+		switch {
+		case errors.As(err, &fe):
+			// The message names caFile and its path already.
+			v.fail("action.tls.backend", fe.err)
+		case err != nil:
 			v.fail("action.tls.backend.ca", err)
 		}
 		rt.backendSessions = backendSessionsFor(caPEM, b.InsecureSkipVerify)
@@ -110,9 +114,9 @@ func parseCipherSuites(list string) ([]uint16, error) {
 func loadCAPool(pemText, file string) (*x509.CertPool, []byte, error) {
 	data := []byte(pemText)
 	if file != "" {
-		b, err := os.ReadFile(file)
+		b, err := readLimitedFile("caFile", file, maxPEMFileBytes)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, &caFileError{err}
 		}
 		// A newline keeps the file's first BEGIN line from running on
 		// from an inline bundle that lacks its final newline.
@@ -127,6 +131,12 @@ func loadCAPool(pemText, file string) (*x509.CertPool, []byte, error) {
 	}
 	return pool, data, nil
 }
+
+// caFileError marks a failure to read caFile, as opposed to bad PEM.
+type caFileError struct{ err error }
+
+func (e *caFileError) Error() string { return e.err.Error() }
+func (e *caFileError) Unwrap() error { return e.err }
 
 // serverConfig returns the route's tls.Config, built once from the
 // proxy's base config so session tickets work across routes and reloads.

@@ -4,6 +4,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -165,6 +167,12 @@ func (v *routeValidator) compile(r *Route, defaults Defaults, defs compiledDefau
 	st.needsHello = len(st.domains) > 0 || len(st.tlsVersion) > 0
 	st.tls = v.checkTLS(r.Action.TLS)
 	st.targets = v.checkAction(&r.Action, defaults.Target)
+	v.checkMethodCase("match.method", r.Match.Method)
+	for i, t := range st.targets {
+		if t.Match != nil {
+			v.checkMethodCase(fmt.Sprintf("action.targets[%d].match.method", i), t.Match.Method)
+		}
+	}
 	st.http = v.compileHTTP(r, st)
 	st.lb = v.compileLB(&r.Action)
 	if s := r.Security; s != nil {
@@ -233,8 +241,8 @@ func (v *routeValidator) compileDomains(domains []string) []domainPattern {
 			v.fail(field, errors.New("empty domain"))
 			continue
 		}
-		if strings.ContainsAny(norm, " \t\r\n/") {
-			v.fail(field, fmt.Errorf("invalid domain %q", d))
+		if err := checkDomainSyntax(norm); err != nil {
+			v.fail(field, fmt.Errorf("invalid domain %q: %w", d, err))
 			continue
 		}
 		g, err := compileGlob(norm)
@@ -311,8 +319,8 @@ func (v *routeValidator) checkTarget(field string, t *Target) {
 			v.fail(field+".host", errors.New("is required"))
 		}
 		for i, h := range t.Host {
-			if strings.TrimSpace(h) == "" || strings.ContainsAny(h, " /\t") {
-				v.fail(fmt.Sprintf("%s.host[%d]", field, i), fmt.Errorf("invalid host %q", h))
+			if err := checkHostSyntax(h); err != nil {
+				v.fail(fmt.Sprintf("%s.host[%d]", field, i), fmt.Errorf("invalid host %q: %w", h, err))
 			}
 		}
 	}
@@ -340,4 +348,112 @@ func compileGlob(s string) (*glob.Pattern, error) {
 		return nil, nil
 	}
 	return glob.Compile(s)
+}
+
+// checkMethodCase refuses method spellings that are not exactly the
+// method: methods are case-sensitive tokens (RFC 9110 §9.1), so "get" in
+// a config would otherwise be read as GET while a request line "get /"
+// is another method, which HAProxy and nginx do not take for GET either.
+// Refusing beats normalising: the config then says what is matched.
+// (compileHTTP refuses methods it does not know; this check covers the
+// spellings it would silently upper-case or trim.)
+func (v *routeValidator) checkMethodCase(field string, methods []string) {
+	for i, m := range methods {
+		up := strings.ToUpper(strings.TrimSpace(m))
+		if m != up && slices.Contains(knownMethods, up) {
+			v.fail(fmt.Sprintf("%s[%d]", field, i), fmt.Errorf("method %q: methods are case-sensitive, write %q", m, up))
+		}
+	}
+}
+
+// checkHostSyntax accepts a target host: an IP address (IPv6 without
+// brackets, as net.JoinHostPort adds them) or a DNS name (letters,
+// digits, '-' and '_', labels of 1 to 63 characters, at most 253 in all,
+// one trailing dot allowed). A port belongs in the target's port field.
+func checkHostSyntax(h string) error {
+	if h == "" {
+		return errors.New("empty")
+	}
+	if err := checkPrintable(h); err != nil {
+		return err
+	}
+	if _, err := netip.ParseAddr(h); err == nil {
+		return nil
+	}
+	if strings.HasPrefix(h, "[") {
+		if inner, ok := strings.CutSuffix(h[1:], "]"); ok {
+			if _, err := netip.ParseAddr(inner); err == nil {
+				return fmt.Errorf("write the IPv6 address without brackets (%q)", inner)
+			}
+		}
+	}
+	if host, port, err := net.SplitHostPort(h); err == nil {
+		return fmt.Errorf("a host must not carry a port: put %q in host and %s in port", host, port)
+	}
+	return checkDNSName(h)
+}
+
+// checkDNSName checks the syntax of a host name (RFC 1123, plus '_',
+// which container and service names use).
+func checkDNSName(h string) error {
+	name := strings.TrimSuffix(h, ".")
+	if len(name) > 253 {
+		return fmt.Errorf("longer than 253 characters")
+	}
+	labels := strings.Split(name, ".")
+	for _, l := range labels {
+		switch {
+		case l == "":
+			return errors.New("empty label")
+		case len(l) > 63:
+			return fmt.Errorf("label %q is longer than 63 characters", l)
+		case l[0] == '-' || l[len(l)-1] == '-':
+			return fmt.Errorf("label %q starts or ends with '-'", l)
+		}
+		for _, c := range []byte(l) {
+			if !isHostChar(c) {
+				return fmt.Errorf("character %q is not allowed in a host name", c)
+			}
+		}
+	}
+	// "1.2.3.256" is no name: a resolver would be asked for it.
+	if last := labels[len(labels)-1]; strings.Trim(last, "0123456789") == "" {
+		return errors.New("not a valid IP address, and a host name cannot end in a numeric label")
+	}
+	return nil
+}
+
+func isHostChar(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_'
+}
+
+// checkDomainSyntax accepts a normalised match.domains entry: host name
+// characters, the glob syntax ('*', '?', [classes], {alternatives}) and
+// ':' for IPv6 literals in Host headers. Anything else could never match
+// a server name, which is ASCII (IDNs travel as "xn--" A-labels).
+func checkDomainSyntax(d string) error {
+	if err := checkPrintable(d); err != nil {
+		return err
+	}
+	for _, c := range []byte(d) {
+		if !isHostChar(c) && !strings.ContainsRune(".:*?[]{},!^", rune(c)) {
+			return fmt.Errorf("character %q cannot appear in a server name", c)
+		}
+	}
+	return nil
+}
+
+// checkPrintable refuses control characters, spaces and non-ASCII.
+func checkPrintable(s string) error {
+	for _, r := range s {
+		switch {
+		case r < 0x20 || r == 0x7f:
+			return fmt.Errorf("contains the control character %U", r)
+		case r == ' ':
+			return errors.New("contains a space")
+		case r > 0x7e:
+			return fmt.Errorf("contains the non-ASCII character %q (write internationalised names in their xn-- form)", r)
+		}
+	}
+	return nil
 }

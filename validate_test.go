@@ -69,7 +69,7 @@ func TestValidationOfTLSBlock(t *testing.T) {
 		{"auto", RouteTLS{Mode: TLSTerminate, Certificate: &CertificateSpec{Auto: true}}, ""},
 		{"half a pair", RouteTLS{Mode: TLSTerminate, Certificate: &CertificateSpec{Cert: "x"}}, `route "term": action.tls.certificate: needs cert and key`},
 		{"bad pem", RouteTLS{Mode: TLSTerminate, Certificate: &CertificateSpec{Cert: "x", Key: "y"}}, `route "term": action.tls.certificate: tls: failed to find any PEM data`},
-		{"missing file", RouteTLS{Mode: TLSTerminate, Certificate: &CertificateSpec{CertFile: "/nonexistent.pem", KeyFile: "/nonexistent.key"}}, `action.tls.certificate: certFile: open /nonexistent.pem`},
+		{"missing file", RouteTLS{Mode: TLSTerminate, Certificate: &CertificateSpec{CertFile: "/nonexistent.pem", KeyFile: "/nonexistent.key"}}, `action.tls.certificate: certFile "/nonexistent.pem": no such file or directory`},
 		{"version", RouteTLS{Mode: TLSTerminate, Versions: []string{"TLSv1.4"}}, `action.tls.versions[0]: unknown TLS version "TLSv1.4"`},
 		{"insecure cipher", RouteTLS{Mode: TLSTerminate, Ciphers: "TLS_RSA_WITH_RC4_128_SHA"}, `action.tls.ciphers: cipher suite "TLS_RSA_WITH_RC4_128_SHA" is insecure`},
 		{"unknown cipher", RouteTLS{Mode: TLSTerminate, Ciphers: "NOPE"}, `unknown cipher suite "NOPE"`},
