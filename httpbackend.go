@@ -47,6 +47,9 @@ type transportSet struct {
 	h    *httpLayer
 	mu   sync.Mutex // serializes snapshot rebuilds
 	snap atomic.Pointer[transportSnap]
+	// gate is the HTTP layer's other per-generation cache: the ports
+	// whose requests have their paths canonicalised (httppath.go).
+	gate atomic.Pointer[pathGate]
 }
 
 // transportSnap is the pools as of one route generation.

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -20,6 +21,9 @@ type proxyReq struct {
 	rc     RouteContext // the connection's, with the request's Domain and Route
 	target int          // index into route.state.targets
 	in     *http.Request
+	// rewritten is the outgoing URL's path and query after
+	// action.rewrite; nil when the route has none or it did not match.
+	rewritten *url.URL
 }
 
 type proxyReqKey struct{}
@@ -40,6 +44,23 @@ func (h *httpLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	host := requestHost(r, hc.rc.Domain)
+	// Where routes decide on the path, they decide on its canonical form,
+	// which is then the form forwarded (httppath.go).
+	normalized := false
+	if h.transports.pathMatters(hc.rc.Port) {
+		canon, v := canonicalPath(r.URL.EscapedPath())
+		switch v {
+		case pathAmbiguous:
+			h.badPath(w, r, hc, errAmbiguousPath)
+			return
+		case pathNormalizable:
+			if err := setRequestPath(r, canon); err != nil {
+				h.badPath(w, r, hc, err)
+				return
+			}
+			normalized = true
+		}
+	}
 	q := MatchQuery{Port: hc.rc.Port, Domain: host, ClientIP: hc.rc.ClientIP, TLSVersion: hc.rc.TLSVersion, Request: r, Terminated: hc.terminated}
 	// Every request is matched against the current routes, not those the
 	// connection was accepted under: UpdateRoutes must be able to revoke
@@ -49,6 +70,10 @@ func (h *httpLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if route == nil || route.state == nil {
 		h.p.reject(hc.rc.ClientAddr, hc.rc.Port, host, &RejectError{Reason: RejectNoRoute, IP: hc.rc.ClientIP})
 		http.Error(w, "404 no route for this request", http.StatusNotFound)
+		return
+	}
+	if normalized && route.state.http != nil && route.state.http.pathReject {
+		h.badPath(w, r, hc, errNonCanonicalPath)
 		return
 	}
 	pr := &proxyReq{hc: hc, route: route, rc: hc.rc, in: r}
@@ -80,7 +105,20 @@ func (h *httpLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "404 no target for this request", http.StatusNotFound)
 		return
 	}
+	if hr != nil && hr.rewrite != nil {
+		if err := pr.rewriteURL(hr.rewrite, hr.pathReject); err != nil {
+			h.badPath(w, r, hc, err)
+			return
+		}
+	}
 	h.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), proxyReqKey{}, pr)))
+}
+
+// badPath answers 400 to a request whose path the proxy will not
+// forward (httppath.go).
+func (h *httpLayer) badPath(w http.ResponseWriter, r *http.Request, hc *httpConn, err error) {
+	h.p.logConn("request refused", "id", hc.rc.ConnectionID, "path", r.URL.EscapedPath(), "err", err)
+	http.Error(w, "400 "+err.Error(), http.StatusBadRequest)
 }
 
 // admit applies the connection checks to a request whose route is not the
@@ -194,8 +232,8 @@ func (h *httpLayer) rewriteRequest(r *httputil.ProxyRequest) {
 	if hr.keepHost {
 		out.Host = r.In.Host
 	}
-	if hr.rewrite != nil {
-		pr.rewriteURL(out, hr.rewrite)
+	if u := pr.rewritten; u != nil {
+		out.URL.Path, out.URL.RawPath, out.URL.RawQuery = u.Path, u.RawPath, u.RawQuery
 	}
 	pr.applyHeaders(out.Header, hr.reqHeaders)
 }

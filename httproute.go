@@ -37,6 +37,7 @@ type httpRoute struct {
 	keepHost    bool             // options.rewriteHostHeader: false
 	backend     string           // options.backendProtocol: "http1", "h2c" or "h2"
 	noWebSocket bool             // websocket.enabled: false
+	pathReject  bool             // options.pathNormalization: "reject"
 	targets     []*targetMatcher // parallel to routeState.targets; nil entries match all
 
 	alpnOnce sync.Once
@@ -144,6 +145,10 @@ func (v *routeValidator) compileActionHTTP(a *RouteAction, h *httpRoute) bool {
 		default:
 			v.fail("action.options.backendProtocol", fmt.Errorf("unknown protocol %q (want http1, h2c or h2)", o.BackendProtocol))
 		}
+		if err := checkPathOption(o.PathNormalization); err != nil {
+			v.fail("action.options.pathNormalization", err)
+		}
+		h.pathReject = o.PathNormalization == PathReject
 	}
 	if hd := a.Headers; hd != nil {
 		features = true

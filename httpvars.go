@@ -1,6 +1,7 @@
 package smartproxy
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
@@ -132,18 +133,22 @@ func appendForwarded(b []byte, ip netip.Addr, host string, https bool) []byte {
 	return append(b, "proto=http"...)
 }
 
-// rewriteURL applies action.rewrite to the outgoing URL: the pattern is
-// matched against the escaped path with its query ("/a/b?x=1"); the first
-// match is replaced by the expanded target. A result that is not a valid
-// request target leaves the URL as it was.
-func (pr *proxyReq) rewriteURL(out *http.Request, rw *urlRewrite) {
+// rewriteURL applies action.rewrite: the pattern is matched against the
+// escaped path with its query ("/a/b?x=1"); the first match is replaced
+// by the expanded target. A result that is not a valid request target
+// leaves the URL as it was. The result is held to the rules of request
+// paths (httppath.go), since captures and templates ({headers.x}) carry
+// what the client sent: without a canonical form it is refused, and a
+// non-canonical one is normalised, or refused on a "reject" route. The
+// outgoing request takes pr.rewritten in rewriteRequest.
+func (pr *proxyReq) rewriteURL(rw *urlRewrite, reject bool) error {
 	in := pr.in.URL.EscapedPath()
 	if pr.in.URL.RawQuery != "" {
 		in += "?" + pr.in.URL.RawQuery
 	}
 	m := rw.re.FindStringSubmatchIndex(in)
 	if m == nil {
-		return
+		return nil
 	}
 	repl := expandTemplate(rw.target, func(name string) (string, bool) {
 		if n, ok := strings.CutPrefix(name, "__rewrite."); ok {
@@ -157,9 +162,21 @@ func (pr *proxyReq) rewriteURL(out *http.Request, rw *urlRewrite) {
 	})
 	u, err := url.ParseRequestURI(in[:m[0]] + repl + in[m[1]:])
 	if err != nil {
-		return
+		return nil
 	}
-	out.URL.Path, out.URL.RawPath, out.URL.RawQuery = u.Path, u.RawPath, u.RawQuery
+	switch canon, v := canonicalPath(u.EscapedPath()); {
+	case v == pathAmbiguous:
+		return fmt.Errorf("rewritten path: %w", errAmbiguousPath)
+	case v == pathNormalizable && reject:
+		return fmt.Errorf("rewritten path: %w", errNonCanonicalPath)
+	case v == pathNormalizable:
+		if u.Path, err = url.PathUnescape(canon); err != nil {
+			return fmt.Errorf("rewritten path: %w", err)
+		}
+		u.RawPath = canon
+	}
+	pr.rewritten = u
+	return nil
 }
 
 // redirect answers with the route's redirect. The request's query is

@@ -129,6 +129,11 @@ type ActionOptions struct {
 	// BackendProtocol is "http1" (default), "h2c" (HTTP/2 without TLS) or
 	// "h2" (HTTP/2 over TLS, with terminate-and-reencrypt).
 	BackendProtocol string `json:"backendProtocol,omitempty"`
+	// PathNormalization is what happens to a request path that is not in
+	// canonical form on a port where routes decide on paths: "normalize"
+	// (default) forwards its canonical form, "reject" answers 400. Paths
+	// without a canonical form are refused either way. Our extension.
+	PathNormalization string `json:"pathNormalization,omitempty"`
 }
 
 // HeaderActions sets headers; a value that expands to "" removes the
