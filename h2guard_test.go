@@ -1,0 +1,300 @@
+package smartproxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// Tests of the HTTP/2 guard with a raw frame client over h2c (prior
+// knowledge) on a loopback socket through a real proxy.
+
+// h2Frame builds one frame.
+func h2Frame(typ, flags byte, stream uint32, payload []byte) []byte {
+	f := make([]byte, h2FrameHeaderLen, h2FrameHeaderLen+len(payload))
+	f[0], f[1], f[2] = byte(len(payload)>>16), byte(len(payload)>>8), byte(len(payload))
+	f[3], f[4] = typ, flags
+	binary.BigEndian.PutUint32(f[5:], stream)
+	return append(f, payload...)
+}
+
+// h2RequestBlock is an HPACK block for "method http://x/": static-table
+// indices for :method (GET 0x82, POST 0x83), :scheme http (0x86) and
+// :path / (0x84), and :authority x as a literal without indexing.
+func h2RequestBlock(post bool) []byte {
+	m := byte(0x82)
+	if post {
+		m = 0x83
+	}
+	return []byte{m, 0x86, 0x84, 0x01, 1, 'x'}
+}
+
+// h2RawConn is a raw HTTP/2 client connection whose frames from the
+// server are read (so that the server is never blocked writing) and
+// summarised.
+type h2RawConn struct {
+	net.Conn
+	bw       *bufio.Writer
+	closed   chan struct{} // the server closed the connection
+	goaway   atomic.Int64  // error code of the GOAWAY received, -1 if none
+	received atomic.Int64  // frames received
+}
+
+func dialH2C(t *testing.T, port int) *h2RawConn {
+	t.Helper()
+	c := &h2RawConn{Conn: dial(t, port), closed: make(chan struct{})}
+	t.Cleanup(func() { _ = c.Close() })
+	c.goaway.Store(-1)
+	c.bw = bufio.NewWriterSize(c.Conn, 64<<10)
+	_, _ = c.bw.WriteString(h2ClientPreface)
+	_, _ = c.bw.Write(h2Frame(h2FrameSettings, 0, 0, nil))
+	require.NoError(t, c.bw.Flush())
+	go c.readFrames()
+	return c
+}
+
+func (c *h2RawConn) readFrames() {
+	defer close(c.closed)
+	r := bufio.NewReader(c.Conn)
+	var hdr [h2FrameHeaderLen]byte
+	for {
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			return
+		}
+		n := int(hdr[0])<<16 | int(hdr[1])<<8 | int(hdr[2])
+		payload := make([]byte, n)
+		if _, err := io.ReadFull(r, payload); err != nil {
+			return
+		}
+		c.received.Add(1)
+		if hdr[3] == h2FrameGoAway && n >= 8 {
+			c.goaway.Store(int64(binary.BigEndian.Uint32(payload[4:])))
+		}
+	}
+}
+
+// send writes frames, flushing every 64 KiB; false once the connection
+// is closed.
+func (c *h2RawConn) send(frames ...[]byte) bool {
+	select {
+	case <-c.closed:
+		return false
+	default:
+	}
+	for _, f := range frames {
+		if _, err := c.bw.Write(f); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// flood sends up to n rounds of frames(i) and reports how many rounds
+// were sent before the proxy closed the connection, and whether it did
+// within 5 s of the last round. (The count says little: loopback socket
+// buffers take megabytes before the proxy reads any.)
+func (c *h2RawConn) flood(n int, frames func(i int) [][]byte) (int, bool) {
+	i := 0
+	for ; i < n; i++ {
+		if !c.send(frames(i)...) {
+			break
+		}
+	}
+	_ = c.bw.Flush()
+	select {
+	case <-c.closed:
+		return i, true
+	case <-time.After(5 * time.Second):
+		return i, false
+	}
+}
+
+// h2FloodProxy starts a proxy with one HTTP route (a path match keeps it in
+// the HTTP layer) whose backend counts the requests it gets.
+func h2FloodProxy(t *testing.T) (port int, requests *atomic.Int64) {
+	t.Helper()
+	requests = new(atomic.Int64)
+	be := startEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = w.Write([]byte("ok"))
+	}))
+	lp := newListenerPool(t)
+	port = lp.port(t)
+	r := httpRouteOn("web", port, be.addr())
+	r.Match.Path = "/*"
+	startTestProxy(t, lp, Options{Routes: []Route{r}})
+	return port, requests
+}
+
+// TestH2RapidResetIsCut: streams opened and reset at once (CVE-2023-44487)
+// end the connection after a few hundred, with GOAWAY ENHANCE_YOUR_CALM,
+// and few of them reach the backend. Without the guard the connection
+// takes all 20,000 and hundreds of requests reach the backend.
+func TestH2RapidResetIsCut(t *testing.T) {
+	port, requests := h2FloodProxy(t)
+	c := dialH2C(t, port)
+	cancel := make([]byte, 4)
+	binary.BigEndian.PutUint32(cancel, 0x8) // CANCEL
+	block := h2RequestBlock(false)
+	const streams = 20000
+	sent, closed := c.flood(streams, func(i int) [][]byte {
+		id := uint32(2*i + 1)
+		return [][]byte{
+			h2Frame(h2FrameHeaders, 0x4|h2FlagEndStream, id, block), // END_HEADERS|END_STREAM
+			h2Frame(h2FrameRSTStream, 0, id, cancel),
+		}
+	})
+	require.True(t, closed, "the connection stayed open after %d reset streams", sent)
+	require.Equal(t, int64(h2ErrCalm), c.goaway.Load(), "GOAWAY ENHANCE_YOUR_CALM before the close")
+	require.LessOrEqual(t, requests.Load(), int64(50), "requests that reached the backend")
+	t.Logf("closed; %d of %d streams written, %d reached the backend", sent, streams, requests.Load())
+}
+
+// TestH2ControlFloodsAreCut: floods of frames that the server answers or
+// processes without doing any request's work end the connection.
+func TestH2ControlFloodsAreCut(t *testing.T) {
+	port, _ := h2FloodProxy(t)
+	ping := make([]byte, 8)
+	wu := make([]byte, 4)
+	binary.BigEndian.PutUint32(wu, 1)
+	prio := []byte{0, 0, 0, 0, 16} // depends on stream 0, weight 17
+	for _, tc := range []struct {
+		name  string
+		open  bool // open a POST stream first (for DATA frames)
+		frame func(i int) []byte
+	}{
+		{"PING", false, func(i int) []byte { return h2Frame(h2FramePing, 0, 0, ping) }},
+		{"SETTINGS", false, func(i int) []byte { return h2Frame(h2FrameSettings, 0, 0, nil) }},
+		{"WINDOW_UPDATE", false, func(i int) []byte { return h2Frame(h2FrameWindowUpdate, 0, 0, wu) }},
+		{"PRIORITY", false, func(i int) []byte { return h2Frame(h2FramePriority, 0, uint32(2*i+101), prio) }},
+		{"empty DATA", true, func(i int) []byte { return h2Frame(h2FrameData, 0, 1, nil) }},
+		{"unknown type", false, func(i int) []byte { return h2Frame(0xfa, 0, 0, ping) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dialH2C(t, port)
+			if tc.open {
+				require.True(t, c.send(h2Frame(h2FrameHeaders, 0x4, 1, h2RequestBlock(true))))
+			}
+			const frames = 50000
+			sent, closed := c.flood(frames, func(i int) [][]byte { return [][]byte{tc.frame(i)} })
+			require.True(t, closed, "the connection stayed open after %d frames", sent)
+			require.Less(t, c.received.Load(), int64(5000), "frames the proxy sent back")
+		})
+	}
+}
+
+// TestH2HeavyClientIsNotCut: a demanding but legitimate client (1,000
+// sequential requests, 100 concurrent ones ten times, a 32 MiB upload and
+// a 32 MiB download, a burst of 200 requests cancelled in flight) keeps its
+// one connection.
+func TestH2HeavyClientIsNotCut(t *testing.T) {
+	big := bytes.Repeat([]byte("0123456789abcdef"), 2<<20) // 32 MiB
+	be := startEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/upload":
+			n, _ := io.Copy(io.Discard, r.Body)
+			_, _ = w.Write([]byte(strconv.FormatInt(n, 10)))
+		case "/download":
+			_, _ = w.Write(big)
+		case "/slow":
+			select {
+			case <-r.Context().Done():
+			case <-time.After(5 * time.Second):
+			}
+		default:
+			_, _ = w.Write([]byte("ok"))
+		}
+	}))
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	r := httpRouteOn("web", port, be.addr())
+	r.Match.Path = "/*"
+	startTestProxy(t, lp, Options{Routes: []Route{r}})
+
+	var dials atomic.Int64
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{
+		Protocols: &protos,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			dials.Add(1)
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", "127.0.0.1:"+strconv.Itoa(port))
+		},
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	get := func(path string) (string, error) {
+		resp, err := client.Get("http://x" + path)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			return "", errors.New(resp.Status)
+		}
+		return string(b), err
+	}
+	for range 1000 {
+		body, err := get("/")
+		require.NoError(t, err)
+		require.Equal(t, "ok", body)
+	}
+	for range 10 {
+		var wg sync.WaitGroup
+		errs := make(chan error, 100)
+		for range 100 {
+			wg.Go(func() {
+				if _, err := get("/"); err != nil {
+					errs <- err
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			require.NoError(t, err)
+		}
+	}
+	resp, err := client.Post("http://x/upload", "application/octet-stream", bytes.NewReader(big))
+	require.NoError(t, err)
+	n, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, strconv.Itoa(len(big)), string(n))
+	body, err := get("/download")
+	require.NoError(t, err)
+	require.Equal(t, len(big), len(body))
+
+	// A client giving up on every request it has in flight.
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for range 200 {
+		wg.Go(func() {
+			req, _ := http.NewRequestWithContext(ctx, "GET", "http://x/slow", nil)
+			if resp, err := client.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		})
+	}
+	time.Sleep(200 * time.Millisecond)
+	cancel()
+	wg.Wait()
+	body, err = get("/")
+	require.NoError(t, err)
+	require.Equal(t, "ok", body)
+	require.Equal(t, int64(1), dials.Load(), "every request went over the first connection")
+}
