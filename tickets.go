@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 )
@@ -13,13 +14,40 @@ import (
 // proxy's keys, so a ticket issued on one route resumes on another and
 // survives UpdateRoutes. Explicit keys turn off crypto/tls's own rotation,
 // so the proxy rotates them itself: a new key every ticketKeyRotation,
-// keeping the previous ones for ticketKeysKept-1 periods so tickets
-// already issued still resume, while old keys do not live forever
-// (forward secrecy of resumed sessions).
+// keeping the previous ones so tickets already issued still resume, while
+// old keys do not live forever (forward secrecy of resumed sessions).
+//
+// crypto/tls tells TLS 1.3 clients that a ticket may be used for 7 days
+// (maxSessionTicketLifetime: a constant, with no knob in tls.Config) and
+// refuses older tickets itself, in TLS 1.2 too. The ring keeps keys long
+// enough to honour that hint: a ticket sealed just before a rotation is
+// still decryptable ticketKeysKept-1 rotations later, so ticketKeysKept-1
+// periods must cover the 7 days. Keeping fewer (three, before) made
+// clients offer tickets the proxy could no longer open: a full handshake
+// where the client was promised a resumption. A key is thus at most 8
+// days old; a shorter hint would need our own ticket format, or Go's.
 const (
 	ticketKeyRotation = 24 * time.Hour
-	ticketKeysKept    = 3
+	ticketLifetime    = 7 * 24 * time.Hour // what crypto/tls hints and enforces
+	ticketKeysKept    = int(ticketLifetime/ticketKeyRotation) + 1
 )
+
+// defaultTLS12Suites are the TLS 1.2 cipher suites of terminating routes
+// that set no ciphers: ECDHE with an AEAD only, as HAProxy's and
+// Mozilla's "intermediate" defaults. Go's own default list still has the
+// ECDHE CBC-SHA suites, whose MAC-then-encrypt construction is what
+// LUCKY13-style timing attacks go after (testssl.sh warns about them);
+// every TLS 1.2 client of the last decade has an AEAD suite. A route's
+// "ciphers" option replaces this list, so it can widen it again. TLS 1.3
+// suites are AEAD by design and not configurable in crypto/tls.
+var defaultTLS12Suites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
 
 type ticketKeyRing struct {
 	mu   sync.Mutex
@@ -29,7 +57,7 @@ type ticketKeyRing struct {
 // newTLSBase is the template every terminating route's tls.Config is
 // cloned from (Clone copies the ticket keys).
 func newTLSBase(ring *ticketKeyRing) (*tls.Config, error) {
-	base := &tls.Config{MinVersion: tls.VersionTLS12}
+	base := &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: slices.Clone(defaultTLS12Suites)}
 	keys, err := ring.rotate()
 	if err != nil {
 		return nil, err
