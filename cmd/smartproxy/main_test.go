@@ -3,9 +3,16 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -528,4 +535,95 @@ func TestStartFails(t *testing.T) {
 	code, stderr := runOnce(t, "-config", path)
 	require.Equal(t, 1, code)
 	require.Contains(t, stderr, "address already in use")
+}
+
+// selfSigned writes a self-signed certificate and key for name into dir
+// as cert.pem and key.pem.
+func selfSigned(t *testing.T, dir, name string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: name},
+		DNSNames:     []string{name},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	require.NoError(t, err)
+	writeFile(t, dir, "cert.pem", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
+	writeFile(t, dir, "key.pem", string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})))
+}
+
+// runWithin is runOnce that fails the test instead of hanging when run
+// does not return within d (the bugs tested with it were hangs).
+func runWithin(t *testing.T, d time.Duration, args ...string) (int, string) {
+	t.Helper()
+	type result struct {
+		code   int
+		stderr string
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, stderr := runOnce(t, args...)
+		done <- result{code, stderr}
+	}()
+	select {
+	case r := <-done:
+		return r.code, r.stderr
+	case <-time.After(d):
+		t.Fatalf("run %q still running after %v", args, d)
+		return 0, ""
+	}
+}
+
+// TestCheckFiles: -check resolves relative certFile/keyFile/caFile
+// against the config file's directory whatever the working directory,
+// refuses a config file or certificate file that is a device (it used to
+// read /dev/zero forever), and refuses numbers that would wrap around and
+// trailing data.
+func TestCheckFiles(t *testing.T) {
+	confDir := t.TempDir()
+	require.NoError(t, os.Mkdir(filepath.Join(confDir, "tls"), 0o700))
+	selfSigned(t, filepath.Join(confDir, "tls"), "a.test")
+	tlsRoute := func(certFile, keyFile, caFile string) string {
+		return `{"listenAddress": "127.0.0.1", "routes": [{"name": "secure", "match": {"ports": 8443},
+		  "action": {"type": "forward", "targets": [{"host": "127.0.0.1", "port": 9443}],
+		  "tls": {"mode": "terminate-and-reencrypt", "certificate": {"certFile": "` + certFile + `", "keyFile": "` + keyFile + `"},
+		          "backend": {"caFile": "` + caFile + `"}}}}]}`
+	}
+	t.Chdir(t.TempDir()) // the config's files are not in the working directory
+
+	t.Run("relative paths", func(t *testing.T) {
+		path := writeFile(t, confDir, "rel.json", tlsRoute("tls/cert.pem", "tls/key.pem", "tls/cert.pem"))
+		code, stderr := runWithin(t, 10*time.Second, "-config", path, "-check")
+		require.Equal(t, 0, code, stderr)
+		require.Equal(t, path+": OK (1 routes)\n", stderr)
+	})
+	for name, tc := range map[string]struct{ content, want string }{
+		"certFile /dev/zero": {tlsRoute("/dev/zero", "tls/key.pem", "tls/cert.pem"), `route "secure": action.tls.certificate: certFile "/dev/zero": not a regular file`},
+		"caFile /dev/zero":   {tlsRoute("tls/cert.pem", "tls/key.pem", "/dev/zero"), `route "secure": action.tls.backend: caFile "/dev/zero": not a regular file`},
+		"missing relative":   {tlsRoute("tls/nope.pem", "tls/key.pem", "tls/cert.pem"), `certFile "` + filepath.Join(confDir, "tls", "nope.pem") + `": no such file or directory`},
+		"duration overflow":  {`{"routes": [], "inactivityTimeout": 1e13}`, `inactivityTimeout: 1e13 ms overflows a duration`},
+		"negative limit":     {`{"routes": [], "maxConnections": -1}`, `maxConnections: must not be negative`},
+		"trailing document":  {`{"routes": []} {"routes": []}`, `data after the end of the document`},
+		"host with port":     {`{"routes": [{"name": "web", "match": {"ports": 80}, "action": {"type": "forward", "targets": [{"host": "127.0.0.1:80", "port": 80}]}}]}`, `route "web": action.targets[0].host[0]: invalid host "127.0.0.1:80": a host must not carry a port`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := writeFile(t, confDir, strings.NewReplacer(" ", "_", "/", "_").Replace(name)+".json", tc.content)
+			code, stderr := runWithin(t, 10*time.Second, "-config", path, "-check")
+			require.Equal(t, 1, code, stderr)
+			require.Contains(t, stderr, tc.want)
+		})
+	}
+	t.Run("config is a device", func(t *testing.T) {
+		code, stderr := runWithin(t, 10*time.Second, "-config", "/dev/zero", "-check")
+		require.Equal(t, 1, code, stderr)
+		require.Contains(t, stderr, `config file "/dev/zero": not a regular file (a character device)`)
+	})
 }
