@@ -55,11 +55,11 @@ func TestHTTPSTerminateWithoutALPNIsSniffed(t *testing.T) {
 	port := lp.port(t)
 	be := echoBackend(t, "b")
 	r := terminateRouteOn("plain", port, be.addr(), "www.example.com")
-	r.Action.Options = nil // no HTTP feature: no ALPN offered
+	r.Action.Options = nil // no HTTP feature
 	startTestProxy(t, lp, Options{Certificates: testCertStore(t), Routes: []Route{r}})
 
 	c := dial(t, port)
-	tc := tls.Client(c, insecureTLS("www.example.com", "h2", "http/1.1"))
+	tc := tls.Client(c, insecureTLS("www.example.com")) // a client that offers no ALPN
 	require.NoError(t, tc.Handshake())
 	require.Empty(t, tc.ConnectionState().NegotiatedProtocol)
 	_, err := io.WriteString(tc, "GET /sniffed HTTP/1.1\r\nHost: www.example.com\r\n\r\n")

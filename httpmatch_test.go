@@ -121,17 +121,6 @@ func TestHTTPMatchHeadersAndMethods(t *testing.T) {
 	require.False(t, h.matchRequest(req), "a missing header never matches")
 }
 
-func TestClassifyHTTP(t *testing.T) {
-	for in, want := range map[string][2]bool{
-		"GET / HTTP/1.1": {true, true}, "GE": {false, false}, "POST ": {true, true},
-		"PRI * HTTP/2.0": {true, true}, "PRI * HTTP": {false, false}, "SSH-2.0": {false, true},
-		"get / ": {false, true}, "GETX ": {false, true}, "SET key v": {false, true},
-	} {
-		isHTTP, decided := classifyHTTP([]byte(in))
-		require.Equal(t, want, [2]bool{isHTTP, decided}, in)
-	}
-}
-
 func TestTCPMatchStillAllocatesNothing(t *testing.T) {
 	r := fwd("p").Ports(80).Domains("a.test").Route()
 	r.Match.Path = "/x"

@@ -17,39 +17,108 @@ const (
 	streamNone                    // nothing usable arrived: close
 )
 
-// httpPrefixes are the starts of the streams the HTTP layer takes: a known
-// method token and a space, or the HTTP/2 prior-knowledge preface. Any
-// other token is not taken for HTTP, so line protocols whose commands
-// happen to be upper-case words keep being forwarded as TCP.
-var httpPrefixes = [][]byte{
-	[]byte("GET "), []byte("HEAD "), []byte("POST "), []byte("PUT "), []byte("PATCH "),
-	[]byte("DELETE "), []byte("OPTIONS "), []byte("TRACE "), []byte("CONNECT "),
-	[]byte("PROPFIND "), []byte("PROPPATCH "), []byte("MKCOL "), []byte("COPY "), []byte("MOVE "),
-	[]byte("LOCK "), []byte("UNLOCK "), []byte("REPORT "), []byte("SEARCH "),
-	[]byte("PRI * HTTP/2.0"),
+// sniffLineCap bounds how many bytes the sniffer reads while the first
+// line is still undecided (leading empty lines and a method token with no
+// space after it yet). Past it the stream is taken for HTTP, so the HTTP
+// layer refuses it: no HTTP parser accepts a 4 KiB method.
+const sniffLineCap = 4 << 10
+
+// isTokenChar reports an RFC 9110 tchar: "!#$%&'*+-.^_`|~", digits and
+// letters.
+func isTokenChar(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	switch c {
+	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
+		return true
+	}
+	return false
 }
 
-// classifyHTTP reports whether b starts like HTTP (isHTTP) and whether
-// that is decided yet (b could still become an HTTP prefix).
-func classifyHTTP(b []byte) (isHTTP, decided bool) {
-	possible := false
-	for _, p := range httpPrefixes {
-		if len(b) >= len(p) {
-			if bytes.HasPrefix(b, p) {
-				return true, true
-			}
-		} else if bytes.HasPrefix(p, b) {
-			possible = true
-		}
+// classifyHTTP says whether b starts like an HTTP request (isHTTP), and
+// whether that is decided yet. skip is the number of leading CR and LF
+// bytes, the empty lines RFC 9112 §2.2 tells a server to ignore before a
+// request line (Go's server refuses them on a connection's first request,
+// so the caller drops them).
+//
+// What it calls "not HTTP" may be forwarded as raw TCP, past every
+// per-request check, so the rule leans towards HTTP: a first line is a
+// request line when it starts with any method token (RFC 9110 tchars, in
+// any case: FOO, QUERY, get) and a space or tab, and then either holds
+// "HTTP/" in any case (RFC 9112's version, or what a lenient parser might
+// take for one) or the method is GET (an HTTP/0.9 simple request, which
+// some servers still answer). The HTTP layer parses it strictly and
+// answers 400 to what it refuses, so a lenient backend never sees it raw.
+// Leading empty lines alone, or a first line longer than sniffLineCap,
+// are HTTP too. Everything else is not: a non-token byte first (a TLS
+// record, a binary protocol), a lone word ("PING", "SSH-2.0-…"), or a
+// complete line without a version ("PING x", "SET k v").
+func classifyHTTP(b []byte) (isHTTP, decided bool, skip int) {
+	for skip < len(b) && (b[skip] == '\r' || b[skip] == '\n') {
+		skip++
 	}
-	return false, !possible
+	i := skip
+	for i < len(b) && isTokenChar(b[i]) {
+		i++
+	}
+	switch {
+	case i == len(b):
+		if len(b) >= sniffLineCap {
+			return true, true, 0 // let the HTTP layer refuse it, empty lines and all
+		}
+		return false, false, skip
+	case i == skip || b[i] != ' ' && b[i] != '\t':
+		return false, true, 0
+	case i-skip == 3 && b[skip]|0x20 == 'g' && b[skip+1]|0x20 == 'e' && b[skip+2]|0x20 == 't':
+		return true, true, skip
+	}
+	line := b[i:]
+	end := bytes.IndexByte(line, '\n')
+	if end >= 0 {
+		line = line[:end]
+	}
+	switch {
+	case hasHTTPVersion(line):
+		return true, true, skip
+	case end >= 0:
+		return false, true, 0
+	case len(b) >= sniffLineCap:
+		return true, true, skip
+	}
+	return false, false, skip
+}
+
+// hasHTTPVersion reports whether line holds "HTTP/" in any case. It looks
+// for the slash with IndexByte, so a line trickled in byte by byte costs
+// little to rescan on every arrival.
+func hasHTTPVersion(line []byte) bool {
+	for i := 4; i < len(line); {
+		j := bytes.IndexByte(line[i:], '/')
+		if j < 0 {
+			return false
+		}
+		i += j
+		if w := line[i-4 : i]; w[0]|0x20 == 'h' && w[1]|0x20 == 't' && w[2]|0x20 == 't' && w[3]|0x20 == 'p' {
+			return true
+		}
+		i++
+	}
+	return false
 }
 
 // sniffStream waits up to wait for the first bytes of peek and says what
 // they are. With http false only TLS is told apart, on the first byte.
-// Bytes read stay buffered in peek. On timeout or EOF it returns
-// streamNone when nothing arrived and streamOther otherwise.
-func sniffStream(peek *forwarding.PeekConn, wait time.Duration, http, tls bool) streamKind {
+// Bytes read stay buffered in peek, except the empty lines before an HTTP
+// request line, which are dropped.
+//
+// On timeout or EOF it returns streamNone when nothing arrived. When bytes
+// arrived but do not decide yet (a method token still being typed), it
+// returns streamNone too if strict is set — the stream may become an
+// HTTP request, and a port whose routes check requests must never forward
+// that raw — and streamOther otherwise.
+func sniffStream(peek *forwarding.PeekConn, wait time.Duration, http, tls, strict bool) streamKind {
 	_ = peek.SetReadDeadline(time.Now().Add(wait))
 	defer func() { _ = peek.SetReadDeadline(time.Time{}) }()
 	for {
@@ -61,17 +130,19 @@ func sniffStream(peek *forwarding.PeekConn, wait time.Duration, http, tls bool) 
 			if !http {
 				return streamOther
 			}
-			if isHTTP, decided := classifyHTTP(b); decided {
+			if isHTTP, decided, skip := classifyHTTP(b); decided {
 				if isHTTP {
+					peek.Discard(skip)
 					return streamHTTP
 				}
 				return streamOther
 			}
 		}
 		if err := peek.Fill(len(b) + 1); err != nil {
-			if len(peek.Buffered()) > 0 {
+			if len(peek.Buffered()) > 0 && !strict {
 				return streamOther
 			}
+			peek.Discard(len(peek.Buffered()))
 			peek.Release()
 			return streamNone
 		}

@@ -47,12 +47,18 @@ type routeSet struct {
 	routes  []*Route
 	matcher RouteMatcher
 	ports   map[int]portPlan
+	// alpn holds the ALPN choice of every terminating forward route.
+	alpn map[*Route]*alpnConfigs
 }
 
 // portPlan is what the accept path needs to know about a port.
 type portPlan struct {
 	needsHello bool // some route on the port matches by SNI or TLS version
 	plainHTTP  bool // plain HTTP connections go to the HTTP layer (portPlan.add)
+	// termHTTP: some terminating route on the port has HTTP-level
+	// matching, checks or header rules, so its decrypted streams are
+	// never forwarded raw on silence or an undecided first line.
+	termHTTP bool
 }
 
 // Proxy routes connections on its ports according to its routes. Create
@@ -159,7 +165,11 @@ func buildRouteSet(routes []Route, opts Options) (*routeSet, error) {
 		return nil, fmt.Errorf("building matcher: %w", err)
 	}
 	ports := make(map[int]portPlan)
+	alpn := make(map[*Route]*alpnConfigs)
 	for _, r := range compiled {
+		if r.state.tls != nil && r.Action.Type == ActionForward {
+			alpn[r] = &alpnConfigs{}
+		}
 		r.Match.Ports.Each(func(port int) bool {
 			plan := ports[port]
 			plan.add(r)
@@ -167,7 +177,7 @@ func buildRouteSet(routes []Route, opts Options) (*routeSet, error) {
 			return true
 		})
 	}
-	return &routeSet{routes: compiled, matcher: m, ports: ports}, nil
+	return &routeSet{routes: compiled, matcher: m, ports: ports, alpn: alpn}, nil
 }
 
 // Routes returns copies of the active (enabled) routes.

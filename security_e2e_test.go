@@ -247,10 +247,16 @@ func (env *e2eEnv) requireRefused(res e2eResult, status int) {
 }
 
 // requireDropped checks an attempt refused on accept, before anything was
-// read (the proxy-wide limits): the connection is closed without a reply.
-func (env *e2eEnv) requireDropped(res e2eResult) {
+// read (the proxy-wide limits): the connection is closed without a reply,
+// except on a plain HTTP port, where a request that follows at once is
+// answered with status (429 or 503) before the close.
+func (env *e2eEnv) requireDropped(res e2eResult, status int) {
 	env.t.Helper()
 	require.False(env.t, res.ok, "attempt was admitted")
+	if env.path.refusesWithStatus() {
+		require.Equal(env.t, status, res.status, "an HTTP client refused on accept gets a status")
+		return
+	}
 	require.Zero(env.t, res.status, "no response on a connection refused on accept")
 	require.True(env.t, isClosedErr(res.err) || errors.Is(res.err, io.ErrUnexpectedEOF),
 		"want EOF or reset, got %v", res.err)
@@ -463,13 +469,14 @@ func TestSecurityE2ERouteConnectionRate(t *testing.T) {
 
 // TestSecurityE2EGlobalLimits: Options.MaxConnectionsPerIP and
 // ConnectionRateLimitPerMinute refuse on accept, on every path, before
-// anything is read (so without a TLS alert or an HTTP status).
+// anything is read: without a TLS alert, and on plain HTTP ports with a
+// 429 or 503 only for a request that arrives at once (refuseHTTPClient).
 func TestSecurityE2EGlobalLimits(t *testing.T) {
 	t.Run("MaxConnectionsPerIP", func(t *testing.T) {
 		runPaths(t, e2eAllPaths, func(t *testing.T, path e2ePath) {
 			env := newE2E(t, path, nil, Options{MaxConnectionsPerIP: 1})
 			held := env.requireOK(env.attempt(e2eRefused))
-			env.requireDropped(env.attempt(e2eRefused))
+			env.requireDropped(env.attempt(e2eRefused), http.StatusTooManyRequests)
 			require.EqualValues(t, 1, env.hits(), "refused connection reached the backend")
 			env.requireOK(env.attempt(e2eOther))
 			require.EqualValues(t, 2, env.hits())
@@ -481,7 +488,7 @@ func TestSecurityE2EGlobalLimits(t *testing.T) {
 		runPaths(t, e2eAllPaths, func(t *testing.T, path e2ePath) {
 			env := newE2E(t, path, nil, Options{MaxConnections: 1})
 			held := env.requireOK(env.attempt(e2eRefused))
-			env.requireDropped(env.attempt(e2eOther)) // the cap is proxy-wide: any client
+			env.requireDropped(env.attempt(e2eOther), http.StatusServiceUnavailable) // the cap is proxy-wide: any client
 			require.EqualValues(t, 1, env.hits(), "refused connection reached the backend")
 			requireRejected(t, env.p, map[string]uint64{"global-limit": 1})
 			require.NoError(t, held.conn.Close())
@@ -497,7 +504,7 @@ func TestSecurityE2EGlobalLimits(t *testing.T) {
 				res := env.requireOK(env.attempt(e2eRefused))
 				require.NoError(t, res.conn.Close())
 			}
-			env.requireDropped(env.attempt(e2eRefused))
+			env.requireDropped(env.attempt(e2eRefused), http.StatusTooManyRequests)
 			require.EqualValues(t, 2, env.hits(), "refused connection reached the backend")
 			env.requireOK(env.attempt(e2eOther))
 			require.EqualValues(t, 3, env.hits())

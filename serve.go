@@ -96,9 +96,13 @@ func (p *Proxy) serve(conn net.Conn, port int, detach bool) {
 		}
 	}()
 
+	set := p.set.Load()
 	rec, err := p.conns.Open(client, port, pc)
 	if err != nil {
 		p.reject(client, port, "", err)
+		if set.ports[port].plainHTTP {
+			refuseHTTPClient(conn, err)
+		}
 		return
 	}
 	defer func() {
@@ -116,7 +120,6 @@ func (p *Proxy) serve(conn net.Conn, port int, detach bool) {
 	}
 	p.tuneTCP(conn)
 
-	set := p.set.Load()
 	peek := forwarding.NewPeekConn(conn)
 	defer peek.Release()
 	rc := &RouteContext{
@@ -129,9 +132,11 @@ func (p *Proxy) serve(conn net.Conn, port int, detach bool) {
 	if plan := set.ports[port]; plan.needsHello || plan.plainHTTP {
 		// Only ports that need it wait for the client's first bytes;
 		// elsewhere server-speaks-first protocols are routed on accept.
-		switch sniffStream(peek, time.Until(pc.initialDeadline), plan.plainHTTP, true) {
+		// On a port with HTTP routes, what might still become a request
+		// line is never routed raw (strict): see classifyHTTP.
+		switch sniffStream(peek, time.Until(pc.initialDeadline), plan.plainHTTP, true, plan.plainHTTP) {
 		case streamNone:
-			p.logConn("closing connection: no initial data", "id", rec.ID(), "client", client, "port", port)
+			p.logConn("closing connection: no usable initial data", "id", rec.ID(), "client", client, "port", port)
 			return
 		case streamTLS:
 			if !p.readHello(peek, rc, pc.initialDeadline) {
@@ -162,7 +167,7 @@ func (p *Proxy) serve(conn net.Conn, port int, detach bool) {
 		// request belongs to is known per request, where the HTTP layer
 		// checks security and limits. Checking here would refuse a client
 		// for a path it never asks for.
-		p.terminate(pc, peek, rec, rc)
+		p.terminate(set, pc, peek, rec, rc)
 		return
 	}
 	if err := p.sec.CheckConnection(rc); err != nil {
@@ -183,7 +188,7 @@ func (p *Proxy) serve(conn net.Conn, port int, detach bool) {
 
 	switch {
 	case route.state.tls != nil:
-		p.terminate(pc, peek, rec, rc)
+		p.terminate(set, pc, peek, rec, rc)
 	case route.Action.Type == ActionForward:
 		detached = p.forward(pc, peek, rec, rc, detach)
 	case route.Action.Type == ActionSocketHandler:
@@ -209,6 +214,9 @@ func (pp *portPlan) add(r *Route) {
 	pp.needsHello = pp.needsHello || st.needsHello || st.tls != nil
 	if r.Action.TLS == nil && (st.http != nil || st.sec.hasHTTPChecks() || len(st.domains) > 0 && r.Action.Type == ActionForward) {
 		pp.plainHTTP = true
+	}
+	if st.tls != nil && st.http != nil {
+		pp.termHTTP = true
 	}
 }
 

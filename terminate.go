@@ -1,7 +1,9 @@
 package smartproxy
 
 import (
+	"bytes"
 	"crypto/tls"
+	"io"
 	"net"
 	"time"
 
@@ -14,20 +16,24 @@ import (
 // stream is HTTP, else forward (re-encrypting for terminate-and-reencrypt)
 // or the socket handler.
 //
-// ALPN: only forward routes that are HTTP-only (they have HTTP match
-// criteria or HTTP actions, such as options.backendProtocol) offer "h2"
-// and "http/1.1"; other terminating routes offer nothing, so a client
-// asking for its own protocol (postgres asks for "postgresql") is not
-// refused. Without ALPN the decrypted stream is watched for up to 500 ms:
-// an HTTP/1.x request goes to the HTTP layer, anything else (or silence,
-// for protocols where the server speaks first) is forwarded as TCP.
-func (p *Proxy) terminate(pc *proxiedConn, peek *forwarding.PeekConn, rec *connection.Record, rc *RouteContext) {
+// ALPN: forward routes offer "h2" and "http/1.1" to clients that ask for
+// either (see alpnConfigs); a negotiated one goes to the HTTP layer. A
+// client asking only for its own protocol (postgres asks for
+// "postgresql") is offered nothing and its handshake still succeeds.
+// Without a negotiated protocol the decrypted stream is classified like a
+// plain port's (classifyHTTP): anything that may be an HTTP request goes
+// to the HTTP layer, and the rest is forwarded as TCP — only to a route
+// without HTTP-level rules. When some terminating route on the port has
+// such rules (portPlan.termHTTP) the stream is watched until
+// InitialDataTimeout and silence closes it; otherwise silence for 500 ms
+// means a protocol where the server speaks first and the stream is
+// forwarded as TCP.
+func (p *Proxy) terminate(set *routeSet, pc *proxiedConn, peek *forwarding.PeekConn, rec *connection.Record, rc *RouteContext) {
 	route := rc.Route
 	rt := route.state.tls
 	cfg := rt.serverConfig(p.tlsBase, p.certs)
-	h := route.state.http
-	if h != nil && h.httpOnly && route.Action.Type == ActionForward {
-		cfg = h.alpnConfig(cfg)
+	if a := set.alpn[route]; a != nil {
+		cfg = a.config(cfg)
 	}
 	// The meter sits beneath TLS so that the HTTP layer, which must see
 	// the *tls.Conn itself, still counts the connection's traffic.
@@ -44,6 +50,7 @@ func (p *Proxy) terminate(pc *proxiedConn, peek *forwarding.PeekConn, rec *conne
 	if rc.Domain == "" {
 		rc.Domain = normalizeDomain(state.ServerName)
 	}
+	h := route.state.http
 	switch route.Action.Type {
 	case ActionSocketHandler:
 		p.runHandler(tconn, rec, rc)
@@ -56,9 +63,28 @@ func (p *Proxy) terminate(pc *proxiedConn, peek *forwarding.PeekConn, rec *conne
 		default:
 			tpeek := forwarding.NewPeekConn(tconn)
 			defer tpeek.Release()
-			switch sniffStream(tpeek, min(terminatedSniffWait, p.opts.InitialDataTimeout), true, false) {
+			strict := set.ports[rc.Port].termHTTP || h != nil
+			wait := min(terminatedSniffWait, p.opts.InitialDataTimeout)
+			if strict {
+				wait = time.Until(pc.initialDeadline)
+			}
+			switch sniffStream(tpeek, wait, true, false, strict) {
 			case streamHTTP:
+				if bytes.HasPrefix(tpeek.Buffered(), h2Preface) {
+					// HTTP/2 over TLS needs ALPN h2 (RFC 9113 §3.3); as an
+					// HTTP/1 request it would reach the backend as "PRI *".
+					p.logConn("closing connection: HTTP/2 preface without ALPN h2", "id", rc.ConnectionID, "route", rc.RouteName, "client", rc.ClientAddr)
+					_ = tconn.SetWriteDeadline(time.Now().Add(refuseWait))
+					_, _ = io.WriteString(tconn, badPrefaceResponse)
+					return
+				}
 				hconn = &tlsPeekConn{PeekConn: tpeek, state: state}
+			case streamNone:
+				if strict {
+					p.logConn("closing connection: no usable initial data", "id", rc.ConnectionID, "route", rc.RouteName, "client", rc.ClientAddr)
+					return
+				}
+				client = tpeek // silence: the server may speak first
 			default:
 				client = tpeek // replays what the sniff read
 			}
@@ -88,3 +114,10 @@ func (p *Proxy) terminate(pc *proxiedConn, peek *forwarding.PeekConn, rec *conne
 		p.pipe(client, backend, rec, rc)
 	}
 }
+
+// h2Preface starts the HTTP/2 connection preface (RFC 9113 §3.4).
+var h2Preface = []byte("PRI * HTTP/2.0\r\n")
+
+// badPrefaceResponse answers an HTTP/2 preface on a TLS connection that
+// did not negotiate h2.
+const badPrefaceResponse = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 41\r\nConnection: close\r\n\r\nHTTP/2 over TLS needs ALPN h2 (RFC 9113)\n"

@@ -90,16 +90,15 @@ func (p *Proxy) rotateTicketKeys() error {
 		return err
 	}
 	p.tlsBase.SetSessionTicketKeys(keys)
-	for _, r := range p.set.Load().routes {
+	set := p.set.Load()
+	for _, r := range set.routes {
 		if rt := r.state.tls; rt != nil {
 			if c := rt.server.Load(); c != nil {
 				c.SetSessionTicketKeys(keys)
 			}
 		}
-		if h := r.state.http; h != nil {
-			if c := h.alpn.Load(); c != nil { // the ALPN variant of the same route
-				c.SetSessionTicketKeys(keys)
-			}
+		if a := set.alpn[r]; a != nil { // the ALPN variant of the same route
+			a.setTicketKeys(keys)
 		}
 	}
 	return nil
