@@ -12,6 +12,13 @@
 // connections up to gracefulShutdownTimeout (30 s by default); a second
 // SIGINT or SIGTERM closes them at once.
 //
+// The file must hold one JSON or YAML document (trailing data or a second
+// document is an error) and be a regular file of at most 16 MiB; numbers
+// must fit their fields. Relative certFile, keyFile and caFile paths are
+// resolved against the config file's directory, so the file and its
+// certificates can move together and the proxy can start from any
+// working directory.
+//
 // Exit status: 0 after a clean or timed-out drain and for a valid -check,
 // 1 when the config is invalid or the proxy cannot start, 2 for usage
 // errors.
