@@ -180,6 +180,7 @@ func (p *Proxy) pipeOptions(rec *connection.Record) forwarding.PipeOptions {
 			}
 		},
 		HalfCloseTimeout: p.opts.HalfCloseTimeout,
+		WriteTimeout:     p.opts.WriteTimeout,
 		Parker:           p.parker,
 	}
 }

@@ -41,6 +41,7 @@ type Config struct {
 	KeepAlive                     *bool                         `json:"keepAlive,omitempty"`
 	KeepAliveInitialDelay         *Millis                       `json:"keepAliveInitialDelay,omitempty"`
 	EnableDetailedLogging         bool                          `json:"enableDetailedLogging,omitempty"`
+	WriteTimeout                  *Millis                       `json:"writeTimeout,omitempty"`
 }
 
 // Millis is a duration written in milliseconds, as the TS library does.
@@ -97,6 +98,7 @@ func (c *Config) Options() Options {
 		{c.ConnectionTimeout, &o.ConnectTimeout},
 		{c.HalfCloseTimeout, &o.HalfCloseTimeout},
 		{c.KeepAliveInitialDelay, &o.KeepAliveInitialDelay},
+		{c.WriteTimeout, &o.WriteTimeout},
 	} {
 		if d.from != nil {
 			*d.to = d.from.Duration()

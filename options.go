@@ -51,6 +51,15 @@ type Options struct {
 	// HalfCloseTimeout bounds how long a half-closed connection may stay
 	// idle in the direction that is still open. Default 30 s.
 	HalfCloseTimeout time.Duration
+	// WriteTimeout closes a connection when a write to it makes no
+	// progress for this long (nginx's send_timeout): a client that stops
+	// reading, or reads a few bytes a second, is cut although bytes still
+	// move and the inactivity timeout never fires. It applies to writes to
+	// HTTP clients (beneath TLS, HTTP/2 included) and to both sides of a
+	// forwarded TCP connection. Progress is checked per write period, so a
+	// stalled connection is closed between WriteTimeout and twice it after
+	// its last progress. Default 60 s (nginx's); negative means never.
+	WriteTimeout time.Duration
 	// IdleParkAfter is how long a forwarded TCP connection may stay idle
 	// before the goroutines copying it are parked: the sockets are then
 	// watched by the proxy's own epoll set and the goroutine stacks are
@@ -133,6 +142,7 @@ const (
 	DefaultHalfCloseTimeout        = 30 * time.Second
 	DefaultGracefulShutdownTimeout = 30 * time.Second
 	DefaultKeepAliveInitialDelay   = 10 * time.Second
+	DefaultWriteTimeout            = forwarding.DefaultWriteTimeout
 )
 
 // withDefaults returns a copy with zero fields set to their defaults.
@@ -147,6 +157,7 @@ func (o Options) withDefaults() Options {
 	setDur(&o.HalfCloseTimeout, DefaultHalfCloseTimeout)
 	setDur(&o.GracefulShutdownTimeout, DefaultGracefulShutdownTimeout)
 	setDur(&o.KeepAliveInitialDelay, DefaultKeepAliveInitialDelay)
+	setDur(&o.WriteTimeout, DefaultWriteTimeout)
 	if o.MaxClientHelloBytes == 0 {
 		o.MaxClientHelloBytes = DefaultMaxClientHelloBytes
 	}
@@ -164,6 +175,9 @@ func (o Options) withDefaults() Options {
 	}
 	return o
 }
+
+// writeTimeout is WriteTimeout with "never" as 0.
+func (o *Options) writeTimeout() time.Duration { return max(o.WriteTimeout, 0) }
 
 func (o *Options) noDelay() bool   { return o.NoDelay == nil || *o.NoDelay }
 func (o *Options) keepAlive() bool { return o.KeepAlive == nil || *o.KeepAlive }

@@ -78,7 +78,7 @@ func (s *pipeState) copy(d *pipeDir) (int64, error) {
 	// the stream can come straight from the socket.
 	if pc, ok := src.(*PeekConn); ok {
 		if b := pc.Buffered(); len(b) > 0 {
-			n, err := dst.Write(b)
+			n, err := d.wd.write(dst, b)
 			pc.consume(n)
 			total += int64(n)
 			if err != nil {
@@ -132,7 +132,7 @@ func (s *pipeState) bufferCopy(d *pipeDir, srcTCP *net.TCPConn) (int64, error) {
 		}
 		nr, rerr := src.Read(*bp)
 		if nr > 0 {
-			nw, werr := dst.Write((*bp)[:nr])
+			nw, werr := d.wd.write(dst, (*bp)[:nr])
 			total += int64(nw)
 			if werr != nil {
 				return total, werr

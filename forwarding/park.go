@@ -257,6 +257,7 @@ type pipeDir struct {
 	s        *pipeState
 	dir      Direction
 	src, dst net.Conn
+	wd       writeDeadline // the write-progress timeout on dst
 
 	// Set when the direction first reaches the bare source socket, if a parker is used.
 	parker *IdleParker

@@ -24,6 +24,13 @@ type PipeOptions struct {
 	// with the source connection's read deadline, re-armed on every chunk, so an active
 	// half-closed stream is not cut.
 	HalfCloseTimeout time.Duration
+	// WriteTimeout closes the pipe when a write to either side makes no progress for this
+	// long (a destination that stopped reading, or takes a few bytes a second: bytes move,
+	// so no inactivity check sees it). 0 means DefaultWriteTimeout; negative means none.
+	// It is enforced with the destination's write deadline, moved as writes progress (see
+	// writeDeadline), so a stalled destination is cut between 7/8 of it and twice it after
+	// its last progress. Pipe owns the write deadlines of both conns.
+	WriteTimeout time.Duration
 	// Parker, when set, parks directions that stay idle (see IdleParker); nil means idle
 	// directions wait in their goroutines.
 	Parker *IdleParker
@@ -112,8 +119,15 @@ func newPipeState(ctx context.Context, client, backend net.Conn, opt PipeOptions
 	if s.opt.HalfCloseTimeout <= 0 {
 		s.opt.HalfCloseTimeout = DefaultHalfCloseTimeout
 	}
-	s.dirs[ClientToBackend] = pipeDir{s: s, dir: ClientToBackend, src: client, dst: backend, slot: -1}
-	s.dirs[BackendToClient] = pipeDir{s: s, dir: BackendToClient, src: backend, dst: client, slot: -1}
+	wt := writeDeadline{timeout: s.opt.WriteTimeout}
+	switch {
+	case wt.timeout == 0:
+		wt.timeout = DefaultWriteTimeout
+	case wt.timeout < 0:
+		wt.timeout = 0
+	}
+	s.dirs[ClientToBackend] = pipeDir{s: s, dir: ClientToBackend, src: client, dst: backend, slot: -1, wd: wt}
+	s.dirs[BackendToClient] = pipeDir{s: s, dir: BackendToClient, src: backend, dst: client, slot: -1, wd: wt}
 	s.running.Store(2)
 	// AfterFunc costs no goroutine until ctx is done, which matters with many idle pipes.
 	s.ctxDone = make(chan struct{})

@@ -108,6 +108,7 @@ func spliceCopy(d *pipeDir, src, dst *net.TCPConn) (int64, bool, error) {
 		p     kpipe
 		held  bool
 		n     int64 // bytes in the pipe from the last fill
+		wrote int64 // bytes drained since the write deadline was last armed
 		left  int64 // bytes still in the pipe while draining
 		serr  error // errno from the last splice call
 		total int64
@@ -158,6 +159,7 @@ func spliceCopy(d *pipeDir, src, dst *net.TCPConn) (int64, bool, error) {
 			}
 			left -= m
 			total += m
+			wrote += m
 		}
 		return true
 	}
@@ -181,8 +183,21 @@ func spliceCopy(d *pipeDir, src, dst *net.TCPConn) (int64, bool, error) {
 			return total, true, nil // EOF
 		}
 		left = n
-		if err := wc.Write(drain); err != nil {
-			return total, true, err
+		for {
+			// The write deadline bounds each wait for writability; drained bytes are
+			// progress that earns a new period (see writeDeadline).
+			if err := d.wd.arm(dst); err != nil {
+				return total, true, err
+			}
+			wrote = 0
+			err := wc.Write(drain)
+			if err == nil {
+				break
+			}
+			again, err := d.wd.retry(err, wrote)
+			if !again {
+				return total, true, err
+			}
 		}
 		if serr != nil {
 			return total, true, spliceError(serr)
