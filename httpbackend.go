@@ -301,7 +301,7 @@ func (bt backendTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 	tried := triedBuf[:0]
 	// One allocation per request holds the lease and, on success, the
 	// response body; a failed attempt's lease is released and reused.
-	lb := new(leasedBody)
+	lb := &leasedBody{w: pr.w}
 	for {
 		addr, err := h.backendAddr(pr, tried)
 		if err != nil {
@@ -386,9 +386,21 @@ func (b *watchedBody) Close() error { return nil }
 
 // leasedBody ends the target's active count (least-connections) when the
 // response body is closed (once, however often Close is called).
+//
+// It also makes a response that breaks off (the backend resets or closes
+// mid-body, or right after its head) reach the client as what it is: a
+// truncated response. The reverse proxy answers a body read error by
+// aborting the handler, and the server then closes the connection
+// without flushing what it buffered: a small response, head included,
+// vanished and the client saw an empty reply. So before the error is
+// returned, everything read so far is flushed to the client: it gets the
+// head and the bytes that came, then the close, never the terminating
+// chunk (or the rest of the Content-Length) of a complete response.
 type leasedBody struct {
 	io.ReadCloser
 	lease
+	w       http.ResponseWriter // nil: nothing to flush (an upgrade)
+	pending error               // a read error held back until the bytes before it are written
 }
 
 // wrap makes lb the holder of body and returns what stands for body. An
@@ -397,9 +409,37 @@ type leasedBody struct {
 func (lb *leasedBody) wrap(body io.ReadCloser) io.ReadCloser {
 	lb.ReadCloser = body
 	if _, ok := body.(io.ReadWriteCloser); ok {
+		lb.w = nil
 		return &leasedRWBody{lb}
 	}
 	return lb
+}
+
+// Read returns the body's bytes; a failure other than the end is held
+// back while bytes came with it (the reverse proxy writes those first),
+// then reported after flushing the client's response.
+func (b *leasedBody) Read(p []byte) (int, error) {
+	if err := b.pending; err != nil {
+		b.flushClient()
+		return 0, err
+	}
+	n, err := b.ReadCloser.Read(p)
+	if err == nil || err == io.EOF || b.w == nil {
+		return n, err
+	}
+	if n > 0 {
+		b.pending = err
+		return n, nil
+	}
+	b.flushClient()
+	return 0, err
+}
+
+// flushClient sends what the client's response holds so far, the head
+// at least; its error is the client's, and the abort that follows ends
+// the exchange anyway.
+func (b *leasedBody) flushClient() {
+	_ = http.NewResponseController(b.w).Flush()
 }
 
 func (b *leasedBody) Close() error {

@@ -87,19 +87,19 @@ func TestHTTPPathAmbiguity(t *testing.T) {
 	lp := newListenerPool(t)
 	port, rawPort := lp.port(t), lp.port(t)
 	be, seen := pathBackend(t)
-	admin := httpRouteOn("admin", port, be.addr())
+	admin := httpRouteOn("admin", port, be.addr(), "a.test")
 	admin.Match.Path = "/admin/*"
 	admin.Security = &RouteSecurity{BasicAuth: &BasicAuth{Users: []BasicAuthUser{{Username: "u", Password: "p"}}}}
-	strict := httpRouteOn("strict", port, be.addr())
+	strict := httpRouteOn("strict", port, be.addr(), "a.test")
 	strict.Match.Path = "/strict/*"
 	strict.Action.Options = &ActionOptions{PathNormalization: PathReject}
-	rw := httpRouteOn("rw", port, be.addr())
+	rw := httpRouteOn("rw", port, be.addr(), "a.test")
 	rw.Match.Path = "/rw/*"
 	rw.Action.Rewrite = &URLRewrite{Pattern: `^/rw/([^?]*)`, Target: "/v2/{headers.x-user}/$1"}
-	site := httpRouteOn("site", port, be.addr())
+	site := httpRouteOn("site", port, be.addr(), "a.test")
 	site.Priority = -1
 	// A port where nothing depends on the path forwards it as received.
-	raw := httpRouteOn("raw", rawPort, be.addr())
+	raw := httpRouteOn("raw", rawPort, be.addr(), "a.test")
 	startTestProxy(t, lp, Options{Routes: []Route{admin, strict, rw, site, raw}})
 
 	tests := []struct {

@@ -17,6 +17,7 @@ import (
 // the reverse proxy's hooks and the backend transport.
 type proxyReq struct {
 	hc     *httpConn
+	w      http.ResponseWriter // the client's, flushed before a broken response body aborts
 	route  *Route
 	rc     RouteContext // the connection's, with the request's Domain and Route
 	target int          // index into route.state.targets
@@ -76,7 +77,7 @@ func (h *httpLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.badPath(w, r, hc, errNonCanonicalPath)
 		return
 	}
-	pr := &proxyReq{hc: hc, route: route, rc: hc.rc, in: r}
+	pr := &proxyReq{hc: hc, w: w, route: route, rc: hc.rc, in: r}
 	pr.rc.Domain, pr.rc.Route, pr.rc.RouteName = host, route, route.Name
 	if !h.admit(w, pr) {
 		return
@@ -224,6 +225,11 @@ func (h *httpLayer) rewriteRequest(r *httputil.ProxyRequest) {
 	}
 	out.URL.Host = "backend.invalid" // the transport sets the target per attempt
 	setForwarded(out, r.In, pr)
+	// The outgoing request shares the incoming one's trailer map, which
+	// the server fills when the body reaches its end, before the
+	// transport writes the trailers (Clone gave out a copy whose values
+	// stay empty: the Trailer header went out, the values did not).
+	out.Trailer = r.In.Trailer
 	hr := pr.route.state.http
 	out.Host = "" // the target address, from out.URL.Host
 	if hr == nil {

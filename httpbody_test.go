@@ -1,0 +1,166 @@
+package smartproxy
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// readHead reads an HTTP/1.1 request head from br (nil at EOF).
+func readHead(br *bufio.Reader) []byte {
+	var head []byte
+	for {
+		line, err := br.ReadSlice('\n')
+		head = append(head, line...)
+		if err != nil {
+			return nil
+		}
+		if string(line) == "\r\n" {
+			return head
+		}
+	}
+}
+
+// readAllUntilClose reads c until the proxy closes it.
+func readAllUntilClose(t *testing.T, c net.Conn) (string, error) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b, err := io.ReadAll(c)
+	return string(b), err
+}
+
+// TestHTTPBackendBreaksOff: a backend that closes or resets after its
+// head or mid-body gets the client a response that is visibly truncated
+// (the head and the bytes that came, then the close: for Content-Length
+// a short body, for chunked no terminating chunk), over the synchronous
+// client (GET) and http.Transport (POST); one that sends nothing gets
+// the client a 502.
+func TestHTTPBackendBreaksOff(t *testing.T) {
+	cases := []struct {
+		name  string
+		reply string // what the backend sends before it ends
+		reset bool   // end with a reset rather than a FIN
+		want  string // what the client gets, up to the close
+	}{
+		{"length short then close", "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789", false,
+			"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n*\r\n0123456789"},
+		{"length short then reset", "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789", true,
+			"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n*\r\n0123456789"},
+		{"head only then close", "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", false,
+			"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n*\r\n"},
+		{"chunked then reset", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", true,
+			"HTTP/1.1 200 OK\r\n*Transfer-Encoding: chunked\r\n*\r\n5\r\nhello\r\n"},
+		{"nothing", "", false, "HTTP/1.1 502 Bad Gateway\r\n*"},
+	}
+	for _, tc := range cases {
+		for _, method := range []string{"GET", "POST"} {
+			t.Run(tc.name+" "+method, func(t *testing.T) {
+				lp := newListenerPool(t)
+				port := lp.port(t)
+				be := startBackend(t, "127.0.0.1:0", func(c net.Conn) {
+					br := bufio.NewReader(c)
+					if readHead(br) == nil {
+						return
+					}
+					if method == "POST" {
+						_, _ = io.ReadFull(br, make([]byte, 4))
+					}
+					_, _ = io.WriteString(c, tc.reply)
+					time.Sleep(20 * time.Millisecond) // the reply goes out before the reset
+					if tc.reset {
+						_ = c.(*net.TCPConn).SetLinger(0)
+					}
+				})
+				startTestProxy(t, lp, Options{Routes: []Route{httpRouteOn("r", port, be.addr(), "a.test")}})
+				c := dial(t, port)
+				req := method + " / HTTP/1.1\r\nHost: a.test\r\n"
+				if tc.reply == "" {
+					req += "Connection: close\r\n" // the 502 leaves the connection usable
+				}
+				if method == "POST" {
+					req += "Content-Length: 4\r\n\r\nbody"
+				} else {
+					req += "\r\n"
+				}
+				_, err := io.WriteString(c, req)
+				require.NoError(t, err)
+				got, _ := readAllUntilClose(t, c)
+				require.True(t, truncGlob(tc.want, got), "got %q, want %q", got, tc.want)
+			})
+		}
+	}
+}
+
+// truncGlob matches s against pattern, where '*' stands for any run of
+// bytes that stays within one header line.
+func truncGlob(pattern, s string) bool {
+	parts := strings.Split(pattern, "*")
+	if !strings.HasPrefix(s, parts[0]) {
+		return false
+	}
+	s = s[len(parts[0]):]
+	for i, part := range parts[1:] {
+		last := i == len(parts)-2
+		for {
+			if last && part == "" {
+				return true
+			}
+			if strings.HasPrefix(s, part) && (!last || len(s) == len(part)) {
+				s = s[len(part):]
+				break
+			}
+			if s == "" {
+				return false
+			}
+			s = s[1:]
+		}
+	}
+	return s == ""
+}
+
+// TestHTTPRequestTrailers: a chunked request's trailer fields reach the
+// backend, HTTP/1.1 and h2c, from an HTTP/1.1 client.
+func TestHTTPRequestTrailers(t *testing.T) {
+	for _, backend := range []string{"http1", "h2c"} {
+		t.Run(backend, func(t *testing.T) {
+			lp := newListenerPool(t)
+			port := lp.port(t)
+			got := make(chan string, 1)
+			be := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				b, _ := io.ReadAll(r.Body)
+				got <- string(b) + "|" + r.Proto + "|" + r.Trailer.Get("X-Checksum") + "|" + r.Trailer.Get("X-Other")
+			}))
+			if backend == "h2c" {
+				be.Config.Protocols = new(http.Protocols)
+				be.Config.Protocols.SetHTTP1(true)
+				be.Config.Protocols.SetUnencryptedHTTP2(true)
+			}
+			be.Start()
+			t.Cleanup(be.Close)
+			r := httpRouteOn("r", port, be.Listener.Addr().String(), "a.test")
+			r.Action.Options = &ActionOptions{BackendProtocol: backend}
+			startTestProxy(t, lp, Options{Routes: []Route{r}})
+			c := dial(t, port)
+			_, err := io.WriteString(c, "POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum, X-Other\r\n\r\n"+
+				"5\r\nhello\r\n0\r\nX-Checksum: abc\r\nX-Other: 1\r\n\r\n")
+			require.NoError(t, err)
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			require.NoError(t, err)
+			_ = resp.Body.Close()
+			require.Equal(t, 200, resp.StatusCode)
+			want := "hello|HTTP/1.1|abc|1"
+			if backend == "h2c" {
+				want = "hello|HTTP/2.0|abc|1"
+			}
+			require.Equal(t, want, <-got)
+		})
+	}
+}
