@@ -66,10 +66,10 @@ const h2MaxStreams = 250
 // and HTTP client libraries send, and far below a flood: the attacks this
 // answers send hundreds of thousands of frames per second.
 var (
-	// Resets of client streams: a client may cancel every stream it has
-	// open at once (a page navigated away), twice over; each response the
-	// server completes gives one back.
-	h2ResetBudget = h2BudgetSpec{burst: 2 * h2MaxStreams, rate: 64}
+	// Resets of client streams: a client may cancel every stream it can
+	// have open at once (a page navigated away); each response the server
+	// completes gives one back.
+	h2ResetBudget = h2BudgetSpec{burst: h2MaxStreams, rate: 64}
 	// PINGs: keep-alive and gRPC's bandwidth probes, which follow the data
 	// the server sends (each DATA frame written gives one back).
 	h2PingBudget = h2BudgetSpec{burst: 64, rate: 8}

@@ -159,7 +159,7 @@ func TestH2RapidResetIsCut(t *testing.T) {
 	})
 	require.True(t, closed, "the connection stayed open after %d reset streams", sent)
 	require.Equal(t, int64(h2ErrCalm), c.goaway.Load(), "GOAWAY ENHANCE_YOUR_CALM before the close")
-	require.LessOrEqual(t, requests.Load(), int64(50), "requests that reached the backend")
+	require.LessOrEqual(t, requests.Load(), int64(100), "requests that reached the backend")
 	t.Logf("closed; %d of %d streams written, %d reached the backend", sent, streams, requests.Load())
 }
 
