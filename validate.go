@@ -167,12 +167,6 @@ func (v *routeValidator) compile(r *Route, defaults Defaults, defs compiledDefau
 	st.needsHello = len(st.domains) > 0 || len(st.tlsVersion) > 0
 	st.tls = v.checkTLS(r.Action.TLS)
 	st.targets = v.checkAction(&r.Action, defaults.Target)
-	v.checkMethodCase("match.method", r.Match.Method)
-	for i, t := range st.targets {
-		if t.Match != nil {
-			v.checkMethodCase(fmt.Sprintf("action.targets[%d].match.method", i), t.Match.Method)
-		}
-	}
 	st.http = v.compileHTTP(r, st)
 	st.lb = v.compileLB(&r.Action)
 	if s := r.Security; s != nil {
@@ -348,22 +342,6 @@ func compileGlob(s string) (*glob.Pattern, error) {
 		return nil, nil
 	}
 	return glob.Compile(s)
-}
-
-// checkMethodCase refuses method spellings that are not exactly the
-// method: methods are case-sensitive tokens (RFC 9110 §9.1), so "get" in
-// a config would otherwise be read as GET while a request line "get /"
-// is another method, which HAProxy and nginx do not take for GET either.
-// Refusing beats normalising: the config then says what is matched.
-// (compileHTTP refuses methods it does not know; this check covers the
-// spellings it would silently upper-case or trim.)
-func (v *routeValidator) checkMethodCase(field string, methods []string) {
-	for i, m := range methods {
-		up := strings.ToUpper(strings.TrimSpace(m))
-		if m != up && slices.Contains(knownMethods, up) {
-			v.fail(fmt.Sprintf("%s[%d]", field, i), fmt.Errorf("method %q: methods are case-sensitive, write %q", m, up))
-		}
-	}
 }
 
 // checkHostSyntax accepts a target host: an IP address (IPv6 without
