@@ -373,12 +373,17 @@ func (h *httpLayer) backendAddr(pr *proxyReq, tried []string) (string, error) {
 // tells whether any byte was taken from it.
 type watchedBody struct {
 	io.ReadCloser
-	read atomic.Bool
+	read   atomic.Bool
+	failed atomic.Bool // reading the client's body failed (not at its end)
 }
 
 func (b *watchedBody) Read(p []byte) (int, error) {
 	b.read.Store(true)
-	return b.ReadCloser.Read(p)
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		b.failed.Store(true)
+	}
+	return n, err
 }
 
 // Close is a no-op: the HTTP server closes the request body itself.

@@ -2,6 +2,7 @@ package smartproxy
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -162,5 +163,69 @@ func TestHTTPRequestTrailers(t *testing.T) {
 			}
 			require.Equal(t, want, <-got)
 		})
+	}
+}
+
+// TestHTTPMalformedChunkedBody: a chunked request body whose framing is
+// broken gets the client a 400 and a closed connection. When the bad
+// bytes came with the head, no backend sees anything; when they come
+// later, the backend's connection is torn down after the valid chunks,
+// without a terminating chunk, so it never sees a complete request.
+func TestHTTPMalformedChunkedBody(t *testing.T) {
+	bad := map[string]string{
+		"size overflow":   "fffffffffffffffffffff\r\nx\r\n0\r\n\r\n",
+		"bare LF in ext":  "5;ext=1\nhello\r\n0\r\n\r\n",
+		"bad size":        "zz\r\nhello\r\n0\r\n\r\n",
+		"no CRLF at end":  "5\r\nhelloXX0\r\n\r\n",
+		"bare LF in size": "5\nhello\r\n0\r\n\r\n",
+	}
+	for name, tail := range bad {
+		for _, late := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s late=%v", name, late), func(t *testing.T) {
+				old := chunkPrefetchWait
+				chunkPrefetchWait = 2 * time.Second // the buffered case must be seen as buffered, however busy the machine
+				if late {
+					chunkPrefetchWait = 10 * time.Millisecond
+				}
+				t.Cleanup(func() { chunkPrefetchWait = old })
+				lp := newListenerPool(t)
+				port := lp.port(t)
+				got := make(chan string, 4)
+				be := startBackend(t, "127.0.0.1:0", func(c net.Conn) {
+					_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+					b, _ := io.ReadAll(c)
+					got <- string(b)
+				})
+				startTestProxy(t, lp, Options{Routes: []Route{httpRouteOn("r", port, be.addr(), "a.test")}})
+				c := dial(t, port)
+				head := "POST /up HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+				if late {
+					_, err := io.WriteString(c, head)
+					require.NoError(t, err)
+					time.Sleep(300 * time.Millisecond)
+					_, err = io.WriteString(c, tail)
+					require.NoError(t, err)
+				} else {
+					_, err := io.WriteString(c, head+tail)
+					require.NoError(t, err)
+				}
+				resp, _ := readAllUntilClose(t, c)
+				require.True(t, strings.HasPrefix(resp, "HTTP/1.1 400 "), "got %q", resp)
+				require.Contains(t, resp, "Connection: close")
+				if !late {
+					time.Sleep(50 * time.Millisecond)
+					require.Zero(t, be.accepts.Load(), "the backend was connected to")
+					return
+				}
+				select {
+				case b := <-got:
+					require.True(t, strings.HasPrefix(b, "POST /up HTTP/1.1\r\n"), "backend got %q", b)
+					require.Contains(t, b, "\r\n\r\n3\r\nabc\r\n")
+					require.NotContains(t, b, "\r\n0\r\n", "the backend got a complete body")
+				case <-time.After(5 * time.Second):
+					t.Fatal("the backend connection was not torn down")
+				}
+			})
+		}
 	}
 }

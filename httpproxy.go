@@ -112,6 +112,16 @@ func (h *httpLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 && len(r.Header["Expect"]) == 0 {
+		// Expect: 100-continue leaves it to the backend to ask for the
+		// body: reading it here would send the 100 on its behalf.
+		body, err := prefetchChunked(r)
+		if err != nil {
+			h.badBody(w, pr, err)
+			return
+		}
+		r.Body = body
+	}
 	h.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), proxyReqKey{}, pr)))
 }
 
@@ -258,6 +268,12 @@ func (h *httpLayer) modifyResponse(resp *http.Response) error {
 // and for the response head), 502 otherwise (refused, reset, no healthy
 // target, bad response).
 func (h *httpLayer) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	if clientBodyFailed(r) {
+		if pr, ok := r.Context().Value(proxyReqKey{}).(*proxyReq); ok {
+			h.badBody(w, pr, err)
+			return
+		}
+	}
 	status := http.StatusBadGateway
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
