@@ -229,3 +229,24 @@ func TestHTTPMalformedChunkedBody(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTPContentLengthAndChunked: a request with both Content-Length
+// and Transfer-Encoding is answered, and then its connection is closed
+// (RFC 9112 6.1): a request pipelined after it is never answered nor
+// forwarded.
+func TestHTTPContentLengthAndChunked(t *testing.T) {
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	be, seen := pathBackend(t)
+	startTestProxy(t, lp, Options{Routes: []Route{httpRouteOn("r", port, be.addr(), "a.test")}})
+	c := dial(t, port)
+	_, err := io.WriteString(c, "POST /first HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"+
+		"0\r\n\r\nGET /second HTTP/1.1\r\nHost: a.test\r\n\r\n")
+	require.NoError(t, err)
+	got, err := readAllUntilClose(t, c)
+	require.NoError(t, err, "the connection was not closed: %q", got)
+	require.Equal(t, 1, strings.Count(got, "HTTP/1.1 "), "got %q", got)
+	require.True(t, strings.HasPrefix(got, "HTTP/1.1 200 "), "got %q", got)
+	require.Contains(t, got, "Connection: close")
+	require.Equal(t, []string{"/first"}, seen())
+}

@@ -44,6 +44,17 @@ func (h *httpLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			hc.finish()
 		}
 	}()
+	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 {
+		// RFC 9112 6.1: a request with both Transfer-Encoding and
+		// Content-Length may be an attempt at smuggling, and the
+		// connection must be closed after the response. Go's server
+		// drops the Content-Length before the handler can see it, and
+		// the raw head is not kept, so every chunked HTTP/1.x request
+		// closes its connection after the response, whatever the
+		// response is (a refusal included). Only chunked uploads pay:
+		// the next request of that client opens a new connection.
+		w.Header().Set("Connection", "close")
+	}
 	host := requestHost(r, hc.rc.Domain)
 	// Where routes decide on the path, they decide on its canonical form,
 	// which is then the form forwarded (httppath.go).
