@@ -7,9 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -31,24 +29,6 @@ func within(t *testing.T, d time.Duration, fn func()) {
 	case <-time.After(d):
 		t.Fatalf("still running after %v", d)
 	}
-}
-
-// mkfifo makes a named pipe in a temporary directory. The cleanup opens
-// it for writing once, so a reader the code under test left blocked in
-// open (the bug) wakes up and its goroutine ends.
-func mkfifo(t *testing.T) string {
-	t.Helper()
-	if runtime.GOOS == "windows" {
-		t.Skip("no named pipes in the file system")
-	}
-	p := filepath.Join(t.TempDir(), "fifo")
-	require.NoError(t, syscall.Mkfifo(p, 0o600))
-	t.Cleanup(func() {
-		if w, err := os.OpenFile(p, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
-			_ = w.Close()
-		}
-	})
-	return p
 }
 
 // sparse makes a file of size bytes without writing them.
