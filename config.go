@@ -55,8 +55,8 @@ func (m Millis) Duration() time.Duration { return time.Duration(m) * time.Millis
 // would wrap around into a negative or zero duration, which means "no
 // timeout" or "the default" rather than what was written.
 func (m *Millis) UnmarshalJSON(data []byte) error {
-	var n json.Number
-	if err := json.Unmarshal(data, &n); err != nil {
+	var n json.Number // decodes "123" too: refused below, as before
+	if err := json.Unmarshal(data, &n); err != nil || bytes.HasPrefix(bytes.TrimSpace(data), []byte(`"`)) {
 		return fmt.Errorf("want milliseconds as a number, got %s", data)
 	}
 	v, err := parseMillis(string(n))

@@ -1,6 +1,7 @@
 package smartproxy
 
 import (
+	"encoding/json"
 	"errors"
 	"io/fs"
 	"net/http"
@@ -371,5 +372,28 @@ func TestMethodsMatchCaseSensitively(t *testing.T) {
 	for method, want := range map[string]bool{"GET": true, "HEAD": true, "get": false, "Get": false, "POST": false} {
 		req := &http.Request{Method: method, URL: &url.URL{Path: "/"}, Header: http.Header{}}
 		require.Equal(t, want, h.matchRequest(req), method)
+	}
+}
+
+// TestMillisUnmarshalJSON: decoding Millis directly (a Route decoded with
+// encoding/json) applies the same rules as the config loader.
+func TestMillisUnmarshalJSON(t *testing.T) {
+	for in, want := range map[string]string{
+		`1500`:          "",
+		`1e3`:           "",
+		`"1500"`:        "want milliseconds as a number",
+		`1e13`:          "1e13 ms overflows a duration",
+		`1.5`:           "not a whole number",
+		`-1`:            "must not be negative",
+		`9223372036854`: "",
+	} {
+		var m Millis
+		err := json.Unmarshal([]byte(in), &m)
+		if want == "" {
+			require.NoError(t, err, in)
+			require.Positive(t, m.Duration(), in)
+			continue
+		}
+		require.ErrorContains(t, err, want, in)
 	}
 }
