@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -54,14 +55,26 @@ type h2RawConn struct {
 
 func dialH2C(t *testing.T, port int) *h2RawConn {
 	t.Helper()
-	c := &h2RawConn{Conn: dial(t, port), closed: make(chan struct{})}
+	return startH2Raw(t, dial(t, port), nil, true)
+}
+
+// startH2Raw sends the client preface and settings on conn (with extra
+// frames after them) and, if read, starts reading the server's frames.
+func startH2Raw(t *testing.T, conn net.Conn, extra [][]byte, read bool) *h2RawConn {
+	t.Helper()
+	c := &h2RawConn{Conn: conn, closed: make(chan struct{})}
 	t.Cleanup(func() { _ = c.Close() })
 	c.goaway.Store(-1)
 	c.bw = bufio.NewWriterSize(c.Conn, 64<<10)
 	_, _ = c.bw.WriteString(h2ClientPreface)
 	_, _ = c.bw.Write(h2Frame(h2FrameSettings, 0, 0, nil))
+	for _, f := range extra {
+		_, _ = c.bw.Write(f)
+	}
 	require.NoError(t, c.bw.Flush())
-	go c.readFrames()
+	if read {
+		go c.readFrames()
+	}
 	return c
 }
 
@@ -145,7 +158,30 @@ func h2FloodProxy(t *testing.T) (port int, requests *atomic.Int64) {
 // takes all 20,000 and hundreds of requests reach the backend.
 func TestH2RapidResetIsCut(t *testing.T) {
 	port, requests := h2FloodProxy(t)
-	c := dialH2C(t, port)
+	rapidReset(t, dialH2C(t, port), requests)
+}
+
+// TestH2RapidResetIsCutTLS: the same over h2 on a terminating route, where
+// the guard takes the client preface off the stream itself.
+func TestH2RapidResetIsCutTLS(t *testing.T) {
+	requests := new(atomic.Int64)
+	be := startEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		_, _ = w.Write([]byte("ok"))
+	}))
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	r := terminateRouteOn("web", port, be.addr(), "www.example.com")
+	r.Match.Path = "/*" // offers ALPN h2
+	startTestProxy(t, lp, Options{Certificates: testCertStore(t), Routes: []Route{r}})
+	conn, err := tls.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port), insecureTLS("www.example.com", "h2"))
+	require.NoError(t, err)
+	require.Equal(t, "h2", conn.ConnectionState().NegotiatedProtocol)
+	rapidReset(t, startH2Raw(t, conn, nil, true), requests)
+}
+
+func rapidReset(t *testing.T, c *h2RawConn, requests *atomic.Int64) {
+	t.Helper()
 	cancel := make([]byte, 4)
 	binary.BigEndian.PutUint32(cancel, 0x8) // CANCEL
 	block := h2RequestBlock(false)

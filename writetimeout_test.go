@@ -2,6 +2,7 @@ package smartproxy
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -89,4 +90,33 @@ func TestWriteTimeoutTCP(t *testing.T) {
 	progress, total := readThenStall(t, c, c, 1500*time.Millisecond)
 	t.Logf("read %d bytes steadily, %d in all of %d", progress, total, wtResponse)
 	require.Less(t, total, int64(wtResponse), "the stalled client was not cut")
+}
+
+// TestWriteTimeoutH2: an h2c client that opens its flow-control windows,
+// asks for a large response and never reads is cut (the timeout sits
+// beneath the HTTP/2 server, in the connection's meter).
+func TestWriteTimeoutH2(t *testing.T) {
+	be := startEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { bigWriter(w) }))
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	r := httpRouteOn("web", port, be.addr())
+	r.Match.Path = "/*"
+	startTestProxy(t, lp, Options{Routes: []Route{r}, WriteTimeout: wtTimeout})
+
+	window := make([]byte, 6) // SETTINGS_INITIAL_WINDOW_SIZE = 2^31-1
+	binary.BigEndian.PutUint16(window, 0x4)
+	binary.BigEndian.PutUint32(window[2:], 1<<31-1)
+	grow := make([]byte, 4) // the connection window to 2^31-1 too
+	binary.BigEndian.PutUint32(grow, 1<<31-1-65535)
+	c := startH2Raw(t, dial(t, port), [][]byte{
+		h2Frame(h2FrameSettings, 0, 0, window),
+		h2Frame(h2FrameWindowUpdate, 0, 0, grow),
+		h2Frame(h2FrameHeaders, 0x4|h2FlagEndStream, 1, h2RequestBlock(false)),
+	}, false)
+	time.Sleep(3 * wtTimeout) // read nothing: the proxy's writes stall once the buffers are full
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
+	n, err := io.Copy(io.Discard, c)
+	require.False(t, errors.Is(err, os.ErrDeadlineExceeded), "neither closed nor complete after %d bytes: %v", n, err)
+	t.Logf("read %d bytes after the stall", n)
+	require.Less(t, n, int64(wtResponse), "the stalled client was not cut")
 }
