@@ -233,15 +233,21 @@ func decodeOne(data []byte, isYAML bool) (any, error) {
 			return nil, fmt.Errorf("parsing YAML: %w", err)
 		}
 		// A second document would be ignored: the proxy would run a
-		// config other than the one the file shows.
-		var extra yaml.Node
-		if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		// config other than the one the file shows. Empty documents (a
+		// trailing "---", as some generators write) hold nothing to lose.
+		for {
+			var extra yaml.Node
+			err := dec.Decode(&extra)
+			if errors.Is(err, io.EOF) {
+				return doc, nil
+			}
 			if err != nil {
 				return nil, fmt.Errorf("parsing YAML: %w", err)
 			}
-			return nil, fmt.Errorf("parsing YAML: a second document starts at line %d; the file must hold one", extra.Line)
+			if !emptyYAMLDocument(&extra) {
+				return nil, fmt.Errorf("parsing YAML: a second document starts at line %d; the file must hold one", extra.Line)
+			}
 		}
-		return doc, nil
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
@@ -252,6 +258,16 @@ func decodeOne(data []byte, isYAML bool) (any, error) {
 		return nil, fmt.Errorf("parsing JSON: data after the end of the document at byte %d; the file must hold one JSON value", dec.InputOffset())
 	}
 	return doc, nil
+}
+
+// emptyYAMLDocument reports whether n is a document with no content or
+// only a null.
+func emptyYAMLDocument(n *yaml.Node) bool {
+	if len(n.Content) == 0 {
+		return true
+	}
+	c := n.Content[0]
+	return len(n.Content) == 1 && c.Kind == yaml.ScalarNode && c.Tag == "!!null"
 }
 
 // checkLimits refuses negative limits: in Options a negative per-IP limit

@@ -280,6 +280,9 @@ func TestParseConfigOneDocument(t *testing.T) {
 		{"{\"routes\":[]}\n\t \n", false, ""},
 		{"routes: []\n---\nroutes:\n  - name: x\n", true, "parsing YAML: a second document starts at line 2"},
 		{"---\nroutes: []\n...\n", true, ""},
+		{"routes: []\n---\n", true, ""},
+		{"routes: []\n---\n# nothing\n---\n", true, ""},
+		{"routes: []\n---\n---\nmaxConnections: 5\n", true, "parsing YAML: a second document starts at line 3"},
 		{"routes: []\n", true, ""},
 	} {
 		_, err := ParseConfig([]byte(tc.doc), tc.isYAML)
