@@ -250,3 +250,41 @@ func TestHTTPContentLengthAndChunked(t *testing.T) {
 	require.Contains(t, got, "Connection: close")
 	require.Equal(t, []string{"/first"}, seen())
 }
+
+// TestHTTPMalformedChunkedBodyH2Backend: over an h2c backend, a chunked
+// body whose framing breaks after the head went out ends in a reset
+// stream: the backend's handler reads an error, never a complete body,
+// and the client gets 400.
+func TestHTTPMalformedChunkedBodyH2Backend(t *testing.T) {
+	old := chunkPrefetchWait
+	chunkPrefetchWait = 10 * time.Millisecond
+	t.Cleanup(func() { chunkPrefetchWait = old })
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	got := make(chan string, 1)
+	be := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		got <- fmt.Sprintf("%s %q err=%v", r.Proto, b, err != nil)
+	}))
+	be.Config.Protocols = new(http.Protocols)
+	be.Config.Protocols.SetUnencryptedHTTP2(true)
+	be.Start()
+	t.Cleanup(be.Close)
+	r := httpRouteOn("r", port, be.Listener.Addr().String(), "a.test")
+	r.Action.Options = &ActionOptions{BackendProtocol: "h2c"}
+	startTestProxy(t, lp, Options{Routes: []Route{r}})
+	c := dial(t, port)
+	_, err := io.WriteString(c, "POST /up HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+	require.NoError(t, err)
+	time.Sleep(300 * time.Millisecond)
+	_, err = io.WriteString(c, "zz\r\n")
+	require.NoError(t, err)
+	resp, _ := readAllUntilClose(t, c)
+	require.True(t, strings.HasPrefix(resp, "HTTP/1.1 400 "), "got %q", resp)
+	select {
+	case b := <-got:
+		require.Equal(t, `HTTP/2.0 "abc" err=true`, b)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the backend's stream was not reset")
+	}
+}
