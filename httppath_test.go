@@ -193,3 +193,16 @@ func TestPathNormalizationOption(t *testing.T) {
 	_, err := New(Options{Routes: []Route{r}, Logger: testLogger()})
 	require.ErrorContains(t, err, "action.options.pathNormalization")
 }
+
+// BenchmarkCanonicalPath is the per-request cost of the path check on a
+// port with path rules: a clean path (one scan) and one to normalise.
+func BenchmarkCanonicalPath(b *testing.B) {
+	for _, p := range []string{"/api/v1/users/42/posts", "/api/v1/../v2/./users//42"} {
+		b.Run(p, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				canonicalPath(p)
+			}
+		})
+	}
+}
