@@ -227,9 +227,10 @@ type RouteTLS struct {
 	// Versions lists the TLS versions accepted from clients, e.g.
 	// ["TLSv1.2", "TLSv1.3"]; default TLS 1.2 and 1.3.
 	Versions []string `json:"versions,omitempty"`
-	// Ciphers restricts the TLS 1.2 cipher suites, by their IANA or Go
-	// names separated by ':' or ','. TLS 1.3 suites are not configurable
-	// (as in Go's crypto/tls). Empty means Go's secure defaults.
+	// Ciphers lists the TLS 1.2 cipher suites, by their IANA or Go names
+	// separated by ':' or ','. The list replaces the default, so it can
+	// widen it. Empty means ECDHE with AES-GCM or ChaCha20-Poly1305 only.
+	// TLS 1.3 suites are not configurable (as in Go's crypto/tls).
 	Ciphers string `json:"ciphers,omitempty"`
 	// Backend configures the TLS connection to the target for
 	// "terminate-and-reencrypt". nil means verification against the system
@@ -249,7 +250,9 @@ type CertificateSpec struct {
 	// CA is an optional PEM chain appended after Cert.
 	CA string `json:"ca,omitempty"`
 	// CertFile and KeyFile name PEM files, read when the routes are
-	// validated (New, UpdateRoutes).
+	// validated (New, UpdateRoutes). Each must be a regular file of at most
+	// 1 MiB. A relative path is relative to the working directory, or,
+	// in a file read by LoadConfig, to that file's directory.
 	CertFile string `json:"certFile,omitempty"`
 	KeyFile  string `json:"keyFile,omitempty"`
 }
