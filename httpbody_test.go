@@ -2,6 +2,7 @@ package smartproxy
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -286,5 +287,53 @@ func TestHTTPMalformedChunkedBodyH2Backend(t *testing.T) {
 		require.Equal(t, `HTTP/2.0 "abc" err=true`, b)
 	case <-time.After(5 * time.Second):
 		t.Fatal("the backend's stream was not reset")
+	}
+}
+
+// TestHTTPHandoverOneRequest: a socket handler that a request was handed
+// over to gets that request, its body (by Content-Length or chunked,
+// trailers included) as the client sent it, and then the end of the
+// stream: a request pipelined after it reaches no handler and no
+// backend without the HTTP layer's routing and checks.
+func TestHTTPHandoverOneRequest(t *testing.T) {
+	bodies := map[string]struct{ head, body string }{
+		"none":    {"", ""},
+		"length":  {"Content-Length: 5\r\n", "hello"},
+		"chunked": {"Transfer-Encoding: chunked\r\n", "5;x=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\n"},
+	}
+	for name, b := range bodies {
+		t.Run(name, func(t *testing.T) {
+			lp := newListenerPool(t)
+			port := lp.port(t)
+			be, seen := pathBackend(t)
+			admin := httpRouteOn("admin", port, be.addr(), "a.test")
+			admin.Match.Path = "/admin/*"
+			admin.Security = &RouteSecurity{BasicAuth: &BasicAuth{Users: []BasicAuthUser{{Username: "u", Password: "p"}}}}
+			got := make(chan string, 1)
+			relay := NewRoute("relay").Ports(port).HandleWith(func(_ context.Context, c net.Conn, _ *RouteContext) error {
+				all, _ := io.ReadAll(c) // everything the handler is given, up to its end
+				got <- string(all)
+				_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+				return err
+			}).Route()
+			relay.Priority = -1
+			startTestProxy(t, lp, Options{Routes: []Route{admin, relay}})
+			c := dial(t, port)
+			_, err := io.WriteString(c, "POST /open HTTP/1.1\r\nHost: a.test\r\n"+b.head+"\r\n"+b.body+
+				"GET /admin/secret HTTP/1.1\r\nHost: a.test\r\n\r\n")
+			require.NoError(t, err)
+			var all string
+			select {
+			case all = <-got:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the handler was not given the end of its request")
+			}
+			require.True(t, strings.HasPrefix(all, "POST /open HTTP/1.1\r\n"), "%q", all)
+			require.True(t, strings.HasSuffix(all, "\r\n\r\n"+b.body), "%q", all)
+			require.NotContains(t, all, "/admin/secret")
+			resp, _ := readAllUntilClose(t, c)
+			require.Equal(t, 1, strings.Count(resp, "HTTP/1.1 "), "%q", resp)
+			require.Empty(t, seen())
+		})
 	}
 }
