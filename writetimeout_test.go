@@ -113,7 +113,9 @@ func TestWriteTimeoutH2(t *testing.T) {
 		h2Frame(h2FrameWindowUpdate, 0, 0, grow),
 		h2Frame(h2FrameHeaders, 0x4|h2FlagEndStream, 1, h2RequestBlock(false)),
 	}, false)
-	time.Sleep(3 * wtTimeout) // read nothing: the proxy's writes stall once the buffers are full
+	// Read nothing: the proxy's writes stall once the socket buffers are
+	// full, which takes a while from a cold start on a loaded machine.
+	time.Sleep(5 * wtTimeout)
 	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
 	n, err := io.Copy(io.Discard, c)
 	require.False(t, errors.Is(err, os.ErrDeadlineExceeded), "neither closed nor complete after %d bytes: %v", n, err)
