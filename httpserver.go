@@ -277,7 +277,7 @@ func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4zero} }
 // every write to the client, h2 and TLS included: http.Server has no such
 // timeout (its WriteTimeout bounds a whole response), and HTTP/2's
 // WriteByteTimeout would clear the deadline after each write. The deadline
-// is moved lazily (see progressDeadline), so a write costs a clock read.
+// is moved lazily (see arm), so a write costs a clock read.
 type meterConn struct {
 	net.Conn
 	rec *connection.Record
