@@ -337,3 +337,57 @@ func TestHTTPHandoverOneRequest(t *testing.T) {
 		})
 	}
 }
+
+// TestHTTPHandoverUpgrade: an upgrade request handed over keeps its
+// stream once the handler switched protocols; when the handler refused
+// the upgrade, what the client sends next ends the stream.
+func TestHTTPHandoverUpgrade(t *testing.T) {
+	for _, accept := range []bool{true, false} {
+		t.Run(fmt.Sprint("accept=", accept), func(t *testing.T) {
+			lp := newListenerPool(t)
+			port := lp.port(t)
+			web := echoBackend(t, "web")
+			got := make(chan string, 1)
+			h := NewRoute("ws").Ports(port).HandleWith(func(_ context.Context, c net.Conn, _ *RouteContext) error {
+				br := bufio.NewReader(c)
+				if readHead(br) == nil {
+					return nil
+				}
+				status := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n"
+				if !accept {
+					status = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"
+				}
+				if _, err := io.WriteString(c, status); err != nil {
+					return err
+				}
+				rest, _ := io.ReadAll(br)
+				got <- string(rest)
+				return nil
+			}).Route()
+			h.Priority = -1
+			startTestProxy(t, lp, Options{Routes: []Route{httpRouteOn("web", port, web.addr(), "web.test"), h}})
+			c := dial(t, port)
+			_, err := io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: a.test\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n")
+			require.NoError(t, err)
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			require.NoError(t, err)
+			_, err = io.WriteString(c, "frames after the answer")
+			require.NoError(t, err)
+			require.NoError(t, c.CloseWrite())
+			want := "frames after the answer"
+			if !accept {
+				require.Equal(t, 400, resp.StatusCode)
+				want = ""
+			} else {
+				require.Equal(t, 101, resp.StatusCode)
+			}
+			select {
+			case s := <-got:
+				require.Equal(t, want, s)
+			case <-time.After(5 * time.Second):
+				t.Fatal("the handler's stream did not end")
+			}
+		})
+	}
+}

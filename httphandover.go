@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 )
 
 // handover gives an HTTP/1.x connection to a socket-handler route that a
@@ -45,8 +46,10 @@ func (h *httpLayer) handover(w http.ResponseWriter, r *http.Request, pr *proxyRe
 	}
 	rc := &replayConn{Conn: conn, pending: head}
 	switch {
-	case isUpgrade(r):
-		rc.pending = append(rc.pending, buffered...)
+	case isUpgrade(r) && r.ContentLength == 0 && len(r.TransferEncoding) == 0:
+		// The stream stays the handler's once it has switched protocols
+		// (written a 101); bytes the client sends before that end it.
+		rc.rest = &requestEnd{conn: conn, more: len(buffered) > 0, sw: &rc.switched, buffered: buffered}
 	case len(r.TransferEncoding) > 0:
 		// The body's end is found by parsing it; what was buffered
 		// comes first (and is counted a second time: the server counted
@@ -86,8 +89,20 @@ func requestHead(r *http.Request) []byte {
 // when rest is nil.
 type replayConn struct {
 	net.Conn
-	pending []byte
-	rest    io.Reader
+	pending  []byte
+	rest     io.Reader
+	switched atomic.Bool // the handler's first write was a 101 response
+	wrote    atomic.Bool
+}
+
+// Write notes whether the handler's response switches protocols.
+func (c *replayConn) Write(b []byte) (int, error) {
+	if c.wrote.CompareAndSwap(false, true) {
+		if len(b) >= 12 && (string(b[:12]) == "HTTP/1.1 101" || string(b[:12]) == "HTTP/1.0 101") {
+			c.switched.Store(true)
+		}
+	}
+	return c.Conn.Write(b)
 }
 
 func (c *replayConn) Read(b []byte) (int, error) {
@@ -107,17 +122,36 @@ func (c *replayConn) Read(b []byte) (int, error) {
 // held by the handler, as it was before), and the end of the stream as
 // soon as the client sends more or closes. What it sends is dropped:
 // the next request must come on a new connection, through the HTTP layer.
+//
+// For an upgrade request (sw set) the stream goes on, unread bytes first,
+// if the handler switched protocols before the client's next bytes came.
 type requestEnd struct {
-	conn net.Conn
-	br   *bufio.Reader // the reader the body was parsed from, if any
-	more bool          // bytes past the request were already buffered
+	conn     net.Conn
+	br       *bufio.Reader // the reader the body was parsed from, if any
+	more     bool          // bytes past the request were already buffered
+	sw       *atomic.Bool  // an upgrade: set once the handler wrote a 101
+	buffered []byte        // an upgrade's bytes past the request
+	open     bool          // the upgrade went through: read the stream
 }
 
 func (e *requestEnd) Read(p []byte) (int, error) {
+	if e.open || e.sw != nil && e.sw.Load() {
+		e.open = true
+		if len(e.buffered) > 0 {
+			n := copy(p, e.buffered)
+			e.buffered = e.buffered[n:]
+			return n, nil
+		}
+		return e.conn.Read(p)
+	}
 	if e.more || e.br != nil && e.br.Buffered() > 0 || len(p) == 0 {
 		return 0, io.EOF
 	}
-	_, _ = e.conn.Read(p[:1])
+	n, err := e.conn.Read(p)
+	if n > 0 && e.sw != nil && e.sw.Load() {
+		e.open = true
+		return n, err
+	}
 	e.more = true
 	return 0, io.EOF
 }
