@@ -10,6 +10,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/require"
+
+	"github.com/gosmartproxy/smartproxy/iplist"
 )
 
 // BenchmarkSecurityCheck measures DefaultSecurityChecker.CheckConnection
@@ -30,9 +32,9 @@ func BenchmarkSecurityCheck(b *testing.B) {
 			block = append(block, fmt.Sprintf("2001:db9::%x", i))
 		}
 	}
-	a, err := ParseIPList(allow)
+	a, err := iplist.Parse(allow)
 	require.NoError(b, err)
-	bl, err := ParseIPList(block)
+	bl, err := iplist.Parse(block)
 	require.NoError(b, err)
 	route := &Route{Name: "r", state: &routeState{allow: a, block: bl}}
 	rc := &RouteContext{Route: route, RouteName: "r", ClientIP: netip.MustParseAddr("10.2.79.5")}
