@@ -2,13 +2,9 @@ package smartproxy
 
 import (
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"net/netip"
-	"strings"
 	"testing"
 
-	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gosmartproxy/smartproxy/iplist"
@@ -45,39 +41,5 @@ func BenchmarkSecurityCheck(b *testing.B) {
 		if chk.CheckConnection(rc) != nil {
 			b.Fatal("rejected")
 		}
-	}
-}
-
-// BenchmarkAuthorizeHTTP measures an admitted request: basic auth with a
-// plaintext password, and an HS256 JWT (parse, verify, claims).
-func BenchmarkAuthorizeHTTP(b *testing.B) {
-	secret := strings.Repeat("s", 32)
-	cases := []struct {
-		name string
-		sec  *RouteSecurity
-		auth string
-	}{
-		{"basic-plaintext", &RouteSecurity{BasicAuth: &BasicAuth{Users: []BasicAuthUser{{Username: "u", Password: "p4ssw0rd"}}}}, ""},
-		{"jwt-HS256", &RouteSecurity{JWTAuth: &JWTAuth{Secret: secret, Algorithm: StringList{"HS256"}}},
-			"Bearer " + sign(b, jwt.SigningMethodHS256, []byte(secret), claims(), "")},
-		{"ratelimit-ip", &RouteSecurity{RateLimit: &RateLimit{MaxRequests: 1 << 30, Window: 60}}, ""},
-	}
-	for _, c := range cases {
-		b.Run(c.name, func(b *testing.B) {
-			cs := mustCompile(b, c.sec)
-			r := httptest.NewRequest(http.MethodGet, "/api", nil)
-			if c.auth != "" {
-				r.Header.Set("Authorization", c.auth)
-			} else {
-				r.SetBasicAuth("u", "p4ssw0rd")
-			}
-			w := httptest.NewRecorder()
-			b.ReportAllocs()
-			for b.Loop() {
-				if cs.checkHTTP(w, r, testClient, testNow) != nil {
-					b.Fatal("refused")
-				}
-			}
-		})
 	}
 }
