@@ -216,13 +216,7 @@ func (st *routeState) pathDependent() bool {
 			}
 		}
 	}
-	if cs := st.sec; cs != nil {
-		if cs.basic != nil && cs.basic.exclude != nil || cs.jwt != nil && cs.jwt.exclude != nil ||
-			cs.rate != nil && cs.rate.keyBy == "path" {
-			return true
-		}
-	}
-	return false
+	return st.sec != nil && st.sec.http.PathDependent()
 }
 
 // pathGate is, for one route generation, the ports on which some route

@@ -153,8 +153,8 @@ func buildRouteSet(routes []Route, opts Options) (*routeSet, error) {
 		return nil, err
 	}
 	for _, r := range compiled {
-		if sec := r.state.sec; sec != nil && sec.rate != nil {
-			sec.rate.v6Bits = opts.IPv6PrefixLen // freshly compiled: not yet shared
+		if sec := r.state.sec; sec != nil {
+			sec.http.SetIPv6PrefixLen(opts.IPv6PrefixLen) // freshly compiled: not yet shared
 		}
 		if rt := r.state.tls; rt != nil && rt.backendNoAuth {
 			opts.Logger.Warn("route re-encrypts without verifying the backend certificate (insecureSkipVerify)", "route", r.Name)

@@ -198,15 +198,12 @@ var managerReasons = map[connection.Reason]bool{
 }
 
 // rejectReasonOf names the reason of a rejection error for rejectLog:
-// the RejectError or LimitError reason, else "error".
+// the reason of the Rejection in err's chain (a RejectError, a
+// connection.LimitError or a checker's own), else "error".
 func rejectReasonOf(err error) string {
-	var re *RejectError
-	var le *connection.LimitError
-	switch {
-	case errors.As(err, &re):
-		return string(re.Reason)
-	case errors.As(err, &le):
-		return string(le.Reason)
+	var r Rejection
+	if errors.As(err, &r) {
+		return r.RejectReason()
 	}
 	return "error"
 }

@@ -3,6 +3,7 @@ package smartproxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gosmartproxy/smartproxy/auth"
 	"github.com/gosmartproxy/smartproxy/connection"
 )
 
@@ -155,4 +157,27 @@ func TestRejectReasonAndMetricsMerge(t *testing.T) {
 	m := map[connection.Reason]uint64{connection.ReasonRouteIPLimit: 1}
 	l.addTo(m)
 	require.Equal(t, map[connection.Reason]uint64{"ip-blocked": 1, connection.ReasonRouteIPLimit: 1}, m)
+}
+
+// geoRejection is a custom checker's refusal with a reason of its own.
+type geoRejection struct{}
+
+func (geoRejection) Error() string        { return "geo" }
+func (geoRejection) RejectReason() string { return "geo-blocked" }
+
+// TestRejectReasonOf: every kind of refusal is named through Rejection,
+// wrapped or not; other errors count as "error".
+func TestRejectReasonOf(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{&RejectError{Reason: RejectBlocked}, "ip-blocked"},
+		{fmt.Errorf("wrapped: %w", &connection.LimitError{Reason: connection.ReasonIPLimit}), "ip-limit"},
+		{&auth.Error{Reason: auth.ReasonJWT}, "jwt-invalid"},
+		{fmt.Errorf("checker: %w", geoRejection{}), "geo-blocked"},
+		{errors.New("plain"), "error"},
+	} {
+		require.Equal(t, c.want, rejectReasonOf(c.err), "%v", c.err)
+	}
 }

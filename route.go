@@ -55,7 +55,7 @@ type RouteMatch struct {
 	// to the SNI. A TCP connection without SNI never matches them.
 	Domains StringList `json:"domains,omitempty"`
 	// ClientIP restricts the route to client addresses: exact, CIDR,
-	// "192.168.1.*" globs or "a-b" ranges (see [ParseIPList]).
+	// "192.168.1.*" globs or "a-b" ranges (see package iplist).
 	ClientIP []string `json:"clientIp,omitempty"`
 	// TLSVersion restricts the route to clients whose highest offered TLS
 	// version is listed: "TLSv1.0" … "TLSv1.3". Needs a ClientHello.

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+
+	"github.com/gosmartproxy/smartproxy/schema"
 )
 
 // PortRange is an inclusive range of ports; a single port has From == To.
@@ -122,34 +124,9 @@ func (s PortSpec) MarshalJSON() ([]byte, error) {
 }
 
 // StringList is a list of strings that JSON may also give as one string.
-type StringList []string
-
-// UnmarshalJSON accepts "a" or ["a", "b"].
-func (l *StringList) UnmarshalJSON(data []byte) error {
-	data = bytes.TrimSpace(data)
-	if len(data) > 0 && data[0] == '"' {
-		var s string
-		if err := json.Unmarshal(data, &s); err != nil {
-			return err
-		}
-		*l = StringList{s}
-		return nil
-	}
-	var list []string
-	if err := json.Unmarshal(data, &list); err != nil {
-		return fmt.Errorf("want a string or a list of strings, got %s", data)
-	}
-	*l = list
-	return nil
-}
-
-// MarshalJSON writes one element as a plain string.
-func (l StringList) MarshalJSON() ([]byte, error) {
-	if len(l) == 1 {
-		return json.Marshal(l[0])
-	}
-	return json.Marshal([]string(l))
-}
+// It is an alias of [schema.StringList], which the auth package's schema
+// shares, so that a Route literal and a JSON config are written as before.
+type StringList = schema.StringList
 
 // UnmarshalJSON accepts a port number or the string "preserve".
 func (p *TargetPort) UnmarshalJSON(data []byte) error {

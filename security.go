@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"time"
 
+	"github.com/gosmartproxy/smartproxy/auth"
 	"github.com/gosmartproxy/smartproxy/connection"
 )
 
@@ -20,12 +20,37 @@ const (
 	RejectNotAllowed RejectReason = "ip-not-allowed" // client not in a non-empty ipAllowList
 	RejectNoRoute    RejectReason = "no-route"       // no route matched
 
-	// HTTP-level rejections (security.rateLimit, basicAuth, jwtAuth).
-	RejectHTTPRateLimit RejectReason = "http-rate-limit" // 429: security.rateLimit exceeded
-	RejectAuthMissing   RejectReason = "auth-required"   // 401: no credentials sent
-	RejectBasicAuth     RejectReason = "basic-auth"      // 401: wrong user or password
-	RejectJWT           RejectReason = "jwt-invalid"     // 401: token invalid, expired, wrong issuer/audience...
+	// HTTP-level rejections (security.rateLimit, basicAuth, jwtAuth): the
+	// reasons of package auth, under the names they have always had here.
+	RejectHTTPRateLimit = RejectReason(auth.ReasonRateLimit)     // 429: security.rateLimit exceeded
+	RejectAuthMissing   = RejectReason(auth.ReasonNoCredentials) // 401: no credentials sent
+	RejectBasicAuth     = RejectReason(auth.ReasonBasicAuth)     // 401: wrong user or password
+	RejectJWT           = RejectReason(auth.ReasonJWT)           // 401: token invalid, expired, wrong issuer/audience...
 )
+
+// The HTTP-level security schema lives in package auth, next to the code
+// that enforces it. RouteSecurity refers to it through these aliases, so
+// Route literals and JSON configurations are written as before.
+type (
+	// BasicAuth is [auth.BasicAuth]: HTTP Basic credentials on a route.
+	BasicAuth = auth.BasicAuth
+	// BasicAuthUser is [auth.BasicAuthUser]: one user of BasicAuth.
+	BasicAuthUser = auth.BasicAuthUser
+	// JWTAuth is [auth.JWTAuth]: a JSON Web Token required on a route.
+	JWTAuth = auth.JWTAuth
+	// RateLimit is [auth.RateLimit]: an HTTP request rate limit on a route.
+	RateLimit = auth.RateLimit
+)
+
+// Rejection is an error that names why a connection or request was
+// refused. RejectError, connection.LimitError and auth.Error implement it;
+// a SecurityChecker may return its own, and the proxy counts it under
+// RejectReason() in Metrics.Rejected and the reject log (other errors
+// count as "error").
+type Rejection interface {
+	error
+	RejectReason() string
+}
 
 // RejectError is returned by a SecurityChecker to refuse a connection, and
 // describes a refused HTTP request.
@@ -50,6 +75,9 @@ func (e *RejectError) Error() string {
 
 // Unwrap returns the underlying cause.
 func (e *RejectError) Unwrap() error { return e.Err }
+
+// RejectReason returns Reason as a string (see [Rejection]).
+func (e *RejectError) RejectReason() string { return string(e.Reason) }
 
 // SecurityChecker decides whether a matched connection may proceed. It is
 // called after routing and before any backend dial or handler call, with
@@ -100,30 +128,19 @@ func writeHTTPReject(w http.ResponseWriter, err error) {
 	var le *connection.LimitError
 	switch {
 	case errors.As(err, &re) && re.RetryAfter > 0:
-		writeTooMany(w, re.RetryAfter, "")
+		auth.WriteTooManyRequests(w, re.RetryAfter, "")
 	case errors.As(err, &le):
 		switch le.Reason {
 		case connection.ReasonRateLimit, connection.ReasonRouteRateLimit:
 			// When the client's attempts, refused ones included, will
 			// have aged out of the sliding minute enough for one more.
-			writeTooMany(w, max(le.RetryAfter, time.Second), "")
+			auth.WriteTooManyRequests(w, max(le.RetryAfter, time.Second), "")
 		case connection.ReasonIPLimit, connection.ReasonRouteIPLimit:
-			writeTooMany(w, time.Second, "")
+			auth.WriteTooManyRequests(w, time.Second, "")
 		default:
 			http.Error(w, http.StatusText(http.StatusServiceUnavailable), http.StatusServiceUnavailable)
 		}
 	default:
 		http.Error(w, http.StatusText(http.StatusForbidden), http.StatusForbidden)
 	}
-}
-
-// writeTooMany writes a 429 with Retry-After in whole seconds (rounded up,
-// at least 1, as the header has no fractions).
-func writeTooMany(w http.ResponseWriter, retry time.Duration, msg string) {
-	secs := max(int64((retry+time.Second-1)/time.Second), 1)
-	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
-	if msg == "" {
-		msg = http.StatusText(http.StatusTooManyRequests)
-	}
-	http.Error(w, msg, http.StatusTooManyRequests)
 }

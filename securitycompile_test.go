@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -14,9 +15,53 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/gosmartproxy/smartproxy/connection"
 )
+
+var testClient = netip.MustParseAddr("192.0.2.10")
+
+// testNow is the fixed clock of the security tests.
+var testNow = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// mustCompile compiles s and fails the test on any error.
+func mustCompile(t testing.TB, s *RouteSecurity) *compiledSecurity {
+	t.Helper()
+	cs, errs := compileSecurity(s)
+	require.Empty(t, errs)
+	require.NotNil(t, cs)
+	return cs
+}
+
+// checkAs runs checkHTTP on a GET / from testClient that sends the Basic
+// credentials user:pass (none when user is ""), and returns the response
+// and the refusal.
+func checkAs(cs *compiledSecurity, user, pass string) (*httptest.ResponseRecorder, error) {
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	if user != "" {
+		r.SetBasicAuth(user, pass)
+	}
+	w := httptest.NewRecorder()
+	return w, cs.checkHTTP(w, r, testClient, testNow)
+}
+
+func bcryptHash(t testing.TB, pass string) string {
+	t.Helper()
+	h, err := bcrypt.GenerateFromPassword([]byte(pass), bcrypt.MinCost)
+	require.NoError(t, err)
+	return string(h)
+}
+
+// requireFields asserts errs name exactly the given fields.
+func requireFields(t *testing.T, errs []*fieldError, fields ...string) {
+	t.Helper()
+	var got []string
+	for _, e := range errs {
+		got = append(got, e.Field)
+	}
+	require.ElementsMatch(t, fields, got, "errors: %v", errs)
+}
 
 func TestCompileSecurityLimits(t *testing.T) {
 	cs, errs := compileSecurity(nil)
@@ -54,13 +99,47 @@ func TestCompileRouteSecurityDefaults(t *testing.T) {
 	require.Empty(t, errs)
 	require.Equal(t, connection.RouteLimits{MaxConnectionsPerIP: 5, RatePerMinute: 9}, a.routeLimits())
 	require.Equal(t, connection.RouteLimits{MaxConnectionsPerIP: 1}, b.routeLimits())
-	require.Same(t, def.basic, a.basic, "auth shared with the defaults")
-	require.Nil(t, b.basic, "a route opts out of a default block")
-	require.NotSame(t, def.rate, a.rate, "each route has its own rate budget")
-	// a's budget is its own: b's requests do not consume it.
-	require.Equal(t, http.StatusOK, doRate(b, testClient, "/", testNow, nil).Code)
-	require.Equal(t, http.StatusOK, doRate(a, testClient, "/", testNow, withBasic("u", "p")).Code)
-	require.Equal(t, http.StatusTooManyRequests, doRate(a, testClient, "/", testNow, withBasic("u", "p")).Code)
+	// How auth blocks are shared with the defaults is asserted by auth's
+	// TestCompileWithDefaults. Here: b opts out of the default basicAuth,
+	// and a's budget is its own: b's requests do not consume it.
+	code := func(cs *compiledSecurity, user, pass string) int {
+		w, _ := checkAs(cs, user, pass)
+		return w.Code
+	}
+	require.Equal(t, http.StatusOK, code(b, "", ""))
+	require.Equal(t, http.StatusOK, code(a, "u", "p"))
+	require.Equal(t, http.StatusTooManyRequests, code(a, "u", "p"))
+}
+
+// TestCheckHTTPReasons: auth's refusals reach the proxy as RejectErrors
+// with the reasons Metrics.Rejected has always reported.
+func TestCheckHTTPReasons(t *testing.T) {
+	cs := mustCompile(t, &RouteSecurity{
+		BasicAuth: &BasicAuth{Users: []BasicAuthUser{{Username: "u", Password: "p"}}},
+		RateLimit: &RateLimit{MaxRequests: 2, Window: 60},
+	})
+	check := func(user, pass string) *RejectError {
+		var re *RejectError
+		_, err := checkAs(cs, user, pass)
+		require.ErrorAs(t, err, &re)
+		require.Equal(t, testClient, re.IP)
+		return re
+	}
+	re := check("", "")
+	require.Equal(t, RejectAuthMissing, re.Reason)
+	require.Equal(t, "auth-required", rejectReasonOf(re))
+	re = check("u", "x")
+	require.Equal(t, RejectBasicAuth, re.Reason)
+	require.Equal(t, "basic-auth", rejectReasonOf(re))
+	require.NotContains(t, re.Error(), `"x"`, "the password never reaches logs")
+	re = check("", "")
+	require.Equal(t, RejectHTTPRateLimit, re.Reason)
+	require.Equal(t, "http-rate-limit", rejectReasonOf(re))
+	require.Positive(t, re.RetryAfter)
+	require.Equal(t, "jwt-invalid", string(RejectJWT))
+	// Field errors of auth are named from the route, like the limits'.
+	_, errs := compileSecurity(&RouteSecurity{JWTAuth: &JWTAuth{Secret: "x"}, RateLimit: &RateLimit{MaxRequests: 1, Window: 1, KeyBy: "header"}})
+	requireFields(t, errs, "security.jwtAuth.algorithm", "security.rateLimit.headerName")
 }
 
 func TestWriteHTTPReject(t *testing.T) {
@@ -179,4 +258,24 @@ func TestSecurityFloodDistinctIPs(t *testing.T) {
 		s := p.Metrics()
 		return s.TrackedIPs == 0 && s.TrackedRouteIPs == 0
 	}, 5*time.Second, 20*time.Millisecond)
+}
+
+// Options refuses a prefix length IPv6 does not have, and a park time the sweeper cannot
+// tick at.
+func TestOptionsIPv6PrefixLen(t *testing.T) {
+	_, err := New(Options{IPv6PrefixLen: 129})
+	require.ErrorContains(t, err, "IPv6PrefixLen must be 1..128")
+	_, err = New(Options{IdleParkAfter: time.Microsecond})
+	require.ErrorContains(t, err, "IdleParkAfter must be at least 1ms")
+	// The prefix length reaches the routes' HTTP rate limiters.
+	r := httpRouteOn("rl", 8080, "127.0.0.1:1", "rl.test")
+	r.Security = &RouteSecurity{RateLimit: &RateLimit{MaxRequests: 1, Window: 60}}
+	p, err := New(Options{IPv6PrefixLen: 128, Logger: testLogger(), Routes: []Route{r}})
+	require.NoError(t, err)
+	sec := p.set.Load().routes[0].state.sec
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	for _, ip := range []string{"2001:db8::1", "2001:db8::2"} {
+		require.NoError(t, sec.checkHTTP(httptest.NewRecorder(), req, netip.MustParseAddr(ip), testNow), "a /128 budget per address")
+	}
+	require.NoError(t, p.Stop(context.Background()))
 }

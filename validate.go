@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 
 	"github.com/gobwas/glob"
+
+	"github.com/gosmartproxy/smartproxy/iplist"
 )
 
 // RouteError is a configuration mistake in one route. Errors returned by
@@ -40,10 +42,10 @@ func (e *RouteError) Unwrap() error { return e.Err }
 type routeState struct {
 	index      int // declaration order, the last tie-breaker in matching
 	domains    []domainPattern
-	clientIP   *IPList
+	clientIP   *iplist.List
 	tlsVersion []uint16
-	allow      *IPList
-	block      *IPList
+	allow      *iplist.List
+	block      *iplist.List
 	sec        *compiledSecurity // limits, auth and rate limits; nil: none
 	targets    []Target          // sorted by descending priority, defaults applied
 	rr         atomic.Uint64
@@ -105,7 +107,7 @@ func compileRoutes(routes []Route, defaults Defaults) ([]*Route, error) {
 
 // compiledDefaults is Defaults.Security compiled once for all routes.
 type compiledDefaults struct {
-	allow, block *IPList
+	allow, block *iplist.List
 	sec          *compiledSecurity
 }
 
@@ -116,10 +118,10 @@ func compileDefaults(d Defaults) (compiledDefaults, []error) {
 	}
 	var errs []error
 	var err error
-	if c.allow, err = ParseIPList(d.Security.IPAllowList); err != nil {
+	if c.allow, err = iplist.Parse(d.Security.IPAllowList); err != nil {
 		errs = append(errs, fmt.Errorf("defaults.security.ipAllowList: %w", err))
 	}
-	if c.block, err = ParseIPList(d.Security.IPBlockList); err != nil {
+	if c.block, err = iplist.Parse(d.Security.IPBlockList); err != nil {
 		errs = append(errs, fmt.Errorf("defaults.security.ipBlockList: %w", err))
 	}
 	sec, fes := compileSecurity(d.Security)
@@ -151,7 +153,7 @@ func (v *routeValidator) compile(r *Route, defaults Defaults, defs compiledDefau
 	v.checkPorts(r.Match.Ports)
 	st.domains = v.compileDomains(r.Match.Domains)
 	if len(r.Match.ClientIP) > 0 {
-		l, err := ParseIPList(r.Match.ClientIP)
+		l, err := iplist.Parse(r.Match.ClientIP)
 		if err != nil {
 			v.fail("match.clientIp", err)
 		}
@@ -171,14 +173,14 @@ func (v *routeValidator) compile(r *Route, defaults Defaults, defs compiledDefau
 	st.lb = v.compileLB(&r.Action)
 	if s := r.Security; s != nil {
 		if len(s.IPAllowList) > 0 {
-			l, err := ParseIPList(s.IPAllowList)
+			l, err := iplist.Parse(s.IPAllowList)
 			if err != nil {
 				v.fail("security.ipAllowList", err)
 			}
 			st.allow = l
 		}
 		if len(s.IPBlockList) > 0 {
-			l, err := ParseIPList(s.IPBlockList)
+			l, err := iplist.Parse(s.IPBlockList)
 			if err != nil {
 				v.fail("security.ipBlockList", err)
 			}

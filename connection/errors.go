@@ -84,6 +84,11 @@ func (e *LimitError) Error() string {
 	}
 }
 
+// RejectReason returns Reason as a string, so that callers can read the
+// reason of any rejection (smartproxy's RejectError answers it too)
+// through one interface.
+func (e *LimitError) RejectReason() string { return string(e.Reason) }
+
 // Errors for invalid use of the API (not limit refusals).
 var (
 	// ErrNilCloser is returned by Open when closer is nil: without it the

@@ -1,4 +1,4 @@
-package smartproxy
+package auth
 
 import (
 	"crypto/ecdsa"
@@ -18,6 +18,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/require"
+
+	"github.com/gosmartproxy/smartproxy/schema"
 )
 
 // jwksServer serves a mutable key set and counts requests.
@@ -76,7 +78,7 @@ func TestJWKSCachingAndRotation(t *testing.T) {
 	s := newJWKSServer(t)
 	s.set("public, max-age=600", rsaJWK("k1", &testRSAKey().PublicKey), ecJWK("e1", &testECKey().PublicKey),
 		map[string]string{"kty": "oct", "kid": "ignored", "k": "AAAA"}) // unusable kinds are skipped
-	cs := mustCompile(t, &RouteSecurity{JWTAuth: &JWTAuth{JWKSURL: s.srv.URL, Algorithm: StringList{"RS256", "ES256"}}})
+	cs := mustCompile(t, Config{JWTAuth: &JWTAuth{JWKSURL: s.srv.URL, Algorithm: schema.StringList{"RS256", "ES256"}}})
 	c := cs.jwt.jwks
 	now := testNow
 	auth := func(m jwt.SigningMethod, key any, kid string, at time.Time) bool {
@@ -139,7 +141,7 @@ func TestJWKSMaxAgeBounds(t *testing.T) {
 func TestJWKSEdDSAAndConcurrentFetch(t *testing.T) {
 	s := newJWKSServer(t)
 	s.set("", edJWK("ed", testEdKey().Public().(ed25519.PublicKey)))
-	cs := mustCompile(t, &RouteSecurity{JWTAuth: &JWTAuth{JWKSURL: s.srv.URL, Algorithm: StringList{"EdDSA"}}})
+	cs := mustCompile(t, Config{JWTAuth: &JWTAuth{JWKSURL: s.srv.URL, Algorithm: schema.StringList{"EdDSA"}}})
 	tok := sign(t, jwt.SigningMethodEdDSA, testEdKey(), claims(), "ed")
 	var wg sync.WaitGroup
 	for range 16 {

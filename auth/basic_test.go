@@ -1,4 +1,4 @@
-package smartproxy
+package auth
 
 import (
 	"net/http"
@@ -15,23 +15,23 @@ import (
 var testClient = netip.MustParseAddr("192.0.2.10")
 
 // mustCompile compiles s and fails the test on any error.
-func mustCompile(t testing.TB, s *RouteSecurity) *compiledSecurity {
+func mustCompile(t testing.TB, c Config) *Checker {
 	t.Helper()
-	cs, errs := compileSecurity(s)
-	require.Empty(t, errs)
+	cs, err := Compile(c)
+	require.NoError(t, err)
 	require.NotNil(t, cs)
 	return cs
 }
 
 // doAuth runs checkHTTP on a request built by mod and returns the
 // recorder and the verdict.
-func doAuth(cs *compiledSecurity, path string, now time.Time, mod func(*http.Request)) (*httptest.ResponseRecorder, bool) {
+func doAuth(cs *Checker, path string, now time.Time, mod func(*http.Request)) (*httptest.ResponseRecorder, bool) {
 	r := httptest.NewRequest(http.MethodGet, "http://example.com"+path, nil)
 	if mod != nil {
 		mod(r)
 	}
 	w := httptest.NewRecorder()
-	ok := cs.checkHTTP(w, r, testClient, now) == nil
+	ok := cs.Check(w, r, testClient, now) == nil
 	return w, ok
 }
 
@@ -49,7 +49,7 @@ func bcryptHash(t testing.TB, pass string) string {
 func TestBasicAuth(t *testing.T) {
 	h := bcryptHash(t, "s3cret")
 	y := "$2y$" + strings.TrimPrefix(bcryptHash(t, "yyy"), "$2a$") // PHP's prefix
-	cs := mustCompile(t, &RouteSecurity{BasicAuth: &BasicAuth{
+	cs := mustCompile(t, Config{BasicAuth: &BasicAuth{
 		Realm: "Admin area",
 		Users: []BasicAuthUser{
 			{Username: "plain", Password: "pa:ss"},
@@ -96,20 +96,21 @@ func TestBasicAuth(t *testing.T) {
 }
 
 func TestBasicAuthReasons(t *testing.T) {
-	cs := mustCompile(t, &RouteSecurity{BasicAuth: &BasicAuth{Users: []BasicAuthUser{{Username: "u", Password: "p"}}}})
+	cs := mustCompile(t, Config{BasicAuth: &BasicAuth{Users: []BasicAuthUser{{Username: "u", Password: "p"}}}})
 	r := httptest.NewRequest(http.MethodGet, "/", nil)
-	err := cs.checkHTTP(httptest.NewRecorder(), r, testClient, time.Now())
-	require.Equal(t, RejectAuthMissing, rejectReasonOfErr(t, err))
+	err := cs.Check(httptest.NewRecorder(), r, testClient, time.Now())
+	require.Equal(t, ReasonNoCredentials, rejectReasonOfErr(t, err))
 	r.SetBasicAuth("u", "x")
-	err = cs.checkHTTP(httptest.NewRecorder(), r, testClient, time.Now())
-	require.Equal(t, RejectBasicAuth, rejectReasonOfErr(t, err))
+	err = cs.Check(httptest.NewRecorder(), r, testClient, time.Now())
+	require.Equal(t, ReasonBasicAuth, rejectReasonOfErr(t, err))
 	require.NotContains(t, err.Error(), `"x"`, "the password never reaches logs")
 }
 
-func rejectReasonOfErr(t *testing.T, err error) RejectReason {
+func rejectReasonOfErr(t *testing.T, err error) Reason {
 	t.Helper()
-	require.Error(t, err)
-	return RejectReason(rejectReasonOf(err))
+	var ae *Error
+	require.ErrorAs(t, err, &ae)
+	return ae.Reason
 }
 
 // TestBasicAuthUnknownUserTiming: with bcrypt users, an unknown user costs
@@ -117,7 +118,7 @@ func rejectReasonOfErr(t *testing.T, err error) RejectReason {
 func TestBasicAuthUnknownUserTiming(t *testing.T) {
 	h, err := bcrypt.GenerateFromPassword([]byte("pw"), 8)
 	require.NoError(t, err)
-	cs := mustCompile(t, &RouteSecurity{BasicAuth: &BasicAuth{Users: []BasicAuthUser{{Username: "a", Password: string(h)}}}})
+	cs := mustCompile(t, Config{BasicAuth: &BasicAuth{Users: []BasicAuthUser{{Username: "a", Password: string(h)}}}})
 	require.NotNil(t, cs.basic.dummy.bcrypt)
 	cost, err := bcrypt.Cost(cs.basic.dummy.bcrypt)
 	require.NoError(t, err)
@@ -136,9 +137,9 @@ func TestBasicAuthUnknownUserTiming(t *testing.T) {
 
 func TestBasicAuthCompileErrors(t *testing.T) {
 	off := false
-	_, errs := compileSecurity(&RouteSecurity{BasicAuth: &BasicAuth{}})
-	requireFields(t, errs, "security.basicAuth.users")
-	_, errs = compileSecurity(&RouteSecurity{BasicAuth: &BasicAuth{
+	_, err := Compile(Config{BasicAuth: &BasicAuth{}})
+	requireFields(t, err, "basicAuth.users")
+	_, err = Compile(Config{BasicAuth: &BasicAuth{
 		Realm: `a"b`,
 		Users: []BasicAuthUser{
 			{Username: "a:b", Password: "x"},
@@ -150,25 +151,28 @@ func TestBasicAuthCompileErrors(t *testing.T) {
 		},
 		ExcludePaths: []string{"health", "/a/[b"},
 	}})
-	requireFields(t, errs,
-		"security.basicAuth.realm",
-		"security.basicAuth.users[0].username",
-		"security.basicAuth.users[1].username",
-		"security.basicAuth.users[2].password",
-		"security.basicAuth.users[3].password",
-		"security.basicAuth.users[5].username",
-		"security.basicAuth.excludePaths[0]",
-		"security.basicAuth.excludePaths[1]",
+	requireFields(t, err,
+		"basicAuth.realm",
+		"basicAuth.users[0].username",
+		"basicAuth.users[1].username",
+		"basicAuth.users[2].password",
+		"basicAuth.users[3].password",
+		"basicAuth.users[5].username",
+		"basicAuth.excludePaths[0]",
+		"basicAuth.excludePaths[1]",
 	)
 	// Disabled: nothing is checked and nothing enforced.
-	cs, errs := compileSecurity(&RouteSecurity{BasicAuth: &BasicAuth{Enabled: &off}})
-	require.Empty(t, errs)
+	cs, err := Compile(Config{BasicAuth: &BasicAuth{Enabled: &off}})
+	require.NoError(t, err)
 	require.Nil(t, cs)
 }
 
-// requireFields asserts errs name exactly the given fields.
-func requireFields(t *testing.T, errs []*fieldError, fields ...string) {
+// requireFields asserts err is a FieldErrors naming exactly the given
+// fields.
+func requireFields(t *testing.T, err error, fields ...string) {
 	t.Helper()
+	var errs FieldErrors
+	require.ErrorAs(t, err, &errs)
 	var got []string
 	for _, e := range errs {
 		got = append(got, e.Field)

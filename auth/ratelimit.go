@@ -1,13 +1,13 @@
-package smartproxy
+package auth
 
 import (
-	"github.com/gosmartproxy/smartproxy/connection"
-	"github.com/gosmartproxy/smartproxy/internal/keytable"
-
 	"hash/maphash"
 	"net/http"
 	"net/netip"
 	"time"
+
+	"github.com/gosmartproxy/smartproxy/connection"
+	"github.com/gosmartproxy/smartproxy/internal/keytable"
 )
 
 // RateLimit caps HTTP requests on a route per key (client IP, path or a
@@ -40,8 +40,8 @@ const (
 	defaultRateLimitKeys = 100000
 )
 
-// httpRateLimiter is a compiled RateLimit.
-type httpRateLimiter struct {
+// rateLimiter is a compiled RateLimit.
+type rateLimiter struct {
 	cfg    RateLimit
 	max    uint32
 	window int64 // ns
@@ -55,7 +55,7 @@ type httpRateLimiter struct {
 	// (nothing holds it), so its idle list is the LRU order of requests.
 	keys *keytable.Table[uint64, rlWindow]
 	// v6Bits groups IPv6 clients per /v6Bits when keyed by IP, like the
-	// connection limits (Options.IPv6PrefixLen); 0 means the default /64.
+	// connection limits (Checker.SetIPv6PrefixLen); 0 means the default /64.
 	v6Bits int
 }
 
@@ -71,7 +71,7 @@ type rlWindow struct {
 // shardOfKey picks the shard of a key, which is already a seeded hash.
 func shardOfKey(_ maphash.Seed, k uint64) uint64 { return k }
 
-func compileRateLimit(fe *fieldErrs, r *RateLimit) *httpRateLimiter {
+func compileRateLimit(fe *fieldErrs, r *RateLimit) *rateLimiter {
 	if r.Enabled != nil && !*r.Enabled {
 		return nil
 	}
@@ -91,11 +91,11 @@ func compileRateLimit(fe *fieldErrs, r *RateLimit) *httpRateLimiter {
 	default:
 		fe.failf(field+".keyBy", `unknown %q (want "ip", "path" or "header")`, r.KeyBy)
 	}
-	return newHTTPRateLimiter(*r, defaultRateLimitKeys)
+	return newRateLimiter(*r, defaultRateLimitKeys)
 }
 
-func newHTTPRateLimiter(cfg RateLimit, maxKeys int) *httpRateLimiter {
-	l := &httpRateLimiter{
+func newRateLimiter(cfg RateLimit, maxKeys int) *rateLimiter {
+	l := &rateLimiter{
 		cfg:     cfg,
 		max:     uint32(max(cfg.MaxRequests, 0)),
 		window:  int64(max(cfg.Window, 0)) * int64(time.Second),
@@ -113,11 +113,11 @@ func newHTTPRateLimiter(cfg RateLimit, maxKeys int) *httpRateLimiter {
 }
 
 // clone returns a limiter with the same settings and no history.
-func (l *httpRateLimiter) clone() *httpRateLimiter { return newHTTPRateLimiter(l.cfg, l.maxKeys) }
+func (l *rateLimiter) clone() *rateLimiter { return newRateLimiter(l.cfg, l.maxKeys) }
 
 // key hashes the request's key. The kind byte keeps an IP fallback from
 // colliding with a header value that happens to spell the same bytes.
-func (l *httpRateLimiter) key(r *http.Request, clientIP netip.Addr) uint64 {
+func (l *rateLimiter) key(r *http.Request, clientIP netip.Addr) uint64 {
 	var h maphash.Hash
 	h.SetSeed(l.seed)
 	switch {
@@ -138,11 +138,11 @@ func (l *httpRateLimiter) key(r *http.Request, clientIP netip.Addr) uint64 {
 // allow counts a request and reports whether it is within the limit; if
 // not, it returns how long until a request would be. Refused requests are
 // not counted, so a client that waits Retry-After gets through.
-func (l *httpRateLimiter) allow(r *http.Request, clientIP netip.Addr, now time.Time) (bool, time.Duration) {
+func (l *rateLimiter) allow(r *http.Request, clientIP netip.Addr, now time.Time) (bool, time.Duration) {
 	return l.allowKey(l.key(r, clientIP), now.UnixNano())
 }
 
-func (l *httpRateLimiter) allowKey(k uint64, now int64) (bool, time.Duration) {
+func (l *rateLimiter) allowKey(k uint64, now int64) (bool, time.Duration) {
 	s := l.keys.Shard(k)
 	s.Lock()
 	defer s.Unlock()
@@ -174,7 +174,7 @@ func (l *httpRateLimiter) allowKey(k uint64, now int64) (bool, time.Duration) {
 // retryAfter is the time until est <= max-1, i.e. until one more request
 // fits: either the previous window's weight decays enough, or (if the
 // current window alone is full) the current window ends and then decays.
-func (l *httpRateLimiter) retryAfter(e *rlWindow, elapsed int64) time.Duration {
+func (l *rateLimiter) retryAfter(e *rlWindow, elapsed int64) time.Duration {
 	w, budget := float64(l.window), float64(l.max)-1
 	toEnd := l.window - elapsed
 	if float64(e.cur) > budget {
@@ -190,7 +190,7 @@ func (l *httpRateLimiter) retryAfter(e *rlWindow, elapsed int64) time.Duration {
 // insert adds an entry for k, first dropping expired entries from the
 // LRU front and, if the shard is full, its least recently used entry. The
 // caller files the entry.
-func (l *httpRateLimiter) insert(s *keytable.Shard[uint64, rlWindow], k uint64, now int64) *rlEntry {
+func (l *rateLimiter) insert(s *keytable.Shard[uint64, rlWindow], k uint64, now int64) *rlEntry {
 	s.Prune(now, 2*l.window)
 	if perShard := max(l.maxKeys/rateLimitShards, 1); s.Len() >= perShard {
 		s.EvictOldest()
@@ -201,4 +201,4 @@ func (l *httpRateLimiter) insert(s *keytable.Shard[uint64, rlWindow], k uint64, 
 }
 
 // size returns the number of keys held, for tests and metrics.
-func (l *httpRateLimiter) size() int { return l.keys.Len() }
+func (l *rateLimiter) size() int { return l.keys.Len() }

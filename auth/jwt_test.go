@@ -1,4 +1,4 @@
-package smartproxy
+package auth
 
 import (
 	"crypto"
@@ -18,6 +18,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/require"
+
+	"github.com/gosmartproxy/smartproxy/schema"
 )
 
 // Test keys, generated once per run.
@@ -86,18 +88,18 @@ func TestJWTAlgorithms(t *testing.T) {
 		m    jwt.SigningMethod
 		key  any
 	}{
-		{"HS256", JWTAuth{Secret: secret, Algorithm: StringList{"HS256"}}, jwt.SigningMethodHS256, []byte(secret)},
-		{"HS384", JWTAuth{Secret: secret, Algorithm: StringList{"HS384"}}, jwt.SigningMethodHS384, []byte(secret)},
-		{"HS512", JWTAuth{Secret: secret, Algorithm: StringList{"HS512"}}, jwt.SigningMethodHS512, []byte(secret)},
-		{"RS256", JWTAuth{PublicKey: pubPEM(t, &testRSAKey().PublicKey), Algorithm: StringList{"RS256"}}, jwt.SigningMethodRS256, testRSAKey()},
-		{"ES256", JWTAuth{PublicKey: pubPEM(t, &testECKey().PublicKey), Algorithm: StringList{"ES256"}}, jwt.SigningMethodES256, testECKey()},
-		{"EdDSA", JWTAuth{PublicKey: pubPEM(t, testEdKey().Public()), Algorithm: StringList{"EdDSA"}}, jwt.SigningMethodEdDSA, testEdKey()},
+		{"HS256", JWTAuth{Secret: secret, Algorithm: schema.StringList{"HS256"}}, jwt.SigningMethodHS256, []byte(secret)},
+		{"HS384", JWTAuth{Secret: secret, Algorithm: schema.StringList{"HS384"}}, jwt.SigningMethodHS384, []byte(secret)},
+		{"HS512", JWTAuth{Secret: secret, Algorithm: schema.StringList{"HS512"}}, jwt.SigningMethodHS512, []byte(secret)},
+		{"RS256", JWTAuth{PublicKey: pubPEM(t, &testRSAKey().PublicKey), Algorithm: schema.StringList{"RS256"}}, jwt.SigningMethodRS256, testRSAKey()},
+		{"ES256", JWTAuth{PublicKey: pubPEM(t, &testECKey().PublicKey), Algorithm: schema.StringList{"ES256"}}, jwt.SigningMethodES256, testECKey()},
+		{"EdDSA", JWTAuth{PublicKey: pubPEM(t, testEdKey().Public()), Algorithm: schema.StringList{"EdDSA"}}, jwt.SigningMethodEdDSA, testEdKey()},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := c.cfg
-			cfg.Issuer, cfg.Audience = "https://issuer.test", StringList{"api", "other"}
-			cs := mustCompile(t, &RouteSecurity{JWTAuth: &cfg})
+			cfg.Issuer, cfg.Audience = "https://issuer.test", schema.StringList{"api", "other"}
+			cs := mustCompile(t, Config{JWTAuth: &cfg})
 			_, ok := doAuth(cs, "/", testNow, withBearer(sign(t, c.m, c.key, claims(), "")))
 			require.True(t, ok, "valid token")
 
@@ -126,7 +128,7 @@ func TestJWTAlgorithms(t *testing.T) {
 
 func TestJWTRejectsNoneAndConfusion(t *testing.T) {
 	pubPEMText := pubPEM(t, &testRSAKey().PublicKey)
-	cs := mustCompile(t, &RouteSecurity{JWTAuth: &JWTAuth{PublicKey: pubPEMText, Algorithm: StringList{"RS256"}}})
+	cs := mustCompile(t, Config{JWTAuth: &JWTAuth{PublicKey: pubPEMText, Algorithm: schema.StringList{"RS256"}}})
 
 	// alg none.
 	none := sign(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, claims(), "")
@@ -161,8 +163,8 @@ func TestJWTRejectsNoneAndConfusion(t *testing.T) {
 
 func TestJWTTokenSources(t *testing.T) {
 	secret := strings.Repeat("s", 32)
-	cs := mustCompile(t, &RouteSecurity{JWTAuth: &JWTAuth{
-		Secret: secret, Algorithm: StringList{"HS256"}, CookieName: "session",
+	cs := mustCompile(t, Config{JWTAuth: &JWTAuth{
+		Secret: secret, Algorithm: schema.StringList{"HS256"}, CookieName: "session",
 		ExcludePaths: []string{"/login"},
 	}})
 	tok := sign(t, jwt.SigningMethodHS256, []byte(secret), claims(), "")
@@ -181,9 +183,9 @@ func TestJWTTokenSources(t *testing.T) {
 // the 401 offers both challenges.
 func TestBasicOrJWT(t *testing.T) {
 	secret := strings.Repeat("s", 32)
-	cs := mustCompile(t, &RouteSecurity{
+	cs := mustCompile(t, Config{
 		BasicAuth: &BasicAuth{Users: []BasicAuthUser{{Username: "u", Password: "p"}}},
-		JWTAuth:   &JWTAuth{Secret: secret, Algorithm: StringList{"HS256"}},
+		JWTAuth:   &JWTAuth{Secret: secret, Algorithm: schema.StringList{"HS256"}},
 	})
 	_, ok := doAuth(cs, "/", testNow, withBasic("u", "p"))
 	require.True(t, ok)
@@ -201,23 +203,23 @@ func TestJWTCompileErrors(t *testing.T) {
 		cfg    JWTAuth
 		fields []string
 	}{
-		{"no key", JWTAuth{Algorithm: StringList{"HS256"}}, []string{"security.jwtAuth", "security.jwtAuth.algorithm[0]"}},
-		{"two keys", JWTAuth{Secret: "x", PublicKey: rsaPEM, Algorithm: StringList{"HS256"}}, []string{"security.jwtAuth"}},
-		{"no algorithm", JWTAuth{Secret: "x"}, []string{"security.jwtAuth.algorithm"}},
-		{"none", JWTAuth{Secret: "x", Algorithm: StringList{"none"}}, []string{"security.jwtAuth.algorithm[0]"}},
-		{"unknown", JWTAuth{Secret: "x", Algorithm: StringList{"HS1"}}, []string{"security.jwtAuth.algorithm[0]"}},
-		{"HS with public key", JWTAuth{PublicKey: rsaPEM, Algorithm: StringList{"RS256", "HS256"}}, []string{"security.jwtAuth.algorithm[1]"}},
-		{"RS with secret", JWTAuth{Secret: "x", Algorithm: StringList{"RS256"}}, []string{"security.jwtAuth.algorithm[0]"}},
-		{"key does not fit", JWTAuth{PublicKey: rsaPEM, Algorithm: StringList{"ES256"}}, []string{"security.jwtAuth.publicKey"}},
-		{"bad PEM", JWTAuth{PublicKey: "nope", Algorithm: StringList{"RS256"}}, []string{"security.jwtAuth.publicKey"}},
-		{"private key", JWTAuth{PublicKey: "-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n", Algorithm: StringList{"RS256"}}, []string{"security.jwtAuth.publicKey"}},
-		{"bad jwks url", JWTAuth{JWKSURL: "ftp://x", Algorithm: StringList{"RS256"}}, []string{"security.jwtAuth.jwksUrl"}},
+		{"no key", JWTAuth{Algorithm: schema.StringList{"HS256"}}, []string{"jwtAuth", "jwtAuth.algorithm[0]"}},
+		{"two keys", JWTAuth{Secret: "x", PublicKey: rsaPEM, Algorithm: schema.StringList{"HS256"}}, []string{"jwtAuth"}},
+		{"no algorithm", JWTAuth{Secret: "x"}, []string{"jwtAuth.algorithm"}},
+		{"none", JWTAuth{Secret: "x", Algorithm: schema.StringList{"none"}}, []string{"jwtAuth.algorithm[0]"}},
+		{"unknown", JWTAuth{Secret: "x", Algorithm: schema.StringList{"HS1"}}, []string{"jwtAuth.algorithm[0]"}},
+		{"HS with public key", JWTAuth{PublicKey: rsaPEM, Algorithm: schema.StringList{"RS256", "HS256"}}, []string{"jwtAuth.algorithm[1]"}},
+		{"RS with secret", JWTAuth{Secret: "x", Algorithm: schema.StringList{"RS256"}}, []string{"jwtAuth.algorithm[0]"}},
+		{"key does not fit", JWTAuth{PublicKey: rsaPEM, Algorithm: schema.StringList{"ES256"}}, []string{"jwtAuth.publicKey"}},
+		{"bad PEM", JWTAuth{PublicKey: "nope", Algorithm: schema.StringList{"RS256"}}, []string{"jwtAuth.publicKey"}},
+		{"private key", JWTAuth{PublicKey: "-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n", Algorithm: schema.StringList{"RS256"}}, []string{"jwtAuth.publicKey"}},
+		{"bad jwks url", JWTAuth{JWKSURL: "ftp://x", Algorithm: schema.StringList{"RS256"}}, []string{"jwtAuth.jwksUrl"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := c.cfg
-			_, errs := compileSecurity(&RouteSecurity{JWTAuth: &cfg})
-			requireFields(t, errs, c.fields...)
+			_, err := Compile(Config{JWTAuth: &cfg})
+			requireFields(t, err, c.fields...)
 		})
 	}
 }

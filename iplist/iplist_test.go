@@ -1,18 +1,14 @@
-package smartproxy
+package iplist
 
 import (
-	"fmt"
-	"math/rand/v2"
 	"net/netip"
-	"path"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
-func TestIPListForms(t *testing.T) {
+func TestListForms(t *testing.T) {
 	tests := []struct {
 		name     string
 		patterns []string
@@ -192,7 +188,7 @@ func TestIPListForms(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l, err := ParseIPList(tt.patterns)
+			l, err := Parse(tt.patterns)
 			require.NoError(t, err)
 			require.Equal(t, len(tt.patterns), l.Len())
 			for _, s := range tt.match {
@@ -205,12 +201,12 @@ func TestIPListForms(t *testing.T) {
 	}
 }
 
-func TestIPListFamilySeparation(t *testing.T) {
+func TestListFamilySeparation(t *testing.T) {
 	// The v4 and v6 integer spaces overlap numerically (0.0.0.1 and ::1 are
 	// both "1"); make sure nothing leaks across.
-	v4, err := ParseIPList([]string{"0.0.0.0/0"})
+	v4, err := Parse([]string{"0.0.0.0/0"})
 	require.NoError(t, err)
-	v6, err := ParseIPList([]string{"::/0"})
+	v6, err := Parse([]string{"::/0"})
 	require.NoError(t, err)
 
 	for _, s := range []string{"0.0.0.1", "1.2.3.4", "255.255.255.255", "::ffff:1.2.3.4"} {
@@ -224,21 +220,21 @@ func TestIPListFamilySeparation(t *testing.T) {
 		assert.True(t, v6.Contains(a), s)
 	}
 
-	one4, err := ParseIPList([]string{"0.0.0.1", "0.0.0.1-0.0.0.9"})
+	one4, err := Parse([]string{"0.0.0.1", "0.0.0.1-0.0.0.9"})
 	require.NoError(t, err)
 	assert.False(t, one4.Contains(netip.MustParseAddr("::1")))
-	one6, err := ParseIPList([]string{"::1", "::1-::9"})
+	one6, err := Parse([]string{"::1", "::1-::9"})
 	require.NoError(t, err)
 	assert.False(t, one6.Contains(netip.MustParseAddr("0.0.0.1")))
 }
 
-func TestIPListMapped(t *testing.T) {
+func TestListMapped(t *testing.T) {
 	// Every way of writing the same IPv4 address on the pattern side must
 	// match every way of writing it on the input side.
 	patterns := []string{"10.1.2.3", "::ffff:10.1.2.3", "::ffff:a01:203", "10.1.2.0/24", "::ffff:10.1.2.0/120", "10.1.2.3-10.1.2.3", "::ffff:10.1.2.1-::ffff:10.1.2.5", "10.1.2.*", "10.?.2.3"}
 	inputs := []string{"10.1.2.3", "::ffff:10.1.2.3", "::ffff:a01:203"}
 	for _, p := range patterns {
-		l, err := ParseIPList([]string{p})
+		l, err := Parse([]string{p})
 		require.NoError(t, err, p)
 		for _, in := range inputs {
 			assert.True(t, l.Contains(netip.MustParseAddr(in)), "%s should contain %s", p, in)
@@ -249,7 +245,7 @@ func TestIPListMapped(t *testing.T) {
 	}
 }
 
-func TestParseIPListErrors(t *testing.T) {
+func TestParseErrors(t *testing.T) {
 	tests := []struct {
 		pattern string
 		want    string // full error text
@@ -299,7 +295,7 @@ func TestParseIPListErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.pattern, func(t *testing.T) {
-			l, err := ParseIPList([]string{"10.0.0.1", tt.pattern})
+			l, err := Parse([]string{"10.0.0.1", tt.pattern})
 			require.Error(t, err)
 			assert.Nil(t, l)
 			assert.Equal(t, tt.want, err.Error())
@@ -307,37 +303,37 @@ func TestParseIPListErrors(t *testing.T) {
 	}
 }
 
-func TestIPListNil(t *testing.T) {
-	var l *IPList
+func TestListNil(t *testing.T) {
+	var l *List
 	assert.False(t, l.Contains(netip.MustParseAddr("10.0.0.1")))
 	assert.False(t, l.Contains(netip.Addr{}))
 	assert.Equal(t, 0, l.Len())
 	assert.Equal(t, "", l.String())
 }
 
-func TestIPListZeroAddr(t *testing.T) {
-	l, err := ParseIPList([]string{"*", "0.0.0.0", "::"})
+func TestListZeroAddr(t *testing.T) {
+	l, err := Parse([]string{"*", "0.0.0.0", "::"})
 	require.NoError(t, err)
 	assert.False(t, l.Contains(netip.Addr{}), "the zero Addr is not an address")
 }
 
-func TestIPListLenString(t *testing.T) {
-	l, err := ParseIPList(nil)
+func TestListLenString(t *testing.T) {
+	l, err := Parse(nil)
 	require.NoError(t, err)
 	require.NotNil(t, l)
 	assert.Equal(t, 0, l.Len())
 	assert.Equal(t, "", l.String())
 
-	l, err = ParseIPList([]string{" 10.0.0.1 ", "10.0.0.1", "10.0.0.0/8", "2001:db8::-2001:db8::ff", "10.?.?.1"})
+	l, err = Parse([]string{" 10.0.0.1 ", "10.0.0.1", "10.0.0.0/8", "2001:db8::-2001:db8::ff", "10.?.?.1"})
 	require.NoError(t, err)
 	assert.Equal(t, 5, l.Len(), "duplicates count")
 	assert.Equal(t, "10.0.0.1, 10.0.0.1, 10.0.0.0/8, 2001:db8::-2001:db8::ff, 10.?.?.1", l.String())
 }
 
-func TestIPListCompilation(t *testing.T) {
+func TestListCompilation(t *testing.T) {
 	// Contiguous globs must become intervals (binary search), not bitmap
 	// globs (linear scan); overlapping intervals must be merged.
-	l, err := ParseIPList([]string{"192.168.1.*", "172.16.*.*", "11.*.*.*", "12.*", "10.0.0.1?", "10.1.?.*", "10.?.?.1", "10.?.?.1"})
+	l, err := Parse([]string{"192.168.1.*", "172.16.*.*", "11.*.*.*", "12.*", "10.0.0.1?", "10.1.?.*", "10.?.?.1", "10.?.?.1"})
 	require.NoError(t, err)
 	assert.Equal(t, []v4Range{
 		{ip4(t, "10.0.0.10"), ip4(t, "10.0.0.19")},
@@ -348,11 +344,11 @@ func TestIPListCompilation(t *testing.T) {
 	}, l.v4)
 	assert.Len(t, l.globs, 1, "only 10.?.?.1 stays a glob, deduplicated")
 
-	l, err = ParseIPList([]string{"::/1", "8000::/1", "2001:db8::/32"})
+	l, err = Parse([]string{"::/1", "8000::/1", "2001:db8::/32"})
 	require.NoError(t, err)
 	assert.Len(t, l.v6, 1, "the whole IPv6 space is one interval")
 
-	l, err = ParseIPList([]string{"0.0.0.0/1", "128.0.0.0/1", "255.255.255.255"})
+	l, err = Parse([]string{"0.0.0.0/1", "128.0.0.0/1", "255.255.255.255"})
 	require.NoError(t, err)
 	assert.Equal(t, []v4Range{{0, 0xffffffff}}, l.v4)
 }
@@ -362,7 +358,7 @@ func ip4(t *testing.T, s string) uint32 {
 	return v4Int(netip.MustParseAddr(s))
 }
 
-func TestIPListContainsAllocs(t *testing.T) {
+func TestListContainsAllocs(t *testing.T) {
 	l := benchList(b1000)
 	addrs := []netip.Addr{
 		netip.MustParseAddr("10.1.2.3"),
@@ -377,269 +373,4 @@ func TestIPListContainsAllocs(t *testing.T) {
 		}
 	})
 	assert.Zero(t, allocs)
-}
-
-// refContains is a deliberately naive matcher, written independently of
-// the compiled representation, used to cross-check Contains.
-func refContains(patterns []string, ip netip.Addr) bool {
-	ip = ip.Unmap().WithZone("")
-	for _, p := range patterns {
-		p = strings.TrimSpace(p)
-		switch {
-		case p == "*":
-			return true
-		case strings.Contains(p, "/"):
-			pfx := netip.MustParsePrefix(p)
-			if pfx.Addr().Is4In6() && pfx.Bits() >= 96 {
-				if ip.Is4() && pfx.Contains(netip.AddrFrom16(ip.As16())) {
-					return true
-				}
-			} else if pfx.Contains(ip) {
-				return true
-			}
-		case strings.Contains(p, "-"):
-			lo, hi, _ := strings.Cut(p, "-")
-			a := netip.MustParseAddr(strings.TrimSpace(lo)).Unmap()
-			b := netip.MustParseAddr(strings.TrimSpace(hi)).Unmap()
-			if a.Is4() == ip.Is4() && a.Compare(ip) <= 0 && ip.Compare(b) <= 0 {
-				return true
-			}
-		case strings.ContainsAny(p, "*?"):
-			for strings.Count(p, ".") < 3 {
-				p += ".*"
-			}
-			// For 4-field globs, whole-string shell matching is the
-			// documented semantics.
-			if ok, _ := path.Match(p, ip.String()); ok && ip.Is4() {
-				return true
-			}
-		default:
-			if netip.MustParseAddr(p).Unmap() == ip {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-func TestIPListMatchesReference(t *testing.T) {
-	r := rand.New(rand.NewPCG(7, 11))
-	// A small octet alphabet makes hits, edges and overlaps likely.
-	octets := []int{0, 1, 2, 5, 9, 10, 11, 19, 25, 99, 100, 127, 128, 200, 250, 254, 255}
-	octet := func() int { return octets[r.IntN(len(octets))] }
-	v4 := func() string { return fmt.Sprintf("10.%d.%d.%d", octet()%4, octet(), octet()) }
-	v6 := func() string { return fmt.Sprintf("2001:db8::%x:%x", octet()%4, octet()) }
-	globFields := []string{"*", "?", "1?", "?5", "2*", "*9", "1*0", "10", "0", "255", "2?5"}
-	glob := func() string {
-		f := func() string { return globFields[r.IntN(len(globFields))] }
-		switch r.IntN(3) {
-		case 0:
-			return fmt.Sprintf("10.%d.%s.%s", octet()%4, f(), f())
-		case 1:
-			return fmt.Sprintf("10.%s.%s.*", f(), f())
-		default:
-			return fmt.Sprintf("%s.%d.*", f(), octet()%4)
-		}
-	}
-	ordered := func(a, b string) (string, string) {
-		if netip.MustParseAddr(b).Less(netip.MustParseAddr(a)) {
-			return b, a
-		}
-		return a, b
-	}
-	pattern := func() string {
-		switch r.IntN(9) {
-		case 0:
-			return v4()
-		case 1:
-			return v6()
-		case 2:
-			return fmt.Sprintf("%s/%d", v4(), 8+r.IntN(25))
-		case 3:
-			return fmt.Sprintf("%s/%d", v6(), 96+r.IntN(33))
-		case 4:
-			a, b := ordered(v4(), v4())
-			return a + "-" + b
-		case 5:
-			a, b := ordered(v6(), v6())
-			return a + " - " + b
-		case 6:
-			return "::ffff:" + v4()
-		case 7:
-			return fmt.Sprintf("::ffff:%s/%d", v4(), 100+r.IntN(29))
-		default:
-			return glob()
-		}
-	}
-	input := func() netip.Addr {
-		switch r.IntN(5) {
-		case 0:
-			return netip.MustParseAddr(v6())
-		case 1:
-			return netip.MustParseAddr("::ffff:" + v4())
-		default:
-			return netip.MustParseAddr(v4())
-		}
-	}
-
-	for range 300 {
-		var patterns []string
-		for range 1 + r.IntN(40) {
-			p := pattern()
-			if _, err := ParseIPList([]string{p}); err != nil {
-				continue // e.g. a glob octet that matches nothing
-			}
-			patterns = append(patterns, p)
-		}
-		l, err := ParseIPList(patterns)
-		require.NoError(t, err)
-		for range 200 {
-			ip := input()
-			require.Equal(t, refContains(patterns, ip), l.Contains(ip), "patterns %q, ip %s", patterns, ip)
-		}
-	}
-}
-
-func FuzzParseIPList(f *testing.F) {
-	for _, s := range []string{
-		"10.0.0.1", "2001:db8::1", "::ffff:10.0.0.1", "10.0.0.0/8", "2001:db8::/32",
-		"192.168.1.77/24", "::ffff:10.0.0.0/104", "10.0.0.1-10.0.0.50", "2001:db8::1-2001:db8::ff",
-		"192.168.1.*", "10.*.*.1", "10.?.?.1", "10.*", "*", "*.*.*.*", "10.0.0.1?,1.2.3.4/32",
-		"10.0.0.300", "fe80::1%eth0", "10.0.0.50-10.0.0.1", "-", "/", "?", "1-2", "::/0", " , ",
-	} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		patterns := strings.Split(s, ",")
-		l, err := ParseIPList(patterns)
-		if err != nil {
-			if !strings.HasPrefix(err.Error(), "ip pattern \"") {
-				t.Fatalf("error %q does not quote the pattern", err)
-			}
-			return
-		}
-		if l.Len() != len(patterns) {
-			t.Fatalf("Len %d, want %d", l.Len(), len(patterns))
-		}
-		// Probe with addresses derived from the input, so the fuzzer can
-		// steer them.
-		var b [16]byte
-		copy(b[:], s)
-		l.Contains(netip.AddrFrom16(b))
-		l.Contains(netip.AddrFrom4([4]byte(b[:4])))
-		l.Contains(netip.AddrFrom16(b).WithZone("z"))
-		l.Contains(netip.Addr{})
-		for _, p := range patterns {
-			p = strings.TrimSpace(p)
-			if a, err := netip.ParseAddr(p); err == nil && !l.Contains(a) {
-				t.Fatalf("list %q does not contain its own address %s", s, a)
-			}
-			if pfx, err := netip.ParsePrefix(p); err == nil && !l.Contains(pfx.Masked().Addr()) {
-				t.Fatalf("list %q does not contain the base of its prefix %s", s, pfx)
-			}
-		}
-	})
-}
-
-const b1000 = 1000
-
-// benchPatterns builds n mixed patterns: exact v4/v6 addresses, CIDRs of
-// varied lengths, v4/v6 ranges and a few non-contiguous ?-globs. Everything
-// stays inside 10.0.0.0/8, 172.16.0.0/12 and 2001:db8::/32 so that 8.8.8.8
-// is a guaranteed miss that also has to scan every glob.
-func benchPatterns(n int) []string {
-	r := rand.New(rand.NewPCG(1, 2))
-	v4 := func() string { return fmt.Sprintf("10.%d.%d.%d", r.IntN(256), r.IntN(256), r.IntN(256)) }
-	v6 := func() string { return fmt.Sprintf("2001:db8:%x:%x::%x", r.IntN(65536), r.IntN(65536), r.IntN(65536)) }
-	ps := make([]string, 0, n)
-	for i := 0; len(ps) < n; i++ {
-		switch i % 50 {
-		case 0:
-			ps = append(ps, fmt.Sprintf("172.1?.?.%d", r.IntN(256))) // 1% globs
-		case 1:
-			ps = append(ps, fmt.Sprintf("172.2?.1?.%d", r.IntN(256))) // 1% globs
-		case 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16:
-			ps = append(ps, fmt.Sprintf("%s/%d", v4(), 16+r.IntN(15))) // 30% v4 CIDR /16-/30
-		case 17, 18, 19:
-			ps = append(ps, fmt.Sprintf("%s/%d", v6(), 48+r.IntN(73))) // 6% v6 CIDR
-		case 20, 21, 22, 23, 24, 25:
-			a := v4()
-			b := netip.MustParseAddr(a)
-			for range 1 + r.IntN(200) {
-				b = b.Next()
-			}
-			ps = append(ps, a+"-"+b.String()) // 12% v4 ranges
-		case 26, 27:
-			a := v6()
-			b := netip.MustParseAddr(a)
-			for range 1 + r.IntN(200) {
-				b = b.Next()
-			}
-			ps = append(ps, a+"-"+b.String()) // 4% v6 ranges
-		case 28, 29, 30, 31, 32, 33, 34, 35:
-			ps = append(ps, v6()) // 16% exact v6
-		default:
-			ps = append(ps, v4()) // 30% exact v4
-		}
-	}
-	return ps
-}
-
-func benchList(n int) *IPList {
-	l, err := ParseIPList(benchPatterns(n))
-	if err != nil {
-		panic(err)
-	}
-	return l
-}
-
-func BenchmarkIPListContains(b *testing.B) {
-	ps := benchPatterns(b1000)
-	l := benchList(b1000)
-	exact4 := netip.MustParseAddr(ps[len(ps)-1]) // last pattern is an exact v4
-	exact6 := netip.MustParseAddr(ps[28])
-	rangeLo, _, _ := strings.Cut(ps[20], "-")
-	// An address matched only by the first glob, "172.1?.?.N".
-	globHit := netip.MustParseAddr(strings.ReplaceAll(ps[0], "?", "5"))
-	// The worst miss: it passes the per-octet glob prefilter (15 fits
-	// "1?" in both middle positions, N is the last octet of a
-	// "172.2?.1?.N" glob) yet no glob matches, so every glob is scanned.
-	_, n, _ := strings.Cut(ps[1], "1?.")
-	globMiss := netip.MustParseAddr("172.15.15." + n)
-	cases := []struct {
-		name string
-		ip   netip.Addr
-		want bool
-	}{
-		{"hit/exact-v4", exact4, true},
-		{"hit/exact-v4-mapped", netip.AddrFrom16(exact4.As16()), true},
-		{"hit/cidr-v4", netip.MustParsePrefix(ps[5]).Masked().Addr().Next(), true},
-		{"hit/range-v4", netip.MustParseAddr(rangeLo).Next(), true},
-		{"hit/glob-v4", globHit, true},
-		{"hit/exact-v6", exact6, true},
-		{"miss/v4", netip.MustParseAddr("8.8.8.8"), false},
-		{"miss/v4-glob-scan", globMiss, false},
-		{"miss/v6", netip.MustParseAddr("2001:db9::1"), false},
-	}
-	for _, c := range cases {
-		if got := l.Contains(c.ip); got != c.want {
-			b.Fatalf("%s: Contains(%s) = %v, want %v", c.name, c.ip, got, c.want)
-		}
-		b.Run(c.name, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				l.Contains(c.ip)
-			}
-		})
-	}
-}
-
-func BenchmarkParseIPList(b *testing.B) {
-	ps := benchPatterns(b1000)
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := ParseIPList(ps); err != nil {
-			b.Fatal(err)
-		}
-	}
 }

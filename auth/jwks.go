@@ -1,4 +1,4 @@
-package smartproxy
+package auth
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package smartproxy
+package auth
 
 import (
 	"crypto"
@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/gosmartproxy/smartproxy/schema"
 )
 
 // JWTAuth requires a valid JSON Web Token on a route. Exactly one key
@@ -40,11 +42,11 @@ type JWTAuth struct {
 	// ["ES256", "EdDSA"]. Required: accepting whatever the token names is
 	// how "none" and HS/RS confusion attacks work. HS* algorithms only go
 	// with Secret, the others only with PublicKey or JWKSURL.
-	Algorithm StringList `json:"algorithm,omitempty"`
+	Algorithm schema.StringList `json:"algorithm,omitempty"`
 	// Issuer, when set, must equal the token's "iss".
 	Issuer string `json:"issuer,omitempty"`
 	// Audience, when set, must include one of the token's "aud" values.
-	Audience StringList `json:"audience,omitempty"`
+	Audience schema.StringList `json:"audience,omitempty"`
 	// Leeway is the clock skew tolerated for exp and nbf, in seconds;
 	// 0 means 30, negative means none.
 	Leeway int `json:"leeway,omitempty"`

@@ -1,7 +1,6 @@
-package smartproxy
+package auth
 
 import (
-	"context"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -12,18 +11,18 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func doRate(cs *compiledSecurity, ip netip.Addr, path string, now time.Time, mod func(*http.Request)) *httptest.ResponseRecorder {
+func doRate(cs *Checker, ip netip.Addr, path string, now time.Time, mod func(*http.Request)) *httptest.ResponseRecorder {
 	r := httptest.NewRequest(http.MethodGet, "http://example.com"+path, nil)
 	if mod != nil {
 		mod(r)
 	}
 	w := httptest.NewRecorder()
-	_ = cs.checkHTTP(w, r, ip, now)
+	_ = cs.Check(w, r, ip, now)
 	return w
 }
 
 func TestRateLimitByIP(t *testing.T) {
-	cs := mustCompile(t, &RouteSecurity{RateLimit: &RateLimit{MaxRequests: 3, Window: 10, ErrorMessage: "slow down"}})
+	cs := mustCompile(t, Config{RateLimit: &RateLimit{MaxRequests: 3, Window: 10, ErrorMessage: "slow down"}})
 	a, b := netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("198.51.100.2")
 	now := testNow
 	for i := range 3 {
@@ -53,12 +52,12 @@ func TestRateLimitByPathAndHeader(t *testing.T) {
 	now := testNow
 	ip1, ip2 := netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("198.51.100.2")
 
-	byPath := mustCompile(t, &RouteSecurity{RateLimit: &RateLimit{MaxRequests: 1, Window: 60, KeyBy: "path"}})
+	byPath := mustCompile(t, Config{RateLimit: &RateLimit{MaxRequests: 1, Window: 60, KeyBy: "path"}})
 	require.Equal(t, http.StatusOK, doRate(byPath, ip1, "/a", now, nil).Code)
 	require.Equal(t, http.StatusTooManyRequests, doRate(byPath, ip2, "/a", now, nil).Code, "path shared across clients")
 	require.Equal(t, http.StatusOK, doRate(byPath, ip1, "/b", now, nil).Code)
 
-	byHeader := mustCompile(t, &RouteSecurity{RateLimit: &RateLimit{MaxRequests: 1, Window: 60, KeyBy: "header", HeaderName: "x-api-key"}})
+	byHeader := mustCompile(t, Config{RateLimit: &RateLimit{MaxRequests: 1, Window: 60, KeyBy: "header", HeaderName: "x-api-key"}})
 	key := func(v string) func(*http.Request) { return func(r *http.Request) { r.Header.Set("X-Api-Key", v) } }
 	require.Equal(t, http.StatusOK, doRate(byHeader, ip1, "/", now, key("k1")).Code)
 	require.Equal(t, http.StatusTooManyRequests, doRate(byHeader, ip2, "/", now, key("k1")).Code, "same key from another IP")
@@ -72,7 +71,7 @@ func TestRateLimitByPathAndHeader(t *testing.T) {
 // TestRateLimitBeforeAuth: the limit applies to requests with wrong
 // credentials too, so guessing passwords is throttled.
 func TestRateLimitBeforeAuth(t *testing.T) {
-	cs := mustCompile(t, &RouteSecurity{
+	cs := mustCompile(t, Config{
 		RateLimit: &RateLimit{MaxRequests: 2, Window: 60},
 		BasicAuth: &BasicAuth{Users: []BasicAuthUser{{Username: "u", Password: "p"}}},
 	})
@@ -81,15 +80,15 @@ func TestRateLimitBeforeAuth(t *testing.T) {
 	w := doRate(cs, testClient, "/", testNow, withBasic("u", "p"))
 	require.Equal(t, http.StatusTooManyRequests, w.Code)
 	require.NotEmpty(t, w.Header().Get("Retry-After"))
-	err := cs.checkHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil), testClient, testNow)
-	require.Equal(t, RejectHTTPRateLimit, rejectReasonOfErr(t, err))
+	err := cs.Check(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil), testClient, testNow)
+	require.Equal(t, ReasonRateLimit, rejectReasonOfErr(t, err))
 }
 
 // TestRateLimitBoundedKeys: 100,000 distinct keys keep the limiter within
 // its cap, evicting the least recently used; expired keys are dropped.
 func TestRateLimitBoundedKeys(t *testing.T) {
 	const capKeys, n = 10000, 100000
-	l := newHTTPRateLimiter(RateLimit{MaxRequests: 5, Window: 1}, capKeys)
+	l := newRateLimiter(RateLimit{MaxRequests: 5, Window: 1}, capKeys)
 	now := testNow.UnixNano()
 	for i := range n {
 		ok, _ := l.allowKey(uint64(i)*0x9e3779b97f4a7c15, now)
@@ -107,7 +106,7 @@ func TestRateLimitBoundedKeys(t *testing.T) {
 	require.Less(t, l.size(), capKeys/2)
 
 	// The default cap holds under the request path too.
-	cs := mustCompile(t, &RouteSecurity{RateLimit: &RateLimit{MaxRequests: 1, Window: 60, KeyBy: "path"}})
+	cs := mustCompile(t, Config{RateLimit: &RateLimit{MaxRequests: 1, Window: 60, KeyBy: "path"}})
 	for i := range n + 5000 {
 		doRate(cs, testClient, "/p/"+strconv.Itoa(i), testNow, nil)
 	}
@@ -115,16 +114,16 @@ func TestRateLimitBoundedKeys(t *testing.T) {
 }
 
 func TestRateLimitCompileErrors(t *testing.T) {
-	_, errs := compileSecurity(&RouteSecurity{RateLimit: &RateLimit{KeyBy: "cookie"}})
-	requireFields(t, errs, "security.rateLimit.maxRequests", "security.rateLimit.window", "security.rateLimit.keyBy")
-	_, errs = compileSecurity(&RouteSecurity{RateLimit: &RateLimit{MaxRequests: 1, Window: 1, KeyBy: "header"}})
-	requireFields(t, errs, "security.rateLimit.headerName")
+	_, err := Compile(Config{RateLimit: &RateLimit{KeyBy: "cookie"}})
+	requireFields(t, err, "rateLimit.maxRequests", "rateLimit.window", "rateLimit.keyBy")
+	_, err = Compile(Config{RateLimit: &RateLimit{MaxRequests: 1, Window: 1, KeyBy: "header"}})
+	requireFields(t, err, "rateLimit.headerName")
 }
 
 // BenchmarkRateLimitChurn: every request is a new key, so the limiter
 // inserts and evicts at its cap on every call.
 func BenchmarkRateLimitChurn(b *testing.B) {
-	l := newHTTPRateLimiter(RateLimit{MaxRequests: 5, Window: 1}, 10000)
+	l := newRateLimiter(RateLimit{MaxRequests: 5, Window: 1}, 10000)
 	now := testNow.UnixNano()
 	var i uint64
 	b.ReportAllocs()
@@ -141,31 +140,15 @@ func TestRateLimitIPv6Prefix(t *testing.T) {
 	now := time.Now()
 	a1, a2 := netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2")
 	next := netip.MustParseAddr("2001:db8:0:1::1")
-	l := newHTTPRateLimiter(RateLimit{MaxRequests: 1, Window: 60}, 100)
+	l := newRateLimiter(RateLimit{MaxRequests: 1, Window: 60}, 100)
 	ok1, _ := l.allow(req, a1, now)
 	ok2, _ := l.allow(req, a2, now)
 	ok3, _ := l.allow(req, next, now)
 	require.Equal(t, []bool{true, false, true}, []bool{ok1, ok2, ok3})
 
-	l = newHTTPRateLimiter(RateLimit{MaxRequests: 1, Window: 60}, 100)
+	l = newRateLimiter(RateLimit{MaxRequests: 1, Window: 60}, 100)
 	l.v6Bits = 128
 	ok1, _ = l.allow(req, a1, now)
 	ok2, _ = l.allow(req, a2, now)
 	require.Equal(t, []bool{true, true}, []bool{ok1, ok2})
-}
-
-// Options refuses a prefix length IPv6 does not have, and a park time the sweeper cannot
-// tick at.
-func TestOptionsIPv6PrefixLen(t *testing.T) {
-	_, err := New(Options{IPv6PrefixLen: 129})
-	require.ErrorContains(t, err, "IPv6PrefixLen must be 1..128")
-	_, err = New(Options{IdleParkAfter: time.Microsecond})
-	require.ErrorContains(t, err, "IdleParkAfter must be at least 1ms")
-	// The prefix length reaches the routes' HTTP rate limiters.
-	r := httpRouteOn("rl", 8080, "127.0.0.1:1", "rl.test")
-	r.Security = &RouteSecurity{RateLimit: &RateLimit{MaxRequests: 1, Window: 60}}
-	p, err := New(Options{IPv6PrefixLen: 128, Logger: testLogger(), Routes: []Route{r}})
-	require.NoError(t, err)
-	require.Equal(t, 128, p.set.Load().routes[0].state.sec.rate.v6Bits)
-	require.NoError(t, p.Stop(context.Background()))
 }
