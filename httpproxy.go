@@ -44,6 +44,14 @@ func (h *httpLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			hc.finish()
 		}
 	}()
+	if r.ProtoMajor == 2 && r.Method == "PRI" {
+		// Go's HTTP/1 server hands the HTTP/2 preface to handlers "so they
+		// can wire up their own upgrades" (on a TLS stream that negotiated
+		// http/1.1, say); proxied, it would reach the backend as "PRI *".
+		w.Header().Set("Connection", "close")
+		http.Error(w, "400 HTTP/2 needs ALPN h2 or prior knowledge on a plain port", http.StatusBadRequest)
+		return
+	}
 	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 {
 		// RFC 9112 6.1: a request with both Transfer-Encoding and
 		// Content-Length may be an attempt at smuggling, and the

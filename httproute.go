@@ -1,7 +1,6 @@
 package smartproxy
 
 import (
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -9,8 +8,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 
 	"github.com/gobwas/glob"
 )
@@ -26,8 +23,8 @@ type httpRoute struct {
 	pathSpec int  // specificity of path, 0 without one
 
 	// httpOnly routes cannot take a raw TCP stream: they have request
-	// criteria or HTTP action features. They are the routes that offer
-	// ALPN h2/http/1.1 when they terminate TLS.
+	// criteria or HTTP action features (or HTTP checks), and a terminated
+	// stream that is not HTTP is closed instead of forwarded.
 	httpOnly bool
 
 	reqHeaders  []headerTemplate
@@ -39,9 +36,6 @@ type httpRoute struct {
 	noWebSocket bool             // websocket.enabled: false
 	pathReject  bool             // options.pathNormalization: "reject"
 	targets     []*targetMatcher // parallel to routeState.targets; nil entries match all
-
-	alpnOnce sync.Once
-	alpn     atomic.Pointer[tls.Config] // read by ticket-key rotation
 }
 
 // headerMatcher is one compiled entry of match.headers.
@@ -370,15 +364,4 @@ func cleanPath(p string) string {
 		c += "/"
 	}
 	return c
-}
-
-// alpnConfig is the route's server tls.Config with ALPN h2 and
-// http/1.1 offered, for HTTP-only terminating routes.
-func (h *httpRoute) alpnConfig(base *tls.Config) *tls.Config {
-	h.alpnOnce.Do(func() {
-		c := base.Clone()
-		c.NextProtos = []string{"h2", "http/1.1"}
-		h.alpn.Store(c)
-	})
-	return h.alpn.Load()
 }

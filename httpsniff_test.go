@@ -278,11 +278,13 @@ func TestH2PrefaceOverTLSWithoutALPN(t *testing.T) {
 	r := NewRoute("web").Ports(port).Domains("a.test").ForwardTo(rb.addr()).Route()
 	r.Action.TLS = &RouteTLS{Mode: TLSTerminate}
 	startTestProxy(t, lp, Options{Routes: []Route{r}, Certificates: testCertStore(t)})
-	tc := tls.Client(dial(t, port), insecureTLS("a.test"))
-	require.NoError(t, tc.Handshake())
-	got := talk(t, tc, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-	_ = tc.Close()
-	require.True(t, strings.HasPrefix(got, "HTTP/1.1 400"), "got %q", got)
+	for _, protos := range [][]string{nil, {"http/1.1"}} { // sniffed; negotiated HTTP/1.1
+		tc := tls.Client(dial(t, port), insecureTLS("a.test", protos...))
+		require.NoError(t, tc.Handshake())
+		got := talk(t, tc, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+		_ = tc.Close()
+		require.True(t, strings.HasPrefix(got, "HTTP/1.1 400"), "ALPN %v: got %q", protos, got)
+	}
 	require.Empty(t, rb.received())
 }
 
