@@ -22,9 +22,10 @@ import (
 // cost the server work without being requests to per-connection budgets,
 // and ends a connection that exhausts one: it sends GOAWAY
 // ENHANCE_YOUR_CALM when the server's output stands between two frames
-// (it tracks the frame boundaries of what the server writes), then closes
-// the connection. Normal traffic only pays for walking the 9-byte frame
-// headers of what it reads and writes.
+// (it tracks the frame boundaries of what the server writes, and waits up
+// to h2StopWait for a write in flight), then closes the connection. Normal
+// traffic only pays for walking the 9-byte frame headers of what it reads
+// and writes.
 //
 // The guard is inserted through the server's TLSNextProto hooks, which are
 // the only place where the standard library hands over an HTTP/2
@@ -333,29 +334,60 @@ func (g *h2Guard) spend(b *h2Budget, what string) string {
 	return what
 }
 
-// stop ends an abusive connection: GOAWAY ENHANCE_YOUR_CALM if it can be
-// sent between two of the server's frames without waiting, then close.
-// Closing makes the server's next read fail, which tears its side down.
+// h2StopWait bounds how long ending an abusive connection waits for a
+// write of the server's in flight (and then for the GOAWAY).
+const h2StopWait = 500 * time.Millisecond
+
+// stop ends an abusive connection: GOAWAY ENHANCE_YOUR_CALM when the
+// server's output stands between two frames once its write in flight (if
+// any) is done, then close. The write deadline bounds that wait: a write
+// to a client that does not read fails instead, and then no GOAWAY is sent
+// (a TLS stream is broken after a failed write). Closing makes the
+// server's next read fail, which tears its side down. Runs in the
+// server's reading goroutine, which is the abusive connection's own.
 func (g *h2Guard) stop(reason string) {
 	g.abuse.Store(true)
 	sent := false
-	if g.wmu.TryLock() {
-		if g.whdrN == 0 && g.wskip == 0 {
-			debug := "flood: " + reason
-			f := make([]byte, h2FrameHeaderLen+8+len(debug))
-			f[0], f[1], f[2] = 0, 0, byte(8+len(debug))
-			f[3] = h2FrameGoAway
-			binary.BigEndian.PutUint32(f[9:], g.maxStream)
-			binary.BigEndian.PutUint32(f[13:], h2ErrCalm)
-			copy(f[17:], debug)
-			_ = g.Conn.SetWriteDeadline(time.Now().Add(time.Second))
-			_, err := g.Conn.Write(f)
-			sent = err == nil
-		}
-		g.wmu.Unlock()
+	_ = g.Conn.SetWriteDeadline(time.Now().Add(h2StopWait))
+	g.wmu.Lock()
+	if g.whdrN == 0 && g.wskip == 0 {
+		debug := "flood: " + reason
+		f := make([]byte, h2FrameHeaderLen+8+len(debug))
+		f[0], f[1], f[2] = 0, 0, byte(8+len(debug))
+		f[3] = h2FrameGoAway
+		binary.BigEndian.PutUint32(f[9:], g.maxStream)
+		binary.BigEndian.PutUint32(f[13:], h2ErrCalm)
+		copy(f[17:], debug)
+		_, err := g.Conn.Write(f)
+		sent = err == nil
+	}
+	g.wmu.Unlock()
+	if sent {
+		g.linger()
 	}
 	_ = g.Conn.Close()
 	g.log("closing HTTP/2 connection: "+reason+" flood", "client", g.RemoteAddr(), "goaway", sent)
+}
+
+// linger gives the GOAWAY a chance to be read: closing a socket with
+// unread input (the flood still coming) sends a reset, and a client's
+// kernel drops what it had not read yet when the reset arrives. So the
+// guard half-closes, then reads and discards until the client closes too
+// or h2StopWait passes, as nginx's lingering close does.
+func (g *h2Guard) linger() {
+	cw, ok := g.Conn.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	if g.Conn.SetReadDeadline(time.Now().Add(h2StopWait)) != nil {
+		return
+	}
+	buf := make([]byte, 4<<10)
+	for {
+		if _, err := g.Conn.Read(buf); err != nil {
+			return
+		}
+	}
 }
 
 func (g *h2Guard) Write(b []byte) (int, error) {

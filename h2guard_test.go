@@ -227,6 +227,7 @@ func TestH2ControlFloodsAreCut(t *testing.T) {
 			const frames = 50000
 			sent, closed := c.flood(frames, func(i int) [][]byte { return [][]byte{tc.frame(i)} })
 			require.True(t, closed, "the connection stayed open after %d frames", sent)
+			require.Equal(t, int64(h2ErrCalm), c.goaway.Load(), "GOAWAY ENHANCE_YOUR_CALM before the close")
 			require.Less(t, c.received.Load(), int64(5000), "frames the proxy sent back")
 		})
 	}

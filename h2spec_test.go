@@ -40,14 +40,14 @@ func TestH2Spec(t *testing.T) {
 		name string
 		args []string
 		// minPass is what the proxy passed when this test was written
-		// (a bare Go net/http server passes 141 over TLS): less is a
-		// regression. The misses: connection-specific headers and TE
-		// other than "trailers" get a 400 from the standard library
-		// instead of a stream error, and over h2c an invalid preface is
-		// answered as HTTP/1.1 (the port serves both).
+		// (a bare Go net/http server passes 141): less is a regression.
+		// The two misses: connection-specific headers and TE other than
+		// "trailers" get a 400 from the standard library's HTTP/2 server
+		// instead of a stream error (it never calls our handler for
+		// them, and the guard does not decode HPACK).
 		minPass int
 	}{
-		{"h2c", []string{"-p", strconv.Itoa(plain)}, 142},
+		{"h2c", []string{"-p", strconv.Itoa(plain)}, 143},
 		{"h2-tls", []string{"-p", strconv.Itoa(tlsPort), "-t", "-k"}, 143},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -59,6 +59,9 @@ func TestH2Spec(t *testing.T) {
 			total, _ := strconv.Atoi(string(m[1]))
 			passed, _ := strconv.Atoi(string(m[2]))
 			t.Logf("h2spec %s: %s", tc.name, m[0])
+			if failed, _ := strconv.Atoi(string(m[4])); failed > 0 && passed >= tc.minPass {
+				t.Logf("known misses:\n%s", failures(out))
+			}
 			if passed < tc.minPass {
 				t.Errorf("h2spec passed %d of %d, want at least %d:\n%s", passed, total, tc.minPass, failures(out))
 			}
