@@ -16,14 +16,15 @@ var h2specSummary = regexp.MustCompile(`(\d+) tests, (\d+) passed, (\d+) skipped
 // TestH2Spec runs the third-party HTTP/2 conformance suite h2spec
 // (github.com/summerwind/h2spec; .ci/run installs it) against the proxy's
 // HTTP layer: h2c with prior knowledge on a plain port, and h2 over TLS on
-// a terminating route with a path match (which offers ALPN h2).
+// a terminating route with a path match and on a terminating route as a
+// TS config writes it (no HTTP field at all), which offers ALPN h2 too.
 func TestH2Spec(t *testing.T) {
 	bin, err := exec.LookPath("h2spec")
 	if err != nil {
 		t.Skip("h2spec not installed: go install github.com/summerwind/h2spec/cmd/h2spec@latest and put GOBIN on PATH")
 	}
 	lp := newListenerPool(t)
-	plain, tlsPort := lp.port(t), lp.port(t)
+	plain, tlsPort, tsPort := lp.port(t), lp.port(t), lp.port(t)
 	be := echoBackend(t, "b")
 	// Path matches keep both routes in the HTTP layer (a plain route
 	// without HTTP-level criteria may be forwarded as TCP).
@@ -34,7 +35,9 @@ func TestH2Spec(t *testing.T) {
 	certs := testCertStore(t)
 	cert := testCert()
 	certs.SetDefault(&cert) // h2spec dials 127.0.0.1 and sends no SNI
-	startTestProxy(t, lp, Options{Certificates: certs, Routes: []Route{plainRoute, tlsRoute}})
+	tsRoute := NewRoute("ts").Ports(tsPort).ForwardTo(be.addr()).Route()
+	tsRoute.Action.TLS = &RouteTLS{Mode: TLSTerminate}
+	startTestProxy(t, lp, Options{Certificates: certs, Routes: []Route{plainRoute, tlsRoute, tsRoute}})
 
 	for _, tc := range []struct {
 		name string
@@ -49,6 +52,7 @@ func TestH2Spec(t *testing.T) {
 	}{
 		{"h2c", []string{"-p", strconv.Itoa(plain)}, 143},
 		{"h2-tls", []string{"-p", strconv.Itoa(tlsPort), "-t", "-k"}, 143},
+		{"h2-tls-ts-route", []string{"-p", strconv.Itoa(tsPort), "-t", "-k"}, 143},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
