@@ -137,7 +137,9 @@ func TestConnectDisconnectStorm(t *testing.T) {
 			plainRoute("plain", plain, be.addr()),
 			NewRoute("sni").Ports(sni).Domains("storm.test").TLSPassthrough().ForwardTo(be.addr()).Route(),
 		},
-		InitialDataTimeout: 200 * time.Millisecond,
+		// Long enough that a loaded -race run still reads every full
+		// hello in time: the clients that stall end by closing.
+		InitialDataTimeout: 3 * time.Second,
 	})
 	hello := tlstest.CaptureHello(t, &tls.Config{ServerName: "storm.test", InsecureSkipVerify: true})
 
