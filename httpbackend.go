@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gosmartproxy/smartproxy/internal/balance"
 )
 
 // Backend connection pools. One http.Transport per kind of backend
@@ -315,18 +317,18 @@ func (bt backendTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 				out.Host = addr
 			}
 		}
-		h.p.acquireLease(&lb.lease, addr)
+		h.p.health.Acquire(&lb.Lease, addr)
 		resp, err := tr.RoundTrip(out)
 		if err == nil {
-			h.p.backendSucceeded(addr)
+			h.p.health.Succeeded(addr)
 			resp.Body = lb.wrap(resp.Body)
 			return resp, nil
 		}
-		lb.release()
+		lb.Release()
 		var de *backendDialError
 		dialFailed := errors.As(err, &de)
 		if dialFailed {
-			h.p.backendFailed(addr, de.err)
+			h.p.health.Failed(addr, de.err)
 		}
 		if len(tried) >= attempts || out.Context().Err() != nil || !retryable(out, body, dialFailed, err) {
 			return nil, err
@@ -351,21 +353,14 @@ func retryable(out *http.Request, body *watchedBody, dialFailed bool, err error)
 
 // attempts is how many targets one request may try.
 func (h *httpLayer) attempts(pr *proxyReq) int {
-	if pr.target == 0 {
-		return targetHostCount(pr.route)
-	}
-	t := &pr.route.state.targets[pr.target]
-	if t.HostFunc != nil {
-		return 1
-	}
-	return max(1, len(t.Host))
+	return hostCount(pr.route, pr.target)
 }
 
 // backendAddr chooses the backend of one attempt: the load balancer's
 // choice (algorithm, health, tried hosts) among the hosts of the target
 // the request's sub-match picked.
 func (h *httpLayer) backendAddr(pr *proxyReq, tried []string) (string, error) {
-	return h.p.pickBackendFor(pr.route, pr.target, &pr.rc, tried)
+	return pick(pr.route, pr.target, &pr.rc, tried, h.p.health)
 }
 
 // watchedBody is a request body that can be offered to another target:
@@ -388,7 +383,7 @@ func (b *watchedBody) Close() error { return nil }
 // response body is closed (once, however often Close is called).
 type leasedBody struct {
 	io.ReadCloser
-	lease
+	balance.Lease
 }
 
 // wrap makes lb the holder of body and returns what stands for body. An
@@ -404,7 +399,7 @@ func (lb *leasedBody) wrap(body io.ReadCloser) io.ReadCloser {
 
 func (b *leasedBody) Close() error {
 	err := b.ReadCloser.Close()
-	b.release()
+	b.Release()
 	return err
 }
 

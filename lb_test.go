@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gosmartproxy/smartproxy/internal/balance"
 	"github.com/stretchr/testify/require"
 )
 
@@ -170,7 +171,7 @@ func TestIPHashIsStablePerClient(t *testing.T) {
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	p := newTestProxy(t, lp, Options{Routes: []Route{lbRoute("hash", port, "ip-hash", addrs...)}})
-	p.health.backoffBase = time.Minute // a closed backend stays out for the test
+	p.health.BackoffBase = time.Minute // a closed backend stays out for the test
 	require.NoError(t, p.Start(context.Background()))
 
 	owner := map[string]string{} // client IP -> backend name
@@ -222,7 +223,7 @@ func TestFailoverRetriesAnotherBackend(t *testing.T) {
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	p := newTestProxy(t, lp, Options{Routes: []Route{lbRoute("fo", port, "", addrs...)}})
-	p.health.backoffBase, p.health.backoffMax = 200*time.Millisecond, 400*time.Millisecond
+	p.health.BackoffBase, p.health.BackoffMax = 200*time.Millisecond, 400*time.Millisecond
 	require.NoError(t, p.Start(context.Background()))
 
 	for range 6 {
@@ -280,41 +281,42 @@ func TestPickBackendSkipsTriedAndDown(t *testing.T) {
 	p := newTestProxy(t, nil, Options{Routes: []Route{lbRoute("x", 80, "round-robin", "10.0.0.1:1", "10.0.0.2:1")}})
 	r := p.set.Load().routes[0]
 	rc := &RouteContext{Port: 80}
-	a, err := p.pickBackend(r, rc, []string{"10.0.0.1:1"})
+	a, err := pick(r, 0, rc, []string{"10.0.0.1:1"}, p.health)
 	require.NoError(t, err)
 	require.Equal(t, "10.0.0.2:1", a)
-	_, err = p.pickBackend(r, rc, []string{"10.0.0.1:1", "10.0.0.2:1"})
+	_, err = pick(r, 0, rc, []string{"10.0.0.1:1", "10.0.0.2:1"}, p.health)
 	require.ErrorIs(t, err, ErrNoHealthyTarget)
 
-	p.backendFailed("10.0.0.2:1", io.ErrUnexpectedEOF)
+	p.health.Failed("10.0.0.2:1", io.ErrUnexpectedEOF)
 	for range 4 {
-		a, err = p.pickBackend(r, rc, nil)
+		a, err = pick(r, 0, rc, nil, p.health)
 		require.NoError(t, err)
 		require.Equal(t, "10.0.0.1:1", a)
 	}
-	p.backendSucceeded("10.0.0.2:1")
+	p.health.Succeeded("10.0.0.2:1")
 	seen := map[string]bool{}
 	for range 4 {
-		a, _ = p.pickBackend(r, rc, nil)
+		a, _ = pick(r, 0, rc, nil, p.health)
 		seen[a] = true
 	}
 	require.Len(t, seen, 2)
 	// A pristine dynamic entry leaves the registry once released.
-	rel := p.backendAcquire("10.9.9.9:9")
+	var l balance.Lease
+	p.health.Acquire(&l, "10.9.9.9:9")
 	require.Len(t, p.TargetHealth(), 1)
-	rel()
-	rel() // extra calls are ignored
+	l.Release()
+	l.Release() // extra calls are ignored
 	require.Empty(t, p.TargetHealth())
 }
 
 func TestBackoffDoublesAndCaps(t *testing.T) {
 	p := newTestProxy(t, nil, Options{Routes: []Route{lbRoute("x", 80, "", "10.0.0.1:1")}})
-	p.health.backoffBase, p.health.backoffMax = time.Millisecond, 4*time.Millisecond
+	p.health.BackoffBase, p.health.BackoffMax = time.Millisecond, 4*time.Millisecond
 	var last time.Duration
 	for i := range 6 {
 		require.Eventually(t, func() bool { return statusOf(t, p, "10.0.0.1:1").DownUntil.IsZero() }, time.Second, time.Millisecond)
 		before := time.Now()
-		p.backendFailed("10.0.0.1:1", io.EOF)
+		p.health.Failed("10.0.0.1:1", io.EOF)
 		st := statusOf(t, p, "10.0.0.1:1")
 		require.Equal(t, i+1, st.ConsecutiveFailures)
 		if !st.DownUntil.IsZero() {
@@ -332,18 +334,18 @@ func TestIPHashHostFuncAndPreservePort(t *testing.T) {
 	}})
 	set := p.set.Load()
 	rc := &RouteContext{Port: 8000, ClientIP: netip.MustParseAddr("192.0.2.7")}
-	a, err := p.pickBackend(set.routes[0], rc, nil)
+	a, err := pick(set.routes[0], 0, rc, nil, p.health)
 	require.NoError(t, err)
 	require.True(t, strings.HasSuffix(a, ":8000"), a)
 	for range 5 {
-		b, _ := p.pickBackend(set.routes[0], rc, nil)
+		b, _ := pick(set.routes[0], 0, rc, nil, p.health)
 		require.Equal(t, a, b)
 	}
-	a, err = p.pickBackend(set.routes[1], &RouteContext{Port: 81}, nil)
+	a, err = pick(set.routes[1], 0, &RouteContext{Port: 81}, nil, p.health)
 	require.NoError(t, err)
 	require.Equal(t, "dyn:9", a)
-	p.backendFailed("dyn:9", io.EOF)
-	_, err = p.pickBackend(set.routes[1], &RouteContext{Port: 81}, nil)
+	p.health.Failed("dyn:9", io.EOF)
+	_, err = pick(set.routes[1], 0, &RouteContext{Port: 81}, nil, p.health)
 	require.ErrorIs(t, err, ErrNoHealthyTarget)
 }
 
@@ -373,8 +375,8 @@ func TestLoadBalancingValidation(t *testing.T) {
 	r.Action.LoadBalancing.HealthCheck = &HealthCheck{Path: "/healthz"}
 	routes, err := compileRoutes([]Route{r}, Defaults{})
 	require.NoError(t, err)
-	require.Equal(t, healthCheckConfig{path: "/healthz", interval: 10 * time.Second, timeout: 2 * time.Second, unhealthy: 3, healthy: 2}, *routes[0].state.lb.check)
-	require.Equal(t, lbIPHash, routes[0].state.lb.algo)
+	require.Equal(t, balance.CheckConfig{Path: "/healthz", Interval: 10 * time.Second, Timeout: 2 * time.Second, UnhealthyAfter: 3, HealthyAfter: 2}, *routes[0].state.lb.check)
+	require.Equal(t, balance.IPHash{}, routes[0].state.lb.sel)
 }
 
 func BenchmarkPickBackend(b *testing.B) {
@@ -383,13 +385,16 @@ func BenchmarkPickBackend(b *testing.B) {
 			p := newTestProxy(b, nil, Options{Routes: []Route{lbRoute("x", 80, algo, "10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80", "10.0.0.4:80")}})
 			r := p.set.Load().routes[0]
 			// Some registry state, as on a busy proxy.
-			defer p.backendAcquire("10.0.0.1:80")()
-			defer p.backendAcquire("10.0.0.3:80")()
+			var l1, l3 balance.Lease
+			p.health.Acquire(&l1, "10.0.0.1:80")
+			p.health.Acquire(&l3, "10.0.0.3:80")
+			defer l1.Release()
+			defer l3.Release()
 			rc := &RouteContext{Port: 80, ClientIP: netip.MustParseAddr("192.0.2.55")}
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
-				if _, err := p.pickBackend(r, rc, nil); err != nil {
+				if _, err := pick(r, 0, rc, nil, p.health); err != nil {
 					b.Fatal(err)
 				}
 			}
