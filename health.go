@@ -2,8 +2,6 @@ package smartproxy
 
 import (
 	"crypto/tls"
-	"net"
-	"strconv"
 	"time"
 
 	"github.com/gosmartproxy/smartproxy/internal/balance"
@@ -13,11 +11,6 @@ import (
 // shared by every route and connection: passive state from connect
 // results, active checkers, and the count of connections in flight. This
 // file reports it and tells the registry what the running routes ask for.
-
-// maxCheckedPorts bounds the addresses a PreservePort target expands to
-// (one per port of the route): a route over a wide range still gets its
-// first ports checked, not tens of thousands of goroutines.
-const maxCheckedPorts = 256
 
 // TargetStatus is the health of one backend target address, as reported
 // by [Proxy.TargetHealth].
@@ -93,27 +86,30 @@ func healthPlan(set *routeSet) *balance.Plan {
 }
 
 // fixedAddrs calls fn with every address a forward route's first target
-// resolves to without a connection at hand: each host with its fixed port
-// (precomputed), or with each of the route's ports (at most
-// maxCheckedPorts) for PreservePort. HostFunc and PortFunc targets have
-// none.
+// resolves to without a connection at hand, as compileLB precomputed them:
+// each host with its fixed port, or with each of the route's first
+// maxPreservedPorts ports for PreservePort. HostFunc and PortFunc targets
+// have none.
 func fixedAddrs(r *Route, fn func(host, addr string)) {
-	t := &r.state.targets[0]
-	if addrs := r.state.lb.addrs[0]; addrs != nil {
+	t, known := &r.state.targets[0], &r.state.lb.addrs[0]
+	each := func(addrs []string) {
 		for i, h := range t.Host {
 			fn(h, addrs[i])
 		}
+	}
+	if known.fixed != nil {
+		each(known.fixed)
 		return
 	}
-	if t.HostFunc != nil || t.PortFunc != nil {
+	if known.byPort == nil {
 		return
 	}
 	n := 0
 	r.Match.Ports.Each(func(port int) bool {
-		for _, h := range t.Host {
-			fn(h, net.JoinHostPort(h, strconv.Itoa(port)))
+		if addrs, ok := known.byPort[port]; ok {
+			each(addrs)
+			n++
 		}
-		n++
-		return n < maxCheckedPorts
+		return n < maxPreservedPorts
 	})
 }

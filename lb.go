@@ -28,22 +28,44 @@ type loadBalancer struct {
 	// connections (its round-robin position is the route's).
 	sel   balance.Selector
 	check *balance.CheckConfig // nil: passive health only
-	// addrs holds, per target, the "host:port" of each host when the
-	// target's port is fixed, so that selection joins nothing per
-	// connection; nil for a target whose port or host is chosen per
-	// connection.
-	addrs [][]string
+	// addrs holds, per target, the addresses known before any
+	// connection, so that selection joins no strings per connection.
+	addrs []targetAddrs
 }
 
-// compileLB validates action.loadBalancing and precomputes the addresses
-// of targets, the route's compiled targets (sorted, defaults applied).
+// targetAddrs are a target's "host:port" addresses, one per host, as far
+// as they are known at compile time: none when a function chooses the
+// host or port per connection.
+type targetAddrs struct {
+	fixed  []string         // for a fixed port
+	byPort map[int][]string // for PreservePort: per route port, the first maxPreservedPorts
+}
+
+// maxPreservedPorts bounds the ports a PreservePort target's addresses
+// are precomputed and health-checked for: a route over a wide range gets
+// its first ports precomputed and checked, not tens of thousands of
+// addresses and goroutines; its other ports join addresses per connection.
+const maxPreservedPorts = 256
+
+// compileLB validates r's action.loadBalancing and precomputes the
+// addresses of targets, r's compiled targets (sorted, defaults applied).
 // Every route gets a balancer (round-robin by default), so selection needs
 // no nil checks.
-func (v *routeValidator) compileLB(a *RouteAction, targets []Target) *loadBalancer {
-	lb := &loadBalancer{addrs: make([][]string, len(targets))}
+func (v *routeValidator) compileLB(r *Route, targets []Target) *loadBalancer {
+	a := &r.Action
+	lb := &loadBalancer{addrs: make([]targetAddrs, len(targets))}
 	for i, t := range targets {
-		if t.HostFunc == nil && t.PortFunc == nil && t.Port != PreservePort {
-			lb.addrs[i] = balance.JoinAll(t.Host, strconv.Itoa(int(t.Port)))
+		switch {
+		case t.HostFunc != nil || t.PortFunc != nil:
+		case t.Port != PreservePort:
+			lb.addrs[i].fixed = balance.JoinAll(t.Host, strconv.Itoa(int(t.Port)))
+		default:
+			byPort := make(map[int][]string)
+			r.Match.Ports.Each(func(port int) bool {
+				byPort[port] = balance.JoinAll(t.Host, strconv.Itoa(port))
+				return len(byPort) < maxPreservedPorts
+			})
+			lb.addrs[i].byPort = byPort
 		}
 	}
 	algorithm := ""
@@ -96,15 +118,19 @@ func (v *routeValidator) compileLB(a *RouteAction, targets []Target) *loadBalanc
 // (earlier attempts of the same connection or request) and those reg has
 // down are skipped; reg nil counts every host up and idle. It returns
 // ErrNoHealthyTarget when none is left. It allocates nothing for a target
-// with a fixed port and host list.
+// whose addresses were precomputed: a host list with a fixed port, or with
+// PreservePort on the route's first maxPreservedPorts ports.
 func pick(route *Route, target int, rc *RouteContext, tried []string, reg *balance.Health) (string, error) {
 	st := route.state
 	if target >= len(st.targets) {
 		return "", fmt.Errorf("route %q has no target %d", route.Name, target)
 	}
-	t := &st.targets[target]
+	t, known := &st.targets[target], &st.lb.addrs[target]
 	sel := st.lb.sel
-	pool := balance.Pool{Hosts: t.Host, Addrs: st.lb.addrs[target], Tried: tried, Client: rc.ClientIP}
+	pool := balance.Pool{Hosts: t.Host, Addrs: known.fixed, Tried: tried, Client: rc.ClientIP}
+	if known.byPort != nil {
+		pool.Addrs = known.byPort[rc.Port]
+	}
 	if pool.Addrs == nil {
 		port := int(t.Port)
 		switch {

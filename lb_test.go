@@ -379,6 +379,39 @@ func TestLoadBalancingValidation(t *testing.T) {
 	require.Equal(t, balance.IPHash{}, routes[0].state.lb.sel)
 }
 
+// pick allocates nothing for targets whose addresses compileLB
+// precomputed (a fixed port, or PreservePort on the route's first
+// maxPreservedPorts ports), with the caller's tried buffer on its stack;
+// ports past those still get their address, joined per connection.
+func TestPickPrecomputedAddrsAllocateNothing(t *testing.T) {
+	p := newTestProxy(t, nil, Options{Routes: []Route{
+		lbRoute("fixed", 80, "ip-hash", "10.0.0.1:81", "10.0.0.2:81"),
+		NewRoute("preserve").PortRange(3000, 3500).ForwardTo("10.0.0.3", "10.0.0.4").Route(),
+	}})
+	set := p.set.Load()
+	var l balance.Lease
+	p.health.Acquire(&l, "10.0.0.1:81") // some registry state
+	defer l.Release()
+	for _, c := range []struct {
+		route *Route
+		port  int
+	}{{set.routes[0], 80}, {set.routes[1], 3000}, {set.routes[1], 3255}} {
+		rc := &RouteContext{Port: c.port, ClientIP: netip.MustParseAddr("192.0.2.9")}
+		allocs := testing.AllocsPerRun(100, func() {
+			var triedBuf [4]string
+			tried := append(triedBuf[:0], "10.0.0.9:1")
+			if _, err := pick(c.route, 0, rc, tried, p.health); err != nil {
+				panic(err)
+			}
+		})
+		require.Zero(t, allocs, "%s port %d", c.route.Name, c.port)
+	}
+	a, err := pick(set.routes[1], 0, &RouteContext{Port: 3400}, []string{"10.0.0.3:3400"}, p.health)
+	require.NoError(t, err)
+	require.Equal(t, "10.0.0.4:3400", a)
+	require.Len(t, set.routes[1].state.lb.addrs[0].byPort, maxPreservedPorts)
+}
+
 func BenchmarkPickBackend(b *testing.B) {
 	for _, algo := range []string{"round-robin", "least-connections", "ip-hash", "random"} {
 		b.Run(algo, func(b *testing.B) {

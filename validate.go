@@ -172,7 +172,7 @@ func (v *routeValidator) compile(r *Route, defaults Defaults, defs compiledDefau
 		}
 	}
 	st.http = v.compileHTTP(r, st)
-	st.lb = v.compileLB(&r.Action, st.targets)
+	st.lb = v.compileLB(r, st.targets)
 	if s := r.Security; s != nil {
 		if len(s.IPAllowList) > 0 {
 			l, err := ParseIPList(s.IPAllowList)

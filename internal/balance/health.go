@@ -25,7 +25,7 @@ type DialFunc func(ctx context.Context, addr string) (net.Conn, error)
 
 // Health is the health of every target address a proxy knows, shared by
 // all its routes and connections: passive state from connect results,
-// active state from health checkers (check.go) and the count of
+// active state from health checkers (Sync) and the count of
 // connections in flight. Its methods are safe for concurrent use.
 type Health struct {
 	// BackoffBase and BackoffMax bound the passive backoff (defaults
