@@ -57,6 +57,7 @@ func (v *routeValidator) compileLB(r *Route, targets []Target) *loadBalancer {
 	for i, t := range targets {
 		switch {
 		case t.HostFunc != nil || t.PortFunc != nil:
+			// chosen per connection: nothing to precompute
 		case t.Port != PreservePort:
 			lb.addrs[i].fixed = balance.JoinAll(t.Host, strconv.Itoa(int(t.Port)))
 		default:
