@@ -253,3 +253,20 @@ func testCertSpec(t testing.TB) *CertificateSpec {
 		Key:  string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: key})),
 	}
 }
+
+func TestBackoffDoublesAndCaps(t *testing.T) {
+	p := newTestProxy(t, nil, Options{Routes: []Route{lbRoute("x", 80, "", "10.0.0.1:1")}})
+	p.health.BackoffBase, p.health.BackoffMax = time.Millisecond, 4*time.Millisecond
+	var last time.Duration
+	for i := range 6 {
+		require.Eventually(t, func() bool { return statusOf(t, p, "10.0.0.1:1").DownUntil.IsZero() }, time.Second, time.Millisecond)
+		before := time.Now()
+		p.health.Failed("10.0.0.1:1", io.EOF)
+		st := statusOf(t, p, "10.0.0.1:1")
+		require.Equal(t, i+1, st.ConsecutiveFailures)
+		if !st.DownUntil.IsZero() {
+			last = st.DownUntil.Sub(before)
+		}
+	}
+	require.LessOrEqual(t, last, 4*time.Millisecond+time.Millisecond)
+}
