@@ -11,6 +11,7 @@ import (
 
 	"github.com/gosmartproxy/smartproxy/connection"
 	"github.com/gosmartproxy/smartproxy/forwarding"
+	"github.com/gosmartproxy/smartproxy/internal/balance"
 )
 
 // forward dials the route's target, replays the bytes read for routing and
@@ -56,11 +57,14 @@ func (p *Proxy) forward(pc *proxiedConn, peek *forwarding.PeekConn, rec *connect
 func (p *Proxy) dialBackend(pc *proxiedConn, rc *RouteContext, rt *routeTLS) (net.Conn, bool) {
 	ctx, cancel := context.WithTimeout(p.baseCtx, p.opts.ConnectTimeout)
 	defer cancel()
-	attempts := targetHostCount(rc.Route)
+	attempts := hostCount(rc.Route, 0)
 	var triedBuf [4]string
 	tried := triedBuf[:0]
+	// One allocation holds the lease and, on success, the backend conn; a
+	// failed attempt's lease is released and reused.
+	lc := new(leasedConn)
 	for attempt := range attempts {
-		addr, err := p.pickBackend(rc.Route, rc, tried)
+		addr, err := pick(rc.Route, 0, rc, tried, p.health)
 		if errors.Is(err, ErrNoHealthyTarget) {
 			// Expected while targets are down, and possibly for every
 			// client: debug only. The targets' transitions are logged.
@@ -72,7 +76,7 @@ func (p *Proxy) dialBackend(pc *proxiedConn, rc *RouteContext, rt *routeTLS) (ne
 			return nil, false
 		}
 		tried = append(tried, addr)
-		release := p.backendAcquire(addr) // before the dial, so a burst spreads
+		p.health.Acquire(&lc.lease, addr) // before the dial, so a burst spreads
 		// Each remaining host gets an equal share of the time left, so one
 		// black-holed host cannot use up the budget of all the others.
 		budget := time.Until(deadlineOf(ctx)) / time.Duration(attempts-attempt)
@@ -80,11 +84,11 @@ func (p *Proxy) dialBackend(pc *proxiedConn, rc *RouteContext, rt *routeTLS) (ne
 		backend, err := p.dial(dctx, addr)
 		dcancel()
 		if err != nil {
-			release()
+			lc.lease.Release()
 			if p.baseCtx.Err() != nil {
 				return nil, false // shutting down: not the target's fault
 			}
-			p.backendFailed(addr, err)
+			p.health.Failed(addr, err)
 			p.logConn("backend dial failed", "id", rc.ConnectionID, "route", rc.RouteName, "target", addr, "err", err)
 			if ctx.Err() != nil {
 				return nil, false
@@ -100,7 +104,7 @@ func (p *Proxy) dialBackend(pc *proxiedConn, rc *RouteContext, rt *routeTLS) (ne
 			tc := tls.Client(backend, rt.backendConfig(host, rc.Domain))
 			if err := tc.HandshakeContext(ctx); err != nil {
 				_ = backend.Close()
-				release()
+				lc.lease.Release()
 				if p.baseCtx.Err() != nil {
 					return nil, false
 				}
@@ -112,13 +116,14 @@ func (p *Proxy) dialBackend(pc *proxiedConn, rc *RouteContext, rt *routeTLS) (ne
 			}
 			backend = tc
 		}
-		p.backendSucceeded(addr)
+		p.health.Succeeded(addr)
 		if !pc.setBackend(backend) {
-			release()
+			lc.lease.Release()
 			return nil, false // killed while dialing
 		}
 		p.tuneTCP(backend)
-		return &leasedConn{Conn: backend, release: release}, true
+		lc.Conn = backend
+		return lc, true
 	}
 	p.log.Debug("every target failed: closing client", "id", rc.ConnectionID, "route", rc.RouteName, "client", rc.ClientAddr, "tried", len(tried))
 	return nil, false
@@ -134,12 +139,12 @@ func deadlineOf(ctx context.Context) time.Time {
 // find its CloseWrite.
 type leasedConn struct {
 	net.Conn
-	release func()
+	lease balance.Lease
 }
 
 // Close closes the conn and releases the lease (idempotent).
 func (c *leasedConn) Close() error {
-	c.release()
+	c.lease.Release()
 	return c.Conn.Close()
 }
 

@@ -92,7 +92,7 @@ func requireCheckerGoroutines(t testing.TB, n int) {
 func checkerGoroutines() int {
 	buf := make([]byte, 1<<20)
 	buf = buf[:runtime.Stack(buf, true)]
-	return strings.Count(string(buf), "(*healthChecker).run(")
+	return strings.Count(string(buf), "balance.(*checker).run(")
 }
 
 func TestHTTPHealthCheckFlipsTargetDownAndUp(t *testing.T) {
@@ -162,26 +162,6 @@ func TestTCPHealthCheckNoticesStoppedBackend(t *testing.T) {
 	require.Equal(t, map[string]int{"a-again": 2, "b": 2}, got)
 }
 
-func TestHealthCheckerThresholds(t *testing.T) {
-	h := &targetHealth{addr: "x:1"}
-	c := &healthChecker{key: checkKey{cfg: healthCheckConfig{unhealthy: 3, healthy: 2}}, h: h, up: true}
-	steps := []struct {
-		ok      bool
-		flipped bool
-		up      bool
-	}{
-		{false, false, true}, {false, false, true}, {true, false, true}, // a success resets the count
-		{false, false, true}, {false, false, true}, {false, true, false}, // third in a row: down
-		{false, false, false}, {true, false, false}, {false, false, false}, // a failure resets the successes
-		{true, false, false}, {true, true, true}, {true, false, true},
-	}
-	for i, s := range steps {
-		require.Equal(t, s.flipped, c.record(s.ok), "step %d", i)
-		require.Equal(t, s.up, c.up, "step %d", i)
-		require.Equal(t, s.up, h.downVotes.Load() == 0, "step %d", i)
-	}
-}
-
 func TestHealthCheckersFollowRoutesAndStop(t *testing.T) {
 	lns := samePortListeners(t, 2)
 	a, b := startHTTPBackend(t, lns[0], "a"), startHTTPBackend(t, lns[1], "b")
@@ -195,7 +175,7 @@ func TestHealthCheckersFollowRoutesAndStop(t *testing.T) {
 		checkedRoute("two", p2, hc, a.addr), // same address and config: shared
 		plain,
 	}})
-	require.Equal(t, 2, p.activeCheckers())
+	require.Equal(t, 2, p.health.Checkers())
 	requireCheckerGoroutines(t, 2)
 
 	require.NoError(t, p.UpdateRoutes([]Route{
@@ -203,13 +183,13 @@ func TestHealthCheckersFollowRoutesAndStop(t *testing.T) {
 		checkedRoute("two", p2, other, a.addr),
 		plain,
 	}))
-	require.Equal(t, 3, p.activeCheckers())
+	require.Equal(t, 3, p.health.Checkers())
 	requireCheckerGoroutines(t, 3)
 
 	// Removing the checked routes ends their checkers before UpdateRoutes
 	// returns, and no probe arrives afterwards.
 	require.NoError(t, p.UpdateRoutes([]Route{plain}))
-	require.Zero(t, p.activeCheckers())
+	require.Zero(t, p.health.Checkers())
 	requireCheckerGoroutines(t, 0)
 	probes := a.probes.Load() + b.probes.Load()
 	time.Sleep(150 * time.Millisecond)
@@ -272,4 +252,21 @@ func testCertSpec(t testing.TB) *CertificateSpec {
 		Cert: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]})),
 		Key:  string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: key})),
 	}
+}
+
+func TestBackoffDoublesAndCaps(t *testing.T) {
+	p := newTestProxy(t, nil, Options{Routes: []Route{lbRoute("x", 80, "", "10.0.0.1:1")}})
+	p.health.BackoffBase, p.health.BackoffMax = time.Millisecond, 4*time.Millisecond
+	var last time.Duration
+	for i := range 6 {
+		require.Eventually(t, func() bool { return statusOf(t, p, "10.0.0.1:1").DownUntil.IsZero() }, time.Second, time.Millisecond)
+		before := time.Now()
+		p.health.Failed("10.0.0.1:1", io.EOF)
+		st := statusOf(t, p, "10.0.0.1:1")
+		require.Equal(t, i+1, st.ConsecutiveFailures)
+		if !st.DownUntil.IsZero() {
+			last = st.DownUntil.Sub(before)
+		}
+	}
+	require.LessOrEqual(t, last, 4*time.Millisecond+time.Millisecond)
 }

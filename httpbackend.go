@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gosmartproxy/smartproxy/internal/balance"
 )
 
 // Backend connection pools. One http.Transport per kind of backend
@@ -315,18 +317,18 @@ func (bt backendTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 				out.Host = addr
 			}
 		}
-		h.p.acquireLease(&lb.lease, addr)
+		h.p.health.Acquire(&lb.Lease, addr)
 		resp, err := tr.RoundTrip(out)
 		if err == nil {
-			h.p.backendSucceeded(addr)
+			h.p.health.Succeeded(addr)
 			resp.Body = lb.wrap(resp.Body)
 			return resp, nil
 		}
-		lb.release()
+		lb.Release()
 		var de *backendDialError
 		dialFailed := errors.As(err, &de)
 		if dialFailed {
-			h.p.backendFailed(addr, de.err)
+			h.p.health.Failed(addr, de.err)
 		}
 		if len(tried) >= attempts || out.Context().Err() != nil || !retryable(out, body, dialFailed, err) {
 			return nil, err
@@ -351,21 +353,14 @@ func retryable(out *http.Request, body *watchedBody, dialFailed bool, err error)
 
 // attempts is how many targets one request may try.
 func (h *httpLayer) attempts(pr *proxyReq) int {
-	if pr.target == 0 {
-		return targetHostCount(pr.route)
-	}
-	t := &pr.route.state.targets[pr.target]
-	if t.HostFunc != nil {
-		return 1
-	}
-	return max(1, len(t.Host))
+	return hostCount(pr.route, pr.target)
 }
 
 // backendAddr chooses the backend of one attempt: the load balancer's
 // choice (algorithm, health, tried hosts) among the hosts of the target
 // the request's sub-match picked.
 func (h *httpLayer) backendAddr(pr *proxyReq, tried []string) (string, error) {
-	return h.p.pickBackendFor(pr.route, pr.target, &pr.rc, tried)
+	return pick(pr.route, pr.target, &pr.rc, tried, h.p.health)
 }
 
 // watchedBody is a request body that can be offered to another target:
@@ -403,7 +398,7 @@ func (b *watchedBody) Close() error { return nil }
 // chunk (or the rest of the Content-Length) of a complete response.
 type leasedBody struct {
 	io.ReadCloser
-	lease
+	balance.Lease
 	w       http.ResponseWriter // nil: nothing to flush (an upgrade)
 	pending error               // a read error held back until the bytes before it are written
 }
@@ -449,7 +444,7 @@ func (b *leasedBody) flushClient() {
 
 func (b *leasedBody) Close() error {
 	err := b.ReadCloser.Close()
-	b.release()
+	b.Release()
 	return err
 }
 

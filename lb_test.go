@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/gosmartproxy/smartproxy/internal/balance"
 	"github.com/stretchr/testify/require"
 )
 
@@ -170,7 +170,7 @@ func TestIPHashIsStablePerClient(t *testing.T) {
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	p := newTestProxy(t, lp, Options{Routes: []Route{lbRoute("hash", port, "ip-hash", addrs...)}})
-	p.health.backoffBase = time.Minute // a closed backend stays out for the test
+	p.health.BackoffBase = time.Minute // a closed backend stays out for the test
 	require.NoError(t, p.Start(context.Background()))
 
 	owner := map[string]string{} // client IP -> backend name
@@ -222,7 +222,7 @@ func TestFailoverRetriesAnotherBackend(t *testing.T) {
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	p := newTestProxy(t, lp, Options{Routes: []Route{lbRoute("fo", port, "", addrs...)}})
-	p.health.backoffBase, p.health.backoffMax = 200*time.Millisecond, 400*time.Millisecond
+	p.health.BackoffBase, p.health.BackoffMax = 200*time.Millisecond, 400*time.Millisecond
 	require.NoError(t, p.Start(context.Background()))
 
 	for range 6 {
@@ -276,77 +276,6 @@ func TestAllTargetsDownClosesClientsAtOnce(t *testing.T) {
 	require.Zero(t, p.Metrics().Active)
 }
 
-func TestPickBackendSkipsTriedAndDown(t *testing.T) {
-	p := newTestProxy(t, nil, Options{Routes: []Route{lbRoute("x", 80, "round-robin", "10.0.0.1:1", "10.0.0.2:1")}})
-	r := p.set.Load().routes[0]
-	rc := &RouteContext{Port: 80}
-	a, err := p.pickBackend(r, rc, []string{"10.0.0.1:1"})
-	require.NoError(t, err)
-	require.Equal(t, "10.0.0.2:1", a)
-	_, err = p.pickBackend(r, rc, []string{"10.0.0.1:1", "10.0.0.2:1"})
-	require.ErrorIs(t, err, ErrNoHealthyTarget)
-
-	p.backendFailed("10.0.0.2:1", io.ErrUnexpectedEOF)
-	for range 4 {
-		a, err = p.pickBackend(r, rc, nil)
-		require.NoError(t, err)
-		require.Equal(t, "10.0.0.1:1", a)
-	}
-	p.backendSucceeded("10.0.0.2:1")
-	seen := map[string]bool{}
-	for range 4 {
-		a, _ = p.pickBackend(r, rc, nil)
-		seen[a] = true
-	}
-	require.Len(t, seen, 2)
-	// A pristine dynamic entry leaves the registry once released.
-	rel := p.backendAcquire("10.9.9.9:9")
-	require.Len(t, p.TargetHealth(), 1)
-	rel()
-	rel() // extra calls are ignored
-	require.Empty(t, p.TargetHealth())
-}
-
-func TestBackoffDoublesAndCaps(t *testing.T) {
-	p := newTestProxy(t, nil, Options{Routes: []Route{lbRoute("x", 80, "", "10.0.0.1:1")}})
-	p.health.backoffBase, p.health.backoffMax = time.Millisecond, 4*time.Millisecond
-	var last time.Duration
-	for i := range 6 {
-		require.Eventually(t, func() bool { return statusOf(t, p, "10.0.0.1:1").DownUntil.IsZero() }, time.Second, time.Millisecond)
-		before := time.Now()
-		p.backendFailed("10.0.0.1:1", io.EOF)
-		st := statusOf(t, p, "10.0.0.1:1")
-		require.Equal(t, i+1, st.ConsecutiveFailures)
-		if !st.DownUntil.IsZero() {
-			last = st.DownUntil.Sub(before)
-		}
-	}
-	require.LessOrEqual(t, last, 4*time.Millisecond+time.Millisecond)
-}
-
-func TestIPHashHostFuncAndPreservePort(t *testing.T) {
-	// ip-hash over PreservePort targets: the port is the client's.
-	p := newTestProxy(t, nil, Options{Routes: []Route{
-		lbRoute("pp", 8000, "ip-hash", "h1", "h2", "h3"),
-		NewRoute("fn").Ports(81).Target(Target{HostFunc: func(*RouteContext) string { return "dyn" }, Port: 9}).Route(),
-	}})
-	set := p.set.Load()
-	rc := &RouteContext{Port: 8000, ClientIP: netip.MustParseAddr("192.0.2.7")}
-	a, err := p.pickBackend(set.routes[0], rc, nil)
-	require.NoError(t, err)
-	require.True(t, strings.HasSuffix(a, ":8000"), a)
-	for range 5 {
-		b, _ := p.pickBackend(set.routes[0], rc, nil)
-		require.Equal(t, a, b)
-	}
-	a, err = p.pickBackend(set.routes[1], &RouteContext{Port: 81}, nil)
-	require.NoError(t, err)
-	require.Equal(t, "dyn:9", a)
-	p.backendFailed("dyn:9", io.EOF)
-	_, err = p.pickBackend(set.routes[1], &RouteContext{Port: 81}, nil)
-	require.ErrorIs(t, err, ErrNoHealthyTarget)
-}
-
 func TestLoadBalancingValidation(t *testing.T) {
 	bad := func(mut func(r *Route)) string {
 		r := lbRoute("v", 80, "", "10.0.0.1:1")
@@ -373,28 +302,8 @@ func TestLoadBalancingValidation(t *testing.T) {
 	r.Action.LoadBalancing.HealthCheck = &HealthCheck{Path: "/healthz"}
 	routes, err := compileRoutes([]Route{r}, Defaults{})
 	require.NoError(t, err)
-	require.Equal(t, healthCheckConfig{path: "/healthz", interval: 10 * time.Second, timeout: 2 * time.Second, unhealthy: 3, healthy: 2}, *routes[0].state.lb.check)
-	require.Equal(t, lbIPHash, routes[0].state.lb.algo)
-}
-
-func BenchmarkPickBackend(b *testing.B) {
-	for _, algo := range []string{"round-robin", "least-connections", "ip-hash", "random"} {
-		b.Run(algo, func(b *testing.B) {
-			p := newTestProxy(b, nil, Options{Routes: []Route{lbRoute("x", 80, algo, "10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80", "10.0.0.4:80")}})
-			r := p.set.Load().routes[0]
-			// Some registry state, as on a busy proxy.
-			defer p.backendAcquire("10.0.0.1:80")()
-			defer p.backendAcquire("10.0.0.3:80")()
-			rc := &RouteContext{Port: 80, ClientIP: netip.MustParseAddr("192.0.2.55")}
-			b.ReportAllocs()
-			b.ResetTimer()
-			for b.Loop() {
-				if _, err := p.pickBackend(r, rc, nil); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
+	require.Equal(t, balance.CheckConfig{Path: "/healthz", Interval: 10 * time.Second, Timeout: 2 * time.Second, UnhealthyAfter: 3, HealthyAfter: 2}, *routes[0].state.lb.check)
+	require.Equal(t, balance.IPHash{}, routes[0].state.lb.sel)
 }
 
 // A target that never answers a connect gets its share of ConnectTimeout,

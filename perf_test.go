@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/gosmartproxy/smartproxy/internal/balance"
 	"github.com/stretchr/testify/require"
 )
 
@@ -149,13 +150,13 @@ func TestLeasedBodyReleasesOnce(t *testing.T) {
 	}
 
 	lb := new(leasedBody)
-	p.acquireLease(&lb.lease, addr)
+	p.health.Acquire(&lb.Lease, addr)
 	require.EqualValues(t, 1, active())
-	lb.release() // a failed attempt
-	lb.release()
+	lb.Release() // a failed attempt
+	lb.Release()
 	require.EqualValues(t, 0, active())
-	p.acquireLease(&lb.lease, addr) // the next attempt reuses it
-	p.acquireLease(new(lease), addr)
+	p.health.Acquire(&lb.Lease, addr) // the next attempt reuses it
+	p.health.Acquire(new(balance.Lease), addr)
 	require.EqualValues(t, 2, active())
 
 	body := lb.wrap(io.NopCloser(strings.NewReader("x")))
@@ -170,7 +171,7 @@ func TestLeasedBodyReleasesOnce(t *testing.T) {
 
 	rw := &rwBody{Reader: strings.NewReader("y")}
 	lb2 := new(leasedBody)
-	p.acquireLease(&lb2.lease, addr)
+	p.health.Acquire(&lb2.Lease, addr)
 	body = lb2.wrap(rw)
 	w, ok := body.(io.ReadWriteCloser)
 	require.True(t, ok, "an upgrade's body stays writable")
@@ -184,7 +185,7 @@ func TestLeasedBodyReleasesOnce(t *testing.T) {
 
 	nop := io.NopCloser(strings.NewReader(""))
 	require.Equal(t, 0.0, testing.AllocsPerRun(100, func() {
-		p.acquireLease(&lb.lease, addr)
+		p.health.Acquire(&lb.Lease, addr)
 		_ = lb.wrap(nop).Close()
 	}), "acquire, wrap and release allocate nothing")
 }

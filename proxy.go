@@ -13,6 +13,7 @@ import (
 
 	"github.com/gosmartproxy/smartproxy/connection"
 	"github.com/gosmartproxy/smartproxy/forwarding"
+	"github.com/gosmartproxy/smartproxy/internal/balance"
 )
 
 // ErrStopped is returned by Start, ServeConn and UpdateRoutes after Stop.
@@ -77,7 +78,7 @@ type Proxy struct {
 	tickets *ticketKeyRing
 	// health is the load balancer's view of the targets (health.go); its
 	// active checkers are synced by Start/UpdateRoutes and stopped by Stop.
-	health *healthRegistry
+	health *balance.Health
 	// http is the HTTP layer (httpserver.go), started on first use.
 	http *httpLayer
 
@@ -130,7 +131,6 @@ func New(opts Options) (*Proxy, error) {
 	p := &Proxy{
 		tlsBase:   tlsBase,
 		tickets:   tickets,
-		health:    newHealthRegistry(opts.Logger),
 		certs:     opts.Certificates,
 		opts:      opts,
 		log:       opts.Logger,
@@ -142,6 +142,7 @@ func New(opts Options) (*Proxy, error) {
 		draining:  make(chan struct{}),
 	}
 	p.baseCtx, p.cancelBase = context.WithCancel(context.Background())
+	p.health = balance.NewHealth(opts.Logger, p.dial) // checks dial as connections do
 	p.http = newHTTPLayer(p)
 	p.set.Store(set)
 	return p, nil
@@ -220,7 +221,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 	if err := p.reconcileLocked(ctx, p.set.Load()); err != nil {
 		return err
 	}
-	p.syncHealth(p.set.Load()) // start the routes' active health checks
+	p.health.Sync(healthPlan(p.set.Load())) // start the routes' active health checks
 	p.started = true
 	return nil
 }
@@ -273,7 +274,7 @@ func (p *Proxy) UpdateRoutes(routes []Route) error {
 		if err := p.reconcileLocked(context.Background(), set); err != nil {
 			return err
 		}
-		p.syncHealth(set) // stop checks no route needs any more, start new ones
+		p.health.Sync(healthPlan(set)) // stop checks no route needs any more, start new ones
 	} else {
 		p.set.Store(set)
 	}
@@ -293,7 +294,7 @@ func (p *Proxy) Stop(ctx context.Context) error {
 	}
 	p.stopped = true
 	close(p.draining) // socket handlers wind down their keep-alive connections
-	p.stopHealth()    // end the active health checks; prompt, probes are cancelled
+	p.health.Stop()   // end the active health checks; prompt, probes are cancelled
 	for port, l := range p.listeners {
 		l.close()
 		delete(p.listeners, port)

@@ -275,7 +275,7 @@ type BackendTLS struct {
 // Target is a backend of a forward action.
 type Target struct {
 	// Host is one or more backend hosts (names or IPs). Several hosts are
-	// balanced round-robin.
+	// balanced as the action's loadBalancing says (round-robin by default).
 	Host StringList `json:"host,omitempty"`
 	// Port is the backend port, or PreservePort to use the port the client
 	// connected to.

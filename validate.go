@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync/atomic"
 
 	"github.com/gobwas/glob"
 
@@ -48,11 +47,10 @@ type routeState struct {
 	block      *iplist.List
 	sec        *compiledSecurity // limits, auth and rate limits; nil: none
 	targets    []Target          // sorted by descending priority, defaults applied
-	rr         atomic.Uint64
-	needsHello bool          // the route can only be matched after a ClientHello
-	tls        *routeTLS     // set for the terminating TLS modes
-	lb         *loadBalancer // load balancing and health of the targets
-	http       *httpRoute    // HTTP criteria and actions; nil when none
+	needsHello bool              // the route can only be matched after a ClientHello
+	tls        *routeTLS         // set for the terminating TLS modes
+	lb         *loadBalancer     // load balancing and health of the targets
+	http       *httpRoute        // HTTP criteria and actions; nil when none
 }
 
 // domainPattern is one compiled entry of match.domains.
@@ -170,7 +168,7 @@ func (v *routeValidator) compile(r *Route, defaults Defaults, defs compiledDefau
 	st.tls = v.checkTLS(r.Action.TLS)
 	st.targets = v.checkAction(&r.Action, defaults.Target)
 	st.http = v.compileHTTP(r, st)
-	st.lb = v.compileLB(&r.Action)
+	st.lb = v.compileLB(r, st.targets)
 	if s := r.Security; s != nil {
 		if len(s.IPAllowList) > 0 {
 			l, err := iplist.Parse(s.IPAllowList)

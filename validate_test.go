@@ -108,7 +108,7 @@ func TestDefaultTargetFillsForwardRoutes(t *testing.T) {
 	def := Target{Host: StringList{"10.0.0.1"}, Port: 8080}
 	routes, err := compileRoutes([]Route{{Name: "d", Match: RouteMatch{Ports: Ports(80)}, Action: RouteAction{Type: ActionForward}}}, Defaults{Target: &def})
 	require.NoError(t, err)
-	addr, err := selectBackend(routes[0], 0, &RouteContext{Port: 80}, nil, nil)
+	addr, err := pick(routes[0], 0, &RouteContext{Port: 80}, nil, nil)
 	require.NoError(t, err)
 	require.Equal(t, "10.0.0.1:8080", addr)
 }
@@ -124,18 +124,18 @@ func TestPickTarget(t *testing.T) {
 	require.NoError(t, err)
 	var got []string
 	for range 4 {
-		a, err := selectBackend(routes[0], 0, &RouteContext{Port: 80}, nil, nil)
+		a, err := pick(routes[0], 0, &RouteContext{Port: 80}, nil, nil)
 		require.NoError(t, err)
 		got = append(got, a)
 	}
 	require.Equal(t, []string{"a:1", "b:1", "c:1", "a:1"}, got)
-	a, _ := selectBackend(routes[1], 0, &RouteContext{Port: 8000}, nil, nil)
+	a, _ := pick(routes[1], 0, &RouteContext{Port: 8000}, nil, nil)
 	require.Equal(t, "10.0.0.9:8000", a)
-	a, _ = selectBackend(routes[2], 0, &RouteContext{Port: 3005}, nil, nil)
+	a, _ = pick(routes[2], 0, &RouteContext{Port: 3005}, nil, nil)
 	require.Equal(t, "10.0.0.8:4005", a)
-	a, _ = selectBackend(routes[3], 0, &RouteContext{Port: 81}, nil, nil)
+	a, _ = pick(routes[3], 0, &RouteContext{Port: 81}, nil, nil)
 	require.Equal(t, "high:2", a)
-	a, _ = selectBackend(routes[4], 0, &RouteContext{Port: 82}, nil, nil)
+	a, _ = pick(routes[4], 0, &RouteContext{Port: 82}, nil, nil)
 	require.Equal(t, "[2001:db8::1]:443", a)
 }
 
