@@ -110,6 +110,9 @@ func New(opts Options) (*Proxy, error) {
 	if err := opts.validate(); err != nil {
 		return nil, fmt.Errorf("smartproxy: invalid options: %w", err)
 	}
+	if err := opts.checkOwnManager(); err != nil {
+		return nil, fmt.Errorf("smartproxy: invalid options: %w", err)
+	}
 	opts = opts.withDefaults()
 	conns := opts.Connections
 	if conns == nil {
