@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gosmartproxy/smartproxy/forwarding"
+	"github.com/gosmartproxy/smartproxy/internal/textmatch"
 )
 
 // Built-in socket handlers, the Go counterparts of the TS SmartProxy's
@@ -146,7 +147,7 @@ func HTTPRedirectHandler(location string, status int) SocketHandler {
 			return err
 		}
 		host := redirectHost(req.Host, rc.Domain)
-		loc := expandTemplate(location, func(name string) (string, bool) {
+		loc := textmatch.Expand(location, func(name string) (string, bool) {
 			switch name {
 			case "domain":
 				return host, true

@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/gosmartproxy/smartproxy/internal/textmatch"
 )
 
 // Templates of the HTTP layer (action.headers, rewrite, redirect):
@@ -60,7 +62,7 @@ func (pr *proxyReq) lookup(name string) (string, bool) {
 // removes the header.
 func (pr *proxyReq) applyHeaders(hdr http.Header, list []headerTemplate) {
 	for _, ht := range list {
-		v := expandTemplate(ht.tmpl, pr.lookup)
+		v := textmatch.Expand(ht.tmpl, pr.lookup)
 		if v == "" || strings.ContainsAny(v, "\r\n") {
 			hdr.Del(ht.name)
 			continue
@@ -150,7 +152,7 @@ func (pr *proxyReq) rewriteURL(rw *urlRewrite, reject bool) error {
 	if m == nil {
 		return nil
 	}
-	repl := expandTemplate(rw.target, func(name string) (string, bool) {
+	repl := textmatch.Expand(rw.target, func(name string) (string, bool) {
 		if n, ok := strings.CutPrefix(name, "__rewrite."); ok {
 			i, err := strconv.Atoi(n)
 			if err != nil || 2*i+1 >= len(m) || m[2*i] < 0 {
@@ -184,7 +186,7 @@ func (pr *proxyReq) rewriteURL(rw *urlRewrite, reject bool) error {
 // its own.
 func (h *httpLayer) redirect(w http.ResponseWriter, pr *proxyReq) {
 	rd := pr.route.state.http.redirect
-	loc := expandTemplate(rd.To, pr.lookup)
+	loc := textmatch.Expand(rd.To, pr.lookup)
 	if q := pr.in.URL.RawQuery; q != "" && !strings.Contains(rd.To, "{query}") && !strings.Contains(loc, "?") {
 		loc += "?" + q
 	}
