@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gosmartproxy/smartproxy/internal/h1client"
 )
 
 // Backend connection pools. One http.Transport per kind of backend
@@ -31,7 +33,7 @@ import (
 // connections of all SNIs share the transport's MaxIdleConns.
 //
 // Bodyless requests to cleartext HTTP/1.1 backends bypass the transports:
-// h1Client (httpclient1.go) sends them from the handler goroutine, over
+// an h1client.Client (internal/h1client) sends them from the handler goroutine, over
 // a pool of its own.
 
 // transportKey is a kind of backend connection.
@@ -286,9 +288,9 @@ func (bt backendTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 	original := k.tls != nil && k.tls.backendName == "original"
 	hostFromURL := out.Host == "" // the Host header is the target address
 	// Bodyless requests to cleartext HTTP/1.1 backends take the
-	// synchronous client (httpclient1.go); the rest http.Transport.
-	var tr http.RoundTripper = &h.h1
-	if k.proto != "http1" || k.tls != nil || !h1Takes(out) {
+	// synchronous client (internal/h1client); the rest http.Transport.
+	var tr http.RoundTripper = h.h1
+	if k.proto != "http1" || k.tls != nil || !h1client.Handles(out) {
 		tr = h.transports.get(k)
 	}
 	var body *watchedBody
@@ -334,6 +336,8 @@ func (bt backendTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 	}
 }
 
+// retryable reports whether a failed attempt of out may be tried on another
+// target (see RoundTrip).
 func retryable(out *http.Request, body *watchedBody, dialFailed bool, err error) bool {
 	if dialFailed {
 		return body == nil || !body.read.Load()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gobwas/glob"
 	"github.com/gosmartproxy/smartproxy/internal/textmatch"
+	"golang.org/x/net/http/httpguts"
 )
 
 // httpRoute is the compiled HTTP part of a route. It is nil for routes
@@ -182,7 +183,7 @@ func (v *routeValidator) compileHeaderMatch(field string, hm map[string]string) 
 	for _, name := range sortedKeys(hm) {
 		val := hm[name]
 		f := field + "." + name
-		if !validHeaderName(name) {
+		if !httpguts.ValidHeaderFieldName(name) {
 			v.fail(f, fmt.Errorf("invalid header name %q", name))
 			continue
 		}
@@ -212,7 +213,7 @@ func (v *routeValidator) compileMethods(field string, methods []string) []string
 func (v *routeValidator) compileHeaderTemplates(field string, hm map[string]string) []headerTemplate {
 	var out []headerTemplate
 	for _, name := range sortedKeys(hm) {
-		if !validHeaderName(name) {
+		if !httpguts.ValidHeaderFieldName(name) {
 			v.fail(field+"."+name, fmt.Errorf("invalid header name %q", name))
 			continue
 		}
@@ -259,20 +260,6 @@ func (v *routeValidator) compileTargetMatch(field string, t *TargetMatch) *targe
 	tm.headers = v.compileHeaderMatch(field+".headers", t.Headers)
 	tm.methods = v.compileMethods(field+".method", t.Method)
 	return tm
-}
-
-// validHeaderName reports whether s is an RFC 9110 token.
-func validHeaderName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
-			return false
-		}
-	}
-	return true
 }
 
 func sortedKeys(m map[string]string) []string {
