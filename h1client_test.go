@@ -541,3 +541,38 @@ func TestH1ClientUnsolicitedBytesNeverAnswerTheNextRequest(t *testing.T) {
 	_, body := do(t, c, "GET", "http://h1.test/victim", nil, nil)
 	require.Equal(t, "real", body)
 }
+
+// TestRetryPolicyOtherTarget: a request that reached a backend and got no
+// response is tried on the next host only if h1client.Replayable says so
+// (http.Transport's rule): GET is, PUT and DELETE are not (the first
+// attempt may have taken effect), a POST with an Idempotency-Key is.
+func TestRetryPolicyOtherTarget(t *testing.T) {
+	be := rawHTTPBackend(t, func(net.Conn, *http.Request) bool { return false }) // reads, never answers
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	r := NewRoute("lb").Ports(port).Domains("lb.test").
+		Target(Target{Host: StringList{"10.255.0.1", "10.255.0.2"}, Port: TargetPort(be.port)}).Route()
+	dialer := func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, be.addr()) // both hosts are the one backend
+	}
+	startTestProxy(t, lp, Options{Routes: []Route{r}, Dial: dialer})
+	c, _ := proxyClient(t, port, nil, false)
+	for _, tc := range []struct {
+		method string
+		h      http.Header
+		tries  int64
+	}{
+		{"GET", nil, 2},
+		{"HEAD", nil, 2},
+		{"PUT", nil, 1},
+		{"DELETE", nil, 1},
+		{"POST", nil, 1},
+		{"POST", hdr("Idempotency-Key", "k1"), 2},
+	} {
+		before := be.accepts.Load()
+		resp, _ := do(t, c, tc.method, "http://lb.test/", tc.h, nil)
+		require.Equal(t, http.StatusBadGateway, resp.StatusCode, tc.method)
+		require.Equal(t, tc.tries, be.accepts.Load()-before, "%s %v", tc.method, tc.h)
+	}
+}

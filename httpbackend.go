@@ -272,10 +272,12 @@ type backendTransport struct{ h *httpLayer }
 
 // RoundTrip sends out to a target of its route. A failed attempt is
 // retried on another host of the target when nothing can have reached
-// the backend (the connect failed and no body byte was read), or when the
-// method is idempotent, there is no body and the failure is not a
-// timeout (a slow backend is not tried again elsewhere: that would
-// multiply the wait).
+// the backend (the connect failed and no body byte was read), or when
+// there is no body, the failure is not a timeout (a slow backend is not
+// tried again elsewhere: that would multiply the wait) and the request is
+// h1client.Replayable, the one rule for repeating a request that may
+// have reached a backend, shared with the synchronous client's retry on
+// a fresh connection.
 func (bt backendTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 	h := bt.h
 	pr := out.Context().Value(proxyReqKey{}).(*proxyReq)
@@ -346,11 +348,7 @@ func retryable(out *http.Request, body *watchedBody, dialFailed bool, err error)
 	if body != nil || isUpgrade(out) || errors.As(err, &ne) && ne.Timeout() {
 		return false
 	}
-	switch out.Method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
-		return true
-	}
-	return false
+	return h1client.Replayable(out)
 }
 
 // attempts is how many targets one request may try.
