@@ -475,7 +475,9 @@ func TestH1ClientPoolBound(t *testing.T) {
 		<-release
 		_, _ = io.WriteString(w, "ok")
 	}), nil)
-	p, c := h1Proxy(t, be.addr(), Options{})
+	// The backend answers only once all n requests arrived: under -race on a
+	// loaded machine that can take longer than the test default of 2 s.
+	p, c := h1Proxy(t, be.addr(), Options{ConnectTimeout: 20 * time.Second})
 	var wg sync.WaitGroup
 	for range n {
 		wg.Go(func() {
