@@ -13,7 +13,7 @@
 // A pattern is '/'-separated segments, each a literal, a ":name" capture
 // of one segment, or a glob ("*.png") within one segment:
 //
-//	/api/users        exactly /api/users (a trailing slash on either side is ignored)
+//	/api/users        /api/users and /api/users/ (a trailing slash on the path is ignored)
 //	/api/*            /api, /api/, /api/v1/users; remainder "v1/users"
 //	/api/             the same as /api/*: a pattern ending in '/' is a prefix (as in TS)
 //	/                 every path (a prefix, like /*)
