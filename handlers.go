@@ -132,10 +132,14 @@ func HTTPBlockHandler(status int, message string) SocketHandler {
 // HTTPRedirectHandler answers one HTTP request with a redirect to
 // location, a template (see below) where {domain} is the request's host
 // (without port; the TLS SNI when the request has no usable Host header),
-// {port} the port the client connected to, {path} the request path with
-// its query, and {clientIp} the client address (empty when unknown); for
-// example "https://{domain}{path}". Other braces stay as written.
-// status is 301, 302, 303, 307 or 308 (0 means 301).
+// {port} the port the client connected to, {path} the request path
+// (escaped, without the query), {query} the raw query (without '?'), and
+// {clientIp} the client address (empty when unknown): {path} and {query}
+// mean what they mean in a route's templates. As with action.redirect,
+// the request's query is appended unless the template places {query} or
+// has a '?' of its own, so "https://{domain}{path}" keeps the query.
+// Other braces stay as written. status is 301, 302, 303, 307 or 308 (0
+// means 301).
 func HTTPRedirectHandler(location string, status int) SocketHandler {
 	if status == 0 {
 		status = http.StatusMovedPermanently
@@ -146,14 +150,16 @@ func HTTPRedirectHandler(location string, status int) SocketHandler {
 			return err
 		}
 		host := redirectHost(req.Host, rc.Domain)
-		loc := expandTemplate(location, func(name string) (string, bool) {
+		loc := redirectLocation(location, req.URL.RawQuery, func(name string) (string, bool) {
 			switch name {
 			case "domain":
 				return host, true
 			case "port":
 				return strconv.Itoa(rc.Port), true
 			case "path":
-				return req.URL.RequestURI(), true
+				return templatePath(req.URL), true
+			case "query":
+				return req.URL.RawQuery, true
 			case "clientIp":
 				if !rc.ClientIP.IsValid() {
 					return "", true // not "invalid IP", netip's spelling of the zero Addr

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gosmartproxy/smartproxy/internal/balance"
+	"github.com/gosmartproxy/smartproxy/internal/h1client"
 )
 
 // Backend connection pools. One http.Transport per kind of backend
@@ -33,7 +34,7 @@ import (
 // connections of all SNIs share the transport's MaxIdleConns.
 //
 // Bodyless requests to cleartext HTTP/1.1 backends bypass the transports:
-// h1Client (httpclient1.go) sends them from the handler goroutine, over
+// an h1client.Client (internal/h1client) sends them from the handler goroutine, over
 // a pool of its own.
 
 // transportKey is a kind of backend connection.
@@ -272,10 +273,12 @@ type backendTransport struct{ h *httpLayer }
 
 // RoundTrip sends out to a target of its route. A failed attempt is
 // retried on another host of the target when nothing can have reached
-// the backend (the connect failed and no body byte was read), or when the
-// method is idempotent, there is no body and the failure is not a
-// timeout (a slow backend is not tried again elsewhere: that would
-// multiply the wait).
+// the backend (the connect failed and no body byte was read), or when
+// there is no body, the failure is not a timeout (a slow backend is not
+// tried again elsewhere: that would multiply the wait) and the request is
+// h1client.Replayable, the one rule for repeating a request that may
+// have reached a backend, shared with the synchronous client's retry on
+// a fresh connection.
 func (bt backendTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 	h := bt.h
 	pr := out.Context().Value(proxyReqKey{}).(*proxyReq)
@@ -288,9 +291,9 @@ func (bt backendTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 	original := k.tls != nil && k.tls.backendName == "original"
 	hostFromURL := out.Host == "" // the Host header is the target address
 	// Bodyless requests to cleartext HTTP/1.1 backends take the
-	// synchronous client (httpclient1.go); the rest http.Transport.
-	var tr http.RoundTripper = &h.h1
-	if k.proto != "http1" || k.tls != nil || !h1Takes(out) {
+	// synchronous client (internal/h1client); the rest http.Transport.
+	var tr http.RoundTripper = h.h1
+	if k.proto != "http1" || k.tls != nil || !h1client.Handles(out) {
 		tr = h.transports.get(k)
 	}
 	var body *watchedBody
@@ -336,6 +339,8 @@ func (bt backendTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 	}
 }
 
+// retryable reports whether a failed attempt of out may be tried on another
+// target (see RoundTrip).
 func retryable(out *http.Request, body *watchedBody, dialFailed bool, err error) bool {
 	if dialFailed {
 		return body == nil || !body.read.Load()
@@ -344,11 +349,7 @@ func retryable(out *http.Request, body *watchedBody, dialFailed bool, err error)
 	if body != nil || isUpgrade(out) || errors.As(err, &ne) && ne.Timeout() {
 		return false
 	}
-	switch out.Method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
-		return true
-	}
-	return false
+	return h1client.Replayable(out)
 }
 
 // attempts is how many targets one request may try.

@@ -8,40 +8,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func TestPathPattern(t *testing.T) {
-	tests := []struct {
-		pattern, path string
-		ok            bool
-		params        map[string]string
-		rest          string
-	}{
-		{"/api/users", "/api/users", true, nil, ""},
-		{"/api/users", "/api/users/", true, nil, ""},
-		{"/api/users", "/api/users/1", false, nil, ""},
-		{"/api/*", "/api", true, nil, ""},
-		{"/api/*", "/api/v1/users", true, nil, "v1/users"},
-		{"/api/*", "/apix", false, nil, ""},
-		{"/users/:id", "/users/42", true, map[string]string{"id": "42"}, ""},
-		{"/users/:id", "/users", false, nil, ""},
-		{"/api/users/:id/*", "/api/users/42/posts/7", true, map[string]string{"id": "42"}, "posts/7"},
-		{"/img/*.png", "/img/a.png", true, nil, ""},
-		{"/img/*.png", "/img/a.jpg", false, nil, ""},
-		{"/", "/", true, nil, ""},
-		{"/", "/x", false, nil, ""},
-		{"/*", "/anything/at/all", true, nil, "anything/at/all"},
-	}
-	for _, tc := range tests {
-		pp, err := compilePath(tc.pattern)
-		require.NoError(t, err)
-		m, ok := pp.match(tc.path, true)
-		require.Equal(t, tc.ok, ok, "%s ~ %s", tc.pattern, tc.path)
-		if ok {
-			require.Equal(t, tc.params, m.params, tc.pattern)
-			require.Equal(t, tc.rest, m.remainder, tc.pattern)
-		}
-	}
-}
-
 func TestCleanPath(t *testing.T) {
 	for in, want := range map[string]string{
 		"":                 "/",
@@ -101,6 +67,34 @@ func TestRouteTableHTTPMatching(t *testing.T) {
 	// TCP connection, but a TLS connection it terminates.
 	require.Equal(t, "tls", m.Match(&MatchQuery{Port: 80, Domain: "a.test", TLSVersion: 0x0304}).Name)
 	require.Equal(t, "pass", m.Match(&MatchQuery{Port: 80, Domain: "a.test"}).Name)
+}
+
+// TestRouteTableTSPathPrefix: as in TS, a match.path ending in '/' is a
+// prefix and "/" matches every path; the more specific route still wins.
+func TestRouteTableTSPathPrefix(t *testing.T) {
+	mk := func(name, path string) Route {
+		r := fwd(name).Ports(80).Domains("a.test").Route()
+		r.Match.Path = path
+		return r
+	}
+	routes, err := compileRoutes([]Route{mk("root", "/"), mk("api", "/api/"), mk("users", "/api/users")}, Defaults{})
+	require.NoError(t, err)
+	m, err := NewRouteTable(routes)
+	require.NoError(t, err)
+	match := func(target string) string {
+		r := m.Match(&MatchQuery{Port: 80, Domain: "a.test", Request: httptest.NewRequest("GET", target, nil)})
+		if r == nil {
+			return ""
+		}
+		return r.Name
+	}
+	require.Equal(t, "root", match("/"))
+	require.Equal(t, "root", match("/anything/else"))
+	require.Equal(t, "root", match("/apix"))
+	require.Equal(t, "api", match("/api/"))
+	require.Equal(t, "api", match("/api/orders/7"))
+	require.Equal(t, "users", match("/api/users"))
+	require.Equal(t, "api", match("/api/users/42"), "an exact pattern stays exact")
 }
 
 func TestHTTPMatchHeadersAndMethods(t *testing.T) {

@@ -10,13 +10,15 @@ import (
 	"strings"
 
 	"github.com/gobwas/glob"
+	"github.com/gosmartproxy/smartproxy/internal/textmatch"
+	"golang.org/x/net/http/httpguts"
 )
 
 // httpRoute is the compiled HTTP part of a route. It is nil for routes
 // without any HTTP field, which keeps the TCP paths free of it.
 type httpRoute struct {
 	// Request criteria (match.path, match.headers, match.method).
-	path     *pathPattern
+	path     *textmatch.Path
 	headers  []headerMatcher
 	methods  []string
 	criteria bool // any request criterion is set
@@ -52,7 +54,7 @@ type headerTemplate struct {
 }
 
 // urlRewrite is a compiled action.rewrite. The target's $N references
-// are turned into {__rewrite.N} placeholders, so one expandTemplate pass
+// are turned into {__rewrite.N} placeholders, so one textmatch.Expand pass
 // fills templates and captures without re-expanding either's values.
 type urlRewrite struct {
 	re     *regexp.Regexp
@@ -62,7 +64,7 @@ type urlRewrite struct {
 // targetMatcher is a compiled targets[].match.
 type targetMatcher struct {
 	ports   []int
-	path    *pathPattern
+	path    *textmatch.Path
 	headers []headerMatcher
 	methods []string
 }
@@ -82,13 +84,10 @@ func (v *routeValidator) compileHTTP(r *Route, st *routeState) *httpRoute {
 	h := &httpRoute{backend: "http1"}
 	var err error
 	if m.Path != "" {
-		if h.path, err = compilePath(m.Path); err != nil {
+		if h.path, err = textmatch.CompilePath(m.Path); err != nil {
 			v.fail("match.path", err)
 		} else {
-			h.pathSpec = 1 + h.path.literal<<8 + len(h.path.segs)<<1
-			if !h.path.wildcard {
-				h.pathSpec++
-			}
+			h.pathSpec = 1 + h.path.Specificity()
 		}
 	}
 	h.headers = v.compileHeaderMatch("match.headers", m.Headers)
@@ -184,7 +183,7 @@ func (v *routeValidator) compileHeaderMatch(field string, hm map[string]string) 
 	for _, name := range sortedKeys(hm) {
 		val := hm[name]
 		f := field + "." + name
-		if !validHeaderName(name) {
+		if !httpguts.ValidHeaderFieldName(name) {
 			v.fail(f, fmt.Errorf("invalid header name %q", name))
 			continue
 		}
@@ -214,7 +213,7 @@ func (v *routeValidator) compileMethods(field string, methods []string) []string
 func (v *routeValidator) compileHeaderTemplates(field string, hm map[string]string) []headerTemplate {
 	var out []headerTemplate
 	for _, name := range sortedKeys(hm) {
-		if !validHeaderName(name) {
+		if !httpguts.ValidHeaderFieldName(name) {
 			v.fail(field+"."+name, fmt.Errorf("invalid header name %q", name))
 			continue
 		}
@@ -254,27 +253,13 @@ func (v *routeValidator) compileTargetMatch(field string, t *TargetMatch) *targe
 	}
 	if t.Path != "" {
 		var err error
-		if tm.path, err = compilePath(t.Path); err != nil {
+		if tm.path, err = textmatch.CompilePath(t.Path); err != nil {
 			v.fail(field+".path", err)
 		}
 	}
 	tm.headers = v.compileHeaderMatch(field+".headers", t.Headers)
 	tm.methods = v.compileMethods(field+".method", t.Method)
 	return tm
-}
-
-// validHeaderName reports whether s is an RFC 9110 token.
-func validHeaderName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
-			return false
-		}
-	}
-	return true
 }
 
 func sortedKeys(m map[string]string) []string {
@@ -320,12 +305,12 @@ func (tm *targetMatcher) accepts(req *http.Request, port int) bool {
 	return requestMatches(req, tm.path, tm.headers, tm.methods)
 }
 
-func requestMatches(req *http.Request, pp *pathPattern, headers []headerMatcher, methods []string) bool {
+func requestMatches(req *http.Request, pp *textmatch.Path, headers []headerMatcher, methods []string) bool {
 	if len(methods) > 0 && !slices.Contains(methods, req.Method) {
 		return false
 	}
 	if pp != nil {
-		if _, ok := pp.match(cleanPath(req.URL.Path), false); !ok {
+		if !pp.Match(cleanPath(req.URL.Path)) {
 			return false
 		}
 	}

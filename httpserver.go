@@ -16,6 +16,7 @@ import (
 
 	"github.com/gosmartproxy/smartproxy/connection"
 	"github.com/gosmartproxy/smartproxy/forwarding"
+	"github.com/gosmartproxy/smartproxy/internal/h1client"
 )
 
 // The HTTP layer: one http.Server per proxy, fed by serve() through an
@@ -54,7 +55,7 @@ type httpLayer struct {
 
 	conns      sync.Map // net.Conn given to srv -> *httpConn
 	transports transportSet
-	h1         h1Client // bodyless requests to cleartext HTTP/1.1 backends
+	h1         *h1client.Client // bodyless requests to cleartext HTTP/1.1 backends
 	rp         *httputil.ReverseProxy
 }
 
@@ -65,7 +66,7 @@ func newHTTPLayer(p *Proxy) *httpLayer {
 	}
 	h := &httpLayer{p: p, idleTimeout: idle}
 	h.transports.h = h
-	h.h1.h = h
+	h.h1 = h1client.New(h1client.Config{Dial: h.dialBackend, HeadTimeout: p.opts.ConnectTimeout})
 	h.rp = newReverseProxy(h)
 	return h
 }
@@ -221,7 +222,7 @@ func (h *httpLayer) close() {
 		<-h.serveDone
 	}
 	h.transports.closeIdle()
-	h.h1.closeIdle()
+	h.h1.CloseIdleConnections()
 }
 
 // chanListener is the http.Server's listener: serve() pushes connections.

@@ -8,18 +8,47 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/gosmartproxy/smartproxy/internal/textmatch"
 )
 
-// Templates of the HTTP layer (action.headers, rewrite, redirect):
+// Templates of the HTTP layer (action.headers, rewrite, redirect), expanded
+// by textmatch.Expand:
 //
 //	{domain}        the request's host (port stripped, lower-cased)
-//	{path} {query}  the request path (escaped) and raw query (without '?')
+//	{path}          the request path, escaped, without the query (templatePath)
+//	{query}         the raw query, without '?'
 //	{clientIp}      the client address; {serverIp} the proxy's address
 //	{port}          the proxy port; {routeName}; {connectionId}
 //	{timestamp}     Unix time in milliseconds
 //	{headers.name}  a request header (lower-case name), "" when absent
 //
-// Unknown names stay as written.
+// Unknown names stay as written. {path} and {query} mean the same in
+// HTTPRedirectHandler's template, and both redirects keep the request's
+// query (redirectLocation), so "https://{domain}{path}" redirects
+// "/a?b=c" to "https://host/a?b=c" in either.
+
+// templatePath is {path} in every template: the request path as sent
+// (escaped: a decoded %2F could turn a redirect into "//host"), without
+// the query, which is {query}; "/" for a request without one (an
+// absolute-form "http://host"). These are TS's meanings of both names.
+func templatePath(u *url.URL) string {
+	if p := u.EscapedPath(); p != "" {
+		return p
+	}
+	return "/"
+}
+
+// redirectLocation expands a redirect's Location template. The request's
+// query is appended unless the template places it ({query}) or the
+// expansion has a query of its own.
+func redirectLocation(tmpl, rawQuery string, lookup func(string) (string, bool)) string {
+	loc := textmatch.Expand(tmpl, lookup)
+	if rawQuery != "" && !strings.Contains(tmpl, "{query}") && !strings.Contains(loc, "?") {
+		loc += "?" + rawQuery
+	}
+	return loc
+}
 
 // lookup resolves a template variable for pr.
 func (pr *proxyReq) lookup(name string) (string, bool) {
@@ -28,7 +57,7 @@ func (pr *proxyReq) lookup(name string) (string, bool) {
 	case "domain":
 		return rc.Domain, true
 	case "path":
-		return pr.in.URL.EscapedPath(), true // escaped: a decoded %2F could turn a redirect into "//host"
+		return templatePath(pr.in.URL), true
 	case "query":
 		return pr.in.URL.RawQuery, true
 	case "clientIp":
@@ -60,7 +89,7 @@ func (pr *proxyReq) lookup(name string) (string, bool) {
 // removes the header.
 func (pr *proxyReq) applyHeaders(hdr http.Header, list []headerTemplate) {
 	for _, ht := range list {
-		v := expandTemplate(ht.tmpl, pr.lookup)
+		v := textmatch.Expand(ht.tmpl, pr.lookup)
 		if v == "" || strings.ContainsAny(v, "\r\n") {
 			hdr.Del(ht.name)
 			continue
@@ -150,7 +179,7 @@ func (pr *proxyReq) rewriteURL(rw *urlRewrite, reject bool) error {
 	if m == nil {
 		return nil
 	}
-	repl := expandTemplate(rw.target, func(name string) (string, bool) {
+	repl := textmatch.Expand(rw.target, func(name string) (string, bool) {
 		if n, ok := strings.CutPrefix(name, "__rewrite."); ok {
 			i, err := strconv.Atoi(n)
 			if err != nil || 2*i+1 >= len(m) || m[2*i] < 0 {
@@ -179,15 +208,10 @@ func (pr *proxyReq) rewriteURL(rw *urlRewrite, reject bool) error {
 	return nil
 }
 
-// redirect answers with the route's redirect. The request's query is
-// appended unless the template places it ({query}) or has a query of
-// its own.
+// redirect answers with the route's redirect (see redirectLocation).
 func (h *httpLayer) redirect(w http.ResponseWriter, pr *proxyReq) {
 	rd := pr.route.state.http.redirect
-	loc := expandTemplate(rd.To, pr.lookup)
-	if q := pr.in.URL.RawQuery; q != "" && !strings.Contains(rd.To, "{query}") && !strings.Contains(loc, "?") {
-		loc += "?" + q
-	}
+	loc := redirectLocation(rd.To, pr.in.URL.RawQuery, pr.lookup)
 	w.Header().Set("Location", loc)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(rd.Status)

@@ -61,8 +61,9 @@ type RouteMatch struct {
 	// version is listed: "TLSv1.0" … "TLSv1.3". Needs a ClientHello.
 	TLSVersion []string `json:"tlsVersion,omitempty"`
 	// Path matches the HTTP request path: "/api/users", "/api/*",
-	// "/users/:id", "/api/users/:id/*". HTTP routes only: plain HTTP, or a
-	// terminating TLS mode. The path is matched after resolving "." and
+	// "/users/:id", "/api/users/:id/*". As in TS, a pattern ending in '/'
+	// is a prefix ("/api/" is "/api/*"), and "/" matches every path.
+	// HTTP routes only: plain HTTP, or a terminating TLS mode. The path is matched after resolving "." and
 	// ".." segments. Among routes of equal priority and domain
 	// specificity, the more specific path wins.
 	Path string `json:"path,omitempty"`

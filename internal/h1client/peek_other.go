@@ -1,6 +1,6 @@
 //go:build !unix || aix
 
-package smartproxy
+package h1client
 
 import "net"
 

@@ -1,6 +1,6 @@
 //go:build unix && !aix
 
-package smartproxy
+package h1client
 
 import (
 	"net"
@@ -11,8 +11,8 @@ import (
 // a request: a non-blocking peek finds nothing to read (no FIN, no
 // reset, no unsolicited bytes such as the 408 some servers send before
 // closing an idle connection). One system call; it never waits.
-// Connections that are not sockets (from Options.Dial) are trusted.
-// (AIX lacks MSG_DONTWAIT: httpclient1_other.go.)
+// Connections that are not sockets (from a custom dialer) are trusted.
+// (AIX lacks MSG_DONTWAIT: peek_other.go.)
 func peekAlive(c net.Conn) bool {
 	sc, ok := c.(syscall.Conn)
 	if !ok {

@@ -16,20 +16,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gosmartproxy/smartproxy/internal/h1client"
 	"github.com/stretchr/testify/require"
 )
 
-// Tests of the synchronous HTTP/1.1 client (httpclient1.go), through the
-// proxy over loopback sockets, and directly where the pool's state is
-// the point.
+// Tests of the synchronous HTTP/1.1 client (internal/h1client) through
+// the proxy over loopback sockets: which requests take it, how its
+// failures reach the client, retries and pooling as a proxy sees them.
+// Its own tests (internal/h1client) cover the pool's state directly.
 
-// h1Pooled is how many connections the proxy's h1Client holds idle.
-func h1Pooled(p *Proxy) int {
-	c := &p.http.h1
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.n
-}
+// h1Pooled is how many connections the proxy's h1client holds idle.
+func h1Pooled(p *Proxy) int { return p.http.h1.IdleConns() }
 
 // h1Proxy starts a proxy with one plain HTTP route h1.test to target.
 func h1Proxy(t *testing.T, target string, opts Options) (*Proxy, *http.Client) {
@@ -40,14 +37,6 @@ func h1Proxy(t *testing.T, target string, opts Options) (*Proxy, *http.Client) {
 	p := startTestProxy(t, lp, opts)
 	c, _ := proxyClient(t, port, nil, false)
 	return p, c
-}
-
-// h1Tune sets the h1Client's idle timeout (a test knob).
-func h1Tune(p *Proxy, idleTimeout time.Duration) {
-	c := &p.http.h1
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.idleTimeout = idleTimeout
 }
 
 // rawBackend is a hand-written HTTP backend.
@@ -149,7 +138,7 @@ func TestH1ClientBackendClosesAfterEachResponse(t *testing.T) {
 			p, c := h1Proxy(t, be.addr(), Options{})
 			for i := range 30 {
 				method := []string{"GET", "HEAD", "DELETE", "POST", "PATCH"}[i%5]
-				if !idempotent(&http.Request{Method: method}) {
+				if !h1client.Replayable(&http.Request{Method: method}) {
 					// Once the backend's close has happened, the probe sees it.
 					// (Sent right after the response, a request that cannot be
 					// repeated races the close, as with http.Transport.)
@@ -183,51 +172,6 @@ func TestH1ClientBackendIdleTimeout(t *testing.T) {
 		time.Sleep(150 * time.Millisecond)
 	}
 	require.Equal(t, int64(6), be.conns.Load())
-}
-
-// TestH1ClientProbe: get peeks at every pooled connection: a live one is
-// reused; one the backend closed, or wrote to unasked, is closed instead.
-func TestH1ClientProbe(t *testing.T) {
-	after := make(chan string, 1) // what the backend does after its answer
-	be := rawHTTPBackend(t, func(c net.Conn, _ *http.Request) bool {
-		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-		switch <-after {
-		case "close":
-			return false
-		case "408": // after the response was taken: unsolicited, on an idle connection
-			time.Sleep(10 * time.Millisecond)
-			_, _ = io.WriteString(c, "HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n")
-		}
-		return true
-	})
-	p, _ := h1Proxy(t, be.addr(), Options{})
-	h1 := &p.http.h1
-	roundTrip := func(then string) {
-		t.Helper()
-		after <- then
-		out, err := http.NewRequestWithContext(t.Context(), "GET", "http://"+be.addr()+"/", nil)
-		require.NoError(t, err)
-		resp, err := h1.RoundTrip(out)
-		require.NoError(t, err)
-		b, err := io.ReadAll(resp.Body)
-		require.NoError(t, err)
-		require.NoError(t, resp.Body.Close())
-		require.Equal(t, "ok", string(b))
-		require.Equal(t, 1, h1Pooled(p))
-		time.Sleep(40 * time.Millisecond) // what the backend sends after the response arrives
-	}
-	roundTrip("keep")
-	pc := h1.get(be.addr())
-	require.NotNil(t, pc, "alive")
-	require.True(t, pc.reused)
-	h1.put(pc)
-	roundTrip("close")
-	require.Equal(t, int64(1), be.accepts.Load(), "the live connection was reused")
-	require.Nil(t, h1.get(be.addr()), "closed by the backend: refused")
-	roundTrip("408")
-	require.Nil(t, h1.get(be.addr()), "unsolicited bytes: refused")
-	require.Equal(t, 0, h1Pooled(p))
-	require.Equal(t, int64(2), be.accepts.Load())
 }
 
 // TestH1ClientSilentBackend: a backend that takes the request and never
@@ -442,7 +386,7 @@ func TestH1ClientHTTP10UntilEOF(t *testing.T) {
 // TestH1ClientBadResponses: a 101 to a request without Upgrade, a head
 // over the limit and garbage are 502s, their connections closed.
 func TestH1ClientBadResponses(t *testing.T) {
-	huge := "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("a", h1MaxHeaderBytes) + "\r\n\r\n"
+	huge := "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("a", h1client.MaxHeaderBytes) + "\r\n\r\n"
 	be := rawHTTPBackend(t, func(c net.Conn, r *http.Request) bool {
 		switch r.URL.Path {
 		case "/101":
@@ -454,7 +398,9 @@ func TestH1ClientBadResponses(t *testing.T) {
 		}
 		return true
 	})
-	p, c := h1Proxy(t, be.addr(), Options{})
+	// The 10 MiB head takes seconds to read under -race on a loaded machine:
+	// a longer ConnectTimeout keeps /huge about the head limit, not a 504.
+	p, c := h1Proxy(t, be.addr(), Options{ConnectTimeout: 20 * time.Second})
 	for _, path := range []string{"/101", "/huge", "/garbage"} {
 		resp, body := do(t, c, "GET", "http://h1.test"+path, nil, nil)
 		require.Equal(t, http.StatusBadGateway, resp.StatusCode, "%s: %s", path, body)
@@ -529,7 +475,9 @@ func TestH1ClientPoolBound(t *testing.T) {
 		<-release
 		_, _ = io.WriteString(w, "ok")
 	}), nil)
-	p, c := h1Proxy(t, be.addr(), Options{})
+	// The backend answers only once all n requests arrived: under -race on a
+	// loaded machine that can take longer than the test default of 2 s.
+	p, c := h1Proxy(t, be.addr(), Options{ConnectTimeout: 20 * time.Second})
 	var wg sync.WaitGroup
 	for range n {
 		wg.Go(func() {
@@ -546,8 +494,8 @@ func TestH1ClientPoolBound(t *testing.T) {
 	}
 	wg.Wait()
 	require.Equal(t, int64(n), be.conns.Load())
-	require.Equal(t, h1MaxIdlePerAddr, h1Pooled(p))
-	require.Eventually(t, func() bool { return be.open.Load() == h1MaxIdlePerAddr }, 3*time.Second, 5*time.Millisecond,
+	require.Equal(t, h1client.MaxIdlePerAddr, h1Pooled(p))
+	require.Eventually(t, func() bool { return be.open.Load() == h1client.MaxIdlePerAddr }, 3*time.Second, 5*time.Millisecond,
 		"backend connections open: %d", be.open.Load())
 }
 
@@ -559,33 +507,18 @@ func assertNoErr(t *testing.T, err error) bool {
 	return true
 }
 
-// TestH1ClientIdleExpiry: the reaper closes connections idle past the
-// idle timeout, and disarms once the pool is empty; Stop closes the rest
-// and stops pooling.
-func TestH1ClientIdleExpiry(t *testing.T) {
+// TestH1ClientStopClosesPool: Stop closes the pooled backend connections
+// (internal/h1client's TestIdleExpiry covers expiry and that pooling
+// stops).
+func TestH1ClientStopClosesPool(t *testing.T) {
 	be := echoBackend(t, "b")
 	p, c := h1Proxy(t, be.addr(), Options{})
-	h1 := &p.http.h1
-	h1Tune(p, 50*time.Millisecond)
 	getEcho(t, c, "GET", "http://h1.test/", nil)
 	require.Equal(t, 1, h1Pooled(p))
-	require.Eventually(t, func() bool { return h1Pooled(p) == 0 }, 2*time.Second, 5*time.Millisecond)
-	h1.mu.Lock()
-	require.False(t, h1.armed)
-	require.Empty(t, h1.idle, "the address is forgotten")
-	h1.mu.Unlock()
-
-	h1Tune(p, time.Hour)
-	getEcho(t, c, "GET", "http://h1.test/", nil)
-	require.Equal(t, 1, h1Pooled(p))
-	require.Equal(t, int64(2), be.conns.Load())
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	require.NoError(t, p.Stop(ctx))
 	require.Equal(t, 0, h1Pooled(p))
-	h1.mu.Lock()
-	require.True(t, h1.closed)
-	h1.mu.Unlock()
 }
 
 // TestH1ClientUnsolicitedBytesNeverAnswerTheNextRequest: a backend that
@@ -611,19 +544,37 @@ func TestH1ClientUnsolicitedBytesNeverAnswerTheNextRequest(t *testing.T) {
 	require.Equal(t, "real", body)
 }
 
-// TestH1ClientRefusesInvalidMethod: a method that is not a token (the
-// HTTP/2 server lets spaces and tabs through in :method) is refused, not
-// written into the backend's request line.
-func TestH1ClientRefusesInvalidMethod(t *testing.T) {
-	be := rawHTTPBackend(t, func(c net.Conn, _ *http.Request) bool {
-		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-		return true
-	})
-	p, _ := h1Proxy(t, be.addr(), Options{})
-	out, err := http.NewRequestWithContext(t.Context(), "GET", "http://"+be.addr()+"/public", nil)
-	require.NoError(t, err)
-	out.Method = "GET /admin?x HTTP/1.1\tX-Injected:"
-	_, err = p.http.h1.RoundTrip(out)
-	require.ErrorContains(t, err, "invalid method")
-	require.Equal(t, int64(0), be.accepts.Load(), "nothing reached the backend")
+// TestRetryPolicyOtherTarget: a request that reached a backend and got no
+// response is tried on the next host only if h1client.Replayable says so
+// (http.Transport's rule): GET is, PUT and DELETE are not (the first
+// attempt may have taken effect), a POST with an Idempotency-Key is.
+func TestRetryPolicyOtherTarget(t *testing.T) {
+	be := rawHTTPBackend(t, func(net.Conn, *http.Request) bool { return false }) // reads, never answers
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	r := NewRoute("lb").Ports(port).Domains("lb.test").
+		Target(Target{Host: StringList{"10.255.0.1", "10.255.0.2"}, Port: TargetPort(be.port)}).Route()
+	dialer := func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, be.addr()) // both hosts are the one backend
+	}
+	startTestProxy(t, lp, Options{Routes: []Route{r}, Dial: dialer})
+	c, _ := proxyClient(t, port, nil, false)
+	for _, tc := range []struct {
+		method string
+		h      http.Header
+		tries  int64
+	}{
+		{"GET", nil, 2},
+		{"HEAD", nil, 2},
+		{"PUT", nil, 1},
+		{"DELETE", nil, 1},
+		{"POST", nil, 1},
+		{"POST", hdr("Idempotency-Key", "k1"), 2},
+	} {
+		before := be.accepts.Load()
+		resp, _ := do(t, c, tc.method, "http://lb.test/", tc.h, nil)
+		require.Equal(t, http.StatusBadGateway, resp.StatusCode, tc.method)
+		require.Equal(t, tc.tries, be.accepts.Load()-before, "%s %v", tc.method, tc.h)
+	}
 }

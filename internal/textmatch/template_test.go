@@ -1,4 +1,4 @@
-package smartproxy
+package textmatch
 
 import (
 	"strings"
@@ -67,7 +67,7 @@ func TestTemplateExpand(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			require.Equal(t, tt.want, expandTemplate(tt.tmpl, testVars))
+			require.Equal(t, tt.want, Expand(tt.tmpl, testVars))
 		})
 	}
 }
@@ -76,7 +76,7 @@ func TestTemplateExpand(t *testing.T) {
 // the empty name nor one with characters outside [a-zA-Z0-9_.-].
 func TestTemplateLookupSeesOnlyNames(t *testing.T) {
 	var got []string
-	expandTemplate("{}{a b}{ok}{x-y.z}{{in}}{a:b}{é}", func(name string) (string, bool) {
+	Expand("{}{a b}{ok}{x-y.z}{{in}}{a:b}{é}", func(name string) (string, bool) {
 		got = append(got, name)
 		return "", false
 	})
@@ -87,7 +87,7 @@ func TestTemplateLookupSeesOnlyNames(t *testing.T) {
 // placeholders are returned as they are.
 func TestTemplateNoAllocWithoutBraces(t *testing.T) {
 	allocs := testing.AllocsPerRun(100, func() {
-		_ = expandTemplate("https://example.com/static/path", testVars)
+		_ = Expand("https://example.com/static/path", testVars)
 	})
 	require.Zero(t, allocs)
 }
@@ -99,7 +99,7 @@ func TestTemplateNoAllocWithoutBraces(t *testing.T) {
 func TestTemplateManyBraces(t *testing.T) {
 	const n = 1 << 16
 	calls := 0
-	out := expandTemplate(strings.Repeat("{", n)+"x}", func(name string) (string, bool) {
+	out := Expand(strings.Repeat("{", n)+"x}", func(name string) (string, bool) {
 		calls++
 		return testVars(name)
 	})
@@ -119,7 +119,7 @@ func BenchmarkTemplateExpand(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				_ = expandTemplate(c.tmpl, testVars)
+				_ = Expand(c.tmpl, testVars)
 			}
 		})
 	}

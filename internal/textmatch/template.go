@@ -1,8 +1,8 @@
-package smartproxy
+package textmatch
 
 import "strings"
 
-// expandTemplate replaces {name} placeholders with lookup(name). A name is
+// Expand replaces {name} placeholders with lookup(name). A name is
 // one or more of the characters [a-zA-Z0-9_.-]: '.' for dotted names such
 // as "headers.x-forwarded-for", and '-' because header names use it.
 // Unknown names, and braces that do not form a placeholder ("{}", "{a b}",
@@ -13,7 +13,7 @@ import "strings"
 //
 // It runs in time linear in len(tmpl): a '{' only scans the name
 // characters after it, and the next '{' ends that scan.
-func expandTemplate(tmpl string, lookup func(name string) (string, bool)) string {
+func Expand(tmpl string, lookup func(name string) (string, bool)) string {
 	open := strings.IndexByte(tmpl, '{')
 	if open < 0 {
 		return tmpl

@@ -1,0 +1,28 @@
+// Package h1client is a synchronous HTTP/1.1 client for cleartext
+// backends: an http.RoundTripper for requests without a body, with its
+// own pool of keep-alive connections.
+//
+// http.Transport runs a read and a write goroutine per backend
+// connection, hands each request and response between them over channels
+// and makes a cancel context per request: about a fifth of a proxy's CPU
+// at keep-alive rates (bench/README.md of the root module). A request
+// without a body needs none of that: the caller's goroutine writes it on
+// a pooled connection and reads the response head, and the caller reads
+// the body from the connection in the same goroutine. Requests with a
+// body belong on http.Transport (Handles says which a Client takes): a
+// backend may answer (413) before reading the body and stop reading it,
+// so writing and reading must run concurrently.
+//
+// The transport's read goroutine noticed at once when a backend closed
+// an idle connection, or sent bytes on it. Here every pooled connection
+// is peeked without blocking before reuse (one recvfrom on Unix):
+// closed or holding unsolicited bytes (a body after a HEAD, more than its
+// Content-Length, a stray response), it is dropped, so such bytes can
+// never be read as the next request's response. A reused connection that
+// fails before any byte of the response arrived is replaced by a new
+// one, once, if repeating is safe (Replayable).
+//
+// The Client knows nothing of the proxy: its owner gives it a dialer and
+// timeouts in a Config. Which backend a request goes to is the request
+// URL's host.
+package h1client

@@ -1,0 +1,252 @@
+package h1client
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync/atomic"
+	"time"
+)
+
+// aLongTimeAgo is a deadline in the past: blocked and later I/O on a
+// conn with it fails at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// conn is a backend connection and its buffers, owned by one exchange
+// at a time or by the pool. Its Read and Write are the buffers' I/O:
+// they count what the exchange moved and bound the response head.
+type conn struct {
+	c         net.Conn
+	addr      string
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	idleSince time.Time
+	reused    bool   // taken from the pool: the backend may have closed it since
+	nread     int64  // bytes read in this exchange
+	nwritten  int64  // bytes written in this exchange
+	limit     int64  // bytes the response head may still take
+	intr      func() // interrupt, made once rather than per exchange
+}
+
+func (pc *conn) Read(p []byte) (int, error) {
+	if pc.limit <= 0 {
+		return 0, errors.New("response head too large")
+	}
+	if int64(len(p)) > pc.limit {
+		p = p[:pc.limit]
+	}
+	n, err := pc.c.Read(p)
+	pc.nread += int64(n)
+	pc.limit -= int64(n)
+	return n, err
+}
+
+func (pc *conn) Write(p []byte) (int, error) {
+	n, err := pc.c.Write(p)
+	pc.nwritten += int64(n)
+	return n, err
+}
+
+// interrupt makes pc's blocked and later I/O fail: the request ended.
+// A conn without deadlines (from a custom dialer) is closed instead.
+func (pc *conn) interrupt() {
+	if pc.c.SetDeadline(aLongTimeAgo) != nil {
+		_ = pc.c.Close()
+	}
+}
+
+// body is a response body read from its exchange's connection. The
+// connection goes back to the pool when the body ends cleanly, and is
+// closed when the body is abandoned or fails; either happens once.
+type body struct {
+	rc   io.ReadCloser // ReadResponse's body
+	c    *Client
+	pc   *conn
+	ctx  context.Context
+	stop func() bool // ends the exchange's interrupt
+	keep bool        // response and request allow another exchange on pc
+	done atomic.Bool // pc was released
+}
+
+func (b *body) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if err != nil {
+		if err != io.EOF && b.ctx.Err() != nil {
+			// Interrupted: report the cancel, which a reverse proxy does
+			// not log as a read error.
+			err = b.ctx.Err()
+		}
+		b.finish(err == io.EOF && b.keep)
+	}
+	return n, err
+}
+
+// Close before the end closes the connection rather than read an
+// unbounded rest (so ReadResponse's body, whose Close drains, is left
+// alone); after the end it does nothing.
+func (b *body) Close() error {
+	b.finish(false)
+	return nil
+}
+
+// finish releases the connection, the first time only.
+func (b *body) finish(reuse bool) {
+	if !b.done.Swap(true) {
+		b.c.release(b.pc, b.stop, reuse)
+	}
+}
+
+// release ends pc's exchange: pc goes back to the pool if keep, the
+// interrupt never ran and no byte beyond the response arrived (a broken
+// backend's); otherwise it is closed.
+func (c *Client) release(pc *conn, stop func() bool, keep bool) {
+	if stop() && keep && pc.br.Buffered() == 0 {
+		c.put(pc)
+		return
+	}
+	_ = pc.c.Close()
+}
+
+// get takes the most recently used idle connection to addr that is
+// still usable: not expired and not closed by the backend (peekAlive).
+// nil when there is none.
+func (c *Client) get(addr string) *conn {
+	for {
+		c.mu.Lock()
+		list := c.idle[addr]
+		if len(list) == 0 {
+			c.mu.Unlock()
+			return nil
+		}
+		pc := list[len(list)-1]
+		list[len(list)-1] = nil
+		c.idle[addr] = list[:len(list)-1]
+		c.n--
+		maxIdle := c.idleTimeout
+		c.mu.Unlock()
+		if time.Since(pc.idleSince) < maxIdle && peekAlive(pc.c) {
+			pc.reused = true
+			return pc
+		}
+		_ = pc.c.Close()
+	}
+}
+
+// put pools pc, idle from now. Past the bounds the longest idle
+// connection goes: of pc's address if that one is full, else of all.
+func (c *Client) put(pc *conn) {
+	pc.idleSince = time.Now()
+	var evicted *conn
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		_ = pc.c.Close()
+		return
+	}
+	if c.idle == nil {
+		c.idle = make(map[string][]*conn)
+	}
+	if len(c.idle[pc.addr]) >= MaxIdlePerAddr {
+		evicted = c.evictLocked(pc.addr)
+	} else if c.n >= MaxIdle {
+		evicted = c.evictLocked("")
+	}
+	c.idle[pc.addr] = append(c.idle[pc.addr], pc)
+	c.n++
+	if !c.armed {
+		c.armed = true
+		if c.reaper == nil {
+			c.reaper = time.AfterFunc(c.idleTimeout, c.reap)
+		} else {
+			c.reaper.Reset(c.idleTimeout)
+		}
+	}
+	c.mu.Unlock()
+	if evicted != nil {
+		_ = evicted.c.Close()
+	}
+}
+
+// evictLocked takes out the longest idle connection of addr, or of all
+// addresses for "".
+func (c *Client) evictLocked(addr string) *conn {
+	if addr == "" {
+		var since time.Time
+		for a, list := range c.idle {
+			if len(list) > 0 && (addr == "" || list[0].idleSince.Before(since)) {
+				addr, since = a, list[0].idleSince
+			}
+		}
+	}
+	list := c.idle[addr]
+	pc := list[0]
+	n := copy(list, list[1:])
+	list[n] = nil
+	c.idle[addr] = list[:n]
+	c.n--
+	return pc
+}
+
+// reap closes the connections idle for the idle timeout and re-arms for
+// the next to expire, if any is left. It runs on the reaper's timer, so
+// an empty pool costs no goroutine and no wake-up.
+func (c *Client) reap() {
+	now := time.Now()
+	var dead []*conn
+	var next time.Time
+	c.mu.Lock()
+	timeout := c.idleTimeout
+	for addr, list := range c.idle {
+		i := 0
+		for i < len(list) && now.Sub(list[i].idleSince) >= timeout {
+			i++
+		}
+		dead = append(dead, list[:i]...)
+		k := copy(list, list[i:])
+		clear(list[k:])
+		if k == 0 {
+			delete(c.idle, addr) // also forgets addresses no longer used
+			continue
+		}
+		c.idle[addr] = list[:k]
+		if next.IsZero() || list[0].idleSince.Before(next) {
+			next = list[0].idleSince
+		}
+	}
+	c.n -= len(dead)
+	c.armed = c.n > 0
+	if c.armed {
+		c.reaper.Reset(next.Add(timeout).Sub(now))
+	}
+	c.mu.Unlock()
+	for _, pc := range dead {
+		_ = pc.c.Close()
+	}
+}
+
+// IdleConns is how many connections the pool holds idle now.
+func (c *Client) IdleConns() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}
+
+// CloseIdleConnections closes the pooled connections and stops pooling:
+// call it once no request is expected any more. An exchange that still
+// ends closes its connection.
+func (c *Client) CloseIdleConnections() {
+	c.mu.Lock()
+	idle := c.idle
+	c.idle, c.n, c.closed, c.armed = nil, 0, true, false
+	if c.reaper != nil {
+		c.reaper.Stop()
+	}
+	c.mu.Unlock()
+	for _, list := range idle {
+		for _, pc := range list {
+			_ = pc.c.Close()
+		}
+	}
+}
