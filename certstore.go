@@ -13,7 +13,8 @@ import (
 // CertificateStore supplies certificates for TLS termination, chosen by
 // the ClientHello's server name. Implementations must be safe for
 // concurrent use and fast: GetCertificate runs in every full handshake.
-// The ACME manager implements it; wrap a store to add your own source.
+// CertStore implements it (an ACME manager will too, once ACME lands);
+// wrap a store to add your own source.
 type CertificateStore interface {
 	// GetCertificate returns the certificate for hello.ServerName, or an
 	// error when there is none (the handshake then fails with an alert).

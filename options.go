@@ -117,12 +117,20 @@ type Options struct {
 	// the DefaultSecurityChecker.
 	Security SecurityChecker
 	// Certificates supplies certificates to terminating routes that have
-	// none of their own ("auto" or no certificate), by SNI; nil means an
-	// empty CertStore. The ACME manager implements it.
+	// none of their own ("auto" or no certificate), by SNI. nil means
+	// there is none: New then refuses such routes (it would fail every
+	// handshake). A store missing a name is logged at WARN when a client
+	// asks for it. (ACME is not implemented yet.)
 	Certificates CertificateStore
 	// Connections tracks and limits connections; nil means a
-	// connection.Manager configured from the fields above.
+	// connection.Manager configured from the fields above. With a manager
+	// of your own, leave those fields zero (New refuses them): build it
+	// with NewConnectionManager to start from the same limits.
 	Connections ConnectionManager
+
+	// haveCertStore records that the user set Certificates (New fills in
+	// an empty store otherwise), so routes that need one can be refused.
+	haveCertStore bool
 }
 
 // Defaults fill in what routes leave unset.

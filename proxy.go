@@ -73,6 +73,8 @@ type Proxy struct {
 	rejects *rejectLog
 	set     atomic.Pointer[routeSet]
 	certs   CertificateStore
+	// noCert rate-limits the warning for handshakes without a certificate.
+	noCert noCertWarner
 	// tlsBase is the template of every terminating route's tls.Config.
 	tlsBase *tls.Config
 	tickets *ticketKeyRing
@@ -113,6 +115,7 @@ func New(opts Options) (*Proxy, error) {
 	if err := opts.checkOwnManager(); err != nil {
 		return nil, fmt.Errorf("smartproxy: invalid options: %w", err)
 	}
+	userCerts := opts.Certificates != nil
 	opts = opts.withDefaults()
 	conns := opts.Connections
 	if conns == nil {
@@ -122,6 +125,7 @@ func New(opts Options) (*Proxy, error) {
 		}
 		conns = m
 	}
+	opts.haveCertStore = userCerts
 	set, err := buildRouteSet(opts.Routes, opts)
 	if err != nil {
 		return nil, fmt.Errorf("smartproxy: invalid routes: %w", err)
@@ -163,6 +167,9 @@ func buildRouteSet(routes []Route, opts Options) (*routeSet, error) {
 		if rt := r.state.tls; rt != nil && rt.backendNoAuth {
 			opts.Logger.Warn("route re-encrypts without verifying the backend certificate (insecureSkipVerify)", "route", r.Name)
 		}
+	}
+	if err := checkCertificateSources(compiled, opts.haveCertStore); err != nil {
+		return nil, err
 	}
 	m, err := opts.Matcher(compiled)
 	if err != nil {

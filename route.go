@@ -222,7 +222,8 @@ type RouteTLS struct {
 	// Mode is "passthrough", "terminate" or "terminate-and-reencrypt".
 	Mode TLSMode `json:"mode"`
 	// Certificate for the terminating modes: PEM in the route, files, or
-	// "auto" (from Options.Certificates, which the ACME manager fills).
+	// "auto" (from Options.Certificates; ACME is not implemented yet, so New
+	// refuses it when Options.Certificates is not set).
 	// nil means Options.Certificates chooses by SNI.
 	Certificate *CertificateSpec `json:"certificate,omitempty"`
 	// Versions lists the TLS versions accepted from clients, e.g.

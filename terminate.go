@@ -3,6 +3,7 @@ package smartproxy
 import (
 	"bytes"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"time"
@@ -41,6 +42,9 @@ func (p *Proxy) terminate(set *routeSet, pc *proxiedConn, peek *forwarding.PeekC
 	tconn := tls.Server(meter, cfg)
 	_ = peek.SetDeadline(pc.initialDeadline)
 	if err := tconn.HandshakeContext(p.baseCtx); err != nil {
+		if errors.Is(err, ErrNoCertificate) {
+			p.warnNoCertificate(rc.RouteName, rc.Domain, err)
+		}
 		p.logConn("TLS handshake failed", "id", rc.ConnectionID, "route", rc.RouteName, "client", rc.ClientAddr, "err", err)
 		return
 	}
