@@ -1,7 +1,10 @@
-// Package smartproxy routes TCP and TLS connections by code-defined
+// Package smartproxy routes TCP, TLS and HTTP traffic by code-defined
 // routes: one process, many ports, each connection matched by port, TLS
-// SNI, client address and TLS version, then forwarded to a backend (with
-// splice(2) on Linux) or handed to a Go function.
+// SNI, client address and TLS version, and each HTTP request by Host,
+// path, headers and method; TLS passed through or terminated (and
+// optionally re-encrypted); traffic forwarded to load-balanced,
+// health-checked backends (with splice(2) on Linux), reverse-proxied at
+// the HTTP level with per-route security, or handed to a Go function.
 //
 // The layers, from one-liner to full control:
 //

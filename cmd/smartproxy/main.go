@@ -79,7 +79,7 @@ func run(args []string, stderr io.Writer, ready chan<- *smartproxy.Proxy) int {
 		fmt.Fprintf(stderr, "smartproxy: -log-level: %v\n", err)
 		return 2
 	}
-	hopts := &slog.HandlerOptions{Level: level}
+	hopts := &slog.HandlerOptions{Level: level, ReplaceAttr: readableDurations}
 	var handler slog.Handler = slog.NewTextHandler(stderr, hopts)
 	if *logJSON {
 		handler = slog.NewJSONHandler(stderr, hopts)
@@ -102,6 +102,11 @@ func run(args []string, stderr io.Writer, ready chan<- *smartproxy.Proxy) int {
 			return 1
 		}
 		_ = p.Stop(context.Background())
+		if len(opts.Routes) == 0 {
+			// Valid, but a proxy that listens on nothing is rarely meant.
+			fmt.Fprintf(stderr, "%s: OK, but warning: no routes (the proxy would listen on no port)\n", *configPath)
+			return 0
+		}
 		fmt.Fprintf(stderr, "%s: OK (%d routes)\n", *configPath, len(opts.Routes))
 		return 0
 	}
@@ -110,6 +115,15 @@ func run(args []string, stderr io.Writer, ready chan<- *smartproxy.Proxy) int {
 		return 1
 	}
 	return 0
+}
+
+// readableDurations writes durations as "1.5s" rather than slog's JSON
+// default of integer nanoseconds, which operators misread.
+func readableDurations(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
 }
 
 // serve runs the proxy until SIGINT or SIGTERM, reloading routes on SIGHUP.

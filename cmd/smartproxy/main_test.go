@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -284,6 +285,12 @@ routes:
 		code, stderr := runOnce(t, "-check", "-config", path)
 		require.Equal(t, 0, code, stderr)
 		require.Equal(t, path+": OK (1 routes)\n", stderr)
+	})
+	t.Run("no routes is a warning", func(t *testing.T) {
+		path := writeFile(t, dir, "empty.json", `{"routes": []}`)
+		code, stderr := runOnce(t, "-check", "-config", path)
+		require.Equal(t, 0, code, stderr)
+		require.Equal(t, path+": OK, but warning: no routes (the proxy would listen on no port)\n", stderr)
 	})
 	t.Run("check does not listen", func(t *testing.T) {
 		// A port already taken is no reason for -check to fail: it does
@@ -636,4 +643,12 @@ func skipWithoutDevZero(t *testing.T) {
 	if _, err := os.Stat("/dev/zero"); err != nil {
 		t.Skip("no /dev/zero here")
 	}
+}
+
+// JSON logs write durations as Go duration strings, not nanoseconds.
+func TestReadableDurations(t *testing.T) {
+	var b strings.Builder
+	log := slog.New(slog.NewJSONHandler(&b, &slog.HandlerOptions{ReplaceAttr: readableDurations}))
+	log.Info("x", "timeout", 1500*time.Millisecond)
+	require.Contains(t, b.String(), `"timeout":"1.5s"`)
 }
