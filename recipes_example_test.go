@@ -8,6 +8,7 @@ import (
 	"io"
 	"log"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"strings"
@@ -187,4 +188,39 @@ func ExampleRouteContext_draining() {
 	// hi
 	// server going away
 	// stopped promptly: true
+}
+
+// An edge service on non-standard ports: plain HTTP on 8080 redirects to
+// HTTPS on 8443 (the redirect template names the port, since the default
+// https URL would drop it), where TLS is terminated and requests are
+// proxied. The redirect is shown through an in-memory connection.
+func ExampleRouteAction_redirect_edgeService() {
+	redirect := smartproxy.NewRoute("to-https").Ports(8080).Domains("app.example.com").Route()
+	redirect.Action.Redirect = &smartproxy.Redirect{To: "https://{domain}:8443{path}", Status: 308}
+	app := smartproxy.NewRoute("app").Ports(8443).Domains("app.example.com").ForwardTo("10.0.0.5:8080").Route()
+	app.Action.TLS = &smartproxy.RouteTLS{Mode: smartproxy.TLSTerminate, Certificate: &smartproxy.CertificateSpec{Auto: true}}
+	p, err := smartproxy.New(smartproxy.Options{
+		Logger:       quiet,
+		Routes:       []smartproxy.Route{redirect, app},
+		Certificates: smartproxy.NewCertStore(), // Add the app's certificate here
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer p.Stop(context.Background())
+	fmt.Println("ports", p.Ports())
+
+	client, proxySide := net.Pipe()
+	go func() { _ = p.ServeConn(proxySide, 8080) }()
+	_, _ = io.WriteString(client, "GET /login?next=%2F HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(client), nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	_ = client.Close()
+	fmt.Println(resp.StatusCode, resp.Header.Get("Location"))
+	// Output:
+	// ports [8080 8443]
+	// 308 https://app.example.com:8443/login?next=%2F
 }
