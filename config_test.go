@@ -188,3 +188,13 @@ func TestParseConfigIdleParkAfter(t *testing.T) {
 		require.Equal(t, want, c.Options().IdleParkAfter, doc)
 	}
 }
+
+func TestParseConfigRoutesMustBeAList(t *testing.T) {
+	_, err := ParseConfig([]byte("routes:\n  name: a\n  match: {ports: 80}\n"), true)
+	require.ErrorContains(t, err, "routes must be a list")
+	_, err = ParseConfig([]byte(`{}`), false)
+	require.ErrorContains(t, err, `config has no "routes" list`)
+	c, err := ParseConfig([]byte(`{"routes": []}`), false)
+	require.NoError(t, err)
+	require.Empty(t, c.Routes)
+}

@@ -131,3 +131,21 @@ func TestHTTPSReencrypt(t *testing.T) {
 	_, body = do(t, c, "GET", "https://h2.example.com/", nil, nil)
 	require.Equal(t, "tls=true proto=HTTP/2.0 host="+addr, body)
 }
+
+// A terminating HTTP route without domains (a catch-all HTTPS site) must
+// match: the port reads the ClientHello although no route matches by SNI.
+func TestHTTPSTerminateWithoutDomains(t *testing.T) {
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	be := echoBackend(t, "any")
+	startTestProxy(t, lp, Options{Certificates: testCertStore(t),
+		Routes: []Route{terminateRouteOn("catch-all", port, be.addr())}})
+	for _, h2 := range []bool{false, true} {
+		protos := []string{"http/1.1"}
+		if h2 {
+			protos = []string{"h2", "http/1.1"}
+		}
+		c, _ := proxyClient(t, port, insecureTLS("www.example.com", protos...), h2)
+		require.Equal(t, "any", getEcho(t, c, "GET", "https://www.example.com/x", nil).Backend, "h2=%v", h2)
+	}
+}

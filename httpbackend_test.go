@@ -1,8 +1,10 @@
 package smartproxy
 
 import (
+	"bytes"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -197,4 +199,75 @@ func BenchmarkTransportSetGet(b *testing.B) {
 			ts.get(k)
 		}
 	})
+}
+
+type rwBody struct {
+	io.Reader
+	bytes.Buffer
+	closes int
+}
+
+func (b *rwBody) Read(p []byte) (int, error) { return b.Reader.Read(p) }
+
+func (b *rwBody) Write(p []byte) (int, error) { return b.Buffer.Write(p) }
+
+func (b *rwBody) Close() error { b.closes++; return nil }
+
+// TestLeasedBodyReleasesOnce: the lease embedded in the response body
+// counts the request as active until the body is closed, however often
+// and from however many goroutines Close is called; a released lease can
+// be taken again (the retry path); an upgraded body stays writable. The
+// lease and body cost no allocation beyond the leasedBody itself.
+func TestLeasedBodyReleasesOnce(t *testing.T) {
+	p, err := New(Options{Logger: testLogger()})
+	require.NoError(t, err)
+	const addr = "10.9.9.8:80"
+	active := func() int64 {
+		for _, s := range p.TargetHealth() {
+			if s.Addr == addr {
+				return s.ActiveConnections
+			}
+		}
+		return 0
+	}
+
+	lb := new(leasedBody)
+	p.acquireLease(&lb.lease, addr)
+	require.EqualValues(t, 1, active())
+	lb.release() // a failed attempt
+	lb.release()
+	require.EqualValues(t, 0, active())
+	p.acquireLease(&lb.lease, addr) // the next attempt reuses it
+	p.acquireLease(new(lease), addr)
+	require.EqualValues(t, 2, active())
+
+	body := lb.wrap(io.NopCloser(strings.NewReader("x")))
+	_, isRW := body.(io.ReadWriteCloser)
+	require.False(t, isRW)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() { _ = body.Close() })
+	}
+	wg.Wait()
+	require.EqualValues(t, 1, active(), "eight Closes released one lease")
+
+	rw := &rwBody{Reader: strings.NewReader("y")}
+	lb2 := new(leasedBody)
+	p.acquireLease(&lb2.lease, addr)
+	body = lb2.wrap(rw)
+	w, ok := body.(io.ReadWriteCloser)
+	require.True(t, ok, "an upgrade's body stays writable")
+	_, err = w.Write([]byte("hello"))
+	require.NoError(t, err)
+	require.Equal(t, "hello", rw.String())
+	require.NoError(t, w.Close())
+	require.NoError(t, w.Close())
+	require.Equal(t, 2, rw.closes)
+	require.EqualValues(t, 1, active())
+
+	nop := io.NopCloser(strings.NewReader(""))
+	require.Equal(t, 0.0, testing.AllocsPerRun(100, func() {
+		p.acquireLease(&lb.lease, addr)
+		_ = lb.wrap(nop).Close()
+	}), "acquire, wrap and release allocate nothing")
 }

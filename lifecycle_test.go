@@ -590,3 +590,22 @@ func TestStopExpiredWhileAccepting(t *testing.T) {
 		require.ErrorIs(t, err, context.Canceled)
 	}
 }
+
+// UpdateRoutes revokes access on open keep-alive connections: the next
+// request on the same connection is matched against the new routes.
+func TestUpdateRoutesAppliesToKeepAliveRequests(t *testing.T) {
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	be := echoBackend(t, "b")
+	open := httpRouteOn("web", port, be.addr(), "app.test")
+	p := startTestProxy(t, lp, Options{Routes: []Route{open}})
+	c, dials := proxyClient(t, port, nil, false)
+	require.Equal(t, "b", getEcho(t, c, "GET", "http://app.test/", nil).Backend)
+
+	blocked := open
+	blocked.Security = &RouteSecurity{IPBlockList: []string{"127.0.0.1"}}
+	require.NoError(t, p.UpdateRoutes([]Route{blocked}))
+	resp, _ := do(t, c, "GET", "http://app.test/", nil, nil)
+	require.Equal(t, 403, resp.StatusCode)
+	require.EqualValues(t, 1, dials.Load(), "the same client connection")
+}
