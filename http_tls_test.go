@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -109,13 +108,10 @@ func TestTerminatedTLSNotHTTPIsForwardedAsTCP(t *testing.T) {
 func TestHTTPSReencrypt(t *testing.T) {
 	lp := newListenerPool(t)
 	port := lp.port(t)
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := startTLSEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = fmt.Fprintf(w, "tls=%v proto=%s host=%s", r.TLS != nil, r.Proto, r.Host)
-	}))
-	srv.EnableHTTP2 = true
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	addr := srv.Listener.Addr().String()
+	}), nil)
+	addr := srv.addr()
 	var routes []Route
 	for _, proto := range []string{"http1", "h2"} {
 		r := terminateRouteOn("re-"+proto, port, addr, proto+".example.com")

@@ -2,67 +2,16 @@ package smartproxy
 
 import (
 	"bytes"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 )
-
-// sniBackend is a TLS backend (certificate *.example.com of the test CA)
-// that answers with the SNI and Host it was reached with, and records
-// which SNIs each of its connections carried.
-type sniBackend struct {
-	srv   *httptest.Server
-	conns atomic.Int64
-
-	mu     sync.Mutex
-	byConn map[string]map[string]bool // remote address -> SNIs
-}
-
-func startSNIBackend(t *testing.T) *sniBackend {
-	t.Helper()
-	b := &sniBackend{byConn: make(map[string]map[string]bool)}
-	b.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b.mu.Lock()
-		if b.byConn[r.RemoteAddr] == nil {
-			b.byConn[r.RemoteAddr] = make(map[string]bool)
-		}
-		b.byConn[r.RemoteAddr][r.TLS.ServerName] = true
-		b.mu.Unlock()
-		_, _ = fmt.Fprintf(w, "sni=%s host=%s proto=%s", r.TLS.ServerName, r.Host, r.Proto)
-	}))
-	b.srv.TLS = &tls.Config{Certificates: []tls.Certificate{*pki().wildcard.tls}}
-	b.srv.EnableHTTP2 = true
-	b.srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			b.conns.Add(1)
-		}
-	}
-	b.srv.StartTLS()
-	t.Cleanup(b.srv.Close)
-	return b
-}
-
-func (b *sniBackend) addr() string { return b.srv.Listener.Addr().String() }
-
-// requireOneSNIPerConn checks that no backend connection carried requests
-// for two SNIs.
-func (b *sniBackend) requireOneSNIPerConn(t *testing.T) {
-	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for conn, snis := range b.byConn {
-		require.Len(t, snis, 1, "backend connection %s served SNIs %v", conn, snis)
-	}
-}
 
 // originalRoutes re-encrypts *.example.com on port, verifying the backend
 // against the test CA for the client's SNI, with backend protocol proto.

@@ -17,7 +17,7 @@ func TestHTTPRouteConnectionRateLimitKeepAliveSwitch(t *testing.T) {
 		lp := newListenerPool(t)
 		port := lp.port(t)
 		paths := make(chan string, 100)
-		beA, beB := e2eHTTPBackend(t, paths), e2eHTTPBackend(t, paths)
+		beA, beB := okBackend(t, paths), okBackend(t, paths)
 		ra := k.route("a", port, beA.addr(), "a.test")
 		ra.Security = &RouteSecurity{ConnectionRateLimitPerMinute: 2}
 		rb := k.route("b", port, beB.addr(), "b.test")

@@ -97,7 +97,7 @@ func newE2E(t *testing.T, path e2ePath, sec *RouteSecurity, opts Options) *e2eEn
 		r = NewRoute("sec").Ports(env.port).Domains(e2eDomain).ForwardTo(be.addr()).Route()
 		r.Action.TLS = &RouteTLS{Mode: TLSTerminate}
 	case pathTermHTTP, pathHTTP:
-		be := e2eHTTPBackend(t, env.paths)
+		be := okBackend(t, env.paths)
 		env.hits = be.requests.Load
 		if path == pathHTTP {
 			r = httpRouteOn("sec", env.port, be.addr(), e2eDomain)
@@ -132,25 +132,6 @@ func newE2E(t *testing.T, path e2ePath, sec *RouteSecurity, opts Options) *e2eEn
 	}
 	env.p = startTestProxy(t, lp, opts)
 	return env
-}
-
-// e2eBackend is an HTTP backend counting the requests it serves.
-type e2eBackend struct {
-	*echoServer
-	requests atomic.Int64
-}
-
-func e2eHTTPBackend(t *testing.T, paths chan<- string) *e2eBackend {
-	b := &e2eBackend{}
-	b.echoServer = startEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b.requests.Add(1)
-		select {
-		case paths <- r.URL.Path:
-		default:
-		}
-		_, _ = io.WriteString(w, "ok:"+r.URL.Path)
-	}))
-	return b
 }
 
 // e2eResult is how one attempt went.
@@ -704,8 +685,8 @@ func TestSecurityE2EKeepAliveRechecks(t *testing.T) {
 		lp := newListenerPool(t)
 		port := lp.port(t)
 		paths := make(chan string, 100)
-		beOpen, beAdmin, beBlocked, beLimited := e2eHTTPBackend(t, paths), e2eHTTPBackend(t, paths),
-			e2eHTTPBackend(t, paths), e2eHTTPBackend(t, paths)
+		beOpen, beAdmin, beBlocked, beLimited := okBackend(t, paths), okBackend(t, paths),
+			okBackend(t, paths), okBackend(t, paths)
 		open := k.route("open", port, beOpen.addr(), "app.test")
 		admin := k.route("admin", port, beAdmin.addr(), "app.test")
 		admin.Match.Path = "/admin/*"
@@ -833,7 +814,7 @@ func TestSecurityE2EHTTPChecksNeedHTTP(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			lp := newListenerPool(t)
 			port := lp.port(t)
-			be := e2eHTTPBackend(t, make(chan string, 10))
+			be := okBackend(t, make(chan string, 10))
 			var calls atomic.Int64
 			handler := func(ctx context.Context, c net.Conn, rc *RouteContext) error {
 				calls.Add(1)
@@ -885,7 +866,7 @@ func TestSecurityE2EPathRouteChecksPerRequest(t *testing.T) {
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	paths := make(chan string, 100)
-	beOpen, beAdmin := e2eHTTPBackend(t, paths), e2eHTTPBackend(t, paths)
+	beOpen, beAdmin := okBackend(t, paths), okBackend(t, paths)
 	open := terminateRouteOn("open", port, beOpen.addr(), "app.test")
 	admin := terminateRouteOn("admin", port, beAdmin.addr(), "app.test")
 	admin.Match.Path = "/admin/*"

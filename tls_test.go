@@ -1,10 +1,8 @@
 package smartproxy
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
-	"fmt"
 	"io"
 	"net"
 	"os"
@@ -17,22 +15,6 @@ import (
 	"github.com/gosmartproxy/smartproxy/internal/tlstest"
 	"github.com/stretchr/testify/require"
 )
-
-// reporter is the plain TCP backend of the termination tests: it answers
-// every line with "got:" and the line, which shows the client that the
-// backend received plaintext.
-func reporter(c net.Conn) {
-	r := bufio.NewReader(c)
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			return
-		}
-		if _, err := io.WriteString(c, "got:"+line); err != nil {
-			return
-		}
-	}
-}
 
 // terminateRoute forwards port to target with the given TLS block,
 // matching domains when some are given.
@@ -381,45 +363,6 @@ func TestTLSHandshakeTimeout(t *testing.T) {
 		requireNoRecords(t, p)
 		require.Zero(t, be.accepts.Load())
 	})
-}
-
-// tlsBackend is a TLS server for re-encryption: it reports the server name
-// it saw and whether the session was resumed, then answers lines like
-// reporter. Failed handshakes are sent to errs.
-type tlsBackend struct {
-	*backend
-	errs chan error
-}
-
-func startTLSBackend(t *testing.T, cert *tls.Certificate) *tlsBackend {
-	t.Helper()
-	tb := &tlsBackend{errs: make(chan error, 32)}
-	cfg := &tls.Config{Certificates: []tls.Certificate{*cert}}
-	tb.backend = startBackend(t, "127.0.0.1:0", func(c net.Conn) {
-		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-		tc := tls.Server(c, cfg)
-		if err := tc.Handshake(); err != nil {
-			tb.errs <- err
-			return
-		}
-		st := tc.ConnectionState()
-		if _, err := fmt.Fprintf(tc, "sni:%s resumed:%t\n", st.ServerName, st.DidResume); err != nil {
-			return
-		}
-		reporter(tc)
-	})
-	return tb
-}
-
-// drain empties errs.
-func (tb *tlsBackend) drain() {
-	for {
-		select {
-		case <-tb.errs:
-		default:
-			return
-		}
-	}
 }
 
 // reencrypted connects through a terminate-and-reencrypt route and returns
