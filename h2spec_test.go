@@ -18,6 +18,7 @@ var h2specSummary = regexp.MustCompile(`(\d+) tests, (\d+) passed, (\d+) skipped
 // HTTP layer: h2c with prior knowledge on a plain port, and h2 over TLS on
 // a terminating route with a path match (which offers ALPN h2).
 func TestH2Spec(t *testing.T) {
+	t.Parallel()
 	bin, err := exec.LookPath("h2spec")
 	if err != nil {
 		t.Skip("h2spec not installed: go install github.com/summerwind/h2spec/cmd/h2spec@latest and put GOBIN on PATH")

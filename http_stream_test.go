@@ -25,6 +25,7 @@ import (
 // WebSockets (with a minimal hand-written frame codec).
 
 func TestHTTPServerSentEventsFlushAtOnce(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	second := make(chan struct{})
@@ -238,6 +239,7 @@ func wsEcho(t testing.TB, c net.Conn, br *bufio.Reader, msg string) {
 }
 
 func TestHTTPWebSocketSurvivesIdle(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	be := wsEchoBackend(t)
@@ -267,6 +269,7 @@ func TestHTTPWebSocketSurvivesIdle(t *testing.T) {
 }
 
 func TestHTTPWebSocketInactivityStillApplies(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	be := wsEchoBackend(t)
@@ -283,6 +286,7 @@ func TestHTTPWebSocketInactivityStillApplies(t *testing.T) {
 }
 
 func TestHTTPWebSocketDisabled(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	be := wsEchoBackend(t)
@@ -307,6 +311,7 @@ func WebSocketRouteOn(name string, port int, path, target string) Route {
 // open well past the timeout, where "standard" closes it
 // (TestHTTPWebSocketInactivityStillApplies).
 func TestHTTPWebSocketKeepAliveTreatment(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		treatment  connection.KeepAliveTreatment
 		multiplier float64

@@ -17,6 +17,7 @@ import (
 // sniffing without ALPN, and terminated streams that are not HTTP.
 
 func TestHTTPSTerminateH2AndHTTP1(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	be := echoBackend(t, "b")
@@ -50,6 +51,7 @@ func TestHTTPSTerminateH2AndHTTP1(t *testing.T) {
 }
 
 func TestHTTPSTerminateWithoutALPNIsSniffed(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	be := echoBackend(t, "b")
@@ -73,6 +75,7 @@ func TestHTTPSTerminateWithoutALPNIsSniffed(t *testing.T) {
 }
 
 func TestTerminatedTLSNotHTTPIsForwardedAsTCP(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	lineBe := startBackend(t, "127.0.0.1:0", echo)
@@ -106,6 +109,7 @@ func TestTerminatedTLSNotHTTPIsForwardedAsTCP(t *testing.T) {
 }
 
 func TestHTTPSReencrypt(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	srv := startTLSEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -131,6 +135,7 @@ func TestHTTPSReencrypt(t *testing.T) {
 // A terminating HTTP route without domains (a catch-all HTTPS site) must
 // match: the port reads the ClientHello although no route matches by SNI.
 func TestHTTPSTerminateWithoutDomains(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	be := echoBackend(t, "any")

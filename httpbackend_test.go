@@ -35,6 +35,7 @@ func transportCount(p *Proxy) int {
 // SNI, through one transport however many SNIs come, and pools (reuses)
 // the backend connections of each SNI.
 func TestHTTPReencryptOriginalManySNIs(t *testing.T) {
+	t.Parallel()
 	const snis = 200
 	for _, proto := range []string{"http1", "h2"} {
 		t.Run(proto, func(t *testing.T) {
@@ -69,6 +70,7 @@ func TestHTTPReencryptOriginalManySNIs(t *testing.T) {
 // sequential and concurrent, never share a backend connection, though the
 // target is the same.
 func TestHTTPReencryptOriginalNoCrossSNIReuse(t *testing.T) {
+	t.Parallel()
 	for _, proto := range []string{"http1", "h2"} {
 		t.Run(proto, func(t *testing.T) {
 			b := startSNIBackend(t)
@@ -98,6 +100,7 @@ func TestHTTPReencryptOriginalNoCrossSNIReuse(t *testing.T) {
 // TestHTTPReencryptOriginalWrongSNIFails: the SNI is really verified: a
 // name the backend's certificate does not cover fails.
 func TestHTTPReencryptOriginalWrongSNIFails(t *testing.T) {
+	t.Parallel()
 	b := startSNIBackend(t)
 	lp := newListenerPool(t)
 	port := lp.port(t)
@@ -113,6 +116,7 @@ func TestHTTPReencryptOriginalWrongSNIFails(t *testing.T) {
 }
 
 func TestSNIAddrRoundTrip(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct{ addr, sni string }{
 		{"127.0.0.1:8443", "a.example.com"},
 		{"[::1]:443", "b.example.com"},

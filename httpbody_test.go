@@ -45,6 +45,7 @@ func readAllUntilClose(t *testing.T, c net.Conn) (string, error) {
 // client (GET) and http.Transport (POST); one that sends nothing gets
 // the client a 502.
 func TestHTTPBackendBreaksOff(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name  string
 		reply string // what the backend sends before it ends
@@ -130,6 +131,7 @@ func truncGlob(pattern, s string) bool {
 // TestHTTPRequestTrailers: a chunked request's trailer fields reach the
 // backend, HTTP/1.1 and h2c, from an HTTP/1.1 client.
 func TestHTTPRequestTrailers(t *testing.T) {
+	t.Parallel()
 	for _, backend := range []string{"http1", "h2c"} {
 		t.Run(backend, func(t *testing.T) {
 			lp := newListenerPool(t)
@@ -236,6 +238,7 @@ func TestHTTPMalformedChunkedBody(t *testing.T) {
 // (RFC 9112 6.1): a request pipelined after it is never answered nor
 // forwarded.
 func TestHTTPContentLengthAndChunked(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	be, seen := pathBackend(t)
@@ -296,6 +299,7 @@ func TestHTTPMalformedChunkedBodyH2Backend(t *testing.T) {
 // stream: a request pipelined after it reaches no handler and no
 // backend without the HTTP layer's routing and checks.
 func TestHTTPHandoverOneRequest(t *testing.T) {
+	t.Parallel()
 	bodies := map[string]struct{ head, body string }{
 		"none":    {"", ""},
 		"length":  {"Content-Length: 5\r\n", "hello"},
@@ -342,6 +346,7 @@ func TestHTTPHandoverOneRequest(t *testing.T) {
 // stream once the handler switched protocols; when the handler refused
 // the upgrade, what the client sends next ends the stream.
 func TestHTTPHandoverUpgrade(t *testing.T) {
+	t.Parallel()
 	for _, accept := range []bool{true, false} {
 		t.Run(fmt.Sprint("accept=", accept), func(t *testing.T) {
 			lp := newListenerPool(t)

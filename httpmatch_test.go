@@ -9,6 +9,7 @@ import (
 )
 
 func TestPathPattern(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		pattern, path string
 		ok            bool
@@ -43,6 +44,7 @@ func TestPathPattern(t *testing.T) {
 }
 
 func TestCleanPath(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]string{
 		"":                 "/",
 		"/a/b":             "/a/b",
@@ -56,6 +58,7 @@ func TestCleanPath(t *testing.T) {
 }
 
 func TestRouteTableHTTPMatching(t *testing.T) {
+	t.Parallel()
 	mk := func(name, path string, prio int, f func(*Route)) Route {
 		r := fwd(name).Ports(80).Domains("a.test").Priority(prio).Route()
 		r.Match.Path = path
@@ -104,6 +107,7 @@ func TestRouteTableHTTPMatching(t *testing.T) {
 }
 
 func TestHTTPMatchHeadersAndMethods(t *testing.T) {
+	t.Parallel()
 	h := &httpRoute{}
 	v := &routeValidator{name: "t"}
 	h.headers = v.compileHeaderMatch("match.headers", map[string]string{"x-env": "prod*", "Accept": "text/html"})

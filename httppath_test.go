@@ -84,6 +84,7 @@ func pathBackend(t *testing.T) (*echoServer, func() []string) {
 // over HTTP/1.1 and h2c, with and without a request body (the synchronous
 // backend client and http.Transport).
 func TestHTTPPathAmbiguity(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port, rawPort := lp.port(t), lp.port(t)
 	be, seen := pathBackend(t)
@@ -188,6 +189,7 @@ func TestHTTPPathAmbiguity(t *testing.T) {
 }
 
 func TestPathNormalizationOption(t *testing.T) {
+	t.Parallel()
 	r := httpRouteOn("x", 8080, "127.0.0.1:1")
 	r.Action.Options = &ActionOptions{PathNormalization: "loose"}
 	_, err := New(Options{Routes: []Route{r}, Logger: testLogger()})

@@ -15,6 +15,7 @@ import (
 )
 
 func TestClassifyHTTP(t *testing.T) {
+	t.Parallel()
 	type want struct {
 		isHTTP, decided bool
 		skip            int

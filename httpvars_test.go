@@ -37,6 +37,7 @@ func forwardedValueRef(pr *proxyReq) string {
 }
 
 func TestForwardedValueMatchesReference(t *testing.T) {
+	t.Parallel()
 	ips := []netip.Addr{
 		{}, netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("203.0.113.250"),
 		netip.MustParseAddr("::1"), netip.MustParseAddr("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"),
@@ -63,6 +64,7 @@ func TestForwardedValueMatchesReference(t *testing.T) {
 // and appending to one of them does not touch the others (they share a
 // backing array).
 func TestSetForwardedMatchesSetXForwarded(t *testing.T) {
+	t.Parallel()
 	for _, remote := range []string{"127.0.0.1:5555", "[2001:db8::7]:80", "not-an-addr", ""} {
 		for _, tlsOn := range []bool{false, true} {
 			in := &http.Request{Host: "rw.test:8080", RemoteAddr: remote, Header: http.Header{}}

@@ -13,6 +13,7 @@ import (
 // charged to each route once and never refused, while new connections past
 // the limit still are (plain HTTP and terminated TLS).
 func TestHTTPRouteConnectionRateLimitKeepAliveSwitch(t *testing.T) {
+	t.Parallel()
 	forEachHTTPKind(t, func(t *testing.T, k httpKind) {
 		lp := newListenerPool(t)
 		port := lp.port(t)

@@ -325,6 +325,7 @@ func runPaths(t *testing.T, paths []e2ePath, f func(t *testing.T, path e2ePath))
 // the defaults', refuse a client on every path before the backend is
 // dialed (or the handler called), while another client gets through.
 func TestSecurityE2EIPLists(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name          string
 		sec, defaults *RouteSecurity
@@ -381,6 +382,7 @@ func TestSecurityE2EIPLists(t *testing.T) {
 // the (N+1)th concurrent connection, whoever it comes from, and admits
 // again once one ends.
 func TestSecurityE2ERouteMaxConnections(t *testing.T) {
+	t.Parallel()
 	runPaths(t, e2eAllPaths, func(t *testing.T, path e2ePath) {
 		env := newE2E(t, path, &RouteSecurity{MaxConnections: 1}, Options{})
 		held := env.requireOK(env.attempt(e2eRefused))
@@ -399,6 +401,7 @@ func TestSecurityE2ERouteMaxConnections(t *testing.T) {
 // TestSecurityE2ERouteMaxConnectionsPerIP: the route's per-IP cap refuses
 // a client's (N+1)th concurrent connection; other clients are unaffected.
 func TestSecurityE2ERouteMaxConnectionsPerIP(t *testing.T) {
+	t.Parallel()
 	runPaths(t, e2eAllPaths, func(t *testing.T, path e2ePath) {
 		env := newE2E(t, path, &RouteSecurity{MaxConnectionsPerIP: 1}, Options{})
 		held := env.requireOK(env.attempt(e2eRefused))
@@ -425,6 +428,7 @@ func TestSecurityE2ERouteMaxConnectionsPerIP(t *testing.T) {
 // connectionRateLimitPerMinute refuses a client's (N+1)th connection in
 // the minute, closed or not; other clients are unaffected.
 func TestSecurityE2ERouteConnectionRate(t *testing.T) {
+	t.Parallel()
 	runPaths(t, e2eAllPaths, func(t *testing.T, path e2ePath) {
 		env := newE2E(t, path, &RouteSecurity{ConnectionRateLimitPerMinute: 2}, Options{})
 		for range 2 {
@@ -453,6 +457,7 @@ func TestSecurityE2ERouteConnectionRate(t *testing.T) {
 // anything is read: without a TLS alert, and on plain HTTP ports with a
 // 429 or 503 only for a request that arrives at once (refuseHTTPClient).
 func TestSecurityE2EGlobalLimits(t *testing.T) {
+	t.Parallel()
 	t.Run("MaxConnectionsPerIP", func(t *testing.T) {
 		runPaths(t, e2eAllPaths, func(t *testing.T, path e2ePath) {
 			env := newE2E(t, path, nil, Options{MaxConnectionsPerIP: 1})
@@ -498,6 +503,7 @@ func TestSecurityE2EGlobalLimits(t *testing.T) {
 // Retry-After over the limit, keyed by client IP, path or header, on every
 // HTTP path; refused requests never reach the backend.
 func TestSecurityE2EHTTPRateLimit(t *testing.T) {
+	t.Parallel()
 	requireTooMany := func(t *testing.T, res e2eResult) {
 		t.Helper()
 		require.Equal(t, http.StatusTooManyRequests, res.status, "body %q err %v", res.body, res.err)
@@ -559,6 +565,7 @@ func TestSecurityE2EHTTPRateLimit(t *testing.T) {
 // bcrypt users pass, excludePaths serve a public path without
 // credentials but never a path that only looks public.
 func TestSecurityE2EBasicAuth(t *testing.T) {
+	t.Parallel()
 	sec := &RouteSecurity{BasicAuth: &BasicAuth{
 		Realm: "Admin Area",
 		Users: []BasicAuthUser{
@@ -641,6 +648,7 @@ func e2eToken(t *testing.T, key []byte, mod func(jwt.MapClaims)) string {
 // a valid token passes; a missing, expired, wrongly issued, unsigned (alg
 // none) or wrongly signed token gets 401 and never reaches the backend.
 func TestSecurityE2EJWTAuth(t *testing.T) {
+	t.Parallel()
 	secret := []byte(strings.Repeat("k", 32))
 	sec := &RouteSecurity{JWTAuth: &JWTAuth{
 		Secret: string(secret), Algorithm: StringList{"HS256"},
@@ -681,6 +689,7 @@ func TestSecurityE2EJWTAuth(t *testing.T) {
 // route does not let a later one past another route's authentication,
 // block list or rate limit (plain HTTP and terminated TLS).
 func TestSecurityE2EKeepAliveRechecks(t *testing.T) {
+	t.Parallel()
 	forEachHTTPKind(t, func(t *testing.T, k httpKind) {
 		lp := newListenerPool(t)
 		port := lp.port(t)
@@ -737,6 +746,7 @@ func TestSecurityE2EKeepAliveRechecks(t *testing.T) {
 // TestSecurityE2EConfigValidation: HTTP checks on a route that never sees
 // HTTP requests (TLS passthrough) fail New, naming the route and field.
 func TestSecurityE2EConfigValidation(t *testing.T) {
+	t.Parallel()
 	users := []BasicAuthUser{{Username: "u", Password: "p"}}
 	cases := map[string]struct {
 		sec, defaults *RouteSecurity
@@ -775,6 +785,7 @@ func TestSecurityE2EConfigValidation(t *testing.T) {
 // it does not list, which a Go backend still serves, or a method split by
 // a pause longer than the sniff wait) must be refused, not forwarded raw.
 func TestSecurityE2EHTTPChecksNeedHTTP(t *testing.T) {
+	t.Parallel()
 	auth := &RouteSecurity{BasicAuth: &BasicAuth{Users: []BasicAuthUser{{Username: "u", Password: "p"}}}}
 	const (
 		sniffWait = 300 * time.Millisecond // InitialDataTimeout, and so the sniff wait
@@ -863,6 +874,7 @@ func TestSecurityE2EHTTPChecksNeedHTTP(t *testing.T) {
 // specific route for its TLS settings; its security must not decide the
 // whole connection.
 func TestSecurityE2EPathRouteChecksPerRequest(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	paths := make(chan string, 100)

@@ -64,6 +64,7 @@ func requireFields(t *testing.T, errs []*fieldError, fields ...string) {
 }
 
 func TestCompileSecurityLimits(t *testing.T) {
+	t.Parallel()
 	cs, errs := compileSecurity(nil)
 	require.Empty(t, errs)
 	require.Nil(t, cs)
@@ -86,6 +87,7 @@ func TestCompileSecurityLimits(t *testing.T) {
 }
 
 func TestCompileRouteSecurityDefaults(t *testing.T) {
+	t.Parallel()
 	def, errs := compileSecurity(&RouteSecurity{
 		MaxConnectionsPerIP: 5,
 		BasicAuth:           &BasicAuth{Users: []BasicAuthUser{{Username: "u", Password: "p"}}},
@@ -114,6 +116,7 @@ func TestCompileRouteSecurityDefaults(t *testing.T) {
 // TestCheckHTTPReasons: auth's refusals reach the proxy as RejectErrors
 // with the reasons Metrics.Rejected has always reported.
 func TestCheckHTTPReasons(t *testing.T) {
+	t.Parallel()
 	cs := mustCompile(t, &RouteSecurity{
 		BasicAuth: &BasicAuth{Users: []BasicAuthUser{{Username: "u", Password: "p"}}},
 		RateLimit: &RateLimit{MaxRequests: 2, Window: 60},
@@ -143,6 +146,7 @@ func TestCheckHTTPReasons(t *testing.T) {
 }
 
 func TestWriteHTTPReject(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		err    error
 		code   int
@@ -172,6 +176,7 @@ func TestWriteHTTPReject(t *testing.T) {
 // are pruned to zero once the rate windows have passed. 100,000
 // connections (about 5 s, 10 s with -race on 2 cores); 2,000 with -short.
 func TestSecurityFloodDistinctIPs(t *testing.T) {
+	t.Parallel()
 	n := 100000
 	if testing.Short() {
 		n = 2000
@@ -263,6 +268,7 @@ func TestSecurityFloodDistinctIPs(t *testing.T) {
 // Options refuses a prefix length IPv6 does not have, and a park time the sweeper cannot
 // tick at.
 func TestOptionsIPv6PrefixLen(t *testing.T) {
+	t.Parallel()
 	_, err := New(Options{IPv6PrefixLen: 129})
 	require.ErrorContains(t, err, "IPv6PrefixLen must be 1..128")
 	_, err = New(Options{IdleParkAfter: time.Microsecond})

@@ -29,6 +29,7 @@ func testVars(name string) (string, bool) {
 }
 
 func TestTemplateExpand(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name, tmpl, want string
 	}{
@@ -75,6 +76,7 @@ func TestTemplateExpand(t *testing.T) {
 // TestTemplateLookupSeesOnlyNames checks which names reach lookup: never
 // the empty name nor one with characters outside [a-zA-Z0-9_.-].
 func TestTemplateLookupSeesOnlyNames(t *testing.T) {
+	t.Parallel()
 	var got []string
 	expandTemplate("{}{a b}{ok}{x-y.z}{{in}}{a:b}{é}", func(name string) (string, bool) {
 		got = append(got, name)
@@ -97,6 +99,7 @@ func TestTemplateNoAllocWithoutBraces(t *testing.T) {
 // is asked about "x" only. (BenchmarkTemplateExpand/braces shows the cost
 // stays linear.)
 func TestTemplateManyBraces(t *testing.T) {
+	t.Parallel()
 	const n = 1 << 16
 	calls := 0
 	out := expandTemplate(strings.Repeat("{", n)+"x}", func(name string) (string, bool) {

@@ -12,6 +12,7 @@ import (
 // previous key still resume (the key is kept); once the key has aged out
 // of the ring, they no longer do, and fresh tickets resume again.
 func TestTicketKeyRotation(t *testing.T) {
+	t.Parallel()
 	k := pki()
 	be := startBackend(t, "127.0.0.1:0", reporter)
 	lp := newListenerPool(t)
@@ -42,6 +43,7 @@ func TestTicketKeyRotation(t *testing.T) {
 // Ticket keys of the ALPN variant of an HTTP route's tls.Config rotate
 // like the others: a ticket whose key aged out no longer resumes.
 func TestTicketKeyRotationALPNConfig(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	be := echoBackend(t, "b")

@@ -87,6 +87,7 @@ func terminated(t testing.TB, port int, cfg *tls.Config) tls.ConnectionState {
 // TestTLSTerminateRouteCertificate: a route's own certificate, inline PEM
 // with its chain or from files, is served and verifies against the CA.
 func TestTLSTerminateRouteCertificate(t *testing.T) {
+	t.Parallel()
 	k := pki()
 	be := startBackend(t, "127.0.0.1:0", reporter)
 	lp := newListenerPool(t)
@@ -123,6 +124,7 @@ func TestTLSTerminateRouteCertificate(t *testing.T) {
 // or "auto") take Options.Certificates: exact name, then wildcard, then the
 // default; a store without an answer fails the handshake.
 func TestTLSTerminateCertStore(t *testing.T) {
+	t.Parallel()
 	k := pki()
 	be := startBackend(t, "127.0.0.1:0", reporter)
 	lp := newListenerPool(t)
@@ -168,6 +170,7 @@ func TestTLSTerminateCertStore(t *testing.T) {
 // handshake fails with an alert, the connection closes and nothing
 // reaches the backend.
 func TestTLSTerminateNoCertificate(t *testing.T) {
+	t.Parallel()
 	k := pki()
 	be := startBackend(t, "127.0.0.1:0", reporter)
 	lp := newListenerPool(t)
@@ -190,6 +193,7 @@ func TestTLSTerminateNoCertificate(t *testing.T) {
 // TestTLSTerminateVersions: TLS 1.2 and 1.3 by default; versions
 // ["TLSv1.3"] refuses a client that stops at TLS 1.2.
 func TestTLSTerminateVersions(t *testing.T) {
+	t.Parallel()
 	k := pki()
 	be := startBackend(t, "127.0.0.1:0", reporter)
 	lp := newListenerPool(t)
@@ -228,6 +232,7 @@ func TestTLSTerminateVersions(t *testing.T) {
 // TestTLSTerminateCiphers: the cipher list restricts TLS 1.2; TLS 1.3 is
 // unaffected.
 func TestTLSTerminateCiphers(t *testing.T) {
+	t.Parallel()
 	k := pki()
 	be := startBackend(t, "127.0.0.1:0", reporter)
 	lp := newListenerPool(t)
@@ -259,6 +264,7 @@ func TestTLSTerminateCiphers(t *testing.T) {
 // UpdateRoutes recompiled every route, because all of them share the
 // proxy's session ticket keys. Another proxy's tickets are not accepted.
 func TestTLSSessionResumption(t *testing.T) {
+	t.Parallel()
 	k := pki()
 	be := startBackend(t, "127.0.0.1:0", reporter)
 	lp := newListenerPool(t)
@@ -300,6 +306,7 @@ func TestTLSSessionResumption(t *testing.T) {
 // TestTLSTerminateNonTLSClient: a client speaking plain text to a
 // terminating route is closed at once, and no backend is dialed.
 func TestTLSTerminateNonTLSClient(t *testing.T) {
+	t.Parallel()
 	k := pki()
 	be := startBackend(t, "127.0.0.1:0", reporter)
 	lp := newListenerPool(t)
@@ -324,6 +331,7 @@ func TestTLSTerminateNonTLSClient(t *testing.T) {
 // ClientHello, or after it, is closed at InitialDataTimeout, on a port
 // that reads the hello for SNI routing and on one that does not.
 func TestTLSHandshakeTimeout(t *testing.T) {
+	t.Parallel()
 	k := pki()
 	be := startBackend(t, "127.0.0.1:0", reporter)
 	lp := newListenerPool(t)
@@ -488,6 +496,7 @@ func TestTLSReencryptSessions(t *testing.T) {
 // TestTLSReencryptBackendStalls: a backend that accepts but never answers
 // the handshake is given up at ConnectTimeout, not waited on forever.
 func TestTLSReencryptBackendStalls(t *testing.T) {
+	t.Parallel()
 	k := pki()
 	stall := startBackend(t, "127.0.0.1:0", func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
 	lp := newListenerPool(t)
@@ -508,6 +517,7 @@ func TestTLSReencryptBackendStalls(t *testing.T) {
 // TestTLSTerminateStop: Stop cuts a connection stuck in the handshake and
 // one being proxied.
 func TestTLSTerminateStop(t *testing.T) {
+	t.Parallel()
 	k := pki()
 	be := startBackend(t, "127.0.0.1:0", reporter)
 	lp := newListenerPool(t)
