@@ -137,6 +137,7 @@ func TestLoadConfigRefusesEndlessAndHugeFiles(t *testing.T) {
 // in the working directory; absolute paths are kept; ParseConfig (no
 // file, so no directory) keeps them as written.
 func TestLoadConfigResolvesFilesAgainstItsDirectory(t *testing.T) {
+	// Not parallel: t.Chdir changes the process's working directory.
 	k := pki()
 	confDir := t.TempDir()
 	require.NoError(t, os.Mkdir(filepath.Join(confDir, "certs"), 0o700))

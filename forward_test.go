@@ -132,6 +132,7 @@ func TestRefusedBackend(t *testing.T) {
 // leaving in every way (at once, with a reset, after a byte, after a round
 // trip, during the ClientHello) leave no record, and the proxy still works.
 func TestConnectDisconnectStorm(t *testing.T) {
+	// Not parallel: thousands of sockets at once; it flakes when other tests load the machine too.
 	be := startBackend(t, "127.0.0.1:0", echo)
 	lp := newListenerPool(t)
 	plain, sni := lp.port(t), lp.port(t)

@@ -74,6 +74,7 @@ func (r *patternReader) Read(p []byte) (int, error) {
 }
 
 func TestHTTPLargeBodiesStream(t *testing.T) {
+	// Not parallel: runtime.ReadMemStats counts the allocations of the whole process.
 	const size = 32 << 20
 	lp := newListenerPool(t)
 	port := lp.port(t)

@@ -172,6 +172,7 @@ func (b *rwBody) Close() error { b.closes++; return nil }
 // be taken again (the retry path); an upgraded body stays writable. The
 // lease and body cost no allocation beyond the leasedBody itself.
 func TestLeasedBodyReleasesOnce(t *testing.T) {
+	// Not parallel: testing.AllocsPerRun counts the allocations of the whole process.
 	p, err := New(Options{Logger: testLogger()})
 	require.NoError(t, err)
 	const addr = "10.9.9.8:80"

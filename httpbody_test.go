@@ -175,6 +175,7 @@ func TestHTTPRequestTrailers(t *testing.T) {
 // later, the backend's connection is torn down after the valid chunks,
 // without a terminating chunk, so it never sees a complete request.
 func TestHTTPMalformedChunkedBody(t *testing.T) {
+	// Not parallel: it sets the package variable chunkPrefetchWait.
 	bad := map[string]string{
 		"size overflow":   "fffffffffffffffffffff\r\nx\r\n0\r\n\r\n",
 		"bare LF in ext":  "5;ext=1\nhello\r\n0\r\n\r\n",
@@ -260,6 +261,7 @@ func TestHTTPContentLengthAndChunked(t *testing.T) {
 // stream: the backend's handler reads an error, never a complete body,
 // and the client gets 400.
 func TestHTTPMalformedChunkedBodyH2Backend(t *testing.T) {
+	// Not parallel: it sets the package variable chunkPrefetchWait.
 	old := chunkPrefetchWait
 	chunkPrefetchWait = 10 * time.Millisecond
 	t.Cleanup(func() { chunkPrefetchWait = old })

@@ -126,6 +126,7 @@ func TestHTTPMatchHeadersAndMethods(t *testing.T) {
 }
 
 func TestTCPMatchStillAllocatesNothing(t *testing.T) {
+	// Not parallel: testing.AllocsPerRun counts the allocations of the whole process.
 	r := fwd("p").Ports(80).Domains("a.test").Route()
 	r.Match.Path = "/x"
 	routes, err := compileRoutes([]Route{r, fwd("plain").Ports(80).Domains("*.test").Route()}, Defaults{})

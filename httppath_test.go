@@ -13,6 +13,7 @@ import (
 )
 
 func TestCanonicalPath(t *testing.T) {
+	// Not parallel: testing.AllocsPerRun counts the allocations of the whole process.
 	tests := []struct {
 		in, want string
 		v        pathVerdict

@@ -10,6 +10,7 @@ import (
 // to the pool as array pointers, without an allocation per Put, and come
 // back out whole.
 func TestBufferPoolPutDoesNotAllocate(t *testing.T) {
+	// Not parallel: testing.AllocsPerRun counts the allocations of the whole process.
 	var bp bufferPool
 	buf := bp.Get()
 	require.Len(t, buf, 32<<10)

@@ -94,6 +94,7 @@ func TestSetForwardedMatchesSetXForwarded(t *testing.T) {
 }
 
 func TestForwardedAllocations(t *testing.T) {
+	// Not parallel: testing.AllocsPerRun counts the allocations of the whole process.
 	in := &http.Request{Host: "rw.test:8080", RemoteAddr: "127.0.0.1:5555", Header: http.Header{}}
 	pr := &proxyReq{in: in, rc: RouteContext{ClientIP: netip.MustParseAddr("2001:db8::7")}}
 	require.Equal(t, 1.0, testing.AllocsPerRun(100, func() { _ = forwardedValue(pr) }), "forwardedValue: only the string")

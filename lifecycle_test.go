@@ -203,6 +203,7 @@ func TestStopDrains(t *testing.T) {
 // ClientHello, inside a socket handler that blocks on a read or on ctx),
 // Stop reports the deadline, and no goroutine of the proxy is left.
 func TestStopCutsAfterDeadline(t *testing.T) {
+	// Not parallel: goleak.VerifyNone sees the goroutines of the whole process.
 	ignore := goleak.IgnoreCurrent()
 	be := startBackend(t, "127.0.0.1:0", echo)
 	lp := newListenerPool(t)

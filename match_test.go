@@ -140,6 +140,7 @@ func BenchmarkMatch10kRoutes(b *testing.B) {
 }
 
 func TestMatch10kRoutesAllocatesNothing(t *testing.T) {
+	// Not parallel: testing.AllocsPerRun counts the allocations of the whole process.
 	m := mustTable(t, tenThousandRoutes()...)
 	q := MatchQuery{Port: 443, Domain: "a.b.tenant990.example.net"}
 	require.Equal(t, "r990", m.Match(&q).Name)

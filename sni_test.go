@@ -427,6 +427,7 @@ func TestSocketHandlerGetsPeekedBytes(t *testing.T) {
 // carrying the same bytes (which needs no read-ahead buffer), so the rest
 // of the connection's allocations, and the race detector's, cancel out.
 func TestSNIForwardRecyclesPeekBuffer(t *testing.T) {
+	// Not parallel: runtime.ReadMemStats counts the allocations of the whole process.
 	be := startBackend(t, "127.0.0.1:0", func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
 	p := newTestProxy(t, nil, Options{Routes: []Route{
 		NewRoute("sni").Ports(443).Domains("a.test").TLSPassthrough().ForwardTo(be.addr()).Route(),

@@ -88,6 +88,7 @@ func TestTemplateLookupSeesOnlyNames(t *testing.T) {
 // TestTemplateNoAllocWithoutBraces pins the fast path: templates without
 // placeholders are returned as they are.
 func TestTemplateNoAllocWithoutBraces(t *testing.T) {
+	// Not parallel: testing.AllocsPerRun counts the allocations of the whole process.
 	allocs := testing.AllocsPerRun(100, func() {
 		_ = expandTemplate("https://example.com/static/path", testVars)
 	})

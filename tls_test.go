@@ -408,6 +408,7 @@ func requireReencryptFails(t *testing.T, tb *tlsBackend, port int, sni, backendE
 // TestTLSReencrypt: terminate-and-reencrypt verifies the backend against
 // the configured CA (or the system roots) for the configured name.
 func TestTLSReencrypt(t *testing.T) {
+	// Not parallel: it asserts resumption through the package-wide backendSessionCache.
 	k := pki()
 	tb := startTLSBackend(t, k.backend.tls)
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
@@ -466,6 +467,7 @@ func TestTLSReencrypt(t *testing.T) {
 // roots — whose refusal must not evict the session for the routes that do
 // trust it (crypto/tls deletes a cached session it does not trust).
 func TestTLSReencryptSessions(t *testing.T) {
+	// Not parallel: it asserts resumption through the package-wide backendSessionCache.
 	k := pki()
 	tb := startTLSBackend(t, k.backend.tls)
 	lp := newListenerPool(t)
