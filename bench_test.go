@@ -3,6 +3,7 @@ package smartproxy
 import (
 	"io"
 	"net"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -65,4 +66,33 @@ func BenchmarkForwardThroughput(b *testing.B) {
 		defer c.Close()
 		run(b, c)
 	})
+}
+
+// BenchmarkConnectEcho is connrate in process: connect through the proxy,
+// echo one byte, close. It shows the per-connection setup cost (the
+// keep-alive options, set once on the listener on Linux). The client
+// dials without keep-alive so that it adds no setsockopt of its own.
+func BenchmarkConnectEcho(b *testing.B) {
+	be := startBackend(b, "127.0.0.1:0", echo)
+	port := closedPort(b)
+	// The proxy's own listener (no Options.Listen), so its keep-alive
+	// settings are part of what is measured.
+	startTestProxy(b, nil, Options{ListenAddress: "127.0.0.1", Routes: []Route{plainRoute("bench", port, be.addr())}})
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	b.ReportAllocs()
+	one := make([]byte, 1)
+	d := net.Dialer{KeepAlive: -1}
+	for b.Loop() {
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.Write([]byte{'x'}); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, one); err != nil {
+			b.Fatal(err)
+		}
+		_ = c.Close()
+	}
 }

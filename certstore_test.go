@@ -173,6 +173,7 @@ func requireCertFor(t *testing.T, s CertificateStore, name string, want *leafCer
 }
 
 func TestCertStoreSelection(t *testing.T) {
+	t.Parallel()
 	k := pki()
 	s := newTestStore(t)
 	for name, want := range map[string]*leafCert{
@@ -195,6 +196,7 @@ func TestCertStoreSelection(t *testing.T) {
 }
 
 func TestCertStoreNoCertificate(t *testing.T) {
+	t.Parallel()
 	var zero CertStore // the zero value is usable
 	_, err := zero.GetCertificate(hello("a.example.com"))
 	require.ErrorIs(t, err, ErrNoCertificate)
@@ -212,6 +214,7 @@ func TestCertStoreNoCertificate(t *testing.T) {
 }
 
 func TestCertStoreAddReplaces(t *testing.T) {
+	t.Parallel()
 	k := pki()
 	s := newTestStore(t)
 	renewed := k.ca.issue("www.example.com", "new.example.com")
@@ -232,6 +235,7 @@ func TestCertStoreAddReplaces(t *testing.T) {
 // TestCertStoreAddErrors: certificates the store cannot index, and a
 // certificate without Leaf, which Add must not write to.
 func TestCertStoreAddErrors(t *testing.T) {
+	t.Parallel()
 	s := NewCertStore()
 	require.Error(t, s.Add(nil))
 	require.Error(t, s.Add(&tls.Certificate{}))
@@ -263,6 +267,7 @@ func TestCertStoreAddErrors(t *testing.T) {
 // TestCertStoreConcurrent: lookups while certificates are added and the
 // default changes, for the race detector.
 func TestCertStoreConcurrent(t *testing.T) {
+	t.Parallel()
 	k := pki()
 	s := newTestStore(t)
 	certs := []*leafCert{k.exact, k.wildcard, k.ca.issue("www.example.com"), k.ca.issue("*.example.com", "x.test")}
@@ -304,6 +309,7 @@ func TestCertStoreConcurrent(t *testing.T) {
 }
 
 func TestLoadCertificateInlineWithChain(t *testing.T) {
+	t.Parallel()
 	k := pki()
 	c, err := LoadCertificate(k.route.spec(k.ca))
 	require.NoError(t, err)
@@ -329,6 +335,7 @@ func TestLoadCertificateInlineWithChain(t *testing.T) {
 }
 
 func TestLoadCertificateFiles(t *testing.T) {
+	t.Parallel()
 	k := pki()
 	spec := k.files.fileSpec(t, t.TempDir())
 	c, err := LoadCertificate(spec)
@@ -343,6 +350,7 @@ func TestLoadCertificateFiles(t *testing.T) {
 }
 
 func TestLoadCertificateErrors(t *testing.T) {
+	t.Parallel()
 	k := pki()
 	dir := t.TempDir()
 	files := k.files.fileSpec(t, dir)
@@ -379,6 +387,7 @@ func TestLoadCertificateErrors(t *testing.T) {
 // TestCertificateValidation: a bad certificate, TLS version or cipher is a
 // route error from New, naming the field.
 func TestCertificateValidation(t *testing.T) {
+	t.Parallel()
 	k := pki()
 	missing := filepath.Join(t.TempDir(), "nope")
 	for name, tc := range map[string]struct {

@@ -65,6 +65,7 @@ defaults: {security: {ipAllowList: ["*"]}}
 `
 
 func TestParseConfigJSONAndYAMLAgree(t *testing.T) {
+	t.Parallel()
 	fromJSON, err := ParseConfig([]byte(sampleJSON), false)
 	require.NoError(t, err)
 	fromYAML, err := ParseConfig([]byte(sampleYAML), true)
@@ -97,6 +98,7 @@ func TestParseConfigJSONAndYAMLAgree(t *testing.T) {
 }
 
 func TestParseConfigErrors(t *testing.T) {
+	t.Parallel()
 	tests := []struct{ name, doc, want string }{
 		{"unknown route field", `{"routes":[{"name":"a","match":{"ports":1},"action":{"type":"forward"},"colour":1}]}`, `routes[0] ("a"): json: unknown field "colour"`},
 		{"unknown nested field", `{"routes":[{"name":"a","match":{"ports":1,"domain":"x"},"action":{"type":"forward"}}]}`, `unknown field "domain"`},
@@ -127,6 +129,7 @@ func TestParseConfigErrors(t *testing.T) {
 }
 
 func TestLoadConfigByExtension(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	y := filepath.Join(dir, "p.yml")
 	require.NoError(t, os.WriteFile(y, []byte(sampleYAML), 0o600))
@@ -142,6 +145,7 @@ func TestLoadConfigByExtension(t *testing.T) {
 }
 
 func TestRouteJSONRoundTrip(t *testing.T) {
+	t.Parallel()
 	c, err := ParseConfig([]byte(sampleJSON), false)
 	require.NoError(t, err)
 	for _, r := range c.Routes {
@@ -156,6 +160,7 @@ func TestRouteJSONRoundTrip(t *testing.T) {
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
 
 func TestParseConfigHTTPFields(t *testing.T) {
+	t.Parallel()
 	doc := `{"routes":[{"name":"api","match":{"ports":80,"domains":"a.test","path":"/api/*","headers":{"x-env":"prod*"},"method":["GET"]},
 	  "action":{"type":"forward","targets":[{"host":"b","port":8080,"match":{"path":"/api/v2/*","ports":[80]},"priority":2},{"host":"c","port":8080}],
 	    "options":{"rewriteHostHeader":false,"backendProtocol":"h2c"},
@@ -178,6 +183,7 @@ func TestParseConfigHTTPFields(t *testing.T) {
 // idleParkAfter: absent means the default, a number of ms sets it, 0 turns
 // parking off (Options takes a negative value for that).
 func TestParseConfigIdleParkAfter(t *testing.T) {
+	t.Parallel()
 	for doc, want := range map[string]time.Duration{
 		`{"routes":[]}`:                     0,
 		`{"routes":[],"idleParkAfter":250}`: 250 * time.Millisecond,
@@ -187,4 +193,15 @@ func TestParseConfigIdleParkAfter(t *testing.T) {
 		require.NoError(t, err, doc)
 		require.Equal(t, want, c.Options().IdleParkAfter, doc)
 	}
+}
+
+func TestParseConfigRoutesMustBeAList(t *testing.T) {
+	t.Parallel()
+	_, err := ParseConfig([]byte("routes:\n  name: a\n  match: {ports: 80}\n"), true)
+	require.ErrorContains(t, err, "routes must be a list")
+	_, err = ParseConfig([]byte(`{}`), false)
+	require.ErrorContains(t, err, `config has no "routes" list`)
+	c, err := ParseConfig([]byte(`{"routes": []}`), false)
+	require.NoError(t, err)
+	require.Empty(t, c.Routes)
 }

@@ -48,6 +48,7 @@ func sparse(t *testing.T, size int64) string {
 // validation at once with an error naming the setting and the path,
 // instead of reading forever (/dev/zero, a FIFO) or into memory.
 func TestFileSettingsRefuseEndlessAndHugeFiles(t *testing.T) {
+	t.Parallel()
 	k := pki()
 	good := k.route.fileSpec(t, t.TempDir())
 	fifo := mkfifo(t)
@@ -98,6 +99,7 @@ func TestFileSettingsRefuseEndlessAndHugeFiles(t *testing.T) {
 // is not, whatever the size the file claims; a missing file keeps its
 // cause for errors.Is.
 func TestReadLimitedFileAtTheLimit(t *testing.T) {
+	t.Parallel()
 	p := sparse(t, 1000)
 	b, err := readLimitedFile("certFile", p, 1000)
 	require.NoError(t, err)
@@ -112,6 +114,7 @@ func TestReadLimitedFileAtTheLimit(t *testing.T) {
 // TestLoadConfigRefusesEndlessAndHugeFiles: the config file itself must
 // be a regular file of at most 16 MiB.
 func TestLoadConfigRefusesEndlessAndHugeFiles(t *testing.T) {
+	t.Parallel()
 	fifo := mkfifo(t)
 	big := sparse(t, maxConfigFileBytes+1)
 	var errFifo, errBig, errZero error
@@ -134,6 +137,7 @@ func TestLoadConfigRefusesEndlessAndHugeFiles(t *testing.T) {
 // in the working directory; absolute paths are kept; ParseConfig (no
 // file, so no directory) keeps them as written.
 func TestLoadConfigResolvesFilesAgainstItsDirectory(t *testing.T) {
+	// Not parallel: t.Chdir changes the process's working directory.
 	k := pki()
 	confDir := t.TempDir()
 	require.NoError(t, os.Mkdir(filepath.Join(confDir, "certs"), 0o700))
@@ -177,6 +181,7 @@ func TestLoadConfigResolvesFilesAgainstItsDirectory(t *testing.T) {
 // with an error naming the JSON path; whole numbers may be written in any
 // JSON form.
 func TestParseConfigNumbers(t *testing.T) {
+	t.Parallel()
 	route := func(extra string) string {
 		return `{"routes":[{"name":"a","match":{"ports":80},"action":{"type":"forward","targets":[{"host":"h","port":1}]` + extra + `}}]}`
 	}
@@ -225,6 +230,7 @@ func TestParseConfigNumbers(t *testing.T) {
 // TestParseConfigNumbersYAML: YAML numbers get the same checks, including
 // YAML's own infinities.
 func TestParseConfigNumbersYAML(t *testing.T) {
+	t.Parallel()
 	for doc, want := range map[string]string{
 		"routes: []\ninactivityTimeout: 1e13\n":               `inactivityTimeout: 1e+13 ms overflows a duration`,
 		"routes: []\ninactivityTimeout: .inf\n":               `inactivityTimeout: +Inf ms overflows a duration`,
@@ -245,6 +251,7 @@ func TestParseConfigNumbersYAML(t *testing.T) {
 // TestParseConfigReportsEveryMistake: mistakes in several places are all
 // reported, not only the first.
 func TestParseConfigReportsEveryMistake(t *testing.T) {
+	t.Parallel()
 	doc := `{"routes":[
 	  {"name":"a","match":{"ports":80.5},"action":{"type":"forward"}},
 	  {"name":"b","match":{"ports":80},"action":{"type":"forward"},"colour":1},
@@ -269,6 +276,7 @@ func TestParseConfigReportsEveryMistake(t *testing.T) {
 // TestParseConfigOneDocument: trailing data after the JSON value, or a
 // second YAML document, is refused rather than ignored.
 func TestParseConfigOneDocument(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		doc    string
 		isYAML bool
@@ -298,6 +306,7 @@ func TestParseConfigOneDocument(t *testing.T) {
 // control characters, ports, brackets and junk are route errors naming
 // the host's field path.
 func TestTargetHostSyntax(t *testing.T) {
+	t.Parallel()
 	for host, want := range map[string]string{
 		"\x00":                               `action.targets[0].host[0]: invalid host "\x00": contains the control character U+0000`,
 		"127.0.0.1:80":                       `invalid host "127.0.0.1:80": a host must not carry a port: put "127.0.0.1" in host and 80 in port`,
@@ -340,6 +349,7 @@ func TestTargetHostSyntax(t *testing.T) {
 // TestDomainSyntax: match.domains entries are names or globs; control
 // characters and characters no server name has are refused.
 func TestDomainSyntax(t *testing.T) {
+	t.Parallel()
 	for d, want := range map[string]string{
 		"a\x00.example":  `match.domains[0]: invalid domain "a\x00.example": contains the control character U+0000`,
 		"a b.example":    `contains a space`,
@@ -366,6 +376,7 @@ func TestDomainSyntax(t *testing.T) {
 // request line "get /" is another method (RFC 9110 §9.1), as for HAProxy
 // and nginx, and does not take a GET-only route.
 func TestMethodsMatchCaseSensitively(t *testing.T) {
+	t.Parallel()
 	r := fwd("m").Ports(80).Route()
 	r.Match.Method = []string{"get", "HEAD"}
 	out, err := compileRoutes([]Route{r}, Defaults{})
@@ -381,6 +392,7 @@ func TestMethodsMatchCaseSensitively(t *testing.T) {
 // TestMillisUnmarshalJSON: decoding Millis directly (a Route decoded with
 // encoding/json) applies the same rules as the config loader.
 func TestMillisUnmarshalJSON(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]string{
 		`1500`:          "",
 		`1e3`:           "",

@@ -29,6 +29,7 @@ func plainRoute(name string, port int, addr string) Route {
 // the client: the proxy passes the half-close on instead of tearing the
 // connection down at the first EOF.
 func TestForwardHalfClose(t *testing.T) {
+	t.Parallel()
 	req := pattern(1<<20+13, 1)
 	resp := pattern(2<<20+7, 2)
 	be := startBackend(t, "127.0.0.1:0", func(c net.Conn) {
@@ -61,6 +62,7 @@ func TestForwardHalfClose(t *testing.T) {
 // dials the backend at once, so a protocol where the server talks first
 // (SMTP, FTP, SSH) works without the client sending anything.
 func TestServerSpeaksFirst(t *testing.T) {
+	t.Parallel()
 	const banner = "220 mail.test ESMTP ready\r\n"
 	be := startBackend(t, "127.0.0.1:0", func(c net.Conn) {
 		if _, err := io.WriteString(c, banner); err != nil {
@@ -89,6 +91,7 @@ func TestServerSpeaksFirst(t *testing.T) {
 // refuses connections each end promptly for the client and leave no
 // record behind.
 func TestRefusedBackend(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	dead := "127.0.0.1:" + strconv.Itoa(closedPort(t))
@@ -129,6 +132,7 @@ func TestRefusedBackend(t *testing.T) {
 // leaving in every way (at once, with a reset, after a byte, after a round
 // trip, during the ClientHello) leave no record, and the proxy still works.
 func TestConnectDisconnectStorm(t *testing.T) {
+	// Not parallel: thousands of sockets at once; it flakes when other tests load the machine too.
 	be := startBackend(t, "127.0.0.1:0", echo)
 	lp := newListenerPool(t)
 	plain, sni := lp.port(t), lp.port(t)
@@ -195,6 +199,7 @@ func TestConnectDisconnectStorm(t *testing.T) {
 // every connection as soon as it accepts it. Both proxies must end up
 // with no record, whatever the client does.
 func TestChainBackendClosesAtOnce(t *testing.T) {
+	t.Parallel()
 	be := startBackend(t, "127.0.0.1:0", func(net.Conn) {})
 	lp := newListenerPool(t)
 	front, back := lp.port(t), lp.port(t)
@@ -238,6 +243,7 @@ func TestChainBackendClosesAtOnce(t *testing.T) {
 // ipAllowList is closed before the backend is dialed; an admitted client
 // (from another loopback address) shows the backend counter works.
 func TestSecurityRejectsBeforeDial(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name     string
 		route    func(port int, addr string) Route
@@ -294,6 +300,7 @@ func TestSecurityRejectsBeforeDial(t *testing.T) {
 // TestRouteMaxConnections: a route's maxConnections refuses the (N+1)th
 // concurrent connection without dialing, and admits again once one ends.
 func TestRouteMaxConnections(t *testing.T) {
+	t.Parallel()
 	be := startBackend(t, "127.0.0.1:0", echo)
 	lp := newListenerPool(t)
 	port, other := lp.port(t), lp.port(t)
@@ -323,6 +330,7 @@ func TestRouteMaxConnections(t *testing.T) {
 // TestMaxConnectionsPerIP: the per-IP cap refuses a client's (N+1)th
 // concurrent connection while other addresses are still admitted.
 func TestMaxConnectionsPerIP(t *testing.T) {
+	t.Parallel()
 	be := startBackend(t, "127.0.0.1:0", echo)
 	lp := newListenerPool(t)
 	port := lp.port(t)
@@ -347,6 +355,7 @@ func TestMaxConnectionsPerIP(t *testing.T) {
 // TestInactivityTimeout: an idle forwarded connection is closed after
 // InactivityTimeout; one with traffic every quarter of it is not.
 func TestInactivityTimeout(t *testing.T) {
+	t.Parallel()
 	const timeout = 200 * time.Millisecond
 	be := startBackend(t, "127.0.0.1:0", echo)
 	lp := newListenerPool(t)
@@ -397,6 +406,7 @@ func fetch(t *testing.T, port int) []byte {
 
 // TestRoundRobin: a target with two hosts alternates between them.
 func TestRoundRobin(t *testing.T) {
+	t.Parallel()
 	named := func(name string) func(net.Conn) {
 		return func(c net.Conn) { _, _ = io.WriteString(c, name) }
 	}
@@ -418,6 +428,7 @@ func TestRoundRobin(t *testing.T) {
 // TestPreservePort: a target without a port forwards to the port the
 // client connected to (here on another loopback address).
 func TestPreservePort(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	be := startBackend(t, "127.0.0.2:"+strconv.Itoa(port), func(c net.Conn) {
@@ -435,6 +446,7 @@ func TestPreservePort(t *testing.T) {
 // TestMetricsBytes: BytesIn/BytesOut equal exactly what was sent each way,
 // through a forward route (splice) and through a socket handler.
 func TestMetricsBytes(t *testing.T) {
+	t.Parallel()
 	in, out := pattern(3<<20+5, 9), pattern(1<<20+11, 10)
 	be := startBackend(t, "127.0.0.1:0", func(c net.Conn) {
 		if _, err := io.Copy(io.Discard, c); err == nil {
@@ -481,6 +493,7 @@ func TestMetricsBytes(t *testing.T) {
 // TestHandlerPanic: a socket handler that panics (or fails) closes its
 // own connection only; other connections and the proxy carry on.
 func TestHandlerPanic(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	boom, fail, ok := lp.port(t), lp.port(t), lp.port(t)
 	p := startTestProxy(t, lp, Options{Routes: []Route{
@@ -517,6 +530,7 @@ func TestHandlerPanic(t *testing.T) {
 // neither answers nor closes is cut after HalfCloseTimeout, so a
 // half-open connection cannot hold a record forever.
 func TestHalfCloseTimeout(t *testing.T) {
+	t.Parallel()
 	const timeout = 200 * time.Millisecond
 	release := make(chan struct{})
 	be := startBackend(t, "127.0.0.1:0", func(c net.Conn) {

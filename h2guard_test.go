@@ -157,6 +157,7 @@ func h2FloodProxy(t *testing.T) (port int, requests *atomic.Int64) {
 // and few of them reach the backend. Without the guard the connection
 // takes all 20,000 and hundreds of requests reach the backend.
 func TestH2RapidResetIsCut(t *testing.T) {
+	t.Parallel()
 	port, requests := h2FloodProxy(t)
 	rapidReset(t, dialH2C(t, port), requests)
 }
@@ -164,6 +165,7 @@ func TestH2RapidResetIsCut(t *testing.T) {
 // TestH2RapidResetIsCutTLS: the same over h2 on a terminating route, where
 // the guard takes the client preface off the stream itself.
 func TestH2RapidResetIsCutTLS(t *testing.T) {
+	t.Parallel()
 	requests := new(atomic.Int64)
 	be := startEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		requests.Add(1)
@@ -202,6 +204,7 @@ func rapidReset(t *testing.T, c *h2RawConn, requests *atomic.Int64) {
 // TestH2ControlFloodsAreCut: floods of frames that the server answers or
 // processes without doing any request's work end the connection.
 func TestH2ControlFloodsAreCut(t *testing.T) {
+	t.Parallel()
 	port, _ := h2FloodProxy(t)
 	ping := make([]byte, 8)
 	wu := make([]byte, 4)
@@ -238,6 +241,7 @@ func TestH2ControlFloodsAreCut(t *testing.T) {
 // a 32 MiB download, a burst of 200 requests cancelled in flight) keeps its
 // one connection.
 func TestH2HeavyClientIsNotCut(t *testing.T) {
+	t.Parallel()
 	big := bytes.Repeat([]byte("0123456789abcdef"), 2<<20) // 32 MiB
 	be := startEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {

@@ -19,6 +19,7 @@ var h2specSummary = regexp.MustCompile(`(\d+) tests, (\d+) passed, (\d+) skipped
 // a terminating route with a path match and on a terminating route as a
 // TS config writes it (no HTTP field at all), which offers ALPN h2 too.
 func TestH2Spec(t *testing.T) {
+	t.Parallel()
 	bin, err := exec.LookPath("h2spec")
 	if err != nil {
 		t.Skip("h2spec not installed: go install github.com/summerwind/h2spec/cmd/h2spec@latest and put GOBIN on PATH")

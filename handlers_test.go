@@ -155,6 +155,7 @@ func oversizedHead() []byte {
 }
 
 func TestHandlerEcho(t *testing.T) {
+	t.Parallel()
 	hh := newHandlerHarness(t, EchoHandler())
 	c := hh.connect(t, "203.0.113.7:40000")
 	require.Equal(t, "hello", roundTrip(t, c, "hello"))
@@ -167,6 +168,7 @@ func TestHandlerEcho(t *testing.T) {
 // TestHandlerEchoLoopback: over TCP a client half-close ends the echo
 // after everything sent came back.
 func TestHandlerEchoLoopback(t *testing.T) {
+	t.Parallel()
 	hh, port := newLoopbackHarness(t, EchoHandler())
 	c := dial(t, port)
 	msg := pattern(256<<10, 1)
@@ -182,6 +184,7 @@ func TestHandlerEchoLoopback(t *testing.T) {
 }
 
 func TestHandlerProxy(t *testing.T) {
+	t.Parallel()
 	b := startBackend(t, "127.0.0.1:0", echo)
 	hh := newHandlerHarness(t, ProxyHandler(b.addr()))
 	c := hh.connect(t, "203.0.113.7:40000")
@@ -196,6 +199,7 @@ func TestHandlerProxy(t *testing.T) {
 // read the ClientHello before the handler runs; the TLS handshake with the
 // backend only succeeds if ProxyHandler passes those bytes on.
 func TestHandlerProxyReplaysHello(t *testing.T) {
+	t.Parallel()
 	b := startBackend(t, "127.0.0.1:0", tlsGreeter("backend"))
 	hh := newHandlerHarness(t, ProxyHandler(b.addr()), "*.example.com")
 	c := hh.connect(t, "203.0.113.7:40000")
@@ -204,6 +208,7 @@ func TestHandlerProxyReplaysHello(t *testing.T) {
 }
 
 func TestHandlerProxyDialFails(t *testing.T) {
+	t.Parallel()
 	hh := newHandlerHarness(t, ProxyHandler(net.JoinHostPort("127.0.0.1", strconv.Itoa(closedPort(t)))))
 	c := hh.connect(t, "203.0.113.7:40000")
 	requireEOF(t, c)
@@ -231,6 +236,7 @@ func lineUpper(lines chan<- string) func(context.Context, string, io.Writer, *Ro
 }
 
 func TestHandlerLineProtocol(t *testing.T) {
+	t.Parallel()
 	t.Run("replies and quits", func(t *testing.T) {
 		hh := newHandlerHarness(t, LineProtocolHandler(lineUpper(nil)))
 		c := hh.connect(t, "203.0.113.7:40000")
@@ -292,6 +298,7 @@ func TestHandlerLineProtocol(t *testing.T) {
 }
 
 func TestHandlerBlock(t *testing.T) {
+	t.Parallel()
 	t.Run("message", func(t *testing.T) {
 		hh := newHandlerHarness(t, BlockHandler("go away\n"))
 		c := hh.connect(t, "203.0.113.7:40000")
@@ -309,6 +316,7 @@ func TestHandlerBlock(t *testing.T) {
 }
 
 func TestHandlerHTTPResponse(t *testing.T) {
+	t.Parallel()
 	h := HTTPResponseHandler(http.StatusTeapot, http.Header{"X-Test": {"yes"}, "Content-Type": {"text/plain"}}, "hello")
 	t.Run("GET", func(t *testing.T) {
 		hh := newHandlerHarness(t, h)
@@ -368,6 +376,7 @@ func TestHandlerHTTPResponse(t *testing.T) {
 // TestHandlerHTTPHostile: garbage and oversized request heads end that
 // connection only, with 400 or 431, for every HTTP handler.
 func TestHandlerHTTPHostile(t *testing.T) {
+	t.Parallel()
 	handlers := map[string]SocketHandler{
 		"response": HTTPResponseHandler(http.StatusOK, nil, "fine"),
 		"block":    HTTPBlockHandler(http.StatusOK, "fine"),
@@ -415,6 +424,7 @@ func TestHandlerHTTPHostile(t *testing.T) {
 }
 
 func TestHandlerHTTPBlock(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		message, want string
 	}{
@@ -435,6 +445,7 @@ func TestHandlerHTTPBlock(t *testing.T) {
 }
 
 func TestHandlerHTTPRedirect(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name     string
 		location string
@@ -506,6 +517,7 @@ func TestHandlerHTTPRedirect(t *testing.T) {
 // TestHandlerRedirectHost: {domain} is the Host header without its port;
 // the TLS server name stands in when the header is missing or unusable.
 func TestHandlerRedirectHost(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct{ host, sni, want string }{
 		{"example.com", "", "example.com"},
 		{"example.com:8080", "sni.example", "example.com"},
@@ -532,6 +544,7 @@ func keepAliveServer(n *atomic.Int64) http.Handler {
 }
 
 func TestHandlerHTTPServerKeepAlive(t *testing.T) {
+	t.Parallel()
 	var n atomic.Int64
 	hh := newHandlerHarness(t, HTTPServerHandler(keepAliveServer(&n)))
 	c := hh.connect(t, "203.0.113.7:40000")
@@ -552,6 +565,7 @@ func TestHandlerHTTPServerKeepAlive(t *testing.T) {
 // HTTPServerHandler on a listening port and checks it reuses one
 // connection for three requests.
 func TestHandlerHTTPServerLoopback(t *testing.T) {
+	t.Parallel()
 	var n atomic.Int64
 	hh, port := newLoopbackHarness(t, HTTPServerHandler(keepAliveServer(&n)))
 	tr := &http.Transport{}
@@ -594,6 +608,7 @@ func idleAndBusy(t *testing.T, hh *handlerHarness, inFlight chan struct{}) (idle
 // keep-alive connection and one with a request in flight both end, and
 // the in-flight request's context is cancelled.
 func TestHandlerHTTPServerStop(t *testing.T) {
+	t.Parallel()
 	inFlight := make(chan struct{})
 	cancelled := make(chan error, 1)
 	hh := newHandlerHarness(t, HTTPServerHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -626,6 +641,7 @@ func TestHandlerHTTPServerStop(t *testing.T) {
 // so Stop returns as soon as the request in flight is answered instead of
 // waiting for its deadline.
 func TestHandlerHTTPServerGracefulStop(t *testing.T) {
+	t.Parallel()
 	inFlight, release := make(chan struct{}), make(chan struct{})
 	hh := newHandlerHarness(t, HTTPServerHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
@@ -664,6 +680,7 @@ func TestHandlerHTTPServerGracefulStop(t *testing.T) {
 // sent its first request when Stop begins is between requests too: it
 // closes at once instead of holding Stop.
 func TestHandlerHTTPServerGracefulStopNewConn(t *testing.T) {
+	t.Parallel()
 	hh := newHandlerHarness(t, HTTPServerHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})))
 	c := hh.connect(t, "203.0.113.7:40000")
 	require.Eventually(t, func() bool { return hh.p.Metrics().Active == 1 }, 5*time.Second, time.Millisecond)
@@ -680,6 +697,7 @@ func TestHandlerHTTPServerGracefulStopNewConn(t *testing.T) {
 // it until it closes it; the socket handler must not return (and the proxy
 // must not close the connection) before that.
 func TestHandlerHTTPServerHijack(t *testing.T) {
+	t.Parallel()
 	hh := newHandlerHarness(t, HTTPServerHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		conn, brw, err := http.NewResponseController(w).Hijack()
 		if err != nil {
@@ -731,6 +749,7 @@ func testCertPEM(t *testing.T) *CertificateSpec {
 // redirected to the TLS server name, and the response ends with
 // close_notify and a clean close.
 func TestHandlerHTTPOverTerminatedTLS(t *testing.T) {
+	t.Parallel()
 	errs := make(chan error, 1)
 	route := SocketHandlerRoute("redirect", Ports(handlerPort), []string{"*.example.com"},
 		func(ctx context.Context, conn net.Conn, rc *RouteContext) error {

@@ -25,6 +25,7 @@ import (
 // WebSockets (with a minimal hand-written frame codec).
 
 func TestHTTPServerSentEventsFlushAtOnce(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	second := make(chan struct{})
@@ -73,6 +74,7 @@ func (r *patternReader) Read(p []byte) (int, error) {
 }
 
 func TestHTTPLargeBodiesStream(t *testing.T) {
+	// Not parallel: runtime.ReadMemStats counts the allocations of the whole process.
 	const size = 32 << 20
 	lp := newListenerPool(t)
 	port := lp.port(t)
@@ -238,6 +240,7 @@ func wsEcho(t testing.TB, c net.Conn, br *bufio.Reader, msg string) {
 }
 
 func TestHTTPWebSocketSurvivesIdle(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	be := wsEchoBackend(t)
@@ -267,6 +270,7 @@ func TestHTTPWebSocketSurvivesIdle(t *testing.T) {
 }
 
 func TestHTTPWebSocketInactivityStillApplies(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	be := wsEchoBackend(t)
@@ -283,6 +287,7 @@ func TestHTTPWebSocketInactivityStillApplies(t *testing.T) {
 }
 
 func TestHTTPWebSocketDisabled(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	be := wsEchoBackend(t)
@@ -307,6 +312,7 @@ func WebSocketRouteOn(name string, port int, path, target string) Route {
 // open well past the timeout, where "standard" closes it
 // (TestHTTPWebSocketInactivityStillApplies).
 func TestHTTPWebSocketKeepAliveTreatment(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		treatment  connection.KeepAliveTreatment
 		multiplier float64

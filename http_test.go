@@ -14,6 +14,7 @@ import (
 )
 
 func TestHTTPRoutingTable(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	be := map[string]*echoServer{}
@@ -74,6 +75,7 @@ func TestHTTPRoutingTable(t *testing.T) {
 }
 
 func TestHTTPForwardedHeaders(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	be := echoBackend(t, "b")
@@ -98,6 +100,7 @@ func TestHTTPForwardedHeaders(t *testing.T) {
 }
 
 func TestHTTPHeaderTemplatesAndRewrite(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	be := echoBackend(t, "b")
@@ -140,6 +143,7 @@ func TestHTTPHeaderTemplatesAndRewrite(t *testing.T) {
 }
 
 func TestHTTPRedirect(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	red := HTTPToHTTPSRedirectRoute("redirect", []string{"*.test"})
@@ -158,6 +162,7 @@ func TestHTTPRedirect(t *testing.T) {
 }
 
 func TestHTTPBackendErrors(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	release := make(chan struct{})
@@ -189,6 +194,7 @@ func TestHTTPBackendErrors(t *testing.T) {
 }
 
 func TestHTTPRetryOtherTarget(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	be := echoBackend(t, "up")
@@ -206,6 +212,7 @@ func TestHTTPRetryOtherTarget(t *testing.T) {
 }
 
 func TestHTTPTargetSubMatch(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	def, api, admin := echoBackend(t, "def"), echoBackend(t, "api"), echoBackend(t, "admin")
@@ -230,6 +237,7 @@ func TestHTTPTargetSubMatch(t *testing.T) {
 }
 
 func TestHTTPKeepAliveReuse(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	be := echoBackend(t, "b")
@@ -259,6 +267,7 @@ func startHandoverProxy(t *testing.T) (*Proxy, int) {
 }
 
 func TestHTTPHandoverToSocketHandler(t *testing.T) {
+	t.Parallel()
 	_, port := startHandoverProxy(t)
 	c, _ := proxyClient(t, port, nil, false)
 	require.Equal(t, "b", getEcho(t, c, "GET", "http://web.test/", nil).Backend)
@@ -268,6 +277,7 @@ func TestHTTPHandoverToSocketHandler(t *testing.T) {
 }
 
 func TestHTTPh2c(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	be := echoBackend(t, "b")
@@ -282,6 +292,7 @@ func TestHTTPh2c(t *testing.T) {
 }
 
 func TestHTTPStopClosesIdleKeepAlive(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	be := echoBackend(t, "b")
@@ -301,6 +312,7 @@ func TestHTTPStopClosesIdleKeepAlive(t *testing.T) {
 // (the 120 s default would let a trickling client hold the connection
 // for two minutes).
 func TestHTTPStalledRequestHead(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	be := echoBackend(t, "b")
@@ -327,6 +339,7 @@ func TestHTTPStalledRequestHead(t *testing.T) {
 // once: the head the HTTP server read is replayed to the handler, and the
 // replay is not traffic.
 func TestHTTPHandoverCountsBytesOnce(t *testing.T) {
+	t.Parallel()
 	p, port := startHandoverProxy(t)
 	c := dial(t, port)
 	req := "GET /x HTTP/1.1\r\nhost: other.test\r\nx-a:   spaced   \r\n\r\n"

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 // sniffing without ALPN, and terminated streams that are not HTTP.
 
 func TestHTTPSTerminateH2AndHTTP1(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	be := echoBackend(t, "b")
@@ -51,6 +51,7 @@ func TestHTTPSTerminateH2AndHTTP1(t *testing.T) {
 }
 
 func TestHTTPSTerminateWithoutALPNIsSniffed(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	be := echoBackend(t, "b")
@@ -74,6 +75,7 @@ func TestHTTPSTerminateWithoutALPNIsSniffed(t *testing.T) {
 }
 
 func TestTerminatedTLSNotHTTPIsForwardedAsTCP(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	lineBe := startBackend(t, "127.0.0.1:0", echo)
@@ -107,15 +109,13 @@ func TestTerminatedTLSNotHTTPIsForwardedAsTCP(t *testing.T) {
 }
 
 func TestHTTPSReencrypt(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := startTLSEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = fmt.Fprintf(w, "tls=%v proto=%s host=%s", r.TLS != nil, r.Proto, r.Host)
-	}))
-	srv.EnableHTTP2 = true
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	addr := srv.Listener.Addr().String()
+	}), nil)
+	addr := srv.addr()
 	var routes []Route
 	for _, proto := range []string{"http1", "h2"} {
 		r := terminateRouteOn("re-"+proto, port, addr, proto+".example.com")
@@ -130,4 +130,23 @@ func TestHTTPSReencrypt(t *testing.T) {
 	require.Equal(t, "tls=true proto=HTTP/1.1 host="+addr, body)
 	_, body = do(t, c, "GET", "https://h2.example.com/", nil, nil)
 	require.Equal(t, "tls=true proto=HTTP/2.0 host="+addr, body)
+}
+
+// A terminating HTTP route without domains (a catch-all HTTPS site) must
+// match: the port reads the ClientHello although no route matches by SNI.
+func TestHTTPSTerminateWithoutDomains(t *testing.T) {
+	t.Parallel()
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	be := echoBackend(t, "any")
+	startTestProxy(t, lp, Options{Certificates: testCertStore(t),
+		Routes: []Route{terminateRouteOn("catch-all", port, be.addr())}})
+	for _, h2 := range []bool{false, true} {
+		protos := []string{"http/1.1"}
+		if h2 {
+			protos = []string{"h2", "http/1.1"}
+		}
+		c, _ := proxyClient(t, port, insecureTLS("www.example.com", protos...), h2)
+		require.Equal(t, "any", getEcho(t, c, "GET", "https://www.example.com/x", nil).Backend, "h2=%v", h2)
+	}
 }

@@ -1,66 +1,18 @@
 package smartproxy
 
 import (
-	"crypto/tls"
+	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 
+	"github.com/gosmartproxy/smartproxy/internal/balance"
 	"github.com/stretchr/testify/require"
 )
-
-// sniBackend is a TLS backend (certificate *.example.com of the test CA)
-// that answers with the SNI and Host it was reached with, and records
-// which SNIs each of its connections carried.
-type sniBackend struct {
-	srv   *httptest.Server
-	conns atomic.Int64
-
-	mu     sync.Mutex
-	byConn map[string]map[string]bool // remote address -> SNIs
-}
-
-func startSNIBackend(t *testing.T) *sniBackend {
-	t.Helper()
-	b := &sniBackend{byConn: make(map[string]map[string]bool)}
-	b.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b.mu.Lock()
-		if b.byConn[r.RemoteAddr] == nil {
-			b.byConn[r.RemoteAddr] = make(map[string]bool)
-		}
-		b.byConn[r.RemoteAddr][r.TLS.ServerName] = true
-		b.mu.Unlock()
-		_, _ = fmt.Fprintf(w, "sni=%s host=%s proto=%s", r.TLS.ServerName, r.Host, r.Proto)
-	}))
-	b.srv.TLS = &tls.Config{Certificates: []tls.Certificate{*pki().wildcard.tls}}
-	b.srv.EnableHTTP2 = true
-	b.srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			b.conns.Add(1)
-		}
-	}
-	b.srv.StartTLS()
-	t.Cleanup(b.srv.Close)
-	return b
-}
-
-func (b *sniBackend) addr() string { return b.srv.Listener.Addr().String() }
-
-// requireOneSNIPerConn checks that no backend connection carried requests
-// for two SNIs.
-func (b *sniBackend) requireOneSNIPerConn(t *testing.T) {
-	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for conn, snis := range b.byConn {
-		require.Len(t, snis, 1, "backend connection %s served SNIs %v", conn, snis)
-	}
-}
 
 // originalRoutes re-encrypts *.example.com on port, verifying the backend
 // against the test CA for the client's SNI, with backend protocol proto.
@@ -84,6 +36,7 @@ func transportCount(p *Proxy) int {
 // SNI, through one transport however many SNIs come, and pools (reuses)
 // the backend connections of each SNI.
 func TestHTTPReencryptOriginalManySNIs(t *testing.T) {
+	t.Parallel()
 	const snis = 200
 	for _, proto := range []string{"http1", "h2"} {
 		t.Run(proto, func(t *testing.T) {
@@ -118,6 +71,7 @@ func TestHTTPReencryptOriginalManySNIs(t *testing.T) {
 // sequential and concurrent, never share a backend connection, though the
 // target is the same.
 func TestHTTPReencryptOriginalNoCrossSNIReuse(t *testing.T) {
+	t.Parallel()
 	for _, proto := range []string{"http1", "h2"} {
 		t.Run(proto, func(t *testing.T) {
 			b := startSNIBackend(t)
@@ -147,6 +101,7 @@ func TestHTTPReencryptOriginalNoCrossSNIReuse(t *testing.T) {
 // TestHTTPReencryptOriginalWrongSNIFails: the SNI is really verified: a
 // name the backend's certificate does not cover fails.
 func TestHTTPReencryptOriginalWrongSNIFails(t *testing.T) {
+	t.Parallel()
 	b := startSNIBackend(t)
 	lp := newListenerPool(t)
 	port := lp.port(t)
@@ -162,6 +117,7 @@ func TestHTTPReencryptOriginalWrongSNIFails(t *testing.T) {
 }
 
 func TestSNIAddrRoundTrip(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct{ addr, sni string }{
 		{"127.0.0.1:8443", "a.example.com"},
 		{"[::1]:443", "b.example.com"},
@@ -197,4 +153,76 @@ func BenchmarkTransportSetGet(b *testing.B) {
 			ts.get(k)
 		}
 	})
+}
+
+type rwBody struct {
+	io.Reader
+	bytes.Buffer
+	closes int
+}
+
+func (b *rwBody) Read(p []byte) (int, error) { return b.Reader.Read(p) }
+
+func (b *rwBody) Write(p []byte) (int, error) { return b.Buffer.Write(p) }
+
+func (b *rwBody) Close() error { b.closes++; return nil }
+
+// TestLeasedBodyReleasesOnce: the lease embedded in the response body
+// counts the request as active until the body is closed, however often
+// and from however many goroutines Close is called; a released lease can
+// be taken again (the retry path); an upgraded body stays writable. The
+// lease and body cost no allocation beyond the leasedBody itself.
+func TestLeasedBodyReleasesOnce(t *testing.T) {
+	// Not parallel: testing.AllocsPerRun counts the allocations of the whole process.
+	p, err := New(Options{Logger: testLogger()})
+	require.NoError(t, err)
+	const addr = "10.9.9.8:80"
+	active := func() int64 {
+		for _, s := range p.TargetHealth() {
+			if s.Addr == addr {
+				return s.ActiveConnections
+			}
+		}
+		return 0
+	}
+
+	lb := new(leasedBody)
+	p.health.Acquire(&lb.Lease, addr)
+	require.EqualValues(t, 1, active())
+	lb.Release() // a failed attempt
+	lb.Release()
+	require.EqualValues(t, 0, active())
+	p.health.Acquire(&lb.Lease, addr) // the next attempt reuses it
+	p.health.Acquire(new(balance.Lease), addr)
+	require.EqualValues(t, 2, active())
+
+	body := lb.wrap(io.NopCloser(strings.NewReader("x")))
+	_, isRW := body.(io.ReadWriteCloser)
+	require.False(t, isRW)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() { _ = body.Close() })
+	}
+	wg.Wait()
+	require.EqualValues(t, 1, active(), "eight Closes released one lease")
+
+	rw := &rwBody{Reader: strings.NewReader("y")}
+	lb2 := new(leasedBody)
+	p.health.Acquire(&lb2.Lease, addr)
+	body = lb2.wrap(rw)
+	w, ok := body.(io.ReadWriteCloser)
+	require.True(t, ok, "an upgrade's body stays writable")
+	_, err = w.Write([]byte("hello"))
+	require.NoError(t, err)
+	require.Equal(t, "hello", rw.String())
+	require.NoError(t, w.Close())
+	require.NoError(t, w.Close())
+	require.Equal(t, 2, rw.closes)
+	require.EqualValues(t, 1, active())
+
+	nop := io.NopCloser(strings.NewReader(""))
+	require.Equal(t, 0.0, testing.AllocsPerRun(100, func() {
+		p.health.Acquire(&lb.Lease, addr)
+		_ = lb.wrap(nop).Close()
+	}), "acquire, wrap and release allocate nothing")
 }

@@ -45,6 +45,7 @@ func readAllUntilClose(t *testing.T, c net.Conn) (string, error) {
 // client (GET) and http.Transport (POST); one that sends nothing gets
 // the client a 502.
 func TestHTTPBackendBreaksOff(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name  string
 		reply string // what the backend sends before it ends
@@ -130,6 +131,7 @@ func truncGlob(pattern, s string) bool {
 // TestHTTPRequestTrailers: a chunked request's trailer fields reach the
 // backend, HTTP/1.1 and h2c, from an HTTP/1.1 client.
 func TestHTTPRequestTrailers(t *testing.T) {
+	t.Parallel()
 	for _, backend := range []string{"http1", "h2c"} {
 		t.Run(backend, func(t *testing.T) {
 			lp := newListenerPool(t)
@@ -173,6 +175,7 @@ func TestHTTPRequestTrailers(t *testing.T) {
 // later, the backend's connection is torn down after the valid chunks,
 // without a terminating chunk, so it never sees a complete request.
 func TestHTTPMalformedChunkedBody(t *testing.T) {
+	// Not parallel: it sets the package variable chunkPrefetchWait.
 	bad := map[string]string{
 		"size overflow":   "fffffffffffffffffffff\r\nx\r\n0\r\n\r\n",
 		"bare LF in ext":  "5;ext=1\nhello\r\n0\r\n\r\n",
@@ -236,6 +239,7 @@ func TestHTTPMalformedChunkedBody(t *testing.T) {
 // (RFC 9112 6.1): a request pipelined after it is never answered nor
 // forwarded.
 func TestHTTPContentLengthAndChunked(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	be, seen := pathBackend(t)
@@ -257,6 +261,7 @@ func TestHTTPContentLengthAndChunked(t *testing.T) {
 // stream: the backend's handler reads an error, never a complete body,
 // and the client gets 400.
 func TestHTTPMalformedChunkedBodyH2Backend(t *testing.T) {
+	// Not parallel: it sets the package variable chunkPrefetchWait.
 	old := chunkPrefetchWait
 	chunkPrefetchWait = 10 * time.Millisecond
 	t.Cleanup(func() { chunkPrefetchWait = old })
@@ -296,6 +301,7 @@ func TestHTTPMalformedChunkedBodyH2Backend(t *testing.T) {
 // stream: a request pipelined after it reaches no handler and no
 // backend without the HTTP layer's routing and checks.
 func TestHTTPHandoverOneRequest(t *testing.T) {
+	t.Parallel()
 	bodies := map[string]struct{ head, body string }{
 		"none":    {"", ""},
 		"length":  {"Content-Length: 5\r\n", "hello"},
@@ -342,6 +348,7 @@ func TestHTTPHandoverOneRequest(t *testing.T) {
 // stream once the handler switched protocols; when the handler refused
 // the upgrade, what the client sends next ends the stream.
 func TestHTTPHandoverUpgrade(t *testing.T) {
+	t.Parallel()
 	for _, accept := range []bool{true, false} {
 		t.Run(fmt.Sprint("accept=", accept), func(t *testing.T) {
 			lp := newListenerPool(t)

@@ -9,6 +9,7 @@ import (
 )
 
 func TestCleanPath(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]string{
 		"":                 "/",
 		"/a/b":             "/a/b",
@@ -22,6 +23,7 @@ func TestCleanPath(t *testing.T) {
 }
 
 func TestRouteTableHTTPMatching(t *testing.T) {
+	t.Parallel()
 	mk := func(name, path string, prio int, f func(*Route)) Route {
 		r := fwd(name).Ports(80).Domains("a.test").Priority(prio).Route()
 		r.Match.Path = path
@@ -98,6 +100,7 @@ func TestRouteTableTSPathPrefix(t *testing.T) {
 }
 
 func TestHTTPMatchHeadersAndMethods(t *testing.T) {
+	t.Parallel()
 	h := &httpRoute{}
 	v := &routeValidator{name: "t"}
 	h.headers = v.compileHeaderMatch("match.headers", map[string]string{"x-env": "prod*", "Accept": "text/html"})
@@ -116,6 +119,7 @@ func TestHTTPMatchHeadersAndMethods(t *testing.T) {
 }
 
 func TestTCPMatchStillAllocatesNothing(t *testing.T) {
+	// Not parallel: testing.AllocsPerRun counts the allocations of the whole process.
 	r := fwd("p").Ports(80).Domains("a.test").Route()
 	r.Match.Path = "/x"
 	routes, err := compileRoutes([]Route{r, fwd("plain").Ports(80).Domains("*.test").Route()}, Defaults{})

@@ -13,6 +13,7 @@ import (
 )
 
 func TestCanonicalPath(t *testing.T) {
+	// Not parallel: testing.AllocsPerRun counts the allocations of the whole process.
 	tests := []struct {
 		in, want string
 		v        pathVerdict
@@ -84,6 +85,7 @@ func pathBackend(t *testing.T) (*echoServer, func() []string) {
 // over HTTP/1.1 and h2c, with and without a request body (the synchronous
 // backend client and http.Transport).
 func TestHTTPPathAmbiguity(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port, rawPort := lp.port(t), lp.port(t)
 	be, seen := pathBackend(t)
@@ -188,6 +190,7 @@ func TestHTTPPathAmbiguity(t *testing.T) {
 }
 
 func TestPathNormalizationOption(t *testing.T) {
+	t.Parallel()
 	r := httpRouteOn("x", 8080, "127.0.0.1:1")
 	r.Action.Options = &ActionOptions{PathNormalization: "loose"}
 	_, err := New(Options{Routes: []Route{r}, Logger: testLogger()})

@@ -4,12 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 )
 
 func TestClassifyHTTP(t *testing.T) {
+	t.Parallel()
 	type want struct {
 		isHTTP, decided bool
 		skip            int
@@ -49,47 +48,6 @@ func TestClassifyHTTP(t *testing.T) {
 		isHTTP, decided, _ := classifyHTTP(in)
 		require.True(t, isHTTP && decided, "%.8q… at the cap", in)
 	}
-}
-
-// recordingBackend is an HTTP/1.1 backend that keeps every byte it
-// receives, so a test can prove what never reached it, raw or parsed. It
-// answers each request it can parse with "served <path>".
-type recordingBackend struct {
-	*backend
-	mu  sync.Mutex
-	got bytes.Buffer
-}
-
-func startRecordingBackend(t *testing.T) *recordingBackend {
-	rb := &recordingBackend{}
-	rb.backend = startBackend(t, "127.0.0.1:0", func(c net.Conn) {
-		br := bufio.NewReader(io.TeeReader(c, rb))
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				_, _ = io.Copy(io.Discard, br) // keep recording raw bytes
-				return
-			}
-			_, _ = io.Copy(io.Discard, req.Body)
-			body := "served " + req.URL.Path
-			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body); err != nil {
-				return
-			}
-		}
-	})
-	return rb
-}
-
-func (rb *recordingBackend) Write(b []byte) (int, error) {
-	rb.mu.Lock()
-	defer rb.mu.Unlock()
-	return rb.got.Write(b)
-}
-
-func (rb *recordingBackend) received() string {
-	rb.mu.Lock()
-	defer rb.mu.Unlock()
-	return rb.got.String()
 }
 
 // talk writes msg on c and returns everything read until the proxy

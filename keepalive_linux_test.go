@@ -48,6 +48,7 @@ func sockoptInt(t *testing.T, c *net.TCPConn, level, opt int) int {
 // and TCP_KEEPIDLE = Options.KeepAliveInitialDelay (rounded up to
 // seconds), or SO_KEEPALIVE off with Options.KeepAlive false.
 func TestListenerKeepAliveInherited(t *testing.T) {
+	t.Parallel()
 	no, yes := false, true
 	tests := []struct {
 		name     string

@@ -68,6 +68,7 @@ func readTag(t *testing.T, c net.Conn) string {
 // exact bytes; new connections take the new route; the removed port stops
 // accepting and the added one starts.
 func TestUpdateRoutesUnderTraffic(t *testing.T) {
+	t.Parallel()
 	a := startBackend(t, "127.0.0.1:0", taggedEcho("A"))
 	b := startBackend(t, "127.0.0.1:0", taggedEcho("B"))
 	lp := newListenerPool(t)
@@ -126,6 +127,7 @@ func TestUpdateRoutesUnderTraffic(t *testing.T) {
 // TestUpdateRoutesInvalidKeepsOld: an invalid route set, or one needing a
 // port that cannot be opened, is refused and changes nothing.
 func TestUpdateRoutesInvalidKeepsOld(t *testing.T) {
+	t.Parallel()
 	be := startBackend(t, "127.0.0.1:0", echo)
 	lp := newListenerPool(t)
 	port := lp.port(t)
@@ -152,6 +154,7 @@ func TestUpdateRoutesInvalidKeepsOld(t *testing.T) {
 // TestStopDrains: Stop stops accepting at once but lets an open connection
 // finish within the deadline, and returns nil when it does.
 func TestStopDrains(t *testing.T) {
+	t.Parallel()
 	be := startBackend(t, "127.0.0.1:0", echo)
 	lp := newListenerPool(t)
 	port := lp.port(t)
@@ -200,6 +203,7 @@ func TestStopDrains(t *testing.T) {
 // ClientHello, inside a socket handler that blocks on a read or on ctx),
 // Stop reports the deadline, and no goroutine of the proxy is left.
 func TestStopCutsAfterDeadline(t *testing.T) {
+	// Not parallel: goleak.VerifyNone sees the goroutines of the whole process.
 	ignore := goleak.IgnoreCurrent()
 	be := startBackend(t, "127.0.0.1:0", echo)
 	lp := newListenerPool(t)
@@ -250,6 +254,7 @@ func TestStopCutsAfterDeadline(t *testing.T) {
 
 // TestLifecycleErrors covers the calls around Start and Stop.
 func TestLifecycleErrors(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	p := newTestProxy(t, lp, Options{Routes: []Route{SocketHandlerRoute("h", Ports(port), nil, EchoHandler())}})
@@ -304,6 +309,7 @@ type serveConnCase struct {
 // with the client address supplied by a wrapped conn, reaches the socket
 // handler of the expected route, which reports what it was told.
 func TestServeConnRouting(t *testing.T) {
+	t.Parallel()
 	report := func(ctx context.Context, c net.Conn, rc *RouteContext) error {
 		_, err := fmt.Fprintf(c, "%s %s %s", rc.RouteName, rc.Domain, rc.ClientIP)
 		return err
@@ -398,6 +404,7 @@ func serveConn(t *testing.T, p *Proxy, tc serveConnCase) string {
 // TestServeConnBarePipe: the documented use of ServeConn with a plain
 // net.Pipe, whose address carries no IP, must be served.
 func TestServeConnBarePipe(t *testing.T) {
+	t.Parallel()
 	var seen RouteContext
 	p := newTestProxy(t, nil, Options{Routes: []Route{
 		SocketHandlerRoute("pipe", Ports(7000), nil, func(ctx context.Context, c net.Conn, rc *RouteContext) error {
@@ -415,6 +422,7 @@ func TestServeConnBarePipe(t *testing.T) {
 // TestServeConnForward: ServeConn of a net.Pipe on a forward route copies
 // through the portable path (no TCP on the client side) to a real backend.
 func TestServeConnForward(t *testing.T) {
+	t.Parallel()
 	be := startBackend(t, "127.0.0.1:0", taggedEcho("E"))
 	p := newTestProxy(t, nil, Options{Routes: []Route{plainRoute("fwd", 7001, be.addr())}})
 	client, server := net.Pipe()
@@ -476,6 +484,7 @@ func (l *memListener) dial(t *testing.T, from string) net.Conn {
 // listener's Accept returns once closed; with an in-memory listener it
 // returns promptly, and a port removed by UpdateRoutes stops its loop too.
 func TestStopWithCustomListener(t *testing.T) {
+	t.Parallel()
 	lns := map[string]*memListener{"127.0.0.1:7100": newMemListener(), "127.0.0.1:7101": newMemListener()}
 	p := startTestProxy(t, nil, Options{
 		ListenAddress: "127.0.0.1",
@@ -514,6 +523,7 @@ func TestStopWithCustomListener(t *testing.T) {
 // listener) must be served by the new routes, not refused with "no route"
 // because the accept loop ran ahead of the route set.
 func TestUpdateRoutesQueuedConnection(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	first := lp.port(t)
 	p := startTestProxy(t, lp, Options{Routes: []Route{SocketHandlerRoute("first", Ports(first), nil, EchoHandler())}})
@@ -542,6 +552,7 @@ func TestUpdateRoutesQueuedConnection(t *testing.T) {
 // closed every connection it knew of (its handler would wait forever on a
 // client that never sends).
 func TestStopExpiredWhileAccepting(t *testing.T) {
+	t.Parallel()
 	for round := range 15 {
 		lp := newListenerPool(t)
 		port := lp.port(t)
@@ -589,4 +600,24 @@ func TestStopExpiredWhileAccepting(t *testing.T) {
 		}
 		require.ErrorIs(t, err, context.Canceled)
 	}
+}
+
+// UpdateRoutes revokes access on open keep-alive connections: the next
+// request on the same connection is matched against the new routes.
+func TestUpdateRoutesAppliesToKeepAliveRequests(t *testing.T) {
+	t.Parallel()
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	be := echoBackend(t, "b")
+	open := httpRouteOn("web", port, be.addr(), "app.test")
+	p := startTestProxy(t, lp, Options{Routes: []Route{open}})
+	c, dials := proxyClient(t, port, nil, false)
+	require.Equal(t, "b", getEcho(t, c, "GET", "http://app.test/", nil).Backend)
+
+	blocked := open
+	blocked.Security = &RouteSecurity{IPBlockList: []string{"127.0.0.1"}}
+	require.NoError(t, p.UpdateRoutes([]Route{blocked}))
+	resp, _ := do(t, c, "GET", "http://app.test/", nil, nil)
+	require.Equal(t, 403, resp.StatusCode)
+	require.EqualValues(t, 1, dials.Load(), "the same client connection")
 }

@@ -21,6 +21,7 @@ func mustTable(t testing.TB, routes ...Route) RouteMatcher {
 func fwd(name string) *RouteBuilder { return NewRoute(name).ForwardTo("127.0.0.1:9") }
 
 func TestRouteTableMatch(t *testing.T) {
+	t.Parallel()
 	m := mustTable(t,
 		fwd("catch-all").Ports(443).Route(),
 		fwd("wild").Ports(443).Domains("*.example.com").Route(),
@@ -90,6 +91,7 @@ func TestRouteTableMatch(t *testing.T) {
 }
 
 func TestRouteTableSkipsDisabled(t *testing.T) {
+	t.Parallel()
 	m := mustTable(t,
 		fwd("off").Ports(80).Disabled().Priority(5).Route(),
 		fwd("on").Ports(80).Route(),
@@ -98,6 +100,7 @@ func TestRouteTableSkipsDisabled(t *testing.T) {
 }
 
 func TestNormalizeDomain(t *testing.T) {
+	t.Parallel()
 	require.Equal(t, "www.example.com", normalizeDomain(" WWW.Example.COM. "))
 	m := mustTable(t, fwd("x").Ports(443).Domains("WWW.Example.com.").Route())
 	require.NotNil(t, m.Match(&MatchQuery{Port: 443, Domain: "www.example.com"}))
@@ -137,6 +140,7 @@ func BenchmarkMatch10kRoutes(b *testing.B) {
 }
 
 func TestMatch10kRoutesAllocatesNothing(t *testing.T) {
+	// Not parallel: testing.AllocsPerRun counts the allocations of the whole process.
 	m := mustTable(t, tenThousandRoutes()...)
 	q := MatchQuery{Port: 443, Domain: "a.b.tenant990.example.net"}
 	require.Equal(t, "r990", m.Match(&q).Name)

@@ -49,6 +49,7 @@ func startParkingProxy(t *testing.T, handle func(net.Conn), opts Options) (*Prox
 // Idle forwarded connections keep no goroutine: neither the serving one
 // nor the copying ones. Traffic resumes them, in order, and they park again.
 func TestIdleForwardedConnectionsPark(t *testing.T) {
+	// Not parallel: goroutinesIn counts the goroutines of the whole process.
 	p, port := startParkingProxy(t, echo, Options{
 		IdleParkAfter: 40 * time.Millisecond,
 	})
@@ -83,6 +84,7 @@ func TestIdleForwardedConnectionsPark(t *testing.T) {
 // The connection manager's inactivity timeout closes a parked connection
 // on time, and the records and the parker are left empty.
 func TestParkedConnectionInactivityTimeout(t *testing.T) {
+	t.Parallel()
 	const timeout = 300 * time.Millisecond
 	p, port := startParkingProxy(t, echo, Options{
 		InactivityTimeout: timeout,
@@ -103,6 +105,7 @@ func TestParkedConnectionInactivityTimeout(t *testing.T) {
 // Stop waits for parked connections like any other, and cuts them when
 // its context ends; nothing is left behind (the test's goleak check).
 func TestStopWithParkedConnections(t *testing.T) {
+	t.Parallel()
 	p, port := startParkingProxy(t, echo, Options{
 		IdleParkAfter: 20 * time.Millisecond,
 	})
@@ -121,6 +124,7 @@ func TestStopWithParkedConnections(t *testing.T) {
 // A client that half-closes a parked connection still gets the backend's
 // answer, and the connection ends cleanly.
 func TestParkedConnectionHalfClose(t *testing.T) {
+	t.Parallel()
 	p, port := startParkingProxy(t, func(c net.Conn) {
 		b, _ := io.ReadAll(c)
 		_, _ = c.Write(append([]byte("got:"), b...))

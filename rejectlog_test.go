@@ -72,6 +72,7 @@ func (c *stepClock) Advance(d time.Duration) {
 // (reason, route) pairs produce one line per pair and second plus one
 // summary each, and the counts and summaries add up.
 func TestRejectLogSummarises(t *testing.T) {
+	t.Parallel()
 	h := &recordHandler{}
 	clk := &stepClock{now: testNow}
 	l := newRejectLog(slog.New(h), time.Second)
@@ -116,6 +117,7 @@ func TestRejectLogSummarises(t *testing.T) {
 }
 
 func TestRejectLogConcurrent(t *testing.T) {
+	t.Parallel()
 	h := &recordHandler{}
 	l := newRejectLog(slog.New(h), time.Hour)
 	var wg sync.WaitGroup
@@ -132,6 +134,7 @@ func TestRejectLogConcurrent(t *testing.T) {
 }
 
 func TestRejectLogRunFlushes(t *testing.T) {
+	t.Parallel()
 	h := &recordHandler{}
 	l := newRejectLog(slog.New(h), 10*time.Millisecond)
 	for range 5 {
@@ -147,6 +150,7 @@ func TestRejectLogRunFlushes(t *testing.T) {
 }
 
 func TestRejectReasonAndMetricsMerge(t *testing.T) {
+	t.Parallel()
 	require.Equal(t, "ip-blocked", rejectReasonOf(&RejectError{Reason: RejectBlocked}))
 	require.Equal(t, "route-ip-limit", rejectReasonOf(&connection.LimitError{Reason: connection.ReasonRouteIPLimit}))
 	require.Equal(t, "error", rejectReasonOf(errors.New("x")))
@@ -168,6 +172,7 @@ func (geoRejection) RejectReason() string { return "geo-blocked" }
 // TestRejectReasonOf: every kind of refusal is named through Rejection,
 // wrapped or not; other errors count as "error".
 func TestRejectReasonOf(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		err  error
 		want string

@@ -13,11 +13,12 @@ import (
 // charged to each route once and never refused, while new connections past
 // the limit still are (plain HTTP and terminated TLS).
 func TestHTTPRouteConnectionRateLimitKeepAliveSwitch(t *testing.T) {
+	t.Parallel()
 	forEachHTTPKind(t, func(t *testing.T, k httpKind) {
 		lp := newListenerPool(t)
 		port := lp.port(t)
 		paths := make(chan string, 100)
-		beA, beB := e2eHTTPBackend(t, paths), e2eHTTPBackend(t, paths)
+		beA, beB := okBackend(t, paths), okBackend(t, paths)
 		ra := k.route("a", port, beA.addr(), "a.test")
 		ra.Security = &RouteSecurity{ConnectionRateLimitPerMinute: 2}
 		rb := k.route("b", port, beB.addr(), "b.test")

@@ -97,7 +97,7 @@ func newE2E(t *testing.T, path e2ePath, sec *RouteSecurity, opts Options) *e2eEn
 		r = NewRoute("sec").Ports(env.port).Domains(e2eDomain).ForwardTo(be.addr()).Route()
 		r.Action.TLS = &RouteTLS{Mode: TLSTerminate}
 	case pathTermHTTP, pathHTTP:
-		be := e2eHTTPBackend(t, env.paths)
+		be := okBackend(t, env.paths)
 		env.hits = be.requests.Load
 		if path == pathHTTP {
 			r = httpRouteOn("sec", env.port, be.addr(), e2eDomain)
@@ -132,25 +132,6 @@ func newE2E(t *testing.T, path e2ePath, sec *RouteSecurity, opts Options) *e2eEn
 	}
 	env.p = startTestProxy(t, lp, opts)
 	return env
-}
-
-// e2eBackend is an HTTP backend counting the requests it serves.
-type e2eBackend struct {
-	*echoServer
-	requests atomic.Int64
-}
-
-func e2eHTTPBackend(t *testing.T, paths chan<- string) *e2eBackend {
-	b := &e2eBackend{}
-	b.echoServer = startEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b.requests.Add(1)
-		select {
-		case paths <- r.URL.Path:
-		default:
-		}
-		_, _ = io.WriteString(w, "ok:"+r.URL.Path)
-	}))
-	return b
 }
 
 // e2eResult is how one attempt went.
@@ -344,6 +325,7 @@ func runPaths(t *testing.T, paths []e2ePath, f func(t *testing.T, path e2ePath))
 // the defaults', refuse a client on every path before the backend is
 // dialed (or the handler called), while another client gets through.
 func TestSecurityE2EIPLists(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name          string
 		sec, defaults *RouteSecurity
@@ -400,6 +382,7 @@ func TestSecurityE2EIPLists(t *testing.T) {
 // the (N+1)th concurrent connection, whoever it comes from, and admits
 // again once one ends.
 func TestSecurityE2ERouteMaxConnections(t *testing.T) {
+	t.Parallel()
 	runPaths(t, e2eAllPaths, func(t *testing.T, path e2ePath) {
 		env := newE2E(t, path, &RouteSecurity{MaxConnections: 1}, Options{})
 		held := env.requireOK(env.attempt(e2eRefused))
@@ -418,6 +401,7 @@ func TestSecurityE2ERouteMaxConnections(t *testing.T) {
 // TestSecurityE2ERouteMaxConnectionsPerIP: the route's per-IP cap refuses
 // a client's (N+1)th concurrent connection; other clients are unaffected.
 func TestSecurityE2ERouteMaxConnectionsPerIP(t *testing.T) {
+	t.Parallel()
 	runPaths(t, e2eAllPaths, func(t *testing.T, path e2ePath) {
 		env := newE2E(t, path, &RouteSecurity{MaxConnectionsPerIP: 1}, Options{})
 		held := env.requireOK(env.attempt(e2eRefused))
@@ -444,6 +428,7 @@ func TestSecurityE2ERouteMaxConnectionsPerIP(t *testing.T) {
 // connectionRateLimitPerMinute refuses a client's (N+1)th connection in
 // the minute, closed or not; other clients are unaffected.
 func TestSecurityE2ERouteConnectionRate(t *testing.T) {
+	t.Parallel()
 	runPaths(t, e2eAllPaths, func(t *testing.T, path e2ePath) {
 		env := newE2E(t, path, &RouteSecurity{ConnectionRateLimitPerMinute: 2}, Options{})
 		for range 2 {
@@ -472,6 +457,7 @@ func TestSecurityE2ERouteConnectionRate(t *testing.T) {
 // anything is read: without a TLS alert, and on plain HTTP ports with a
 // 429 or 503 only for a request that arrives at once (refuseHTTPClient).
 func TestSecurityE2EGlobalLimits(t *testing.T) {
+	t.Parallel()
 	t.Run("MaxConnectionsPerIP", func(t *testing.T) {
 		runPaths(t, e2eAllPaths, func(t *testing.T, path e2ePath) {
 			env := newE2E(t, path, nil, Options{MaxConnectionsPerIP: 1})
@@ -517,6 +503,7 @@ func TestSecurityE2EGlobalLimits(t *testing.T) {
 // Retry-After over the limit, keyed by client IP, path or header, on every
 // HTTP path; refused requests never reach the backend.
 func TestSecurityE2EHTTPRateLimit(t *testing.T) {
+	t.Parallel()
 	requireTooMany := func(t *testing.T, res e2eResult) {
 		t.Helper()
 		require.Equal(t, http.StatusTooManyRequests, res.status, "body %q err %v", res.body, res.err)
@@ -578,6 +565,7 @@ func TestSecurityE2EHTTPRateLimit(t *testing.T) {
 // bcrypt users pass, excludePaths serve a public path without
 // credentials but never a path that only looks public.
 func TestSecurityE2EBasicAuth(t *testing.T) {
+	t.Parallel()
 	sec := &RouteSecurity{BasicAuth: &BasicAuth{
 		Realm: "Admin Area",
 		Users: []BasicAuthUser{
@@ -660,6 +648,7 @@ func e2eToken(t *testing.T, key []byte, mod func(jwt.MapClaims)) string {
 // a valid token passes; a missing, expired, wrongly issued, unsigned (alg
 // none) or wrongly signed token gets 401 and never reaches the backend.
 func TestSecurityE2EJWTAuth(t *testing.T) {
+	t.Parallel()
 	secret := []byte(strings.Repeat("k", 32))
 	sec := &RouteSecurity{JWTAuth: &JWTAuth{
 		Secret: string(secret), Algorithm: StringList{"HS256"},
@@ -700,12 +689,13 @@ func TestSecurityE2EJWTAuth(t *testing.T) {
 // route does not let a later one past another route's authentication,
 // block list or rate limit (plain HTTP and terminated TLS).
 func TestSecurityE2EKeepAliveRechecks(t *testing.T) {
+	t.Parallel()
 	forEachHTTPKind(t, func(t *testing.T, k httpKind) {
 		lp := newListenerPool(t)
 		port := lp.port(t)
 		paths := make(chan string, 100)
-		beOpen, beAdmin, beBlocked, beLimited := e2eHTTPBackend(t, paths), e2eHTTPBackend(t, paths),
-			e2eHTTPBackend(t, paths), e2eHTTPBackend(t, paths)
+		beOpen, beAdmin, beBlocked, beLimited := okBackend(t, paths), okBackend(t, paths),
+			okBackend(t, paths), okBackend(t, paths)
 		open := k.route("open", port, beOpen.addr(), "app.test")
 		admin := k.route("admin", port, beAdmin.addr(), "app.test")
 		admin.Match.Path = "/admin/*"
@@ -756,6 +746,7 @@ func TestSecurityE2EKeepAliveRechecks(t *testing.T) {
 // TestSecurityE2EConfigValidation: HTTP checks on a route that never sees
 // HTTP requests (TLS passthrough) fail New, naming the route and field.
 func TestSecurityE2EConfigValidation(t *testing.T) {
+	t.Parallel()
 	users := []BasicAuthUser{{Username: "u", Password: "p"}}
 	cases := map[string]struct {
 		sec, defaults *RouteSecurity
@@ -794,6 +785,7 @@ func TestSecurityE2EConfigValidation(t *testing.T) {
 // it does not list, which a Go backend still serves, or a method split by
 // a pause longer than the sniff wait) must be refused, not forwarded raw.
 func TestSecurityE2EHTTPChecksNeedHTTP(t *testing.T) {
+	t.Parallel()
 	auth := &RouteSecurity{BasicAuth: &BasicAuth{Users: []BasicAuthUser{{Username: "u", Password: "p"}}}}
 	const (
 		sniffWait = 300 * time.Millisecond // InitialDataTimeout, and so the sniff wait
@@ -833,7 +825,7 @@ func TestSecurityE2EHTTPChecksNeedHTTP(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			lp := newListenerPool(t)
 			port := lp.port(t)
-			be := e2eHTTPBackend(t, make(chan string, 10))
+			be := okBackend(t, make(chan string, 10))
 			var calls atomic.Int64
 			handler := func(ctx context.Context, c net.Conn, rc *RouteContext) error {
 				calls.Add(1)
@@ -882,10 +874,11 @@ func TestSecurityE2EHTTPChecksNeedHTTP(t *testing.T) {
 // specific route for its TLS settings; its security must not decide the
 // whole connection.
 func TestSecurityE2EPathRouteChecksPerRequest(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	paths := make(chan string, 100)
-	beOpen, beAdmin := e2eHTTPBackend(t, paths), e2eHTTPBackend(t, paths)
+	beOpen, beAdmin := okBackend(t, paths), okBackend(t, paths)
 	open := terminateRouteOn("open", port, beOpen.addr(), "app.test")
 	admin := terminateRouteOn("admin", port, beAdmin.addr(), "app.test")
 	admin.Match.Path = "/admin/*"

@@ -50,6 +50,7 @@ func tlsThrough(t *testing.T, c net.Conn, cfg *tls.Config, want string) {
 // hello, a hello cut into tiny records sent in tiny segments, and a hello
 // over 16 KiB (two records).
 func TestSNIPassthroughRealTLS(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	alpha := startBackend(t, "127.0.0.1:0", tlsGreeter("alpha"))
@@ -170,6 +171,7 @@ func (cl *collector) wait(t *testing.T) []byte {
 // reassembly: tiny records in tiny delayed segments, and a 16+ KiB hello
 // spanning two records.
 func TestSNIExactBytes(t *testing.T) {
+	t.Parallel()
 	captured := tlstest.CaptureHello(t, &tls.Config{ServerName: "beta.test", InsecureSkipVerify: true})
 	cases := []struct {
 		name    string
@@ -215,6 +217,7 @@ func TestSNIExactBytes(t *testing.T) {
 // closed as soon as the first bytes show it is not TLS, long before the
 // initial-data timeout, and no backend is dialed.
 func TestNonTLSOnSNIPort(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	alpha := startBackend(t, "127.0.0.1:0", echo)
@@ -244,6 +247,7 @@ func TestNonTLSOnSNIPort(t *testing.T) {
 // TestNoSNIOnDomainPort: a TLS client that sends no server name cannot
 // match a domain route: it gets an unrecognized_name alert and is closed.
 func TestNoSNIOnDomainPort(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	alpha := startBackend(t, "127.0.0.1:0", tlsGreeter("alpha"))
@@ -267,6 +271,7 @@ func TestNoSNIOnDomainPort(t *testing.T) {
 // closed when InitialDataTimeout passes (not before, not much after), and
 // their records are released.
 func TestSlowloris(t *testing.T) {
+	t.Parallel()
 	const timeout = 200 * time.Millisecond
 	lp := newListenerPool(t)
 	port := lp.port(t)
@@ -339,6 +344,7 @@ func TestSlowloris(t *testing.T) {
 // TestHelloTooLarge: a ClientHello over MaxClientHelloBytes is refused as
 // soon as its length is known, without waiting for the rest or dialing.
 func TestHelloTooLarge(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	alpha := startBackend(t, "127.0.0.1:0", tlsGreeter("alpha"))
@@ -367,6 +373,7 @@ func TestHelloTooLarge(t *testing.T) {
 // before reading still reads the whole ClientHello exactly as sent, then
 // the rest of the stream.
 func TestSocketHandlerGetsPeekedBytes(t *testing.T) {
+	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	hello := tlstest.CaptureHello(t, &tls.Config{ServerName: "sock.test", InsecureSkipVerify: true})
@@ -420,6 +427,7 @@ func TestSocketHandlerGetsPeekedBytes(t *testing.T) {
 // carrying the same bytes (which needs no read-ahead buffer), so the rest
 // of the connection's allocations, and the race detector's, cancel out.
 func TestSNIForwardRecyclesPeekBuffer(t *testing.T) {
+	// Not parallel: runtime.ReadMemStats counts the allocations of the whole process.
 	be := startBackend(t, "127.0.0.1:0", func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
 	p := newTestProxy(t, nil, Options{Routes: []Route{
 		NewRoute("sni").Ports(443).Domains("a.test").TLSPassthrough().ForwardTo(be.addr()).Route(),

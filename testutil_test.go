@@ -1,6 +1,8 @@
 package smartproxy
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -8,12 +10,15 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strconv"
 	"sync"
@@ -27,9 +32,11 @@ import (
 )
 
 // Shared helpers of the proxy tests: pre-opened listeners for the proxy,
-// loopback backends that count what they accept, a self-signed TLS server,
-// ClientHello capture and re-recording, and small assertions about how a
-// client connection ends.
+// the test backends (TCP and HTTP, counting what they accept and serve; see
+// "Test backends" below), a self-signed TLS certificate, hand-made
+// ClientHellos, HTTP clients that dial the proxy whatever the URL's host,
+// route constructors, and small assertions about how a client connection
+// ends.
 
 // testLogger discards everything but still formats every record at debug
 // level, so the logging calls on the connection path run under -race too.
@@ -367,4 +374,352 @@ func pattern(n int, seed uint32) []byte {
 		b[i] = byte(x)
 	}
 	return b
+}
+
+// Test backends. TCP tests run a backend (startBackend) with one of the
+// connection handlers echo, reporter, tlsGreeter or a test's own; HTTP
+// tests run an echoServer (startEchoServer, plain or TLS) with echoBackend,
+// okBackend or a test's own handler. The other kinds exist for what only
+// they do: recordingBackend keeps the raw bytes a client could smuggle past
+// an HTTP parser, tlsBackend reports the re-encrypted handshake, sniBackend
+// records which SNIs shared a pooled TLS connection.
+
+// reporter is the plain TCP backend of the termination tests: it answers
+// every line with "got:" and the line, which shows the client that the
+// backend received plaintext.
+func reporter(c net.Conn) {
+	r := bufio.NewReader(c)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		if _, err := io.WriteString(c, "got:"+line); err != nil {
+			return
+		}
+	}
+}
+
+// recordingBackend is an HTTP/1.1 backend that keeps every byte it
+// receives, so a test can prove what never reached it, raw or parsed. It
+// answers each request it can parse with "served <path>".
+type recordingBackend struct {
+	*backend
+	mu  sync.Mutex
+	got bytes.Buffer
+}
+
+func startRecordingBackend(t *testing.T) *recordingBackend {
+	rb := &recordingBackend{}
+	rb.backend = startBackend(t, "127.0.0.1:0", func(c net.Conn) {
+		br := bufio.NewReader(io.TeeReader(c, rb))
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				_, _ = io.Copy(io.Discard, br) // keep recording raw bytes
+				return
+			}
+			_, _ = io.Copy(io.Discard, req.Body)
+			body := "served " + req.URL.Path
+			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body); err != nil {
+				return
+			}
+		}
+	})
+	return rb
+}
+
+func (rb *recordingBackend) Write(b []byte) (int, error) {
+	rb.mu.Lock()
+	defer rb.mu.Unlock()
+	return rb.got.Write(b)
+}
+
+func (rb *recordingBackend) received() string {
+	rb.mu.Lock()
+	defer rb.mu.Unlock()
+	return rb.got.String()
+}
+
+// tlsBackend is a TLS server for re-encryption: it reports the server name
+// it saw and whether the session was resumed, then answers lines like
+// reporter. Failed handshakes are sent to errs.
+type tlsBackend struct {
+	*backend
+	errs chan error
+}
+
+func startTLSBackend(t *testing.T, cert *tls.Certificate) *tlsBackend {
+	t.Helper()
+	tb := &tlsBackend{errs: make(chan error, 32)}
+	cfg := &tls.Config{Certificates: []tls.Certificate{*cert}}
+	tb.backend = startBackend(t, "127.0.0.1:0", func(c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		tc := tls.Server(c, cfg)
+		if err := tc.Handshake(); err != nil {
+			tb.errs <- err
+			return
+		}
+		st := tc.ConnectionState()
+		if _, err := fmt.Fprintf(tc, "sni:%s resumed:%t\n", st.ServerName, st.DidResume); err != nil {
+			return
+		}
+		reporter(tc)
+	})
+	return tb
+}
+
+// drain empties errs.
+func (tb *tlsBackend) drain() {
+	for {
+		select {
+		case <-tb.errs:
+		default:
+			return
+		}
+	}
+}
+
+// echoed is what echoBackend reports about a request.
+type echoed struct {
+	Backend string      `json:"backend"`
+	Method  string      `json:"method"`
+	Path    string      `json:"path"`
+	Query   string      `json:"query"`
+	Host    string      `json:"host"`
+	Proto   string      `json:"proto"`
+	Header  http.Header `json:"header"`
+}
+
+// echoServer is a loopback HTTP server closed when the test ends. It
+// counts the connections it accepted and the requests it served.
+type echoServer struct {
+	*httptest.Server
+	conns    atomic.Int64 // connections accepted
+	requests atomic.Int64 // requests served
+}
+
+func (b *echoServer) addr() string { return b.Listener.Addr().String() }
+
+// startEchoServer serves h on loopback.
+func startEchoServer(t testing.TB, h http.Handler) *echoServer {
+	t.Helper()
+	b := newEchoServer(h)
+	b.Start()
+	t.Cleanup(b.Close)
+	return b
+}
+
+// startTLSEchoServer serves h on loopback over TLS with cert (nil:
+// httptest's own), offering h2 and http/1.1.
+func startTLSEchoServer(t testing.TB, h http.Handler, cert *tls.Certificate) *echoServer {
+	t.Helper()
+	b := newEchoServer(h)
+	if cert != nil {
+		b.TLS = &tls.Config{Certificates: []tls.Certificate{*cert}}
+	}
+	b.EnableHTTP2 = true
+	b.StartTLS()
+	t.Cleanup(b.Close)
+	return b
+}
+
+func newEchoServer(h http.Handler) *echoServer {
+	b := &echoServer{}
+	b.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b.requests.Add(1)
+		h.ServeHTTP(w, r)
+	}))
+	b.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			b.conns.Add(1)
+		}
+	}
+	return b
+}
+
+// echoBackend answers every request with a JSON echoed naming itself.
+func echoBackend(t testing.TB, name string) *echoServer {
+	return startEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(echoed{Backend: name, Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery,
+			Host: r.Host, Proto: r.Proto, Header: r.Header})
+	}))
+}
+
+// okBackend answers every request with "ok:" and its path, and sends the
+// path to paths when there is room (the security tests' backend).
+func okBackend(t testing.TB, paths chan<- string) *echoServer {
+	return startEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case paths <- r.URL.Path:
+		default:
+		}
+		_, _ = io.WriteString(w, "ok:"+r.URL.Path)
+	}))
+}
+
+// sniBackend is a TLS backend (certificate *.example.com of the test CA)
+// that answers with the SNI and Host it was reached with, and records
+// which SNIs each of its connections carried.
+type sniBackend struct {
+	*echoServer
+
+	mu     sync.Mutex
+	byConn map[string]map[string]bool // remote address -> SNIs
+}
+
+func startSNIBackend(t *testing.T) *sniBackend {
+	t.Helper()
+	b := &sniBackend{byConn: make(map[string]map[string]bool)}
+	b.echoServer = startTLSEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b.mu.Lock()
+		if b.byConn[r.RemoteAddr] == nil {
+			b.byConn[r.RemoteAddr] = make(map[string]bool)
+		}
+		b.byConn[r.RemoteAddr][r.TLS.ServerName] = true
+		b.mu.Unlock()
+		_, _ = fmt.Fprintf(w, "sni=%s host=%s proto=%s", r.TLS.ServerName, r.Host, r.Proto)
+	}), pki().wildcard.tls)
+	return b
+}
+
+// requireOneSNIPerConn checks that no backend connection carried requests
+// for two SNIs.
+func (b *sniBackend) requireOneSNIPerConn(t *testing.T) {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for conn, snis := range b.byConn {
+		require.Len(t, snis, 1, "backend connection %s served SNIs %v", conn, snis)
+	}
+}
+
+// HTTP clients that dial the proxy whatever the URL's host, and route
+// constructors on test ports.
+
+// proxyClient returns an HTTP client that connects to the proxy's port
+// for every URL (so URLs can carry the domains routes match), counting
+// its dials. tlsCfg, when set, enables TLS (https URLs) with it.
+func proxyClient(t testing.TB, port int, tlsCfg *tls.Config, h2 bool) (*http.Client, *atomic.Int64) {
+	t.Helper()
+	var dials atomic.Int64
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			dials.Add(1)
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", "127.0.0.1:"+strconv.Itoa(port))
+		},
+		TLSClientConfig:   tlsCfg,
+		ForceAttemptHTTP2: h2,
+	}
+	if !h2 && tlsCfg != nil {
+		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{} // HTTP/1.1 only
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{
+		Transport:     tr,
+		Timeout:       10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}, &dials
+}
+
+// do sends a request and returns the response and its body.
+func do(t testing.TB, c *http.Client, method, url string, header http.Header, body io.Reader) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, body)
+	require.NoError(t, err)
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	if h := header.Get("Host"); h != "" {
+		req.Host = h
+	}
+	resp, err := c.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp, string(b)
+}
+
+// getEcho sends a request that must reach an echoBackend.
+func getEcho(t testing.TB, c *http.Client, method, url string, header http.Header) echoed {
+	t.Helper()
+	resp, body := do(t, c, method, url, header, nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode, body)
+	var e echoed
+	require.NoError(t, json.Unmarshal([]byte(body), &e), body)
+	return e
+}
+
+// httpRouteOn is a plain HTTP forward route on port.
+func httpRouteOn(name string, port int, target string, domains ...string) Route {
+	return NewRoute(name).Ports(port).Domains(domains...).ForwardTo(target).Route()
+}
+
+// terminateRouteOn is a TLS-terminating HTTP route on port whose
+// certificate comes from the proxy's store.
+func terminateRouteOn(name string, port int, target string, domains ...string) Route {
+	r := httpRouteOn(name, port, target, domains...)
+	r.Action.TLS = &RouteTLS{Mode: TLSTerminate}
+	r.Action.Options = &ActionOptions{BackendProtocol: "http1"}
+	return r
+}
+
+// testCertStore holds testCert (*.example.com, *.test).
+func testCertStore(t testing.TB) *CertStore {
+	s := NewCertStore()
+	c := testCert()
+	require.NoError(t, s.Add(&c))
+	return s
+}
+
+// insecureTLS trusts any certificate (testCert is self-signed).
+func insecureTLS(serverName string, protos ...string) *tls.Config {
+	return &tls.Config{ServerName: serverName, InsecureSkipVerify: true, NextProtos: protos}
+}
+
+func hdr(kv ...string) http.Header {
+	h := http.Header{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		h.Add(kv[i], kv[i+1])
+	}
+	return h
+}
+
+// httpKind is one way an HTTP request reaches the proxy: plain HTTP, or
+// HTTP inside TLS the proxy terminates.
+type httpKind struct {
+	name      string
+	terminate bool
+}
+
+// forEachHTTPKind runs f as a subtest for plain HTTP and terminated TLS.
+func forEachHTTPKind(t *testing.T, f func(t *testing.T, k httpKind)) {
+	for _, k := range []httpKind{{"http", false}, {"tls-terminate-http", true}} {
+		t.Run(k.name, func(t *testing.T) { f(t, k) })
+	}
+}
+
+// route is an HTTP forward route of this kind on port.
+func (k httpKind) route(name string, port int, target string, domains ...string) Route {
+	if k.terminate {
+		return terminateRouteOn(name, port, target, domains...)
+	}
+	return httpRouteOn(name, port, target, domains...)
+}
+
+// dial connects from ip and, for terminated TLS, handshakes for sni; the
+// error is the handshake's. The conn is closed when the test ends.
+func (k httpKind) dial(t *testing.T, ip string, port int, sni string) (net.Conn, error) {
+	t.Helper()
+	var c net.Conn = dialFrom(t, ip, port)
+	t.Cleanup(func() { _ = c.Close() })
+	if !k.terminate {
+		return c, nil
+	}
+	tc := tls.Client(c, insecureTLS(sni, "http/1.1"))
+	return tc, tc.Handshake()
 }

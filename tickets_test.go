@@ -2,6 +2,7 @@ package smartproxy
 
 import (
 	"crypto/tls"
+	"strconv"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -11,6 +12,7 @@ import (
 // previous key still resume (the key is kept); once the key has aged out
 // of the ring, they no longer do, and fresh tickets resume again.
 func TestTicketKeyRotation(t *testing.T) {
+	t.Parallel()
 	k := pki()
 	be := startBackend(t, "127.0.0.1:0", reporter)
 	lp := newListenerPool(t)
@@ -36,4 +38,31 @@ func TestTicketKeyRotation(t *testing.T) {
 	}
 	require.False(t, resumed(), "a ticket whose key was dropped must not resume")
 	require.True(t, resumed(), "the new ticket resumes")
+}
+
+// Ticket keys of the ALPN variant of an HTTP route's tls.Config rotate
+// like the others: a ticket whose key aged out no longer resumes.
+func TestTicketKeyRotationALPNConfig(t *testing.T) {
+	t.Parallel()
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	be := echoBackend(t, "b")
+	p := startTestProxy(t, lp, Options{Certificates: testCertStore(t),
+		Routes: []Route{terminateRouteOn("web", port, be.addr(), "www.example.com")}})
+	cfg := insecureTLS("www.example.com", "http/1.1")
+	cfg.MaxVersion = tls.VersionTLS12
+	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	resumed := func() bool {
+		c, err := tls.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port), cfg)
+		require.NoError(t, err)
+		defer c.Close()
+		require.Equal(t, "http/1.1", c.ConnectionState().NegotiatedProtocol, "the ALPN config served it")
+		return c.ConnectionState().DidResume
+	}
+	require.False(t, resumed())
+	require.True(t, resumed())
+	for range ticketKeysKept {
+		require.NoError(t, p.rotateTicketKeys())
+	}
+	require.False(t, resumed(), "a ticket whose key was dropped must not resume")
 }

@@ -1,10 +1,8 @@
 package smartproxy
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
-	"fmt"
 	"io"
 	"net"
 	"os"
@@ -17,22 +15,6 @@ import (
 	"github.com/gosmartproxy/smartproxy/internal/tlstest"
 	"github.com/stretchr/testify/require"
 )
-
-// reporter is the plain TCP backend of the termination tests: it answers
-// every line with "got:" and the line, which shows the client that the
-// backend received plaintext.
-func reporter(c net.Conn) {
-	r := bufio.NewReader(c)
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			return
-		}
-		if _, err := io.WriteString(c, "got:"+line); err != nil {
-			return
-		}
-	}
-}
 
 // terminateRoute forwards port to target with the given TLS block,
 // matching domains when some are given.
@@ -105,6 +87,7 @@ func terminated(t testing.TB, port int, cfg *tls.Config) tls.ConnectionState {
 // TestTLSTerminateRouteCertificate: a route's own certificate, inline PEM
 // with its chain or from files, is served and verifies against the CA.
 func TestTLSTerminateRouteCertificate(t *testing.T) {
+	t.Parallel()
 	k := pki()
 	be := startBackend(t, "127.0.0.1:0", reporter)
 	lp := newListenerPool(t)
@@ -141,6 +124,7 @@ func TestTLSTerminateRouteCertificate(t *testing.T) {
 // or "auto") take Options.Certificates: exact name, then wildcard, then the
 // default; a store without an answer fails the handshake.
 func TestTLSTerminateCertStore(t *testing.T) {
+	t.Parallel()
 	k := pki()
 	be := startBackend(t, "127.0.0.1:0", reporter)
 	lp := newListenerPool(t)
@@ -186,6 +170,7 @@ func TestTLSTerminateCertStore(t *testing.T) {
 // handshake fails with an alert, the connection closes and nothing
 // reaches the backend.
 func TestTLSTerminateNoCertificate(t *testing.T) {
+	t.Parallel()
 	k := pki()
 	be := startBackend(t, "127.0.0.1:0", reporter)
 	lp := newListenerPool(t)
@@ -208,6 +193,7 @@ func TestTLSTerminateNoCertificate(t *testing.T) {
 // TestTLSTerminateVersions: TLS 1.2 and 1.3 by default; versions
 // ["TLSv1.3"] refuses a client that stops at TLS 1.2.
 func TestTLSTerminateVersions(t *testing.T) {
+	t.Parallel()
 	k := pki()
 	be := startBackend(t, "127.0.0.1:0", reporter)
 	lp := newListenerPool(t)
@@ -246,6 +232,7 @@ func TestTLSTerminateVersions(t *testing.T) {
 // TestTLSTerminateCiphers: the cipher list restricts TLS 1.2; TLS 1.3 is
 // unaffected.
 func TestTLSTerminateCiphers(t *testing.T) {
+	t.Parallel()
 	k := pki()
 	be := startBackend(t, "127.0.0.1:0", reporter)
 	lp := newListenerPool(t)
@@ -277,6 +264,7 @@ func TestTLSTerminateCiphers(t *testing.T) {
 // UpdateRoutes recompiled every route, because all of them share the
 // proxy's session ticket keys. Another proxy's tickets are not accepted.
 func TestTLSSessionResumption(t *testing.T) {
+	t.Parallel()
 	k := pki()
 	be := startBackend(t, "127.0.0.1:0", reporter)
 	lp := newListenerPool(t)
@@ -318,6 +306,7 @@ func TestTLSSessionResumption(t *testing.T) {
 // TestTLSTerminateNonTLSClient: a client speaking plain text to a
 // terminating route is closed at once, and no backend is dialed.
 func TestTLSTerminateNonTLSClient(t *testing.T) {
+	t.Parallel()
 	k := pki()
 	be := startBackend(t, "127.0.0.1:0", reporter)
 	lp := newListenerPool(t)
@@ -342,6 +331,7 @@ func TestTLSTerminateNonTLSClient(t *testing.T) {
 // ClientHello, or after it, is closed at InitialDataTimeout, on a port
 // that reads the hello for SNI routing and on one that does not.
 func TestTLSHandshakeTimeout(t *testing.T) {
+	t.Parallel()
 	k := pki()
 	be := startBackend(t, "127.0.0.1:0", reporter)
 	lp := newListenerPool(t)
@@ -383,45 +373,6 @@ func TestTLSHandshakeTimeout(t *testing.T) {
 	})
 }
 
-// tlsBackend is a TLS server for re-encryption: it reports the server name
-// it saw and whether the session was resumed, then answers lines like
-// reporter. Failed handshakes are sent to errs.
-type tlsBackend struct {
-	*backend
-	errs chan error
-}
-
-func startTLSBackend(t *testing.T, cert *tls.Certificate) *tlsBackend {
-	t.Helper()
-	tb := &tlsBackend{errs: make(chan error, 32)}
-	cfg := &tls.Config{Certificates: []tls.Certificate{*cert}}
-	tb.backend = startBackend(t, "127.0.0.1:0", func(c net.Conn) {
-		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-		tc := tls.Server(c, cfg)
-		if err := tc.Handshake(); err != nil {
-			tb.errs <- err
-			return
-		}
-		st := tc.ConnectionState()
-		if _, err := fmt.Fprintf(tc, "sni:%s resumed:%t\n", st.ServerName, st.DidResume); err != nil {
-			return
-		}
-		reporter(tc)
-	})
-	return tb
-}
-
-// drain empties errs.
-func (tb *tlsBackend) drain() {
-	for {
-		select {
-		case <-tb.errs:
-		default:
-			return
-		}
-	}
-}
-
 // reencrypted connects through a terminate-and-reencrypt route and returns
 // the backend's report line.
 func reencrypted(t *testing.T, port int, sni string) string {
@@ -457,6 +408,7 @@ func requireReencryptFails(t *testing.T, tb *tlsBackend, port int, sni, backendE
 // TestTLSReencrypt: terminate-and-reencrypt verifies the backend against
 // the configured CA (or the system roots) for the configured name.
 func TestTLSReencrypt(t *testing.T) {
+	// Not parallel: it asserts resumption through the package-wide backendSessionCache.
 	k := pki()
 	tb := startTLSBackend(t, k.backend.tls)
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
@@ -515,6 +467,7 @@ func TestTLSReencrypt(t *testing.T) {
 // roots — whose refusal must not evict the session for the routes that do
 // trust it (crypto/tls deletes a cached session it does not trust).
 func TestTLSReencryptSessions(t *testing.T) {
+	// Not parallel: it asserts resumption through the package-wide backendSessionCache.
 	k := pki()
 	tb := startTLSBackend(t, k.backend.tls)
 	lp := newListenerPool(t)
@@ -545,6 +498,7 @@ func TestTLSReencryptSessions(t *testing.T) {
 // TestTLSReencryptBackendStalls: a backend that accepts but never answers
 // the handshake is given up at ConnectTimeout, not waited on forever.
 func TestTLSReencryptBackendStalls(t *testing.T) {
+	t.Parallel()
 	k := pki()
 	stall := startBackend(t, "127.0.0.1:0", func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
 	lp := newListenerPool(t)
@@ -565,6 +519,7 @@ func TestTLSReencryptBackendStalls(t *testing.T) {
 // TestTLSTerminateStop: Stop cuts a connection stuck in the handshake and
 // one being proxied.
 func TestTLSTerminateStop(t *testing.T) {
+	t.Parallel()
 	k := pki()
 	be := startBackend(t, "127.0.0.1:0", reporter)
 	lp := newListenerPool(t)

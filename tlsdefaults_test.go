@@ -57,6 +57,7 @@ func longLivedCert(t *testing.T, name string) *CertificateSpec {
 // The last step shows the hint really is 7 days: a client whose clock is
 // past it no longer offers the ticket.
 func TestTicketHonouredForItsHintedLifetime(t *testing.T) {
+	t.Parallel()
 	be := startBackend(t, "127.0.0.1:0", reporter)
 	lp := newListenerPool(t)
 	port := lp.port(t)
@@ -108,6 +109,7 @@ func TestTicketHonouredForItsHintedLifetime(t *testing.T) {
 // and accepts AES-GCM and ChaCha20-Poly1305; "ciphers" can widen the list
 // to CBC again.
 func TestTLS12DefaultSuitesAreAEAD(t *testing.T) {
+	t.Parallel()
 	k := pki()
 	be := startBackend(t, "127.0.0.1:0", reporter)
 	lp := newListenerPool(t)

@@ -10,6 +10,7 @@ import (
 )
 
 func TestValidationNamesRouteAndField(t *testing.T) {
+	t.Parallel()
 	handler := func(context.Context, net.Conn, *RouteContext) error { return nil }
 	tests := []struct {
 		name  string
@@ -55,6 +56,7 @@ func TestValidationNamesRouteAndField(t *testing.T) {
 }
 
 func TestValidationOfTLSBlock(t *testing.T) {
+	t.Parallel()
 	term := func(tlsCfg RouteTLS) Route {
 		r := fwd("term").Ports(443).Route()
 		r.Action.TLS = &tlsCfg
@@ -92,6 +94,7 @@ func TestValidationOfTLSBlock(t *testing.T) {
 }
 
 func TestValidationReportsEveryMistake(t *testing.T) {
+	t.Parallel()
 	_, err := New(Options{Routes: []Route{
 		fwd("dup").Ports(1).Route(),
 		fwd("dup").Ports(2).Route(),
@@ -105,6 +108,7 @@ func TestValidationReportsEveryMistake(t *testing.T) {
 }
 
 func TestDefaultTargetFillsForwardRoutes(t *testing.T) {
+	t.Parallel()
 	def := Target{Host: StringList{"10.0.0.1"}, Port: 8080}
 	routes, err := compileRoutes([]Route{{Name: "d", Match: RouteMatch{Ports: Ports(80)}, Action: RouteAction{Type: ActionForward}}}, Defaults{Target: &def})
 	require.NoError(t, err)
@@ -114,6 +118,7 @@ func TestDefaultTargetFillsForwardRoutes(t *testing.T) {
 }
 
 func TestPickTarget(t *testing.T) {
+	t.Parallel()
 	routes, err := compileRoutes([]Route{
 		NewRoute("rr").Ports(80).ForwardTo("a:1", "b:1", "c:1").Route(),
 		NewRoute("preserve").Ports(8000).ForwardTo("10.0.0.9").Route(),
@@ -140,6 +145,7 @@ func TestPickTarget(t *testing.T) {
 }
 
 func TestBuilderRouteIsACopy(t *testing.T) {
+	t.Parallel()
 	b := fwd("c").Ports(1)
 	r1 := b.Route()
 	b.Ports(2).AllowIPs("10.0.0.1")
@@ -150,6 +156,7 @@ func TestBuilderRouteIsACopy(t *testing.T) {
 }
 
 func TestValidationOfHTTPFields(t *testing.T) {
+	t.Parallel()
 	with := func(f func(r *Route)) Route {
 		r := fwd("h").Ports(80).Route()
 		f(&r)
@@ -199,6 +206,7 @@ func TestValidationOfHTTPFields(t *testing.T) {
 }
 
 func TestBuilderHTTPAndTLS(t *testing.T) {
+	t.Parallel()
 	b := NewRoute("api").Ports(443).Domains("api.test").TLSTerminate(nil).
 		Path("/v1/*").Header("X-Tenant", "a*").Methods("GET").
 		LoadBalance("least-connections", nil).ForwardTo("10.0.0.1:80", "10.0.0.2:80")

@@ -57,6 +57,7 @@ func readThenStall(t *testing.T, c net.Conn, r io.Reader, progressFor time.Durat
 // is served; once it stops reading, the proxy closes its connection after
 // about WriteTimeout instead of holding it forever.
 func TestWriteTimeoutHTTP(t *testing.T) {
+	t.Parallel()
 	be := startEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { bigWriter(w) }))
 	lp := newListenerPool(t)
 	port := lp.port(t)
@@ -80,6 +81,7 @@ func TestWriteTimeoutHTTP(t *testing.T) {
 // TestWriteTimeoutTCP: the same on a forwarded TCP connection (the splice
 // path): a backend streaming to a client that stops reading is cut.
 func TestWriteTimeoutTCP(t *testing.T) {
+	t.Parallel()
 	be := startBackend(t, "127.0.0.1:0", func(c net.Conn) { bigWriter(c) })
 	lp := newListenerPool(t)
 	port := lp.port(t)
@@ -96,6 +98,7 @@ func TestWriteTimeoutTCP(t *testing.T) {
 // asks for a large response and never reads is cut (the timeout sits
 // beneath the HTTP/2 server, in the connection's meter).
 func TestWriteTimeoutH2(t *testing.T) {
+	t.Parallel()
 	be := startEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { bigWriter(w) }))
 	lp := newListenerPool(t)
 	port := lp.port(t)

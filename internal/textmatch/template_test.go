@@ -29,6 +29,7 @@ func testVars(name string) (string, bool) {
 }
 
 func TestTemplateExpand(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name, tmpl, want string
 	}{
@@ -75,6 +76,7 @@ func TestTemplateExpand(t *testing.T) {
 // TestTemplateLookupSeesOnlyNames checks which names reach lookup: never
 // the empty name nor one with characters outside [a-zA-Z0-9_.-].
 func TestTemplateLookupSeesOnlyNames(t *testing.T) {
+	t.Parallel()
 	var got []string
 	Expand("{}{a b}{ok}{x-y.z}{{in}}{a:b}{é}", func(name string) (string, bool) {
 		got = append(got, name)
@@ -86,6 +88,7 @@ func TestTemplateLookupSeesOnlyNames(t *testing.T) {
 // TestTemplateNoAllocWithoutBraces pins the fast path: templates without
 // placeholders are returned as they are.
 func TestTemplateNoAllocWithoutBraces(t *testing.T) {
+	// Not parallel: testing.AllocsPerRun counts the allocations of the whole process.
 	allocs := testing.AllocsPerRun(100, func() {
 		_ = Expand("https://example.com/static/path", testVars)
 	})
@@ -97,6 +100,7 @@ func TestTemplateNoAllocWithoutBraces(t *testing.T) {
 // is asked about "x" only. (BenchmarkTemplateExpand/braces shows the cost
 // stays linear.)
 func TestTemplateManyBraces(t *testing.T) {
+	t.Parallel()
 	const n = 1 << 16
 	calls := 0
 	out := Expand(strings.Repeat("{", n)+"x}", func(name string) (string, bool) {
