@@ -428,7 +428,8 @@ func TestRoundRobin(t *testing.T) {
 // TestPreservePort: a target without a port forwards to the port the
 // client connected to (here on another loopback address).
 func TestPreservePort(t *testing.T) {
-	t.Parallel()
+	// Not parallel: the backend binds 127.0.0.2 on a port only known to
+	// be free on 127.0.0.1, which a parallel test's socket may hold.
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	be := startBackend(t, "127.0.0.2:"+strconv.Itoa(port), func(c net.Conn) {

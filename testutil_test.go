@@ -110,10 +110,10 @@ func newTestProxy(t testing.TB, lp *listenerPool, opts Options) *Proxy {
 	if opts.Listen == nil && lp != nil {
 		opts.Listen = lp.listen
 	}
-	if opts.MaxConnectionsPerIP == 0 {
+	if opts.MaxConnectionsPerIP == 0 && opts.Connections == nil {
 		opts.MaxConnectionsPerIP = -1
 	}
-	if opts.ConnectionRateLimitPerMinute == 0 {
+	if opts.ConnectionRateLimitPerMinute == 0 && opts.Connections == nil {
 		opts.ConnectionRateLimitPerMinute = -1
 	}
 	if opts.ConnectTimeout == 0 {
