@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/gosmartproxy/smartproxy/connection"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // Config is the configuration file schema: the TypeScript SmartProxy's
