@@ -125,12 +125,7 @@ func LoadConfig(path string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	yamlFile := false
-	switch strings.ToLower(filepath.Ext(path)) {
-	case ".yaml", ".yml":
-		yamlFile = true
-	}
-	cfg, err := ParseConfig(data, yamlFile)
+	cfg, err := ParseConfig(data, formatOfPath(path))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -160,8 +155,30 @@ func (c *Config) resolvePaths(dir string) {
 	}
 }
 
-// ParseConfig parses a config document, YAML when isYAML is set, JSON
-// otherwise. Unknown fields are errors that name the field; fields the TS
+// ConfigFormat is the syntax of a config document.
+type ConfigFormat string
+
+// The config formats ParseConfig reads.
+const (
+	// FormatJSON is a JSON document (RFC 8259).
+	FormatJSON ConfigFormat = "json"
+	// FormatYAML is a YAML 1.2 document; it is read into the same generic
+	// value as JSON and checked the same way.
+	FormatYAML ConfigFormat = "yaml"
+)
+
+// formatOfPath is LoadConfig's choice of format: YAML for .yaml and .yml,
+// JSON for anything else.
+func formatOfPath(path string) ConfigFormat {
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".yaml", ".yml":
+		return FormatYAML
+	}
+	return FormatJSON
+}
+
+// ParseConfig parses a config document in the given format (FormatJSON
+// or FormatYAML; anything else is an error). Unknown fields are errors that name the field; fields the TS
 // schema has but this version does not implement yet are refused with a
 // message saying so, rather than silently ignored. The data must hold
 // exactly one document: trailing data or a second YAML document is an
@@ -169,8 +186,8 @@ func (c *Config) resolvePaths(dir string) {
 // (whole numbers for counts and milliseconds, no overflow of a duration),
 // and limits must not be negative; every such mistake is reported, each
 // with its JSON path.
-func ParseConfig(data []byte, isYAML bool) (*Config, error) {
-	doc, err := decodeOne(data, isYAML)
+func ParseConfig(data []byte, format ConfigFormat) (*Config, error) {
+	doc, err := decodeOne(data, format)
 	if err != nil {
 		return nil, err
 	}
@@ -225,9 +242,11 @@ func ParseConfig(data []byte, isYAML bool) (*Config, error) {
 
 // decodeOne decodes the single document of data into a generic value,
 // numbers as json.Number for JSON.
-func decodeOne(data []byte, isYAML bool) (any, error) {
+func decodeOne(data []byte, format ConfigFormat) (any, error) {
 	var doc any
-	if isYAML {
+	switch format {
+	case FormatJSON:
+	case FormatYAML:
 		dec := yaml.NewDecoder(bytes.NewReader(data))
 		if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("parsing YAML: %w", err)
@@ -248,6 +267,8 @@ func decodeOne(data []byte, isYAML bool) (any, error) {
 				return nil, fmt.Errorf("parsing YAML: a second document starts at line %d; the file must hold one", extra.Line)
 			}
 		}
+	default:
+		return nil, fmt.Errorf("unknown config format %q (want %q or %q)", format, FormatJSON, FormatYAML)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()

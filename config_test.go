@@ -65,9 +65,9 @@ defaults: {security: {ipAllowList: ["*"]}}
 `
 
 func TestParseConfigJSONAndYAMLAgree(t *testing.T) {
-	fromJSON, err := ParseConfig([]byte(sampleJSON), false)
+	fromJSON, err := ParseConfig([]byte(sampleJSON), FormatJSON)
 	require.NoError(t, err)
-	fromYAML, err := ParseConfig([]byte(sampleYAML), true)
+	fromYAML, err := ParseConfig([]byte(sampleYAML), FormatYAML)
 	require.NoError(t, err)
 	require.Equal(t, fromJSON, fromYAML)
 
@@ -116,7 +116,7 @@ func TestParseConfigErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseConfig([]byte(tc.doc), false)
+			_, err := ParseConfig([]byte(tc.doc), FormatJSON)
 			if tc.want == "" {
 				require.NoError(t, err)
 				return
@@ -142,12 +142,12 @@ func TestLoadConfigByExtension(t *testing.T) {
 }
 
 func TestRouteJSONRoundTrip(t *testing.T) {
-	c, err := ParseConfig([]byte(sampleJSON), false)
+	c, err := ParseConfig([]byte(sampleJSON), FormatJSON)
 	require.NoError(t, err)
 	for _, r := range c.Routes {
 		data, err := jsonMarshal(r)
 		require.NoError(t, err)
-		back, err := ParseConfig([]byte(`{"routes":[`+string(data)+`]}`), false)
+		back, err := ParseConfig([]byte(`{"routes":[`+string(data)+`]}`), FormatJSON)
 		require.NoError(t, err, string(data))
 		require.Equal(t, r, back.Routes[0])
 	}
@@ -163,7 +163,7 @@ func TestParseConfigHTTPFields(t *testing.T) {
 	    "rewrite":{"pattern":"^/api/(.*)","target":"/$1"},
 	    "websocket":{"enabled":true,"pingInterval":30000}}},
 	  {"name":"redirect","match":{"ports":80,"domains":"*"},"action":{"type":"forward","redirect":{"to":"https://{domain}{path}","status":308}}}]}`
-	c, err := ParseConfig([]byte(doc), false)
+	c, err := ParseConfig([]byte(doc), FormatJSON)
 	require.NoError(t, err)
 	r := c.Routes[0]
 	require.Equal(t, "/api/*", r.Match.Path)
@@ -183,7 +183,7 @@ func TestParseConfigIdleParkAfter(t *testing.T) {
 		`{"routes":[],"idleParkAfter":250}`: 250 * time.Millisecond,
 		`{"routes":[],"idleParkAfter":0}`:   -1,
 	} {
-		c, err := ParseConfig([]byte(doc), false)
+		c, err := ParseConfig([]byte(doc), FormatJSON)
 		require.NoError(t, err, doc)
 		require.Equal(t, want, c.Options().IdleParkAfter, doc)
 	}

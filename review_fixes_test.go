@@ -54,11 +54,11 @@ func TestTicketKeyRotationALPNConfig(t *testing.T) {
 }
 
 func TestParseConfigRoutesMustBeAList(t *testing.T) {
-	_, err := ParseConfig([]byte("routes:\n  name: a\n  match: {ports: 80}\n"), true)
+	_, err := ParseConfig([]byte("routes:\n  name: a\n  match: {ports: 80}\n"), FormatYAML)
 	require.ErrorContains(t, err, "routes must be a list")
-	_, err = ParseConfig([]byte(`{}`), false)
+	_, err = ParseConfig([]byte(`{}`), FormatJSON)
 	require.ErrorContains(t, err, `config has no "routes" list`)
-	c, err := ParseConfig([]byte(`{"routes": []}`), false)
+	c, err := ParseConfig([]byte(`{"routes": []}`), FormatJSON)
 	require.NoError(t, err)
 	require.Empty(t, c.Routes)
 }
