@@ -116,10 +116,9 @@ func (b *RouteBuilder) Methods(methods ...string) *RouteBuilder {
 	return b
 }
 
-// LoadBalance chooses the algorithm among the target's hosts
-// ("round-robin", "least-connections", "ip-hash", "random") and,
-// optionally, active health checks.
-func (b *RouteBuilder) LoadBalance(algorithm string, check *HealthCheck) *RouteBuilder {
+// LoadBalance chooses the algorithm among the target's hosts ("" means
+// AlgorithmRoundRobin) and, optionally, active health checks.
+func (b *RouteBuilder) LoadBalance(algorithm Algorithm, check *HealthCheck) *RouteBuilder {
 	b.r.Action.LoadBalancing = &LoadBalancing{Algorithm: algorithm, HealthCheck: check}
 	return b
 }

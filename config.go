@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gosmartproxy/smartproxy/connection"
+	"github.com/gosmartproxy/smartproxy/schema"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -44,8 +45,14 @@ type Config struct {
 	WriteTimeout                  *Millis                       `json:"writeTimeout,omitempty"`
 }
 
-// Millis is a duration written in milliseconds, as the TS library does.
+// Millis is a duration written in milliseconds, as the TS library does
+// for most durations; [Seconds] is its counterpart for the few given in
+// seconds.
 type Millis int64
+
+// Seconds is [schema.Seconds]: a duration written in whole seconds (the
+// HTTP rate limit's window, the JWT leeway).
+type Seconds = schema.Seconds
 
 // Duration converts to a time.Duration.
 func (m Millis) Duration() time.Duration { return time.Duration(m) * time.Millisecond }

@@ -169,7 +169,7 @@ func TestParseConfigHTTPFields(t *testing.T) {
 	require.Equal(t, "/api/*", r.Match.Path)
 	require.Equal(t, "prod*", r.Match.Headers["x-env"])
 	require.Equal(t, "/api/v2/*", r.Action.Targets[0].Match.Path)
-	require.Equal(t, "h2c", r.Action.Options.BackendProtocol)
+	require.Equal(t, BackendH2C, r.Action.Options.BackendProtocol)
 	require.Equal(t, 308, c.Routes[1].Action.Redirect.Status)
 	_, err = New(c.Options())
 	require.NoError(t, err)

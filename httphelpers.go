@@ -24,7 +24,7 @@ func HTTPSTerminateRoute(name string, domains []string, target string, cert *Cer
 		mode = TLSTerminateAndReencrypt
 	}
 	r.Action.TLS = &RouteTLS{Mode: mode, Certificate: cert}
-	r.Action.Options = &ActionOptions{BackendProtocol: "http1"}
+	r.Action.Options = &ActionOptions{BackendProtocol: BackendHTTP1}
 	return r
 }
 
@@ -48,7 +48,7 @@ func HTTPSServer(name string, domains []string, target string, cert *Certificate
 // LoadBalancerRoute balances the connections (or, for HTTP, the
 // requests) on ports for domains over hosts, all on port. algorithm is
 // an action.loadBalancing algorithm; "" means round-robin.
-func LoadBalancerRoute(name string, domains []string, ports PortSpec, hosts []string, port int, algorithm string) Route {
+func LoadBalancerRoute(name string, domains []string, ports PortSpec, hosts []string, port int, algorithm Algorithm) Route {
 	r := NewRoute(name).Domains(domains...).
 		Target(Target{Host: append(StringList(nil), hosts...), Port: TargetPort(port)}).Route()
 	r.Match.Ports = append(PortSpec(nil), ports...)

@@ -32,7 +32,7 @@ const (
 	lbRandom
 )
 
-var lbAlgorithms = map[string]lbAlgorithm{
+var lbAlgorithms = map[Algorithm]lbAlgorithm{
 	"":                  lbRoundRobin,
 	"round-robin":       lbRoundRobin,
 	"least-connections": lbLeastConnections,

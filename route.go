@@ -126,9 +126,10 @@ type ActionOptions struct {
 	// RewriteHostHeader sets the Host header to the target; nil means
 	// true. False keeps the client's Host.
 	RewriteHostHeader *bool `json:"rewriteHostHeader,omitempty"`
-	// BackendProtocol is "http1" (default), "h2c" (HTTP/2 without TLS) or
-	// "h2" (HTTP/2 over TLS, with terminate-and-reencrypt).
-	BackendProtocol string `json:"backendProtocol,omitempty"`
+	// BackendProtocol is BackendHTTP1 (default), BackendH2C (HTTP/2
+	// without TLS) or BackendH2 (HTTP/2 over TLS, with
+	// terminate-and-reencrypt).
+	BackendProtocol BackendProtocol `json:"backendProtocol,omitempty"`
 	// PathNormalization is what happens to a request path that is not in
 	// canonical form on a port where routes decide on paths: "normalize"
 	// (default) forwards its canonical form, "reject" answers 400. Paths
@@ -172,9 +173,9 @@ type Redirect struct {
 
 // LoadBalancing chooses among target hosts.
 type LoadBalancing struct {
-	// Algorithm: "round-robin" (default), "least-connections", "ip-hash"
-	// or "random" (power of two choices).
-	Algorithm string `json:"algorithm,omitempty"`
+	// Algorithm is one of the Algorithm constants; "" means
+	// AlgorithmRoundRobin.
+	Algorithm Algorithm `json:"algorithm,omitempty"`
 	// HealthCheck enables active health checks; nil means passive only.
 	HealthCheck *HealthCheck `json:"healthCheck,omitempty"`
 }
@@ -260,9 +261,9 @@ type CertificateSpec struct {
 // BackendTLS configures the TLS client side of "terminate-and-reencrypt".
 type BackendTLS struct {
 	// ServerName is the SNI and verification name sent to the backend:
-	// "" or "target" for the target host, "original" for the client's SNI,
-	// or any explicit name.
-	ServerName string `json:"serverName,omitempty"`
+	// "" or ServerNameTarget for the target host, ServerNameOriginal for
+	// the client's SNI, or any explicit name.
+	ServerName ServerName `json:"serverName,omitempty"`
 	// CA is a PEM bundle to verify the backend with, instead of the system
 	// roots; CAFile names a file with it.
 	CA     string `json:"ca,omitempty"`

@@ -80,7 +80,7 @@ func (c *Checker) PathDependent() bool {
 		return false
 	}
 	return c.basic != nil && c.basic.exclude != nil || c.jwt != nil && c.jwt.exclude != nil ||
-		c.rate != nil && c.rate.keyBy == "path"
+		c.rate != nil && c.rate.keyBy == KeyByPath
 }
 
 // Check applies the checks to one request: the rate limit first (so

@@ -47,9 +47,9 @@ type JWTAuth struct {
 	Issuer string `json:"issuer,omitempty"`
 	// Audience, when set, must include one of the token's "aud" values.
 	Audience schema.StringList `json:"audience,omitempty"`
-	// Leeway is the clock skew tolerated for exp and nbf, in seconds;
-	// 0 means 30, negative means none.
-	Leeway int `json:"leeway,omitempty"`
+	// Leeway is the clock skew tolerated for exp and nbf; 0 means
+	// DefaultJWTLeeway (30 s), negative means none.
+	Leeway schema.Seconds `json:"leeway,omitempty"`
 	// CookieName, when set, is read for the token when there is no
 	// Authorization header.
 	CookieName string `json:"cookieName,omitempty"`
@@ -135,7 +135,7 @@ func compileJWTAuth(fe *fieldErrs, j *JWTAuth) *jwtAuth {
 	}
 	leeway := DefaultJWTLeeway
 	if j.Leeway != 0 {
-		leeway = time.Duration(max(j.Leeway, 0)) * time.Second
+		leeway = max(j.Leeway, 0).Duration()
 	}
 	ja.opts = []jwt.ParserOption{
 		jwt.WithValidMethods(algs),
