@@ -1,0 +1,110 @@
+package smartproxy_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gosmartproxy/smartproxy"
+	"github.com/gosmartproxy/smartproxy/connection"
+)
+
+// Black-box checks that the proxy's pluggable parts can be supplied from
+// another package, as their docs promise: a RouteMatcher written from
+// scratch, and a ConnectionManager that wraps connection.Manager.
+
+// portMatcher routes by port alone, with no RouteTable inside.
+type portMatcher struct{ byPort map[int]*smartproxy.Route }
+
+func (m portMatcher) Match(q *smartproxy.MatchQuery) *smartproxy.Route { return m.byPort[q.Port] }
+
+// countingManager wraps the default manager and counts admissions; it
+// refuses clients from 198.51.100.0/24 itself, before the manager sees
+// them.
+type countingManager struct {
+	*connection.Manager
+	opened atomic.Int64
+}
+
+var errRefused = fmt.Errorf("refused by the wrapper")
+
+func (c *countingManager) Open(client netip.AddrPort, localPort int, closer io.Closer) (*connection.Record, error) {
+	if netip.MustParsePrefix("198.51.100.0/24").Contains(client.Addr()) {
+		return nil, errRefused
+	}
+	c.opened.Add(1)
+	return c.Manager.Open(client, localPort, closer)
+}
+
+// namer answers every connection with the route's name.
+func namer(_ context.Context, conn net.Conn, rc *smartproxy.RouteContext) error {
+	_, err := fmt.Fprintln(conn, rc.RouteName)
+	return err
+}
+
+// askRoute runs one in-memory connection from client through p on port
+// and returns what it read until the proxy closed it.
+func askRoute(t *testing.T, p *smartproxy.Proxy, client string, port int) string {
+	t.Helper()
+	c, s := net.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- p.ServeConn(clientConn{Conn: s, addr: net.TCPAddrFromAddrPort(netip.MustParseAddrPort(client))}, port)
+	}()
+	got, err := io.ReadAll(bufio.NewReader(c))
+	require.NoError(t, err)
+	require.NoError(t, <-done)
+	_ = c.Close()
+	return string(got)
+}
+
+func TestPluggablePartsFromOutside(t *testing.T) {
+	var built atomic.Int64
+	factory := func(routes []*smartproxy.Route) (smartproxy.RouteMatcher, error) {
+		built.Add(1)
+		m := portMatcher{byPort: map[int]*smartproxy.Route{}}
+		for _, r := range routes {
+			r.Match.Ports.Each(func(port int) bool { m.byPort[port] = r; return true })
+		}
+		return m, nil
+	}
+	inner, err := connection.NewManager(connection.Config{})
+	require.NoError(t, err)
+	conns := &countingManager{Manager: inner}
+	p, err := smartproxy.New(smartproxy.Options{
+		Logger:      quiet,
+		Matcher:     factory,
+		Connections: conns,
+		Routes: []smartproxy.Route{
+			smartproxy.SocketHandlerRoute("seven", smartproxy.Ports(7000), nil, namer),
+			smartproxy.SocketHandlerRoute("eight", smartproxy.Ports(8000), nil, namer),
+		},
+	})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, p.Stop(context.Background())) }()
+
+	require.Equal(t, "eight\n", askRoute(t, p, "192.0.2.1:5000", 8000))
+	require.Equal(t, "seven\n", askRoute(t, p, "192.0.2.1:5001", 7000))
+	require.Empty(t, askRoute(t, p, "198.51.100.7:5002", 7000), "the wrapper's own refusal closes the connection")
+	require.Positive(t, built.Load())
+	require.EqualValues(t, 2, conns.opened.Load())
+	require.Equal(t, 0, conns.Active(), "every record went back to the wrapped manager")
+	require.EqualValues(t, 2, conns.Snapshot().Total)
+}
+
+// ParseConfig reads the formats it names and refuses any other.
+func TestParseConfigFormat(t *testing.T) {
+	for _, f := range []smartproxy.ConfigFormat{smartproxy.FormatJSON, smartproxy.FormatYAML} {
+		_, err := smartproxy.ParseConfig([]byte(`{"routes": []}`), f) // JSON is YAML too
+		require.NoError(t, err, f)
+	}
+	_, err := smartproxy.ParseConfig([]byte(`{"routes": []}`), "toml")
+	require.ErrorContains(t, err, `unknown config format "toml"`)
+}
