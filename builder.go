@@ -3,7 +3,10 @@ package smartproxy
 import (
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
+
+	"github.com/gosmartproxy/smartproxy/schema"
 )
 
 // RouteBuilder builds a Route fluently:
@@ -15,6 +18,9 @@ import (
 // with the route name and field, by New or UpdateRoutes.
 type RouteBuilder struct {
 	r Route
+	// errs collects the builder's mistakes (field paths within the
+	// route); Route hands a copy to every route built.
+	errs schema.Collector
 }
 
 // NewRoute starts a route with the given name. The action defaults to
@@ -24,7 +30,7 @@ func NewRoute(name string) *RouteBuilder {
 }
 
 func (b *RouteBuilder) fail(field string, err error) *RouteBuilder {
-	b.r.builderErrs = append(b.r.builderErrs, &RouteError{Route: routeLabel(&b.r, 0), Field: field, Err: err})
+	b.errs.Fail(field, err)
 	return b
 }
 
@@ -190,7 +196,7 @@ func (b *RouteBuilder) Route() Route {
 		r.Match.Headers = h
 	}
 	r.Action.Targets = append([]Target(nil), r.Action.Targets...)
-	r.builderErrs = append([]error(nil), r.builderErrs...)
+	r.builderErrs = slices.Clone(b.errs.Errors())
 	if r.Security != nil {
 		s := *r.Security
 		r.Security = &s

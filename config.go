@@ -219,8 +219,8 @@ func ParseConfig(data []byte, format ConfigFormat) (*Config, error) {
 	// own error for the same value would repeat the mistake less clearly.
 	nc := &numberChecker{}
 	nc.check(top, reflect.TypeFor[Config](), "")
-	if len(nc.errs) > 0 {
-		errs = append(errs, nc.errs...)
+	if nc.Errors() != nil {
+		errs = append(errs, nc.Errors().Unwrap()...)
 	} else if err := strictDecode(top, &cfg); err != nil {
 		errs = append(errs, err)
 	} else {
@@ -230,8 +230,8 @@ func ParseConfig(data []byte, format ConfigFormat) (*Config, error) {
 		at := fmt.Sprintf("routes[%d]%s", i, nameOf(raw))
 		nc := &numberChecker{}
 		raw = nc.check(raw, reflect.TypeFor[Route](), at)
-		if len(nc.errs) > 0 {
-			errs = append(errs, nc.errs...)
+		if nc.Errors() != nil {
+			errs = append(errs, nc.Errors().Unwrap()...)
 			continue
 		}
 		var r Route
@@ -302,7 +302,7 @@ func emptyYAMLDocument(n *yaml.Node) bool {
 // means "unlimited", but a config file that says -1 more likely holds a
 // mistake, and the TS schema has no such meaning.
 func (c *Config) checkLimits() []error {
-	var errs []error
+	var fe schema.Collector
 	for _, l := range []struct {
 		key  string
 		v    int
@@ -314,16 +314,16 @@ func (c *Config) checkLimits() []error {
 		{"maxClientHelloBytes", c.MaxClientHelloBytes, "the default, 64 KiB"},
 	} {
 		if l.v < 0 {
-			errs = append(errs, fmt.Errorf("%s: must not be negative, got %d (0 means %s)", l.key, l.v, l.zero))
+			fe.Failf(l.key, "must not be negative, got %d (0 means %s)", l.v, l.zero)
 		}
 	}
 	if c.IPv6PrefixLen < 0 || c.IPv6PrefixLen > 128 {
-		errs = append(errs, fmt.Errorf("ipv6PrefixLen: must be 1 to 128 (0 means 64), got %d", c.IPv6PrefixLen))
+		fe.Failf("ipv6PrefixLen", "must be 1 to 128 (0 means 64), got %d", c.IPv6PrefixLen)
 	}
 	if m := c.KeepAliveInactivityMultiplier; m < 0 {
-		errs = append(errs, fmt.Errorf("keepAliveInactivityMultiplier: must not be negative, got %v", m))
+		fe.Failf("keepAliveInactivityMultiplier", "must not be negative, got %v", m)
 	}
-	return errs
+	return fe.Errors().Unwrap()
 }
 
 // strictDecode re-encodes a generic document and decodes it into v,

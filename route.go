@@ -4,6 +4,8 @@ import (
 	"context"
 	"net"
 	"net/netip"
+
+	"github.com/gosmartproxy/smartproxy/schema"
 )
 
 // Route says which connections it takes (Match), what to do with them
@@ -34,8 +36,9 @@ type Route struct {
 	Security *RouteSecurity `json:"security,omitempty"`
 
 	// builderErrs holds mistakes collected by the fluent builder; New and
-	// UpdateRoutes report them instead of the builder panicking.
-	builderErrs []error
+	// UpdateRoutes report them, labelled with the route, instead of the
+	// builder panicking.
+	builderErrs schema.FieldErrors
 	// state is set on the proxy's own validated copy of the route.
 	state *routeState
 }

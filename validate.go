@@ -13,6 +13,7 @@ import (
 	"github.com/gobwas/glob"
 
 	"github.com/gosmartproxy/smartproxy/iplist"
+	"github.com/gosmartproxy/smartproxy/schema"
 )
 
 // RouteError is a configuration mistake in one route. Errors returned by
@@ -89,11 +90,11 @@ func compileRoutes(routes []Route, defaults Defaults) ([]*Route, error) {
 		} else {
 			seen[r.Name] = i
 		}
-		v.errs = append(v.errs, r.builderErrs...)
+		v.Add(r.builderErrs)
 		st := v.compile(&r, defaults, defs)
 		st.index = i
-		errs = append(errs, v.errs...)
-		if len(v.errs) == 0 && r.IsEnabled() {
+		errs = append(errs, v.routeErrors()...)
+		if v.Errors() == nil && r.IsEnabled() {
 			r.state = st
 			r.builderErrs = nil
 			out = append(out, &r)
@@ -116,20 +117,18 @@ func compileDefaults(d Defaults) (compiledDefaults, []error) {
 	if d.Security == nil {
 		return c, nil
 	}
-	var errs []error
+	fe := &schema.Collector{Prefix: "defaults."}
 	var err error
 	if c.allow, err = iplist.Parse(d.Security.IPAllowList); err != nil {
-		errs = append(errs, fmt.Errorf("defaults.security.ipAllowList: %w", err))
+		fe.Fail("security.ipAllowList", err)
 	}
 	if c.block, err = iplist.Parse(d.Security.IPBlockList); err != nil {
-		errs = append(errs, fmt.Errorf("defaults.security.ipBlockList: %w", err))
+		fe.Fail("security.ipBlockList", err)
 	}
 	sec, fes := compileSecurity(d.Security)
-	for _, fe := range fes {
-		errs = append(errs, fmt.Errorf("defaults.%s: %w", fe.Field, fe.Err))
-	}
+	fe.Add(fes)
 	c.sec = sec
-	return c, errs
+	return c, fe.Errors().Unwrap()
 }
 
 func routeLabel(r *Route, i int) string {
@@ -139,13 +138,23 @@ func routeLabel(r *Route, i int) string {
 	return fmt.Sprintf("#%d", i)
 }
 
+// routeValidator collects the mistakes of one route with the shared
+// schema.Collector; routeErrors labels them with the route.
 type routeValidator struct {
 	name string
-	errs []error
+	schema.Collector
 }
 
-func (v *routeValidator) fail(field string, err error) {
-	v.errs = append(v.errs, &RouteError{Route: v.name, Field: field, Err: err})
+// fail records a mistake in field (a path within the route).
+func (v *routeValidator) fail(field string, err error) { v.Fail(field, err) }
+
+// routeErrors returns the mistakes as RouteErrors naming the route.
+func (v *routeValidator) routeErrors() []error {
+	var errs []error
+	for _, fe := range v.Errors() {
+		errs = append(errs, &RouteError{Route: v.name, Field: fe.Field, Err: fe.Err})
+	}
+	return errs
 }
 
 func (v *routeValidator) compile(r *Route, defaults Defaults, defs compiledDefaults) *routeState {
@@ -188,9 +197,7 @@ func (v *routeValidator) compile(r *Route, defaults Defaults, defs compiledDefau
 		}
 	}
 	sec, fes := compileRouteSecurity(defs.sec, r.Security)
-	for _, fe := range fes {
-		v.fail(fe.Field, fe.Err)
-	}
+	v.Add(fes)
 	st.sec = sec
 	// Fail closed: HTTP auth and rate limits on a route that never sees
 	// HTTP requests would be silently skipped.

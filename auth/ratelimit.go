@@ -88,25 +88,25 @@ type rlWindow struct {
 // shardOfKey picks the shard of a key, which is already a seeded hash.
 func shardOfKey(_ maphash.Seed, k uint64) uint64 { return k }
 
-func compileRateLimit(fe *fieldErrs, r *RateLimit) *rateLimiter {
+func compileRateLimit(fe *schema.Collector, r *RateLimit) *rateLimiter {
 	if r.Enabled != nil && !*r.Enabled {
 		return nil
 	}
 	const field = "rateLimit"
 	if r.MaxRequests <= 0 {
-		fe.failf(field+".maxRequests", "must be > 0, got %d", r.MaxRequests)
+		fe.Failf(field+".maxRequests", "must be > 0, got %d", r.MaxRequests)
 	}
 	if r.Window <= 0 {
-		fe.failf(field+".window", "must be > 0 seconds, got %d", r.Window)
+		fe.Failf(field+".window", "must be > 0 seconds, got %d", r.Window)
 	}
 	switch r.KeyBy {
 	case "", KeyByIP, KeyByPath:
 	case KeyByHeader:
 		if http.CanonicalHeaderKey(r.HeaderName) == "" {
-			fe.failf(field+".headerName", `is required with keyBy %q`, KeyByHeader)
+			fe.Failf(field+".headerName", `is required with keyBy %q`, KeyByHeader)
 		}
 	default:
-		fe.failf(field+".keyBy", `unknown %q (want %q, %q or %q)`, r.KeyBy, KeyByIP, KeyByPath, KeyByHeader)
+		fe.Failf(field+".keyBy", `unknown %q (want %q, %q or %q)`, r.KeyBy, KeyByIP, KeyByPath, KeyByHeader)
 	}
 	return newRateLimiter(*r, defaultRateLimitKeys)
 }
