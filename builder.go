@@ -2,6 +2,7 @@ package smartproxy
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -43,6 +44,12 @@ func (b *RouteBuilder) Ports(ports ...int) *RouteBuilder {
 // PortRange adds an inclusive port range to match.
 func (b *RouteBuilder) PortRange(from, to int) *RouteBuilder {
 	b.r.Match.Ports = append(b.r.Match.Ports, PortRange{From: from, To: to})
+	return b
+}
+
+// PortSpec adds every port and range of spec to match.
+func (b *RouteBuilder) PortSpec(spec PortSpec) *RouteBuilder {
+	b.r.Match.Ports = append(b.r.Match.Ports, spec...)
 	return b
 }
 
@@ -174,6 +181,49 @@ func (b *RouteBuilder) MaxConnections(n int) *RouteBuilder {
 	return b
 }
 
+// MaxConnectionsPerIP caps one client IP's concurrent connections on the
+// route.
+func (b *RouteBuilder) MaxConnectionsPerIP(n int) *RouteBuilder {
+	b.security().MaxConnectionsPerIP = n
+	return b
+}
+
+// ConnectionRateLimit caps one client IP's new connections to the route
+// per sliding minute.
+func (b *RouteBuilder) ConnectionRateLimit(perMinute int) *RouteBuilder {
+	b.security().ConnectionRateLimitPerMinute = perMinute
+	return b
+}
+
+// BasicAuth requires HTTP Basic credentials (see [BasicAuth]).
+func (b *RouteBuilder) BasicAuth(a *BasicAuth) *RouteBuilder {
+	b.security().BasicAuth = a
+	return b
+}
+
+// JWTAuth requires a valid JSON Web Token (see [JWTAuth]).
+func (b *RouteBuilder) JWTAuth(a *JWTAuth) *RouteBuilder {
+	b.security().JWTAuth = a
+	return b
+}
+
+// RateLimit caps the route's HTTP requests per key (see [RateLimit]).
+func (b *RouteBuilder) RateLimit(l *RateLimit) *RouteBuilder {
+	b.security().RateLimit = l
+	return b
+}
+
+// Security replaces the route's whole security block with a copy of s
+// (nil: none); the other security methods then adjust it.
+func (b *RouteBuilder) Security(s *RouteSecurity) *RouteBuilder {
+	b.r.Security = nil
+	if s != nil {
+		cp := *s
+		b.r.Security = &cp
+	}
+	return b
+}
+
 func (b *RouteBuilder) security() *RouteSecurity {
 	if b.r.Security == nil {
 		b.r.Security = &RouteSecurity{}
@@ -188,19 +238,16 @@ func (b *RouteBuilder) Route() Route {
 	r.Match.Ports = append(PortSpec(nil), r.Match.Ports...)
 	r.Match.Domains = append(StringList(nil), r.Match.Domains...)
 	r.Match.Method = append([]string(nil), r.Match.Method...)
-	if r.Match.Headers != nil {
-		h := make(map[string]string, len(r.Match.Headers))
-		for k, v := range r.Match.Headers {
-			h[k] = v
-		}
-		r.Match.Headers = h
-	}
+	r.Match.Headers = maps.Clone(r.Match.Headers)
 	r.Action.Targets = append([]Target(nil), r.Action.Targets...)
 	r.builderErrs = slices.Clone(b.errs.Errors())
 	if r.Security != nil {
 		s := *r.Security
+		s.IPAllowList = slices.Clone(s.IPAllowList)
+		s.IPBlockList = slices.Clone(s.IPBlockList)
 		r.Security = &s
 	}
+	cloneHTTPAction(&r.Action)
 	return r
 }
 

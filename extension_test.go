@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gosmartproxy/smartproxy"
+	"github.com/gosmartproxy/smartproxy/auth"
 	"github.com/gosmartproxy/smartproxy/connection"
 )
 
@@ -107,4 +108,49 @@ func TestParseConfigFormat(t *testing.T) {
 	}
 	_, err := smartproxy.ParseConfig([]byte(`{"routes": []}`), "toml")
 	require.ErrorContains(t, err, `unknown config format "toml"`)
+}
+
+// The builder covers the HTTP actions, security and port specs, and a
+// route it returned does not change with later calls.
+func TestBuilderCoversRouteFields(t *testing.T) {
+	on := true
+	b := smartproxy.NewRoute("api").PortSpec(smartproxy.PortSpec{{From: 8000, To: 8010}}).Domains("api.example.com").
+		ForwardTo("10.0.0.1:80").BackendProtocol(smartproxy.BackendH2C).KeepHostHeader().
+		RequestHeader("X-Client", "{clientIp}").ResponseHeader("X-Route", "{routeName}").
+		Rewrite("^/v1/(.*)", "/$1").WebSocket(true).
+		MaxConnectionsPerIP(5).ConnectionRateLimit(60).
+		RateLimit(&smartproxy.RateLimit{MaxRequests: 10, Window: 1, KeyBy: auth.KeyByPath})
+	r := b.Route()
+	keep := false
+	want := smartproxy.Route{
+		Name:  "api",
+		Match: smartproxy.RouteMatch{Ports: smartproxy.PortSpec{{From: 8000, To: 8010}}, Domains: smartproxy.StringList{"api.example.com"}},
+		Action: smartproxy.RouteAction{
+			Type:      smartproxy.ActionForward,
+			Targets:   []smartproxy.Target{{Host: smartproxy.StringList{"10.0.0.1"}, Port: 80}},
+			Options:   &smartproxy.ActionOptions{BackendProtocol: smartproxy.BackendH2C, RewriteHostHeader: &keep},
+			Headers:   &smartproxy.HeaderActions{Request: map[string]string{"X-Client": "{clientIp}"}, Response: map[string]string{"X-Route": "{routeName}"}},
+			Rewrite:   &smartproxy.URLRewrite{Pattern: "^/v1/(.*)", Target: "/$1"},
+			WebSocket: &smartproxy.WebSocketOptions{Enabled: &on},
+		},
+		Security: &smartproxy.RouteSecurity{
+			MaxConnectionsPerIP: 5, ConnectionRateLimitPerMinute: 60,
+			RateLimit: &smartproxy.RateLimit{MaxRequests: 10, Window: 1, KeyBy: auth.KeyByPath},
+		},
+	}
+	require.Equal(t, want, r)
+
+	b.ResponseHeader("X-Later", "x").Redirect("https://{domain}{path}", 308).BackendProtocol(smartproxy.BackendHTTP1)
+	require.Equal(t, want, r, "later builder calls leave a built route alone")
+	r2 := b.Route()
+	require.Equal(t, "x", r2.Action.Headers.Response["X-Later"])
+	require.Equal(t, &smartproxy.Redirect{To: "https://{domain}{path}", Status: 308}, r2.Action.Redirect)
+
+	// Mistakes are collected and reported by New with route and field.
+	bad := smartproxy.NewRoute("bad").Ports(80).ForwardTo("10.0.0.1:http").Route()
+	_, err := smartproxy.New(smartproxy.Options{Logger: quiet, Routes: []smartproxy.Route{bad}})
+	var re *smartproxy.RouteError
+	require.ErrorAs(t, err, &re)
+	require.Equal(t, `"bad"`, re.Route)
+	require.Equal(t, "action.targets", re.Field)
 }
