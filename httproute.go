@@ -1,6 +1,7 @@
 package smartproxy
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/http"
@@ -156,9 +157,7 @@ func (v *routeValidator) compileActionHTTP(a *RouteAction, h *httpRoute) bool {
 	if rd := a.Redirect; rd != nil {
 		features = true
 		red := *rd
-		if red.Status == 0 {
-			red.Status = http.StatusMovedPermanently
-		}
+		red.Status = cmp.Or(red.Status, http.StatusMovedPermanently)
 		switch red.Status {
 		case 301, 302, 303, 307, 308:
 		default:

@@ -333,16 +333,18 @@ type RouteSecurity struct {
 	IPAllowList []string `json:"ipAllowList,omitempty"`
 	// IPBlockList rejects matching clients; block wins over allow.
 	IPBlockList []string `json:"ipBlockList,omitempty"`
-	// MaxConnections caps the route's concurrent connections; 0 = unlimited.
+	// MaxConnections caps the route's concurrent connections. 0 means
+	// the default: Options.Defaults.Security's, else unlimited; negative
+	// is refused.
 	MaxConnections int `json:"maxConnections,omitempty"`
 	// MaxConnectionsPerIP caps one client IP's concurrent connections on
-	// this route; 0 = unlimited. Options.MaxConnectionsPerIP still applies
-	// proxy-wide.
+	// this route. 0 means the default (as MaxConnections); negative is
+	// refused. Options.MaxConnectionsPerIP still applies proxy-wide.
 	MaxConnectionsPerIP int `json:"maxConnectionsPerIP,omitempty"`
 	// ConnectionRateLimitPerMinute caps one client IP's new connections to
-	// this route in a sliding minute (refused attempts count); 0 =
-	// unlimited. Options.ConnectionRateLimitPerMinute still applies
-	// proxy-wide.
+	// this route in a sliding minute (refused attempts count). 0 means the
+	// default (as MaxConnections); negative is refused.
+	// Options.ConnectionRateLimitPerMinute still applies proxy-wide.
 	ConnectionRateLimitPerMinute int `json:"connectionRateLimitPerMinute,omitempty"`
 	// BasicAuth requires HTTP Basic credentials (see [BasicAuth]).
 	BasicAuth *BasicAuth `json:"basicAuth,omitempty"`

@@ -1,6 +1,7 @@
 package connection
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"net/netip"
@@ -255,9 +256,7 @@ var nat64 = netip.MustParsePrefix("64:ff9b::/96")
 // (every LAN client shares fe80::/64), loopback, and NAT64 (64:ff9b::/96,
 // one IPv4 client per address). a should be unmapped.
 func LimitKey(a netip.Addr, bits int) netip.Addr {
-	if bits == 0 {
-		bits = DefaultIPv6PrefixLen
-	}
+	bits = cmp.Or(bits, DefaultIPv6PrefixLen)
 	if perAddress(a, bits) {
 		return a
 	}
