@@ -137,8 +137,9 @@ func (b *RouteBuilder) LoadBalance(algorithm Algorithm, check *HealthCheck) *Rou
 }
 
 // ForwardTo sets one target from "host:port" addresses. Several addresses
-// must share one port and are balanced round-robin; an address without a
-// port forwards to the port the client connected to.
+// must share one port and are balanced by the route's load-balancing
+// algorithm (round-robin unless LoadBalance says otherwise); an address
+// without a port forwards to the port the client connected to.
 func (b *RouteBuilder) ForwardTo(addrs ...string) *RouteBuilder {
 	t, err := targetFromAddrs(addrs...)
 	if err != nil {

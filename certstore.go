@@ -13,7 +13,8 @@ import (
 // CertificateStore supplies certificates for TLS termination, chosen by
 // the ClientHello's server name. Implementations must be safe for
 // concurrent use and fast: GetCertificate runs in every full handshake.
-// The ACME manager implements it; wrap a store to add your own source.
+// CertStore is the default; wrap a store to add your own source (ACME is
+// not implemented yet: its config fields are refused).
 type CertificateStore interface {
 	// GetCertificate returns the certificate for hello.ServerName, or an
 	// error when there is none (the handshake then fails with an alert).

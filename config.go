@@ -186,7 +186,7 @@ func formatOfPath(path string) ConfigFormat {
 
 // ParseConfig parses a config document in the given format (FormatJSON
 // or FormatYAML; anything else is an error). Unknown fields are errors that name the field; fields the TS
-// schema has but this version does not implement yet are refused with a
+// schema has but this library does not implement are refused with a
 // message saying so, rather than silently ignored. The data must hold
 // exactly one document: trailing data or a second YAML document is an
 // error rather than silently ignored. Numbers must fit the field they set

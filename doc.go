@@ -1,7 +1,9 @@
-// Package smartproxy routes TCP and TLS connections by code-defined
+// Package smartproxy routes TCP, TLS and HTTP traffic by code-defined
 // routes: one process, many ports, each connection matched by port, TLS
-// SNI, client address and TLS version, then forwarded to a backend (with
-// splice(2) on Linux) or handed to a Go function.
+// SNI, client address and TLS version (and each HTTP request by host,
+// path, method and headers), then forwarded to a backend (with splice(2)
+// on Linux, or through the HTTP layer with its header, rewrite, redirect
+// and auth actions) or handed to a Go function.
 //
 // The layers, from one-liner to full control:
 //

@@ -134,7 +134,7 @@ type Options struct {
 	Security SecurityChecker
 	// Certificates supplies certificates to terminating routes that have
 	// none of their own ("auto" or no certificate), by SNI; nil means an
-	// empty CertStore. The ACME manager implements it.
+	// empty CertStore. (ACME, when implemented, will supply one.)
 	Certificates CertificateStore
 	// Connections tracks and limits connections; nil means a
 	// connection.Manager configured from the fields above.

@@ -94,8 +94,10 @@ type RouteAction struct {
 	// Type is "forward" or "socket-handler".
 	Type ActionType `json:"type"`
 	// Targets are the backends of a forward action. When several targets
-	// are given the first one (in order of descending Priority) is used and
-	// its hosts are balanced round-robin.
+	// are given, a TCP connection goes to the first (in descending
+	// Priority) and an HTTP request to the first whose Match takes it;
+	// that target's hosts are chosen by LoadBalancing (round-robin when
+	// nil).
 	Targets []Target `json:"targets,omitempty"`
 	// TLS says how TLS is handled; nil means the bytes are forwarded as they
 	// come (plain TCP).
@@ -225,7 +227,8 @@ type RouteTLS struct {
 	// Mode is "passthrough", "terminate" or "terminate-and-reencrypt".
 	Mode TLSMode `json:"mode"`
 	// Certificate for the terminating modes: PEM in the route, files, or
-	// "auto" (from Options.Certificates, which the ACME manager fills).
+	// "auto" (from Options.Certificates; ACME is not implemented yet, so
+	// the store is filled in code).
 	// nil means Options.Certificates chooses by SNI.
 	Certificate *CertificateSpec `json:"certificate,omitempty"`
 	// Versions lists the TLS versions accepted from clients, e.g.
@@ -279,7 +282,8 @@ type BackendTLS struct {
 // Target is a backend of a forward action.
 type Target struct {
 	// Host is one or more backend hosts (names or IPs). Several hosts are
-	// balanced round-robin.
+	// balanced by the route's LoadBalancing algorithm (round-robin when
+	// nil), skipping hosts that are down.
 	Host StringList `json:"host,omitempty"`
 	// Port is the backend port, or PreservePort to use the port the client
 	// connected to.
@@ -356,8 +360,8 @@ type RouteSecurity struct {
 	RateLimit *RateLimit `json:"rateLimit,omitempty"`
 }
 
-// RouteContext describes a connection to the code that handles it: socket
-// handlers, target functions and (later) templates.
+// RouteContext describes a connection to the code that handles it:
+// socket handlers and target functions (HostFunc, PortFunc).
 type RouteContext struct {
 	// Port is the local port the connection was accepted on.
 	Port int
