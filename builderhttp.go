@@ -31,23 +31,23 @@ func (b *RouteBuilder) options() *ActionOptions {
 // a template such as "{clientIp}", and one that expands to "" removes
 // the header.
 func (b *RouteBuilder) RequestHeader(name, value string) *RouteBuilder {
-	h := b.headers()
-	if h.Request == nil {
-		h.Request = make(map[string]string)
-	}
-	h.Request[name] = value
+	setHeader(&b.headers().Request, name, value)
 	return b
 }
 
 // ResponseHeader sets a header on responses sent to the client, as
 // RequestHeader does on requests.
 func (b *RouteBuilder) ResponseHeader(name, value string) *RouteBuilder {
-	h := b.headers()
-	if h.Response == nil {
-		h.Response = make(map[string]string)
-	}
-	h.Response[name] = value
+	setHeader(&b.headers().Response, name, value)
 	return b
+}
+
+// setHeader sets name in *m, making the map on first use.
+func setHeader(m *map[string]string, name, value string) {
+	if *m == nil {
+		*m = make(map[string]string)
+	}
+	(*m)[name] = value
 }
 
 func (b *RouteBuilder) headers() *HeaderActions {

@@ -9,8 +9,10 @@ import (
 // field's path, such as "security.jwtAuth.algorithm[0]"; whoever reports
 // it may add the route or file it belongs to.
 type FieldError struct {
+	// Field is the path of the offending field.
 	Field string
-	Err   error
+	// Err says what is wrong with it.
+	Err error
 }
 
 // Error names the field and the mistake.
