@@ -3,12 +3,14 @@ package smartproxy_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -153,4 +155,32 @@ func TestBuilderCoversRouteFields(t *testing.T) {
 	require.ErrorAs(t, err, &re)
 	require.Equal(t, `"bad"`, re.Route)
 	require.Equal(t, "action.targets", re.Field)
+}
+
+// The typed enums and unit types read and write the same JSON as the
+// plain strings and ints they replace.
+func TestTypedFieldsKeepTheirJSON(t *testing.T) {
+	doc := `{"routes":[{"name":"r","match":{"ports":443,"domains":"a.example.com"},
+		"action":{"type":"forward","targets":[{"host":["10.0.0.1","10.0.0.2"],"port":443}],
+			"tls":{"mode":"terminate-and-reencrypt","backend":{"serverName":"original"}},
+			"options":{"backendProtocol":"h2"},"loadBalancing":{"algorithm":"ip-hash"}},
+		"security":{"rateLimit":{"maxRequests":5,"window":60,"keyBy":"header","headerName":"X-Key"},
+			"jwtAuth":{"secret":"s","algorithm":"HS256","leeway":-1}}}]}`
+	for _, f := range []smartproxy.ConfigFormat{smartproxy.FormatJSON, smartproxy.FormatYAML} {
+		c, err := smartproxy.ParseConfig([]byte(doc), f)
+		require.NoError(t, err, f)
+		r := c.Routes[0]
+		require.Equal(t, smartproxy.ServerNameOriginal, r.Action.TLS.Backend.ServerName)
+		require.Equal(t, smartproxy.BackendH2, r.Action.Options.BackendProtocol)
+		require.Equal(t, smartproxy.AlgorithmIPHash, r.Action.LoadBalancing.Algorithm)
+		require.Equal(t, auth.KeyByHeader, r.Security.RateLimit.KeyBy)
+		require.Equal(t, time.Minute, r.Security.RateLimit.Window.Duration())
+		require.Equal(t, smartproxy.Seconds(-1), r.Security.JWTAuth.Leeway)
+
+		out, err := json.Marshal(r)
+		require.NoError(t, err)
+		for _, want := range []string{`"serverName":"original"`, `"backendProtocol":"h2"`, `"algorithm":"ip-hash"`, `"keyBy":"header"`, `"window":60`, `"leeway":-1`} {
+			require.Contains(t, string(out), want)
+		}
+	}
 }
