@@ -2,8 +2,12 @@ package smartproxy
 
 import (
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
+
+	"github.com/gosmartproxy/smartproxy/schema"
 )
 
 // RouteBuilder builds a Route fluently:
@@ -15,6 +19,9 @@ import (
 // with the route name and field, by New or UpdateRoutes.
 type RouteBuilder struct {
 	r Route
+	// errs collects the builder's mistakes (field paths within the
+	// route); Route hands a copy to every route built.
+	errs schema.Collector
 }
 
 // NewRoute starts a route with the given name. The action defaults to
@@ -24,7 +31,7 @@ func NewRoute(name string) *RouteBuilder {
 }
 
 func (b *RouteBuilder) fail(field string, err error) *RouteBuilder {
-	b.r.builderErrs = append(b.r.builderErrs, &RouteError{Route: routeLabel(&b.r, 0), Field: field, Err: err})
+	b.errs.Fail(field, err)
 	return b
 }
 
@@ -37,6 +44,12 @@ func (b *RouteBuilder) Ports(ports ...int) *RouteBuilder {
 // PortRange adds an inclusive port range to match.
 func (b *RouteBuilder) PortRange(from, to int) *RouteBuilder {
 	b.r.Match.Ports = append(b.r.Match.Ports, PortRange{From: from, To: to})
+	return b
+}
+
+// PortSpec adds every port and range of spec to match.
+func (b *RouteBuilder) PortSpec(spec PortSpec) *RouteBuilder {
+	b.r.Match.Ports = append(b.r.Match.Ports, spec...)
 	return b
 }
 
@@ -116,17 +129,17 @@ func (b *RouteBuilder) Methods(methods ...string) *RouteBuilder {
 	return b
 }
 
-// LoadBalance chooses the algorithm among the target's hosts
-// ("round-robin", "least-connections", "ip-hash", "random") and,
-// optionally, active health checks.
-func (b *RouteBuilder) LoadBalance(algorithm string, check *HealthCheck) *RouteBuilder {
+// LoadBalance chooses the algorithm among the target's hosts ("" means
+// AlgorithmRoundRobin) and, optionally, active health checks.
+func (b *RouteBuilder) LoadBalance(algorithm Algorithm, check *HealthCheck) *RouteBuilder {
 	b.r.Action.LoadBalancing = &LoadBalancing{Algorithm: algorithm, HealthCheck: check}
 	return b
 }
 
 // ForwardTo sets one target from "host:port" addresses. Several addresses
-// must share one port and are balanced round-robin; an address without a
-// port forwards to the port the client connected to.
+// must share one port and are balanced by the route's load-balancing
+// algorithm (round-robin unless LoadBalance says otherwise); an address
+// without a port forwards to the port the client connected to.
 func (b *RouteBuilder) ForwardTo(addrs ...string) *RouteBuilder {
 	t, err := targetFromAddrs(addrs...)
 	if err != nil {
@@ -169,6 +182,49 @@ func (b *RouteBuilder) MaxConnections(n int) *RouteBuilder {
 	return b
 }
 
+// MaxConnectionsPerIP caps one client IP's concurrent connections on the
+// route.
+func (b *RouteBuilder) MaxConnectionsPerIP(n int) *RouteBuilder {
+	b.security().MaxConnectionsPerIP = n
+	return b
+}
+
+// ConnectionRateLimit caps one client IP's new connections to the route
+// per sliding minute.
+func (b *RouteBuilder) ConnectionRateLimit(perMinute int) *RouteBuilder {
+	b.security().ConnectionRateLimitPerMinute = perMinute
+	return b
+}
+
+// BasicAuth requires HTTP Basic credentials (see [BasicAuth]).
+func (b *RouteBuilder) BasicAuth(a *BasicAuth) *RouteBuilder {
+	b.security().BasicAuth = a
+	return b
+}
+
+// JWTAuth requires a valid JSON Web Token (see [JWTAuth]).
+func (b *RouteBuilder) JWTAuth(a *JWTAuth) *RouteBuilder {
+	b.security().JWTAuth = a
+	return b
+}
+
+// RateLimit caps the route's HTTP requests per key (see [RateLimit]).
+func (b *RouteBuilder) RateLimit(l *RateLimit) *RouteBuilder {
+	b.security().RateLimit = l
+	return b
+}
+
+// Security replaces the route's whole security block with a copy of s
+// (nil: none); the other security methods then adjust it.
+func (b *RouteBuilder) Security(s *RouteSecurity) *RouteBuilder {
+	b.r.Security = nil
+	if s != nil {
+		cp := *s
+		b.r.Security = &cp
+	}
+	return b
+}
+
 func (b *RouteBuilder) security() *RouteSecurity {
 	if b.r.Security == nil {
 		b.r.Security = &RouteSecurity{}
@@ -183,19 +239,16 @@ func (b *RouteBuilder) Route() Route {
 	r.Match.Ports = append(PortSpec(nil), r.Match.Ports...)
 	r.Match.Domains = append(StringList(nil), r.Match.Domains...)
 	r.Match.Method = append([]string(nil), r.Match.Method...)
-	if r.Match.Headers != nil {
-		h := make(map[string]string, len(r.Match.Headers))
-		for k, v := range r.Match.Headers {
-			h[k] = v
-		}
-		r.Match.Headers = h
-	}
+	r.Match.Headers = maps.Clone(r.Match.Headers)
 	r.Action.Targets = append([]Target(nil), r.Action.Targets...)
-	r.builderErrs = append([]error(nil), r.builderErrs...)
+	r.builderErrs = slices.Clone(b.errs.Errors())
 	if r.Security != nil {
 		s := *r.Security
+		s.IPAllowList = slices.Clone(s.IPAllowList)
+		s.IPBlockList = slices.Clone(s.IPBlockList)
 		r.Security = &s
 	}
+	cloneHTTPAction(&r.Action)
 	return r
 }
 

@@ -12,7 +12,8 @@ import (
 	"time"
 
 	"github.com/gosmartproxy/smartproxy/connection"
-	"gopkg.in/yaml.v3"
+	"github.com/gosmartproxy/smartproxy/schema"
+	"go.yaml.in/yaml/v3"
 )
 
 // Config is the configuration file schema: the TypeScript SmartProxy's
@@ -44,8 +45,14 @@ type Config struct {
 	WriteTimeout                  *Millis                       `json:"writeTimeout,omitempty"`
 }
 
-// Millis is a duration written in milliseconds, as the TS library does.
+// Millis is a duration written in milliseconds, as the TS library does
+// for most durations; [Seconds] is its counterpart for the few given in
+// seconds.
 type Millis int64
+
+// Seconds is [schema.Seconds]: a duration written in whole seconds (the
+// HTTP rate limit's window, the JWT leeway).
+type Seconds = schema.Seconds
 
 // Duration converts to a time.Duration.
 func (m Millis) Duration() time.Duration { return time.Duration(m) * time.Millisecond }
@@ -125,12 +132,7 @@ func LoadConfig(path string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	yamlFile := false
-	switch strings.ToLower(filepath.Ext(path)) {
-	case ".yaml", ".yml":
-		yamlFile = true
-	}
-	cfg, err := ParseConfig(data, yamlFile)
+	cfg, err := ParseConfig(data, formatOfPath(path))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -160,17 +162,39 @@ func (c *Config) resolvePaths(dir string) {
 	}
 }
 
-// ParseConfig parses a config document, YAML when isYAML is set, JSON
-// otherwise. Unknown fields are errors that name the field; fields the TS
-// schema has but this version does not implement yet are refused with a
+// ConfigFormat is the syntax of a config document.
+type ConfigFormat string
+
+// The config formats ParseConfig reads.
+const (
+	// FormatJSON is a JSON document (RFC 8259).
+	FormatJSON ConfigFormat = "json"
+	// FormatYAML is a YAML 1.2 document; it is read into the same generic
+	// value as JSON and checked the same way.
+	FormatYAML ConfigFormat = "yaml"
+)
+
+// formatOfPath is LoadConfig's choice of format: YAML for .yaml and .yml,
+// JSON for anything else.
+func formatOfPath(path string) ConfigFormat {
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".yaml", ".yml":
+		return FormatYAML
+	}
+	return FormatJSON
+}
+
+// ParseConfig parses a config document in the given format (FormatJSON
+// or FormatYAML; anything else is an error). Unknown fields are errors that name the field; fields the TS
+// schema has but this library does not implement are refused with a
 // message saying so, rather than silently ignored. The data must hold
 // exactly one document: trailing data or a second YAML document is an
 // error rather than silently ignored. Numbers must fit the field they set
 // (whole numbers for counts and milliseconds, no overflow of a duration),
 // and limits must not be negative; every such mistake is reported, each
 // with its JSON path.
-func ParseConfig(data []byte, isYAML bool) (*Config, error) {
-	doc, err := decodeOne(data, isYAML)
+func ParseConfig(data []byte, format ConfigFormat) (*Config, error) {
+	doc, err := decodeOne(data, format)
 	if err != nil {
 		return nil, err
 	}
@@ -195,8 +219,8 @@ func ParseConfig(data []byte, isYAML bool) (*Config, error) {
 	// own error for the same value would repeat the mistake less clearly.
 	nc := &numberChecker{}
 	nc.check(top, reflect.TypeFor[Config](), "")
-	if len(nc.errs) > 0 {
-		errs = append(errs, nc.errs...)
+	if nc.Errors() != nil {
+		errs = append(errs, nc.Errors().Unwrap()...)
 	} else if err := strictDecode(top, &cfg); err != nil {
 		errs = append(errs, err)
 	} else {
@@ -206,8 +230,8 @@ func ParseConfig(data []byte, isYAML bool) (*Config, error) {
 		at := fmt.Sprintf("routes[%d]%s", i, nameOf(raw))
 		nc := &numberChecker{}
 		raw = nc.check(raw, reflect.TypeFor[Route](), at)
-		if len(nc.errs) > 0 {
-			errs = append(errs, nc.errs...)
+		if nc.Errors() != nil {
+			errs = append(errs, nc.Errors().Unwrap()...)
 			continue
 		}
 		var r Route
@@ -225,9 +249,11 @@ func ParseConfig(data []byte, isYAML bool) (*Config, error) {
 
 // decodeOne decodes the single document of data into a generic value,
 // numbers as json.Number for JSON.
-func decodeOne(data []byte, isYAML bool) (any, error) {
+func decodeOne(data []byte, format ConfigFormat) (any, error) {
 	var doc any
-	if isYAML {
+	switch format {
+	case FormatJSON:
+	case FormatYAML:
 		dec := yaml.NewDecoder(bytes.NewReader(data))
 		if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("parsing YAML: %w", err)
@@ -248,6 +274,8 @@ func decodeOne(data []byte, isYAML bool) (any, error) {
 				return nil, fmt.Errorf("parsing YAML: a second document starts at line %d; the file must hold one", extra.Line)
 			}
 		}
+	default:
+		return nil, fmt.Errorf("unknown config format %q (want %q or %q)", format, FormatJSON, FormatYAML)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
@@ -274,7 +302,7 @@ func emptyYAMLDocument(n *yaml.Node) bool {
 // means "unlimited", but a config file that says -1 more likely holds a
 // mistake, and the TS schema has no such meaning.
 func (c *Config) checkLimits() []error {
-	var errs []error
+	var fe schema.Collector
 	for _, l := range []struct {
 		key  string
 		v    int
@@ -286,16 +314,16 @@ func (c *Config) checkLimits() []error {
 		{"maxClientHelloBytes", c.MaxClientHelloBytes, "the default, 64 KiB"},
 	} {
 		if l.v < 0 {
-			errs = append(errs, fmt.Errorf("%s: must not be negative, got %d (0 means %s)", l.key, l.v, l.zero))
+			fe.Failf(l.key, "must not be negative, got %d (0 means %s)", l.v, l.zero)
 		}
 	}
 	if c.IPv6PrefixLen < 0 || c.IPv6PrefixLen > 128 {
-		errs = append(errs, fmt.Errorf("ipv6PrefixLen: must be 1 to 128 (0 means 64), got %d", c.IPv6PrefixLen))
+		fe.Failf("ipv6PrefixLen", "must be 1 to 128 (0 means 64), got %d", c.IPv6PrefixLen)
 	}
 	if m := c.KeepAliveInactivityMultiplier; m < 0 {
-		errs = append(errs, fmt.Errorf("keepAliveInactivityMultiplier: must not be negative, got %v", m))
+		fe.Failf("keepAliveInactivityMultiplier", "must not be negative, got %v", m)
 	}
-	return errs
+	return fe.Errors().Unwrap()
 }
 
 // strictDecode re-encodes a generic document and decodes it into v,

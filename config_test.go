@@ -66,9 +66,9 @@ defaults: {security: {ipAllowList: ["*"]}}
 
 func TestParseConfigJSONAndYAMLAgree(t *testing.T) {
 	t.Parallel()
-	fromJSON, err := ParseConfig([]byte(sampleJSON), false)
+	fromJSON, err := ParseConfig([]byte(sampleJSON), FormatJSON)
 	require.NoError(t, err)
-	fromYAML, err := ParseConfig([]byte(sampleYAML), true)
+	fromYAML, err := ParseConfig([]byte(sampleYAML), FormatYAML)
 	require.NoError(t, err)
 	require.Equal(t, fromJSON, fromYAML)
 
@@ -118,7 +118,7 @@ func TestParseConfigErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseConfig([]byte(tc.doc), false)
+			_, err := ParseConfig([]byte(tc.doc), FormatJSON)
 			if tc.want == "" {
 				require.NoError(t, err)
 				return
@@ -146,12 +146,12 @@ func TestLoadConfigByExtension(t *testing.T) {
 
 func TestRouteJSONRoundTrip(t *testing.T) {
 	t.Parallel()
-	c, err := ParseConfig([]byte(sampleJSON), false)
+	c, err := ParseConfig([]byte(sampleJSON), FormatJSON)
 	require.NoError(t, err)
 	for _, r := range c.Routes {
 		data, err := jsonMarshal(r)
 		require.NoError(t, err)
-		back, err := ParseConfig([]byte(`{"routes":[`+string(data)+`]}`), false)
+		back, err := ParseConfig([]byte(`{"routes":[`+string(data)+`]}`), FormatJSON)
 		require.NoError(t, err, string(data))
 		require.Equal(t, r, back.Routes[0])
 	}
@@ -168,13 +168,13 @@ func TestParseConfigHTTPFields(t *testing.T) {
 	    "rewrite":{"pattern":"^/api/(.*)","target":"/$1"},
 	    "websocket":{"enabled":true,"pingInterval":30000}}},
 	  {"name":"redirect","match":{"ports":80,"domains":"*"},"action":{"type":"forward","redirect":{"to":"https://{domain}{path}","status":308}}}]}`
-	c, err := ParseConfig([]byte(doc), false)
+	c, err := ParseConfig([]byte(doc), FormatJSON)
 	require.NoError(t, err)
 	r := c.Routes[0]
 	require.Equal(t, "/api/*", r.Match.Path)
 	require.Equal(t, "prod*", r.Match.Headers["x-env"])
 	require.Equal(t, "/api/v2/*", r.Action.Targets[0].Match.Path)
-	require.Equal(t, "h2c", r.Action.Options.BackendProtocol)
+	require.Equal(t, BackendH2C, r.Action.Options.BackendProtocol)
 	require.Equal(t, 308, c.Routes[1].Action.Redirect.Status)
 	_, err = New(c.Options())
 	require.NoError(t, err)
@@ -189,7 +189,7 @@ func TestParseConfigIdleParkAfter(t *testing.T) {
 		`{"routes":[],"idleParkAfter":250}`: 250 * time.Millisecond,
 		`{"routes":[],"idleParkAfter":0}`:   -1,
 	} {
-		c, err := ParseConfig([]byte(doc), false)
+		c, err := ParseConfig([]byte(doc), FormatJSON)
 		require.NoError(t, err, doc)
 		require.Equal(t, want, c.Options().IdleParkAfter, doc)
 	}
@@ -197,11 +197,11 @@ func TestParseConfigIdleParkAfter(t *testing.T) {
 
 func TestParseConfigRoutesMustBeAList(t *testing.T) {
 	t.Parallel()
-	_, err := ParseConfig([]byte("routes:\n  name: a\n  match: {ports: 80}\n"), true)
+	_, err := ParseConfig([]byte("routes:\n  name: a\n  match: {ports: 80}\n"), FormatYAML)
 	require.ErrorContains(t, err, "routes must be a list")
-	_, err = ParseConfig([]byte(`{}`), false)
+	_, err = ParseConfig([]byte(`{}`), FormatJSON)
 	require.ErrorContains(t, err, `config has no "routes" list`)
-	c, err := ParseConfig([]byte(`{"routes": []}`), false)
+	c, err := ParseConfig([]byte(`{"routes": []}`), FormatJSON)
 	require.NoError(t, err)
 	require.Empty(t, c.Routes)
 }

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/gosmartproxy/smartproxy/schema"
 )
 
 // Numbers in a config document are checked against the Go type they will
@@ -30,13 +32,10 @@ var (
 // nanoseconds: about 292 years.
 const maxMillis = math.MaxInt64 / int64(1e6)
 
-// numberChecker collects the mistakes of one walk.
+// numberChecker collects the mistakes of one walk, each against its
+// JSON path.
 type numberChecker struct {
-	errs []error
-}
-
-func (c *numberChecker) failf(path, format string, args ...any) {
-	c.errs = append(c.errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+	schema.Collector
 }
 
 // checkNumbers walks doc, a generic JSON or YAML value, as the type t
@@ -51,7 +50,7 @@ func (c *numberChecker) check(doc any, t reflect.Type, path string) any {
 	case millisType:
 		if lit, ok := numberLiteral(doc); ok {
 			if _, err := parseMillis(lit); err != nil {
-				c.failf(path, "%v", err)
+				c.Failf(path, "%v", err)
 			}
 		}
 		return doc
@@ -75,7 +74,7 @@ func (c *numberChecker) check(doc any, t reflect.Type, path string) any {
 		if lit, ok := numberLiteral(doc); ok {
 			f, err := strconv.ParseFloat(lit, t.Bits())
 			if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
-				c.failf(path, "%s is out of range for a number", lit)
+				c.Failf(path, "%s is out of range for a number", lit)
 			}
 		}
 		return doc
@@ -140,17 +139,17 @@ func (c *numberChecker) integer(doc any, path string, bits int, signed bool) any
 	}
 	if i, err := strconv.ParseInt(lit, 10, 64); err == nil {
 		if i < lo || i > hi {
-			c.failf(path, "%s is out of range (%d to %d)", lit, lo, hi)
+			c.Failf(path, "%s is out of range (%d to %d)", lit, lo, hi)
 		}
 		return doc
 	}
 	f, err := strconv.ParseFloat(lit, 64)
 	switch {
 	case err == nil && f != math.Trunc(f):
-		c.failf(path, "%s is not a whole number", lit)
+		c.Failf(path, "%s is not a whole number", lit)
 	// float64(hi) rounds up to 2^63 for 64 bits, so >= keeps 2^63 out.
 	case err != nil || math.IsInf(f, 0) || f < float64(lo) || f >= float64(hi)+1:
-		c.failf(path, "%s is out of range (%d to %d)", lit, lo, hi)
+		c.Failf(path, "%s is out of range (%d to %d)", lit, lo, hi)
 	default:
 		return json.Number(strconv.FormatInt(int64(f), 10))
 	}

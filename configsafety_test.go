@@ -172,7 +172,7 @@ func TestLoadConfigResolvesFilesAgainstItsDirectory(t *testing.T) {
 	_, err = compileRoutes(cfg.Routes, Defaults{})
 	require.NoError(t, err)
 
-	parsed, err := ParseConfig([]byte(doc), false)
+	parsed, err := ParseConfig([]byte(doc), FormatJSON)
 	require.NoError(t, err)
 	require.Equal(t, "certs/cert.pem", parsed.Routes[0].Action.TLS.Certificate.CertFile, "ParseConfig has no directory to resolve against")
 }
@@ -210,7 +210,7 @@ func TestParseConfigNumbers(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseConfig([]byte(tc.doc), false)
+			_, err := ParseConfig([]byte(tc.doc), FormatJSON)
 			if tc.want == "" {
 				require.NoError(t, err)
 				return
@@ -219,7 +219,7 @@ func TestParseConfigNumbers(t *testing.T) {
 		})
 	}
 
-	c, err := ParseConfig([]byte(`{"routes":[],"maxConnections":1e3,"inactivityTimeout":6e4,"maxConnectionLifetime":9223372036854}`), false)
+	c, err := ParseConfig([]byte(`{"routes":[],"maxConnections":1e3,"inactivityTimeout":6e4,"maxConnectionLifetime":9223372036854}`), FormatJSON)
 	require.NoError(t, err)
 	o := c.Options()
 	require.Equal(t, 1000, o.MaxConnections)
@@ -239,7 +239,7 @@ func TestParseConfigNumbersYAML(t *testing.T) {
 		"routes: []\nmaxConnections: -1\n":                    `maxConnections: must not be negative`,
 		"routes: []\nmaxConnections: 1e3\n":                   ``,
 	} {
-		_, err := ParseConfig([]byte(doc), true)
+		_, err := ParseConfig([]byte(doc), FormatYAML)
 		if want == "" {
 			require.NoError(t, err, doc)
 			continue
@@ -257,7 +257,7 @@ func TestParseConfigReportsEveryMistake(t *testing.T) {
 	  {"name":"b","match":{"ports":80},"action":{"type":"forward"},"colour":1},
 	  {"name":"c","match":{"ports":80},"action":{"type":"forward","targets":[{"host":"h","port":2.5}]}}],
 	 "inactivityTimeout":1e13,"maxConnections":-1}`
-	_, err := ParseConfig([]byte(doc), false)
+	_, err := ParseConfig([]byte(doc), FormatJSON)
 	require.Error(t, err)
 	for _, want := range []string{
 		`inactivityTimeout: 1e13 ms overflows`,
@@ -268,7 +268,7 @@ func TestParseConfigReportsEveryMistake(t *testing.T) {
 		require.ErrorContains(t, err, want)
 	}
 	// Top-level limits are checked once the top level decodes.
-	_, err = ParseConfig([]byte(`{"routes":[],"maxConnections":-1,"connectionRateLimitPerMinute":-2}`), false)
+	_, err = ParseConfig([]byte(`{"routes":[],"maxConnections":-1,"connectionRateLimitPerMinute":-2}`), FormatJSON)
 	require.ErrorContains(t, err, "maxConnections: must not be negative")
 	require.ErrorContains(t, err, "connectionRateLimitPerMinute: must not be negative")
 }
@@ -279,21 +279,21 @@ func TestParseConfigOneDocument(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		doc    string
-		isYAML bool
+		format ConfigFormat
 		want   string
 	}{
-		{`{"routes":[]} {"routes":[{"name":"x"}]}`, false, "parsing JSON: data after the end of the document"},
-		{`{"routes":[]}]`, false, "parsing JSON: data after the end of the document"},
-		{`{"routes":[]} x`, false, "parsing JSON"},
-		{"{\"routes\":[]}\n\t \n", false, ""},
-		{"routes: []\n---\nroutes:\n  - name: x\n", true, "parsing YAML: a second document starts at line 2"},
-		{"---\nroutes: []\n...\n", true, ""},
-		{"routes: []\n---\n", true, ""},
-		{"routes: []\n---\n# nothing\n---\n", true, ""},
-		{"routes: []\n---\n---\nmaxConnections: 5\n", true, "parsing YAML: a second document starts at line 3"},
-		{"routes: []\n", true, ""},
+		{`{"routes":[]} {"routes":[{"name":"x"}]}`, FormatJSON, "parsing JSON: data after the end of the document"},
+		{`{"routes":[]}]`, FormatJSON, "parsing JSON: data after the end of the document"},
+		{`{"routes":[]} x`, FormatJSON, "parsing JSON"},
+		{"{\"routes\":[]}\n\t \n", FormatJSON, ""},
+		{"routes: []\n---\nroutes:\n  - name: x\n", FormatYAML, "parsing YAML: a second document starts at line 2"},
+		{"---\nroutes: []\n...\n", FormatYAML, ""},
+		{"routes: []\n---\n", FormatYAML, ""},
+		{"routes: []\n---\n# nothing\n---\n", FormatYAML, ""},
+		{"routes: []\n---\n---\nmaxConnections: 5\n", FormatYAML, "parsing YAML: a second document starts at line 3"},
+		{"routes: []\n", FormatYAML, ""},
 	} {
-		_, err := ParseConfig([]byte(tc.doc), tc.isYAML)
+		_, err := ParseConfig([]byte(tc.doc), tc.format)
 		if tc.want == "" {
 			require.NoError(t, err, tc.doc)
 			continue
@@ -340,7 +340,7 @@ func TestTargetHostSyntax(t *testing.T) {
 		require.Equal(t, "action.targets[0].host[0]", re.Field)
 	}
 	// From a config file, with the route's name.
-	c, err := ParseConfig([]byte(`{"routes":[{"name":"n","match":{"ports":80},"action":{"type":"forward","targets":[{"host":"\u0000","port":80}]}}]}`), false)
+	c, err := ParseConfig([]byte(`{"routes":[{"name":"n","match":{"ports":80},"action":{"type":"forward","targets":[{"host":"\u0000","port":80}]}}]}`), FormatJSON)
 	require.NoError(t, err)
 	_, err = New(Options{Routes: c.Routes, Logger: testLogger()})
 	require.ErrorContains(t, err, `route "n": action.targets[0].host[0]: invalid host "\x00"`)

@@ -193,7 +193,7 @@ func ExampleParseConfig() {
 	    }
 	  ]
 	}`
-	cfg, err := smartproxy.ParseConfig([]byte(doc), false)
+	cfg, err := smartproxy.ParseConfig([]byte(doc), smartproxy.FormatJSON)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -207,7 +207,7 @@ func ExampleParseConfig() {
 
 	// Unknown fields, and fields this version does not implement yet, are
 	// errors rather than silently ignored.
-	_, err = smartproxy.ParseConfig([]byte(`{"routes": [{"name": "x", "match": {"ports": 80}, "action": {"type": "forward", "nftables": {}}}]}`), false)
+	_, err = smartproxy.ParseConfig([]byte(`{"routes": [{"name": "x", "match": {"ports": 80}, "action": {"type": "forward", "nftables": {}}}]}`), smartproxy.FormatJSON)
 	fmt.Println(err)
 	// Output:
 	// 127.0.0.1 5s

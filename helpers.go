@@ -13,28 +13,22 @@ func HTTPSPassthroughRoute(name string, domains []string, target string) Route {
 // SocketHandlerRoute hands connections on ports (and, if given, for
 // domains, which needs TLS SNI) to a Go function.
 func SocketHandlerRoute(name string, ports PortSpec, domains []string, h SocketHandler) Route {
-	b := NewRoute(name).Domains(domains...).HandleWith(h)
-	b.r.Match.Ports = append(PortSpec(nil), ports...)
-	return b.Route()
+	return NewRoute(name).PortSpec(ports).Domains(domains...).HandleWith(h).Route()
 }
 
 // PortRangeRoute forwards every port in ports to target. A target without
 // a port ("10.0.0.5") keeps the port the client connected to.
 func PortRangeRoute(name string, ports PortSpec, target string) Route {
-	b := NewRoute(name).ForwardTo(target)
-	b.r.Match.Ports = append(PortSpec(nil), ports...)
-	return b.Route()
+	return NewRoute(name).PortSpec(ports).ForwardTo(target).Route()
 }
 
 // PortMappingRoute forwards each port in ports to host on the port that
 // mapPort returns for it, e.g. func(p int) int { return p + 1000 }.
 func PortMappingRoute(name string, ports PortSpec, host string, mapPort func(port int) int) Route {
-	b := NewRoute(name).Target(Target{
+	return NewRoute(name).PortSpec(ports).Target(Target{
 		Host:     StringList{host},
 		PortFunc: func(rc *RouteContext) int { return mapPort(rc.Port) },
-	})
-	b.r.Match.Ports = append(PortSpec(nil), ports...)
-	return b.Route()
+	}).Route()
 }
 
 // OffsetMappingRoute forwards each port in ports to host on port+offset.

@@ -121,7 +121,7 @@ func TestHTTPSReencrypt(t *testing.T) {
 		r := terminateRouteOn("re-"+proto, port, addr, proto+".example.com")
 		r.Action.TLS.Mode = TLSTerminateAndReencrypt
 		r.Action.TLS.Backend = &BackendTLS{InsecureSkipVerify: true}
-		r.Action.Options.BackendProtocol = proto
+		r.Action.Options.BackendProtocol = BackendProtocol(proto)
 		routes = append(routes, r)
 	}
 	startTestProxy(t, lp, Options{Certificates: testCertStore(t), Routes: routes})

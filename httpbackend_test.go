@@ -20,7 +20,7 @@ func originalRoutes(port int, addr, proto string) []Route {
 	r := terminateRouteOn("original-"+proto, port, addr, "*.example.com")
 	r.Action.TLS.Mode = TLSTerminateAndReencrypt
 	r.Action.TLS.Backend = &BackendTLS{CA: pki().ca.pem, ServerName: "original"}
-	r.Action.Options.BackendProtocol = proto
+	r.Action.Options.BackendProtocol = BackendProtocol(proto)
 	return []Route{r}
 }
 

@@ -149,7 +149,7 @@ func TestHTTPRequestTrailers(t *testing.T) {
 			be.Start()
 			t.Cleanup(be.Close)
 			r := httpRouteOn("r", port, be.Listener.Addr().String(), "a.test")
-			r.Action.Options = &ActionOptions{BackendProtocol: backend}
+			r.Action.Options = &ActionOptions{BackendProtocol: BackendProtocol(backend)}
 			startTestProxy(t, lp, Options{Routes: []Route{r}})
 			c := dial(t, port)
 			_, err := io.WriteString(c, "POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum, X-Other\r\n\r\n"+

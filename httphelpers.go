@@ -18,22 +18,17 @@ func HTTPRoute(name string, domains []string, target string) Route {
 // Options.Certificates by SNI. The route offers ALPN h2 and http/1.1
 // because options.backendProtocol marks it as HTTP.
 func HTTPSTerminateRoute(name string, domains []string, target string, cert *CertificateSpec, reencrypt bool) Route {
-	r := NewRoute(name).Ports(443).Domains(domains...).ForwardTo(target).Route()
-	mode := TLSTerminate
+	b := NewRoute(name).Ports(443).Domains(domains...).ForwardTo(target).BackendProtocol(BackendHTTP1)
 	if reencrypt {
-		mode = TLSTerminateAndReencrypt
+		return b.TLSReencrypt(cert, nil).Route()
 	}
-	r.Action.TLS = &RouteTLS{Mode: mode, Certificate: cert}
-	r.Action.Options = &ActionOptions{BackendProtocol: "http1"}
-	return r
+	return b.TLSTerminate(cert).Route()
 }
 
 // HTTPToHTTPSRedirectRoute answers plain HTTP on port 80 for domains with
 // 301 to https://{domain}{path} (the query is kept).
 func HTTPToHTTPSRedirectRoute(name string, domains []string) Route {
-	r := NewRoute(name).Ports(80).Domains(domains...).Route()
-	r.Action.Redirect = &Redirect{To: "https://{domain}{path}", Status: 301}
-	return r
+	return NewRoute(name).Ports(80).Domains(domains...).Redirect("https://{domain}{path}", 301).Route()
 }
 
 // HTTPSServer is the usual pair: HTTPSTerminateRoute on 443 and, named
@@ -48,14 +43,13 @@ func HTTPSServer(name string, domains []string, target string, cert *Certificate
 // LoadBalancerRoute balances the connections (or, for HTTP, the
 // requests) on ports for domains over hosts, all on port. algorithm is
 // an action.loadBalancing algorithm; "" means round-robin.
-func LoadBalancerRoute(name string, domains []string, ports PortSpec, hosts []string, port int, algorithm string) Route {
-	r := NewRoute(name).Domains(domains...).
-		Target(Target{Host: append(StringList(nil), hosts...), Port: TargetPort(port)}).Route()
-	r.Match.Ports = append(PortSpec(nil), ports...)
+func LoadBalancerRoute(name string, domains []string, ports PortSpec, hosts []string, port int, algorithm Algorithm) Route {
+	b := NewRoute(name).PortSpec(ports).Domains(domains...).
+		Target(Target{Host: append(StringList(nil), hosts...), Port: TargetPort(port)})
 	if algorithm != "" {
-		r.Action.LoadBalancing = &LoadBalancing{Algorithm: algorithm}
+		b.LoadBalance(algorithm, nil)
 	}
-	return r
+	return b.Route()
 }
 
 // APIRoute proxies the HTTP requests under pathPrefix ("/api" takes /api
@@ -63,25 +57,19 @@ func LoadBalancerRoute(name string, domains []string, ports PortSpec, hosts []st
 // set, responses carry permissive CORS headers (any origin, the common
 // methods and headers); preflight requests are answered by the backend.
 func APIRoute(name string, domains []string, pathPrefix string, target string, cors bool) Route {
-	r := NewRoute(name).Ports(80).Domains(domains...).ForwardTo(target).Route()
-	r.Match.Path = strings.TrimSuffix(pathPrefix, "/") + "/*"
+	b := NewRoute(name).Ports(80).Domains(domains...).ForwardTo(target).
+		Path(strings.TrimSuffix(pathPrefix, "/") + "/*")
 	if cors {
-		r.Action.Headers = &HeaderActions{Response: map[string]string{
-			"Access-Control-Allow-Origin":  "*",
-			"Access-Control-Allow-Methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS",
-			"Access-Control-Allow-Headers": "Content-Type, Authorization",
-			"Access-Control-Max-Age":       "86400",
-		}}
+		b.ResponseHeader("Access-Control-Allow-Origin", "*").
+			ResponseHeader("Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE, OPTIONS").
+			ResponseHeader("Access-Control-Allow-Headers", "Content-Type, Authorization").
+			ResponseHeader("Access-Control-Max-Age", "86400")
 	}
-	return r
+	return b.Route()
 }
 
 // WebSocketRoute proxies HTTP requests, WebSocket upgrades included, on
 // path for domains on port 80 to target.
 func WebSocketRoute(name string, domains []string, path string, target string) Route {
-	r := NewRoute(name).Ports(80).Domains(domains...).ForwardTo(target).Route()
-	r.Match.Path = path
-	on := true
-	r.Action.WebSocket = &WebSocketOptions{Enabled: &on}
-	return r
+	return NewRoute(name).Ports(80).Domains(domains...).ForwardTo(target).Path(path).WebSocket(true).Route()
 }

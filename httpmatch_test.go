@@ -105,7 +105,7 @@ func TestHTTPMatchHeadersAndMethods(t *testing.T) {
 	v := &routeValidator{name: "t"}
 	h.headers = v.compileHeaderMatch("match.headers", map[string]string{"x-env": "prod*", "Accept": "text/html"})
 	h.methods = v.compileMethods("match.method", []string{"get", "HEAD"})
-	require.Empty(t, v.errs)
+	require.Empty(t, v.Errors())
 	req := httptest.NewRequest("GET", "/", nil)
 	req.Header.Set("X-Env", "production")
 	req.Header.Add("Accept", "application/json")

@@ -1,6 +1,7 @@
 package smartproxy
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/http"
@@ -124,17 +125,17 @@ func (v *routeValidator) compileActionHTTP(a *RouteAction, h *httpRoute) bool {
 		features = true
 		h.keepHost = o.RewriteHostHeader != nil && !*o.RewriteHostHeader
 		switch o.BackendProtocol {
-		case "", "http1":
-		case "h2c":
+		case "", BackendHTTP1:
+		case BackendH2C:
 			if a.TLS != nil && a.TLS.Mode == TLSTerminateAndReencrypt {
 				v.fail("action.options.backendProtocol", errors.New(`"h2c" is cleartext; with terminate-and-reencrypt use "h2"`))
 			}
-			h.backend = o.BackendProtocol
-		case "h2":
+			h.backend = string(o.BackendProtocol)
+		case BackendH2:
 			if a.TLS == nil || a.TLS.Mode != TLSTerminateAndReencrypt {
 				v.fail("action.options.backendProtocol", errors.New(`"h2" needs tls.mode "terminate-and-reencrypt" (use "h2c" for cleartext HTTP/2)`))
 			}
-			h.backend = o.BackendProtocol
+			h.backend = string(o.BackendProtocol)
 		default:
 			v.fail("action.options.backendProtocol", fmt.Errorf("unknown protocol %q (want http1, h2c or h2)", o.BackendProtocol))
 		}
@@ -155,9 +156,7 @@ func (v *routeValidator) compileActionHTTP(a *RouteAction, h *httpRoute) bool {
 	if rd := a.Redirect; rd != nil {
 		features = true
 		red := *rd
-		if red.Status == 0 {
-			red.Status = http.StatusMovedPermanently
-		}
+		red.Status = cmp.Or(red.Status, http.StatusMovedPermanently)
 		switch red.Status {
 		case 301, 302, 303, 307, 308:
 		default:

@@ -71,7 +71,7 @@ func (v *routeValidator) compileLB(r *Route, targets []Target) *loadBalancer {
 	}
 	algorithm := ""
 	if a.LoadBalancing != nil {
-		algorithm = a.LoadBalancing.Algorithm
+		algorithm = string(a.LoadBalancing.Algorithm)
 	}
 	sel, ok := balance.NewSelector(algorithm)
 	if !ok {

@@ -84,7 +84,7 @@ func who(t testing.TB, port int) string { return whoFrom(t, "", port, false) }
 // lbRoute forwards port to addrs with algorithm algo.
 func lbRoute(name string, port int, algo string, addrs ...string) Route {
 	r := NewRoute(name).Ports(port).ForwardTo(addrs...).Route()
-	r.Action.LoadBalancing = &LoadBalancing{Algorithm: algo}
+	r.Action.LoadBalancing = &LoadBalancing{Algorithm: Algorithm(algo)}
 	return r
 }
 

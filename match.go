@@ -29,8 +29,13 @@ type MatchQuery struct {
 	Terminated bool
 }
 
-// RouteMatcher picks the route for a connection. Implementations must be
-// safe for concurrent use and should not allocate per call.
+// RouteMatcher picks the route for a connection. It can be implemented
+// outside this package: the MatcherFactory given in Options.Matcher
+// receives the proxy's compiled routes, and Match returns one of them, so
+// a matcher needs nothing else from the package (it may also wrap the
+// RouteTable that NewRouteTable builds from the same routes and adjust its
+// answers). Implementations must be safe for concurrent use and should not
+// allocate per call.
 type RouteMatcher interface {
 	// Match returns the best route for q, or nil. It must return one of
 	// the *Route values the matcher was built from.

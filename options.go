@@ -1,6 +1,7 @@
 package smartproxy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,9 +13,15 @@ import (
 	"github.com/gosmartproxy/smartproxy/forwarding"
 )
 
-// Options configures a Proxy. The zero value of every field means the
-// documented default, which follows the TypeScript SmartProxy where it has
-// one.
+// Options configures a Proxy.
+//
+// Zero means the same kind of thing in every field: the default, which
+// each field names and which follows the TypeScript SmartProxy where it
+// has one (so MaxConnections' default is "unlimited" while
+// MaxConnectionsPerIP's is 100, both as in TS). A negative number means
+// "off" (no timeout, no limit, never) in the fields that say so, and is
+// refused by New in all the others. Nil pointers and funcs mean the
+// default too.
 type Options struct {
 	// Routes are the initial routes; see UpdateRoutes to change them.
 	Routes []Route
@@ -26,30 +33,36 @@ type Options struct {
 	ListenAddress string
 
 	// InitialDataTimeout bounds the wait for the first bytes a route needs
-	// (a TLS ClientHello) on ports whose routes match by domain. Default
-	// 120 s, as in the TS library; lower it on exposed ports.
+	// (a TLS ClientHello) on ports whose routes match by domain. 0 means
+	// 120 s, as in the TS library (lower it on exposed ports); negative is
+	// refused.
 	InitialDataTimeout time.Duration
-	// MaxClientHelloBytes caps the bytes read to find the SNI. Default
-	// 64 KiB; at least 16 KiB is needed for post-quantum hellos.
+	// MaxClientHelloBytes caps the bytes read to find the SNI. 0 means
+	// 64 KiB; anything else below 16 KiB (what post-quantum hellos need),
+	// negative included, is refused.
 	MaxClientHelloBytes int
-	// ConnectTimeout bounds a backend dial. Default 30 s.
+	// ConnectTimeout bounds a backend dial. 0 means 30 s; negative is
+	// refused.
 	ConnectTimeout time.Duration
-	// InactivityTimeout closes connections with no traffic either way.
-	// Default 4 h; see KeepAliveTreatment.
+	// InactivityTimeout closes connections with no traffic either way
+	// (see KeepAliveTreatment). 0 means 4 h; negative means none.
 	InactivityTimeout time.Duration
 	// SocketTimeout is accepted for TS compatibility: when set and lower
-	// than InactivityTimeout it is used as the inactivity timeout.
+	// than InactivityTimeout it is used as the inactivity timeout. 0 means
+	// unset; negative is refused.
 	SocketTimeout time.Duration
-	// KeepAliveTreatment: "standard" (default), "extended" (inactivity
+	// KeepAliveTreatment: "standard" ("" too), "extended" (inactivity
 	// timeout × KeepAliveInactivityMultiplier) or "immortal" (none).
 	KeepAliveTreatment connection.KeepAliveTreatment
-	// KeepAliveInactivityMultiplier is used by "extended". Default 6.
+	// KeepAliveInactivityMultiplier is used by "extended". 0 means 6;
+	// negative is refused.
 	KeepAliveInactivityMultiplier float64
-	// MaxConnectionLifetime closes connections older than this. Default
+	// MaxConnectionLifetime closes connections older than this. 0 means
 	// 24 h; negative means unlimited.
 	MaxConnectionLifetime time.Duration
 	// HalfCloseTimeout bounds how long a half-closed connection may stay
-	// idle in the direction that is still open. Default 30 s.
+	// idle in the direction that is still open. 0 means 30 s; negative is
+	// refused.
 	HalfCloseTimeout time.Duration
 	// WriteTimeout closes a connection when a write to it makes no
 	// progress for this long (nginx's send_timeout): a client that stops
@@ -58,7 +71,7 @@ type Options struct {
 	// HTTP clients (beneath TLS, HTTP/2 included) and to both sides of a
 	// forwarded TCP connection. Progress is checked per write period, so a
 	// stalled connection is closed between WriteTimeout and twice it after
-	// its last progress. Default 60 s (nginx's); negative means never.
+	// its last progress. 0 means 60 s (nginx's); negative means never.
 	WriteTimeout time.Duration
 	// IdleParkAfter is how long a forwarded TCP connection may stay idle
 	// before the goroutines copying it are parked: the sockets are then
@@ -69,33 +82,36 @@ type Options struct {
 	// connections keep their goroutines.
 	IdleParkAfter time.Duration
 	// GracefulShutdownTimeout is how long Stop drains when its context has
-	// no deadline of its own. Default 30 s.
+	// no deadline of its own. 0 means 30 s; negative is refused.
 	GracefulShutdownTimeout time.Duration
 
 	// IPv6PrefixLen groups IPv6 clients for every per-IP limit
 	// (maxConnectionsPerIP, connectionRateLimitPerMinute, per route too,
 	// and HTTP rateLimit keyed by IP) and for Metrics.ByIP: one host
 	// usually owns a whole /64, so counting per address would let it
-	// multiply its limits at will. 0 means 64; 128 counts every address.
-	// IPv4 clients are always counted per address. Not in TS SmartProxy,
-	// which counts per address.
+	// multiply its limits at will. 0 means 64; 128 counts every address;
+	// negative or above 128 is refused. IPv4 clients are always counted
+	// per address. Not in TS SmartProxy, which counts per address.
 	IPv6PrefixLen int
 
-	// MaxConnections caps concurrent connections proxy-wide; 0 = unlimited.
+	// MaxConnections caps concurrent connections proxy-wide. 0 means the
+	// default, which is unlimited (TS has no global cap); negative means
+	// unlimited too.
 	MaxConnections int
-	// MaxConnectionsPerIP caps concurrent connections per client IP.
-	// Default 100; negative means unlimited.
+	// MaxConnectionsPerIP caps concurrent connections per client IP. 0
+	// means 100, as in TS; negative means unlimited (raise or lift it
+	// behind a load balancer, where every client shares its address).
 	MaxConnectionsPerIP int
 	// ConnectionRateLimitPerMinute caps new connections per client IP per
-	// sliding minute. Default 300; negative means unlimited.
+	// sliding minute. 0 means 300, as in TS; negative means unlimited.
 	ConnectionRateLimitPerMinute int
 
 	// NoDelay sets TCP_NODELAY on both sides; nil means true.
 	NoDelay *bool
 	// KeepAlive enables TCP keep-alive probes on both sides; nil means true.
 	KeepAlive *bool
-	// KeepAliveInitialDelay is the idle time before the first probe.
-	// Default 10 s.
+	// KeepAliveInitialDelay is the idle time before the first probe. 0
+	// means 10 s; negative is refused.
 	KeepAliveInitialDelay time.Duration
 
 	// EnableDetailedLogging logs every connection at Info level rather
@@ -154,21 +170,16 @@ const (
 )
 
 // withDefaults returns a copy with zero fields set to their defaults.
+// The limits and the timeouts the connection manager applies keep their
+// zeros: connection.Config gives them the same meaning.
 func (o Options) withDefaults() Options {
-	setDur := func(d *time.Duration, def time.Duration) {
-		if *d == 0 {
-			*d = def
-		}
-	}
-	setDur(&o.InitialDataTimeout, DefaultInitialDataTimeout)
-	setDur(&o.ConnectTimeout, DefaultConnectTimeout)
-	setDur(&o.HalfCloseTimeout, DefaultHalfCloseTimeout)
-	setDur(&o.GracefulShutdownTimeout, DefaultGracefulShutdownTimeout)
-	setDur(&o.KeepAliveInitialDelay, DefaultKeepAliveInitialDelay)
-	setDur(&o.WriteTimeout, DefaultWriteTimeout)
-	if o.MaxClientHelloBytes == 0 {
-		o.MaxClientHelloBytes = DefaultMaxClientHelloBytes
-	}
+	o.InitialDataTimeout = cmp.Or(o.InitialDataTimeout, DefaultInitialDataTimeout)
+	o.ConnectTimeout = cmp.Or(o.ConnectTimeout, DefaultConnectTimeout)
+	o.HalfCloseTimeout = cmp.Or(o.HalfCloseTimeout, DefaultHalfCloseTimeout)
+	o.GracefulShutdownTimeout = cmp.Or(o.GracefulShutdownTimeout, DefaultGracefulShutdownTimeout)
+	o.KeepAliveInitialDelay = cmp.Or(o.KeepAliveInitialDelay, DefaultKeepAliveInitialDelay)
+	o.WriteTimeout = cmp.Or(o.WriteTimeout, DefaultWriteTimeout)
+	o.MaxClientHelloBytes = cmp.Or(o.MaxClientHelloBytes, DefaultMaxClientHelloBytes)
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}

@@ -20,9 +20,16 @@ import (
 var ErrStopped = errors.New("smartproxy: proxy stopped")
 
 // ConnectionManager tracks every proxied connection and enforces the
-// connection limits and timeouts. *connection.Manager is the default; wrap
-// it to observe or add policy. Implementations must be safe for concurrent
-// use.
+// connection limits and timeouts. *connection.Manager is the default.
+//
+// Wrap it, don't replace it: Open must return a *connection.Record, and
+// only a connection.Manager makes those (the record carries the timeout
+// and byte-count state the manager sweeps). So an implementation embeds a
+// *connection.Manager from connection.NewManager and overrides the
+// methods it observes or adds policy to (refusing in Open before calling
+// the embedded one, counting, logging); every record it hands out comes
+// from that Manager and goes back to it in Close. Implementations must be
+// safe for concurrent use.
 type ConnectionManager interface {
 	// Open admits a new client connection or refuses it with an error.
 	// closer is called to kill the connection on timeout or shutdown.

@@ -66,14 +66,14 @@ type fromAddr struct {
 
 func (c fromAddr) RemoteAddr() net.Addr { return c.remote }
 
-// countingManager wraps the default connection manager to observe every
+// admissionCounter wraps the default connection manager to observe every
 // admission; the rest of the interface is the embedded manager's.
-type countingManager struct {
+type admissionCounter struct {
 	*connection.Manager
 	opened, refused atomic.Int64
 }
 
-func (m *countingManager) Open(client netip.AddrPort, port int, closer io.Closer) (*connection.Record, error) {
+func (m *admissionCounter) Open(client netip.AddrPort, port int, closer io.Closer) (*connection.Record, error) {
 	rec, err := m.Manager.Open(client, port, closer)
 	if err != nil {
 		m.refused.Add(1)
@@ -93,7 +93,7 @@ func ExampleNewConnectionManager() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	cm := &countingManager{Manager: m}
+	cm := &admissionCounter{Manager: m}
 	p, err := smartproxy.New(smartproxy.Options{
 		Logger:      quiet,
 		Connections: cm,

@@ -4,6 +4,8 @@ import (
 	"context"
 	"net"
 	"net/netip"
+
+	"github.com/gosmartproxy/smartproxy/schema"
 )
 
 // Route says which connections it takes (Match), what to do with them
@@ -34,8 +36,9 @@ type Route struct {
 	Security *RouteSecurity `json:"security,omitempty"`
 
 	// builderErrs holds mistakes collected by the fluent builder; New and
-	// UpdateRoutes report them instead of the builder panicking.
-	builderErrs []error
+	// UpdateRoutes report them, labelled with the route, instead of the
+	// builder panicking.
+	builderErrs schema.FieldErrors
 	// state is set on the proxy's own validated copy of the route.
 	state *routeState
 }
@@ -92,8 +95,10 @@ type RouteAction struct {
 	// Type is "forward" or "socket-handler".
 	Type ActionType `json:"type"`
 	// Targets are the backends of a forward action. When several targets
-	// are given the first one (in order of descending Priority) is used and
-	// its hosts are balanced round-robin.
+	// are given, a TCP connection goes to the first (in descending
+	// Priority) and an HTTP request to the first whose Match takes it;
+	// that target's hosts are chosen by LoadBalancing (round-robin when
+	// nil).
 	Targets []Target `json:"targets,omitempty"`
 	// TLS says how TLS is handled; nil means the bytes are forwarded as they
 	// come (plain TCP).
@@ -127,9 +132,10 @@ type ActionOptions struct {
 	// RewriteHostHeader sets the Host header to the target; nil means
 	// true. False keeps the client's Host.
 	RewriteHostHeader *bool `json:"rewriteHostHeader,omitempty"`
-	// BackendProtocol is "http1" (default), "h2c" (HTTP/2 without TLS) or
-	// "h2" (HTTP/2 over TLS, with terminate-and-reencrypt).
-	BackendProtocol string `json:"backendProtocol,omitempty"`
+	// BackendProtocol is BackendHTTP1 (default), BackendH2C (HTTP/2
+	// without TLS) or BackendH2 (HTTP/2 over TLS, with
+	// terminate-and-reencrypt).
+	BackendProtocol BackendProtocol `json:"backendProtocol,omitempty"`
 	// PathNormalization is what happens to a request path that is not in
 	// canonical form on a port where routes decide on paths: "normalize"
 	// (default) forwards its canonical form, "reject" answers 400. Paths
@@ -173,9 +179,9 @@ type Redirect struct {
 
 // LoadBalancing chooses among target hosts.
 type LoadBalancing struct {
-	// Algorithm: "round-robin" (default), "least-connections", "ip-hash"
-	// or "random" (power of two choices).
-	Algorithm string `json:"algorithm,omitempty"`
+	// Algorithm is one of the Algorithm constants; "" means
+	// AlgorithmRoundRobin.
+	Algorithm Algorithm `json:"algorithm,omitempty"`
 	// HealthCheck enables active health checks; nil means passive only.
 	HealthCheck *HealthCheck `json:"healthCheck,omitempty"`
 }
@@ -262,9 +268,9 @@ type CertificateSpec struct {
 // BackendTLS configures the TLS client side of "terminate-and-reencrypt".
 type BackendTLS struct {
 	// ServerName is the SNI and verification name sent to the backend:
-	// "" or "target" for the target host, "original" for the client's SNI,
-	// or any explicit name.
-	ServerName string `json:"serverName,omitempty"`
+	// "" or ServerNameTarget for the target host, ServerNameOriginal for
+	// the client's SNI, or any explicit name.
+	ServerName ServerName `json:"serverName,omitempty"`
 	// CA is a PEM bundle to verify the backend with, instead of the system
 	// roots; CAFile names a file with it.
 	CA     string `json:"ca,omitempty"`
@@ -277,7 +283,8 @@ type BackendTLS struct {
 // Target is a backend of a forward action.
 type Target struct {
 	// Host is one or more backend hosts (names or IPs). Several hosts are
-	// balanced as the action's loadBalancing says (round-robin by default).
+	// balanced by the route's LoadBalancing algorithm (round-robin when
+	// nil), skipping hosts that are down.
 	Host StringList `json:"host,omitempty"`
 	// Port is the backend port, or PreservePort to use the port the client
 	// connected to.
@@ -331,16 +338,18 @@ type RouteSecurity struct {
 	IPAllowList []string `json:"ipAllowList,omitempty"`
 	// IPBlockList rejects matching clients; block wins over allow.
 	IPBlockList []string `json:"ipBlockList,omitempty"`
-	// MaxConnections caps the route's concurrent connections; 0 = unlimited.
+	// MaxConnections caps the route's concurrent connections. 0 means
+	// the default: Options.Defaults.Security's, else unlimited; negative
+	// is refused.
 	MaxConnections int `json:"maxConnections,omitempty"`
 	// MaxConnectionsPerIP caps one client IP's concurrent connections on
-	// this route; 0 = unlimited. Options.MaxConnectionsPerIP still applies
-	// proxy-wide.
+	// this route. 0 means the default (as MaxConnections); negative is
+	// refused. Options.MaxConnectionsPerIP still applies proxy-wide.
 	MaxConnectionsPerIP int `json:"maxConnectionsPerIP,omitempty"`
 	// ConnectionRateLimitPerMinute caps one client IP's new connections to
-	// this route in a sliding minute (refused attempts count); 0 =
-	// unlimited. Options.ConnectionRateLimitPerMinute still applies
-	// proxy-wide.
+	// this route in a sliding minute (refused attempts count). 0 means the
+	// default (as MaxConnections); negative is refused.
+	// Options.ConnectionRateLimitPerMinute still applies proxy-wide.
 	ConnectionRateLimitPerMinute int `json:"connectionRateLimitPerMinute,omitempty"`
 	// BasicAuth requires HTTP Basic credentials (see [BasicAuth]).
 	BasicAuth *BasicAuth `json:"basicAuth,omitempty"`
@@ -352,8 +361,8 @@ type RouteSecurity struct {
 	RateLimit *RateLimit `json:"rateLimit,omitempty"`
 }
 
-// RouteContext describes a connection to the code that handles it: socket
-// handlers, target functions and (later) templates.
+// RouteContext describes a connection to the code that handles it:
+// socket handlers and target functions (HostFunc, PortFunc).
 type RouteContext struct {
 	// Port is the local port the connection was accepted on.
 	Port int

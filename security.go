@@ -40,6 +40,9 @@ type (
 	JWTAuth = auth.JWTAuth
 	// RateLimit is [auth.RateLimit]: an HTTP request rate limit on a route.
 	RateLimit = auth.RateLimit
+	// KeyBy is [auth.KeyBy]: what a RateLimit counts requests under
+	// (auth.KeyByIP, auth.KeyByPath or auth.KeyByHeader).
+	KeyBy = auth.KeyBy
 )
 
 // Rejection is an error that names why a connection or request was

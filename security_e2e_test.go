@@ -515,7 +515,7 @@ func TestSecurityE2EHTTPRateLimit(t *testing.T) {
 		require.Equal(t, "slow down\n", res.body)
 	}
 	rl := func(keyBy, header string) *RouteSecurity {
-		return &RouteSecurity{RateLimit: &RateLimit{MaxRequests: 2, Window: 60, KeyBy: keyBy, HeaderName: header, ErrorMessage: "slow down"}}
+		return &RouteSecurity{RateLimit: &RateLimit{MaxRequests: 2, Window: 60, KeyBy: KeyBy(keyBy), HeaderName: header, ErrorMessage: "slow down"}}
 	}
 	t.Run("ip", func(t *testing.T) {
 		runPaths(t, e2eHTTPPaths, func(t *testing.T, path e2ePath) {

@@ -2,38 +2,14 @@ package smartproxy
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
 	"net/netip"
 	"time"
 
 	"github.com/gosmartproxy/smartproxy/auth"
 	"github.com/gosmartproxy/smartproxy/connection"
+	"github.com/gosmartproxy/smartproxy/schema"
 )
-
-// fieldError is a mistake in one field of a security block; Field is
-// relative to the route, e.g. "security.jwtAuth.algorithm".
-type fieldError struct {
-	Field string
-	Err   error
-}
-
-func (e *fieldError) Error() string { return e.Field + ": " + e.Err.Error() }
-func (e *fieldError) Unwrap() error { return e.Err }
-
-// fieldErrs collects fieldErrors under a common prefix.
-type fieldErrs struct {
-	prefix string
-	errs   []*fieldError
-}
-
-func (f *fieldErrs) fail(field string, err error) {
-	f.errs = append(f.errs, &fieldError{Field: f.prefix + field, Err: err})
-}
-
-func (f *fieldErrs) failf(field, format string, args ...any) {
-	f.fail(field, fmt.Errorf(format, args...))
-}
 
 // compiledSecurity is the runtime form of a route's RouteSecurity beyond
 // the IP lists (which validate.go compiles into routeState.allow/block):
@@ -47,7 +23,7 @@ type compiledSecurity struct {
 
 // compileSecurity validates s and compiles it; nil when s imposes nothing
 // beyond the IP lists. Errors name their field ("security.jwtAuth.secret").
-func compileSecurity(s *RouteSecurity) (*compiledSecurity, []*fieldError) {
+func compileSecurity(s *RouteSecurity) (*compiledSecurity, schema.FieldErrors) {
 	return compileRouteSecurity(nil, s)
 }
 
@@ -55,8 +31,8 @@ func compileSecurity(s *RouteSecurity) (*compiledSecurity, []*fieldError) {
 // defaults def (nil: none): non-zero limits and non-nil blocks of s replace
 // the defaults' ones (auth.CompileWithDefaults says how the HTTP checks
 // are shared).
-func compileRouteSecurity(def *compiledSecurity, s *RouteSecurity) (*compiledSecurity, []*fieldError) {
-	fe := &fieldErrs{prefix: "security."}
+func compileRouteSecurity(def *compiledSecurity, s *RouteSecurity) (*compiledSecurity, schema.FieldErrors) {
+	fe := &schema.Collector{Prefix: "security."}
 	cs := &compiledSecurity{}
 	var defHTTP *auth.Checker
 	if def != nil {
@@ -65,17 +41,17 @@ func compileRouteSecurity(def *compiledSecurity, s *RouteSecurity) (*compiledSec
 	var ac auth.Config
 	if s != nil {
 		if s.MaxConnections < 0 {
-			fe.failf("maxConnections", "must be >= 0, got %d", s.MaxConnections)
+			fe.Failf("maxConnections", "must be >= 0, got %d", s.MaxConnections)
 		} else if s.MaxConnections > 0 {
 			cs.limits.MaxConnections = s.MaxConnections
 		}
 		if s.MaxConnectionsPerIP < 0 {
-			fe.failf("maxConnectionsPerIP", "must be >= 0, got %d", s.MaxConnectionsPerIP)
+			fe.Failf("maxConnectionsPerIP", "must be >= 0, got %d", s.MaxConnectionsPerIP)
 		} else if s.MaxConnectionsPerIP > 0 {
 			cs.limits.MaxConnectionsPerIP = s.MaxConnectionsPerIP
 		}
 		if s.ConnectionRateLimitPerMinute < 0 {
-			fe.failf("connectionRateLimitPerMinute", "must be >= 0, got %d", s.ConnectionRateLimitPerMinute)
+			fe.Failf("connectionRateLimitPerMinute", "must be >= 0, got %d", s.ConnectionRateLimitPerMinute)
 		} else if s.ConnectionRateLimitPerMinute > 0 {
 			cs.limits.RatePerMinute = s.ConnectionRateLimitPerMinute
 		}
@@ -85,12 +61,10 @@ func compileRouteSecurity(def *compiledSecurity, s *RouteSecurity) (*compiledSec
 	cs.http, err = auth.CompileWithDefaults(defHTTP, ac)
 	var afe auth.FieldErrors
 	if errors.As(err, &afe) {
-		for _, e := range afe {
-			fe.fail(e.Field, e.Err)
-		}
+		fe.Add(afe)
 	}
-	if len(fe.errs) > 0 {
-		return nil, fe.errs
+	if errs := fe.Errors(); errs != nil {
+		return nil, errs
 	}
 	if cs.limits == (connection.RouteLimits{}) && cs.http == nil {
 		return nil, nil

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/gosmartproxy/smartproxy/connection"
+	"github.com/gosmartproxy/smartproxy/schema"
 )
 
 var testClient = netip.MustParseAddr("192.0.2.10")
@@ -49,7 +50,7 @@ func bcryptHash(t testing.TB, pass string) string {
 }
 
 // requireFields asserts errs name exactly the given fields.
-func requireFields(t *testing.T, errs []*fieldError, fields ...string) {
+func requireFields(t *testing.T, errs schema.FieldErrors, fields ...string) {
 	t.Helper()
 	var got []string
 	for _, e := range errs {

@@ -22,7 +22,7 @@ type routeTLS struct {
 	ciphers    []uint16
 
 	// Client side of terminate-and-reencrypt.
-	backendName   string // "", "target", "original" or an explicit name
+	backendName   ServerName // "", a ServerName mode or an explicit name
 	backendRoots  *x509.CertPool
 	backendNoAuth bool
 	// backendSessions caches TLS sessions to backends, shared only with
@@ -160,12 +160,14 @@ func (rt *routeTLS) serverConfig(base *tls.Config, store CertificateStore) *tls.
 // backendConfig is the client config for re-encryption to host, for a
 // client that asked for sni.
 func (rt *routeTLS) backendConfig(host, sni string) *tls.Config {
-	name := rt.backendName
-	switch name {
-	case "", "target":
+	var name string
+	switch rt.backendName {
+	case "", ServerNameTarget:
 		name = host
-	case "original":
+	case ServerNameOriginal:
 		name = sni
+	default:
+		name = string(rt.backendName)
 	}
 	if name == "" {
 		name = host // a client without SNI: verify the target itself

@@ -2,12 +2,12 @@ package auth
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
 	"net/netip"
 	"strconv"
-	"strings"
 	"time"
+
+	"github.com/gosmartproxy/smartproxy/schema"
 )
 
 // Config is the HTTP-level security of one route; every part is
@@ -37,7 +37,7 @@ func Compile(c Config) (*Checker, error) { return CompileWithDefaults(nil, c) }
 // shared state (a JWKS cache is read-mostly and safe to share); a default
 // rate limit gets a fresh limiter, so each Checker has its own budget.
 func CompileWithDefaults(defaults *Checker, c Config) (*Checker, error) {
-	fe := &fieldErrs{}
+	fe := &schema.Collector{}
 	ck := &Checker{}
 	if defaults != nil {
 		ck.basic, ck.jwt = defaults.basic, defaults.jwt
@@ -54,8 +54,8 @@ func CompileWithDefaults(defaults *Checker, c Config) (*Checker, error) {
 	if c.RateLimit != nil {
 		ck.rate = compileRateLimit(fe, c.RateLimit)
 	}
-	if len(fe.errs) > 0 {
-		return nil, fe.errs
+	if errs := fe.Errors(); errs != nil {
+		return nil, errs
 	}
 	if ck.rate == nil && ck.basic == nil && ck.jwt == nil {
 		return nil, nil
@@ -80,7 +80,7 @@ func (c *Checker) PathDependent() bool {
 		return false
 	}
 	return c.basic != nil && c.basic.exclude != nil || c.jwt != nil && c.jwt.exclude != nil ||
-		c.rate != nil && c.rate.keyBy == "path"
+		c.rate != nil && c.rate.keyBy == KeyByPath
 }
 
 // Check applies the checks to one request: the rate limit first (so
@@ -159,48 +159,11 @@ func WriteTooManyRequests(w http.ResponseWriter, retryAfter time.Duration, msg s
 	http.Error(w, msg, http.StatusTooManyRequests)
 }
 
-// FieldError is a mistake in one field of a Config. Field is the path
-// within the route's security block, such as "jwtAuth.algorithm[0]"; the
-// caller adds its own prefix.
-type FieldError struct {
-	Field string
-	Err   error
-}
+// FieldError is a mistake in one field of a Config ([schema.FieldError]).
+// Field is the path within the route's security block, such as
+// "jwtAuth.algorithm[0]"; the caller adds its own prefix.
+type FieldError = schema.FieldError
 
-// Error names the field and the mistake.
-func (e *FieldError) Error() string { return e.Field + ": " + e.Err.Error() }
-
-// Unwrap returns the mistake.
-func (e *FieldError) Unwrap() error { return e.Err }
-
-// FieldErrors is every mistake Compile found, in the order of the fields.
-type FieldErrors []*FieldError
-
-// Error lists the mistakes, separated by "; ".
-func (fe FieldErrors) Error() string {
-	msgs := make([]string, len(fe))
-	for i, e := range fe {
-		msgs[i] = e.Error()
-	}
-	return strings.Join(msgs, "; ")
-}
-
-// Unwrap returns the mistakes, for errors.Is and errors.As.
-func (fe FieldErrors) Unwrap() []error {
-	errs := make([]error, len(fe))
-	for i, e := range fe {
-		errs[i] = e
-	}
-	return errs
-}
-
-// fieldErrs collects FieldErrors while compiling.
-type fieldErrs struct{ errs FieldErrors }
-
-func (f *fieldErrs) fail(field string, err error) {
-	f.errs = append(f.errs, &FieldError{Field: field, Err: err})
-}
-
-func (f *fieldErrs) failf(field, format string, args ...any) {
-	f.fail(field, fmt.Errorf(format, args...))
-}
+// FieldErrors is every mistake Compile found, in the order of the fields
+// ([schema.FieldErrors]).
+type FieldErrors = schema.FieldErrors

@@ -11,6 +11,8 @@ import (
 	"sync"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/gosmartproxy/smartproxy/schema"
 )
 
 // BasicAuth requires HTTP Basic credentials (RFC 7617) on a route.
@@ -58,20 +60,20 @@ func isBcrypt(p string) bool {
 	return strings.HasPrefix(p, "$2a$") || strings.HasPrefix(p, "$2b$") || strings.HasPrefix(p, "$2y$")
 }
 
-func compileBasicAuth(fe *fieldErrs, b *BasicAuth) *basicAuth {
+func compileBasicAuth(fe *schema.Collector, b *BasicAuth) *basicAuth {
 	if b.Enabled != nil && !*b.Enabled {
 		return nil
 	}
 	const field = "basicAuth"
 	if len(b.Users) == 0 {
-		fe.failf(field+".users", "at least one user is required when basicAuth is enabled")
+		fe.Failf(field+".users", "at least one user is required when basicAuth is enabled")
 	}
 	realm := b.Realm
 	if realm == "" {
 		realm = "Restricted"
 	}
 	if strings.ContainsAny(realm, "\"\\\r\n") {
-		fe.failf(field+".realm", "must not contain quotes, backslashes or line breaks")
+		fe.Failf(field+".realm", "must not contain quotes, backslashes or line breaks")
 	}
 	ba := &basicAuth{
 		users:     make(map[string]basicCred, len(b.Users)),
@@ -83,22 +85,22 @@ func compileBasicAuth(fe *fieldErrs, b *BasicAuth) *basicAuth {
 		f := fmt.Sprintf("%s.users[%d]", field, i)
 		switch {
 		case u.Username == "":
-			fe.failf(f+".username", "is required")
+			fe.Failf(f+".username", "is required")
 		case strings.Contains(u.Username, ":"):
-			fe.failf(f+".username", "must not contain ':' (RFC 7617)")
+			fe.Failf(f+".username", "must not contain ':' (RFC 7617)")
 		}
 		if _, dup := ba.users[u.Username]; dup {
-			fe.failf(f+".username", "duplicate user %q", u.Username)
+			fe.Failf(f+".username", "duplicate user %q", u.Username)
 		}
 		if u.Password == "" {
-			fe.failf(f+".password", "is required")
+			fe.Failf(f+".password", "is required")
 			continue
 		}
 		var c basicCred
 		if isBcrypt(u.Password) {
 			cost, err := bcrypt.Cost([]byte(u.Password))
 			if err != nil {
-				fe.fail(f+".password", fmt.Errorf("looks like a bcrypt hash but is invalid: %w", err))
+				fe.Fail(f+".password", fmt.Errorf("looks like a bcrypt hash but is invalid: %w", err))
 				continue
 			}
 			maxCost = max(maxCost, cost)

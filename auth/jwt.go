@@ -47,9 +47,9 @@ type JWTAuth struct {
 	Issuer string `json:"issuer,omitempty"`
 	// Audience, when set, must include one of the token's "aud" values.
 	Audience schema.StringList `json:"audience,omitempty"`
-	// Leeway is the clock skew tolerated for exp and nbf, in seconds;
-	// 0 means 30, negative means none.
-	Leeway int `json:"leeway,omitempty"`
+	// Leeway is the clock skew tolerated for exp and nbf; 0 means
+	// DefaultJWTLeeway (30 s), negative means none.
+	Leeway schema.Seconds `json:"leeway,omitempty"`
 	// CookieName, when set, is read for the token when there is no
 	// Authorization header.
 	CookieName string `json:"cookieName,omitempty"`
@@ -94,7 +94,7 @@ func jwtFamily(alg string) string {
 	return ""
 }
 
-func compileJWTAuth(fe *fieldErrs, j *JWTAuth) *jwtAuth {
+func compileJWTAuth(fe *schema.Collector, j *JWTAuth) *jwtAuth {
 	if j.Enabled != nil && !*j.Enabled {
 		return nil
 	}
@@ -107,7 +107,7 @@ func compileJWTAuth(fe *fieldErrs, j *JWTAuth) *jwtAuth {
 		}
 	}
 	if sources != 1 {
-		fe.failf(field, "exactly one of secret, publicKey or jwksUrl is required, got %d", sources)
+		fe.Failf(field, "exactly one of secret, publicKey or jwksUrl is required, got %d", sources)
 	}
 	algs := checkJWTAlgorithms(fe, field+".algorithm", j)
 	switch {
@@ -116,26 +116,26 @@ func compileJWTAuth(fe *fieldErrs, j *JWTAuth) *jwtAuth {
 	case j.PublicKey != "":
 		pub, err := parsePublicKeyPEM(j.PublicKey)
 		if err != nil {
-			fe.fail(field+".publicKey", err)
+			fe.Fail(field+".publicKey", err)
 			break
 		}
 		for _, a := range algs {
 			if !keyFitsAlg(pub, a) {
-				fe.failf(field+".publicKey", "a %T cannot verify %s", pub, a)
+				fe.Failf(field+".publicKey", "a %T cannot verify %s", pub, a)
 			}
 		}
 		ja.key = pub
 	case j.JWKSURL != "":
 		u, err := url.Parse(j.JWKSURL)
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			fe.failf(field+".jwksUrl", "must be an absolute http(s) URL, got %q", j.JWKSURL)
+			fe.Failf(field+".jwksUrl", "must be an absolute http(s) URL, got %q", j.JWKSURL)
 			break
 		}
 		ja.jwks = newJWKSCache(j.JWKSURL)
 	}
 	leeway := DefaultJWTLeeway
 	if j.Leeway != 0 {
-		leeway = time.Duration(max(j.Leeway, 0)) * time.Second
+		leeway = max(j.Leeway, 0).Duration()
 	}
 	ja.opts = []jwt.ParserOption{
 		jwt.WithValidMethods(algs),
@@ -153,7 +153,7 @@ func compileJWTAuth(fe *fieldErrs, j *JWTAuth) *jwtAuth {
 		realm = "Restricted"
 	}
 	if strings.ContainsAny(realm, "\"\\\r\n") {
-		fe.failf(field+".realm", "must not contain quotes, backslashes or line breaks")
+		fe.Failf(field+".realm", "must not contain quotes, backslashes or line breaks")
 	}
 	ja.challenge = `Bearer realm="` + realm + `"`
 	ja.challengeInvalid = ja.challenge + `, error="invalid_token"`
@@ -161,9 +161,9 @@ func compileJWTAuth(fe *fieldErrs, j *JWTAuth) *jwtAuth {
 }
 
 // checkJWTAlgorithms validates algorithm against the key source.
-func checkJWTAlgorithms(fe *fieldErrs, field string, j *JWTAuth) []string {
+func checkJWTAlgorithms(fe *schema.Collector, field string, j *JWTAuth) []string {
 	if len(j.Algorithm) == 0 {
-		fe.failf(field, "is required: list the accepted algorithms (e.g. RS256)")
+		fe.Failf(field, "is required: list the accepted algorithms (e.g. RS256)")
 		return nil
 	}
 	var algs []string
@@ -172,13 +172,13 @@ func checkJWTAlgorithms(fe *fieldErrs, field string, j *JWTAuth) []string {
 		fam := jwtFamily(a)
 		switch {
 		case strings.EqualFold(a, "none"):
-			fe.failf(f, `"none" is never accepted`)
+			fe.Failf(f, `"none" is never accepted`)
 		case fam == "":
-			fe.failf(f, "unknown algorithm %q (want HS256/384/512, RS256/384/512, PS256/384/512, ES256/384/512 or EdDSA)", a)
+			fe.Failf(f, "unknown algorithm %q (want HS256/384/512, RS256/384/512, PS256/384/512, ES256/384/512 or EdDSA)", a)
 		case fam == "hmac" && j.Secret == "":
-			fe.failf(f, "%s needs secret (HS algorithms with a public key are the HS/RS confusion attack)", a)
+			fe.Failf(f, "%s needs secret (HS algorithms with a public key are the HS/RS confusion attack)", a)
 		case fam != "hmac" && j.Secret != "":
-			fe.failf(f, "%s needs publicKey or jwksUrl, not secret", a)
+			fe.Failf(f, "%s needs publicKey or jwksUrl, not secret", a)
 		case slices.Contains(algs, a):
 		default:
 			algs = append(algs, a)

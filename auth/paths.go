@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/gobwas/glob"
+
+	"github.com/gosmartproxy/smartproxy/schema"
 )
 
 // pathGlobs compiles excludePaths: "**/" spans zero or more segments.
@@ -15,7 +17,7 @@ var pathGlobs = glob.Compiler{Separators: []rune{'/'}, Globstar: true}
 // with '/' as separator ("*" stays within a segment, "**" spans segments).
 type pathSet struct{ globs []*glob.Pattern }
 
-func compilePathSet(fe *fieldErrs, field string, patterns []string) *pathSet {
+func compilePathSet(fe *schema.Collector, field string, patterns []string) *pathSet {
 	if len(patterns) == 0 {
 		return nil
 	}
@@ -23,12 +25,12 @@ func compilePathSet(fe *fieldErrs, field string, patterns []string) *pathSet {
 	for i, p := range patterns {
 		f := fmt.Sprintf("%s[%d]", field, i)
 		if !strings.HasPrefix(p, "/") {
-			fe.failf(f, "pattern %q must start with '/'", p)
+			fe.Failf(f, "pattern %q must start with '/'", p)
 			continue
 		}
 		g, err := pathGlobs.Compile(p)
 		if err != nil {
-			fe.fail(f, fmt.Errorf("invalid pattern %q: %w", p, err))
+			fe.Fail(f, fmt.Errorf("invalid pattern %q: %w", p, err))
 			continue
 		}
 		ps.globs = append(ps.globs, g)

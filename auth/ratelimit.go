@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"cmp"
 	"hash/maphash"
 	"net/http"
 	"net/netip"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/gosmartproxy/smartproxy/connection"
 	"github.com/gosmartproxy/smartproxy/internal/keytable"
+	"github.com/gosmartproxy/smartproxy/schema"
 )
 
 // RateLimit caps HTTP requests on a route per key (client IP, path or a
@@ -18,10 +20,10 @@ type RateLimit struct {
 	Enabled *bool `json:"enabled,omitempty"`
 	// MaxRequests per Window per key. Required, > 0.
 	MaxRequests int `json:"maxRequests"`
-	// Window is the window length in seconds. Required, > 0.
-	Window int `json:"window"`
-	// KeyBy is "ip" (default), "path" or "header".
-	KeyBy string `json:"keyBy,omitempty"`
+	// Window is the window length. Required, > 0.
+	Window schema.Seconds `json:"window"`
+	// KeyBy says what a request is counted under; "" means KeyByIP.
+	KeyBy KeyBy `json:"keyBy,omitempty"`
 	// HeaderName names the header keyed on with keyBy "header"; requests
 	// without it are keyed by client IP instead (so omitting the header
 	// does not escape the limit).
@@ -29,6 +31,21 @@ type RateLimit struct {
 	// ErrorMessage is the body of the 429; default "Too Many Requests".
 	ErrorMessage string `json:"errorMessage,omitempty"`
 }
+
+// KeyBy says what a RateLimit counts requests under.
+type KeyBy string
+
+// The values of RateLimit.KeyBy.
+const (
+	// KeyByIP counts per client IP (IPv6 clients per prefix, see
+	// Checker.SetIPv6PrefixLen). It is the default.
+	KeyByIP KeyBy = "ip"
+	// KeyByPath counts per request path, whoever sends it.
+	KeyByPath KeyBy = "path"
+	// KeyByHeader counts per value of RateLimit.HeaderName; requests
+	// without that header are counted per client IP.
+	KeyByHeader KeyBy = "header"
+)
 
 // Rate limiter memory bounds: keys are stored as 64-bit seeded hashes (a
 // long path or header value costs nothing), and each shard holds at most
@@ -45,7 +62,7 @@ type rateLimiter struct {
 	cfg    RateLimit
 	max    uint32
 	window int64 // ns
-	keyBy  string
+	keyBy  KeyBy
 	header string
 	msg    string
 	// maxKeys is the bound on keys held across shards.
@@ -71,25 +88,25 @@ type rlWindow struct {
 // shardOfKey picks the shard of a key, which is already a seeded hash.
 func shardOfKey(_ maphash.Seed, k uint64) uint64 { return k }
 
-func compileRateLimit(fe *fieldErrs, r *RateLimit) *rateLimiter {
+func compileRateLimit(fe *schema.Collector, r *RateLimit) *rateLimiter {
 	if r.Enabled != nil && !*r.Enabled {
 		return nil
 	}
 	const field = "rateLimit"
 	if r.MaxRequests <= 0 {
-		fe.failf(field+".maxRequests", "must be > 0, got %d", r.MaxRequests)
+		fe.Failf(field+".maxRequests", "must be > 0, got %d", r.MaxRequests)
 	}
 	if r.Window <= 0 {
-		fe.failf(field+".window", "must be > 0 seconds, got %d", r.Window)
+		fe.Failf(field+".window", "must be > 0 seconds, got %d", r.Window)
 	}
 	switch r.KeyBy {
-	case "", "ip", "path":
-	case "header":
+	case "", KeyByIP, KeyByPath:
+	case KeyByHeader:
 		if http.CanonicalHeaderKey(r.HeaderName) == "" {
-			fe.failf(field+".headerName", `is required with keyBy "header"`)
+			fe.Failf(field+".headerName", `is required with keyBy %q`, KeyByHeader)
 		}
 	default:
-		fe.failf(field+".keyBy", `unknown %q (want "ip", "path" or "header")`, r.KeyBy)
+		fe.Failf(field+".keyBy", `unknown %q (want %q, %q or %q)`, r.KeyBy, KeyByIP, KeyByPath, KeyByHeader)
 	}
 	return newRateLimiter(*r, defaultRateLimitKeys)
 }
@@ -98,7 +115,7 @@ func newRateLimiter(cfg RateLimit, maxKeys int) *rateLimiter {
 	l := &rateLimiter{
 		cfg:     cfg,
 		max:     uint32(max(cfg.MaxRequests, 0)),
-		window:  int64(max(cfg.Window, 0)) * int64(time.Second),
+		window:  int64(max(cfg.Window, 0).Duration()),
 		keyBy:   cfg.KeyBy,
 		header:  http.CanonicalHeaderKey(cfg.HeaderName),
 		msg:     cfg.ErrorMessage,
@@ -106,9 +123,7 @@ func newRateLimiter(cfg RateLimit, maxKeys int) *rateLimiter {
 		seed:    maphash.MakeSeed(),
 		keys:    keytable.New[uint64, rlWindow](rateLimitShards, 0, shardOfKey),
 	}
-	if l.keyBy == "" {
-		l.keyBy = "ip"
-	}
+	l.keyBy = cmp.Or(l.keyBy, KeyByIP)
 	return l
 }
 
@@ -121,10 +136,10 @@ func (l *rateLimiter) key(r *http.Request, clientIP netip.Addr) uint64 {
 	var h maphash.Hash
 	h.SetSeed(l.seed)
 	switch {
-	case l.keyBy == "path":
+	case l.keyBy == KeyByPath:
 		_ = h.WriteByte('p')
 		_, _ = h.WriteString(r.URL.Path)
-	case l.keyBy == "header" && r.Header.Get(l.header) != "":
+	case l.keyBy == KeyByHeader && r.Header.Get(l.header) != "":
 		_ = h.WriteByte('h')
 		_, _ = h.WriteString(r.Header.Get(l.header))
 	default:

@@ -1,6 +1,7 @@
 package connection
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"time"
@@ -39,16 +40,18 @@ const (
 const rateWindow = time.Minute
 
 // Config configures a Manager. The zero value gives the TS SmartProxy
-// defaults. For the int limits, 0 means the default and a negative value
-// means unlimited.
+// defaults: in every field 0 means the default, and for the limits and
+// timeouts a negative value means unlimited (no timeout). MaxConnections'
+// default is itself unlimited, as in TS.
 type Config struct {
-	// MaxConnections caps concurrent connections overall; 0 or negative =>
-	// unlimited (TS has no default global cap).
+	// MaxConnections caps concurrent connections overall; 0 (the default:
+	// TS has no global cap) or negative => unlimited.
 	MaxConnections int
-	// MaxConnectionsPerIP caps concurrent connections per client IP; 0 => 100.
+	// MaxConnectionsPerIP caps concurrent connections per client IP; 0 =>
+	// 100, negative => unlimited.
 	MaxConnectionsPerIP int
 	// ConnectionRateLimitPerMinute caps Open attempts per client IP in a
-	// sliding minute; 0 => 300.
+	// sliding minute; 0 => 300, negative => unlimited.
 	ConnectionRateLimitPerMinute int
 	// InactivityTimeout closes connections without activity for this long;
 	// 0 => 4h, negative => no inactivity timeout.
@@ -56,7 +59,7 @@ type Config struct {
 	// KeepAliveTreatment is "standard" (default, "" too), "extended" or "immortal".
 	KeepAliveTreatment KeepAliveTreatment
 	// KeepAliveInactivityMultiplier scales InactivityTimeout for the
-	// extended treatment; 0 => 6.
+	// extended treatment; 0 => 6, negative is refused.
 	KeepAliveInactivityMultiplier float64
 	// MaxLifetime closes connections older than this; 0 => 24h, negative => unlimited.
 	MaxLifetime time.Duration
@@ -68,7 +71,8 @@ type Config struct {
 	// (global and per route), the rate limits and ByIP/TopIPs: one host
 	// usually owns a whole /64, so limits per address would let it open
 	// connections from 2^64 of them. 0 => 64; 128 => per address. IPv4
-	// clients are always counted per address.
+	// clients are always counted per address. Negative or above 128 is
+	// refused.
 	IPv6PrefixLen int
 	// Now is the clock; nil => time.Now. Tests inject a fake clock.
 	Now func() time.Time
@@ -105,46 +109,24 @@ type settings struct {
 	v6Bits      int // IPv6 clients are keyed per /v6Bits
 }
 
-// resolveLimit applies "0 => default, negative => unlimited (0)".
-func resolveLimit(v, def int) int {
-	switch {
-	case v == 0:
-		return def
-	case v < 0:
-		return 0
-	}
-	return v
-}
-
-// resolveDuration applies "0 => default, negative => disabled (0)".
-func resolveDuration(v, def time.Duration) time.Duration {
-	switch {
-	case v == 0:
-		return def
-	case v < 0:
-		return 0
-	}
-	return v
-}
+// resolve applies "0 => default, negative => unlimited/disabled (0)".
+func resolve[T int | time.Duration](v, def T) T { return max(cmp.Or(v, def), 0) }
 
 func (c Config) resolve() settings {
 	s := settings{
 		maxConns:   int64(max(c.MaxConnections, 0)),
-		maxPerIP:   resolveLimit(c.MaxConnectionsPerIP, DefaultMaxConnectionsPerIP),
-		ratePerMin: resolveLimit(c.ConnectionRateLimitPerMinute, DefaultConnectionRateLimitPerMinute),
-		lifetime:   resolveDuration(c.MaxLifetime, DefaultMaxLifetime),
-		maxTracked: int64(resolveLimit(c.MaxTrackedIPs, DefaultMaxTrackedIPs)),
-		v6Bits:     resolveLimit(c.IPv6PrefixLen, DefaultIPv6PrefixLen),
+		maxPerIP:   resolve(c.MaxConnectionsPerIP, DefaultMaxConnectionsPerIP),
+		ratePerMin: resolve(c.ConnectionRateLimitPerMinute, DefaultConnectionRateLimitPerMinute),
+		lifetime:   resolve(c.MaxLifetime, DefaultMaxLifetime),
+		maxTracked: int64(resolve(c.MaxTrackedIPs, DefaultMaxTrackedIPs)),
+		v6Bits:     resolve(c.IPv6PrefixLen, DefaultIPv6PrefixLen),
 	}
-	inact := resolveDuration(c.InactivityTimeout, DefaultInactivityTimeout)
+	inact := resolve(c.InactivityTimeout, DefaultInactivityTimeout)
 	switch c.KeepAliveTreatment {
 	case KeepAliveImmortal:
 		inact = 0
 	case KeepAliveExtended:
-		mult := c.KeepAliveInactivityMultiplier
-		if mult == 0 {
-			mult = DefaultKeepAliveInactivityMultiplier
-		}
+		mult := cmp.Or(c.KeepAliveInactivityMultiplier, DefaultKeepAliveInactivityMultiplier)
 		// A huge multiplier would overflow Duration; treat it as "never".
 		if f := float64(inact) * mult; f >= math.MaxInt64 {
 			inact = 0

@@ -1,10 +1,10 @@
 package connection
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"net/netip"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -241,42 +241,6 @@ func (m *Manager) CloseAll() {
 // Active returns the number of open connections.
 func (m *Manager) Active() int { return int(m.active.Load()) }
 
-// RouteActive returns the number of open connections assigned to route.
-func (m *Manager) RouteActive(route string) int {
-	m.routeMu.Lock()
-	defer m.routeMu.Unlock()
-	return m.routes[route]
-}
-
-// IPActive returns the number of open connections from ip (unmapped
-// first), that is from its /IPv6PrefixLen for an IPv6 address.
-func (m *Manager) IPActive(ip netip.Addr) int {
-	ip = m.ipKey(ip.Unmap())
-	s := m.ips.shardFor(ip)
-	s.Lock()
-	defer s.Unlock()
-	if e := s.Get(ip); e != nil {
-		return e.Value.active
-	}
-	return 0
-}
-
-// TrackedIPs returns the number of per-IP entries held (active or keeping
-// rate history); it shows the MaxTrackedIPs bound and pruning at work.
-func (m *Manager) TrackedIPs() int { return m.ips.Len() }
-
-// TrackedRouteIPs returns the number of per-route per-IP entries held (see
-// RouteLimits); bounded by MaxTrackedIPs like TrackedIPs.
-func (m *Manager) TrackedRouteIPs() int { return m.rips.Len() }
-
-// Records returns a copy of every open record's state, sorted by ID.
-func (m *Manager) Records() []RecordInfo {
-	var out []RecordInfo
-	m.ips.forEachRecord(func(r *Record) { out = append(out, r.Info()) })
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
-}
-
 // ipKey is the per-IP table key of a client address (see LimitKey).
 func (m *Manager) ipKey(a netip.Addr) netip.Addr { return LimitKey(a, m.cfg.v6Bits) }
 
@@ -292,9 +256,7 @@ var nat64 = netip.MustParsePrefix("64:ff9b::/96")
 // (every LAN client shares fe80::/64), loopback, and NAT64 (64:ff9b::/96,
 // one IPv4 client per address). a should be unmapped.
 func LimitKey(a netip.Addr, bits int) netip.Addr {
-	if bits == 0 {
-		bits = DefaultIPv6PrefixLen
-	}
+	bits = cmp.Or(bits, DefaultIPv6PrefixLen)
 	if perAddress(a, bits) {
 		return a
 	}

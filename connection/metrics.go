@@ -54,8 +54,8 @@ func (m *Manager) Snapshot() Metrics {
 		ByRoute:         make(map[string]int),
 		ByIP:            make(map[string]int),
 		BytesIn:         m.bytesIn.v.Load(),
-		TrackedIPs:      m.TrackedIPs(),
-		TrackedRouteIPs: m.TrackedRouteIPs(),
+		TrackedIPs:      m.ips.Len(),
+		TrackedRouteIPs: m.rips.Len(),
 		BytesOut:        m.bytesOut.v.Load(),
 	}
 	for i := range numReasons {

@@ -1,6 +1,7 @@
 package forwarding
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -86,12 +87,8 @@ func NewIdleParker(after time.Duration, maxWaiting int) (*IdleParker, error) {
 	if after > 0 && after < MinParkAfter {
 		return nil, fmt.Errorf("forwarding: park time %v is below the minimum %v", after, MinParkAfter)
 	}
-	if after == 0 {
-		after = DefaultParkAfter
-	}
-	if maxWaiting == 0 {
-		maxWaiting = DefaultMaxWaiting
-	}
+	after = cmp.Or(after, DefaultParkAfter)
+	maxWaiting = cmp.Or(maxWaiting, DefaultMaxWaiting)
 	p := &IdleParker{after: after, maxWaiting: int64(maxWaiting), stop: make(chan struct{})}
 	if err := p.poller.open(p); err != nil {
 		return nil, err

@@ -25,3 +25,16 @@ func ExampleStringList() {
 	// 1 2 "RS256" ["ES256","EdDSA"]
 	// want a string or a list of strings, got 7
 }
+
+// A Collector gathers every mistake of a validation, each with its field
+// path, so a caller can report them all at once.
+func ExampleCollector() {
+	c := schema.Collector{Prefix: "rateLimit."}
+	c.Failf("maxRequests", "must be > 0, got %d", 0)
+	c.Failf("window", "must be > 0 seconds, got %d", -1)
+	fmt.Println(c.Err())
+	fmt.Println(len(c.Errors()), c.Errors()[1].Field)
+	// Output:
+	// rateLimit.maxRequests: must be > 0, got 0; rateLimit.window: must be > 0 seconds, got -1
+	// 2 rateLimit.window
+}

@@ -1,10 +1,13 @@
 // Package schema holds the small value types that smartproxy's
 // configuration schema shares between the root package and its leaf
 // packages (such as auth), so that a leaf can describe its own part of a
-// route's configuration without importing the root.
+// route's configuration without importing the root: StringList, Seconds,
+// and the FieldError Collector every part's validation reports through.
 //
-// The root package re-exports each type under its old name with a type
-// alias, so configurations and Route literals read the same either way.
+// The root package re-exports the value types under type aliases
+// (smartproxy.StringList, smartproxy.Seconds), so configurations and
+// Route literals read the same either way; package auth names the field
+// errors auth.FieldError and auth.FieldErrors.
 package schema
 
 import (
