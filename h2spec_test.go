@@ -58,7 +58,7 @@ func TestH2Spec(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
-			out, _ := exec.CommandContext(ctx, bin, append(tc.args, "-h", "127.0.0.1", "-o", "2")...).CombinedOutput()
+			out, _ := exec.CommandContext(ctx, bin, append(tc.args, "-h", "127.0.0.1", "-o", "5")...).CombinedOutput()
 			m := h2specSummary.FindSubmatch(out)
 			require.NotNil(t, m, "no h2spec summary in its output:\n%s", out)
 			total, _ := strconv.Atoi(string(m[1]))
