@@ -4,10 +4,11 @@ package smartproxy
 // returns a plain Route that can be adjusted before use; mistakes (such as
 // a bad address) are reported by New or UpdateRoutes.
 
-// HTTPSPassthroughRoute forwards TLS connections on port 443 for the given
-// domains to target ("host:port") without terminating TLS.
-func HTTPSPassthroughRoute(name string, domains []string, target string) Route {
-	return NewRoute(name).Ports(443).Domains(domains...).TLSPassthrough().ForwardTo(target).Route()
+// HTTPSPassthroughRoute forwards TLS connections on port 443 (or
+// HTTPSPort) for the given domains to target ("host:port") without
+// terminating TLS.
+func HTTPSPassthroughRoute(name string, domains []string, target string, opts ...HelperOption) Route {
+	return NewRoute(name).Ports(portsOf(opts).https).Domains(domains...).TLSPassthrough().ForwardTo(target).Route()
 }
 
 // SocketHandlerRoute hands connections on ports (and, if given, for

@@ -1,42 +1,85 @@
 package smartproxy
 
-import "strings"
+import (
+	"strconv"
+	"strings"
+)
 
 // HTTP route constructors named after the TypeScript SmartProxy's
 // helpers. Each returns a plain Route to adjust before use; mistakes
 // (such as a bad address) are reported by New or UpdateRoutes.
 
-// HTTPRoute proxies plain HTTP on port 80 for domains (matched against
-// the Host header) to target ("host:port").
-func HTTPRoute(name string, domains []string, target string) Route {
-	return NewRoute(name).Ports(80).Domains(domains...).ForwardTo(target).Route()
+// HelperOption adjusts what a route helper builds. The helpers listen on
+// the standard ports unless told otherwise, so an edge service on other
+// ports passes HTTPPort and HTTPSPort.
+type HelperOption func(*helperPorts)
+
+// helperPorts are the ports a helper builds for.
+type helperPorts struct {
+	http, https int
 }
 
-// HTTPSTerminateRoute terminates TLS on port 443 for domains and proxies
+// HTTPPort makes the helpers' plain-HTTP routes (HTTPRoute, APIRoute,
+// WebSocketRoute, HTTPToHTTPSRedirectRoute and HTTPSServer's redirect)
+// listen on port instead of 80.
+func HTTPPort(port int) HelperOption { return func(p *helperPorts) { p.http = port } }
+
+// HTTPSPort makes the helpers' TLS routes (HTTPSTerminateRoute,
+// HTTPSPassthroughRoute, HTTPSServer) listen on port instead of 443, and
+// the redirect helpers send clients there: https://{domain}:port{path}.
+func HTTPSPort(port int) HelperOption { return func(p *helperPorts) { p.https = port } }
+
+func portsOf(opts []HelperOption) helperPorts {
+	p := helperPorts{http: 80, https: 443}
+	for _, o := range opts {
+		o(&p)
+	}
+	return p
+}
+
+// httpsURL is the redirect template to the HTTPS port: the port is
+// written unless it is 443, which a browser would otherwise not reach.
+func (p helperPorts) httpsURL() string {
+	if p.https == 443 {
+		return "https://{domain}{path}"
+	}
+	return "https://{domain}:" + strconv.Itoa(p.https) + "{path}"
+}
+
+// HTTPRoute proxies plain HTTP on port 80 (or HTTPPort) for domains
+// (matched against the Host header) to target ("host:port").
+func HTTPRoute(name string, domains []string, target string, opts ...HelperOption) Route {
+	return NewRoute(name).Ports(portsOf(opts).http).Domains(domains...).ForwardTo(target).Route()
+}
+
+// HTTPSTerminateRoute terminates TLS on port 443 (or HTTPSPort) for domains and proxies
 // the HTTP requests (HTTP/2 or HTTP/1.1 to clients) to target, over TLS
 // again when reencrypt is set. cert nil takes certificates from
 // Options.Certificates by SNI. The route offers ALPN h2 and http/1.1
 // because options.backendProtocol marks it as HTTP.
-func HTTPSTerminateRoute(name string, domains []string, target string, cert *CertificateSpec, reencrypt bool) Route {
-	b := NewRoute(name).Ports(443).Domains(domains...).ForwardTo(target).BackendProtocol(BackendHTTP1)
+func HTTPSTerminateRoute(name string, domains []string, target string, cert *CertificateSpec, reencrypt bool, opts ...HelperOption) Route {
+	b := NewRoute(name).Ports(portsOf(opts).https).Domains(domains...).ForwardTo(target).BackendProtocol(BackendHTTP1)
 	if reencrypt {
 		return b.TLSReencrypt(cert, nil).Route()
 	}
 	return b.TLSTerminate(cert).Route()
 }
 
-// HTTPToHTTPSRedirectRoute answers plain HTTP on port 80 for domains with
-// 301 to https://{domain}{path} (the query is kept).
-func HTTPToHTTPSRedirectRoute(name string, domains []string) Route {
-	return NewRoute(name).Ports(80).Domains(domains...).Redirect("https://{domain}{path}", 301).Route()
+// HTTPToHTTPSRedirectRoute answers plain HTTP on port 80 (or HTTPPort)
+// for domains with 301 to https://{domain}{path} (the query is kept), or
+// to https://{domain}:port{path} with HTTPSPort other than 443.
+func HTTPToHTTPSRedirectRoute(name string, domains []string, opts ...HelperOption) Route {
+	p := portsOf(opts)
+	return NewRoute(name).Ports(p.http).Domains(domains...).Redirect(p.httpsURL(), 301).Route()
 }
 
 // HTTPSServer is the usual pair: HTTPSTerminateRoute on 443 and, named
-// name+"-redirect", HTTPToHTTPSRedirectRoute on 80.
-func HTTPSServer(name string, domains []string, target string, cert *CertificateSpec) []Route {
+// name+"-redirect", HTTPToHTTPSRedirectRoute on 80 (HTTPSPort and
+// HTTPPort move them; the redirect follows).
+func HTTPSServer(name string, domains []string, target string, cert *CertificateSpec, opts ...HelperOption) []Route {
 	return []Route{
-		HTTPSTerminateRoute(name, domains, target, cert, false),
-		HTTPToHTTPSRedirectRoute(name+"-redirect", domains),
+		HTTPSTerminateRoute(name, domains, target, cert, false, opts...),
+		HTTPToHTTPSRedirectRoute(name+"-redirect", domains, opts...),
 	}
 }
 
@@ -53,11 +96,11 @@ func LoadBalancerRoute(name string, domains []string, ports PortSpec, hosts []st
 }
 
 // APIRoute proxies the HTTP requests under pathPrefix ("/api" takes /api
-// and everything below it) for domains on port 80 to target. With cors
+// and everything below it) for domains on port 80 (or HTTPPort) to target. With cors
 // set, responses carry permissive CORS headers (any origin, the common
 // methods and headers); preflight requests are answered by the backend.
-func APIRoute(name string, domains []string, pathPrefix string, target string, cors bool) Route {
-	b := NewRoute(name).Ports(80).Domains(domains...).ForwardTo(target).
+func APIRoute(name string, domains []string, pathPrefix string, target string, cors bool, opts ...HelperOption) Route {
+	b := NewRoute(name).Ports(portsOf(opts).http).Domains(domains...).ForwardTo(target).
 		Path(strings.TrimSuffix(pathPrefix, "/") + "/*")
 	if cors {
 		b.ResponseHeader("Access-Control-Allow-Origin", "*").
@@ -69,7 +112,7 @@ func APIRoute(name string, domains []string, pathPrefix string, target string, c
 }
 
 // WebSocketRoute proxies HTTP requests, WebSocket upgrades included, on
-// path for domains on port 80 to target.
-func WebSocketRoute(name string, domains []string, path string, target string) Route {
-	return NewRoute(name).Ports(80).Domains(domains...).ForwardTo(target).Path(path).WebSocket(true).Route()
+// path for domains on port 80 (or HTTPPort) to target.
+func WebSocketRoute(name string, domains []string, path string, target string, opts ...HelperOption) Route {
+	return NewRoute(name).Ports(portsOf(opts).http).Domains(domains...).ForwardTo(target).Path(path).WebSocket(true).Route()
 }

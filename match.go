@@ -1,6 +1,7 @@
 package smartproxy
 
 import (
+	"fmt"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -56,6 +57,13 @@ type MatcherFactory func(routes []*Route) (RouteMatcher, error)
 // that matching stays fast with many thousands of routes.
 func NewRouteTable(routes []*Route) (RouteMatcher, error) {
 	t := &RouteTable{ports: make(map[int]*portTable)}
+	for i, r := range routes {
+		if r == nil || r.state == nil {
+			// Routes built by hand carry none of what matching reads
+			// (compiled domains, paths, client lists).
+			return nil, fmt.Errorf("smartproxy: routes[%d] is not compiled: build the table from CompileRoutes' result (New does this itself)", i)
+		}
+	}
 	for _, r := range routes {
 		r.Match.Ports.Each(func(port int) bool {
 			t.port(port).add(r)

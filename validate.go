@@ -70,6 +70,15 @@ var tlsVersionNames = map[string]uint16{
 // compileRoutes validates routes and returns compiled copies, so that later
 // changes to the caller's slice cannot race with connections in flight.
 // Disabled routes are validated but left out of the result.
+// CompileRoutes validates routes as New does (every mistake is reported,
+// each a *RouteError naming the route and field) and returns them
+// compiled: the form a MatcherFactory such as NewRouteTable receives, so
+// tests and custom matchers can build a table without a proxy. Disabled
+// routes are left out.
+func CompileRoutes(routes []Route, defaults Defaults) ([]*Route, error) {
+	return compileRoutes(routes, defaults)
+}
+
 func compileRoutes(routes []Route, defaults Defaults) ([]*Route, error) {
 	var errs []error
 	seen := make(map[string]int, len(routes))
