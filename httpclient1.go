@@ -115,7 +115,7 @@ func (c *h1Client) RoundTrip(out *http.Request) (*http.Response, error) {
 func (c *h1Client) exchange(pc *h1Conn, out *http.Request) (*http.Response, error) {
 	ctx := out.Context()
 	pc.nread, pc.nwritten, pc.limit = 0, 0, h1MaxHeaderBytes
-	d := c.h.p.opts.ConnectTimeout
+	d := c.h.px.connectTimeout
 	if d > 0 {
 		_ = pc.c.SetDeadline(time.Now().Add(d))
 	}

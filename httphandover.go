@@ -64,7 +64,7 @@ func (h *httpLayer) handover(w http.ResponseWriter, r *http.Request, pr *proxyRe
 	default:
 		rc.rest = &requestEnd{conn: conn, more: len(buffered) > 0}
 	}
-	h.p.runHandler(rc, pr.hc.rec, &pr.rc)
+	h.px.runHandler(rc, pr.hc.rec, &pr.rc)
 }
 
 // requestHead re-serialises the head of a server-side HTTP/1.x request as

@@ -86,9 +86,9 @@ func (h *httpLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// connection was accepted under: UpdateRoutes must be able to revoke
 	// access on keep-alive and HTTP/2 connections too. A route of a newer
 	// generation differs from hc.route, so admit checks it in full.
-	route := h.p.set.Load().matcher.Match(&q)
+	route := h.px.match(&q)
 	if route == nil || route.state == nil {
-		h.p.reject(hc.rc.ClientAddr, hc.rc.Port, host, &RejectError{Reason: RejectNoRoute, IP: hc.rc.ClientIP})
+		h.px.reject(hc.rc.ClientAddr, hc.rc.Port, host, &RejectError{Reason: RejectNoRoute, IP: hc.rc.ClientIP})
 		http.Error(w, "404 no route for this request", http.StatusNotFound)
 		return
 	}
@@ -104,7 +104,7 @@ func (h *httpLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// HTTP-level route security (rate limit, then basicAuth/jwtAuth), once
 	// per request, after admission; it writes the 401/429 itself.
 	if err := route.state.sec.checkHTTP(w, r, pr.rc.ClientIP, time.Now()); err != nil {
-		h.p.reject(hc.rc.ClientAddr, hc.rc.Port, pr.rc.Domain, err)
+		h.px.reject(hc.rc.ClientAddr, hc.rc.Port, pr.rc.Domain, err)
 		return
 	}
 	st := route.state
@@ -147,7 +147,7 @@ func (h *httpLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // badPath answers 400 to a request whose path the proxy will not
 // forward (httppath.go).
 func (h *httpLayer) badPath(w http.ResponseWriter, r *http.Request, hc *httpConn, err error) {
-	h.p.logConn("request refused", "id", hc.rc.ConnectionID, "path", r.URL.EscapedPath(), "err", err)
+	h.px.logConn("request refused", "id", hc.rc.ConnectionID, "path", r.URL.EscapedPath(), "err", err)
 	http.Error(w, "400 "+err.Error(), http.StatusBadRequest)
 }
 
@@ -158,17 +158,17 @@ func (h *httpLayer) badPath(w http.ResponseWriter, r *http.Request, hc *httpConn
 // connectionRateLimitPerMinute charges a connection once, on its first
 // request to the route: switching back and forth is not a new connection).
 func (h *httpLayer) admit(w http.ResponseWriter, pr *proxyReq) bool {
-	p, hc, route := h.p, pr.hc, pr.route
+	px, hc, route := &h.px, pr.hc, pr.route
 	if route != hc.route {
-		if err := p.sec.CheckConnection(&pr.rc); err != nil {
-			p.reject(hc.rc.ClientAddr, hc.rc.Port, pr.rc.Domain, err)
+		if err := px.admit(&pr.rc); err != nil {
+			px.reject(hc.rc.ClientAddr, hc.rc.Port, pr.rc.Domain, err)
 			writeHTTPReject(w, err)
 			return false
 		}
 	}
 	if hc.rec.Route() != route.Name || hc.rec.Domain() != pr.rc.Domain {
-		if err := p.conns.AssignRouteLimits(hc.rec, route.Name, pr.rc.Domain, route.state.sec.routeLimits()); err != nil {
-			p.reject(hc.rc.ClientAddr, hc.rc.Port, pr.rc.Domain, err)
+		if err := px.assign(hc.rec, route.Name, pr.rc.Domain, route.state.sec.routeLimits()); err != nil {
+			px.reject(hc.rc.ClientAddr, hc.rc.Port, pr.rc.Domain, err)
 			writeHTTPReject(w, err)
 			return false
 		}
@@ -299,7 +299,7 @@ func (h *httpLayer) proxyError(w http.ResponseWriter, r *http.Request, err error
 		status = http.StatusGatewayTimeout
 	}
 	if pr, ok := r.Context().Value(proxyReqKey{}).(*proxyReq); ok {
-		h.p.logConn("backend request failed", "id", pr.rc.ConnectionID, "route", pr.rc.RouteName,
+		h.px.logConn("backend request failed", "id", pr.rc.ConnectionID, "route", pr.rc.RouteName,
 			"method", r.Method, "path", r.URL.Path, "status", status, "err", err)
 	}
 	http.Error(w, fmt.Sprintf("%d %s", status, http.StatusText(status)), status)

@@ -26,20 +26,43 @@ import (
 
 // Timeouts of the HTTP layer.
 const (
-	// maxHTTPIdle caps the keep-alive idle time of client connections; a
-	// lower inactivity timeout lowers it further.
-	maxHTTPIdle = 2 * time.Minute
 	// terminatedSniffWait is how long a terminated TLS stream without
 	// ALPN is watched for an HTTP request line before it is forwarded as
 	// TCP (protocols where the server speaks first send nothing).
 	terminatedSniffWait = 500 * time.Millisecond
-	// maxHTTPHeaderBytes caps a request head.
+	// maxHTTPHeaderBytes caps a proxied request's head.
 	maxHTTPHeaderBytes = 64 << 10
 )
 
+// httpLimits bound what a client may take of an http.Server.
+type httpLimits struct {
+	// headTimeout bounds reading a request head once it has begun.
+	headTimeout time.Duration
+	// idleTimeout closes a keep-alive connection idle that long.
+	idleTimeout time.Duration
+	// maxHeaderBytes caps a request head.
+	maxHeaderBytes int
+}
+
+// newHTTPServer is the one http.Server setup of the proxy, shared by the
+// HTTP layer and HTTPServerHandler so that their limits cannot drift
+// apart again: only the handler, the base context and the limits differ.
+// Callers add their own connection tracking (ConnState, ConnContext) and,
+// for the HTTP layer, HTTP/2.
+func newHTTPServer(h http.Handler, base context.Context, lim httpLimits) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: lim.headTimeout,
+		IdleTimeout:       lim.idleTimeout,
+		MaxHeaderBytes:    lim.maxHeaderBytes,
+		BaseContext:       func(net.Listener) context.Context { return base },
+	}
+}
+
 // httpLayer is a proxy's HTTP server, reverse proxy and backend pools.
 type httpLayer struct {
-	p *Proxy
+	// px is all the layer knows of the proxy (httpseam.go).
+	px proxySeam
 	// idleTimeout is the keep-alive idle timeout; tests lower it before
 	// the first HTTP connection.
 	idleTimeout time.Duration
@@ -58,12 +81,12 @@ type httpLayer struct {
 	rp         *httputil.ReverseProxy
 }
 
-func newHTTPLayer(p *Proxy) *httpLayer {
-	idle := maxHTTPIdle
-	if in := p.opts.connectionConfig().InactivityTimeout; in > 0 && in < idle {
+func newHTTPLayer(px proxySeam) *httpLayer {
+	idle := httpIdleTimeout
+	if in := px.inactivityTimeout; in > 0 && in < idle {
 		idle = in
 	}
-	h := &httpLayer{p: p, idleTimeout: idle}
+	h := &httpLayer{px: px, idleTimeout: idle}
 	h.transports.h = h
 	h.h1.h = h
 	h.rp = newReverseProxy(h)
@@ -96,7 +119,7 @@ func (h *httpLayer) serve(conn net.Conn, hc *httpConn) {
 	}
 	hc.done = make(chan struct{})
 	if hc.meter != nil {
-		hc.meter.wt = h.p.opts.writeTimeout()
+		hc.meter.wt = h.px.writeTimeout
 	}
 	h.conns.Store(conn, hc)
 	defer h.conns.Delete(conn)
@@ -126,7 +149,7 @@ func (h *httpLayer) listener() *chanListener {
 // (120 s by default) would let a client trickling a head hold a
 // connection for two minutes.
 func (h *httpLayer) headTimeout() time.Duration {
-	return min(h.p.opts.InitialDataTimeout, requestHeadTimeout)
+	return min(h.px.initialDataTimeout, requestHeadTimeout)
 }
 
 func (h *httpLayer) start() {
@@ -135,28 +158,26 @@ func (h *httpLayer) start() {
 	protos.SetHTTP2(true)
 	protos.SetUnencryptedHTTP2(true) // h2c with prior knowledge ("PRI * HTTP/2.0")
 	h.ln = newChanListener()
-	h.srv = &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: h.headTimeout(),
-		IdleTimeout:       h.idleTimeout,
-		MaxHeaderBytes:    maxHTTPHeaderBytes,
-		Protocols:         &protos,
-		ErrorLog:          slog.NewLogLogger(h.p.log.Handler(), slog.LevelDebug),
-		BaseContext:       func(net.Listener) context.Context { return h.p.baseCtx },
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if hc, ok := h.conns.Load(c); ok {
-				return context.WithValue(ctx, httpConnKey{}, hc)
-			}
-			return ctx
-		},
-		ConnState: h.connState,
-		HTTP2: &http.HTTP2Config{
-			MaxConcurrentStreams: h2MaxStreams,
-			// RFC 9113's default frame size rather than Go's 1 MiB: a
-			// larger frame is refused with FRAME_SIZE_ERROR, as clients
-			// (and h2spec) expect from a server that did not announce more.
-			MaxReadFrameSize: 16 << 10,
-		},
+	h.srv = newHTTPServer(h, h.px.baseCtx, httpLimits{
+		headTimeout:    h.headTimeout(),
+		idleTimeout:    h.idleTimeout,
+		maxHeaderBytes: maxHTTPHeaderBytes,
+	})
+	h.srv.Protocols = &protos
+	h.srv.ErrorLog = slog.NewLogLogger(h.px.log.Handler(), slog.LevelDebug)
+	h.srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		if hc, ok := h.conns.Load(c); ok {
+			return context.WithValue(ctx, httpConnKey{}, hc)
+		}
+		return ctx
+	}
+	h.srv.ConnState = h.connState
+	h.srv.HTTP2 = &http.HTTP2Config{
+		MaxConcurrentStreams: h2MaxStreams,
+		// RFC 9113's default frame size rather than Go's 1 MiB: a
+		// larger frame is refused with FRAME_SIZE_ERROR, as clients
+		// (and h2spec) expect from a server that did not announce more.
+		MaxReadFrameSize: 16 << 10,
 	}
 	h.serveDone = make(chan struct{})
 	srv, ln := h.srv, h.ln

@@ -142,7 +142,7 @@ func New(opts Options) (*Proxy, error) {
 		draining:  make(chan struct{}),
 	}
 	p.baseCtx, p.cancelBase = context.WithCancel(context.Background())
-	p.http = newHTTPLayer(p)
+	p.http = newHTTPLayer(newProxySeam(p))
 	p.set.Store(set)
 	return p, nil
 }
