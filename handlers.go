@@ -303,12 +303,7 @@ func (c *servedConn) Close() error {
 
 // CloseWrite lets http.Server half-close before closing, so that a client
 // still sending does not get a reset that destroys the last response.
-func (c *servedConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return errors.ErrUnsupported
-}
+func (c *servedConn) CloseWrite() error { return forwarding.CloseWrite(c.Conn) }
 
 // oneConnListener hands one conn to http.Server, then blocks Accept until
 // the listener is closed.
@@ -414,8 +409,7 @@ func writeHTTPResponse(conn net.Conn, head bool, status int, header http.Header,
 // makes the kernel send a reset, which can destroy the response before the
 // client reads it. Conns that cannot half-close are left as they are.
 func lingerClose(conn net.Conn) {
-	cw, ok := conn.(interface{ CloseWrite() error })
-	if !ok || cw.CloseWrite() != nil {
+	if forwarding.CloseWrite(conn) != nil {
 		return
 	}
 	_ = conn.SetReadDeadline(time.Now().Add(lingerTimeout))

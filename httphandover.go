@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+
+	"github.com/gosmartproxy/smartproxy/forwarding"
 )
 
 // handover gives an HTTP/1.x connection to a socket-handler route that a
@@ -239,9 +241,4 @@ func (c *rawChunked) next() {
 }
 
 // CloseWrite half-closes when the conn beneath can.
-func (c *replayConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
-}
+func (c *replayConn) CloseWrite() error { return forwarding.CloseWrite(c.Conn) }

@@ -3,13 +3,10 @@ package smartproxy
 import (
 	"context"
 	"crypto/tls"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -95,8 +92,8 @@ func newHTTPLayer(px proxySeam) *httpLayer {
 
 // httpConn is what the HTTP layer knows of one client connection.
 type httpConn struct {
-	rc         RouteContext // connection info: port, client, SNI, TLS version, id
-	route      *Route       // the connection-level route (terminated TLS), nil for plain HTTP
+	rc         RouteContext  // connection info: port, client, SNI, TLS version, id
+	admission  connAdmission // which route's connection-level checks passed on accept
 	terminated bool
 	rec        *connection.Record
 	meter      *meterConn
@@ -287,124 +284,6 @@ func (l *chanListener) Close() error {
 }
 
 func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4zero} }
-
-// meterConn counts a client connection's bytes into its record, beneath
-// TLS when the proxy terminates it (http.Server needs the *tls.Conn
-// itself, for HTTP/2 and r.TLS). Counting starts once on is set, so
-// that paths counting on their own (the TCP copier, socket handlers)
-// are not counted twice.
-//
-// It also enforces the write-progress timeout (Options.WriteTimeout) on
-// every write to the client, h2 and TLS included: http.Server has no such
-// timeout (its WriteTimeout bounds a whole response), and HTTP/2's
-// WriteByteTimeout would clear the deadline after each write. The deadline
-// is moved lazily (see arm), so a write costs a clock read.
-type meterConn struct {
-	net.Conn
-	rec *connection.Record
-	on  atomic.Bool
-	// wt is the write-progress timeout, 0 for none; set by httpLayer.serve
-	// before the server writes anything.
-	wt time.Duration
-	// armed is when the deadline we set expires (ns on monoNow's clock);
-	// 0: none of ours is set; -1: the server set its own, which rules.
-	armed atomic.Int64
-}
-
-func (c *meterConn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
-	if n > 0 && c.on.Load() {
-		c.rec.AddIn(n)
-	}
-	return n, err
-}
-
-func (c *meterConn) Write(b []byte) (int, error) {
-	if c.wt <= 0 {
-		n, err := c.Conn.Write(b)
-		c.count(n)
-		return n, err
-	}
-	total := 0
-	for {
-		own := c.arm()
-		n, err := c.Conn.Write(b[total:])
-		c.count(n)
-		total += n
-		if err == nil || !own || !errors.Is(err, os.ErrDeadlineExceeded) {
-			return total, err
-		}
-		if n == 0 {
-			return total, fmt.Errorf("no write progress for %v: %w", c.wt, err)
-		}
-		// Bytes moved in the period: the rest gets a new one.
-		if a := c.armed.Load(); a > 0 {
-			c.armed.CompareAndSwap(a, 0)
-		}
-	}
-}
-
-func (c *meterConn) count(n int) {
-	if n > 0 && c.on.Load() {
-		c.rec.AddOut(n)
-	}
-}
-
-// arm moves the write deadline when it is nearer than 7/8 of wt, so that
-// a busy connection updates it about every wt/8 and each write starts with
-// at least 7/8 of wt ahead: a stalled client is cut between 7/8 of wt and
-// twice it after its last progress. It reports whether our deadline rules
-// (not one the server set).
-func (c *meterConn) arm() bool {
-	armed := c.armed.Load()
-	if armed < 0 {
-		return false
-	}
-	now := monoNow()
-	if armed-now >= int64(c.wt-c.wt/8) {
-		return true
-	}
-	if c.armed.CompareAndSwap(armed, now+int64(c.wt)) {
-		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.wt))
-	}
-	return true
-}
-
-// SetWriteDeadline lets the server's own deadlines rule while set; a zero
-// one (cleared) hands the deadline back to the write-progress timeout.
-func (c *meterConn) SetWriteDeadline(t time.Time) error {
-	c.noteDeadline(t)
-	return c.Conn.SetWriteDeadline(t)
-}
-
-// SetDeadline is SetWriteDeadline for both directions.
-func (c *meterConn) SetDeadline(t time.Time) error {
-	c.noteDeadline(t)
-	return c.Conn.SetDeadline(t)
-}
-
-func (c *meterConn) noteDeadline(t time.Time) {
-	if t.IsZero() {
-		c.armed.Store(0)
-	} else {
-		c.armed.Store(-1)
-	}
-}
-
-// monoBase anchors monoNow, a cheap monotonic clock for deadline
-// bookkeeping.
-var monoBase = time.Now()
-
-func monoNow() int64 { return int64(time.Since(monoBase)) }
-
-// CloseWrite half-closes when the conn beneath can; http.Server uses it
-// to close gracefully.
-func (c *meterConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
-}
 
 // tlsPeekConn is a terminated TLS stream whose first bytes were sniffed
 // (no ALPN). It is not a *tls.Conn, so it reports the TLS state itself:
