@@ -163,8 +163,7 @@ func (p *Proxy) pipeDetached(pc *proxiedConn, client, backend net.Conn, rec *con
 	piped := forwarding.StartPipe(p.baseCtx, client, backend, p.pipeOptions(rec), func(res forwarding.PipeResult) {
 		defer p.handlers.Done()
 		p.pipeDone(res, rc)
-		p.conns.Close(rec)
-		_ = pc.Close()
+		finishConn(p.conns, rec, pc) // the pipe owns the connection now (serve.go)
 	})
 	pc.setPipe(piped)
 }

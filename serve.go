@@ -82,12 +82,12 @@ func clientAddrOf(conn net.Conn) netip.AddrPort {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
-// Connection ownership. Exactly one party finishes a connection: closes
-// its record (ConnectionManager.Close) and then its sockets
-// (proxiedConn.Close), in that order, once.
+// Connection ownership. Exactly one party finishes a connection
+// (finishConn: its record, then its sockets), once.
 //
-//   - serve owns every connection it accepts, from Open on, and finishes
-//     it in its deferred finish when it returns. Whatever serve calls
+//   - serve owns every connection it accepts. One that Open refuses has
+//     no record and is closed at once; any other is finished by serve's
+//     deferred finish when serve returns. Whatever serve calls
 //     (terminate, forward, runHandler, the HTTP layer, which serve blocks
 //     on until its server is done with the conn) runs within serve and
 //     leaves finishing to it.
@@ -109,6 +109,14 @@ const (
 	ownedByPipe                   // a detached pipe's done callback finishes it
 )
 
+// finishConn is the end of every admitted connection, whoever owns it:
+// the record is closed first (the connection stops counting against the
+// limits and leaves the metrics' active set), then the sockets.
+func finishConn(conns ConnectionManager, rec *connection.Record, pc *proxiedConn) {
+	conns.Close(rec)
+	_ = pc.Close()
+}
+
 // serve runs one connection from accept to close: admission, routing,
 // security, then the route's action. With detach, a forwarded connection
 // may outlive serve (see Connection ownership).
@@ -128,8 +136,7 @@ func (p *Proxy) serve(conn net.Conn, port int, detach bool) {
 	owner := ownedByServe
 	defer func() {
 		if owner == ownedByServe {
-			p.conns.Close(rec)
-			_ = pc.Close()
+			finishConn(p.conns, rec, pc)
 		}
 	}()
 	// A connection accepted just before Stop closed the listeners can be
