@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"net"
 	"runtime/debug"
 	"time"
@@ -17,12 +16,13 @@ import (
 // forward dials the route's target, replays the bytes read for routing and
 // then copies both ways (splicing when both ends are TCP) until done. With
 // detach, it may hand the connection to a pipe that outlives the calling
-// goroutine (see pipe) and then reports true: the pipe owns pc and rec from
-// then on and finishes them itself.
-func (p *Proxy) forward(pc *proxiedConn, peek *forwarding.PeekConn, rec *connection.Record, rc *RouteContext, detach bool) bool {
+// goroutine (see pipeDetached) and then reports ownedByPipe: the pipe owns
+// pc and rec from then on and finishes them itself (see Connection
+// ownership in serve.go).
+func (p *Proxy) forward(pc *proxiedConn, peek *forwarding.PeekConn, rec *connection.Record, rc *RouteContext, detach bool) connOwner {
 	backend, ok := p.dialBackend(pc, rc, nil)
 	if !ok {
-		return false
+		return ownedByServe
 	}
 	if b := peek.Buffered(); len(b) > 0 {
 		n, err := backend.Write(b)
@@ -30,7 +30,7 @@ func (p *Proxy) forward(pc *proxiedConn, peek *forwarding.PeekConn, rec *connect
 		if err != nil {
 			p.logConn("replaying initial bytes failed", "id", rc.ConnectionID, "err", err)
 			_ = backend.Close() // ends the target's active-connection count
-			return false
+			return ownedByServe
 		}
 		// The replayed bytes are consumed, so the pooled buffer goes back.
 		peek.Discard(n)
@@ -40,10 +40,10 @@ func (p *Proxy) forward(pc *proxiedConn, peek *forwarding.PeekConn, rec *connect
 	peek.Release()
 	if detach && p.parker != nil {
 		p.pipeDetached(pc, peek.Unwrap(), backend, rec, rc)
-		return true
+		return ownedByPipe
 	}
 	p.pipe(peek.Unwrap(), backend, rec, rc)
-	return false
+	return ownedByServe
 }
 
 // dialBackend connects to one of the route's target hosts and registers
@@ -168,8 +168,7 @@ func (p *Proxy) pipeDetached(pc *proxiedConn, client, backend net.Conn, rec *con
 	piped := forwarding.StartPipe(p.baseCtx, client, backend, p.pipeOptions(rec), func(res forwarding.PipeResult) {
 		defer p.handlers.Done()
 		p.pipeDone(res, rc)
-		p.conns.Close(rec)
-		_ = pc.Close()
+		finishConn(p.conns, rec, pc) // the pipe owns the connection now (serve.go)
 	})
 	pc.setPipe(piped)
 }
@@ -213,7 +212,8 @@ func (p *Proxy) runHandler(client net.Conn, rec *connection.Record, rc *RouteCon
 	ctx, cancel := context.WithCancel(p.baseCtx)
 	defer cancel()
 	rc.Draining = p.draining
-	conn := &countingConn{Conn: client, rec: rec}
+	conn := &meterConn{Conn: client, rec: rec}
+	conn.on.Store(true)
 	if rp, ok := client.(*replayConn); ok {
 		// A handed-over request: the HTTP layer counted its bytes as it
 		// read them; their replay is not traffic.
@@ -227,42 +227,4 @@ func (p *Proxy) runHandler(client net.Conn, rec *connection.Record, rc *RouteCon
 	if err := rc.Route.Action.SocketHandler(ctx, conn, rc); err != nil {
 		p.log.Warn("socket handler failed", "id", rc.ConnectionID, "route", rc.RouteName, "err", err)
 	}
-}
-
-// countingConn reports a socket handler's traffic to the connection
-// manager, which keeps the inactivity timeout and metrics right.
-type countingConn struct {
-	net.Conn
-	rec       *connection.Record
-	uncounted int // bytes still to be read that were counted already
-}
-
-func (c *countingConn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
-	counted := n
-	if c.uncounted > 0 {
-		skip := min(c.uncounted, n)
-		c.uncounted -= skip
-		counted -= skip
-	}
-	if counted > 0 {
-		c.rec.AddIn(counted)
-	}
-	return n, err
-}
-
-func (c *countingConn) Write(b []byte) (int, error) {
-	n, err := c.Conn.Write(b)
-	if n > 0 {
-		c.rec.AddOut(n)
-	}
-	return n, err
-}
-
-// CloseWrite half-closes the connection when the underlying conn can.
-func (c *countingConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return fmt.Errorf("smartproxy: %T cannot half-close", c.Conn)
 }

@@ -455,10 +455,10 @@ func (c unencryptedConn) UnencryptedNetConn() net.Conn { return c.conn }
 func (h *httpLayer) guardHTTP2(srv *http.Server) {
 	serve := srv.TLSNextProto["unencrypted_http2"]
 	if serve == nil || srv.TLSNextProto["h2"] == nil {
-		h.p.log.Warn("HTTP/2 server not found; HTTP/2 connections are not guarded against floods")
+		h.px.log.Warn("HTTP/2 server not found; HTTP/2 connections are not guarded against floods")
 		return
 	}
-	logf := func(msg string, args ...any) { h.p.log.Log(h.p.baseCtx, slog.LevelInfo, msg, args...) }
+	logf := func(msg string, args ...any) { h.px.log.Log(h.px.baseCtx, slog.LevelInfo, msg, args...) }
 	srv.TLSNextProto["h2"] = func(s *http.Server, c *tls.Conn, hd http.Handler) {
 		g := &h2GuardTLS{h2Guard: newH2Guard(c, false, logf), state: c.ConnectionState()}
 		serve(s, tls.Client(unencryptedConn{conn: g}, nil), hd)

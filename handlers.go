@@ -30,8 +30,9 @@ const maxLine = 64 << 10
 // requestHeadTimeout bounds the wait for a request head.
 const requestHeadTimeout = 30 * time.Second
 
-// httpIdleTimeout bounds how long HTTPServerHandler keeps an idle
-// keep-alive connection: without it an idle client would hold the
+// httpIdleTimeout bounds how long an idle keep-alive connection is kept,
+// by HTTPServerHandler and the HTTP layer (which a lower inactivity
+// timeout lowers further): without it an idle client would hold the
 // connection (and a connection slot) until the proxy's inactivity timeout,
 // 4 h by default.
 const httpIdleTimeout = 2 * time.Minute
@@ -220,21 +221,21 @@ func HTTPServerHandler(h http.Handler) SocketHandler {
 		var state atomic.Int32 // the conn's http.ConnState
 		stateClosed := make(chan struct{})
 		var closeOnce sync.Once // http.Server reports StateClosed once today; do not rely on it
-		srv := &http.Server{
-			Handler:           h,
-			ReadHeaderTimeout: requestHeadTimeout,
-			IdleTimeout:       httpIdleTimeout,
-			MaxHeaderBytes:    maxRequestHead,
-			BaseContext:       func(net.Listener) context.Context { return ctx },
-			ConnState: func(_ net.Conn, s http.ConnState) {
-				state.Store(int32(s))
-				switch s {
-				case http.StateHijacked:
-					hijacked.Store(true)
-				case http.StateClosed:
-					closeOnce.Do(func() { close(stateClosed) })
-				}
-			},
+		// The HTTP layer's server setup, with the 16 KiB head cap of the
+		// other HTTP handlers (the proxied path allows 64 KiB).
+		srv := newHTTPServer(h, ctx, httpLimits{
+			headTimeout:    requestHeadTimeout,
+			idleTimeout:    httpIdleTimeout,
+			maxHeaderBytes: maxRequestHead,
+		})
+		srv.ConnState = func(_ net.Conn, s http.ConnState) {
+			state.Store(int32(s))
+			switch s {
+			case http.StateHijacked:
+				hijacked.Store(true)
+			case http.StateClosed:
+				closeOnce.Do(func() { close(stateClosed) })
+			}
 		}
 		served := make(chan error, 1)
 		go func() { served <- srv.Serve(l) }()
@@ -308,12 +309,7 @@ func (c *servedConn) Close() error {
 
 // CloseWrite lets http.Server half-close before closing, so that a client
 // still sending does not get a reset that destroys the last response.
-func (c *servedConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return errors.ErrUnsupported
-}
+func (c *servedConn) CloseWrite() error { return forwarding.CloseWrite(c.Conn) }
 
 // oneConnListener hands one conn to http.Server, then blocks Accept until
 // the listener is closed.
@@ -419,8 +415,7 @@ func writeHTTPResponse(conn net.Conn, head bool, status int, header http.Header,
 // makes the kernel send a reset, which can destroy the response before the
 // client reads it. Conns that cannot half-close are left as they are.
 func lingerClose(conn net.Conn) {
-	cw, ok := conn.(interface{ CloseWrite() error })
-	if !ok || cw.CloseWrite() != nil {
+	if forwarding.CloseWrite(conn) != nil {
 		return
 	}
 	_ = conn.SetReadDeadline(time.Now().Add(lingerTimeout))

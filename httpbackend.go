@@ -63,7 +63,7 @@ type transportSnap struct {
 }
 
 func (ts *transportSet) get(k transportKey) *http.Transport {
-	if s := ts.snap.Load(); s != nil && s.gen == ts.h.p.set.Load() {
+	if s := ts.snap.Load(); s != nil && s.gen == ts.h.px.routes() {
 		if t := s.m[k]; t != nil {
 			return t
 		}
@@ -77,7 +77,7 @@ func (ts *transportSet) get(k transportKey) *http.Transport {
 func (ts *transportSet) getSlow(k transportKey) *http.Transport {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
-	cur := ts.h.p.set.Load()
+	cur := ts.h.px.routes()
 	old := ts.snap.Load()
 	if old != nil && old.gen == cur {
 		if t := old.m[k]; t != nil {
@@ -133,14 +133,13 @@ func (ts *transportSet) closeIdle() {
 // a backend must start answering within that time of receiving the
 // request (the body can then stream for as long as it takes).
 func (h *httpLayer) newTransport(k transportKey) *http.Transport {
-	p := h.p
 	t := &http.Transport{
 		DialContext:           h.dialBackend,
 		MaxIdleConns:          1024,
 		MaxIdleConnsPerHost:   256,
 		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: p.opts.ConnectTimeout,
-		TLSHandshakeTimeout:   p.opts.ConnectTimeout,
+		ResponseHeaderTimeout: h.px.connectTimeout,
+		TLSHandshakeTimeout:   h.px.connectTimeout,
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true, // pass encodings through untouched
 		ReadBufferSize:        16 << 10,
@@ -227,7 +226,7 @@ func (h *httpLayer) dialOriginalTLS(rt *routeTLS, alpn []string) func(context.Co
 		cfg := rt.backendConfig(host, sni)
 		cfg.NextProtos = alpn
 		tc := tls.Client(c, cfg)
-		hctx, cancel := context.WithTimeout(ctx, h.p.opts.ConnectTimeout)
+		hctx, cancel := context.WithTimeout(ctx, h.px.connectTimeout)
 		defer cancel()
 		if err := tc.HandshakeContext(hctx); err != nil {
 			_ = c.Close()
@@ -248,13 +247,12 @@ func (h *httpLayer) backendTLS(pr *proxyReq) *routeTLS {
 // dialBackend connects to a backend within ConnectTimeout, through
 // Options.Dial when set. Errors are backendDialErrors: nothing was sent.
 func (h *httpLayer) dialBackend(ctx context.Context, _, addr string) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, h.p.opts.ConnectTimeout)
+	ctx, cancel := context.WithTimeout(ctx, h.px.connectTimeout)
 	defer cancel()
-	c, err := h.p.dial(ctx, addr)
+	c, err := h.px.dial(ctx, addr)
 	if err != nil {
 		return nil, &backendDialError{addr: addr, err: err}
 	}
-	h.p.tuneTCP(c)
 	return c, nil
 }
 
@@ -320,10 +318,10 @@ func (bt backendTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 				out.Host = addr
 			}
 		}
-		h.p.health.Acquire(&lb.Lease, addr)
+		h.px.acquire(&lb.Lease, addr)
 		resp, err := tr.RoundTrip(out)
 		if err == nil {
-			h.p.health.Succeeded(addr)
+			h.px.succeeded(addr)
 			resp.Body = lb.wrap(resp.Body)
 			return resp, nil
 		}
@@ -331,7 +329,7 @@ func (bt backendTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 		var de *backendDialError
 		dialFailed := errors.As(err, &de)
 		if dialFailed {
-			h.p.health.Failed(addr, de.err)
+			h.px.failed(addr, de.err)
 		}
 		if len(tried) >= attempts || out.Context().Err() != nil || !retryable(out, body, dialFailed, err) {
 			return nil, err
@@ -361,7 +359,7 @@ func (h *httpLayer) attempts(pr *proxyReq) int {
 // choice (algorithm, health, tried hosts) among the hosts of the target
 // the request's sub-match picked.
 func (h *httpLayer) backendAddr(pr *proxyReq, tried []string) (string, error) {
-	return pick(pr.route, pr.target, &pr.rc, tried, h.p.health)
+	return h.px.pick(pr.route, pr.target, &pr.rc, tried)
 }
 
 // watchedBody is a request body that can be offered to another target:

@@ -95,7 +95,7 @@ func clientBodyFailed(out *http.Request) bool {
 // badBody answers 400 to a request whose body framing is broken, and
 // closes the connection: where the next request would begin is unknown.
 func (h *httpLayer) badBody(w http.ResponseWriter, pr *proxyReq, err error) {
-	h.p.logConn("request body refused", "id", pr.rc.ConnectionID, "route", pr.rc.RouteName, "err", err)
+	h.px.logConn("request body refused", "id", pr.rc.ConnectionID, "route", pr.rc.RouteName, "err", err)
 	w.Header().Set("Connection", "close")
 	http.Error(w, "400 malformed request body", http.StatusBadRequest)
 }

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+
+	"github.com/gosmartproxy/smartproxy/forwarding"
 )
 
 // handover gives an HTTP/1.x connection to a socket-handler route that a
@@ -64,7 +66,7 @@ func (h *httpLayer) handover(w http.ResponseWriter, r *http.Request, pr *proxyRe
 	default:
 		rc.rest = &requestEnd{conn: conn, more: len(buffered) > 0}
 	}
-	h.p.runHandler(rc, pr.hc.rec, &pr.rc)
+	h.px.runHandler(rc, pr.hc.rec, &pr.rc)
 }
 
 // requestHead re-serialises the head of a server-side HTTP/1.x request as
@@ -239,9 +241,4 @@ func (c *rawChunked) next() {
 }
 
 // CloseWrite half-closes when the conn beneath can.
-func (c *replayConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
-}
+func (c *replayConn) CloseWrite() error { return forwarding.CloseWrite(c.Conn) }

@@ -231,7 +231,7 @@ type pathGate struct {
 // pathMatters reports whether requests on port must have canonical paths
 // under the current routes. The gate is rebuilt once per generation.
 func (ts *transportSet) pathMatters(port int) bool {
-	cur := ts.h.p.set.Load()
+	cur := ts.h.px.routes()
 	g := ts.gate.Load()
 	if g == nil || g.gen != cur {
 		g = &pathGate{gen: cur}

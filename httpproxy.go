@@ -29,8 +29,21 @@ type proxyReq struct {
 
 type proxyReqKey struct{}
 
-// ServeHTTP routes one request: match, security, then a redirect, a
-// socket-handler handover or the reverse proxy.
+// ServeHTTP is one request's way through the proxy. The steps follow in
+// this file in the order a request takes them:
+//
+//  1. framing: refusals and Connection: close that depend on the request's
+//     framing alone (refuseFraming);
+//  2. route: canonical path and the match against the current routes
+//     (route);
+//  3. admit: the connection-level checks and limits for the request's
+//     route (admit);
+//  4. checks: the route's HTTP security, rate limit and auth (check);
+//  5. action: socket-handler handover, redirect, WebSocket refusal, or
+//     the target, rewrite and body framing for the backend (act);
+//  6. backend: the reverse proxy (rewriteRequest, then
+//     backendTransport.RoundTrip in httpbackend.go, modifyResponse or
+//     proxyError).
 func (h *httpLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hc, _ := r.Context().Value(httpConnKey{}).(*httpConn)
 	if hc == nil {
@@ -44,13 +57,26 @@ func (h *httpLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			hc.finish()
 		}
 	}()
+	if refuseFraming(w, r) {
+		return
+	}
+	pr := h.route(w, r, hc)
+	if pr == nil || !h.admit(w, pr) || !h.check(w, pr) {
+		return
+	}
+	h.act(w, pr)
+}
+
+// refuseFraming answers what the request's framing alone decides; it
+// reports whether the request is done.
+func refuseFraming(w http.ResponseWriter, r *http.Request) bool {
 	if r.ProtoMajor == 2 && r.Method == "PRI" {
 		// Go's HTTP/1 server hands the HTTP/2 preface to handlers "so they
 		// can wire up their own upgrades" (on a TLS stream that negotiated
 		// http/1.1, say); proxied, it would reach the backend as "PRI *".
 		w.Header().Set("Connection", "close")
 		http.Error(w, "400 HTTP/2 needs ALPN h2 or prior knowledge on a plain port", http.StatusBadRequest)
-		return
+		return true
 	}
 	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 {
 		// RFC 9112 6.1: a request with both Transfer-Encoding and
@@ -63,6 +89,13 @@ func (h *httpLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// the next request of that client opens a new connection.
 		w.Header().Set("Connection", "close")
 	}
+	return false
+}
+
+// route matches the request against the current routes, after putting
+// its path in canonical form where routes decide on the path. It answers
+// the request itself (400, 404) and returns nil when there is no route.
+func (h *httpLayer) route(w http.ResponseWriter, r *http.Request, hc *httpConn) *proxyReq {
 	host := requestHost(r, hc.rc.Domain)
 	// Where routes decide on the path, they decide on its canonical form,
 	// which is then the form forwarded (httppath.go).
@@ -72,11 +105,11 @@ func (h *httpLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		switch v {
 		case pathAmbiguous:
 			h.badPath(w, r, hc, errAmbiguousPath)
-			return
+			return nil
 		case pathNormalizable:
 			if err := setRequestPath(r, canon); err != nil {
 				h.badPath(w, r, hc, err)
-				return
+				return nil
 			}
 			normalized = true
 		}
@@ -85,30 +118,64 @@ func (h *httpLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Every request is matched against the current routes, not those the
 	// connection was accepted under: UpdateRoutes must be able to revoke
 	// access on keep-alive and HTTP/2 connections too. A route of a newer
-	// generation differs from hc.route, so admit checks it in full.
-	route := h.p.set.Load().matcher.Match(&q)
+	// generation is not covered by hc.admission, so admit checks it in full.
+	route := h.px.match(&q)
 	if route == nil || route.state == nil {
-		h.p.reject(hc.rc.ClientAddr, hc.rc.Port, host, &RejectError{Reason: RejectNoRoute, IP: hc.rc.ClientIP})
+		h.px.reject(hc.rc.ClientAddr, hc.rc.Port, host, &RejectError{Reason: RejectNoRoute, IP: hc.rc.ClientIP})
 		http.Error(w, "404 no route for this request", http.StatusNotFound)
-		return
+		return nil
 	}
 	if normalized && route.state.http != nil && route.state.http.pathReject {
 		h.badPath(w, r, hc, errNonCanonicalPath)
-		return
+		return nil
 	}
 	pr := &proxyReq{hc: hc, w: w, route: route, rc: hc.rc, in: r}
 	pr.rc.Domain, pr.rc.Route, pr.rc.RouteName = host, route, route.Name
-	if !h.admit(w, pr) {
-		return
+	return pr
+}
+
+// admit applies the connection checks to a request whose route is not the
+// one the connection was admitted for, and moves the connection record
+// to the request's route (its maxConnections and maxConnectionsPerIP count
+// connections whose latest request went to it, while its
+// connectionRateLimitPerMinute charges a connection once, on its first
+// request to the route: switching back and forth is not a new connection).
+func (h *httpLayer) admit(w http.ResponseWriter, pr *proxyReq) bool {
+	px, hc, route := &h.px, pr.hc, pr.route
+	if !hc.admission.covers(route) {
+		if err := px.admit(&pr.rc); err != nil {
+			px.reject(hc.rc.ClientAddr, hc.rc.Port, pr.rc.Domain, err)
+			writeHTTPReject(w, err)
+			return false
+		}
 	}
-	// HTTP-level route security (rate limit, then basicAuth/jwtAuth), once
-	// per request, after admission; it writes the 401/429 itself.
-	if err := route.state.sec.checkHTTP(w, r, pr.rc.ClientIP, time.Now()); err != nil {
-		h.p.reject(hc.rc.ClientAddr, hc.rc.Port, pr.rc.Domain, err)
-		return
+	if hc.rec.Route() != route.Name || hc.rec.Domain() != pr.rc.Domain {
+		if err := px.assign(hc.rec, route.Name, pr.rc.Domain, route.state.sec.routeLimits()); err != nil {
+			px.reject(hc.rc.ClientAddr, hc.rc.Port, pr.rc.Domain, err)
+			writeHTTPReject(w, err)
+			return false
+		}
 	}
-	st := route.state
-	hr := st.http
+	return true
+}
+
+// check runs the route's HTTP-level security (rate limit, then
+// basicAuth/jwtAuth), once per request, after admission; it writes the
+// 401/429 itself.
+func (h *httpLayer) check(w http.ResponseWriter, pr *proxyReq) bool {
+	if err := pr.route.state.sec.checkHTTP(w, pr.in, pr.rc.ClientIP, time.Now()); err != nil {
+		h.px.reject(pr.hc.rc.ClientAddr, pr.hc.rc.Port, pr.rc.Domain, err)
+		return false
+	}
+	return true
+}
+
+// act runs the route's action for an admitted request: a socket-handler
+// handover, a redirect, or the reverse proxy to the target its sub-match
+// picks, after the rewrite and, for chunked uploads, reading the body.
+func (h *httpLayer) act(w http.ResponseWriter, pr *proxyReq) {
+	r, route := pr.in, pr.route
+	hr := route.state.http
 	switch {
 	case route.Action.Type == ActionSocketHandler:
 		h.handover(w, r, pr)
@@ -120,14 +187,14 @@ func (h *httpLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "403 WebSocket upgrades are disabled for this route", http.StatusForbidden)
 		return
 	}
-	pr.target = chooseTarget(route, r, hc.rc.Port)
+	pr.target = chooseTarget(route, r, pr.hc.rc.Port)
 	if pr.target < 0 {
 		http.Error(w, "404 no target for this request", http.StatusNotFound)
 		return
 	}
 	if hr != nil && hr.rewrite != nil {
 		if err := pr.rewriteURL(hr.rewrite, hr.pathReject); err != nil {
-			h.badPath(w, r, hc, err)
+			h.badPath(w, r, pr.hc, err)
 			return
 		}
 	}
@@ -147,33 +214,8 @@ func (h *httpLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // badPath answers 400 to a request whose path the proxy will not
 // forward (httppath.go).
 func (h *httpLayer) badPath(w http.ResponseWriter, r *http.Request, hc *httpConn, err error) {
-	h.p.logConn("request refused", "id", hc.rc.ConnectionID, "path", r.URL.EscapedPath(), "err", err)
+	h.px.logConn("request refused", "id", hc.rc.ConnectionID, "path", r.URL.EscapedPath(), "err", err)
 	http.Error(w, "400 "+err.Error(), http.StatusBadRequest)
-}
-
-// admit applies the connection checks to a request whose route is not the
-// one the connection was admitted for, and moves the connection record
-// to the request's route (its maxConnections and maxConnectionsPerIP count
-// connections whose latest request went to it, while its
-// connectionRateLimitPerMinute charges a connection once, on its first
-// request to the route: switching back and forth is not a new connection).
-func (h *httpLayer) admit(w http.ResponseWriter, pr *proxyReq) bool {
-	p, hc, route := h.p, pr.hc, pr.route
-	if route != hc.route {
-		if err := p.sec.CheckConnection(&pr.rc); err != nil {
-			p.reject(hc.rc.ClientAddr, hc.rc.Port, pr.rc.Domain, err)
-			writeHTTPReject(w, err)
-			return false
-		}
-	}
-	if hc.rec.Route() != route.Name || hc.rec.Domain() != pr.rc.Domain {
-		if err := p.conns.AssignRouteLimits(hc.rec, route.Name, pr.rc.Domain, route.state.sec.routeLimits()); err != nil {
-			p.reject(hc.rc.ClientAddr, hc.rc.Port, pr.rc.Domain, err)
-			writeHTTPReject(w, err)
-			return false
-		}
-	}
-	return true
 }
 
 // chooseTarget returns the first target (by priority) whose sub-match
@@ -299,7 +341,7 @@ func (h *httpLayer) proxyError(w http.ResponseWriter, r *http.Request, err error
 		status = http.StatusGatewayTimeout
 	}
 	if pr, ok := r.Context().Value(proxyReqKey{}).(*proxyReq); ok {
-		h.p.logConn("backend request failed", "id", pr.rc.ConnectionID, "route", pr.rc.RouteName,
+		h.px.logConn("backend request failed", "id", pr.rc.ConnectionID, "route", pr.rc.RouteName,
 			"method", r.Method, "path", r.URL.Path, "status", status, "err", err)
 	}
 	http.Error(w, fmt.Sprintf("%d %s", status, http.StatusText(status)), status)

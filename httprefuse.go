@@ -2,10 +2,14 @@ package smartproxy
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
+
 	"net/http"
 	"time"
+
+	"github.com/gosmartproxy/smartproxy/forwarding"
 )
 
 // refuseWait bounds how long a connection refused at admission on an
@@ -39,8 +43,7 @@ func refuseHTTPClient(conn net.Conn, err error) {
 	// Half-close first so the response is delivered even if the client's
 	// request was longer than what was read: closing with unread bytes
 	// would make the kernel send a reset that can overtake it.
-	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
-		_ = cw.CloseWrite()
+	if err := forwarding.CloseWrite(conn); !errors.Is(err, errors.ErrUnsupported) {
 		_, _ = conn.Read(buf[:])
 	}
 }

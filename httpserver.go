@@ -3,13 +3,10 @@ package smartproxy
 import (
 	"context"
 	"crypto/tls"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,20 +24,43 @@ import (
 
 // Timeouts of the HTTP layer.
 const (
-	// maxHTTPIdle caps the keep-alive idle time of client connections; a
-	// lower inactivity timeout lowers it further.
-	maxHTTPIdle = 2 * time.Minute
 	// terminatedSniffWait is how long a terminated TLS stream without
 	// ALPN is watched for an HTTP request line before it is forwarded as
 	// TCP (protocols where the server speaks first send nothing).
 	terminatedSniffWait = 500 * time.Millisecond
-	// maxHTTPHeaderBytes caps a request head.
+	// maxHTTPHeaderBytes caps a proxied request's head.
 	maxHTTPHeaderBytes = 64 << 10
 )
 
+// httpLimits bound what a client may take of an http.Server.
+type httpLimits struct {
+	// headTimeout bounds reading a request head once it has begun.
+	headTimeout time.Duration
+	// idleTimeout closes a keep-alive connection idle that long.
+	idleTimeout time.Duration
+	// maxHeaderBytes caps a request head.
+	maxHeaderBytes int
+}
+
+// newHTTPServer is the one http.Server setup of the proxy, shared by the
+// HTTP layer and HTTPServerHandler so that their limits cannot drift
+// apart again: only the handler, the base context and the limits differ.
+// Callers add their own connection tracking (ConnState, ConnContext) and,
+// for the HTTP layer, HTTP/2.
+func newHTTPServer(h http.Handler, base context.Context, lim httpLimits) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: lim.headTimeout,
+		IdleTimeout:       lim.idleTimeout,
+		MaxHeaderBytes:    lim.maxHeaderBytes,
+		BaseContext:       func(net.Listener) context.Context { return base },
+	}
+}
+
 // httpLayer is a proxy's HTTP server, reverse proxy and backend pools.
 type httpLayer struct {
-	p *Proxy
+	// px is all the layer knows of the proxy (httpseam.go).
+	px proxySeam
 	// idleTimeout is the keep-alive idle timeout; tests lower it before
 	// the first HTTP connection.
 	idleTimeout time.Duration
@@ -59,22 +79,22 @@ type httpLayer struct {
 	rp         *httputil.ReverseProxy
 }
 
-func newHTTPLayer(p *Proxy) *httpLayer {
-	idle := maxHTTPIdle
-	if in := p.opts.connectionConfig().InactivityTimeout; in > 0 && in < idle {
+func newHTTPLayer(px proxySeam) *httpLayer {
+	idle := httpIdleTimeout
+	if in := px.inactivityTimeout; in > 0 && in < idle {
 		idle = in
 	}
-	h := &httpLayer{p: p, idleTimeout: idle}
+	h := &httpLayer{px: px, idleTimeout: idle}
 	h.transports.h = h
-	h.h1 = h1client.New(h1client.Config{Dial: h.dialBackend, HeadTimeout: p.opts.ConnectTimeout})
+	h.h1 = h1client.New(h1client.Config{Dial: h.dialBackend, HeadTimeout: px.connectTimeout})
 	h.rp = newReverseProxy(h)
 	return h
 }
 
 // httpConn is what the HTTP layer knows of one client connection.
 type httpConn struct {
-	rc         RouteContext // connection info: port, client, SNI, TLS version, id
-	route      *Route       // the connection-level route (terminated TLS), nil for plain HTTP
+	rc         RouteContext  // connection info: port, client, SNI, TLS version, id
+	admission  connAdmission // which route's connection-level checks passed on accept
 	terminated bool
 	rec        *connection.Record
 	meter      *meterConn
@@ -97,7 +117,7 @@ func (h *httpLayer) serve(conn net.Conn, hc *httpConn) {
 	}
 	hc.done = make(chan struct{})
 	if hc.meter != nil {
-		hc.meter.wt = h.p.opts.writeTimeout()
+		hc.meter.wt = h.px.writeTimeout
 	}
 	h.conns.Store(conn, hc)
 	defer h.conns.Delete(conn)
@@ -127,7 +147,7 @@ func (h *httpLayer) listener() *chanListener {
 // (120 s by default) would let a client trickling a head hold a
 // connection for two minutes.
 func (h *httpLayer) headTimeout() time.Duration {
-	return min(h.p.opts.InitialDataTimeout, requestHeadTimeout)
+	return min(h.px.initialDataTimeout, requestHeadTimeout)
 }
 
 func (h *httpLayer) start() {
@@ -136,28 +156,26 @@ func (h *httpLayer) start() {
 	protos.SetHTTP2(true)
 	protos.SetUnencryptedHTTP2(true) // h2c with prior knowledge ("PRI * HTTP/2.0")
 	h.ln = newChanListener()
-	h.srv = &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: h.headTimeout(),
-		IdleTimeout:       h.idleTimeout,
-		MaxHeaderBytes:    maxHTTPHeaderBytes,
-		Protocols:         &protos,
-		ErrorLog:          slog.NewLogLogger(h.p.log.Handler(), slog.LevelDebug),
-		BaseContext:       func(net.Listener) context.Context { return h.p.baseCtx },
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if hc, ok := h.conns.Load(c); ok {
-				return context.WithValue(ctx, httpConnKey{}, hc)
-			}
-			return ctx
-		},
-		ConnState: h.connState,
-		HTTP2: &http.HTTP2Config{
-			MaxConcurrentStreams: h2MaxStreams,
-			// RFC 9113's default frame size rather than Go's 1 MiB: a
-			// larger frame is refused with FRAME_SIZE_ERROR, as clients
-			// (and h2spec) expect from a server that did not announce more.
-			MaxReadFrameSize: 16 << 10,
-		},
+	h.srv = newHTTPServer(h, h.px.baseCtx, httpLimits{
+		headTimeout:    h.headTimeout(),
+		idleTimeout:    h.idleTimeout,
+		maxHeaderBytes: maxHTTPHeaderBytes,
+	})
+	h.srv.Protocols = &protos
+	h.srv.ErrorLog = slog.NewLogLogger(h.px.log.Handler(), slog.LevelDebug)
+	h.srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		if hc, ok := h.conns.Load(c); ok {
+			return context.WithValue(ctx, httpConnKey{}, hc)
+		}
+		return ctx
+	}
+	h.srv.ConnState = h.connState
+	h.srv.HTTP2 = &http.HTTP2Config{
+		MaxConcurrentStreams: h2MaxStreams,
+		// RFC 9113's default frame size rather than Go's 1 MiB: a
+		// larger frame is refused with FRAME_SIZE_ERROR, as clients
+		// (and h2spec) expect from a server that did not announce more.
+		MaxReadFrameSize: 16 << 10,
 	}
 	h.serveDone = make(chan struct{})
 	srv, ln := h.srv, h.ln
@@ -267,124 +285,6 @@ func (l *chanListener) Close() error {
 }
 
 func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4zero} }
-
-// meterConn counts a client connection's bytes into its record, beneath
-// TLS when the proxy terminates it (http.Server needs the *tls.Conn
-// itself, for HTTP/2 and r.TLS). Counting starts once on is set, so
-// that paths counting on their own (the TCP copier, socket handlers)
-// are not counted twice.
-//
-// It also enforces the write-progress timeout (Options.WriteTimeout) on
-// every write to the client, h2 and TLS included: http.Server has no such
-// timeout (its WriteTimeout bounds a whole response), and HTTP/2's
-// WriteByteTimeout would clear the deadline after each write. The deadline
-// is moved lazily (see arm), so a write costs a clock read.
-type meterConn struct {
-	net.Conn
-	rec *connection.Record
-	on  atomic.Bool
-	// wt is the write-progress timeout, 0 for none; set by httpLayer.serve
-	// before the server writes anything.
-	wt time.Duration
-	// armed is when the deadline we set expires (ns on monoNow's clock);
-	// 0: none of ours is set; -1: the server set its own, which rules.
-	armed atomic.Int64
-}
-
-func (c *meterConn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
-	if n > 0 && c.on.Load() {
-		c.rec.AddIn(n)
-	}
-	return n, err
-}
-
-func (c *meterConn) Write(b []byte) (int, error) {
-	if c.wt <= 0 {
-		n, err := c.Conn.Write(b)
-		c.count(n)
-		return n, err
-	}
-	total := 0
-	for {
-		own := c.arm()
-		n, err := c.Conn.Write(b[total:])
-		c.count(n)
-		total += n
-		if err == nil || !own || !errors.Is(err, os.ErrDeadlineExceeded) {
-			return total, err
-		}
-		if n == 0 {
-			return total, fmt.Errorf("no write progress for %v: %w", c.wt, err)
-		}
-		// Bytes moved in the period: the rest gets a new one.
-		if a := c.armed.Load(); a > 0 {
-			c.armed.CompareAndSwap(a, 0)
-		}
-	}
-}
-
-func (c *meterConn) count(n int) {
-	if n > 0 && c.on.Load() {
-		c.rec.AddOut(n)
-	}
-}
-
-// arm moves the write deadline when it is nearer than 7/8 of wt, so that
-// a busy connection updates it about every wt/8 and each write starts with
-// at least 7/8 of wt ahead: a stalled client is cut between 7/8 of wt and
-// twice it after its last progress. It reports whether our deadline rules
-// (not one the server set).
-func (c *meterConn) arm() bool {
-	armed := c.armed.Load()
-	if armed < 0 {
-		return false
-	}
-	now := monoNow()
-	if armed-now >= int64(c.wt-c.wt/8) {
-		return true
-	}
-	if c.armed.CompareAndSwap(armed, now+int64(c.wt)) {
-		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.wt))
-	}
-	return true
-}
-
-// SetWriteDeadline lets the server's own deadlines rule while set; a zero
-// one (cleared) hands the deadline back to the write-progress timeout.
-func (c *meterConn) SetWriteDeadline(t time.Time) error {
-	c.noteDeadline(t)
-	return c.Conn.SetWriteDeadline(t)
-}
-
-// SetDeadline is SetWriteDeadline for both directions.
-func (c *meterConn) SetDeadline(t time.Time) error {
-	c.noteDeadline(t)
-	return c.Conn.SetDeadline(t)
-}
-
-func (c *meterConn) noteDeadline(t time.Time) {
-	if t.IsZero() {
-		c.armed.Store(0)
-	} else {
-		c.armed.Store(-1)
-	}
-}
-
-// monoBase anchors monoNow, a cheap monotonic clock for deadline
-// bookkeeping.
-var monoBase = time.Now()
-
-func monoNow() int64 { return int64(time.Since(monoBase)) }
-
-// CloseWrite half-closes when the conn beneath can; http.Server uses it
-// to close gracefully.
-func (c *meterConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
-}
 
 // tlsPeekConn is a terminated TLS stream whose first bytes were sniffed
 // (no ALPN). It is not a *tls.Conn, so it reports the TLS state itself:

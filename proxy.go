@@ -157,7 +157,7 @@ func New(opts Options) (*Proxy, error) {
 	}
 	p.baseCtx, p.cancelBase = context.WithCancel(context.Background())
 	p.health = balance.NewHealth(opts.Logger, p.dial) // checks dial as connections do
-	p.http = newHTTPLayer(p)
+	p.http = newHTTPLayer(newProxySeam(p))
 	p.set.Store(set)
 	return p, nil
 }

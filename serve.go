@@ -82,20 +82,47 @@ func clientAddrOf(conn net.Conn) netip.AddrPort {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
+// Connection ownership. Exactly one party finishes a connection
+// (finishConn: its record, then its sockets), once.
+//
+//   - serve owns every connection it accepts. One that Open refuses has
+//     no record and is closed at once; any other is finished by serve's
+//     deferred finish when serve returns. Whatever serve calls
+//     (terminate, forward, runHandler, the HTTP layer, which serve blocks
+//     on until its server is done with the conn) runs within serve and
+//     leaves finishing to it.
+//   - The one hand-over: forward with detach may start a detached pipe
+//     (Proxy.pipeDetached) that outlives serve; it then reports
+//     ownedByPipe, serve's finish does nothing, and the pipe's done
+//     callback finishes the connection when the pipe ends. The pipe
+//     counts as a handler (Proxy.handlers) until then, so Stop waits for
+//     it as for a serving goroutine.
+//   - Meanwhile the connection manager may close pc from another
+//     goroutine (timeouts, Stop): that only makes the owner's I/O fail;
+//     the owner still finishes.
+
+// connOwner is who finishes a connection (see Connection ownership).
+type connOwner int
+
+const (
+	ownedByServe connOwner = iota // serve's defer finishes it
+	ownedByPipe                   // a detached pipe's done callback finishes it
+)
+
+// finishConn is the end of every admitted connection, whoever owns it:
+// the record is closed first (the connection stops counting against the
+// limits and leaves the metrics' active set), then the sockets.
+func finishConn(conns ConnectionManager, rec *connection.Record, pc *proxiedConn) {
+	conns.Close(rec)
+	_ = pc.Close()
+}
+
 // serve runs one connection from accept to close: admission, routing,
 // security, then the route's action. With detach, a forwarded connection
-// may outlive serve: its pipe then owns the connection and closes it (see
-// Proxy.forward).
+// may outlive serve (see Connection ownership).
 func (p *Proxy) serve(conn net.Conn, port int, detach bool) {
 	client := clientAddrOf(conn)
 	pc := &proxiedConn{client: conn, initialDeadline: time.Now().Add(p.opts.InitialDataTimeout)}
-	detached := false
-	defer func() {
-		if !detached {
-			_ = pc.Close()
-		}
-	}()
-
 	set := p.set.Load()
 	rec, err := p.conns.Open(client, port, pc)
 	if err != nil {
@@ -103,11 +130,13 @@ func (p *Proxy) serve(conn net.Conn, port int, detach bool) {
 		if set.ports[port].plainHTTP {
 			refuseHTTPClient(conn, err)
 		}
+		_ = pc.Close()
 		return
 	}
+	owner := ownedByServe
 	defer func() {
-		if !detached {
-			p.conns.Close(rec)
+		if owner == ownedByServe {
+			finishConn(p.conns, rec, pc)
 		}
 	}()
 	// A connection accepted just before Stop closed the listeners can be
@@ -144,63 +173,61 @@ func (p *Proxy) serve(conn net.Conn, port int, detach bool) {
 			}
 		case streamHTTP:
 			if plan.plainHTTP {
+				// Plain HTTP is routed per request, checks included.
 				meter := &meterConn{Conn: peek, rec: rec}
 				meter.on.Store(true)
-				p.http.serve(meter, &httpConn{rc: *rc, rec: rec, meter: meter})
+				p.http.serve(meter, &httpConn{rc: *rc, admission: admissionDeferred, rec: rec, meter: meter})
 				return
 			}
 		}
 	}
-	q := MatchQuery{Port: port, Domain: rc.Domain, ClientIP: rc.ClientIP, TLSVersion: rc.TLSVersion}
-	route := set.matcher.Match(&q)
-	if route == nil || route.state == nil {
-		if rc.TLSVersion != 0 {
-			writeTLSAlert(conn, alertUnrecognizedName)
-		}
-		p.reject(client, port, rc.Domain, &RejectError{Reason: RejectNoRoute, IP: client.Addr()})
+	route, adm, ok := p.admitConn(set, conn, rec, rc)
+	if !ok {
 		return
 	}
-	rc.Route, rc.RouteName = route, route.Name
-	if deferChecksToRequests(route) {
-		// A terminating route with request criteria (path, headers,
-		// method) was chosen for its TLS settings only: which route a
-		// request belongs to is known per request, where the HTTP layer
-		// checks security and limits. Checking here would refuse a client
-		// for a path it never asks for.
-		p.terminate(set, pc, peek, rec, rc)
-		return
-	}
-	if err := p.sec.CheckConnection(rc); err != nil {
-		if rc.TLSVersion != 0 {
-			writeTLSAlert(conn, alertAccessDenied)
-		}
-		p.reject(client, port, rc.Domain, err)
-		return
-	}
-	if err := p.conns.AssignRouteLimits(rec, route.Name, rc.Domain, route.state.sec.routeLimits()); err != nil {
-		if rc.TLSVersion != 0 {
-			writeTLSAlert(conn, alertAccessDenied)
-		}
-		p.reject(client, port, rc.Domain, err)
-		return
-	}
-	p.logConn("connection routed", "id", rec.ID(), "client", client, "port", port, "domain", rc.Domain, "route", route.Name)
-
 	switch {
 	case route.state.tls != nil:
-		p.terminate(set, pc, peek, rec, rc)
+		p.terminate(set, pc, peek, rec, rc, adm)
 	case route.Action.Type == ActionForward:
-		detached = p.forward(pc, peek, rec, rc, detach)
+		owner = p.forward(pc, peek, rec, rc, detach)
 	case route.Action.Type == ActionSocketHandler:
 		p.runHandler(peek, rec, rc)
 	}
 }
 
-// deferChecksToRequests reports whether a connection matched to route is
-// checked per request instead of on accept (see serve).
-func deferChecksToRequests(route *Route) bool {
-	st := route.state
-	return st.tls != nil && st.http != nil && st.http.criteria && route.Action.Type == ActionForward
+// admitConn routes a connection on what is known on accept (port, SNI,
+// client) and runs the connection-level checks, unless the route defers
+// them to requests (admission.go). A refused connection gets, when it
+// speaks TLS, a fatal alert before it is closed, so that the client
+// reports a clear error instead of a bare reset; ok is false then.
+func (p *Proxy) admitConn(set *routeSet, conn net.Conn, rec *connection.Record, rc *RouteContext) (route *Route, adm connAdmission, ok bool) {
+	refuse := func(alert byte, err error) {
+		if rc.TLSVersion != 0 {
+			writeTLSAlert(conn, alert)
+		}
+		p.reject(rc.ClientAddr, rc.Port, rc.Domain, err)
+	}
+	q := MatchQuery{Port: rc.Port, Domain: rc.Domain, ClientIP: rc.ClientIP, TLSVersion: rc.TLSVersion}
+	route = set.matcher.Match(&q)
+	if route == nil || route.state == nil {
+		refuse(alertUnrecognizedName, &RejectError{Reason: RejectNoRoute, IP: rc.ClientIP})
+		return nil, admissionDeferred, false
+	}
+	rc.Route, rc.RouteName = route, route.Name
+	adm = admissionFor(route)
+	if adm.deferred() {
+		return route, adm, true
+	}
+	if err := p.sec.CheckConnection(rc); err != nil {
+		refuse(alertAccessDenied, err)
+		return nil, adm, false
+	}
+	if err := p.conns.AssignRouteLimits(rec, route.Name, rc.Domain, route.state.sec.routeLimits()); err != nil {
+		refuse(alertAccessDenied, err)
+		return nil, adm, false
+	}
+	p.logConn("connection routed", "id", rec.ID(), "client", rc.ClientAddr, "port", rc.Port, "domain", rc.Domain, "route", route.Name)
+	return route, adm, true
 }
 
 // add folds one route into the port's plan. A port serves plain HTTP

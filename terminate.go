@@ -29,7 +29,7 @@ import (
 // InitialDataTimeout and silence closes it; otherwise silence for 500 ms
 // means a protocol where the server speaks first and the stream is
 // forwarded as TCP.
-func (p *Proxy) terminate(set *routeSet, pc *proxiedConn, peek *forwarding.PeekConn, rec *connection.Record, rc *RouteContext) {
+func (p *Proxy) terminate(set *routeSet, pc *proxiedConn, peek *forwarding.PeekConn, rec *connection.Record, rc *RouteContext, adm connAdmission) {
 	route := rc.Route
 	rt := route.state.tls
 	cfg := rt.serverConfig(p.tlsBase, p.certs)
@@ -95,11 +95,7 @@ func (p *Proxy) terminate(set *routeSet, pc *proxiedConn, peek *forwarding.PeekC
 		}
 		if hconn != nil {
 			meter.on.Store(true)
-			admitted := route // the route the connection-level checks passed for
-			if deferChecksToRequests(route) {
-				admitted = nil // none ran: every request is checked in full
-			}
-			p.http.serve(hconn, &httpConn{rc: *rc, route: admitted, terminated: true, rec: rec, meter: meter})
+			p.http.serve(hconn, &httpConn{rc: *rc, admission: adm, terminated: true, rec: rec, meter: meter})
 			return
 		}
 		if h != nil && h.httpOnly {

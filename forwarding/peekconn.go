@@ -1,8 +1,6 @@
 package forwarding
 
 import (
-	"errors"
-	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -161,13 +159,8 @@ func (c *PeekConn) Unwrap() net.Conn { return c.Conn }
 
 // CloseWrite shuts down the writing side of the underlying connection if it supports it
 // (e.g. *net.TCPConn, *tls.Conn); otherwise it returns an error wrapping
-// errors.ErrUnsupported.
-func (c *PeekConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return fmt.Errorf("forwarding: %T has no CloseWrite: %w", c.Conn, errors.ErrUnsupported)
-}
+// errors.ErrUnsupported (see CloseWrite, the function).
+func (c *PeekConn) CloseWrite() error { return CloseWrite(c.Conn) }
 
 // Release hands the internal buffer back to the pool. It is a no-op while bytes are still
 // buffered, because dropping them would silently lose data; Read releases the buffer by

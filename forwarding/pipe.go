@@ -211,14 +211,9 @@ func (s *pipeState) end(dir Direction, dst net.Conn, err error) {
 		s.closeBoth()
 		return
 	}
-	cw := closeWriter(dst)
-	if cw == nil {
-		s.closeBoth() // cannot half-close: the best we can do is end both directions
-		return
-	}
-	if err := cw.CloseWrite(); err != nil {
+	if err := CloseWrite(dst); err != nil {
 		if errors.Is(err, errors.ErrUnsupported) {
-			s.closeBoth()
+			s.closeBoth() // cannot half-close: the best we can do is end both directions
 			return
 		}
 		s.fail(fmt.Errorf("forwarding: %s: half-close: %w", dir, err))
@@ -284,22 +279,4 @@ func (s *pipeState) closeBoth() {
 		s.dirs[ClientToBackend].wake()
 		s.dirs[BackendToClient].wake()
 	})
-}
-
-type closeWriterConn interface{ CloseWrite() error }
-
-// closeWriter finds a CloseWrite for c, looking through Unwrap wrappers (whose data path
-// splice bypasses anyway) so that such wrappers do not lose half-close. Nil if none.
-func closeWriter(c net.Conn) closeWriterConn {
-	for range maxUnwrap {
-		if cw, ok := c.(closeWriterConn); ok {
-			return cw
-		}
-		u, ok := c.(interface{ Unwrap() net.Conn })
-		if !ok {
-			return nil
-		}
-		c = u.Unwrap()
-	}
-	return nil
 }
