@@ -219,10 +219,16 @@ func (p *Proxy) runHandler(client net.Conn, rec *connection.Record, rc *RouteCon
 		// read them; their replay is not traffic.
 		conn.uncounted = len(rp.pending)
 	}
+	start := time.Now()
 	defer func() {
 		if v := recover(); v != nil {
 			p.log.Error("socket handler panicked", "id", rc.ConnectionID, "route", rc.RouteName, "panic", v, "stack", string(debug.Stack()))
 		}
+		// The counterpart of "connection routed", as forwarded
+		// connections log it when their pipe ends.
+		info := rec.Info()
+		p.logConn("connection closed", "id", rc.ConnectionID, "route", rc.RouteName, "handler", true,
+			"bytesIn", info.BytesIn, "bytesOut", info.BytesOut, "duration", time.Since(start))
 	}()
 	if err := rc.Route.Action.SocketHandler(ctx, conn, rc); err != nil {
 		p.log.Warn("socket handler failed", "id", rc.ConnectionID, "route", rc.RouteName, "err", err)

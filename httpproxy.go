@@ -57,10 +57,16 @@ func (h *httpLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			hc.finish()
 		}
 	}()
+	var pr *proxyReq
+	if h.px.detailed {
+		lr := &loggedResponse{ResponseWriter: w, start: time.Now()}
+		w = lr
+		defer func() { h.logRequest(lr, r, hc, pr) }()
+	}
 	if refuseFraming(w, r) {
 		return
 	}
-	pr := h.route(w, r, hc)
+	pr = h.route(w, r, hc)
 	if pr == nil || !h.admit(w, pr) || !h.check(w, pr) {
 		return
 	}
@@ -121,7 +127,7 @@ func (h *httpLayer) route(w http.ResponseWriter, r *http.Request, hc *httpConn) 
 	// generation is not covered by hc.admission, so admit checks it in full.
 	route := h.px.match(&q)
 	if route == nil || route.state == nil {
-		h.px.reject(hc.rc.ClientAddr, hc.rc.Port, host, &RejectError{Reason: RejectNoRoute, IP: hc.rc.ClientIP})
+		h.px.reject(refusal{client: hc.rc.ClientAddr, port: hc.rc.Port, domain: host, req: r}, &RejectError{Reason: RejectNoRoute, IP: hc.rc.ClientIP})
 		http.Error(w, "404 no route for this request", http.StatusNotFound)
 		return nil
 	}
@@ -134,6 +140,11 @@ func (h *httpLayer) route(w http.ResponseWriter, r *http.Request, hc *httpConn) 
 	return pr
 }
 
+// refusal is where a refusal of this request happened.
+func (pr *proxyReq) refusal() refusal {
+	return refusal{client: pr.hc.rc.ClientAddr, port: pr.hc.rc.Port, domain: pr.rc.Domain, route: pr.route.Name, req: pr.in}
+}
+
 // admit applies the connection checks to a request whose route is not the
 // one the connection was admitted for, and moves the connection record
 // to the request's route (its maxConnections and maxConnectionsPerIP count
@@ -144,14 +155,14 @@ func (h *httpLayer) admit(w http.ResponseWriter, pr *proxyReq) bool {
 	px, hc, route := &h.px, pr.hc, pr.route
 	if !hc.admission.covers(route) {
 		if err := px.admit(&pr.rc); err != nil {
-			px.reject(hc.rc.ClientAddr, hc.rc.Port, pr.rc.Domain, err)
+			px.reject(pr.refusal(), err)
 			writeHTTPReject(w, err)
 			return false
 		}
 	}
 	if hc.rec.Route() != route.Name || hc.rec.Domain() != pr.rc.Domain {
 		if err := px.assign(hc.rec, route.Name, pr.rc.Domain, route.state.sec.routeLimits()); err != nil {
-			px.reject(hc.rc.ClientAddr, hc.rc.Port, pr.rc.Domain, err)
+			px.reject(pr.refusal(), err)
 			writeHTTPReject(w, err)
 			return false
 		}
@@ -164,7 +175,7 @@ func (h *httpLayer) admit(w http.ResponseWriter, pr *proxyReq) bool {
 // 401/429 itself.
 func (h *httpLayer) check(w http.ResponseWriter, pr *proxyReq) bool {
 	if err := pr.route.state.sec.checkHTTP(w, pr.in, pr.rc.ClientIP, time.Now()); err != nil {
-		h.px.reject(pr.hc.rc.ClientAddr, pr.hc.rc.Port, pr.rc.Domain, err)
+		h.px.reject(pr.refusal(), err)
 		return false
 	}
 	return true

@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"net"
-	"net/netip"
 	"time"
 
 	"github.com/gosmartproxy/smartproxy/connection"
@@ -34,8 +33,10 @@ type proxySeam struct {
 	// assign moves the connection's record to a route's limits
 	// (maxConnections, maxConnectionsPerIP, connection rate).
 	assign func(rec *connection.Record, route, domain string, lim connection.RouteLimits) error
+	// detailed: enableDetailedLogging, which adds a line per request.
+	detailed bool
 	// reject counts and logs one refusal (the rejection log).
-	reject func(client netip.AddrPort, port int, domain string, err error)
+	reject func(at refusal, err error)
 
 	// runHandler runs a socket-handler route's handler on a handed-over
 	// request's stream, as serve would on a connection.
@@ -103,6 +104,7 @@ func newProxySeam(p *Proxy) proxySeam {
 		succeeded:          p.health.Succeeded,
 		failed:             p.health.Failed,
 		logConn:            p.logConn,
+		detailed:           p.opts.EnableDetailedLogging,
 		log:                p.log,
 		baseCtx:            p.baseCtx,
 		connectTimeout:     p.opts.ConnectTimeout,

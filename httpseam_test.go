@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,7 +25,7 @@ func TestHTTPLayerNeedsOnlyItsSeam(t *testing.T) {
 			matched.Add(1)
 			return nil
 		},
-		reject:             func(netip.AddrPort, int, string, error) { rejected.Add(1) },
+		reject:             func(refusal, error) { rejected.Add(1) },
 		logConn:            func(string, ...any) {},
 		log:                slog.New(slog.DiscardHandler),
 		baseCtx:            context.Background(),

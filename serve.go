@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"sync"
 	"time"
@@ -126,7 +127,7 @@ func (p *Proxy) serve(conn net.Conn, port int, detach bool) {
 	set := p.set.Load()
 	rec, err := p.conns.Open(client, port, pc)
 	if err != nil {
-		p.reject(client, port, "", err)
+		p.reject(refusal{client: client, port: port}, err)
 		if set.ports[port].plainHTTP {
 			refuseHTTPClient(conn, err)
 		}
@@ -205,7 +206,7 @@ func (p *Proxy) admitConn(set *routeSet, conn net.Conn, rec *connection.Record, 
 		if rc.TLSVersion != 0 {
 			writeTLSAlert(conn, alert)
 		}
-		p.reject(rc.ClientAddr, rc.Port, rc.Domain, err)
+		p.reject(refusal{client: rc.ClientAddr, port: rc.Port, domain: rc.Domain, route: rc.RouteName}, err)
 	}
 	q := MatchQuery{Port: rc.Port, Domain: rc.Domain, ClientIP: rc.ClientIP, TLSVersion: rc.TLSVersion}
 	route = set.matcher.Match(&q)
@@ -273,20 +274,47 @@ func (p *Proxy) readHello(peek *forwarding.PeekConn, rc *RouteContext, deadline 
 // reject log (rejections come in floods under attack: the first of a
 // burst is logged, the rest summarised). Detailed logging adds a debug
 // line per refusal.
-func (p *Proxy) reject(client netip.AddrPort, port int, domain string, err error) {
-	route := ""
+func (p *Proxy) reject(at refusal, err error) {
+	route := at.route
 	var re *RejectError
 	var le *connection.LimitError
 	switch {
 	case errors.As(err, &re):
-		route = re.Route
-	case errors.As(err, &le):
+		if e, ok := err.(*RejectError); ok && e.Route == "" && route != "" {
+			// HTTP checks refuse without knowing the route: name it in a
+			// copy (the error may be a checker's own value).
+			c := *e
+			c.Route = route
+			err = &c
+		}
+		if re.Route != "" {
+			route = re.Route
+		}
+	case errors.As(err, &le) && le.Route != "":
 		route = le.Route
 	}
-	p.rejects.reject(rejectReasonOf(err), route, client.Addr(), err)
-	if p.opts.EnableDetailedLogging {
-		p.log.Log(p.baseCtx, slog.LevelDebug, "connection rejected", "client", client, "port", port, "domain", domain, "err", err)
+	p.rejects.reject(rejectReasonOf(err), route, at.client.Addr(), err)
+	if !p.opts.EnableDetailedLogging {
+		return
 	}
+	if at.req != nil {
+		p.log.Log(p.baseCtx, slog.LevelInfo, "request rejected", "client", at.client, "port", at.port, "domain", at.domain,
+			"route", route, "method", at.req.Method, "path", at.req.URL.EscapedPath(), "err", err)
+		return
+	}
+	p.log.Log(p.baseCtx, slog.LevelInfo, "connection rejected", "client", at.client, "port", at.port, "domain", at.domain, "route", route, "err", err)
+}
+
+// refusal says where a refusal happened, for the rejection log.
+type refusal struct {
+	client netip.AddrPort
+	port   int
+	domain string
+	// route names the route that refused when the error does not (HTTP
+	// checks run after matching and their errors carry no route).
+	route string
+	// req is the refused request on the HTTP layer; nil for a connection.
+	req *http.Request
 }
 
 func (p *Proxy) logConn(msg string, args ...any) {
