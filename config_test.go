@@ -100,7 +100,7 @@ func TestParseConfigJSONAndYAMLAgree(t *testing.T) {
 func TestParseConfigErrors(t *testing.T) {
 	t.Parallel()
 	tests := []struct{ name, doc, want string }{
-		{"unknown route field", `{"routes":[{"name":"a","match":{"ports":1},"action":{"type":"forward"},"colour":1}]}`, `routes[0] ("a"): json: unknown field "colour"`},
+		{"unknown route field", `{"routes":[{"name":"a","match":{"ports":1},"action":{"type":"forward"},"colour":1}]}`, `routes[0] ("a"): unknown field "colour"`},
 		{"unknown nested field", `{"routes":[{"name":"a","match":{"ports":1,"domain":"x"},"action":{"type":"forward"}}]}`, `unknown field "domain"`},
 		{"unknown top field", `{"routes":[],"bogus":1}`, `unknown field "bogus"`},
 		{"bad port", `{"routes":[{"name":"a","match":{"ports":"eighty"},"action":{"type":"forward"}}]}`, `port must be an integer or {from,to}`},

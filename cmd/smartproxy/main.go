@@ -3,6 +3,11 @@
 //
 //	smartproxy -config proxy.yaml          # run; SIGHUP reloads routes, SIGINT/SIGTERM drain and exit
 //	smartproxy -config proxy.yaml -check   # validate and exit (non-zero with the errors)
+//	smartproxy -config proxy.conf -format yaml   # a file not named .json, .yaml or .yml
+//
+// The format follows the file's extension: .json is JSON, .yaml and .yml
+// are YAML. A file with any other name is refused unless -format json or
+// -format yaml says what it holds.
 //
 // SIGHUP re-reads the file and applies its routes without dropping open
 // connections; a file that does not parse or validate keeps the running
@@ -14,7 +19,12 @@
 //
 // The file must hold one JSON or YAML document (trailing data or a second
 // document is an error) and be a regular file of at most 16 MiB; numbers
-// must fit their fields. Relative certFile, keyFile and caFile paths are
+// must fit their fields. Every mistake in the file is reported, one a
+// line, each with its JSON path (routes[2].action.targets[0].port) and,
+// for YAML, its line and column; fields of the TS schema this library
+// does not implement are refused saying why, and a misspelt field gets
+// the nearest known name. Two routes of the same name are refused, naming
+// both indices. Relative certFile, keyFile and caFile paths are
 // resolved against the config file's directory, so the file and its
 // certificates can move together and the proxy can start from any
 // working directory.
@@ -53,6 +63,7 @@ func run(args []string, stderr io.Writer, ready chan<- *smartproxy.Proxy) int {
 	fs := flag.NewFlagSet("smartproxy", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "config file (.json, .yaml or .yml)")
+	formatName := fs.String("format", "", "config file format, json or yaml (default: by the file's extension)")
 	check := fs.Bool("check", false, "validate the config file and exit")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logJSON := fs.Bool("log-json", false, "log as JSON instead of text")
@@ -74,6 +85,17 @@ func run(args []string, stderr io.Writer, ready chan<- *smartproxy.Proxy) int {
 		fs.Usage()
 		return 2
 	}
+	var format smartproxy.ConfigFormat
+	switch strings.ToLower(*formatName) {
+	case "":
+	case "json":
+		format = smartproxy.FormatJSON
+	case "yaml", "yml":
+		format = smartproxy.FormatYAML
+	default:
+		fmt.Fprintf(stderr, "smartproxy: -format: want json or yaml, got %q\n", *formatName)
+		return 2
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		fmt.Fprintf(stderr, "smartproxy: -log-level: %v\n", err)
@@ -86,9 +108,13 @@ func run(args []string, stderr io.Writer, ready chan<- *smartproxy.Proxy) int {
 	}
 	log := slog.New(handler)
 
-	cfg, err := smartproxy.LoadConfig(*configPath)
+	cfg, err := smartproxy.LoadConfigFormat(*configPath, format)
 	if err != nil {
-		fmt.Fprintf(stderr, "smartproxy: %v\n", err)
+		// One mistake a line, each naming the file, so that every line
+		// reads on its own (and editors can jump to it).
+		for line := range strings.SplitSeq(err.Error(), "\n") {
+			fmt.Fprintf(stderr, "smartproxy: %s\n", line)
+		}
 		return 1
 	}
 	opts := cfg.Options()
@@ -110,7 +136,7 @@ func run(args []string, stderr io.Writer, ready chan<- *smartproxy.Proxy) int {
 		fmt.Fprintf(stderr, "%s: OK (%d routes)\n", *configPath, len(opts.Routes))
 		return 0
 	}
-	if err := serve(*configPath, cfg, opts, log, ready); err != nil {
+	if err := serve(*configPath, format, cfg, opts, log, ready); err != nil {
 		log.Error("exiting", "err", err)
 		return 1
 	}
@@ -127,7 +153,7 @@ func readableDurations(_ []string, a slog.Attr) slog.Attr {
 }
 
 // serve runs the proxy until SIGINT or SIGTERM, reloading routes on SIGHUP.
-func serve(path string, cfg *smartproxy.Config, opts smartproxy.Options, log *slog.Logger, ready chan<- *smartproxy.Proxy) error {
+func serve(path string, format smartproxy.ConfigFormat, cfg *smartproxy.Config, opts smartproxy.Options, log *slog.Logger, ready chan<- *smartproxy.Proxy) error {
 	p, err := smartproxy.New(opts)
 	if err != nil {
 		return err
@@ -148,7 +174,7 @@ func serve(path string, cfg *smartproxy.Config, opts smartproxy.Options, log *sl
 	settings := settingsOf(cfg)
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
-			reload(p, path, settings, log)
+			reload(p, path, format, settings, log)
 			continue
 		}
 		return shutdown(p, sig, sigs, shutdownTimeout(opts), log)
@@ -207,8 +233,8 @@ func settingsOf(cfg *smartproxy.Config) []byte {
 
 // reload re-reads the config file and applies its routes; a bad file
 // keeps the running routes and says why.
-func reload(p *smartproxy.Proxy, path string, settings []byte, log *slog.Logger) {
-	cfg, err := smartproxy.LoadConfig(path)
+func reload(p *smartproxy.Proxy, path string, format smartproxy.ConfigFormat, settings []byte, log *slog.Logger) {
+	cfg, err := smartproxy.LoadConfigFormat(path, format)
 	if err == nil {
 		err = p.UpdateRoutes(cfg.Routes)
 	}
