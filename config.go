@@ -236,7 +236,7 @@ func ParseConfig(data []byte, format ConfigFormat) (*Config, error) {
 	}
 	routes, ok := top["routes"].([]any)
 	if !ok && top["routes"] != nil {
-		d.failf("routes", "routes must be a list, got %s (in YAML, each route starts with \"- \")", describe(top["routes"]))
+		d.failf("routes", "want a list, got %s (in YAML, each route starts with \"- \")", describe(top["routes"]))
 		return nil, d.sorted()
 	}
 	if _, present := top["routes"]; !present {

@@ -198,7 +198,7 @@ func TestParseConfigIdleParkAfter(t *testing.T) {
 func TestParseConfigRoutesMustBeAList(t *testing.T) {
 	t.Parallel()
 	_, err := ParseConfig([]byte("routes:\n  name: a\n  match: {ports: 80}\n"), FormatYAML)
-	require.ErrorContains(t, err, "routes must be a list")
+	require.EqualError(t, err, `line 2 col 3: routes: want a list, got an object (in YAML, each route starts with "- ")`)
 	_, err = ParseConfig([]byte(`{}`), FormatJSON)
 	require.ErrorContains(t, err, `config has no "routes" list`)
 	c, err := ParseConfig([]byte(`{"routes": []}`), FormatJSON)
