@@ -43,6 +43,28 @@ type Config struct {
 	KeepAliveInitialDelay         *Millis                       `json:"keepAliveInitialDelay,omitempty"`
 	EnableDetailedLogging         bool                          `json:"enableDetailedLogging,omitempty"`
 	WriteTimeout                  *Millis                       `json:"writeTimeout,omitempty"`
+
+	// pos is where each value was in the YAML document, by JSON path.
+	pos map[string]docPos
+}
+
+// Position returns the line and column (1-based) where the value at a
+// JSON path such as "routes[2].match.ports[0]" starts in the YAML
+// document the config was read from, or of the nearest enclosing value
+// that has one (so that a mistake found later, by validation, can be
+// located: RouteError's Field under "routes[N]."). It returns 0, 0 for
+// a JSON document or a Config built in code.
+func (c *Config) Position(path string) (line, col int) {
+	for {
+		if p, ok := c.pos[path]; ok {
+			return p.line, p.col
+		}
+		cut := strings.LastIndexAny(path, ".[")
+		if cut <= 0 {
+			return 0, 0
+		}
+		path = path[:cut]
+	}
 }
 
 // Millis is a duration written in milliseconds, as the TS library does
@@ -272,6 +294,7 @@ func ParseConfig(data []byte, format ConfigFormat) (*Config, error) {
 	if len(d.errs) > 0 {
 		return nil, d.sorted()
 	}
+	cfg.pos = d.pos
 	return &cfg, nil
 }
 

@@ -70,6 +70,8 @@ func TestParseConfigJSONAndYAMLAgree(t *testing.T) {
 	require.NoError(t, err)
 	fromYAML, err := ParseConfig([]byte(sampleYAML), FormatYAML)
 	require.NoError(t, err)
+	require.NotZero(t, fromYAML.pos) // the positions, for errors
+	fromYAML.pos = nil
 	require.Equal(t, fromJSON, fromYAML)
 
 	c := fromJSON

@@ -254,3 +254,32 @@ func TestLoadConfigFormatByExtensionOrGiven(t *testing.T) {
 		require.True(t, strings.HasPrefix(l, bad+": line "), l)
 	}
 }
+
+// TestConfigPosition: a YAML config knows where each value was, so that
+// errors found later (validation) can be located; the nearest enclosing
+// value answers for a path with no value of its own; JSON and configs
+// built in code know nothing.
+func TestConfigPosition(t *testing.T) {
+	t.Parallel()
+	c, err := ParseConfig([]byte(sampleYAML), FormatYAML)
+	require.NoError(t, err)
+	for path, want := range map[string][2]int{
+		"routes[1].match.ports[1].to":         {12, 36},
+		"routes[0].action.targets[0].host":    {9, 24},
+		"routes[0].action.targets[0].port":    {9, 52},
+		"routes[0].action.targets[0].host[1]": {9, 35},
+		"routes[0].action.targets[0].host[7]": {9, 24}, // none: its list
+		"maxConnectionsPerIP":                 {25, 22},
+		"routes[2]":                           {16, 5},
+		"nowhere":                             {0, 0},
+	} {
+		line, col := c.Position(path)
+		require.Equal(t, want, [2]int{line, col}, path)
+	}
+	c, err = ParseConfig([]byte(sampleJSON), FormatJSON)
+	require.NoError(t, err)
+	line, col := c.Position("routes[0].name")
+	require.Zero(t, line+col)
+	line, col = (&Config{}).Position("routes")
+	require.Zero(t, line+col)
+}

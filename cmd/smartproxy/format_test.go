@@ -84,3 +84,39 @@ inactivityTimeout: 5s
 		`smartproxy: ` + path + `: line 10 col 20: inactivityTimeout: want milliseconds as a number, got a string "5s"`,
 	}, "\n")+"\n", stderr)
 }
+
+// TestCheckLocatesValidationErrors: a YAML file's validation errors (found
+// by New, after parsing) carry the line and column of their field; a JSON
+// file's read as before.
+func TestCheckLocatesValidationErrors(t *testing.T) {
+	dir := t.TempDir()
+	path := writeFile(t, dir, "invalid.yaml", `routes:
+  - name: web
+    match:
+      ports: [80, 70000]
+    action: {type: forward, targets: [{host: "127.0.0.1:80", port: 80}]}
+  - match: {ports: 81}
+    action: {type: forward, targets: [{host: 10.0.0.1, port: 0}]}
+defaults:
+  security:
+    ipAllowList: [bogus]
+`)
+	code, stderr := runOnce(t, "-check", "-config", path)
+	require.Equal(t, 1, code, stderr)
+	prefix := "smartproxy: " + path + ": "
+	for _, want := range []string{
+		prefix + `line 10 col 18: defaults.security.ipAllowList: ip pattern "bogus"`,
+		prefix + `line 4 col 19: route "web": match.ports[1]: port 70000 out of range`,
+		prefix + `line 5 col 46: route "web": action.targets[0].host[0]: invalid host "127.0.0.1:80"`,
+		prefix + `line 6 col 5: route #1: name: is required`,
+		prefix + `line 7 col 62: route #1: action.targets[0].port: port 0 out of range`,
+	} {
+		require.Contains(t, stderr, want+"")
+	}
+	require.Equal(t, 5, strings.Count(stderr, "\n"), stderr)
+
+	path = writeFile(t, dir, "invalid.json", `{"routes": [{"name": "web", "match": {"ports": 70000}, "action": {"type": "forward", "targets": [{"host": "127.0.0.1", "port": 80}]}}]}`)
+	code, stderr = runOnce(t, "-check", "-config", path)
+	require.Equal(t, 1, code, stderr)
+	require.Equal(t, prefix[:len("smartproxy: ")]+path+`: invalid routes: route "web": match.ports[0]: port 70000 out of range 1-65535`+"\n", stderr)
+}

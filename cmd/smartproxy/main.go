@@ -45,11 +45,13 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/gosmartproxy/smartproxy"
+	"github.com/gosmartproxy/smartproxy/schema"
 )
 
 func main() {
@@ -123,6 +125,12 @@ func run(args []string, stderr io.Writer, ready chan<- *smartproxy.Proxy) int {
 		// New validates everything Start would, without opening ports.
 		p, err := smartproxy.New(opts)
 		if err != nil {
+			if lines, ok := locate(cfg, err); ok {
+				for _, l := range lines {
+					fmt.Fprintf(stderr, "smartproxy: %s: %s\n", *configPath, l)
+				}
+				return 1
+			}
 			// The library's own "smartproxy: " prefix would repeat ours.
 			fmt.Fprintf(stderr, "smartproxy: %s: %s\n", *configPath, strings.TrimPrefix(err.Error(), "smartproxy: "))
 			return 1
@@ -141,6 +149,65 @@ func run(args []string, stderr io.Writer, ready chan<- *smartproxy.Proxy) int {
 		return 1
 	}
 	return 0
+}
+
+// locate writes the validation errors of a YAML config one a line, each
+// with the line and column of its field ("line 7 col 15: route "web":
+// match.ports[0]: ..."). ok is false, and err is best written as it is,
+// when err holds anything but route and field errors or when no field
+// has a position (a JSON file).
+func locate(cfg *smartproxy.Config, err error) (lines []string, ok bool) {
+	var multi interface{ Unwrap() []error }
+	if !errors.As(err, &multi) {
+		return nil, false
+	}
+	found := false
+	for _, e := range multi.Unwrap() {
+		path := ""
+		var re *smartproxy.RouteError
+		var fe *schema.FieldError
+		switch {
+		case errors.As(e, &re):
+			i, ok := routeIndex(cfg, re.Route)
+			if !ok {
+				return nil, false
+			}
+			path = fmt.Sprintf("routes[%d]", i)
+			if re.Field != "" {
+				path += "." + re.Field
+			}
+		case errors.As(e, &fe):
+			path = fe.Field
+		default:
+			return nil, false
+		}
+		if line, col := cfg.Position(path); line > 0 {
+			found = true
+			lines = append(lines, fmt.Sprintf("line %d col %d: %v", line, col, e))
+		} else {
+			lines = append(lines, e.Error())
+		}
+	}
+	return lines, found
+}
+
+// routeIndex finds the route a RouteError names: "web" (quoted) by its
+// name, which ParseConfig keeps unique, or #N by its index.
+func routeIndex(cfg *smartproxy.Config, label string) (int, bool) {
+	if n, ok := strings.CutPrefix(label, "#"); ok {
+		i, err := strconv.Atoi(n)
+		return i, err == nil && i >= 0 && i < len(cfg.Routes)
+	}
+	name, err := strconv.Unquote(label)
+	if err != nil {
+		return 0, false
+	}
+	for i := range cfg.Routes {
+		if cfg.Routes[i].Name == name {
+			return i, true
+		}
+	}
+	return 0, false
 }
 
 // readableDurations writes durations as "1.5s" rather than slog's JSON
