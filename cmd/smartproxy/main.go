@@ -23,11 +23,13 @@
 // line, each with its JSON path (routes[2].action.targets[0].port) and,
 // for YAML, its line and column; fields of the TS schema this library
 // does not implement are refused saying why, and a misspelt field gets
-// the nearest known name. Two routes of the same name are refused, naming
-// both indices. Relative certFile, keyFile and caFile paths are
-// resolved against the config file's directory, so the file and its
-// certificates can move together and the proxy can start from any
-// working directory.
+// the nearest known name. Two routes of the same name are refused,
+// naming both indices. -check locates the validation errors of a YAML
+// file too ("line 7 col 62: route #1: action.targets[0].port: ...").
+//
+// Relative certFile, keyFile and caFile paths are resolved against the
+// config file's directory, so the file and its certificates can move
+// together and the proxy can start from any working directory.
 //
 // Exit status: 0 after a clean or timed-out drain and for a valid -check,
 // 1 when the config is invalid or the proxy cannot start, 2 for usage
