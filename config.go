@@ -43,6 +43,28 @@ type Config struct {
 	KeepAliveInitialDelay         *Millis                       `json:"keepAliveInitialDelay,omitempty"`
 	EnableDetailedLogging         bool                          `json:"enableDetailedLogging,omitempty"`
 	WriteTimeout                  *Millis                       `json:"writeTimeout,omitempty"`
+
+	// pos is where each value was in the YAML document, by JSON path.
+	pos map[string]docPos
+}
+
+// Position returns the line and column (1-based) where the value at a
+// JSON path such as "routes[2].match.ports[0]" starts in the YAML
+// document the config was read from, or of the nearest enclosing value
+// that has one (so that a mistake found later, by validation, can be
+// located: RouteError's Field under "routes[N]."). It returns 0, 0 for
+// a JSON document or a Config built in code.
+func (c *Config) Position(path string) (line, col int) {
+	for {
+		if p, ok := c.pos[path]; ok {
+			return p.line, p.col
+		}
+		cut := strings.LastIndexAny(path, ".[")
+		if cut <= 0 {
+			return 0, 0
+		}
+		path = path[:cut]
+	}
 }
 
 // Millis is a duration written in milliseconds, as the TS library does
@@ -120,20 +142,41 @@ func (c *Config) Options() Options {
 	return o
 }
 
-// LoadConfig reads a JSON (.json) or YAML (.yaml, .yml) config file. The
-// file must be a regular file of at most 16 MiB. Relative certFile,
-// keyFile and caFile paths in it are resolved against the directory of
-// the config file, not the working directory, so a config and its
-// certificates can be moved together and the proxy started from
-// anywhere. (Routes built in code, or parsed with ParseConfig, keep
-// relative paths as written: they resolve against the working directory.)
+// LoadConfig reads a JSON (.json) or YAML (.yaml, .yml) config file; a
+// file with another extension is an error (LoadConfigFormat reads it
+// when the caller knows its format). The file must be a regular file of
+// at most 16 MiB. Relative certFile, keyFile and caFile paths in it are
+// resolved against the directory of the config file, not the working
+// directory, so a config and its certificates can be moved together and
+// the proxy started from anywhere. (Routes built in code, or parsed with
+// ParseConfig, keep relative paths as written: they resolve against the
+// working directory.) Mistakes in the document are returned as
+// ConfigErrors, each naming the file.
 func LoadConfig(path string) (*Config, error) {
+	return LoadConfigFormat(path, "")
+}
+
+// LoadConfigFormat is LoadConfig for a file in the given format whatever
+// its name; an empty format picks it by extension as LoadConfig does.
+func LoadConfigFormat(path string, format ConfigFormat) (*Config, error) {
 	data, err := readLimitedFile("config file", path, maxConfigFileBytes)
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := ParseConfig(data, formatOfPath(path))
+	if format == "" {
+		if format, err = formatOfPath(path); err != nil {
+			return nil, err
+		}
+	}
+	cfg, err := ParseConfig(data, format)
 	if err != nil {
+		var ce ConfigErrors
+		if errors.As(err, &ce) {
+			for _, e := range ce {
+				e.File = path
+			}
+			return nil, ce
+		}
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	cfg.resolvePaths(filepath.Dir(path))
@@ -169,94 +212,104 @@ type ConfigFormat string
 const (
 	// FormatJSON is a JSON document (RFC 8259).
 	FormatJSON ConfigFormat = "json"
-	// FormatYAML is a YAML 1.2 document; it is read into the same generic
-	// value as JSON and checked the same way.
+	// FormatYAML is a YAML 1.2 document (anchors, aliases and "<<" merge
+	// keys included); it is read into the same generic value as JSON and
+	// checked the same way, keeping each value's line and column for the
+	// errors.
 	FormatYAML ConfigFormat = "yaml"
 )
 
-// formatOfPath is LoadConfig's choice of format: YAML for .yaml and .yml,
-// JSON for anything else.
-func formatOfPath(path string) ConfigFormat {
+// formatOfPath is LoadConfig's choice of format: FormatJSON for .json,
+// FormatYAML for .yaml and .yml (in any case). Any other name is an
+// error rather than a guess: a YAML file read as JSON fails with a
+// confusing syntax error, and one read as YAML may mean something else.
+func formatOfPath(path string) (ConfigFormat, error) {
 	switch strings.ToLower(filepath.Ext(path)) {
+	case ".json":
+		return FormatJSON, nil
 	case ".yaml", ".yml":
-		return FormatYAML
+		return FormatYAML, nil
 	}
-	return FormatJSON
+	return "", fmt.Errorf("%s: cannot tell the config format from the file name: name it .json, .yaml or .yml, or give the format (smartproxy -format json|yaml)", path)
 }
 
 // ParseConfig parses a config document in the given format (FormatJSON
-// or FormatYAML; anything else is an error). Unknown fields are errors that name the field; fields the TS
-// schema has but this library does not implement are refused with a
-// message saying so, rather than silently ignored. The data must hold
-// exactly one document: trailing data or a second YAML document is an
-// error rather than silently ignored. Numbers must fit the field they set
-// (whole numbers for counts and milliseconds, no overflow of a duration),
-// and limits must not be negative; every such mistake is reported, each
-// with its JSON path.
+// or FormatYAML; anything else is an error). The data must hold exactly
+// one document: trailing data or a second YAML document is an error
+// rather than silently ignored. Every mistake in the document is
+// reported, not only the first, as ConfigErrors: each names its JSON path
+// (routes[2].action.targets[0].port, with the route's name after its
+// index) and, in YAML, its line and column, and says what was wanted and
+// what was given rather than naming Go types. Unknown fields are errors,
+// with the nearest known name when one is close; fields the TS schema
+// has but this library does not implement are refused saying why and
+// what to use instead; two routes of the same name are refused. Numbers
+// must fit the field they set (whole numbers for counts and
+// milliseconds, no overflow of a duration), and limits must not be
+// negative.
 func ParseConfig(data []byte, format ConfigFormat) (*Config, error) {
-	doc, err := decodeOne(data, format)
+	doc, d, err := decodeOne(data, format)
 	if err != nil {
 		return nil, err
 	}
 	top, ok := doc.(map[string]any)
 	if !ok {
-		return nil, errors.New("config must be an object with a \"routes\" list")
-	}
-	if err := checkUnsupported(top); err != nil {
-		return nil, err
+		return nil, ConfigErrors{{Line: d.pos[""].line, Column: d.pos[""].col, Err: errors.New("config must be an object with a \"routes\" list")}}
 	}
 	routes, ok := top["routes"].([]any)
 	if !ok && top["routes"] != nil {
-		return nil, fmt.Errorf("routes must be a list, got %T (in YAML, each route starts with \"- \")", top["routes"])
+		d.failf("routes", "want a list, got %s (in YAML, each route starts with \"- \")", describe(top["routes"]))
+		return nil, d.sorted()
 	}
 	if _, present := top["routes"]; !present {
-		return nil, errors.New("config has no \"routes\" list (write \"routes: []\" for a proxy without routes)")
+		return nil, ConfigErrors{{Err: errors.New("config has no \"routes\" list (write \"routes: []\" for a proxy without routes)")}}
 	}
-	delete(top, "routes")
-	var errs []error
-	var cfg Config
-	// Each part is decoded only when its numbers are sound: the decoder's
-	// own error for the same value would repeat the mistake less clearly.
-	nc := &numberChecker{}
-	nc.check(top, reflect.TypeFor[Config](), "")
-	if nc.Errors() != nil {
-		errs = append(errs, nc.Errors().Unwrap()...)
-	} else if err := strictDecode(top, &cfg); err != nil {
-		errs = append(errs, err)
-	} else {
-		errs = append(errs, cfg.checkLimits()...)
-	}
+	d.names = make(map[int]string, len(routes))
+	first := make(map[string]int, len(routes))
 	for i, raw := range routes {
-		at := fmt.Sprintf("routes[%d]%s", i, nameOf(raw))
-		nc := &numberChecker{}
-		raw = nc.check(raw, reflect.TypeFor[Route](), at)
-		if nc.Errors() != nil {
-			errs = append(errs, nc.Errors().Unwrap()...)
+		m, _ := raw.(map[string]any)
+		name, ok := m["name"].(string)
+		if !ok {
 			continue
 		}
-		var r Route
-		if err := strictDecode(raw, &r); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", at, err))
-			continue
+		d.names[i] = name
+		// Validation refuses a second route of the same name too; here
+		// the message can name both places.
+		if j, dup := first[name]; dup {
+			d.failf(fmt.Sprintf("routes[%d].name", i), "duplicate name: routes[%d] is also %q (route names must be unique)", j, name)
+		} else {
+			first[name] = i
 		}
-		cfg.Routes = append(cfg.Routes, r)
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	var cfg Config
+	d.value(top, reflect.ValueOf(&cfg).Elem(), "")
+	for _, e := range cfg.checkLimits() {
+		var fe *schema.FieldError
+		if errors.As(e, &fe) {
+			d.fail(fe.Field, fe.Err)
+		} else {
+			d.fail("", e)
+		}
 	}
+	if len(d.errs) > 0 {
+		return nil, d.sorted()
+	}
+	cfg.pos = d.pos
 	return &cfg, nil
 }
 
 // decodeOne decodes the single document of data into a generic value,
-// numbers as json.Number for JSON.
-func decodeOne(data []byte, format ConfigFormat) (any, error) {
-	var doc any
+// numbers as json.Number for JSON, and returns a decoder that knows the
+// values' positions (for YAML).
+func decodeOne(data []byte, format ConfigFormat) (any, *configDecoder, error) {
+	d := &configDecoder{}
 	switch format {
 	case FormatJSON:
 	case FormatYAML:
 		dec := yaml.NewDecoder(bytes.NewReader(data))
-		if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("parsing YAML: %w", err)
+		var root yaml.Node
+		if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
+			return nil, nil, fmt.Errorf("parsing YAML: %w", err)
 		}
 		// A second document would be ignored: the proxy would run a
 		// config other than the one the file shows. Empty documents (a
@@ -265,27 +318,41 @@ func decodeOne(data []byte, format ConfigFormat) (any, error) {
 			var extra yaml.Node
 			err := dec.Decode(&extra)
 			if errors.Is(err, io.EOF) {
-				return doc, nil
+				break
 			}
 			if err != nil {
-				return nil, fmt.Errorf("parsing YAML: %w", err)
+				return nil, nil, fmt.Errorf("parsing YAML: %w", err)
 			}
 			if !emptyYAMLDocument(&extra) {
-				return nil, fmt.Errorf("parsing YAML: a second document starts at line %d; the file must hold one", extra.Line)
+				return nil, nil, fmt.Errorf("parsing YAML: a second document starts at line %d; the file must hold one", extra.Line)
 			}
 		}
+		y := &yamlReader{pos: map[string]docPos{}, keyPos: map[string]docPos{}}
+		var doc any
+		if root.Kind != 0 {
+			doc = y.node(&root, "")
+		}
+		if y.expanded > maxAliasExpansion {
+			return nil, nil, fmt.Errorf("parsing YAML: aliases expand to more than %d values", maxAliasExpansion)
+		}
+		if len(y.errs) > 0 {
+			return nil, nil, ConfigErrors(y.errs)
+		}
+		d.pos, d.keyPos = y.pos, y.keyPos
+		return doc, d, nil
 	default:
-		return nil, fmt.Errorf("unknown config format %q (want %q or %q)", format, FormatJSON, FormatYAML)
+		return nil, nil, fmt.Errorf("unknown config format %q (want %q or %q)", format, FormatJSON, FormatYAML)
 	}
+	var doc any
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	if err := dec.Decode(&doc); err != nil {
-		return nil, fmt.Errorf("parsing JSON: %w", err)
+		return nil, nil, fmt.Errorf("parsing JSON: %w", err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("parsing JSON: data after the end of the document at byte %d; the file must hold one JSON value", dec.InputOffset())
+		return nil, nil, fmt.Errorf("parsing JSON: data after the end of the document at byte %d; the file must hold one JSON value", dec.InputOffset())
 	}
-	return doc, nil
+	return doc, d, nil
 }
 
 // emptyYAMLDocument reports whether n is a document with no content or
@@ -324,25 +391,4 @@ func (c *Config) checkLimits() []error {
 		fe.Failf("keepAliveInactivityMultiplier", "must not be negative, got %v", m)
 	}
 	return fe.Errors().Unwrap()
-}
-
-// strictDecode re-encodes a generic document and decodes it into v,
-// refusing unknown fields.
-func strictDecode(doc any, v any) error {
-	raw, err := json.Marshal(doc)
-	if err != nil {
-		return err
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	return dec.Decode(v)
-}
-
-func nameOf(route any) string {
-	if m, ok := route.(map[string]any); ok {
-		if n, ok := m["name"].(string); ok {
-			return fmt.Sprintf(" (%q)", n)
-		}
-	}
-	return ""
 }

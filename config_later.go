@@ -1,9 +1,6 @@
 package smartproxy
 
-import (
-	"fmt"
-	"slices"
-)
+import "reflect"
 
 // Fields of the TS schema that this version does not implement yet, by
 // where they appear, and the capability that will bring them. Refusing
@@ -28,81 +25,32 @@ var laterFields = map[string]map[string]string{
 	},
 }
 
-// checkUnsupported walks a generic config document and refuses the first
-// field of laterFields it finds, naming where it is.
-func checkUnsupported(top map[string]any) error {
-	if err := refuseLater("", "", top); err != nil {
-		return err
-	}
-	if d, ok := top["defaults"].(map[string]any); ok {
-		if err := refuseLater("defaults", "defaults.", d); err != nil {
-			return err
-		}
-		if s, ok := d["security"].(map[string]any); ok {
-			if err := refuseLater("security", "defaults.security.", s); err != nil {
-				return err
-			}
-		}
-	}
-	routes, _ := top["routes"].([]any)
-	for i, raw := range routes {
-		r, ok := raw.(map[string]any)
-		if !ok {
-			continue
-		}
-		at := fmt.Sprintf("routes[%d]%s.", i, nameOf(raw))
-		if err := checkRouteLater(at, r); err != nil {
-			return err
-		}
-	}
-	return nil
+// Fields of the TS schema that this library does not implement and has
+// no plan to, by where they appear, with why and what to use instead.
+var tsFields = map[string]map[string]string{
+	"": {
+		"useHttpProxy":          "this library proxies HTTP itself: routes with domains, path or headers on the same ports",
+		"httpProxyPort":         "this library proxies HTTP itself: put the HTTP routes on their ports with match.ports",
+		"metrics":               "no metrics endpoint: read Proxy.Metrics and Proxy.TargetHealth from Go code",
+		"globalPortRanges":      "list the ports in each route's match.ports",
+		"advanced":              "the TS-only tuning block; use the top-level timeouts and limits",
+		"certProvisionFunction": "a config file cannot hold code: set Options.Certificates in Go",
+	},
+	"action": {
+		"target":        "renamed to `targets` in TS v20: write targets: [{host, port}]",
+		"socketHandler": "socket handlers are Go functions: set Route.Action.SocketHandler in code",
+		"advanced":      "the TS-only tuning block; use action.options, action.headers and the top-level timeouts",
+	},
 }
 
-func checkRouteLater(at string, r map[string]any) error {
-	if m, ok := r["match"].(map[string]any); ok {
-		if err := refuseLater("match", at+"match.", m); err != nil {
-			return err
-		}
-	}
-	if s, ok := r["security"].(map[string]any); ok {
-		if err := refuseLater("security", at+"security.", s); err != nil {
-			return err
-		}
-	}
-	a, ok := r["action"].(map[string]any)
-	if !ok {
-		return nil
-	}
-	if err := refuseLater("action", at+"action.", a); err != nil {
-		return err
-	}
-	if t, ok := a["tls"].(map[string]any); ok {
-		if err := refuseLater("tls", at+"action.tls.", t); err != nil {
-			return err
-		}
-	}
-	targets, _ := a["targets"].([]any)
-	for j, raw := range targets {
-		if t, ok := raw.(map[string]any); ok {
-			if err := refuseLater("target", fmt.Sprintf("%saction.targets[%d].", at, j), t); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-func refuseLater(kind, at string, obj map[string]any) error {
-	later := laterFields[kind]
-	keys := make([]string, 0, len(obj))
-	for k := range obj {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		if what, ok := later[k]; ok {
-			return fmt.Errorf("%s%s: not supported yet (arrives with %s)", at, k, what)
-		}
-	}
-	return nil
+// levelOf names the place of a struct type in the schema, the key of
+// laterFields and tsFields.
+var levelOf = map[reflect.Type]string{
+	reflect.TypeFor[Config]():        "",
+	reflect.TypeFor[Defaults]():      "defaults",
+	reflect.TypeFor[RouteMatch]():    "match",
+	reflect.TypeFor[RouteAction]():   "action",
+	reflect.TypeFor[RouteTLS]():      "tls",
+	reflect.TypeFor[RouteSecurity](): "security",
+	reflect.TypeFor[Target]():        "target",
 }

@@ -70,6 +70,8 @@ func TestParseConfigJSONAndYAMLAgree(t *testing.T) {
 	require.NoError(t, err)
 	fromYAML, err := ParseConfig([]byte(sampleYAML), FormatYAML)
 	require.NoError(t, err)
+	require.NotZero(t, fromYAML.pos) // the positions, for errors
+	fromYAML.pos = nil
 	require.Equal(t, fromJSON, fromYAML)
 
 	c := fromJSON
@@ -100,7 +102,7 @@ func TestParseConfigJSONAndYAMLAgree(t *testing.T) {
 func TestParseConfigErrors(t *testing.T) {
 	t.Parallel()
 	tests := []struct{ name, doc, want string }{
-		{"unknown route field", `{"routes":[{"name":"a","match":{"ports":1},"action":{"type":"forward"},"colour":1}]}`, `routes[0] ("a"): json: unknown field "colour"`},
+		{"unknown route field", `{"routes":[{"name":"a","match":{"ports":1},"action":{"type":"forward"},"colour":1}]}`, `routes[0] ("a"): unknown field "colour"`},
 		{"unknown nested field", `{"routes":[{"name":"a","match":{"ports":1,"domain":"x"},"action":{"type":"forward"}}]}`, `unknown field "domain"`},
 		{"unknown top field", `{"routes":[],"bogus":1}`, `unknown field "bogus"`},
 		{"bad port", `{"routes":[{"name":"a","match":{"ports":"eighty"},"action":{"type":"forward"}}]}`, `port must be an integer or {from,to}`},
@@ -198,7 +200,7 @@ func TestParseConfigIdleParkAfter(t *testing.T) {
 func TestParseConfigRoutesMustBeAList(t *testing.T) {
 	t.Parallel()
 	_, err := ParseConfig([]byte("routes:\n  name: a\n  match: {ports: 80}\n"), FormatYAML)
-	require.ErrorContains(t, err, "routes must be a list")
+	require.EqualError(t, err, `line 2 col 3: routes: want a list, got an object (in YAML, each route starts with "- ")`)
 	_, err = ParseConfig([]byte(`{}`), FormatJSON)
 	require.ErrorContains(t, err, `config has no "routes" list`)
 	c, err := ParseConfig([]byte(`{"routes": []}`), FormatJSON)

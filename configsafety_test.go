@@ -262,7 +262,7 @@ func TestParseConfigReportsEveryMistake(t *testing.T) {
 	for _, want := range []string{
 		`inactivityTimeout: 1e13 ms overflows`,
 		`routes[0] ("a").match.ports: 80.5 is not a whole number`,
-		`routes[1] ("b"): json: unknown field "colour"`,
+		`routes[1] ("b"): unknown field "colour"`,
 		`routes[2] ("c").action.targets[0].port: 2.5 is not a whole number`,
 	} {
 		require.ErrorContains(t, err, want)

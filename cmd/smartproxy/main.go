@@ -3,6 +3,11 @@
 //
 //	smartproxy -config proxy.yaml          # run; SIGHUP reloads routes, SIGINT/SIGTERM drain and exit
 //	smartproxy -config proxy.yaml -check   # validate and exit (non-zero with the errors)
+//	smartproxy -config proxy.conf -format yaml   # a file not named .json, .yaml or .yml
+//
+// The format follows the file's extension: .json is JSON, .yaml and .yml
+// are YAML. A file with any other name is refused unless -format json or
+// -format yaml says what it holds.
 //
 // SIGHUP re-reads the file and applies its routes without dropping open
 // connections; a file that does not parse or validate keeps the running
@@ -14,10 +19,17 @@
 //
 // The file must hold one JSON or YAML document (trailing data or a second
 // document is an error) and be a regular file of at most 16 MiB; numbers
-// must fit their fields. Relative certFile, keyFile and caFile paths are
-// resolved against the config file's directory, so the file and its
-// certificates can move together and the proxy can start from any
-// working directory.
+// must fit their fields. Every mistake in the file is reported, one a
+// line, each with its JSON path (routes[2].action.targets[0].port) and,
+// for YAML, its line and column; fields of the TS schema this library
+// does not implement are refused saying why, and a misspelt field gets
+// the nearest known name. Two routes of the same name are refused,
+// naming both indices. -check locates the validation errors of a YAML
+// file too ("line 7 col 62: route #1: action.targets[0].port: ...").
+//
+// Relative certFile, keyFile and caFile paths are resolved against the
+// config file's directory, so the file and its certificates can move
+// together and the proxy can start from any working directory.
 //
 // Exit status: 0 after a clean or timed-out drain and for a valid -check,
 // 1 when the config is invalid or the proxy cannot start, 2 for usage
@@ -35,11 +47,13 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/gosmartproxy/smartproxy"
+	"github.com/gosmartproxy/smartproxy/schema"
 )
 
 func main() {
@@ -53,6 +67,7 @@ func run(args []string, stderr io.Writer, ready chan<- *smartproxy.Proxy) int {
 	fs := flag.NewFlagSet("smartproxy", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "config file (.json, .yaml or .yml)")
+	formatName := fs.String("format", "", "config file format, json or yaml (default: by the file's extension)")
 	check := fs.Bool("check", false, "validate the config file and exit")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logJSON := fs.Bool("log-json", false, "log as JSON instead of text")
@@ -74,6 +89,17 @@ func run(args []string, stderr io.Writer, ready chan<- *smartproxy.Proxy) int {
 		fs.Usage()
 		return 2
 	}
+	var format smartproxy.ConfigFormat
+	switch strings.ToLower(*formatName) {
+	case "":
+	case "json":
+		format = smartproxy.FormatJSON
+	case "yaml", "yml":
+		format = smartproxy.FormatYAML
+	default:
+		fmt.Fprintf(stderr, "smartproxy: -format: want json or yaml, got %q\n", *formatName)
+		return 2
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		fmt.Fprintf(stderr, "smartproxy: -log-level: %v\n", err)
@@ -86,9 +112,13 @@ func run(args []string, stderr io.Writer, ready chan<- *smartproxy.Proxy) int {
 	}
 	log := slog.New(handler)
 
-	cfg, err := smartproxy.LoadConfig(*configPath)
+	cfg, err := smartproxy.LoadConfigFormat(*configPath, format)
 	if err != nil {
-		fmt.Fprintf(stderr, "smartproxy: %v\n", err)
+		// One mistake a line, each naming the file, so that every line
+		// reads on its own (and editors can jump to it).
+		for line := range strings.SplitSeq(err.Error(), "\n") {
+			fmt.Fprintf(stderr, "smartproxy: %s\n", line)
+		}
 		return 1
 	}
 	opts := cfg.Options()
@@ -97,6 +127,12 @@ func run(args []string, stderr io.Writer, ready chan<- *smartproxy.Proxy) int {
 		// New validates everything Start would, without opening ports.
 		p, err := smartproxy.New(opts)
 		if err != nil {
+			if lines, ok := locate(cfg, err); ok {
+				for _, l := range lines {
+					fmt.Fprintf(stderr, "smartproxy: %s: %s\n", *configPath, l)
+				}
+				return 1
+			}
 			// The library's own "smartproxy: " prefix would repeat ours.
 			fmt.Fprintf(stderr, "smartproxy: %s: %s\n", *configPath, strings.TrimPrefix(err.Error(), "smartproxy: "))
 			return 1
@@ -110,11 +146,70 @@ func run(args []string, stderr io.Writer, ready chan<- *smartproxy.Proxy) int {
 		fmt.Fprintf(stderr, "%s: OK (%d routes)\n", *configPath, len(opts.Routes))
 		return 0
 	}
-	if err := serve(*configPath, cfg, opts, log, ready); err != nil {
+	if err := serve(*configPath, format, cfg, opts, log, ready); err != nil {
 		log.Error("exiting", "err", err)
 		return 1
 	}
 	return 0
+}
+
+// locate writes the validation errors of a YAML config one a line, each
+// with the line and column of its field ("line 7 col 15: route "web":
+// match.ports[0]: ..."). ok is false, and err is best written as it is,
+// when err holds anything but route and field errors or when no field
+// has a position (a JSON file).
+func locate(cfg *smartproxy.Config, err error) (lines []string, ok bool) {
+	var multi interface{ Unwrap() []error }
+	if !errors.As(err, &multi) {
+		return nil, false
+	}
+	found := false
+	for _, e := range multi.Unwrap() {
+		path := ""
+		var re *smartproxy.RouteError
+		var fe *schema.FieldError
+		switch {
+		case errors.As(e, &re):
+			i, ok := routeIndex(cfg, re.Route)
+			if !ok {
+				return nil, false
+			}
+			path = fmt.Sprintf("routes[%d]", i)
+			if re.Field != "" {
+				path += "." + re.Field
+			}
+		case errors.As(e, &fe):
+			path = fe.Field
+		default:
+			return nil, false
+		}
+		if line, col := cfg.Position(path); line > 0 {
+			found = true
+			lines = append(lines, fmt.Sprintf("line %d col %d: %v", line, col, e))
+		} else {
+			lines = append(lines, e.Error())
+		}
+	}
+	return lines, found
+}
+
+// routeIndex finds the route a RouteError names: "web" (quoted) by its
+// name, which ParseConfig keeps unique, or #N by its index.
+func routeIndex(cfg *smartproxy.Config, label string) (int, bool) {
+	if n, ok := strings.CutPrefix(label, "#"); ok {
+		i, err := strconv.Atoi(n)
+		return i, err == nil && i >= 0 && i < len(cfg.Routes)
+	}
+	name, err := strconv.Unquote(label)
+	if err != nil {
+		return 0, false
+	}
+	for i := range cfg.Routes {
+		if cfg.Routes[i].Name == name {
+			return i, true
+		}
+	}
+	return 0, false
 }
 
 // readableDurations writes durations as "1.5s" rather than slog's JSON
@@ -127,7 +222,7 @@ func readableDurations(_ []string, a slog.Attr) slog.Attr {
 }
 
 // serve runs the proxy until SIGINT or SIGTERM, reloading routes on SIGHUP.
-func serve(path string, cfg *smartproxy.Config, opts smartproxy.Options, log *slog.Logger, ready chan<- *smartproxy.Proxy) error {
+func serve(path string, format smartproxy.ConfigFormat, cfg *smartproxy.Config, opts smartproxy.Options, log *slog.Logger, ready chan<- *smartproxy.Proxy) error {
 	p, err := smartproxy.New(opts)
 	if err != nil {
 		return err
@@ -148,7 +243,7 @@ func serve(path string, cfg *smartproxy.Config, opts smartproxy.Options, log *sl
 	settings := settingsOf(cfg)
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
-			reload(p, path, settings, log)
+			reload(p, path, format, settings, log)
 			continue
 		}
 		return shutdown(p, sig, sigs, shutdownTimeout(opts), log)
@@ -207,8 +302,8 @@ func settingsOf(cfg *smartproxy.Config) []byte {
 
 // reload re-reads the config file and applies its routes; a bad file
 // keeps the running routes and says why.
-func reload(p *smartproxy.Proxy, path string, settings []byte, log *slog.Logger) {
-	cfg, err := smartproxy.LoadConfig(path)
+func reload(p *smartproxy.Proxy, path string, format smartproxy.ConfigFormat, settings []byte, log *slog.Logger) {
+	cfg, err := smartproxy.LoadConfigFormat(path, format)
 	if err == nil {
 		err = p.UpdateRoutes(cfg.Routes)
 	}
