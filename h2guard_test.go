@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -268,7 +269,8 @@ func TestH2HeavyClientIsNotCut(t *testing.T) {
 	port := lp.port(t)
 	r := httpRouteOn("web", port, be.addr())
 	r.Match.Path = "/*"
-	startTestProxy(t, lp, Options{Routes: []Route{r}})
+	var logs syncBuffer
+	startTestProxy(t, lp, Options{Routes: []Route{r}, Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 
 	var dials atomic.Int64
 	var protos http.Protocols
@@ -325,7 +327,12 @@ func TestH2HeavyClientIsNotCut(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, len(big), len(body))
 
-	// A client giving up on every request it has in flight.
+	require.Equal(t, int64(1), dials.Load(), "every request went over the first connection")
+
+	// A client giving up on every request it has in flight. Go's client
+	// may open a new connection after that (it counts reset streams
+	// against the stream limit until a PING comes back), so what proves
+	// the guard left it alone is that it never cut a connection.
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for range 200 {
@@ -342,7 +349,7 @@ func TestH2HeavyClientIsNotCut(t *testing.T) {
 	body, err = get("/")
 	require.NoError(t, err)
 	require.Equal(t, "ok", body)
-	require.Equal(t, int64(1), dials.Load(), "every request went over the first connection")
+	require.NotContains(t, logs.String(), "flood", "the guard cut a legitimate client")
 }
 
 // TestH2GuardStopKeepsGoAway: when the guard ends a connection while the
