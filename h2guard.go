@@ -150,8 +150,9 @@ type h2Guard struct {
 	whdr     [h2FrameHeaderLen]byte
 	whdrN    int
 	wskip    uint32
-	outData  atomic.Int64 // DATA frames the server wrote
-	outEnded atomic.Int64 // streams the server ended (END_STREAM written)
+	boundary chan struct{} // closed when the output reaches a frame boundary while stop waits
+	outData  atomic.Int64  // DATA frames the server wrote
+	outEnded atomic.Int64  // streams the server ended (END_STREAM written)
 }
 
 // newH2Guard guards c. prefaceRead says the server already consumed the
@@ -334,23 +335,40 @@ func (g *h2Guard) spend(b *h2Budget, what string) string {
 	return what
 }
 
-// h2StopWait bounds how long ending an abusive connection waits for a
-// write of the server's in flight (and then for the GOAWAY).
+// h2StopWait bounds how long ending an abusive connection waits for the
+// server's output to reach a frame boundary (and then for the GOAWAY).
 const h2StopWait = 500 * time.Millisecond
 
-// stop ends an abusive connection: GOAWAY ENHANCE_YOUR_CALM when the
-// server's output stands between two frames once its write in flight (if
-// any) is done, then close. The write deadline bounds that wait: a write
-// to a client that does not read fails instead, and then no GOAWAY is sent
-// (a TLS stream is broken after a failed write). Closing makes the
-// server's next read fail, which tears its side down. Runs in the
-// server's reading goroutine, which is the abusive connection's own.
+// stop ends an abusive connection: GOAWAY ENHANCE_YOUR_CALM once the
+// server's output stands between two frames, then close. From here on the
+// server's writes only finish the frame in progress (see Write) and its
+// Close waits for the guard's (see Close): the server closes its
+// connection when a write fails, which would cut the GOAWAY off. The write
+// deadline bounds the wait: a write to a client that does not read fails
+// instead, and then no GOAWAY is sent (a TLS stream is broken after a
+// failed write). Closing makes the server's next read fail, which tears
+// its side down. Runs in the server's reading goroutine, which is the
+// abusive connection's own, so the server reads no frame meanwhile.
 func (g *h2Guard) stop(reason string) {
-	g.abuse.Store(true)
-	sent := false
-	_ = g.Conn.SetWriteDeadline(time.Now().Add(h2StopWait))
+	deadline := time.Now().Add(h2StopWait)
+	_ = g.Conn.SetWriteDeadline(deadline)
 	g.wmu.Lock()
-	if g.whdrN == 0 && g.wskip == 0 {
+	g.abuse.Store(true)
+	if g.midFrame() {
+		done := make(chan struct{})
+		g.boundary = done
+		g.wmu.Unlock()
+		t := time.NewTimer(time.Until(deadline))
+		select {
+		case <-done:
+		case <-t.C:
+		}
+		t.Stop()
+		g.wmu.Lock()
+		g.boundary = nil
+	}
+	sent := false
+	if !g.midFrame() {
 		debug := "flood: " + reason
 		f := make([]byte, h2FrameHeaderLen+8+len(debug))
 		f[0], f[1], f[2] = 0, 0, byte(8+len(debug))
@@ -367,6 +385,16 @@ func (g *h2Guard) stop(reason string) {
 	}
 	_ = g.Conn.Close()
 	g.log("closing HTTP/2 connection: "+reason+" flood", "client", g.RemoteAddr(), "goaway", sent)
+}
+
+// Close closes the connection, except while the guard ends it: then the
+// guard closes it after its GOAWAY (the server closes a connection whose
+// write failed, and the guard fails the server's writes from then on).
+func (g *h2Guard) Close() error {
+	if g.abuse.Load() {
+		return nil
+	}
+	return g.Conn.Close()
 }
 
 // linger gives the GOAWAY a chance to be read: closing a socket with
@@ -394,10 +422,48 @@ func (g *h2Guard) Write(b []byte) (int, error) {
 	g.wmu.Lock()
 	defer g.wmu.Unlock()
 	if g.abuse.Load() {
-		return 0, errH2Flood
+		return g.finishFrame(b)
 	}
 	n, err := g.Conn.Write(b)
 	g.track(b[:n])
+	return n, err
+}
+
+// midFrame says the server's output stops inside a frame. Needs wmu.
+func (g *h2Guard) midFrame() bool { return g.whdrN != 0 || g.wskip != 0 }
+
+// finishFrame writes what the server writes while the guard ends the
+// connection: only the rest of the frame in progress, so that the GOAWAY
+// can follow it, and then nothing. It tells stop when the frame is done.
+// Needs wmu.
+func (g *h2Guard) finishFrame(b []byte) (int, error) {
+	k := 0
+	switch {
+	case g.wskip > 0:
+		k = int(min(uint64(len(b)), uint64(g.wskip)))
+	case g.whdrN > 0:
+		need := h2FrameHeaderLen - g.whdrN
+		if len(b) < need {
+			k = len(b)
+			break
+		}
+		var h [h2FrameHeaderLen]byte
+		copy(h[:], g.whdr[:g.whdrN])
+		copy(h[g.whdrN:], b[:need])
+		k = min(len(b), need+(int(h[0])<<16|int(h[1])<<8|int(h[2])))
+	}
+	if k == 0 {
+		return 0, errH2Flood
+	}
+	n, err := g.Conn.Write(b[:k])
+	g.track(b[:n])
+	if !g.midFrame() && g.boundary != nil {
+		close(g.boundary)
+		g.boundary = nil
+	}
+	if err == nil && n < len(b) {
+		err = errH2Flood
+	}
 	return n, err
 }
 

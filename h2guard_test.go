@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -99,12 +100,17 @@ func (c *h2RawConn) readFrames() {
 }
 
 // send writes frames, flushing every 64 KiB; false once the connection
-// is closed.
+// is closed or a GOAWAY came (a flood that went on would only make the
+// proxy's close a reset, which can destroy the GOAWAY in the client's
+// receive queue before the reader sees it).
 func (c *h2RawConn) send(frames ...[]byte) bool {
 	select {
 	case <-c.closed:
 		return false
 	default:
+	}
+	if c.goaway.Load() != -1 {
+		return false
 	}
 	for _, f := range frames {
 		if _, err := c.bw.Write(f); err != nil {
@@ -263,7 +269,8 @@ func TestH2HeavyClientIsNotCut(t *testing.T) {
 	port := lp.port(t)
 	r := httpRouteOn("web", port, be.addr())
 	r.Match.Path = "/*"
-	startTestProxy(t, lp, Options{Routes: []Route{r}})
+	var logs syncBuffer
+	startTestProxy(t, lp, Options{Routes: []Route{r}, Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 
 	var dials atomic.Int64
 	var protos http.Protocols
@@ -320,7 +327,12 @@ func TestH2HeavyClientIsNotCut(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, len(big), len(body))
 
-	// A client giving up on every request it has in flight.
+	require.Equal(t, int64(1), dials.Load(), "every request went over the first connection")
+
+	// A client giving up on every request it has in flight. Go's client
+	// may open a new connection after that (it counts reset streams
+	// against the stream limit until a PING comes back), so what proves
+	// the guard left it alone is that it never cut a connection.
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for range 200 {
@@ -337,5 +349,59 @@ func TestH2HeavyClientIsNotCut(t *testing.T) {
 	body, err = get("/")
 	require.NoError(t, err)
 	require.Equal(t, "ok", body)
-	require.Equal(t, int64(1), dials.Load(), "every request went over the first connection")
+	require.NotContains(t, logs.String(), "flood", "the guard cut a legitimate client")
+}
+
+// TestH2GuardStopKeepsGoAway: when the guard ends a connection while the
+// server's output stands inside a frame, the server's next write only
+// finishes that frame, the GOAWAY follows it, and the server's Close (it
+// closes a connection whose write failed) waits for the guard's.
+func TestH2GuardStopKeepsGoAway(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer client.Close()
+	server, err := ln.Accept()
+	require.NoError(t, err)
+	g := newH2Guard(server, true, func(string, ...any) {})
+
+	ack := h2Frame(h2FramePing, h2FlagAck, 0, make([]byte, 8))
+	n, err := g.Write(ack[:5]) // the server's output stops inside a frame
+	require.NoError(t, err)
+	require.Equal(t, 5, n)
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		g.stop("test")
+	}()
+	require.Eventually(t, g.abuse.Load, 5*time.Second, time.Millisecond)
+	require.NoError(t, g.Close(), "the server's close waits for the guard's")
+	rest := append(append([]byte(nil), ack[5:]...), ack...)
+	n, err = g.Write(rest)
+	require.ErrorIs(t, err, errH2Flood)
+	require.Equal(t, len(ack)-5, n, "only the rest of the frame in progress")
+	n, err = g.Write(ack)
+	require.ErrorIs(t, err, errH2Flood)
+	require.Zero(t, n)
+
+	require.NoError(t, client.SetReadDeadline(time.Now().Add(5*time.Second)))
+	got := make([]byte, len(ack))
+	_, err = io.ReadFull(client, got)
+	require.NoError(t, err)
+	require.Equal(t, ack, got, "the frame in progress, whole")
+	var hdr [h2FrameHeaderLen]byte
+	_, err = io.ReadFull(client, hdr[:])
+	require.NoError(t, err)
+	require.Equal(t, byte(h2FrameGoAway), hdr[3])
+	payload := make([]byte, int(hdr[0])<<16|int(hdr[1])<<8|int(hdr[2]))
+	_, err = io.ReadFull(client, payload)
+	require.NoError(t, err)
+	require.Equal(t, uint32(h2ErrCalm), binary.BigEndian.Uint32(payload[4:]))
+	_, err = client.Read(hdr[:])
+	require.ErrorIs(t, err, io.EOF, "the guard half-closes after the GOAWAY")
+	require.NoError(t, client.Close())
+	<-stopped
 }
