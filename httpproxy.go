@@ -8,9 +8,10 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // proxyReq is one request's routing result, carried in its context to
@@ -262,18 +263,7 @@ func requestHost(r *http.Request, sni string) string {
 
 // isUpgrade reports an HTTP/1.1 Upgrade request (WebSocket).
 func isUpgrade(r *http.Request) bool {
-	return r.Header.Get("Upgrade") != "" && httpHeaderHasToken(r.Header["Connection"], "upgrade")
-}
-
-func httpHeaderHasToken(values []string, token string) bool {
-	for _, v := range values {
-		for t := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
-		}
-	}
-	return false
+	return r.Header.Get("Upgrade") != "" && httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade")
 }
 
 // newReverseProxy builds the proxy's one ReverseProxy; everything per
