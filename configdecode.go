@@ -451,15 +451,9 @@ func nearestName(t reflect.Type, key string) string {
 	best, bestDist := "", 0
 	limit := min(3, max(1, len(key)/3))
 	for _, f := range reflect.VisibleFields(t) {
-		if !f.IsExported() || f.Anonymous {
+		name, ok := jsonName(f)
+		if !ok {
 			continue
-		}
-		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if name == "-" {
-			continue
-		}
-		if name == "" {
-			name = f.Name
 		}
 		if dist := editDistance(strings.ToLower(key), strings.ToLower(name)); dist <= limit && (best == "" || dist < bestDist) {
 			best, bestDist = name, dist

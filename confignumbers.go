@@ -106,15 +106,9 @@ func fieldByJSONName(t reflect.Type, key string) (reflect.StructField, bool) {
 	var fold reflect.StructField
 	found := false
 	for _, f := range reflect.VisibleFields(t) {
-		if !f.IsExported() || f.Anonymous {
+		name, ok := jsonName(f)
+		if !ok {
 			continue
-		}
-		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if name == "-" {
-			continue
-		}
-		if name == "" {
-			name = f.Name
 		}
 		if name == key {
 			return f, true
@@ -131,4 +125,20 @@ func joinPath(path, key string) string {
 		return key
 	}
 	return path + "." + key
+}
+
+// jsonName is the name field f has in a config document; false for a
+// field that a document cannot set (unexported, embedded, or `json:"-"`).
+func jsonName(f reflect.StructField) (string, bool) {
+	if !f.IsExported() || f.Anonymous {
+		return "", false
+	}
+	name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+	if name == "-" {
+		return "", false
+	}
+	if name == "" {
+		name = f.Name
+	}
+	return name, true
 }
