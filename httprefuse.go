@@ -33,7 +33,7 @@ func refuseHTTPClient(conn net.Conn, err error) {
 	if n == 0 || bytes.HasPrefix(buf[:n], []byte("PRI * HTTP/2.0")) {
 		return
 	}
-	if isHTTP, _, _ := classifyHTTP(buf[:n]); !isHTTP {
+	if v, _, _ := classifyHTTP(buf[:n], false); v != verdictHTTP {
 		return
 	}
 	var w rawResponse

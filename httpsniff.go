@@ -37,25 +37,56 @@ func isTokenChar(c byte) bool {
 	return false
 }
 
-// classifyHTTP says whether b starts like an HTTP request (isHTTP), and
-// whether that is decided yet. skip is the number of leading CR and LF
-// bytes, the empty lines RFC 9112 §2.2 tells a server to ignore before a
-// request line (Go's server refuses them on a connection's first request,
-// so the caller drops them).
+// httpVerdict is what the first line of a stream shows.
+type httpVerdict uint8
+
+const (
+	verdictOther     httpVerdict = iota // not HTTP: may be forwarded raw
+	verdictHTTP                         // a request line: the HTTP layer takes it
+	verdictLookalike                    // not a request line, but some lenient parser would take it for one
+)
+
+// classifyHTTP says what b's first line is, and whether that is decided
+// yet. skip is the number of leading CR and LF bytes, the empty lines
+// RFC 9112 §2.2 tells a server to ignore before a request line (Go's
+// server refuses them on a connection's first request, so the caller
+// drops them).
 //
-// What it calls "not HTTP" may be forwarded as raw TCP, past every
-// per-request check, so the rule leans towards HTTP: a first line is a
-// request line when it starts with any method token (RFC 9110 tchars, in
-// any case: FOO, QUERY, get) and a space or tab, and then either holds
-// "HTTP/" in any case (RFC 9112's version, or what a lenient parser might
-// take for one) or the method is GET (an HTTP/0.9 simple request, which
-// some servers still answer). The HTTP layer parses it strictly and
-// answers 400 to what it refuses, so a lenient backend never sees it raw.
-// Leading empty lines alone, or a first line longer than sniffLineCap,
-// are HTTP too. Everything else is not: a non-token byte first (a TLS
-// record, a binary protocol), a lone word ("PING", "SSH-2.0-…"), or a
-// complete line without a version ("PING x", "SET k v").
-func classifyHTTP(b []byte) (isHTTP, decided bool, skip int) {
+// A request line (requestLine) starts with any method token (RFC 9110
+// tchars, any case: FOO, QUERY, get) and SP or HT, and either holds
+// "HTTP/" in any case or the method is GET (HTTP/0.9); leading empty
+// lines alone, or a first line longer than sniffLineCap, count too. The
+// HTTP layer parses it strictly and answers 400 to what it refuses.
+//
+// What is not a request line may be forwarded as raw TCP, past every
+// per-request check. So where routes check requests (strict), a line
+// that a lenient parser might still read as a request (lenientRequest:
+// Node takes RTSP/ and ICE/ versions, old servers HTTP/0.9 with any
+// method, Python's http.server any whitespace around the words) is a
+// lookalike, which the caller closes. Elsewhere (not strict) nothing can
+// be bypassed, and line protocols whose commands take arguments ("PING
+// x", "SET k v") are forwarded.
+func classifyHTTP(b []byte, strict bool) (v httpVerdict, decided bool, skip int) {
+	isHTTP, decided, skip := requestLine(b)
+	switch {
+	case !decided:
+		return verdictOther, false, skip
+	case isHTTP:
+		return verdictHTTP, true, skip
+	case !strict:
+		return verdictOther, true, 0
+	}
+	switch lookalike, decided := lenientRequest(b); {
+	case !decided:
+		return verdictOther, false, 0
+	case lookalike:
+		return verdictLookalike, true, 0
+	}
+	return verdictOther, true, 0
+}
+
+// requestLine is classifyHTTP's rule for a request line (see there).
+func requestLine(b []byte) (isHTTP, decided bool, skip int) {
 	for skip < len(b) && (b[skip] == '\r' || b[skip] == '\n') {
 		skip++
 	}
@@ -90,6 +121,38 @@ func classifyHTTP(b []byte) (isHTTP, decided bool, skip int) {
 	return false, false, skip
 }
 
+// lenientRequest reports whether b starts like a request line to the most
+// lenient parser we know: optional whitespace (isLenientSpace), a token,
+// then whitespace other than CR and LF — whatever follows.
+func lenientRequest(b []byte) (lookalike, decided bool) {
+	start := 0
+	for start < len(b) && isLenientSpace(b[start]) {
+		start++
+	}
+	i := start
+	for i < len(b) && isTokenChar(b[i]) {
+		i++
+	}
+	switch {
+	case i == len(b):
+		return len(b) >= sniffLineCap, len(b) >= sniffLineCap
+	case i == start:
+		return false, true
+	}
+	return isLenientSpace(b[i]) && b[i] != '\r' && b[i] != '\n', true
+}
+
+// isLenientSpace reports a byte that some HTTP parser treats as
+// whitespace around the request line's words (Python's str.split on a
+// Latin-1 line: SP, HT, LF, VT, FF, CR, 0x1c-0x1f, 0x85, 0xa0).
+func isLenientSpace(c byte) bool {
+	switch c {
+	case ' ', '\t', '\n', '\v', '\f', '\r', 0x1c, 0x1d, 0x1e, 0x1f, 0x85, 0xa0:
+		return true
+	}
+	return false
+}
+
 // hasHTTPVersion reports whether line holds "HTTP/" in any case. It looks
 // for the slash with IndexByte, so a line trickled in byte by byte costs
 // little to rescan on every arrival.
@@ -113,6 +176,7 @@ func hasHTTPVersion(line []byte) bool {
 // Bytes read stay buffered in peek, except the empty lines before an HTTP
 // request line, which are dropped.
 //
+// A lookalike (see classifyHTTP) returns streamNone: the caller closes it.
 // On timeout or EOF it returns streamNone when nothing arrived. When bytes
 // arrived but do not decide yet (a method token still being typed), it
 // returns streamNone too if strict is set — the stream may become an
@@ -130,10 +194,15 @@ func sniffStream(peek *forwarding.PeekConn, wait time.Duration, http, tls, stric
 			if !http {
 				return streamOther
 			}
-			if isHTTP, decided, skip := classifyHTTP(b); decided {
-				if isHTTP {
+			if v, decided, skip := classifyHTTP(b, strict); decided {
+				switch v {
+				case verdictHTTP:
 					peek.Discard(skip)
 					return streamHTTP
+				case verdictLookalike:
+					peek.Discard(len(b))
+					peek.Release()
+					return streamNone
 				}
 				return streamOther
 			}
