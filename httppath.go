@@ -229,9 +229,10 @@ type pathGate struct {
 }
 
 // pathMatters reports whether requests on port must have canonical paths
-// under the current routes. The gate is rebuilt once per generation.
-func (ts *transportSet) pathMatters(port int) bool {
-	cur := ts.h.px.routes()
+// under the route generation cur, the one the request is then matched in
+// (a later generation could add the first path route between the two).
+// The gate is rebuilt once per generation.
+func (ts *transportSet) pathMatters(cur *routeSet, port int) bool {
 	g := ts.gate.Load()
 	if g == nil || g.gen != cur {
 		g = &pathGate{gen: cur}

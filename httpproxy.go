@@ -107,7 +107,8 @@ func (h *httpLayer) route(w http.ResponseWriter, r *http.Request, hc *httpConn) 
 	// Where routes decide on the path, they decide on its canonical form,
 	// which is then the form forwarded (httppath.go).
 	normalized := false
-	if h.transports.pathMatters(hc.rc.Port) {
+	set := h.px.routes() // one generation for the path rule and the match
+	if h.transports.pathMatters(set, hc.rc.Port) {
 		canon, v := canonicalPath(r.URL.EscapedPath())
 		switch v {
 		case pathAmbiguous:
@@ -126,7 +127,7 @@ func (h *httpLayer) route(w http.ResponseWriter, r *http.Request, hc *httpConn) 
 	// connection was accepted under: UpdateRoutes must be able to revoke
 	// access on keep-alive and HTTP/2 connections too. A route of a newer
 	// generation is not covered by hc.admission, so admit checks it in full.
-	route := h.px.match(&q)
+	route := h.px.match(set, &q)
 	if route == nil || route.state == nil {
 		h.px.reject(refusal{client: hc.rc.ClientAddr, port: hc.rc.Port, domain: host, req: r}, &RejectError{Reason: RejectNoRoute, IP: hc.rc.ClientIP})
 		http.Error(w, "404 no route for this request", http.StatusNotFound)
@@ -154,7 +155,7 @@ func (pr *proxyReq) refusal() refusal {
 // request to the route: switching back and forth is not a new connection).
 func (h *httpLayer) admit(w http.ResponseWriter, pr *proxyReq) bool {
 	px, hc, route := &h.px, pr.hc, pr.route
-	if !hc.admission.covers(route) {
+	if !hc.admission.covers(route, pr.rc.Domain) {
 		if err := px.admit(&pr.rc); err != nil {
 			px.reject(pr.refusal(), err)
 			writeHTTPReject(w, err)

@@ -23,8 +23,9 @@ type proxySeam struct {
 	// routes returns the current route generation. The backend pools and
 	// the path gate are rebuilt when it changes.
 	routes func() *routeSet
-	// match finds the route of one request in the current generation.
-	match func(q *MatchQuery) *Route
+	// match finds the route of one request in generation set (from
+	// routes, loaded once per request).
+	match func(set *routeSet, q *MatchQuery) *Route
 
 	// admit runs the connection-level checks (IP lists, connection rate)
 	// for a request whose route is not the one the connection was
@@ -82,7 +83,7 @@ type proxySeam struct {
 func newProxySeam(p *Proxy) proxySeam {
 	return proxySeam{
 		routes: p.set.Load,
-		match:  func(q *MatchQuery) *Route { return p.set.Load().matcher.Match(q) },
+		match:  func(set *routeSet, q *MatchQuery) *Route { return set.matcher.Match(q) },
 		admit:  func(rc *RouteContext) error { return p.sec.CheckConnection(rc) },
 		assign: func(rec *connection.Record, route, domain string, lim connection.RouteLimits) error {
 			return p.conns.AssignRouteLimits(rec, route, domain, lim)

@@ -21,7 +21,7 @@ func TestHTTPLayerNeedsOnlyItsSeam(t *testing.T) {
 	var matched, rejected atomic.Int32
 	h := newHTTPLayer(proxySeam{
 		routes: func() *routeSet { return &routeSet{} },
-		match: func(q *MatchQuery) *Route {
+		match: func(_ *routeSet, q *MatchQuery) *Route {
 			matched.Add(1)
 			return nil
 		},

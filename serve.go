@@ -215,7 +215,7 @@ func (p *Proxy) admitConn(set *routeSet, conn net.Conn, rec *connection.Record, 
 		return nil, admissionDeferred, false
 	}
 	rc.Route, rc.RouteName = route, route.Name
-	adm = admissionFor(route)
+	adm = admissionFor(route, rc.Domain)
 	if adm.deferred() {
 		return route, adm, true
 	}
