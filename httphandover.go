@@ -48,10 +48,13 @@ func (h *httpLayer) handover(w http.ResponseWriter, r *http.Request, pr *proxyRe
 	}
 	rc := &replayConn{Conn: conn, pending: head}
 	switch {
-	case isUpgrade(r) && r.ContentLength == 0 && len(r.TransferEncoding) == 0:
+	case isUpgrade(r) && r.ContentLength == 0 && len(r.TransferEncoding) == 0 && len(buffered) == 0:
 		// The stream stays the handler's once it has switched protocols
 		// (written a 101); bytes the client sends before that end it.
-		rc.rest = &requestEnd{conn: conn, more: len(buffered) > 0, sw: &rc.switched, buffered: buffered}
+		// Bytes already buffered were sent before any 101 (a pipelined
+		// request, say), so such an upgrade is ended like any request
+		// (the default case) rather than trusted with them.
+		rc.rest = &requestEnd{conn: conn, sw: &rc.switched}
 	case len(r.TransferEncoding) > 0:
 		// The body's end is found by parsing it; what was buffered
 		// comes first (and is counted a second time: the server counted
@@ -128,22 +131,16 @@ func (c *replayConn) Read(b []byte) (int, error) {
 // For an upgrade request (sw set) the stream goes on, unread bytes first,
 // if the handler switched protocols before the client's next bytes came.
 type requestEnd struct {
-	conn     net.Conn
-	br       *bufio.Reader // the reader the body was parsed from, if any
-	more     bool          // bytes past the request were already buffered
-	sw       *atomic.Bool  // an upgrade: set once the handler wrote a 101
-	buffered []byte        // an upgrade's bytes past the request
-	open     bool          // the upgrade went through: read the stream
+	conn net.Conn
+	br   *bufio.Reader // the reader the body was parsed from, if any
+	more bool          // bytes past the request were already buffered
+	sw   *atomic.Bool  // an upgrade: set once the handler wrote a 101
+	open bool          // the upgrade went through: read the stream
 }
 
 func (e *requestEnd) Read(p []byte) (int, error) {
 	if e.open || e.sw != nil && e.sw.Load() {
 		e.open = true
-		if len(e.buffered) > 0 {
-			n := copy(p, e.buffered)
-			e.buffered = e.buffered[n:]
-			return n, nil
-		}
 		return e.conn.Read(p)
 	}
 	if e.more || e.br != nil && e.br.Buffered() > 0 || len(p) == 0 {
