@@ -1,11 +1,9 @@
 package smartproxy
 
 import (
-	"bytes"
 	"crypto/tls"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,24 +27,6 @@ func TestTerminateWithoutCertificateSourceRefused(t *testing.T) {
 
 	_, err = New(Options{Routes: []Route{r}, Logger: testLogger(), Certificates: NewCertStore()})
 	require.NoError(t, err, "a store, even empty, may be filled at run time")
-}
-
-// syncBuffer is a log sink safe for the proxy's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // A handshake that finds no certificate in the store is logged at WARN

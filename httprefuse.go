@@ -30,7 +30,7 @@ func refuseHTTPClient(conn net.Conn, err error) {
 	var buf [4096]byte
 	_ = conn.SetReadDeadline(time.Now().Add(refuseWait))
 	n, _ := conn.Read(buf[:])
-	if n == 0 || bytes.HasPrefix(buf[:n], []byte("PRI * HTTP/2.0")) {
+	if n == 0 || bytes.HasPrefix(buf[:n], []byte(h2ClientPreface[:16])) {
 		return
 	}
 	if v, _, _ := classifyHTTP(buf[:n], false); v != verdictHTTP {

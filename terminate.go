@@ -74,7 +74,7 @@ func (p *Proxy) terminate(set *routeSet, pc *proxiedConn, peek *forwarding.PeekC
 			}
 			switch sniffStream(tpeek, wait, true, false, strict) {
 			case streamHTTP:
-				if bytes.HasPrefix(tpeek.Buffered(), h2Preface) {
+				if bytes.HasPrefix(tpeek.Buffered(), []byte(h2ClientPreface[:16])) {
 					// HTTP/2 over TLS needs ALPN h2 (RFC 9113 §3.3); as an
 					// HTTP/1 request it would reach the backend as "PRI *".
 					p.logConn("closing connection: HTTP/2 preface without ALPN h2", "id", rc.ConnectionID, "route", rc.RouteName, "client", rc.ClientAddr)
@@ -114,9 +114,6 @@ func (p *Proxy) terminate(set *routeSet, pc *proxiedConn, peek *forwarding.PeekC
 		p.pipe(client, backend, rec, rc)
 	}
 }
-
-// h2Preface starts the HTTP/2 connection preface (RFC 9113 §3.4).
-var h2Preface = []byte("PRI * HTTP/2.0\r\n")
 
 // badPrefaceResponse answers an HTTP/2 preface on a TLS connection that
 // did not negotiate h2.

@@ -723,3 +723,21 @@ func (k httpKind) dial(t *testing.T, ip string, port int, sni string) (net.Conn,
 	tc := tls.Client(c, insecureTLS(sni, "http/1.1"))
 	return tc, tc.Handshake()
 }
+
+// syncBuffer is a log sink safe for the proxy's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
