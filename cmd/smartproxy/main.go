@@ -71,6 +71,7 @@ func run(args []string, stderr io.Writer, ready chan<- *smartproxy.Proxy) int {
 	check := fs.Bool("check", false, "validate the config file and exit")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logJSON := fs.Bool("log-json", false, "log as JSON instead of text")
+	fleet := addFleetFlags(fs) // -etcd, -cluster-prefix, -publish, -listen: fleet.go
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0 // asked for: the usage is not an error
@@ -84,7 +85,10 @@ func run(args []string, stderr io.Writer, ready chan<- *smartproxy.Proxy) int {
 		fs.Usage()
 		return 2
 	}
-	if *configPath == "" {
+	if code := fleet.usage(configPath, *check, stderr); code != 0 {
+		return code
+	}
+	if *configPath == "" && !fleet.instance() {
 		fmt.Fprintln(stderr, "smartproxy: -config is required")
 		fs.Usage()
 		return 2
@@ -111,6 +115,9 @@ func run(args []string, stderr io.Writer, ready chan<- *smartproxy.Proxy) int {
 		handler = slog.NewJSONHandler(stderr, hopts)
 	}
 	log := slog.New(handler)
+	if fleet.instance() {
+		return fleet.serve(log, ready)
+	}
 
 	cfg, err := smartproxy.LoadConfigFormat(*configPath, format)
 	if err != nil {
@@ -123,21 +130,13 @@ func run(args []string, stderr io.Writer, ready chan<- *smartproxy.Proxy) int {
 	}
 	opts := cfg.Options()
 	opts.Logger = log
-	if *check {
-		// New validates everything Start would, without opening ports.
-		p, err := smartproxy.New(opts)
-		if err != nil {
-			if lines, ok := locate(cfg, err); ok {
-				for _, l := range lines {
-					fmt.Fprintf(stderr, "smartproxy: %s: %s\n", *configPath, l)
-				}
-				return 1
-			}
-			// The library's own "smartproxy: " prefix would repeat ours.
-			fmt.Fprintf(stderr, "smartproxy: %s: %s\n", *configPath, strings.TrimPrefix(err.Error(), "smartproxy: "))
+	if *check || fleet.publish != "" {
+		if !validate(cfg, opts, *configPath, stderr) {
 			return 1
 		}
-		_ = p.Stop(context.Background())
+		if fleet.publish != "" {
+			return fleet.publishFile(format, log, stderr)
+		}
 		if len(opts.Routes) == 0 {
 			// Valid, but a proxy that listens on nothing is rarely meant.
 			fmt.Fprintf(stderr, "%s: OK, but warning: no routes (the proxy would listen on no port)\n", *configPath)
@@ -146,11 +145,31 @@ func run(args []string, stderr io.Writer, ready chan<- *smartproxy.Proxy) int {
 		fmt.Fprintf(stderr, "%s: OK (%d routes)\n", *configPath, len(opts.Routes))
 		return 0
 	}
+	fleet.override(&opts)
 	if err := serve(*configPath, format, cfg, opts, log, ready); err != nil {
 		log.Error("exiting", "err", err)
 		return 1
 	}
 	return 0
+}
+
+// validate checks everything Start would, without opening ports, and
+// writes the errors (located in a YAML file) naming path.
+func validate(cfg *smartproxy.Config, opts smartproxy.Options, path string, stderr io.Writer) bool {
+	p, err := smartproxy.New(opts)
+	if err == nil {
+		_ = p.Stop(context.Background())
+		return true
+	}
+	if lines, ok := locate(cfg, err); ok {
+		for _, l := range lines {
+			fmt.Fprintf(stderr, "smartproxy: %s: %s\n", path, l)
+		}
+		return false
+	}
+	// The library's own "smartproxy: " prefix would repeat ours.
+	fmt.Fprintf(stderr, "smartproxy: %s: %s\n", path, strings.TrimPrefix(err.Error(), "smartproxy: "))
+	return false
 }
 
 // locate writes the validation errors of a YAML config one a line, each

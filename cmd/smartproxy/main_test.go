@@ -33,6 +33,7 @@ import (
 // TestMain fails the run if a test leaves a goroutine behind: run must
 // stop its proxy on every path. (goleak ignores the os/signal goroutine.)
 func TestMain(m *testing.M) {
+	runAsCommand() // fleet_test.go: the test binary as a CLI process
 	goleak.VerifyTestMain(m)
 }
 
