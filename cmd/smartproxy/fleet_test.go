@@ -256,3 +256,46 @@ func startInstance(ep, prefix string) (c *cli, ready chan *smartproxy.Proxy) {
 	go func() { c.exit <- run([]string{"-etcd", ep, "-cluster-prefix", prefix}, c.stderr, ready) }()
 	return c, ready
 }
+
+func TestFleetUsage(t *testing.T) {
+	path := writeFile(t, t.TempDir(), "ok.json", configJSON("", route{"web", 8080, "127.0.0.1:9"}))
+	ep := []string{"-etcd", "http://127.0.0.1:1", "-cluster-prefix", "/p"}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-publish", path}, "-publish needs -etcd and -cluster-prefix"},
+		{[]string{"-publish", path, "-etcd", "http://127.0.0.1:1"}, "-publish needs -etcd and -cluster-prefix"},
+		{append([]string{"-publish", path, "-config", path}, ep...), "not both"},
+		{append([]string{"-publish", path, "-check"}, ep...), "drop -check"},
+		{append([]string{"-config", path}, ep...), "drop -config"},
+		{append([]string{"-check"}, ep...), "-check validates a file"},
+		{[]string{"-etcd", "http://127.0.0.1:1"}, "-etcd needs -cluster-prefix"},
+		{[]string{"-config", path, "-cluster-prefix", "/p"}, "need -etcd"},
+		{[]string{"-config", path, "-etcd-ca", "ca.pem"}, "need -etcd"},
+		{[]string{"-config", path, "-listen", "127.0.0.1:80"}, "without a port"},
+	} {
+		code, stderr := runOnce(t, tt.args...)
+		require.Equal(t, 2, code, "%q: %s", tt.args, stderr)
+		require.Contains(t, stderr, tt.want, "%q", tt.args)
+	}
+	// A TLS option that cannot be loaded is an error, not a wait.
+	code, stderr := runOnce(t, append([]string{"-etcd-cert", "c.pem"}, ep...)...)
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, stderr, "certificate and its key")
+}
+
+// TestListenOverride: -listen binds the routes on another address than
+// the file's listenAddress.
+func TestListenOverride(t *testing.T) {
+	echo := startEcho(t)
+	port := freePort(t)
+	path := writeFile(t, t.TempDir(), "proxy.json", configJSON("", route{"echo", port, echo})) // listenAddress 127.0.0.1
+	c := start(t, "-config", path, "-listen", "127.0.0.2")
+	conn, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.2", strconv.Itoa(port)), 2*time.Second)
+	require.NoError(t, err, "the route must listen on -listen's address")
+	require.NoError(t, conn.Close())
+	require.False(t, echoes(port), "nor on the file's 127.0.0.1")
+	sendSignal(t, syscall.SIGTERM)
+	require.Equal(t, 0, c.waitExit(t, 5*time.Second))
+}

@@ -31,6 +31,15 @@
 // config file's directory, so the file and its certificates can move
 // together and the proxy can start from any working directory.
 //
+// A fleet of instances shares one config through etcd (fleet.go; README
+// "Running a fleet"):
+//
+//	smartproxy -publish proxy.yaml -etcd URLS -cluster-prefix /smartproxy/prod   # validate, then store
+//	smartproxy -etcd URLS -cluster-prefix /smartproxy/prod [-listen 10.0.0.2]    # run, following changes
+//
+// -listen binds every route port on its address instead of the config's
+// listenAddress, with -config too.
+//
 // Exit status: 0 after a clean or timed-out drain and for a valid -check,
 // 1 when the config is invalid or the proxy cannot start, 2 for usage
 // errors.
