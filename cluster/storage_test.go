@@ -98,3 +98,25 @@ func TestDialRefusesBadConfig(t *testing.T) {
 	_, err = TLSConfig("", "", "/nonexistent/ca.pem")
 	require.Error(t, err)
 }
+
+// TestTLS: an etcd that requires client certificates is reached with
+// TLSConfig's settings, and refuses a client without a certificate.
+func TestTLS(t *testing.T) {
+	t.Parallel()
+	e, files := etcdtest.StartTLS(t)
+	tlsCfg, err := TLSConfig(files.CertFile, files.KeyFile, files.CAFile)
+	require.NoError(t, err)
+	cfg, _ := testConfig(t, "/tls", e.Endpoint())
+	cfg.TLS = tlsCfg
+	s := dial(t, cfg).Storage()
+	require.NoError(t, s.Store(t.Context(), "k", []byte("v")))
+	v, err := s.Load(t.Context(), "k")
+	require.NoError(t, err)
+	require.Equal(t, "v", string(v))
+
+	noCert, err := TLSConfig("", "", files.CAFile)
+	require.NoError(t, err)
+	cfg.TLS, cfg.OpTimeout = noCert, time.Second
+	_, err = dial(t, cfg).Storage().Load(t.Context(), "k")
+	require.Error(t, err, "a client without a certificate must be refused")
+}

@@ -299,3 +299,19 @@ func TestListenOverride(t *testing.T) {
 	sendSignal(t, syscall.SIGTERM)
 	require.Equal(t, 0, c.waitExit(t, 5*time.Second))
 }
+
+// TestFleetTLS: -etcd-cert, -etcd-key and -etcd-ca reach an etcd that
+// requires client certificates, for -publish and for an instance.
+func TestFleetTLS(t *testing.T) {
+	e, files := etcdtest.StartTLS(t)
+	echo := startEcho(t)
+	port := freePort(t)
+	args := []string{"-etcd", e.Endpoint(), "-cluster-prefix", "/tls", "-etcd-cert", files.CertFile, "-etcd-key", files.KeyFile, "-etcd-ca", files.CAFile}
+	path := writeFile(t, t.TempDir(), "proxy.json", configJSON("", route{"echo", port, echo}))
+	code, out := runOnce(t, append([]string{"-publish", path}, args...)...)
+	require.Equal(t, 0, code, out)
+	c := start(t, args...)
+	require.NoError(t, dialEcho(t, port).Close())
+	sendSignal(t, syscall.SIGTERM)
+	require.Equal(t, 0, c.waitExit(t, 10*time.Second))
+}

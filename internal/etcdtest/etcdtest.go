@@ -31,6 +31,7 @@ type Member struct {
 	args      []string
 	cmd       *exec.Cmd
 	exited    chan struct{}
+	health    *http.Client // nil: plain HTTP
 }
 
 // Binary returns the etcd binary's path, or skips the test.
@@ -47,9 +48,20 @@ func Binary(t testing.TB) string {
 // healthy. The members are killed when the test ends.
 func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
+	return start(t, n, nil, nil)
+}
+
+// start is Start with TLS arguments for every member and the client that
+// checks their health over https (both nil for plain HTTP).
+func start(t testing.TB, n int, tlsArgs []string, health *http.Client) *Cluster {
+	t.Helper()
 	bin := Binary(t)
 	root := t.TempDir()
 	c := &Cluster{}
+	scheme := "http://"
+	if health != nil {
+		scheme = "https://"
+	}
 	var initial []string
 	peers := make([]string, n)
 	for i := range n {
@@ -58,8 +70,9 @@ func Start(t testing.TB, n int) *Cluster {
 		initial = append(initial, name+"="+peers[i])
 		c.Members = append(c.Members, &Member{
 			Name:      name,
-			ClientURL: "http://127.0.0.1:" + strconv.Itoa(freePort(t)),
+			ClientURL: scheme + "127.0.0.1:" + strconv.Itoa(freePort(t)),
 			dir:       filepath.Join(root, name),
+			health:    health,
 		})
 	}
 	for i, m := range c.Members {
@@ -70,6 +83,7 @@ func Start(t testing.TB, n int) *Cluster {
 			"--initial-cluster", strings.Join(initial, ","),
 			"--initial-cluster-state", "new", "--initial-cluster-token", filepath.Base(root),
 		}
+		m.args = append(m.args, tlsArgs...)
 		m.start(t)
 	}
 	t.Cleanup(func() {
@@ -146,7 +160,10 @@ func (m *Member) Restart(t testing.TB) {
 func (m *Member) waitHealthy(t testing.TB) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
-	client := &http.Client{Timeout: time.Second}
+	client := m.health
+	if client == nil {
+		client = &http.Client{Timeout: time.Second}
+	}
 	for time.Now().Before(deadline) {
 		select {
 		case <-m.exited:
