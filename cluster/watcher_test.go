@@ -80,7 +80,7 @@ func TestWatcherAppliesAndRefuses(t *testing.T) {
 	pub := dial(t, cfg)
 	w, a := runWatcher(t, dial(t, cfg), 0)
 	require.Eventually(t, w.Connected, 5*time.Second, 10*time.Millisecond)
-	require.Contains(t, logs.String(), "no configuration published")
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "no configuration published") }, 5*time.Second, time.Millisecond)
 	require.Zero(t, w.Revision())
 
 	var worst time.Duration
@@ -97,7 +97,7 @@ func TestWatcherAppliesAndRefuses(t *testing.T) {
 	bad := publish(t, pub, `{"v": "invalid"}`)
 	require.Eventually(t, func() bool { return w.LastError() != nil }, 5*time.Second, time.Millisecond)
 	require.Equal(t, good, w.Revision(), "a refused document keeps the running revision")
-	require.Contains(t, logs.String(), "configuration refused")
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "configuration refused") }, 5*time.Second, time.Millisecond)
 	// The probes see the refused revision again and again: it is not
 	// offered twice, and the error stays.
 	time.Sleep(3 * cfg.ProbeInterval)
@@ -139,7 +139,7 @@ func TestWatcherCutOffCatchesUp(t *testing.T) {
 	require.Eventually(t, func() bool { return !w.Connected() }, 5*time.Second, 5*time.Millisecond, "losing etcd must show")
 	t.Logf("not connected %v after the member died (probe %v, op timeout %v)", time.Since(start).Round(time.Millisecond), cfgW.ProbeInterval, cfgW.OpTimeout)
 	require.Error(t, w.LastError())
-	require.Contains(t, logs.String(), "etcd unreachable")
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "etcd unreachable") }, 5*time.Second, time.Millisecond)
 
 	publish(t, pub, `{"v": 2}`)
 	last := publish(t, pub, `{"v": 3}`)
