@@ -2,9 +2,9 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
@@ -54,12 +54,15 @@ func (l *Locker) Lock(ctx context.Context, name string) (func() error, error) {
 	// ended by unlock.
 	s, err := concurrency.NewSession(c.etcd, concurrency.WithLease(lease.ID), concurrency.WithContext(context.WithoutCancel(ctx)))
 	if err != nil {
-		l.revoke(lease.ID)
+		_ = l.revoke(lease.ID, c.cfg.OpTimeout)
 		return nil, fmt.Errorf("cluster: lock %s: session: %w", name, err)
 	}
 	m := concurrency.NewMutex(s, c.prefix+"/locks/"+name)
 	if err := m.Lock(ctx); err != nil {
-		_ = s.Close() // revokes the lease: the queued key goes with it
+		// Revoking the lease removes the queued key; bounded, since ctx
+		// is done: a lease not revoked expires by itself.
+		s.Orphan()
+		l.revoke(lease.ID, time.Second)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -82,14 +85,11 @@ func (l *Locker) Lock(ctx context.Context, name string) (func() error, error) {
 	unlock := func() error {
 		once.Do(func() {
 			close(released)
-			uctx, cancel := c.opContext(context.Background())
-			defer cancel()
-			uerr = m.Unlock(uctx)
-			if err := s.Close(); err != nil && uerr == nil && !errors.Is(err, context.Canceled) {
-				uerr = err
-			}
-			if uerr != nil {
-				uerr = fmt.Errorf("cluster: unlock %s (the lease still expires within %v): %w", name, c.cfg.LockTTL, uerr)
+			// Revoking the lease deletes the lock key with it: one
+			// round trip, bounded by the operation timeout.
+			s.Orphan()
+			if err := l.revoke(lease.ID, c.cfg.OpTimeout); err != nil {
+				uerr = fmt.Errorf("cluster: unlock %s (the lock still expires within %v): %w", name, c.cfg.LockTTL, err)
 			}
 		})
 		return uerr
@@ -97,10 +97,10 @@ func (l *Locker) Lock(ctx context.Context, name string) (func() error, error) {
 	return unlock, nil
 }
 
-// revoke ends a lease that will not be used, best effort: it expires by
-// itself otherwise.
-func (l *Locker) revoke(id clientv3.LeaseID) {
-	ctx, cancel := l.c.opContext(context.Background())
+// revoke ends a lease within timeout.
+func (l *Locker) revoke(id clientv3.LeaseID, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	_, _ = l.c.etcd.Revoke(ctx, id)
+	_, err := l.c.etcd.Revoke(ctx, id)
+	return err
 }

@@ -215,6 +215,8 @@ func (f *fleetFlags) serve(log *slog.Logger, ready chan<- *smartproxy.Proxy) int
 	_, _ = storage, locker // for the ACME wiring: see clusterACMEStorage
 
 	settings := settingsOf(cfg)
+	// For the admin API and metrics: readiness is w.Connected(), the
+	// running config version w.Revision(), a refused one w.LastError().
 	w := c.NewWatcher(doc.Revision, func(d cluster.Document) error { return applyDocument(p, d, settings, log) })
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
