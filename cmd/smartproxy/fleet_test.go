@@ -113,6 +113,7 @@ func fleetConfig(port int, target string) string {
 // refused by the instances, which keep serving; with etcd down they keep
 // serving and say so; with etcd back (same data) they follow again.
 func TestFleet(t *testing.T) {
+	needLoopback2(t)
 	e := etcdtest.Start(t, 1)
 	ep, prefix := e.Endpoint(), "/fleet-test"
 	a, b := startNamed(t, "A"), startNamed(t, "B")
@@ -288,6 +289,7 @@ func TestFleetUsage(t *testing.T) {
 // TestListenOverride: -listen binds the routes on another address than
 // the file's listenAddress.
 func TestListenOverride(t *testing.T) {
+	needLoopback2(t)
 	echo := startEcho(t)
 	port := freePort(t)
 	path := writeFile(t, t.TempDir(), "proxy.json", configJSON("", route{"echo", port, echo})) // listenAddress 127.0.0.1
@@ -314,4 +316,14 @@ func TestFleetTLS(t *testing.T) {
 	require.NoError(t, dialEcho(t, port).Close())
 	sendSignal(t, syscall.SIGTERM)
 	require.Equal(t, 0, c.waitExit(t, 10*time.Second))
+}
+
+// needLoopback2 skips where 127.0.0.2 is not a local address (Linux
+// routes all of 127/8 to loopback; macOS only 127.0.0.1).
+func needLoopback2(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Skipf("127.0.0.2 is not a local address here: %v", err)
+	}
+	_ = ln.Close()
 }

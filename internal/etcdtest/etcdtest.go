@@ -39,7 +39,7 @@ func Binary(t testing.TB) string {
 	t.Helper()
 	path, err := exec.LookPath("etcd")
 	if err != nil {
-		t.Skip("etcd not installed (apt-get install etcd-server): ", err)
+		t.Skipf("etcd not installed (apt-get install etcd-server): %v", err)
 	}
 	return path
 }
