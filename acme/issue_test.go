@@ -163,4 +163,3 @@ func TestIssueTLSALPN01(t *testing.T) {
 		t.Fatal("acme-tls/1 hello answered with no validation pending")
 	}
 }
-

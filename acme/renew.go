@@ -81,8 +81,14 @@ func (m *Manager) step(ctx context.Context, e *entry, force bool) error {
 
 	m.mu.Lock()
 	e.attempting = false
-	close(e.waitCh)
-	e.waitCh = make(chan struct{})
+	// Wake the handshakes waiting for this attempt, after the new
+	// certificate is in place (they read it without the lock).
+	defer func() {
+		m.mu.Lock()
+		close(e.waitCh)
+		e.waitCh = make(chan struct{})
+		m.mu.Unlock()
+	}()
 	if err != nil {
 		m.mu.Unlock()
 		if ctx.Err() != nil {
