@@ -16,13 +16,15 @@ import (
 	"golang.org/x/crypto/acme"
 )
 
-// errNotManaged is GetCertificate's answer for a name the Manager does
-// not manage, so that a caller may chain it with another store.
-var errNotManaged = errors.New("acme: server name not managed")
+// ErrNotManaged is wrapped by GetCertificate's error for a server name
+// the Manager does not manage, so that a caller chaining stores can tell
+// it from a managed name without a certificate.
+var ErrNotManaged = errors.New("acme: server name not managed")
 
-// errNoCertYet is GetCertificate's answer for a managed name that has no
-// certificate (yet, or after a failed order) and no Fallback.
-var errNoCertYet = errors.New("acme: no certificate for server name yet")
+// ErrNoCertificateYet is wrapped by GetCertificate's error for a managed
+// name that has no certificate (yet, or after a failed order) when there
+// is no Fallback.
+var ErrNoCertificateYet = errors.New("acme: no certificate for server name yet")
 
 // Manager obtains, stores, renews and serves certificates for a set of
 // names. It implements the proxy's CertificateStore (GetCertificate).
@@ -273,7 +275,7 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 	}
 	m.mu.Unlock()
 	if e == nil {
-		return nil, fmt.Errorf("%w: %q", errNotManaged, name)
+		return nil, fmt.Errorf("%w: %q", ErrNotManaged, name)
 	}
 	if c := e.cert.Load(); c != nil {
 		return c, nil
@@ -297,7 +299,7 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 	if m.cfg.Fallback != nil {
 		return m.cfg.Fallback, nil
 	}
-	return nil, fmt.Errorf("%w: %q", errNoCertYet, name)
+	return nil, fmt.Errorf("%w: %q", ErrNoCertificateYet, name)
 }
 
 // Renew orders a new certificate for name now, whatever its state, and
@@ -317,7 +319,7 @@ func (m *Manager) Renew(ctx context.Context, name string) error {
 	m.mu.Unlock()
 	switch {
 	case e == nil:
-		return fmt.Errorf("%w: %q", errNotManaged, n)
+		return fmt.Errorf("%w: %q", ErrNotManaged, n)
 	case done == nil:
 		return errors.New("acme: Renew before Start")
 	}
