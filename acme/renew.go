@@ -73,7 +73,7 @@ func (m *Manager) step(ctx context.Context, e *entry, force bool) error {
 	e.attempting = true
 	m.mu.Unlock()
 	actx, cancel := context.WithTimeout(ctx, attemptTimeout)
-	c, src, err := m.obtain(actx, e, have, force)
+	c, src, err := m.obtain(actx, e, have, force || e.revoked)
 	cancel()
 	if err == nil && src == SourceACME && len(c.Leaf.OCSPServer) > 0 && c != have {
 		c = m.stapled(ctx, e, c)
