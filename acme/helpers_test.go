@@ -221,3 +221,17 @@ func httpGet(url string) (int, error) {
 	resp.Body.Close()
 	return resp.StatusCode, nil
 }
+
+// manageStart has m manage "localhost", starts it and returns the
+// issued event.
+func manageStart(t *testing.T, m *acme.Manager, evs *events) acme.Event {
+	t.Helper()
+	ctx := context.Background()
+	if err := m.Manage(ctx, []acme.Domain{{Name: "localhost"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return evs.wait(t, acme.EventIssued, "localhost", 60*time.Second)
+}

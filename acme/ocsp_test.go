@@ -1,7 +1,6 @@
 package acme_test
 
 import (
-	"context"
 	"crypto"
 	"crypto/x509"
 	"io"
@@ -71,14 +70,7 @@ func TestOCSPStapling(t *testing.T) {
 	acme.SetBackoff(&cfg, 200*time.Millisecond, time.Second)
 	m := newManager(t, p, cfg)
 	serveTLS(t, tlsLn, m.GetCertificate)
-	ctx := context.Background()
-	if err := m.Manage(ctx, []acme.Domain{{Name: "localhost"}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	evs.wait(t, acme.EventIssued, "localhost", 60*time.Second)
+	manageStart(t, m, evs)
 	roots := p.Roots(t)
 	staple := func() *ocsp.Response {
 		t.Helper()
