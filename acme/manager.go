@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -41,10 +42,12 @@ type Manager struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	names   map[string]*entry
-	started bool
-	stopped bool
+	manageMu sync.Mutex // one Manage at a time: each computes the set against the last
+	mu       sync.Mutex
+	names    map[string]*entry
+	served   atomic.Pointer[map[string]*entry] // copy of names for GetCertificate, which takes no lock
+	started  bool
+	stopped  bool
 
 	acctMu   sync.Mutex
 	accounts map[string]*acme.Client // by directory + email
@@ -127,6 +130,8 @@ func NewManager(cfg Config) (*Manager, error) {
 // certificate that is still valid (no network); once the Manager has
 // started, names without one are ordered in the background.
 func (m *Manager) Manage(ctx context.Context, domains []Domain) error {
+	m.manageMu.Lock()
+	defer m.manageMu.Unlock()
 	want := make(map[string]Settings, len(domains))
 	for i, d := range domains {
 		name, err := normalizeName(d.Name)
@@ -192,6 +197,8 @@ func (m *Manager) Manage(ctx context.Context, domains []Domain) error {
 			m.startWorker(e)
 		}
 	}
+	served := maps.Clone(m.names)
+	m.served.Store(&served)
 	m.mu.Unlock()
 	for _, e := range gone {
 		if e.cancel != nil {
@@ -265,21 +272,20 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 		}
 		return nil, fmt.Errorf("acme: no TLS-ALPN-01 challenge pending for %q", name)
 	}
-	m.mu.Lock()
-	e := m.names[name]
-	var ch chan struct{}
-	wait := false
-	if e != nil {
-		ch = e.waitCh
-		wait = e.attempting || e.lastErr == ""
+	var e *entry
+	if names := m.served.Load(); names != nil {
+		e = (*names)[name]
 	}
-	m.mu.Unlock()
 	if e == nil {
 		return nil, fmt.Errorf("%w: %q", ErrNotManaged, name)
 	}
 	if c := e.cert.Load(); c != nil {
 		return c, nil
 	}
+	m.mu.Lock()
+	ch := e.waitCh
+	wait := e.attempting || e.lastErr == ""
+	m.mu.Unlock()
 	if wait {
 		t := time.NewTimer(m.cfg.HandshakeWait)
 		var hctx <-chan struct{}
