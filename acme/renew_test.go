@@ -177,3 +177,23 @@ func TestProvision(t *testing.T) {
 		t.Fatalf("%d orders without fallback, want 0", o)
 	}
 }
+
+// TestShortLivedNotReordered: certificates that live 30 s, shorter than
+// RenewBefore (30 days by default), are renewed a third of their life
+// before expiry, not re-ordered in a loop as soon as they arrive.
+func TestShortLivedNotReordered(t *testing.T) {
+	t.Parallel()
+	p := pebbletest.Start(t, pebbletest.Options{AlwaysValid: true, ValidityPeriod: 30 * time.Second})
+	evs := newEvents()
+	m := newManager(t, p, acme.Config{RenewCheckInterval: time.Hour, OnEvent: evs.on})
+	manageStart(t, m, evs)
+	time.Sleep(time.Second)
+	if o := p.Orders(); o != 1 {
+		t.Fatalf("%d orders within 1 s of a 30 s certificate, want 1", o)
+	}
+	st := status(t, m, "localhost")
+	life := st.NotAfter.Sub(st.NotBefore)
+	if due := st.NotAfter.Add(-life / 3); st.NextAttempt.Before(due) || st.NextAttempt.After(st.NotAfter) {
+		t.Fatalf("next attempt %v, want between %v (a third of the life before expiry) and %v", st.NextAttempt, due, st.NotAfter)
+	}
+}
