@@ -70,6 +70,7 @@ type entry struct {
 
 	// Owned by the worker goroutine.
 	failures     int
+	dueAgain     int  // successes that left a certificate already due
 	preferALPN   bool // the last HTTP-01 validation failed: try TLS-ALPN-01
 	provisioned  bool // Provision was asked since the worker started
 	expiringSent string

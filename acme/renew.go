@@ -153,8 +153,16 @@ func (m *Manager) schedule(e *entry, err error) {
 		// one burst.
 		iv := m.cfg.RenewCheckInterval
 		next = now.Add(iv - iv/10 + rand.N(iv/5+1))
-		if until := time.Until(renewAt(c, e.set)); until < time.Until(next) {
-			next = now.Add(max(until, 0) + rand.N(min(max(until, 0)/10, time.Hour)+1))
+		if until := time.Until(renewAt(c, e.set)); until <= 0 {
+			// Due right after it was obtained (Provision returned an old
+			// certificate): ask again on the backoff schedule, not at once.
+			e.dueAgain++
+			next = now.Add(m.backoff(e.dueAgain, nil))
+		} else if until < time.Until(next) {
+			e.dueAgain = 0
+			next = now.Add(until + rand.N(min(until/10, time.Hour)+1))
+		} else {
+			e.dueAgain = 0
 		}
 	}
 	if !e.ocspNext.IsZero() && (next.IsZero() || e.ocspNext.Before(next)) {

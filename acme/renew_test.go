@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -195,5 +196,39 @@ func TestShortLivedNotReordered(t *testing.T) {
 	life := st.NotAfter.Sub(st.NotBefore)
 	if due := st.NotAfter.Add(-life / 3); st.NextAttempt.Before(due) || st.NextAttempt.After(st.NotAfter) {
 		t.Fatalf("next attempt %v, want between %v (a third of the life before expiry) and %v", st.NextAttempt, due, st.NotAfter)
+	}
+}
+
+// TestProvisionDueCertificateNotLooped: a hook that keeps returning a
+// certificate already inside the renewal window is asked again on the
+// backoff schedule, not in a loop.
+func TestProvisionDueCertificateNotLooped(t *testing.T) {
+	t.Parallel()
+	// A year-long certificate with a day left: inside RenewBefore (30 days).
+	cert := selfSignedWindow(t, time.Now().Add(-364*24*time.Hour), time.Now().Add(24*time.Hour), "old.example")
+	var calls atomic.Int32
+	cfg := acme.Config{
+		Storage: acme.NewFileStorage(t.TempDir()),
+		Provision: func(context.Context, string) (*tls.Certificate, error) {
+			calls.Add(1)
+			return cert, nil
+		},
+	}
+	acme.SetBackoff(&cfg, 200*time.Millisecond, time.Second)
+	m, err := acme.NewManager(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	defer m.Stop(ctx)
+	if err := m.Manage(ctx, []acme.Domain{{Name: "old.example"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if n := calls.Load(); n < 2 || n > 8 {
+		t.Fatalf("Provision called %d times in 1.5 s, want a backoff schedule", n)
 	}
 }
