@@ -48,10 +48,12 @@ func TestIssueHTTP01(t *testing.T) {
 	if m.TLSALPNEnabled() {
 		t.Fatal("TLSALPNEnabled with DisableTLSALPN")
 	}
+	started := time.Now()
 	if err := m.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	ev := evs.wait(t, acme.EventIssued, "localhost", 60*time.Second)
+	t.Logf("HTTP-01 issuance (account, order, validation, finalize) took %v", time.Since(started))
 	st := status(t, m, "localhost")
 	if st.State != acme.StateValid || st.Source != acme.SourceACME || st.Serial != ev.Status.Serial || st.LastError != "" {
 		t.Fatalf("status after issue: %+v", st)

@@ -115,7 +115,7 @@ func NewManager(cfg Config) (*Manager, error) {
 		if l, ok := m.storage.(Locker); ok {
 			m.locker = l
 		} else {
-			m.locker = &memLocker{}
+			m.locker = processLocks
 		}
 	}
 	if m.client == nil {
@@ -375,8 +375,12 @@ func (m *Manager) TLSALPNEnabled() bool {
 	return false
 }
 
-// memLocker is the Locker of a Storage that has none: it excludes within
-// this process only.
+// processLocks is the Locker of a Storage that has none: it excludes
+// the Managers of this process (lock names carry the directory and the
+// name), not other processes.
+var processLocks = &memLocker{}
+
+// memLocker is a Locker within one process.
 type memLocker struct {
 	mu    sync.Mutex
 	locks map[string]chan struct{}

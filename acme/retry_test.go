@@ -155,14 +155,29 @@ func TestConcurrentFirstHandshakes(t *testing.T) {
 // one order and the other load it.
 func TestTwoManagersOneStorage(t *testing.T) {
 	t.Parallel()
+	t.Run("FileStorage", func(t *testing.T) {
+		t.Parallel()
+		twoManagers(t, acme.NewFileStorage(t.TempDir()))
+	})
+	// A Storage without a Locker: the Managers of one process still
+	// share the in-process lock.
+	t.Run("no Locker", func(t *testing.T) {
+		t.Parallel()
+		twoManagers(t, plainStorage{acme.NewFileStorage(t.TempDir())})
+	})
+}
+
+// plainStorage hides FileStorage's Lock method.
+type plainStorage struct{ acme.Storage }
+
+func twoManagers(t *testing.T, store acme.Storage) {
 	p := pebbletest.Start(t, pebbletest.Options{AlwaysValid: true})
-	dir := t.TempDir()
 	ctx := context.Background()
 	var ms []*acme.Manager
 	var evss []*events
 	for range 2 {
 		evs := newEvents()
-		m := newManager(t, p, acme.Config{Storage: acme.NewFileStorage(dir), OnEvent: evs.on})
+		m := newManager(t, p, acme.Config{Storage: store, OnEvent: evs.on})
 		if err := m.Manage(ctx, []acme.Domain{{Name: "localhost"}}); err != nil {
 			t.Fatal(err)
 		}
