@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -85,7 +86,7 @@ func TestAutoRenewOff(t *testing.T) {
 	p := pebbletest.Start(t, pebbletest.Options{AlwaysValid: true, ValidityPeriod: time.Hour})
 	evs := newEvents()
 	m := newManager(t, p, acme.Config{
-		Settings:           acme.Settings{RenewBefore: time.Hour - time.Second},
+		Settings:           acme.Settings{RenewBefore: time.Hour - 3*time.Second}, // Pebble: life 3599 s
 		RenewCheckInterval: 100 * time.Millisecond,
 		DisableAutoRenew:   true,
 		OnEvent:            evs.on,
@@ -209,6 +210,7 @@ func TestProvisionDueCertificateNotLooped(t *testing.T) {
 	var calls atomic.Int32
 	cfg := acme.Config{
 		Storage: acme.NewFileStorage(t.TempDir()),
+		Logger:  slog.New(slog.DiscardHandler),
 		Provision: func(context.Context, string) (*tls.Certificate, error) {
 			calls.Add(1)
 			return cert, nil
