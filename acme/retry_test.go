@@ -1,0 +1,183 @@
+package acme_test
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gosmartproxy/smartproxy/acme"
+	"github.com/gosmartproxy/smartproxy/internal/pebbletest"
+)
+
+// TestCAFailureBackoff: the HTTP-01 port answers every challenge wrong
+// (and nothing listens for TLS-ALPN-01), so every order fails. The name
+// goes to state error with a next attempt, handshakes fail at once (no
+// wait for a retry), and the attempts over a window follow the
+// exponential backoff instead of a tight loop.
+func TestCAFailureBackoff(t *testing.T) {
+	t.Parallel()
+	httpLn := listen(t)
+	serveHTTP(t, httpLn, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("not the key authorization"))
+	}))
+	p := pebbletest.Start(t, pebbletest.Options{HTTPPort: portOf(httpLn)})
+	evs := newEvents()
+	base := 200 * time.Millisecond
+	cfg := acme.Config{Settings: acme.Settings{HTTPPort: portOf(httpLn)}, OnEvent: evs.on}
+	acme.SetBackoff(&cfg, base, 10*time.Second)
+	m := newManager(t, p, cfg)
+	ctx := context.Background()
+	if err := m.Manage(ctx, []acme.Domain{{Name: "localhost"}}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := m.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ev := evs.wait(t, acme.EventFailed, "localhost", 60*time.Second)
+	if ev.Err == nil || ev.Status.State != acme.StateError || ev.Status.LastError == "" || !ev.Status.NextAttempt.After(time.Now().Add(-time.Second)) {
+		t.Fatalf("failed event: %+v", ev)
+	}
+	st := status(t, m, "localhost")
+	if st.State != acme.StateError && st.State != acme.StateRenewing {
+		t.Fatalf("status after failure: %+v", st)
+	}
+	// A handshake for the failed name fails promptly with an error.
+	t0 := time.Now()
+	if _, err := m.GetCertificate(&tls.ClientHelloInfo{ServerName: "localhost"}); err == nil {
+		t.Fatal("certificate served for a name whose order failed")
+	}
+	if d := time.Since(t0); d > 2*time.Second {
+		t.Fatalf("handshake for a failed name waited %v", d)
+	}
+
+	// Watch for a window: attempt n waits between base·2^(n-1)/2 and
+	// base·2^(n-1), so 4 s hold at most ~7 attempts; a tight loop would
+	// make hundreds.
+	time.Sleep(4 * time.Second)
+	window := time.Since(start)
+	evs.mu.Lock()
+	var at []time.Time
+	for i, e := range evs.evs {
+		if e.Kind == acme.EventFailed {
+			at = append(at, evs.at[i])
+		}
+	}
+	evs.mu.Unlock()
+	orders := p.Orders()
+	t.Logf("%d failed attempts and %d orders in %v", len(at), orders, window)
+	if len(at) < 3 || len(at) > 9 || orders > len(at)+1 {
+		t.Fatalf("%d failures, %d orders in %v: not the backoff schedule", len(at), orders, window)
+	}
+	// Gaps grow: gap i+2 is at least gap i (exponential with equal
+	// jitter), and none is shorter than half the base.
+	var gaps []time.Duration
+	for i := 1; i < len(at); i++ {
+		gaps = append(gaps, at[i].Sub(at[i-1]))
+	}
+	t.Logf("gaps %v", gaps)
+	for i, g := range gaps {
+		if g < base/2 {
+			t.Fatalf("gap %d = %v, under half the base", i, g)
+		}
+		if i >= 2 && g < gaps[i-2]-150*time.Millisecond { // slack for the attempt itself
+			t.Fatalf("gaps %v do not grow", gaps)
+		}
+	}
+	st = status(t, m, "localhost")
+	if st.LastError == "" || st.NextAttempt.IsZero() && st.State == acme.StateError {
+		t.Fatalf("status: %+v", st)
+	}
+}
+
+// TestConcurrentFirstHandshakes: 50 handshakes for a name without a
+// certificate arrive together; they all wait for the one order and get
+// its certificate.
+func TestConcurrentFirstHandshakes(t *testing.T) {
+	t.Parallel()
+	tlsLn := listen(t)
+	p := pebbletest.Start(t, pebbletest.Options{AlwaysValid: true})
+	m := newManager(t, p, acme.Config{HandshakeWait: 60 * time.Second})
+	serveTLS(t, tlsLn, func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		c, err := m.GetCertificate(h)
+		if err != nil {
+			t.Errorf("GetCertificate: %v", err)
+		}
+		return c, err
+	})
+	ctx := context.Background()
+	if err := m.Manage(ctx, []acme.Domain{{Name: "localhost"}}); err != nil {
+		t.Fatal(err)
+	}
+	roots := p.Roots(t)
+	const n = 50
+	var wg sync.WaitGroup
+	serials := make([]string, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := dialTLS(t, tlsLn.Addr().String(), "localhost", roots)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			serials[i] = c.ConnectionState().PeerCertificates[0].SerialNumber.Text(16)
+			c.Close()
+		}()
+	}
+	time.Sleep(300 * time.Millisecond) // let the hellos arrive and wait
+	if err := m.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range serials {
+		if s != serials[0] {
+			t.Fatalf("different serials %v", serials)
+		}
+	}
+	if o := p.Orders(); o != 1 {
+		t.Fatalf("%d orders for %d concurrent first handshakes, want 1", o, n)
+	}
+}
+
+// TestTwoManagersOneStorage: two Managers (as two proxy processes would)
+// share one FileStorage directory and start together; the lock makes
+// one order and the other load it.
+func TestTwoManagersOneStorage(t *testing.T) {
+	t.Parallel()
+	p := pebbletest.Start(t, pebbletest.Options{AlwaysValid: true})
+	dir := t.TempDir()
+	ctx := context.Background()
+	var ms []*acme.Manager
+	var evss []*events
+	for range 2 {
+		evs := newEvents()
+		m := newManager(t, p, acme.Config{Storage: acme.NewFileStorage(dir), OnEvent: evs.on})
+		if err := m.Manage(ctx, []acme.Domain{{Name: "localhost"}}); err != nil {
+			t.Fatal(err)
+		}
+		ms, evss = append(ms, m), append(evss, evs)
+	}
+	for _, m := range ms {
+		if err := m.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := evss[0].wait(t, acme.EventIssued, "localhost", 60*time.Second)
+	b := evss[1].wait(t, acme.EventIssued, "localhost", 60*time.Second)
+	if a.Status.Serial != b.Status.Serial {
+		t.Fatalf("serials %s and %s: both ordered", a.Status.Serial, b.Status.Serial)
+	}
+	if o := p.Orders(); o != 1 {
+		t.Fatalf("%d orders, want 1", o)
+	}
+}
