@@ -7,3 +7,6 @@ import "time"
 func SetBackoff(cfg *Config, base, cap time.Duration) {
 	cfg.backoffBase, cfg.backoffCap = base, cap
 }
+
+// Backoff is the wait before retry n after err under m's settings.
+func Backoff(m *Manager, n int, err error) time.Duration { return m.backoff(n, err) }

@@ -14,6 +14,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -23,7 +24,12 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(childEnv); dir != "" {
+		os.Exit(runChild(dir))
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // listen opens a loopback listener closed at cleanup.
 func listen(t *testing.T) net.Listener {
@@ -209,3 +215,29 @@ func serialOf(t *testing.T, c *tls.Conn) string {
 }
 
 var errTest = errors.New("test provision failure")
+
+// httpGet returns the status code of a GET to url.
+func httpGet(url string) (int, error) {
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// manageStart has m manage "localhost", starts it and returns the
+// issued event.
+func manageStart(t *testing.T, m *acme.Manager, evs *events) acme.Event {
+	t.Helper()
+	ctx := context.Background()
+	if err := m.Manage(ctx, []acme.Domain{{Name: "localhost"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return evs.wait(t, acme.EventIssued, "localhost", 60*time.Second)
+}

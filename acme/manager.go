@@ -290,6 +290,7 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 		case <-ch:
 		case <-t.C:
 		case <-hctx:
+		case <-m.ctx.Done(): // stopping
 		}
 		t.Stop()
 		if c := e.cert.Load(); c != nil {

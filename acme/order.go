@@ -306,7 +306,7 @@ func (m *Manager) account(ctx context.Context, s Settings) (*acme.Client, error)
 	default:
 		return nil, fmt.Errorf("acme: storage: %w", err)
 	}
-	c := &acme.Client{Key: signer, DirectoryURL: s.DirectoryURL, HTTPClient: m.client, UserAgent: "smartproxy"}
+	c := &acme.Client{Key: signer, DirectoryURL: s.DirectoryURL, HTTPClient: m.client, UserAgent: "smartproxy", RetryBackoff: requestRetry}
 	acct := &acme.Account{}
 	if s.Email != "" {
 		acct.Contact = []string{"mailto:" + s.Email}

@@ -73,7 +73,7 @@ func (m *Manager) step(ctx context.Context, e *entry, force bool) error {
 	e.attempting = true
 	m.mu.Unlock()
 	actx, cancel := context.WithTimeout(ctx, attemptTimeout)
-	c, src, err := m.obtain(actx, e, have, force)
+	c, src, err := m.obtain(actx, e, have, force || e.revoked)
 	cancel()
 	if err == nil && src == SourceACME && len(c.Leaf.OCSPServer) > 0 && c != have {
 		c = m.stapled(ctx, e, c)
@@ -185,7 +185,11 @@ func retryAfter(err error) time.Duration {
 	if !errors.As(err, &ae) || ae.Header == nil {
 		return 0
 	}
-	v := ae.Header.Get("Retry-After")
+	return retryAfterHeader(ae.Header.Get("Retry-After"))
+}
+
+// retryAfterHeader parses a Retry-After value (seconds or HTTP date).
+func retryAfterHeader(v string) time.Duration {
 	if v == "" {
 		return 0
 	}
@@ -220,4 +224,23 @@ func (m *Manager) obtain(ctx context.Context, e *entry, have *tls.Certificate, f
 	}
 	c, err := m.order(ctx, e, have, force)
 	return c, SourceACME, err
+}
+
+// requestRetry is the acme.Client's retry of one failed request (5xx,
+// bad nonce): three quick tries. A rate limit, or a Retry-After over
+// 10 s, is not waited out inside the attempt: the error goes up to the
+// attempt backoff, which honours it without holding a request open.
+func requestRetry(n int, _ *http.Request, res *http.Response) time.Duration {
+	if n > 3 || res != nil && res.StatusCode == http.StatusTooManyRequests {
+		return 0
+	}
+	d := time.Duration(n)*time.Second/2 + rand.N(time.Second/2)
+	if res != nil {
+		if ra := retryAfterHeader(res.Header.Get("Retry-After")); ra > 10*time.Second {
+			return 0
+		} else if ra > d {
+			d = ra
+		}
+	}
+	return d
 }

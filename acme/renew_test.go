@@ -29,13 +29,7 @@ func TestRenewalKeepsConnections(t *testing.T) {
 	})
 	serveTLS(t, tlsLn, m.GetCertificate)
 	ctx := context.Background()
-	if err := m.Manage(ctx, []acme.Domain{{Name: "localhost"}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	issued := evs.wait(t, acme.EventIssued, "localhost", 60*time.Second)
+	issued := manageStart(t, m, evs)
 	roots := p.Roots(t)
 	held, err := dialTLS(t, tlsLn.Addr().String(), "localhost", roots)
 	if err != nil {
@@ -95,14 +89,7 @@ func TestAutoRenewOff(t *testing.T) {
 		DisableAutoRenew:   true,
 		OnEvent:            evs.on,
 	})
-	ctx := context.Background()
-	if err := m.Manage(ctx, []acme.Domain{{Name: "localhost"}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	evs.wait(t, acme.EventIssued, "localhost", 60*time.Second)
+	manageStart(t, m, evs)
 	evs.wait(t, acme.EventExpiring, "localhost", 30*time.Second)
 	time.Sleep(500 * time.Millisecond)
 	if o := p.Orders(); o != 1 {

@@ -137,9 +137,6 @@ func (e *entry) statusLocked(now time.Time) CertStatus {
 	default:
 		st.State = StateValid
 	}
-	if e.lastErr == "" && c != nil && !now.Before(c.Leaf.NotAfter) && !e.attempting {
-		st.State = StateExpired
-	}
 	return st
 }
 
