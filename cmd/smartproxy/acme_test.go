@@ -89,6 +89,33 @@ func TestACMEEndToEnd(t *testing.T) {
 		5*time.Second, 10*time.Millisecond, "the event is logged:\n%s", stderr)
 
 	require.NoError(t, conn.Close()) // nothing to drain
+
+	// SIGHUP hands the reloaded names to the manager: without the route
+	// the name is dropped (and the port closed); back again, its
+	// certificate is loaded from the store, not ordered again.
+	serial := conn.ConnectionState().PeerCertificates[0].SerialNumber
+	config := acmeConfig(pb, httpPort, tlsPort, startEcho(t))
+	writeFile(t, dir, "proxy.json", fmt.Sprintf(`{"listenAddress": "127.0.0.1", "acme": {"directoryUrl": %q, "port": %d, "certificateStore": "store", "tlsAlpnChallenge": false, "email": "ops@example.com"}, "routes": []}`, pb.DirectoryURL, httpPort))
+	require.NoError(t, cmd.Process.Signal(syscall.SIGHUP))
+	require.Eventually(t, func() bool {
+		c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(tlsPort), time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	}, 10*time.Second, 20*time.Millisecond, "the route's port closes on reload:\n%s", stderr)
+	writeFile(t, dir, "proxy.json", config)
+	require.NoError(t, cmd.Process.Signal(syscall.SIGHUP))
+	require.Eventually(t, func() bool {
+		c, err := tls.Dial("tcp", "127.0.0.1:"+strconv.Itoa(tlsPort), &tls.Config{ServerName: "localhost", RootCAs: roots})
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber.Cmp(serial) == 0
+	}, 10*time.Second, 20*time.Millisecond, "the stored certificate is served again:\n%s", stderr)
+	require.Equal(t, 1, pb.Orders(), "no second order")
+
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
 	select {
 	case err := <-exited:
