@@ -232,6 +232,12 @@ func TestACMETLSALPN01(t *testing.T) {
 	// nothing is routed.
 	_, err := tls.Dial("tcp", "127.0.0.1:"+strconv.Itoa(tlsPort), &tls.Config{ServerName: "localhost", NextProtos: []string{acmeALPNProto}, InsecureSkipVerify: true})
 	require.Error(t, err)
+	// A client that offers acme-tls/1 beside other protocols is no
+	// validation: it is routed as any other.
+	conn, err := tls.Dial("tcp", "127.0.0.1:"+strconv.Itoa(tlsPort), &tls.Config{ServerName: "localhost", NextProtos: []string{"h2", acmeALPNProto}, RootCAs: pb.Roots(t)})
+	require.NoError(t, err)
+	require.Equal(t, "h2", conn.ConnectionState().NegotiatedProtocol)
+	require.NoError(t, conn.Close())
 }
 
 // TestACMEUpdateRoutes: a terminating route added at run time gets its

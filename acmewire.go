@@ -1,11 +1,11 @@
 package smartproxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"log/slog"
 	"maps"
 	"net/http"
 	"strings"
@@ -25,6 +25,10 @@ const acmeChallengePrefix = "/.well-known/acme-challenge/"
 
 // acmeALPNProto is the ALPN protocol of TLS-ALPN-01 (RFC 8737).
 const acmeALPNProto = "acme-tls/1"
+
+// acmeALPNOnly is the ALPN extension of a TLS-ALPN-01 validation, which
+// offers acme-tls/1 alone (RFC 8737 3): a ProtocolNameList of one name.
+var acmeALPNOnly = append([]byte{0, byte(1 + len(acmeALPNProto)), byte(len(acmeALPNProto))}, acmeALPNProto...)
 
 // acmeManageTimeout bounds Manage when the caller gives no context
 // (UpdateRoutes): it loads stored certificates, which is local work.
@@ -57,35 +61,6 @@ func (o *Options) setUpACME(userCerts bool) error {
 		o.acmeOnly = true
 	}
 	return nil
-}
-
-// logACMEEvent logs a manager's event: issued and renewed at INFO, a
-// failed order at ERROR, an expiring certificate at WARN.
-func logACMEEvent(log *slog.Logger, ev acme.Event) {
-	st := ev.Status
-	args := []any{"name", ev.Name, "kind", ev.Kind, "state", st.State, "source", st.Source}
-	if !st.NotAfter.IsZero() {
-		args = append(args, "notAfter", st.NotAfter)
-	}
-	if ev.Err != nil {
-		args = append(args, "err", ev.Err)
-		if !st.NextAttempt.IsZero() {
-			args = append(args, "nextAttempt", st.NextAttempt)
-		}
-		log.Error("ACME certificate failed", args...)
-		return
-	}
-	if st.Issuer != "" {
-		args = append(args, "issuer", st.Issuer, "serial", st.Serial)
-	}
-	switch ev.Kind {
-	case acme.EventExpiring:
-		log.Warn("ACME certificate expiring", args...)
-	case acme.EventFailed:
-		log.Error("ACME certificate failed", args...)
-	default:
-		log.Info("ACME certificate "+string(ev.Kind), args...)
-	}
 }
 
 // acmeSettingsSource lets a manager tell its base settings, so that a
@@ -311,9 +286,9 @@ func validToken(s string) bool {
 // the manager's challenge certificate; the connection is then closed by
 // serve, never routed. It reports false when the hello is not one this
 // proxy answers: ACME off, a name it does not manage, a port without a
-// terminating route, or no "acme-tls/1" offered.
+// terminating route, or a hello that does not offer "acme-tls/1" alone.
 func (p *Proxy) answerALPNChallenge(set *routeSet, peek *forwarding.PeekConn, rc *RouteContext, hello *forwarding.ClientHelloInfo, deadline time.Time) bool {
-	if !set.acmeALPN || !set.ports[rc.Port].terminating || !set.acmeNames[rc.Domain] || !hello.OffersProtocol(acmeALPNProto) {
+	if !set.acmeALPN || !set.ports[rc.Port].terminating || !set.acmeNames[rc.Domain] || !bytes.Equal(hello.ALPN, acmeALPNOnly) {
 		return false
 	}
 	cfg := &tls.Config{

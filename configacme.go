@@ -78,11 +78,11 @@ type acmeFileConfig struct {
 	implicit bool
 }
 
-// newManager builds the manager, logging with log and logging its events.
+// newManager builds the manager, logging with log (the manager logs its
+// issued, renewed, failed and expiring events there).
 func (f *acmeFileConfig) newManager(log *slog.Logger) (*acme.Manager, error) {
 	cfg := f.cfg
 	cfg.Logger = log
-	cfg.OnEvent = func(ev acme.Event) { logACMEEvent(log, ev) }
 	return acme.NewManager(cfg)
 }
 

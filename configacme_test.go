@@ -53,6 +53,14 @@ func TestConfigACMEFields(t *testing.T) {
 	require.False(t, mc.DisableAutoRenew)
 	require.Equal(t, "./certs", mc.Storage.(*acme.FileStorage).Dir, "parsed without a file: relative to the working directory")
 
+	// The route's block, every field.
+	cfg, err = ParseConfig([]byte(acmeDoc(`{}`, `{"email": "site@example.com", "useProduction": false, "challengePort": 8081,
+	  "renewBeforeDays": 7, "directoryUrl": "https://other.example.com/dir"}`)), FormatJSON)
+	require.NoError(t, err)
+	no := false
+	require.Equal(t, &RouteACME{Email: "site@example.com", UseProduction: &no, ChallengePort: 8081, RenewBeforeDays: 7,
+		DirectoryURL: "https://other.example.com/dir"}, cfg.Routes[0].Action.TLS.ACME)
+
 	// YAML reads the same.
 	cfg, err = ParseConfig([]byte("routes: []\nacme:\n  email: a@b.c\n  port: 8081\n"), FormatYAML)
 	require.NoError(t, err)

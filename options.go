@@ -159,13 +159,13 @@ type Options struct {
 	//     A port no route uses is opened for the challenges alone.
 	//   - TLS-ALPN-01 (when ACME.TLSALPNEnabled()) is answered on ports
 	//     with a terminating route: a ClientHello for a managed name that
-	//     offers "acme-tls/1" gets the challenge certificate and is closed
+	//     offers "acme-tls/1" alone gets the challenge certificate and is closed
 	//     after the handshake, never routed.
 	//   - The proxy starts the manager (its first orders) once every
 	//     listener is up, and stops it in Stop. A manager serves one proxy.
 	//
 	// Config.Options leaves it nil and New builds the manager the config
-	// file describes (see ACMEConfig), logging its events with Logger.
+	// file describes (see Config.ACMEManagerConfig), logging to Logger.
 	ACME *acme.Manager
 	// Connections tracks and limits connections; nil means a
 	// connection.Manager configured from the fields above. With a manager

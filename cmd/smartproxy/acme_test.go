@@ -85,7 +85,7 @@ func TestACMEEndToEnd(t *testing.T) {
 	entries, err := os.ReadDir(filepath.Join(dir, "store"))
 	require.NoError(t, err, "the store is relative to the config file")
 	require.NotEmpty(t, entries)
-	require.Eventually(t, func() bool { return strings.Contains(stderr.String(), `msg="ACME certificate issued" name=localhost`) },
+	require.Eventually(t, func() bool { return strings.Contains(stderr.String(), `msg="acme: certificate issued" name=localhost`) },
 		5*time.Second, 10*time.Millisecond, "the event is logged:\n%s", stderr)
 
 	require.NoError(t, conn.Close()) // nothing to drain
