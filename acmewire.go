@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -120,12 +121,11 @@ func managedDomains(routes []*Route, opts Options) ([]acme.Domain, map[string]bo
 			errs = append(errs, &RouteError{Route: label, Field: "match.domains", Err: errors.New(`certificate "auto" with ACME needs the names to order: list them in match.domains, or give the route a certificate`)})
 		}
 		for i, d := range r.state.domains {
-			if d.glob != nil {
+			if err := orderableName(d); err != nil {
 				if opts.acmeOnly {
-					errs = append(errs, &RouteError{Route: label, Field: fmt.Sprintf("match.domains[%d]", i),
-						Err: fmt.Errorf("%q is a pattern: ACME (HTTP-01, TLS-ALPN-01) orders certificates for exact names only; list the names, or give the route a certificate (a wildcard one needs DNS-01, which this proxy does not do)", d.text)})
+					errs = append(errs, &RouteError{Route: label, Field: fmt.Sprintf("match.domains[%d]", i), Err: err})
 				}
-				continue // a store wrapping the manager serves patterns itself
+				continue // a store wrapping the manager serves these itself
 			}
 			if prev, dup := owners[d.text]; dup {
 				if !prev.over.equal(over) {
@@ -145,6 +145,27 @@ func managedDomains(routes []*Route, opts Options) ([]acme.Domain, map[string]bo
 		names[d.Name] = true
 	}
 	return domains, names, nil
+}
+
+// orderableName refuses what an ACME CA cannot validate by HTTP-01 or
+// TLS-ALPN-01 (the manager would refuse it in Manage, which -check does
+// not run): patterns, IP addresses, and names outside the letters,
+// digits and hyphens of DNS labels.
+func orderableName(d domainPattern) error {
+	const fix = "; list exact names, or give the route a certificate"
+	switch {
+	case d.glob != nil:
+		return fmt.Errorf("%q is a pattern: ACME (HTTP-01, TLS-ALPN-01) orders certificates for exact names only (a wildcard certificate needs DNS-01, which this proxy does not do)%s", d.text, fix)
+	case net.ParseIP(d.text) != nil:
+		return fmt.Errorf("%q is an IP address: ACME orders certificates for DNS names only%s", d.text, fix)
+	}
+	for label := range strings.SplitSeq(d.text, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' ||
+			strings.ContainsFunc(label, func(r rune) bool { return !('a' <= r && r <= 'z' || '0' <= r && r <= '9' || r == '-') }) {
+			return fmt.Errorf("%q is not a DNS name a CA issues for (label %q: letters, digits and inner hyphens only)%s", d.text, label, fix)
+		}
+	}
+	return nil
 }
 
 // mergeOver returns base with the route's settings that are set.

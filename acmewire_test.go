@@ -64,6 +64,9 @@ func TestACMEManagedNamesRefused(t *testing.T) {
 	m := newManager(t)
 	_, err := New(Options{ACME: m, Routes: []Route{autoRoute("w", "ok.example.com", "*.example.com")}})
 	require.ErrorContains(t, err, `route "w": match.domains[1]: "*.example.com" is a pattern: ACME (HTTP-01, TLS-ALPN-01) orders certificates for exact names only`)
+	_, err = New(Options{ACME: m, Routes: []Route{autoRoute("ip", "ok.example.com", "10.0.0.1", "a_b.example.com")}})
+	require.ErrorContains(t, err, `route "ip": match.domains[1]: "10.0.0.1" is an IP address: ACME orders certificates for DNS names only`)
+	require.ErrorContains(t, err, `route "ip": match.domains[2]: "a_b.example.com" is not a DNS name a CA issues for (label "a_b"`)
 	_, err = New(Options{ACME: m, Routes: []Route{autoRoute("none")}})
 	require.ErrorContains(t, err, `route "none": match.domains: certificate "auto" with ACME needs the names to order`)
 
