@@ -111,7 +111,7 @@ func TestFileStorageAtomic(t *testing.T) {
 	t.Parallel()
 	s := acme.NewFileStorage(t.TempDir())
 	ctx := context.Background()
-	a, b := bytes.Repeat([]byte("a"), 1<<20), bytes.Repeat([]byte("b"), 1<<19)
+	a, b := bytes.Repeat([]byte("a"), 256<<10), bytes.Repeat([]byte("b"), 128<<10)
 	if err := s.Store(ctx, "k", a); err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestFileStorageAtomic(t *testing.T) {
 			}
 		}()
 	}
-	for i := range 40 {
+	for i := range 30 {
 		v := a
 		if i%2 == 0 {
 			v = b

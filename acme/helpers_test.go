@@ -191,6 +191,13 @@ func dialTLS(t *testing.T, addr, name string, roots *x509.CertPool) (*tls.Conn, 
 // selfSigned makes a certificate for names valid for d.
 func selfSigned(t testing.TB, d time.Duration, names ...string) *tls.Certificate {
 	t.Helper()
+	return selfSignedWindow(t, time.Now().Add(-time.Minute), time.Now().Add(d), names...)
+}
+
+// selfSignedWindow makes a certificate for names valid from notBefore
+// to notAfter.
+func selfSignedWindow(t testing.TB, notBefore, notAfter time.Time, names ...string) *tls.Certificate {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -199,8 +206,8 @@ func selfSigned(t testing.TB, d time.Duration, names ...string) *tls.Certificate
 		SerialNumber: big.NewInt(time.Now().UnixNano()),
 		Subject:      pkix.Name{CommonName: names[0]},
 		DNSNames:     names,
-		NotBefore:    time.Now().Add(-time.Minute),
-		NotAfter:     time.Now().Add(d),
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {

@@ -33,7 +33,12 @@ func TestIssueHTTP01(t *testing.T) {
 		OnEvent:  evs.on,
 	})
 	user := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "user route") })
-	serveHTTP(t, httpLn, m.HTTPHandler(user))
+	// The port's handler is the current "process's" Manager's.
+	var cur atomic.Pointer[acme.Manager]
+	cur.Store(m)
+	serveHTTP(t, httpLn, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cur.Load().HTTPHandler(user).ServeHTTP(w, r)
+	}))
 	serveTLS(t, tlsLn, m.GetCertificate)
 	ctx := context.Background()
 	if err := m.Manage(ctx, []acme.Domain{{Name: "localhost"}}); err != nil {
@@ -48,10 +53,12 @@ func TestIssueHTTP01(t *testing.T) {
 	if m.TLSALPNEnabled() {
 		t.Fatal("TLSALPNEnabled with DisableTLSALPN")
 	}
+	started := time.Now()
 	if err := m.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	ev := evs.wait(t, acme.EventIssued, "localhost", 60*time.Second)
+	t.Logf("HTTP-01 issuance (account, order, validation, finalize) took %v", time.Since(started))
 	st := status(t, m, "localhost")
 	if st.State != acme.StateValid || st.Source != acme.SourceACME || st.Serial != ev.Status.Serial || st.LastError != "" {
 		t.Fatalf("status after issue: %+v", st)
@@ -93,6 +100,7 @@ func TestIssueHTTP01(t *testing.T) {
 		Settings: acme.Settings{Email: "ops@example.com", HTTPPort: portOf(httpLn)},
 		Storage:  acme.NewFileStorage(dir),
 	})
+	cur.Store(m2)
 	if err := m2.Manage(ctx, []acme.Domain{{Name: "LocalHost."}}); err != nil {
 		t.Fatal(err)
 	}
@@ -108,6 +116,13 @@ func TestIssueHTTP01(t *testing.T) {
 	}
 	if st2 := status(t, m2, "localhost"); st2.Serial != st.Serial {
 		t.Fatalf("serial changed after restart: %s → %s", st.Serial, st2.Serial)
+	}
+	// A forced renewal after the restart orders with the stored account.
+	if err := m2.Renew(ctx, "localhost"); err != nil {
+		t.Fatal(err)
+	}
+	if st2 := status(t, m2, "localhost"); st2.Serial == st.Serial || p.Orders() != 2 || p.Accounts() != 1 {
+		t.Fatalf("after Renew: serial %s (was %s), %d orders, %d accounts; want a new serial, 2 orders, 1 account", st2.Serial, st.Serial, p.Orders(), p.Accounts())
 	}
 }
 

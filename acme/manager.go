@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -41,10 +42,12 @@ type Manager struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	names   map[string]*entry
-	started bool
-	stopped bool
+	manageMu sync.Mutex // one Manage at a time: each computes the set against the last
+	mu       sync.Mutex
+	names    map[string]*entry
+	served   atomic.Pointer[map[string]*entry] // copy of names for GetCertificate, which takes no lock
+	started  bool
+	stopped  bool
 
 	acctMu   sync.Mutex
 	accounts map[string]*acme.Client // by directory + email
@@ -67,6 +70,7 @@ type entry struct {
 
 	// Owned by the worker goroutine.
 	failures     int
+	dueAgain     int  // successes that left a certificate already due
 	preferALPN   bool // the last HTTP-01 validation failed: try TLS-ALPN-01
 	provisioned  bool // Provision was asked since the worker started
 	expiringSent string
@@ -111,7 +115,7 @@ func NewManager(cfg Config) (*Manager, error) {
 		if l, ok := m.storage.(Locker); ok {
 			m.locker = l
 		} else {
-			m.locker = &memLocker{}
+			m.locker = processLocks
 		}
 	}
 	if m.client == nil {
@@ -127,6 +131,8 @@ func NewManager(cfg Config) (*Manager, error) {
 // certificate that is still valid (no network); once the Manager has
 // started, names without one are ordered in the background.
 func (m *Manager) Manage(ctx context.Context, domains []Domain) error {
+	m.manageMu.Lock()
+	defer m.manageMu.Unlock()
 	want := make(map[string]Settings, len(domains))
 	for i, d := range domains {
 		name, err := normalizeName(d.Name)
@@ -192,6 +198,8 @@ func (m *Manager) Manage(ctx context.Context, domains []Domain) error {
 			m.startWorker(e)
 		}
 	}
+	served := maps.Clone(m.names)
+	m.served.Store(&served)
 	m.mu.Unlock()
 	for _, e := range gone {
 		if e.cancel != nil {
@@ -265,21 +273,20 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 		}
 		return nil, fmt.Errorf("acme: no TLS-ALPN-01 challenge pending for %q", name)
 	}
-	m.mu.Lock()
-	e := m.names[name]
-	var ch chan struct{}
-	wait := false
-	if e != nil {
-		ch = e.waitCh
-		wait = e.attempting || e.lastErr == ""
+	var e *entry
+	if names := m.served.Load(); names != nil {
+		e = (*names)[name]
 	}
-	m.mu.Unlock()
 	if e == nil {
 		return nil, fmt.Errorf("%w: %q", ErrNotManaged, name)
 	}
 	if c := e.cert.Load(); c != nil {
 		return c, nil
 	}
+	m.mu.Lock()
+	ch := e.waitCh
+	wait := e.attempting || e.lastErr == ""
+	m.mu.Unlock()
 	if wait {
 		t := time.NewTimer(m.cfg.HandshakeWait)
 		var hctx <-chan struct{}
@@ -366,42 +373,4 @@ func (m *Manager) TLSALPNEnabled() bool {
 		}
 	}
 	return false
-}
-
-// memLocker is the Locker of a Storage that has none: it excludes within
-// this process only.
-type memLocker struct {
-	mu    sync.Mutex
-	locks map[string]chan struct{}
-}
-
-func (l *memLocker) Lock(ctx context.Context, name string) (func() error, error) {
-	for {
-		l.mu.Lock()
-		if l.locks == nil {
-			l.locks = map[string]chan struct{}{}
-		}
-		held, ok := l.locks[name]
-		if !ok {
-			ch := make(chan struct{})
-			l.locks[name] = ch
-			l.mu.Unlock()
-			var once sync.Once
-			return func() error {
-				once.Do(func() {
-					l.mu.Lock()
-					delete(l.locks, name)
-					l.mu.Unlock()
-					close(ch)
-				})
-				return nil
-			}, nil
-		}
-		l.mu.Unlock()
-		select {
-		case <-held:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
 }

@@ -90,6 +90,9 @@ func (m *Manager) step(ctx context.Context, e *entry, force bool) error {
 		m.mu.Unlock()
 	}()
 	if err != nil {
+		if ctx.Err() == nil {
+			e.lastErr = err.Error()
+		}
 		m.mu.Unlock()
 		if ctx.Err() != nil {
 			return err // stopping: not a failure of the CA
@@ -118,9 +121,17 @@ func (m *Manager) step(ctx context.Context, e *entry, force bool) error {
 	return nil
 }
 
-// renewAt is when c falls due under s.
+// renewAt is when c falls due under s: RenewBefore ahead of its
+// expiry, or, for a certificate whose whole lifetime is shorter than
+// RenewBefore (a short-lived profile), a third of its lifetime ahead, so
+// that a fresh certificate is never due at once (which would re-order
+// it in a loop).
 func renewAt(c *tls.Certificate, s Settings) time.Time {
-	return c.Leaf.NotAfter.Add(-s.RenewBefore)
+	before := s.RenewBefore
+	if life := c.Leaf.NotAfter.Sub(c.Leaf.NotBefore); before >= life {
+		before = life / 3
+	}
+	return c.Leaf.NotAfter.Add(-before)
 }
 
 // schedule sets e.next after a step: the retry after a failure (err), or
@@ -142,8 +153,16 @@ func (m *Manager) schedule(e *entry, err error) {
 		// one burst.
 		iv := m.cfg.RenewCheckInterval
 		next = now.Add(iv - iv/10 + rand.N(iv/5+1))
-		if until := time.Until(renewAt(c, e.set)); until < time.Until(next) {
-			next = now.Add(max(until, 0) + rand.N(min(max(until, 0)/10, time.Hour)+1))
+		if until := time.Until(renewAt(c, e.set)); until <= 0 {
+			// Due right after it was obtained (Provision returned an old
+			// certificate): ask again on the backoff schedule, not at once.
+			e.dueAgain++
+			next = now.Add(m.backoff(e.dueAgain, nil))
+		} else if until < time.Until(next) {
+			e.dueAgain = 0
+			next = now.Add(until + rand.N(min(until/10, time.Hour)+1))
+		} else {
+			e.dueAgain = 0
 		}
 	}
 	if !e.ocspNext.IsZero() && (next.IsZero() || e.ocspNext.Before(next)) {

@@ -6,6 +6,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -84,7 +86,7 @@ func TestAutoRenewOff(t *testing.T) {
 	p := pebbletest.Start(t, pebbletest.Options{AlwaysValid: true, ValidityPeriod: time.Hour})
 	evs := newEvents()
 	m := newManager(t, p, acme.Config{
-		Settings:           acme.Settings{RenewBefore: time.Hour - time.Second},
+		Settings:           acme.Settings{RenewBefore: time.Hour - 3*time.Second}, // Pebble: life 3599 s
 		RenewCheckInterval: 100 * time.Millisecond,
 		DisableAutoRenew:   true,
 		OnEvent:            evs.on,
@@ -175,5 +177,60 @@ func TestProvision(t *testing.T) {
 	}
 	if o := p3.Orders(); o != 0 {
 		t.Fatalf("%d orders without fallback, want 0", o)
+	}
+}
+
+// TestShortLivedNotReordered: certificates that live 30 s, shorter than
+// RenewBefore (30 days by default), are renewed a third of their life
+// before expiry, not re-ordered in a loop as soon as they arrive.
+func TestShortLivedNotReordered(t *testing.T) {
+	t.Parallel()
+	p := pebbletest.Start(t, pebbletest.Options{AlwaysValid: true, ValidityPeriod: 30 * time.Second})
+	evs := newEvents()
+	m := newManager(t, p, acme.Config{RenewCheckInterval: time.Hour, OnEvent: evs.on})
+	manageStart(t, m, evs)
+	time.Sleep(time.Second)
+	if o := p.Orders(); o != 1 {
+		t.Fatalf("%d orders within 1 s of a 30 s certificate, want 1", o)
+	}
+	st := status(t, m, "localhost")
+	life := st.NotAfter.Sub(st.NotBefore)
+	if due := st.NotAfter.Add(-life / 3); st.NextAttempt.Before(due) || st.NextAttempt.After(st.NotAfter) {
+		t.Fatalf("next attempt %v, want between %v (a third of the life before expiry) and %v", st.NextAttempt, due, st.NotAfter)
+	}
+}
+
+// TestProvisionDueCertificateNotLooped: a hook that keeps returning a
+// certificate already inside the renewal window is asked again on the
+// backoff schedule, not in a loop.
+func TestProvisionDueCertificateNotLooped(t *testing.T) {
+	t.Parallel()
+	// A year-long certificate with a day left: inside RenewBefore (30 days).
+	cert := selfSignedWindow(t, time.Now().Add(-364*24*time.Hour), time.Now().Add(24*time.Hour), "old.example")
+	var calls atomic.Int32
+	cfg := acme.Config{
+		Storage: acme.NewFileStorage(t.TempDir()),
+		Logger:  slog.New(slog.DiscardHandler),
+		Provision: func(context.Context, string) (*tls.Certificate, error) {
+			calls.Add(1)
+			return cert, nil
+		},
+	}
+	acme.SetBackoff(&cfg, 200*time.Millisecond, time.Second)
+	m, err := acme.NewManager(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	defer m.Stop(ctx)
+	if err := m.Manage(ctx, []acme.Domain{{Name: "old.example"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if n := calls.Load(); n < 2 || n > 8 {
+		t.Fatalf("Provision called %d times in 1.5 s, want a backoff schedule", n)
 	}
 }

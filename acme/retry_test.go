@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -88,8 +89,9 @@ func TestCAFailureBackoff(t *testing.T) {
 			t.Fatalf("gaps %v do not grow", gaps)
 		}
 	}
+	// NextAttempt is zero only while an attempt runs.
 	st = status(t, m, "localhost")
-	if st.LastError == "" || st.NextAttempt.IsZero() && st.State == acme.StateError {
+	if st.State != acme.StateError || st.LastError == "" {
 		t.Fatalf("status: %+v", st)
 	}
 }
@@ -154,14 +156,29 @@ func TestConcurrentFirstHandshakes(t *testing.T) {
 // one order and the other load it.
 func TestTwoManagersOneStorage(t *testing.T) {
 	t.Parallel()
+	t.Run("FileStorage", func(t *testing.T) {
+		t.Parallel()
+		twoManagers(t, acme.NewFileStorage(t.TempDir()))
+	})
+	// A Storage without a Locker: the Managers of one process still
+	// share the in-process lock.
+	t.Run("no Locker", func(t *testing.T) {
+		t.Parallel()
+		twoManagers(t, plainStorage{acme.NewFileStorage(t.TempDir())})
+	})
+}
+
+// plainStorage hides FileStorage's Lock method.
+type plainStorage struct{ acme.Storage }
+
+func twoManagers(t *testing.T, store acme.Storage) {
 	p := pebbletest.Start(t, pebbletest.Options{AlwaysValid: true})
-	dir := t.TempDir()
 	ctx := context.Background()
 	var ms []*acme.Manager
 	var evss []*events
 	for range 2 {
 		evs := newEvents()
-		m := newManager(t, p, acme.Config{Storage: acme.NewFileStorage(dir), OnEvent: evs.on})
+		m := newManager(t, p, acme.Config{Storage: store, OnEvent: evs.on})
 		if err := m.Manage(ctx, []acme.Domain{{Name: "localhost"}}); err != nil {
 			t.Fatal(err)
 		}
@@ -179,5 +196,37 @@ func TestTwoManagersOneStorage(t *testing.T) {
 	}
 	if o := p.Orders(); o != 1 {
 		t.Fatalf("%d orders, want 1", o)
+	}
+}
+
+// TestHTTP01FailureFallsBackToTLSALPN: the HTTP-01 port answers wrong,
+// the TLS port is served by the Manager: the first attempt (HTTP-01)
+// fails, the retry uses TLS-ALPN-01 and succeeds.
+func TestHTTP01FailureFallsBackToTLSALPN(t *testing.T) {
+	t.Parallel()
+	httpLn, tlsLn := listen(t), listen(t)
+	serveHTTP(t, httpLn, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("wrong"))
+	}))
+	p := pebbletest.Start(t, pebbletest.Options{HTTPPort: portOf(httpLn), TLSPort: portOf(tlsLn)})
+	evs := newEvents()
+	cfg := acme.Config{Settings: acme.Settings{HTTPPort: portOf(httpLn)}, OnEvent: evs.on}
+	acme.SetBackoff(&cfg, 100*time.Millisecond, time.Second)
+	m := newManager(t, p, cfg)
+	serveTLS(t, tlsLn, m.GetCertificate)
+	ctx := context.Background()
+	if err := m.Manage(ctx, []acme.Domain{{Name: "localhost"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	failed := evs.wait(t, acme.EventFailed, "localhost", 60*time.Second)
+	if !strings.Contains(failed.Err.Error(), "http-01") {
+		t.Fatalf("first attempt failed with %v, want an http-01 validation error", failed.Err)
+	}
+	evs.wait(t, acme.EventIssued, "localhost", 60*time.Second)
+	if o := p.Orders(); o != 2 {
+		t.Fatalf("%d orders, want 2 (HTTP-01 failed, TLS-ALPN-01 succeeded)", o)
 	}
 }

@@ -262,6 +262,11 @@ func (s *Server) Log() string { return s.log.String() }
 // every client: the number a test compares with "exactly one order".
 func (s *Server) Orders() int { return strings.Count(s.Log(), "Added order ") }
 
+// Accounts counts the accounts Pebble has created so far (from its
+// log); a registration with a known key reuses the account and does not
+// count.
+func (s *Server) Accounts() int { return strings.Count(s.Log(), " accounts in memory") }
+
 // Roots returns Pebble's current root (it makes a new one at each start)
 // as a pool for verifying issued chains.
 func (s *Server) Roots(t testing.TB) *x509.CertPool {
