@@ -274,3 +274,24 @@ func TestACMEStopWithoutStart(t *testing.T) {
 	require.NoError(t, p.Stop(context.Background()))
 	require.ErrorContains(t, m.Start(context.Background()), "Start after Stop")
 }
+
+// TestACMEHTTP01BeforeSecurity: the challenge is answered before the
+// route's security, so an allow list that keeps the CA out of the port's
+// route does not stop the validation.
+func TestACMEHTTP01BeforeSecurity(t *testing.T) {
+	t.Parallel()
+	lp := newListenerPool(t)
+	httpPort, tlsPort := lp.port(t), lp.port(t)
+	pb := pebbletest.Start(t, pebbletest.Options{HTTPPort: httpPort})
+	paths := make(chan string, 100)
+	user := okBackend(t, paths)
+	site := echoBackend(t, "site")
+	m := pebbleManager(t, pb, acme.Settings{HTTPPort: httpPort, DisableTLSALPN: true})
+	guarded := NewRoute("guarded").Ports(httpPort).Domains("localhost").AllowIPs("10.0.0.0/8").ForwardTo(user.addr()).Route()
+	p := startTestProxy(t, lp, Options{ACME: m, Routes: []Route{guarded, terminateRouteOn("site", tlsPort, site.addr(), "localhost")}})
+	st := awaitIssued(t, p, "localhost")
+	requireTrusted(t, pb, tlsPort, st)
+	code, _ := get(t, httpPort, "/page")
+	require.Equal(t, http.StatusForbidden, code, "the route still refuses loopback clients")
+	require.Empty(t, paths, "nothing reached the guarded backend")
+}
