@@ -10,12 +10,13 @@ import (
 
 // errNoCertificateSource says why a terminating route that takes its
 // certificate from Options.Certificates is refused when there is none.
-var errNoCertificateSource = errors.New(`certificate "auto" (or none) takes the certificate from Options.Certificates, ` +
-	"but none is set (and ACME is not implemented yet): give the route a certificate, or set Options.Certificates")
+var errNoCertificateSource = errors.New(`certificate "auto" (or none) takes the certificate from Options.Certificates ` +
+	"or Options.ACME, but neither is set: give the route a certificate, or set one of them")
 
 // checkCertificateSources refuses terminating routes that would fail every
-// handshake: their certificate comes from Options.Certificates and the
-// proxy has none (the CLI never has one). A store that is set but lacks a
+// handshake: their certificate comes from Options.Certificates or
+// Options.ACME and the proxy has neither (a config file always has ACME
+// for such routes: Config.Options). A store that is set but lacks a
 // name is not refused, since stores can be filled at run time; the
 // handshake that misses one is logged (noCertWarner).
 func checkCertificateSources(routes []*Route, haveStore bool) error {

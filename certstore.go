@@ -13,7 +13,7 @@ import (
 // CertificateStore supplies certificates for TLS termination, chosen by
 // the ClientHello's server name. Implementations must be safe for
 // concurrent use and fast: GetCertificate runs in every full handshake.
-// CertStore implements it (an ACME manager will too, once ACME lands);
+// CertStore and *acme.Manager implement it;
 // wrap a store to add your own source.
 type CertificateStore interface {
 	// GetCertificate returns the certificate for hello.ServerName, or an

@@ -43,7 +43,11 @@ type Config struct {
 	KeepAliveInitialDelay         *Millis                       `json:"keepAliveInitialDelay,omitempty"`
 	EnableDetailedLogging         bool                          `json:"enableDetailedLogging,omitempty"`
 	WriteTimeout                  *Millis                       `json:"writeTimeout,omitempty"`
+	ACME                          *ACMEOptions                  `json:"acme,omitempty"`
 
+	// dir is the directory of the config file, which relative paths in it
+	// are relative to; "" for a document parsed without a file.
+	dir string
 	// pos is where each value was in the YAML document, by JSON path.
 	pos map[string]docPos
 }
@@ -139,6 +143,9 @@ func (c *Config) Options() Options {
 			o.IdleParkAfter = -1 // the file says 0 for "never park"
 		}
 	}
+	// New builds the ACME manager, with the proxy's logger (see
+	// ACMEManagerConfig).
+	o.acmeFile = c.acmeFile()
 	return o
 }
 
@@ -148,7 +155,8 @@ func (c *Config) Options() Options {
 // at most 16 MiB. Relative certFile, keyFile and caFile paths in it are
 // resolved against the directory of the config file, not the working
 // directory, so a config and its certificates can be moved together and
-// the proxy started from anywhere. (Routes built in code, or parsed with
+// the proxy started from anywhere; so is acme.certificateStore (default
+// "./certs"). (Routes built in code, or parsed with
 // ParseConfig, keep relative paths as written: they resolve against the
 // working directory.) Mistakes in the document are returned as
 // ConfigErrors, each naming the file.
@@ -183,8 +191,10 @@ func LoadConfigFormat(path string, format ConfigFormat) (*Config, error) {
 	return cfg, nil
 }
 
-// resolvePaths makes the routes' relative file paths relative to dir.
+// resolvePaths makes the routes' relative file paths relative to dir,
+// and records dir for acme.certificateStore (resolved with its default).
 func (c *Config) resolvePaths(dir string) {
+	c.dir = dir
 	resolve := func(p *string) {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
@@ -390,5 +400,6 @@ func (c *Config) checkLimits() []error {
 	if m := c.KeepAliveInactivityMultiplier; m < 0 {
 		fe.Failf("keepAliveInactivityMultiplier", "must not be negative, got %v", m)
 	}
+	c.ACME.check(&fe)
 	return fe.Errors().Unwrap()
 }

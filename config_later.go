@@ -8,7 +8,6 @@ import "reflect"
 // an open route.
 var laterFields = map[string]map[string]string{
 	"": {
-		"acme":                "ACME certificates",
 		"proxyIPs":            "PROXY protocol support",
 		"acceptProxyProtocol": "PROXY protocol support",
 		"sendProxyProtocol":   "PROXY protocol support",
@@ -19,7 +18,6 @@ var laterFields = map[string]map[string]string{
 		"nftables":          "the nftables engine",
 		"sendProxyProtocol": "PROXY protocol support",
 	},
-	"tls": {"acme": "ACME certificates"},
 	"security": {
 		"authentication": "a later version; use basicAuth or jwtAuth",
 	},

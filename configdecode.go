@@ -161,8 +161,13 @@ func (d *configDecoder) value(doc any, v reflect.Value, path string) {
 			return // null leaves the field unset, as in encoding/json
 		}
 		p := reflect.New(t.Elem())
+		before := len(d.errs)
 		d.value(doc, p.Elem(), path)
-		v.Set(p)
+		if len(d.errs) == before {
+			// A value that did not decode stays unset, so that the checks
+			// after decoding do not report it a second time as zero.
+			v.Set(p)
+		}
 		return
 	}
 	if doc == nil {

@@ -34,7 +34,8 @@ type proxyReqKey struct{}
 // this file in the order a request takes them:
 //
 //  1. framing: refusals and Connection: close that depend on the request's
-//     framing alone (refuseFraming);
+//     framing alone (refuseFraming); ACME HTTP-01 challenges, answered
+//     before any route (answerACMEChallenge, acmewire.go);
 //  2. route: canonical path and the match against the current routes
 //     (route);
 //  3. admit: the connection-level checks and limits for the request's
@@ -64,7 +65,7 @@ func (h *httpLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w = lr
 		defer func() { h.logRequest(lr, r, hc, pr) }()
 	}
-	if refuseFraming(w, r) {
+	if refuseFraming(w, r) || h.answerACMEChallenge(w, r, hc) {
 		return
 	}
 	pr = h.route(w, r, hc)

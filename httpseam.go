@@ -39,6 +39,10 @@ type proxySeam struct {
 	// reject counts and logs one refusal (the rejection log).
 	reject func(at refusal, err error)
 
+	// acmeChallenge is the ACME manager's key authorization for an
+	// HTTP-01 token; false without a manager or for an unknown token.
+	acmeChallenge func(host, token string) (string, bool)
+
 	// runHandler runs a socket-handler route's handler on a handed-over
 	// request's stream, as serve would on a connection.
 	runHandler func(conn net.Conn, rec *connection.Record, rc *RouteContext)
@@ -88,8 +92,9 @@ func newProxySeam(p *Proxy) proxySeam {
 		assign: func(rec *connection.Record, route, domain string, lim connection.RouteLimits) error {
 			return p.conns.AssignRouteLimits(rec, route, domain, lim)
 		},
-		reject:     p.reject,
-		runHandler: p.runHandler,
+		reject:        p.reject,
+		acmeChallenge: acmeChallengeOf(p.opts.ACME),
+		runHandler:    p.runHandler,
 		dial: func(ctx context.Context, addr string) (net.Conn, error) {
 			c, err := p.dial(ctx, addr)
 			if err != nil {

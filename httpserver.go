@@ -96,8 +96,11 @@ type httpConn struct {
 	rc         RouteContext  // connection info: port, client, SNI, TLS version, id
 	admission  connAdmission // which route's connection-level checks passed on accept
 	terminated bool
-	rec        *connection.Record
-	meter      *meterConn
+	// acmeOnly: a connection on an ACME HTTP-01 port whose routes do not
+	// take plain HTTP; only challenges are answered on it.
+	acmeOnly bool
+	rec      *connection.Record
+	meter    *meterConn
 
 	hijacked atomic.Bool
 	once     sync.Once

@@ -9,6 +9,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/gosmartproxy/smartproxy/acme"
 	"github.com/gosmartproxy/smartproxy/connection"
 	"github.com/gosmartproxy/smartproxy/forwarding"
 )
@@ -134,19 +135,57 @@ type Options struct {
 	Security SecurityChecker
 	// Certificates supplies certificates to terminating routes that have
 	// none of their own ("auto" or no certificate), by SNI. nil means
-	// there is none: New then refuses such routes (it would fail every
-	// handshake). A store missing a name is logged at WARN when a client
-	// asks for it. (ACME is not implemented yet.)
+	// ACME when set, else there is none: New then refuses such routes (it
+	// would fail every handshake). A store missing a name is logged at
+	// WARN when a client asks for it.
 	Certificates CertificateStore
+	// ACME orders and renews certificates for the terminating routes
+	// whose certificate is "auto" or unset. When set:
+	//
+	//   - It is the CertificateStore when Certificates is nil. A store
+	//     that wraps it goes in Certificates, with ACME still set so that
+	//     the proxy drives it.
+	//   - The managed names are the match.domains of those routes, with a
+	//     route's action.tls.acme merged over the manager's settings; the
+	//     proxy hands them to Manage on Start and on every UpdateRoutes
+	//     (an UpdateRoutes that Manage refuses keeps the old routes).
+	//     Wildcard and other pattern domains cannot be ordered by HTTP-01
+	//     or TLS-ALPN-01: New refuses them (and routes without domains)
+	//     when the manager is the only store.
+	//   - HTTP-01 is answered on every port of ACME.HTTPPorts(): a plain
+	//     HTTP request for /.well-known/acme-challenge/<token> gets the
+	//     key authorization (or 404) before any route or security check,
+	//     and every other request keeps going to the routes of that port.
+	//     A port no route uses is opened for the challenges alone.
+	//   - TLS-ALPN-01 (when ACME.TLSALPNEnabled()) is answered on ports
+	//     with a terminating route: a ClientHello for a managed name that
+	//     offers "acme-tls/1" alone gets the challenge certificate and is closed
+	//     after the handshake, never routed.
+	//   - The proxy starts the manager (its first orders) once every
+	//     listener is up, and stops it in Stop. A manager serves one proxy.
+	//
+	// Config.Options leaves it nil and New builds the manager the config
+	// file describes (see Config.ACMEManagerConfig), logging to Logger.
+	ACME *acme.Manager
 	// Connections tracks and limits connections; nil means a
 	// connection.Manager configured from the fields above. With a manager
 	// of your own, leave those fields zero (New refuses them): build it
 	// with NewConnectionManager to start from the same limits.
 	Connections ConnectionManager
 
-	// haveCertStore records that the user set Certificates (New fills in
-	// an empty store otherwise), so routes that need one can be refused.
+	// haveCertStore records that the user set Certificates or ACME (New
+	// fills in an empty store otherwise), so routes that need one can be
+	// refused.
 	haveCertStore bool
+	// acmeOnly: the ACME manager is the only certificate store, so the
+	// routes it serves must have names it can order.
+	acmeOnly bool
+	// acmeFile is the manager a config file describes, built by New when
+	// ACME is nil (Config.Options sets it).
+	acmeFile *acmeFileConfig
+	// acmeBase is the settings of the manager New built from acmeFile,
+	// which route overrides are merged over.
+	acmeBase *acme.Settings
 }
 
 // Defaults fill in what routes leave unset.

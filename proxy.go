@@ -1,6 +1,7 @@
 package smartproxy
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/gosmartproxy/smartproxy/acme"
 	"github.com/gosmartproxy/smartproxy/connection"
 	"github.com/gosmartproxy/smartproxy/forwarding"
 	"github.com/gosmartproxy/smartproxy/internal/balance"
@@ -57,6 +59,13 @@ type routeSet struct {
 	ports   map[int]portPlan
 	// alpn holds the ALPN choice of every terminating forward route.
 	alpn map[*Route]*alpnConfigs
+
+	// acmeDomains are the names the ACME manager holds certificates for
+	// (acmewire.go), acmeNames the same as a set; acmeALPN: TLS-ALPN-01
+	// is answered. Empty without Options.ACME.
+	acmeDomains []acme.Domain
+	acmeNames   map[string]bool
+	acmeALPN    bool
 }
 
 // portPlan is what the accept path needs to know about a port.
@@ -67,6 +76,15 @@ type portPlan struct {
 	// matching, checks or header rules, so its decrypted streams are
 	// never forwarded raw on silence or an undecided first line.
 	termHTTP bool
+	// hasRoutes: some route listens on the port (it may be open only for
+	// ACME HTTP-01 challenges otherwise).
+	hasRoutes bool
+	// terminating: some route on the port terminates TLS, so TLS-ALPN-01
+	// challenges are answered on it.
+	terminating bool
+	// acmeHTTP: HTTP-01 challenge requests are answered on the port
+	// before routing (set by manageACME).
+	acmeHTTP bool
 }
 
 // Proxy routes connections on its ports according to its routes. Create
@@ -124,6 +142,9 @@ func New(opts Options) (*Proxy, error) {
 	}
 	userCerts := opts.Certificates != nil
 	opts = opts.withDefaults()
+	if err := opts.setUpACME(userCerts); err != nil {
+		return nil, fmt.Errorf("smartproxy: %w", err)
+	}
 	conns := opts.Connections
 	if conns == nil {
 		m, err := connection.NewManager(opts.connectionConfig())
@@ -132,7 +153,7 @@ func New(opts Options) (*Proxy, error) {
 		}
 		conns = m
 	}
-	opts.haveCertStore = userCerts
+	opts.haveCertStore = userCerts || opts.ACME != nil
 	set, err := buildRouteSet(opts.Routes, opts)
 	if err != nil {
 		return nil, fmt.Errorf("smartproxy: invalid routes: %w", err)
@@ -178,6 +199,10 @@ func buildRouteSet(routes []Route, opts Options) (*routeSet, error) {
 	if err := checkCertificateSources(compiled, opts.haveCertStore); err != nil {
 		return nil, err
 	}
+	domains, names, err := managedDomains(compiled, opts)
+	if err != nil {
+		return nil, err
+	}
 	m, err := opts.Matcher(compiled)
 	if err != nil {
 		return nil, fmt.Errorf("building matcher: %w", err)
@@ -195,7 +220,7 @@ func buildRouteSet(routes []Route, opts Options) (*routeSet, error) {
 			return true
 		})
 	}
-	return &routeSet{routes: compiled, matcher: m, ports: ports, alpn: alpn}, nil
+	return &routeSet{routes: compiled, matcher: m, ports: ports, alpn: alpn, acmeDomains: domains, acmeNames: names}, nil
 }
 
 // Routes returns copies of the active (enabled) routes.
@@ -235,10 +260,24 @@ func (p *Proxy) Start(ctx context.Context) error {
 		return errors.New("smartproxy: already started")
 	}
 	p.startRunner()
-	if err := p.reconcileLocked(ctx, p.set.Load()); err != nil {
+	set, err := p.manageACME(ctx, p.set.Load())
+	if err != nil {
 		return err
 	}
-	p.health.Sync(healthPlan(p.set.Load())) // start the routes' active health checks
+	if err := p.reconcileLocked(ctx, set); err != nil {
+		return err
+	}
+	// Orders begin only now: the CA's validation must find the ports open.
+	if m := p.opts.ACME; m != nil {
+		if err := m.Start(ctx); err != nil {
+			for port, l := range p.listeners {
+				l.close()
+				delete(p.listeners, port)
+			}
+			return fmt.Errorf("smartproxy: starting ACME: %w", err)
+		}
+	}
+	p.health.Sync(healthPlan(set)) // start the routes' active health checks
 	p.started = true
 	return nil
 }
@@ -287,8 +326,17 @@ func (p *Proxy) UpdateRoutes(routes []Route) error {
 		return ErrStopped
 	}
 	if p.started {
+		old := p.set.Load()
+		ctx, cancel := context.WithTimeout(p.baseCtx, acmeManageTimeout)
+		defer cancel()
+		if set, err = p.manageACME(ctx, set); err != nil {
+			return err
+		}
 		// Stores set once the new ports are open, before they accept.
 		if err := p.reconcileLocked(context.Background(), set); err != nil {
+			if _, rerr := p.manageACME(ctx, old); rerr != nil {
+				p.log.Error("acme: restoring the managed names after a failed route update", "err", rerr)
+			}
 			return err
 		}
 		p.health.Sync(healthPlan(set)) // stop checks no route needs any more, start new ones
@@ -318,6 +366,7 @@ func (p *Proxy) Stop(ctx context.Context) error {
 	}
 	p.mu.Unlock()
 	p.acceptors.Wait()
+	acmeErr := p.stopACME(ctx)
 	p.http.beginShutdown() // idle keep-alive connections close now, busy ones after their response
 
 	if _, ok := ctx.Deadline(); !ok {
@@ -344,5 +393,22 @@ func (p *Proxy) Stop(ctx context.Context) error {
 		p.runCancel()
 	}
 	<-p.runDone
-	return err
+	return cmp.Or(err, acmeErr)
+}
+
+// stopACME stops the ACME manager, whose orders cannot complete with the
+// ports closed: orders and renewals in flight are abandoned, the store
+// keeps what was finished. It gets its own bound, since ctx may run out
+// draining connections and the manager's goroutines must still end.
+func (p *Proxy) stopACME(ctx context.Context) error {
+	m := p.opts.ACME
+	if m == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), acmeStopTimeout)
+	defer cancel()
+	if err := m.Stop(ctx); err != nil {
+		return fmt.Errorf("smartproxy: stopping ACME: %w", err)
+	}
+	return nil
 }

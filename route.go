@@ -228,10 +228,15 @@ type RouteTLS struct {
 	// Mode is "passthrough", "terminate" or "terminate-and-reencrypt".
 	Mode TLSMode `json:"mode"`
 	// Certificate for the terminating modes: PEM in the route, files, or
-	// "auto" (from Options.Certificates; ACME is not implemented yet, so New
-	// refuses it when Options.Certificates is not set).
-	// nil means Options.Certificates chooses by SNI.
+	// "auto". "auto" and nil take the certificate from Options.Certificates
+	// by SNI, or, when Options.ACME is set, order one for each of the
+	// route's match.domains from the ACME CA (see Options.ACME); with
+	// neither set New refuses the route.
 	Certificate *CertificateSpec `json:"certificate,omitempty"`
+	// ACME overrides the ACME manager's settings for this route's domains
+	// (TS action.tls.acme). It needs Options.ACME and a certificate that
+	// is "auto" or unset.
+	ACME *RouteACME `json:"acme,omitempty"`
 	// Versions lists the TLS versions accepted from clients, e.g.
 	// ["TLSv1.2", "TLSv1.3"]; default TLS 1.2 and 1.3.
 	Versions []string `json:"versions,omitempty"`
@@ -246,10 +251,31 @@ type RouteTLS struct {
 	Backend *BackendTLS `json:"backend,omitempty"`
 }
 
+// RouteACME is a route's ACME settings, each overriding the manager's
+// setting of the same meaning for the route's domains when it is set
+// (non-zero; UseProduction when not nil).
+type RouteACME struct {
+	// Email is the ACME account's contact address.
+	Email string `json:"email,omitempty"`
+	// UseProduction picks Let's Encrypt production over staging when
+	// DirectoryURL is empty.
+	UseProduction *bool `json:"useProduction,omitempty"`
+	// ChallengePort is the port HTTP-01 challenges are answered on (the
+	// CA always asks on 80; another port is for a proxy behind a port
+	// forward). The proxy listens on it.
+	ChallengePort int `json:"challengePort,omitempty"`
+	// RenewBeforeDays renews the certificate this many days before it
+	// expires.
+	RenewBeforeDays int `json:"renewBeforeDays,omitempty"`
+	// DirectoryURL is the ACME directory of another CA (not in TS).
+	DirectoryURL string `json:"directoryUrl,omitempty"`
+}
+
 // CertificateSpec is a route's certificate: inline PEM, PEM files, or
 // "auto" (JSON: the string "auto").
 type CertificateSpec struct {
-	// Auto takes the certificate from Options.Certificates by SNI.
+	// Auto takes the certificate from Options.Certificates by SNI, or
+	// from Options.ACME.
 	Auto bool `json:"-"`
 	// Cert and Key are PEM blocks (the certificate chain, leaf first, and
 	// its private key).

@@ -159,25 +159,42 @@ func (p *Proxy) serve(conn net.Conn, port int, detach bool) {
 		LocalAddr:    conn.LocalAddr(),
 		ConnectionID: rec.ID(),
 	}
-	if plan := set.ports[port]; plan.needsHello || plan.plainHTTP {
+	if plan := set.ports[port]; plan.needsHello || plan.plainHTTP || plan.acmeHTTP {
 		// Only ports that need it wait for the client's first bytes;
 		// elsewhere server-speaks-first protocols are routed on accept.
 		// On a port with HTTP routes, what might still become a request
-		// line is never routed raw (strict): see classifyHTTP.
-		switch sniffStream(peek, time.Until(pc.initialDeadline), plan.plainHTTP, true, plan.plainHTTP) {
+		// line is never routed raw (strict): see classifyHTTP. A port
+		// that is sniffed only for ACME challenges, with routes that do
+		// not need the first bytes, waits for them briefly (silence:
+		// the server may speak first).
+		wait := time.Until(pc.initialDeadline)
+		brief := !plan.needsHello && !plan.plainHTTP && plan.hasRoutes
+		if brief {
+			wait = min(terminatedSniffWait, wait)
+		}
+		strict := plan.plainHTTP || !plan.hasRoutes
+		switch sniffStream(peek, wait, plan.plainHTTP || plan.acmeHTTP, true, strict) {
 		case streamNone:
+			if brief {
+				break
+			}
 			p.logConn("closing connection: no usable initial data", "id", rec.ID(), "client", client, "port", port)
 			return
 		case streamTLS:
-			if !p.readHello(peek, rc, pc.initialDeadline) {
+			hello, ok := p.readHello(peek, rc, pc.initialDeadline)
+			if !ok || p.answerALPNChallenge(set, peek, rc, &hello, pc.initialDeadline) {
 				return
 			}
 		case streamHTTP:
-			if plan.plainHTTP {
+			// A port whose routes do not take plain HTTP gives it to the
+			// HTTP layer only for ACME challenges (a port open for them
+			// alone answers 404 to the rest).
+			acmeOnly := !plan.plainHTTP && plan.acmeHTTP && (!plan.hasRoutes || isACMEChallengeLine(peek, pc.initialDeadline))
+			if plan.plainHTTP || acmeOnly {
 				// Plain HTTP is routed per request, checks included.
 				meter := &meterConn{Conn: peek, rec: rec}
 				meter.on.Store(true)
-				p.http.serve(meter, &httpConn{rc: *rc, admission: admissionDeferred, rec: rec, meter: meter})
+				p.http.serve(meter, &httpConn{rc: *rc, admission: admissionDeferred, rec: rec, meter: meter, acmeOnly: acmeOnly})
 				return
 			}
 		}
@@ -240,6 +257,8 @@ func (pp *portPlan) add(r *Route) {
 	// A terminating route needs the ClientHello even without domains: it
 	// only matches connections known to be TLS.
 	pp.needsHello = pp.needsHello || st.needsHello || st.tls != nil
+	pp.hasRoutes = true
+	pp.terminating = pp.terminating || st.tls != nil
 	if r.Action.TLS == nil && (st.http != nil || st.sec.hasHTTPChecks() || len(st.domains) > 0 && r.Action.Type == ActionForward) {
 		pp.plainHTTP = true
 	}
@@ -250,10 +269,11 @@ func (pp *portPlan) add(r *Route) {
 
 // readHello reads the ClientHello under the initial-data deadline and
 // fills rc's domain and TLS version. It reports false when the connection
-// must be closed: timeout, EOF, oversize or malformed hello. A client that
+// must be closed: timeout, EOF, oversize or malformed hello. The hello
+// returned aliases peek's buffer. A client that
 // does not speak TLS is routed without SNI (only routes without domains
 // can take it).
-func (p *Proxy) readHello(peek *forwarding.PeekConn, rc *RouteContext, deadline time.Time) bool {
+func (p *Proxy) readHello(peek *forwarding.PeekConn, rc *RouteContext, deadline time.Time) (forwarding.ClientHelloInfo, bool) {
 	_ = peek.SetReadDeadline(deadline)
 	info, err := forwarding.SniffClientHello(peek, p.opts.MaxClientHelloBytes)
 	_ = peek.SetReadDeadline(time.Time{})
@@ -261,12 +281,12 @@ func (p *Proxy) readHello(peek *forwarding.PeekConn, rc *RouteContext, deadline 
 	case err == nil:
 		rc.Domain = normalizeDomain(string(info.ServerName))
 		rc.TLSVersion = info.MaxVersion
-		return true
+		return info, true
 	case errors.Is(err, forwarding.ErrNotTLS):
-		return true
+		return forwarding.ClientHelloInfo{}, true
 	default:
 		p.logConn("closing connection: no usable ClientHello", "id", rc.ConnectionID, "client", rc.ClientAddr, "port", rc.Port, "err", err)
-		return false
+		return forwarding.ClientHelloInfo{}, false
 	}
 }
 

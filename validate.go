@@ -273,11 +273,12 @@ func (v *routeValidator) checkTLS(t *RouteTLS) *routeTLS {
 	}
 	switch t.Mode {
 	case TLSPassthrough:
-		if t.Certificate != nil || len(t.Versions) > 0 || t.Ciphers != "" || t.Backend != nil {
-			v.fail("action.tls", errors.New("certificate, versions, ciphers and backend need a terminating mode, not passthrough"))
+		if t.Certificate != nil || len(t.Versions) > 0 || t.Ciphers != "" || t.Backend != nil || t.ACME != nil {
+			v.fail("action.tls", errors.New("certificate, versions, ciphers, backend and acme need a terminating mode, not passthrough"))
 		}
 		return nil
 	case TLSTerminate, TLSTerminateAndReencrypt:
+		v.checkRouteACME(t)
 		return v.compileTLS(t)
 	case "":
 		v.fail("action.tls.mode", errors.New("is required when action.tls is set"))

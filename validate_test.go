@@ -76,7 +76,7 @@ func TestValidationOfTLSBlock(t *testing.T) {
 		{"insecure cipher", RouteTLS{Mode: TLSTerminate, Ciphers: "TLS_RSA_WITH_RC4_128_SHA"}, `action.tls.ciphers: cipher suite "TLS_RSA_WITH_RC4_128_SHA" is insecure`},
 		{"unknown cipher", RouteTLS{Mode: TLSTerminate, Ciphers: "NOPE"}, `unknown cipher suite "NOPE"`},
 		{"good ciphers", RouteTLS{Mode: TLSTerminate, Ciphers: "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256:TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"}, ""},
-		{"passthrough with cert", RouteTLS{Mode: TLSPassthrough, Certificate: &CertificateSpec{Auto: true}}, `action.tls: certificate, versions, ciphers and backend need a terminating mode`},
+		{"passthrough with cert", RouteTLS{Mode: TLSPassthrough, Certificate: &CertificateSpec{Auto: true}}, `action.tls: certificate, versions, ciphers, backend and acme need a terminating mode`},
 		{"backend on terminate", RouteTLS{Mode: TLSTerminate, Backend: &BackendTLS{InsecureSkipVerify: true}}, `action.tls.backend: only applies to mode "terminate-and-reencrypt"`},
 		{"backend bad ca", RouteTLS{Mode: TLSTerminateAndReencrypt, Backend: &BackendTLS{CA: "junk"}}, `action.tls.backend.ca: no PEM certificates found`},
 		{"no mode", RouteTLS{}, `action.tls.mode: is required`},

@@ -95,8 +95,8 @@ func parseHelloBody(body []byte) (ClientHelloInfo, error) {
 	return info, nil
 }
 
-// parseExtensions walks the extension block, filling info from server_name and
-// supported_versions. Other extensions are only length-checked.
+// parseExtensions walks the extension block, filling info from server_name,
+// supported_versions and ALPN. Other extensions are only length-checked.
 func parseExtensions(exts []byte, info *ClientHelloInfo) error {
 	c := cursor{exts}
 	var seenSNI, seenVersions bool
@@ -131,6 +131,10 @@ func parseExtensions(exts []byte, info *ClientHelloInfo) error {
 			}
 			if v != 0 {
 				info.MaxVersion = v
+			}
+		case extALPN:
+			if info.ALPN == nil {
+				info.ALPN = data
 			}
 		}
 	}

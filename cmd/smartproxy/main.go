@@ -40,6 +40,16 @@
 // -listen binds every route port on its address instead of the config's
 // listenAddress, with -config too.
 //
+// Terminating routes with certificate "auto" (or none) get their
+// certificates from an ACME CA as the acme block says (Let's Encrypt
+// staging when there is no block; a warning says so): the HTTP-01 port
+// is shared with the routes on it, or opened for the challenges alone.
+// Issued, renewed, failed and expiring certificates are logged. SIGHUP
+// hands the reloaded routes' names to the ACME manager; a changed acme
+// block needs a restart. -check validates the acme block and the route
+// names without touching the network or creating the certificate store.
+// acme.certificateStore is relative to the config file's directory too.
+//
 // Exit status: 0 after a clean or timed-out drain and for a valid -check,
 // 1 when the config is invalid or the proxy cannot start, 2 for usage
 // errors.

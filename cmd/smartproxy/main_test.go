@@ -34,6 +34,9 @@ import (
 // stop its proxy on every path. (goleak ignores the os/signal goroutine.)
 func TestMain(m *testing.M) {
 	runAsCommand() // fleet_test.go: the test binary as a CLI process
+	if os.Getenv(runCLIEnv) == "1" {
+		os.Exit(run(os.Args[1:], os.Stderr, nil)) // a child process of a test
+	}
 	goleak.VerifyTestMain(m)
 }
 
@@ -333,8 +336,8 @@ func TestCheckInvalid(t *testing.T) {
 		},
 		{
 			name: "later field in YAML", file: "later.yaml",
-			content: "routes:\n  - name: secure\n    match: {ports: 443}\n    action: {type: forward, targets: [{host: 10.0.0.1, port: 443}], tls: {mode: terminate, acme: {email: a@b.c}}}\n",
-			want:    []string{`routes[0] ("secure").action.tls.acme`, "not supported yet"},
+			content: "routes:\n  - name: secure\n    match: {ports: 443}\n    action: {type: forward, targets: [{host: 10.0.0.1, port: 443}], sendProxyProtocol: true}\n",
+			want:    []string{`routes[0] ("secure").action.sendProxyProtocol`, "not supported yet"},
 		},
 		{
 			name: "syntax error", file: "syntax.json",
