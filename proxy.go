@@ -90,6 +90,8 @@ type Proxy struct {
 	health *balance.Health
 	// http is the HTTP layer (httpserver.go), started on first use.
 	http *httpLayer
+	// proxyIn receives PROXY headers (proxyproto.go); nil when off.
+	proxyIn *proxyReceiver
 
 	// baseCtx is cancelled when Stop gives up draining; it is the parent of
 	// every handler's context.
@@ -154,6 +156,7 @@ func New(opts Options) (*Proxy, error) {
 		listeners: make(map[int]*portListener),
 		runDone:   make(chan struct{}),
 		draining:  make(chan struct{}),
+		proxyIn:   newProxyReceiver(&opts),
 	}
 	p.baseCtx, p.cancelBase = context.WithCancel(context.Background())
 	p.health = balance.NewHealth(opts.Logger, p.dial) // checks dial as connections do

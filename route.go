@@ -378,6 +378,9 @@ type RouteContext struct {
 	ClientAddr netip.AddrPort
 	// LocalAddr is the proxy-side address of the client connection.
 	LocalAddr net.Addr
+	// ProxyHeader is the PROXY header a trusted sender sent (its Source
+	// is ClientAddr then); nil when none was read.
+	ProxyHeader *ProxyHeader
 	// RouteName is the name of the matched route.
 	RouteName string
 	// ConnectionID is the connection manager's id for this connection.

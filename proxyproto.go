@@ -1,0 +1,376 @@
+package smartproxy
+
+import (
+	"bufio"
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/pires/go-proxyproto"
+	"github.com/pires/go-proxyproto/tlvparse"
+
+	"github.com/gosmartproxy/smartproxy/forwarding"
+	"github.com/gosmartproxy/smartproxy/iplist"
+)
+
+// Receiving the PROXY protocol (v1 text, v2 binary with TLVs). The trust
+// rule: a header is read only from a trusted sender (Options.ProxyIPs,
+// matched on the socket address), and its source address then becomes
+// the connection's client address everywhere, because serve reads the
+// header before anything else looks at the client (admission, per-IP
+// limits, metrics, matching, logs, templates, X-Forwarded-For,
+// RouteContext). Nothing an untrusted client sends is ever parsed as a
+// header: on ports that read the first bytes anyway (TLS or HTTP
+// routing), one that starts with a PROXY signature is closed as a
+// protocol error before any dial.
+//
+// Framing (where the header ends) is ours and strict, so that the
+// header is consumed from the PeekConn exactly and the bytes after it
+// (a ClientHello, a request) stay buffered for the routing that follows
+// and are replayed to the backend before the copy splices the bare
+// socket; parsing is github.com/pires/go-proxyproto's, on exactly the
+// framed bytes.
+
+// ProxyProtocolMode says whether a trusted sender must send a PROXY
+// header (Options.ProxyProtocol).
+type ProxyProtocolMode string
+
+// The PROXY protocol modes.
+const (
+	// ProxyProtocolRequired closes a trusted sender's connection that
+	// does not start with a header. It is the default ("").
+	ProxyProtocolRequired ProxyProtocolMode = "required"
+	// ProxyProtocolOptional lets a trusted sender's connection start
+	// without a header; its socket address is then the client address.
+	// The proxy waits for the first bytes either way, so protocols where
+	// the server speaks first need the header from such senders.
+	ProxyProtocolOptional ProxyProtocolMode = "optional"
+)
+
+// DefaultProxyHeaderTimeout is the default Options.ProxyHeaderTimeout.
+const DefaultProxyHeaderTimeout = 10 * time.Second
+
+// RejectProxyProtocol counts connections closed for their PROXY header:
+// one from an untrusted sender, a malformed one, or none from a trusted
+// sender that must send it.
+const RejectProxyProtocol RejectReason = "proxy-protocol"
+
+// maxProxyHeaderBytes caps a header: a v2 header's length field may not
+// exceed the library's MaxV2HeaderSize (4 KiB of addresses and TLVs);
+// a v1 header is at most 107 bytes.
+const (
+	maxV1HeaderBytes = 107
+	v2FixedBytes     = 16
+)
+
+var (
+	sigV1 = []byte("PROXY ")
+	sigV2 = proxyproto.SIGV2
+
+	errNoProxyHeader = errors.New("no PROXY header")
+)
+
+// ProxyHeader is what a trusted sender's PROXY header said
+// (RouteContext.ProxyHeader).
+type ProxyHeader struct {
+	// Version is 1 (text) or 2 (binary).
+	Version int
+	// Local is set for a LOCAL command (v2) or "PROXY UNKNOWN" (v1), as
+	// health checks send, and for address families other than TCP: the
+	// socket address is the client address then, and Source and
+	// Destination are zero.
+	Local bool
+	// Source is the original client; Destination the address it
+	// connected to (IPv4-mapped IPv6 unmapped).
+	Source, Destination netip.AddrPort
+	// ALPN and Authority are the v2 TLVs of those names ("" when absent):
+	// the protocol the sender negotiated, the host name the client asked
+	// for (SNI).
+	ALPN, Authority string
+	// UniqueID is the v2 PP2_TYPE_UNIQUE_ID TLV (at most 128 bytes).
+	UniqueID []byte
+	// SSL is the v2 PP2_TYPE_SSL TLV; nil when absent.
+	SSL *ProxySSL
+}
+
+// ProxySSL is the TLS information of a v2 header (HAProxy's
+// send-proxy-v2-ssl).
+type ProxySSL struct {
+	// ClientSSL: the client connected over TLS.
+	ClientSSL bool
+	// Verified: the client presented a certificate that verified.
+	Verified bool
+	// Version, Cipher and ClientCN are the sub-TLVs ("" when absent).
+	Version, Cipher, ClientCN string
+}
+
+// proxyReceiver is the compiled receiving side; nil when off.
+type proxyReceiver struct {
+	trusted  *iplist.List
+	optional bool
+	timeout  time.Duration
+}
+
+func newProxyReceiver(o *Options) *proxyReceiver {
+	if !o.AcceptProxyProtocol && len(o.ProxyIPs) == 0 {
+		return nil
+	}
+	l, _ := iplist.Parse(o.ProxyIPs) // validated by Options.validate
+	return &proxyReceiver{
+		trusted:  l,
+		optional: o.ProxyProtocol == ProxyProtocolOptional,
+		timeout:  cmp.Or(o.ProxyHeaderTimeout, DefaultProxyHeaderTimeout),
+	}
+}
+
+// validateProxyProtocol checks the receiving options (Options.validate).
+func (o *Options) validateProxyProtocol() []error {
+	var errs []error
+	if _, err := iplist.Parse(o.ProxyIPs); err != nil {
+		errs = append(errs, fmt.Errorf("ProxyIPs: %w", err))
+	}
+	if o.AcceptProxyProtocol && len(o.ProxyIPs) == 0 {
+		errs = append(errs, errors.New("AcceptProxyProtocol needs ProxyIPs, the trusted senders: an untrusted client must never choose its own address"))
+	}
+	switch o.ProxyProtocol {
+	case "", ProxyProtocolRequired:
+	case ProxyProtocolOptional:
+		if !o.AcceptProxyProtocol && len(o.ProxyIPs) == 0 {
+			errs = append(errs, errors.New("ProxyProtocol \"optional\" needs AcceptProxyProtocol and ProxyIPs"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("ProxyProtocol must be %q or %q, got %q", ProxyProtocolRequired, ProxyProtocolOptional, o.ProxyProtocol))
+	}
+	if o.ProxyHeaderTimeout < 0 {
+		errs = append(errs, fmt.Errorf("ProxyHeaderTimeout must not be negative, got %v", o.ProxyHeaderTimeout))
+	}
+	return errs
+}
+
+// proxyClientConn is an accepted conn whose client address came from a
+// PROXY header: RemoteAddr reports it, so net/http (Request.RemoteAddr)
+// and every log see the real client. Unwrap hands the copier the bare
+// socket, so forwarding still splices and parks.
+type proxyClientConn struct {
+	net.Conn
+	remote *net.TCPAddr
+}
+
+// RemoteAddr is the client address the header named.
+func (c *proxyClientConn) RemoteAddr() net.Addr { return c.remote }
+
+// Unwrap returns the socket.
+func (c *proxyClientConn) Unwrap() net.Conn { return c.Conn }
+
+// CloseWrite half-closes the socket.
+func (c *proxyClientConn) CloseWrite() error { return forwarding.CloseWrite(c.Conn) }
+
+// receiveProxyHeader runs before anything else reads the connection.
+// From a trusted sender it reads the header under the header timeout
+// (cut short when the proxy stops) and, when it names a TCP source,
+// puts a proxyClientConn beneath peek so that the real address is the
+// client address from here on. It returns the header (nil when none was
+// read) and an error when the connection must be closed.
+func (p *Proxy) receiveProxyHeader(peek *forwarding.PeekConn) (*ProxyHeader, error) {
+	in := p.proxyIn
+	if in == nil || !in.trusted.Contains(clientAddrOf(peek).Addr()) {
+		return nil, nil
+	}
+	_ = peek.SetReadDeadline(time.Now().Add(in.timeout))
+	stop := context.AfterFunc(p.baseCtx, func() { _ = peek.SetReadDeadline(time.Unix(1, 0)) })
+	defer func() {
+		stop()
+		_ = peek.SetReadDeadline(time.Time{})
+	}()
+	h, err := readProxyHeader(peek)
+	switch {
+	case errors.Is(err, errNoProxyHeader) && in.optional:
+		return nil, nil
+	case err != nil:
+		return nil, err
+	}
+	if !h.Local {
+		peek.Conn = &proxyClientConn{Conn: peek.Conn, remote: net.TCPAddrFromAddrPort(h.Source)}
+	}
+	return h, nil
+}
+
+// readProxyHeader reads one header from peek, leaving what follows it
+// buffered. errNoProxyHeader: the stream does not start with one.
+func readProxyHeader(peek *forwarding.PeekConn) (*ProxyHeader, error) {
+	for {
+		b := peek.Buffered()
+		n, err := frameProxyHeader(b)
+		if err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			h, err := parseProxyHeader(b[:n])
+			peek.Discard(n)
+			return h, err
+		}
+		if err := peek.Fill(len(b) + 1); err != nil {
+			if len(peek.Buffered()) == 0 {
+				return nil, fmt.Errorf("waiting for the PROXY header: %w", err)
+			}
+			return nil, fmt.Errorf("PROXY header incomplete after %d bytes: %w", len(peek.Buffered()), err)
+		}
+	}
+}
+
+// frameProxyHeader returns the length of the header b starts with, or 0
+// when more bytes are needed to tell. errNoProxyHeader: b does not start
+// with a signature; other errors: a header that cannot be valid.
+func frameProxyHeader(b []byte) (int, error) {
+	switch sig := proxySignature(b); {
+	case sig == 0:
+		return 0, errNoProxyHeader
+	case sig < 0:
+		return 0, nil
+	case sig == 1:
+		end := bytes.IndexByte(b[:min(len(b), maxV1HeaderBytes)], '\n')
+		if end >= 0 {
+			return end + 1, nil
+		}
+		if len(b) >= maxV1HeaderBytes {
+			return 0, fmt.Errorf("PROXY v1 header has no line end within %d bytes", maxV1HeaderBytes)
+		}
+		return 0, nil
+	}
+	if len(b) < v2FixedBytes {
+		return 0, nil
+	}
+	if b[12]>>4 != 2 {
+		return 0, fmt.Errorf("PROXY v2 header has version %d", b[12]>>4)
+	}
+	l := binary.BigEndian.Uint16(b[14:16])
+	if l > proxyproto.MaxV2HeaderSize {
+		return 0, fmt.Errorf("PROXY v2 header of %d bytes exceeds the %d-byte cap", l, proxyproto.MaxV2HeaderSize)
+	}
+	if n := v2FixedBytes + int(l); len(b) >= n {
+		return n, nil
+	}
+	return 0, nil
+}
+
+// proxySignature tells which signature b starts with: 1 or 2, 0 for
+// none, -1 while b is too short to tell.
+func proxySignature(b []byte) int {
+	short := false
+	for v, sig := range [][]byte{sigV1, sigV2} {
+		n := min(len(b), len(sig))
+		if !bytes.Equal(b[:n], sig[:n]) {
+			continue
+		}
+		if n == len(sig) {
+			return v + 1
+		}
+		short = true
+	}
+	if short {
+		return -1
+	}
+	return 0
+}
+
+// parseProxyHeader parses exactly one framed header with go-proxyproto
+// and keeps what the proxy uses. Anything the library refuses, a TLV
+// list that does not split, or a source address that names no client
+// (unspecified, port 0) is an error.
+func parseProxyHeader(b []byte) (*ProxyHeader, error) {
+	br := bufio.NewReaderSize(bytes.NewReader(b), max(len(b), 16))
+	hdr, err := proxyproto.Read(br)
+	if err != nil {
+		return nil, fmt.Errorf("malformed PROXY header: %w", err)
+	}
+	if br.Buffered() != 0 {
+		return nil, fmt.Errorf("malformed PROXY header: %d bytes after its end", br.Buffered())
+	}
+	h := &ProxyHeader{Version: int(hdr.Version), Local: true}
+	if src, dst, ok := hdr.TCPAddrs(); ok && hdr.Command.IsProxy() {
+		h.Local = false
+		h.Source = unmapped(src.AddrPort())
+		h.Destination = unmapped(dst.AddrPort())
+		if !h.Source.Addr().IsValid() || h.Source.Addr().IsUnspecified() || h.Source.Port() == 0 {
+			return nil, fmt.Errorf("PROXY header names no client: source %v", h.Source)
+		}
+	}
+	if hdr.Version == 2 {
+		tlvs, err := hdr.TLVs()
+		if err != nil {
+			return nil, fmt.Errorf("malformed PROXY header TLVs: %w", err)
+		}
+		if err := h.setTLVs(tlvs); err != nil {
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
+func (h *ProxyHeader) setTLVs(tlvs []proxyproto.TLV) error {
+	for _, t := range tlvs {
+		switch t.Type {
+		case proxyproto.PP2_TYPE_ALPN:
+			h.ALPN = string(t.Value)
+		case proxyproto.PP2_TYPE_AUTHORITY:
+			h.Authority = string(t.Value)
+		case proxyproto.PP2_TYPE_UNIQUE_ID:
+			if len(t.Value) > 128 {
+				return fmt.Errorf("PROXY header unique ID of %d bytes (at most 128)", len(t.Value))
+			}
+			h.UniqueID = bytes.Clone(t.Value)
+		case proxyproto.PP2_TYPE_SSL:
+			s, err := tlvparse.SSL(t)
+			if err != nil {
+				return fmt.Errorf("malformed PROXY header SSL TLV: %w", err)
+			}
+			ps := &ProxySSL{ClientSSL: s.ClientSSL(), Verified: s.ClientSSL() && s.Verified()}
+			ps.Version, _ = s.SSLVersion()
+			ps.Cipher, _ = s.SSLCipher()
+			ps.ClientCN, _ = s.ClientCN()
+			h.SSL = ps
+		}
+	}
+	return nil
+}
+
+func unmapped(ap netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// refuseUntrustedHeader is the other half of the trust rule, for ports
+// that read the client's first bytes before routing: a connection from a
+// sender that is not trusted, on a proxy that receives headers, that
+// starts with a PROXY signature is a protocol error. It reads no more
+// than a signature's length, under the initial-data deadline.
+func refuseUntrustedHeader(peek *forwarding.PeekConn, deadline time.Time) error {
+	_ = peek.SetReadDeadline(deadline)
+	defer func() { _ = peek.SetReadDeadline(time.Time{}) }()
+	for {
+		b := peek.Buffered()
+		switch proxySignature(b) {
+		case 0:
+			return nil
+		case 1, 2:
+			return errors.New("a PROXY header where none may be: from a sender not in proxyIPs, or a second one")
+		}
+		if peek.Fill(len(b)+1) != nil {
+			return nil // the sniffing that follows meets the same end
+		}
+	}
+}
+
+// refuseProxyHeader closes a connection whose header was refused. It has
+// no record yet (the header comes before admission), so it is counted
+// and logged as a refusal under the socket address.
+func (p *Proxy) refuseProxyHeader(peek *forwarding.PeekConn, port int, err error) {
+	client := clientAddrOf(peek)
+	p.reject(refusal{client: client, port: port}, &RejectError{Reason: RejectProxyProtocol, IP: client.Addr(), Err: err})
+	_ = peek.Close()
+}
