@@ -198,6 +198,9 @@ func buildRouteSet(routes []Route, opts Options) (*routeSet, error) {
 			return true
 		})
 	}
+	if err := settleSendProxy(compiled, ports, alpn, opts.SendProxyProtocol); err != nil {
+		return nil, err
+	}
 	return &routeSet{routes: compiled, matcher: m, ports: ports, alpn: alpn}, nil
 }
 
