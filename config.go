@@ -44,6 +44,14 @@ type Config struct {
 	EnableDetailedLogging         bool                          `json:"enableDetailedLogging,omitempty"`
 	WriteTimeout                  *Millis                       `json:"writeTimeout,omitempty"`
 
+	// PROXY protocol (proxyproto_config.go): TS names, and our
+	// proxyProtocol ("optional") and proxyHeaderTimeout (ms).
+	AcceptProxyProtocol bool              `json:"acceptProxyProtocol,omitempty"`
+	ProxyIPs            []string          `json:"proxyIPs,omitempty"`
+	ProxyProtocol       ProxyProtocolMode `json:"proxyProtocol,omitempty"`
+	ProxyHeaderTimeout  *Millis           `json:"proxyHeaderTimeout,omitempty"`
+	SendProxyProtocol   bool              `json:"sendProxyProtocol,omitempty"`
+
 	// pos is where each value was in the YAML document, by JSON path.
 	pos map[string]docPos
 }
@@ -133,6 +141,7 @@ func (c *Config) Options() Options {
 			*d.to = d.from.Duration()
 		}
 	}
+	c.proxyProtocolOptions(&o)
 	if c.IdleParkAfter != nil {
 		o.IdleParkAfter = c.IdleParkAfter.Duration()
 		if o.IdleParkAfter == 0 {
@@ -390,5 +399,6 @@ func (c *Config) checkLimits() []error {
 	if m := c.KeepAliveInactivityMultiplier; m < 0 {
 		fe.Failf("keepAliveInactivityMultiplier", "must not be negative, got %v", m)
 	}
+	c.checkProxyProtocol(&fe)
 	return fe.Errors().Unwrap()
 }

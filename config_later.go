@@ -8,16 +8,12 @@ import "reflect"
 // an open route.
 var laterFields = map[string]map[string]string{
 	"": {
-		"acme":                "ACME certificates",
-		"proxyIPs":            "PROXY protocol support",
-		"acceptProxyProtocol": "PROXY protocol support",
-		"sendProxyProtocol":   "PROXY protocol support",
+		"acme": "ACME certificates",
 	},
 	"defaults": {"preserveSourceIP": "the nftables engine"},
 	"action": {
-		"forwardingEngine":  "the nftables engine",
-		"nftables":          "the nftables engine",
-		"sendProxyProtocol": "PROXY protocol support",
+		"forwardingEngine": "the nftables engine",
+		"nftables":         "the nftables engine",
 	},
 	"tls": {"acme": "ACME certificates"},
 	"security": {
