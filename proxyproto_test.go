@@ -60,14 +60,20 @@ func ppHeader(t testing.TB, version byte, src, dst string, tlvs ...proxyproto.TL
 	return b
 }
 
-// ppLine reads one line from c within 3 s.
+// ppLine reads one line from c within 3 s, byte by byte so that nothing
+// after it is consumed.
 func ppLine(t testing.TB, c net.Conn) string {
 	t.Helper()
 	require.NoError(t, c.SetReadDeadline(time.Now().Add(3*time.Second)))
-	line, err := bufio.NewReader(c).ReadString('\n')
-	require.NoError(t, err, "got %q", line)
+	var b strings.Builder
+	buf := make([]byte, 1)
+	for buf[0] != '\n' {
+		_, err := c.Read(buf)
+		require.NoError(t, err, "got %q", b.String())
+		b.WriteByte(buf[0])
+	}
 	require.NoError(t, c.SetReadDeadline(time.Time{}))
-	return strings.TrimSuffix(line, "\n")
+	return strings.TrimSuffix(b.String(), "\n")
 }
 
 func TestProxyProtocolReceive(t *testing.T) {
