@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/pires/go-proxyproto"
@@ -115,6 +116,29 @@ type proxyReceiver struct {
 	trusted  *iplist.List
 	optional bool
 	timeout  time.Duration
+
+	// stopping ends pending header reads when Stop begins: a connection
+	// that has not sent its header has no request in flight to drain.
+	stopOnce sync.Once
+	stopping context.Context
+}
+
+// stopCtx returns a context cancelled when p begins to stop, started by
+// the first header read (so a proxy that never receives one runs no
+// watcher).
+func (in *proxyReceiver) stopCtx(p *Proxy) context.Context {
+	in.stopOnce.Do(func() {
+		ctx, cancel := context.WithCancel(p.baseCtx)
+		in.stopping = ctx
+		go func() {
+			defer cancel()
+			select {
+			case <-p.draining:
+			case <-ctx.Done():
+			}
+		}()
+	})
+	return in.stopping
 }
 
 func newProxyReceiver(o *Options) *proxyReceiver {
@@ -183,7 +207,7 @@ func (p *Proxy) receiveProxyHeader(peek *forwarding.PeekConn) (*ProxyHeader, err
 		return nil, nil
 	}
 	_ = peek.SetReadDeadline(time.Now().Add(in.timeout))
-	stop := context.AfterFunc(p.baseCtx, func() { _ = peek.SetReadDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(in.stopCtx(p), func() { _ = peek.SetReadDeadline(time.Unix(1, 0)) })
 	defer func() {
 		stop()
 		_ = peek.SetReadDeadline(time.Time{})

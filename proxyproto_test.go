@@ -314,3 +314,24 @@ func clientAddrFromLine(t testing.TB, line string) netip.AddrPort {
 	require.NoError(t, err, line)
 	return ap
 }
+
+// A connection that never sends its header holds no record, and Stop
+// ends its wait at once rather than after the header timeout.
+func TestProxyProtocolStopDuringHeader(t *testing.T) {
+	t.Parallel()
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	p := startTestProxy(t, lp, Options{AcceptProxyProtocol: true, ProxyIPs: []string{"127.0.0.1"}, ProxyHeaderTimeout: time.Minute,
+		Routes: []Route{handlerRoute("h", port)}})
+	c := dial(t, port)
+	_, err := io.WriteString(c, "PROXY TCP4 ")
+	require.NoError(t, err)
+	time.Sleep(50 * time.Millisecond) // let the proxy wait for the rest
+	require.Zero(t, p.Metrics().Active)
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, p.Stop(ctx))
+	require.Less(t, time.Since(start), 2*time.Second)
+	awaitClose(t, c, time.Second)
+}
