@@ -53,8 +53,7 @@ func TestProxyProtocolSend(t *testing.T) {
 	r2.Action.SendProxyProtocol, r2.Action.ProxyProtocolVersion = true, 2
 	rt := NewRoute("target").Ports(tgt).ForwardTo(be.addr()).Route()
 	rt.Action.Targets[0].SendProxyProtocol, rt.Action.Targets[0].ProxyProtocolVersion = true, 2
-	rp := NewRoute("pass").Ports(pass).Domains("a.example.com").ForwardTo(be.addr()).Route()
-	rp.Action.TLS = &RouteTLS{Mode: TLSPassthrough}
+	rp := NewRoute("pass").Ports(pass).Domains("a.example.com").TLSPassthrough().ForwardTo(be.addr()).Route()
 	rp.Action.SendProxyProtocol, rp.Action.ProxyProtocolVersion = true, 2
 	rterm := NewRoute("term").Ports(term).Domains("a.example.com").ForwardTo(be.addr()).Route()
 	rterm.Action.TLS = &RouteTLS{Mode: TLSTerminate}

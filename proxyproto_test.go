@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -132,8 +131,7 @@ func TestProxyProtocolUntrustedRefusedBeforeDial(t *testing.T) {
 	lp := newListenerPool(t)
 	tlsPort, httpPort := lp.port(t), lp.port(t)
 	be := startBackend(t, "127.0.0.1:0", echo)
-	passthrough := NewRoute("tls").Ports(tlsPort).Domains("a.example.com").ForwardTo(be.addr()).Route()
-	passthrough.Action.TLS = &RouteTLS{Mode: TLSPassthrough}
+	passthrough := NewRoute("tls").Ports(tlsPort).Domains("a.example.com").TLSPassthrough().ForwardTo(be.addr()).Route()
 	catchAll := NewRoute("any").Ports(tlsPort).ForwardTo(be.addr()).Route()
 	p := ppProxy(t, lp, []string{"10.9.9.9"}, passthrough, catchAll, httpRouteOn("http", httpPort, be.addr(), "a"))
 	for _, port := range []int{tlsPort, httpPort} {
@@ -214,13 +212,9 @@ func TestProxyProtocolThenClientHello(t *testing.T) {
 	port := lp.port(t)
 	a := startBackend(t, "127.0.0.1:0", echo)
 	b := startBackend(t, "127.0.0.1:0", echo)
-	ra := NewRoute("a").Ports(port).Domains("a.example.com").ForwardTo(a.addr()).Route()
-	rb := NewRoute("b").Ports(port).Domains("b.example.com").ForwardTo(b.addr()).Route()
-	ra.Action.TLS = &RouteTLS{Mode: TLSPassthrough}
-	rb.Action.TLS = &RouteTLS{Mode: TLSPassthrough}
-	ppProxy(t, lp, []string{"127.0.0.1"}, ra, rb)
+	ppProxy(t, lp, []string{"127.0.0.1"}, sniRoutes(port, a, b)...)
 	for _, v := range []byte{1, 2} {
-		hello := tlstest.ToRecords(buildHello("b.example.com", 0), 1<<14)
+		hello := tlstest.ToRecords(buildHello("beta.test", 0), 1<<14)
 		c := dial(t, port)
 		_, err := c.Write(append(ppHeader(t, v, "203.0.113.7:1", "192.0.2.1:443"), hello...))
 		require.NoError(t, err)
@@ -304,15 +298,6 @@ func TestProxyProtocolOptionsValidation(t *testing.T) {
 		_, err := New(tc.opts)
 		require.ErrorContains(t, err, tc.want)
 	}
-}
-
-// clientAddrFromLine extracts the client=... field of a ppReporter line.
-func clientAddrFromLine(t testing.TB, line string) netip.AddrPort {
-	t.Helper()
-	f, _, _ := strings.Cut(strings.TrimPrefix(line, "client="), " ")
-	ap, err := netip.ParseAddrPort(f)
-	require.NoError(t, err, line)
-	return ap
 }
 
 // A connection that never sends its header holds no record, and Stop
