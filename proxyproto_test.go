@@ -320,3 +320,22 @@ func TestProxyProtocolStopDuringHeader(t *testing.T) {
 	require.Less(t, time.Since(start), 2*time.Second)
 	awaitClose(t, c, time.Second)
 }
+
+// The header is consumed before the data phase: the copier still gets
+// the bare sockets beneath the address wrapper, so an idle connection
+// parks (which needs both sockets) and resumes in order.
+func TestProxyProtocolForwardedConnectionParks(t *testing.T) {
+	p, port := startParkingProxy(t, echo, Options{IdleParkAfter: 40 * time.Millisecond, AcceptProxyProtocol: true, ProxyIPs: []string{"127.0.0.1"}})
+	if p.parker == nil {
+		t.Skip("no idle parker on this platform")
+	}
+	c := dial(t, port)
+	_, err := c.Write(append(ppHeader(t, 2, "203.0.113.7:1", "192.0.2.1:80"), "ping"...))
+	require.NoError(t, err)
+	got, err := readN(c, 4, 3*time.Second)
+	require.NoError(t, err)
+	require.Equal(t, "ping", string(got))
+	waitParked(t, p, 2)
+	require.Equal(t, "again", roundTrip(t, c, "again"))
+	require.Equal(t, 1, p.Metrics().ByIP["203.0.113.7"])
+}
