@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -75,6 +76,9 @@ var (
 	sigV2 = proxyproto.SIGV2
 
 	errNoProxyHeader = errors.New("no PROXY header")
+	// errLeftBeforeHeader: the sender closed without sending a byte, as
+	// load balancers' TCP health checks do; not a refusal.
+	errLeftBeforeHeader = errors.New("closed before sending anything")
 )
 
 // ProxyHeader is what a trusted sender's PROXY header said
@@ -241,6 +245,9 @@ func readProxyHeader(peek *forwarding.PeekConn) (*ProxyHeader, error) {
 		}
 		if err := peek.Fill(len(b) + 1); err != nil {
 			if len(peek.Buffered()) == 0 {
+				if errors.Is(err, io.EOF) {
+					return nil, errLeftBeforeHeader
+				}
 				return nil, fmt.Errorf("waiting for the PROXY header: %w", err)
 			}
 			return nil, fmt.Errorf("PROXY header incomplete after %d bytes: %w", len(peek.Buffered()), err)
@@ -395,6 +402,11 @@ func refuseUntrustedHeader(peek *forwarding.PeekConn, deadline time.Time) error 
 // and logged as a refusal under the socket address.
 func (p *Proxy) refuseProxyHeader(peek *forwarding.PeekConn, port int, err error) {
 	client := clientAddrOf(peek)
+	if errors.Is(err, errLeftBeforeHeader) {
+		p.logConn("connection closed before its PROXY header", "client", client, "port", port)
+		_ = peek.Close()
+		return
+	}
 	p.reject(refusal{client: client, port: port}, &RejectError{Reason: RejectProxyProtocol, IP: client.Addr(), Err: err})
 	_ = peek.Close()
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"testing"
@@ -156,7 +157,9 @@ func TestProxyProtocolRefusedHeaders(t *testing.T) {
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	be := startBackend(t, "127.0.0.1:0", echo)
+	var logs syncBuffer
 	p := startTestProxy(t, lp, Options{AcceptProxyProtocol: true, ProxyIPs: []string{"127.0.0.0/8"}, ProxyHeaderTimeout: 300 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Routes: []Route{NewRoute("fw").Ports(port).ForwardTo(be.addr()).Route()}})
 	for _, tc := range []struct{ name, send string }{
 		{"no header", "hello\r\n"},
@@ -182,8 +185,12 @@ func TestProxyProtocolRefusedHeaders(t *testing.T) {
 			require.Less(t, el, 2*time.Second)
 		})
 	}
+	// Connect and close, as load balancers' TCP health checks do: not a
+	// refusal.
+	require.NoError(t, dial(t, port).Close())
 	requireNoRecords(t, p)
 	require.Zero(t, be.accepts.Load())
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "closed before its PROXY header") }, 3*time.Second, 5*time.Millisecond)
 	require.Equal(t, uint64(11), p.Metrics().Rejected["proxy-protocol"])
 }
 
