@@ -3,6 +3,7 @@ package smartproxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -345,4 +346,24 @@ func TestProxyProtocolForwardedConnectionParks(t *testing.T) {
 	waitParked(t, p, 2)
 	require.Equal(t, "again", roundTrip(t, c, "again"))
 	require.Equal(t, 1, p.Metrics().ByIP["203.0.113.7"])
+}
+
+// Behind TLS termination too, the backend gets the real address: the
+// header comes before the ClientHello, and the HTTP layer reads the
+// client from the conn beneath TLS.
+func TestProxyProtocolTerminatedHTTP(t *testing.T) {
+	t.Parallel()
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	be := echoBackend(t, "be")
+	startTestProxy(t, lp, Options{AcceptProxyProtocol: true, ProxyIPs: []string{"127.0.0.1"}, Certificates: testCertStore(t),
+		Routes: []Route{terminateRouteOn("web", port, be.addr(), "a.example.com")}})
+	c := dial(t, port)
+	_, err := c.Write(ppHeader(t, 2, "203.0.113.7:40000", "192.0.2.1:443"))
+	require.NoError(t, err)
+	tc := tls.Client(c, insecureTLS("a.example.com", "http/1.1"))
+	_, err = io.WriteString(tc, "GET / HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n")
+	require.NoError(t, err)
+	_, resp := awaitClose(t, tc, 3*time.Second)
+	require.Contains(t, string(resp), `"X-Forwarded-For":["203.0.113.7"]`)
 }
