@@ -79,7 +79,7 @@ func (c *PeekConn) Fill(min int) error {
 // and on any error (deadline, closed conn), it returns at once and the Read that follows
 // blocks or reports the error exactly as it would have without the wait.
 func (c *PeekConn) waitReadable() {
-	tc := unwrapTCP(c.Conn, false) // through wrappers such as the PROXY protocol's
+	tc := unwrapTCP(c.Conn, true) // through wrappers (the PROXY protocol's), not past buffered bytes
 	if tc == nil {
 		return
 	}
