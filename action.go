@@ -95,6 +95,17 @@ func (p *Proxy) dialBackend(pc *proxiedConn, rc *RouteContext, rt *routeTLS) (ne
 			}
 			continue
 		}
+		if v := rc.Route.state.sendPP; v != 0 {
+			if err := sendProxyHeader(backend, v, rc, deadlineOf(dctx)); err != nil {
+				_ = backend.Close()
+				lc.lease.Release()
+				p.logConn("backend refused the PROXY header", "id", rc.ConnectionID, "route", rc.RouteName, "target", addr, "err", err)
+				if ctx.Err() != nil || p.baseCtx.Err() != nil {
+					return nil, false
+				}
+				continue
+			}
+		}
 		if rt != nil {
 			// Re-encrypt before registering the backend: a failed handshake
 			// (wrong CA, name or protocol) tries the next host. It does not

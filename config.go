@@ -48,6 +48,14 @@ type Config struct {
 	// dir is the directory of the config file, which relative paths in it
 	// are relative to; "" for a document parsed without a file.
 	dir string
+	// PROXY protocol (proxyproto_config.go): TS names, and our
+	// proxyProtocol ("optional") and proxyHeaderTimeout (ms).
+	AcceptProxyProtocol bool              `json:"acceptProxyProtocol,omitempty"`
+	ProxyIPs            []string          `json:"proxyIPs,omitempty"`
+	ProxyProtocol       ProxyProtocolMode `json:"proxyProtocol,omitempty"`
+	ProxyHeaderTimeout  *Millis           `json:"proxyHeaderTimeout,omitempty"`
+	SendProxyProtocol   bool              `json:"sendProxyProtocol,omitempty"`
+
 	// pos is where each value was in the YAML document, by JSON path.
 	pos map[string]docPos
 }
@@ -137,6 +145,7 @@ func (c *Config) Options() Options {
 			*d.to = d.from.Duration()
 		}
 	}
+	c.proxyProtocolOptions(&o)
 	if c.IdleParkAfter != nil {
 		o.IdleParkAfter = c.IdleParkAfter.Duration()
 		if o.IdleParkAfter == 0 {
@@ -401,5 +410,6 @@ func (c *Config) checkLimits() []error {
 		fe.Failf("keepAliveInactivityMultiplier", "must not be negative, got %v", m)
 	}
 	c.ACME.check(&fe)
+	c.checkProxyProtocol(&fe)
 	return fe.Errors().Unwrap()
 }

@@ -8,15 +8,11 @@ import "reflect"
 // an open route.
 var laterFields = map[string]map[string]string{
 	"": {
-		"proxyIPs":            "PROXY protocol support",
-		"acceptProxyProtocol": "PROXY protocol support",
-		"sendProxyProtocol":   "PROXY protocol support",
 	},
 	"defaults": {"preserveSourceIP": "the nftables engine"},
 	"action": {
-		"forwardingEngine":  "the nftables engine",
-		"nftables":          "the nftables engine",
-		"sendProxyProtocol": "PROXY protocol support",
+		"forwardingEngine": "the nftables engine",
+		"nftables":         "the nftables engine",
 	},
 	"security": {
 		"authentication": "a later version; use basicAuth or jwtAuth",

@@ -109,7 +109,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad range field", `{"routes":[{"name":"a","match":{"ports":{"from":1,"upto":2}},"action":{"type":"forward"}}]}`, `unknown field "upto"`},
 		{"half range", `{"routes":[{"name":"a","match":{"ports":{"from":1}},"action":{"type":"forward"}}]}`, `needs both "from" and "to"`},
 		{"bad target port", `{"routes":[{"name":"a","match":{"ports":1},"action":{"type":"forward","targets":[{"host":"h","port":"keep"}]}}]}`, `port must be a number or "preserve"`},
-		{"later field", `{"routes":[{"name":"a","match":{"ports":1},"action":{"type":"forward","sendProxyProtocol":true}}]}`, `routes[0] ("a").action.sendProxyProtocol: not supported yet (arrives with PROXY protocol support)`},
+		{"PROXY field", `{"routes":[{"name":"a","match":{"ports":1},"action":{"type":"forward","sendProxyProtocol":"yes"}}]}`, `routes[0] ("a").action.sendProxyProtocol: want true or false, got a string "yes"`},
 		{"basicAuth validated", `{"routes":[{"name":"a","match":{"ports":80},"action":{"type":"forward","targets":[{"host":"h","port":1}]},"security":{"basicAuth":{"users":[{"username":"u","password":"p"}]},"jwtAuth":{"secret":"s","algorithm":"HS256"},"rateLimit":{"maxRequests":5,"window":60},"maxConnectionsPerIP":3}}]}`, ""},
 		{"route acme field", `{"routes":[{"name":"a","match":{"ports":1},"action":{"type":"forward","tls":{"mode":"terminate","acme":{"renewBeforDays":3}}}}]}`, `routes[0] ("a").action.tls.acme: unknown field "renewBeforDays" (did you mean "renewBeforeDays"?)`},
 		{"bad certificate", `{"routes":[{"name":"a","match":{"ports":1},"action":{"type":"forward","tls":{"mode":"terminate","certificate":"manual"}}}]}`, `certificate must be "auto" or an object`},

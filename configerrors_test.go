@@ -104,7 +104,7 @@ func TestConfigErrorsTSFields(t *testing.T) {
 	    {"name": "redir", "match": {"ports": 80}, "action": {"type": "redirect"}},
 	    {"name": "sock", "match": {"ports": 81}, "action": {"type": "socket-handler", "socketHandler": "echo", "advanced": {}}}],
 	  "useHttpProxy": [80], "httpProxyPort": 8080, "metrics": {"enabled": true}, "globalPortRanges": [80],
-	  "advanced": {}, "certProvisionFunction": "provision", "proxyIPs": ["10.0.0.1"]}`
+	  "advanced": {}, "certProvisionFunction": "provision"}`
 	_, err := ParseConfig([]byte(doc), FormatJSON)
 	require.Error(t, err)
 	for _, want := range []string{
@@ -114,7 +114,6 @@ func TestConfigErrorsTSFields(t *testing.T) {
 		"globalPortRanges: TS field, not supported (list the ports in each route's match.ports)",
 		"advanced: TS field, not supported (the TS-only tuning block; use the top-level timeouts and limits)",
 		"certProvisionFunction: TS field, not supported (a config file cannot hold code",
-		"proxyIPs: not supported yet (arrives with PROXY protocol support)",
 		`routes[0] ("old").action.target: TS field, not supported (renamed to ` + "`targets`" + ` in TS v20`,
 		`routes[1] ("redir").action.type: TS value "redirect", not supported (write the redirect in action.redirect`,
 		`routes[2] ("sock").action.socketHandler: TS field, not supported (socket handlers are Go functions: set Route.Action.SocketHandler in code)`,

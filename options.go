@@ -167,6 +167,29 @@ type Options struct {
 	// Config.Options leaves it nil and New builds the manager the config
 	// file describes (see Config.ACMEManagerConfig), logging to Logger.
 	ACME *acme.Manager
+	// PROXY protocol, received (see the README's "PROXY protocol" and
+	// proxyproto.go). ProxyIPs are the trusted senders (load balancers):
+	// addresses, CIDRs, "10.0.*" globs or "a-b" ranges, as match.clientIp.
+	// Only their PROXY header (v1 or v2) is read, and its source address
+	// becomes the client address everywhere; any other client that sends
+	// one is closed. AcceptProxyProtocol turns receiving on and needs
+	// ProxyIPs (a non-empty ProxyIPs turns it on too, as in TS). Zero
+	// values: off.
+	AcceptProxyProtocol bool
+	ProxyIPs            []string
+	// ProxyProtocol is ProxyProtocolRequired ("", the default: a trusted
+	// sender's connection without a header is closed) or
+	// ProxyProtocolOptional (it uses its socket address). Our extension.
+	ProxyProtocol ProxyProtocolMode
+	// ProxyHeaderTimeout bounds the wait for a trusted sender's header. 0
+	// means 10 s; negative is refused.
+	ProxyHeaderTimeout time.Duration
+	// SendProxyProtocol sends a PROXY header to the backends of every
+	// forward route that can carry one (no HTTP features), as the TS
+	// top-level field does; routes and targets set it for themselves with
+	// RouteAction.SendProxyProtocol and Target.SendProxyProtocol.
+	SendProxyProtocol bool
+
 	// Connections tracks and limits connections; nil means a
 	// connection.Manager configured from the fields above. With a manager
 	// of your own, leave those fields zero (New refuses them): build it
@@ -287,6 +310,7 @@ func (o *Options) validate() error {
 	if o.IPv6PrefixLen < 0 || o.IPv6PrefixLen > 128 {
 		errs = append(errs, fmt.Errorf("IPv6PrefixLen must be 1..128 (0 for 64), got %d", o.IPv6PrefixLen))
 	}
+	errs = append(errs, o.validateProxyProtocol()...)
 	if o.KeepAliveInactivityMultiplier < 0 {
 		errs = append(errs, fmt.Errorf("KeepAliveInactivityMultiplier must not be negative, got %v", o.KeepAliveInactivityMultiplier))
 	}

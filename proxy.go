@@ -108,6 +108,8 @@ type Proxy struct {
 	health *balance.Health
 	// http is the HTTP layer (httpserver.go), started on first use.
 	http *httpLayer
+	// proxyIn receives PROXY headers (proxyproto.go); nil when off.
+	proxyIn *proxyReceiver
 
 	// baseCtx is cancelled when Stop gives up draining; it is the parent of
 	// every handler's context.
@@ -175,6 +177,7 @@ func New(opts Options) (*Proxy, error) {
 		listeners: make(map[int]*portListener),
 		runDone:   make(chan struct{}),
 		draining:  make(chan struct{}),
+		proxyIn:   newProxyReceiver(&opts),
 	}
 	p.baseCtx, p.cancelBase = context.WithCancel(context.Background())
 	p.health = balance.NewHealth(opts.Logger, p.dial) // checks dial as connections do
@@ -219,6 +222,9 @@ func buildRouteSet(routes []Route, opts Options) (*routeSet, error) {
 			ports[port] = plan
 			return true
 		})
+	}
+	if err := settleSendProxy(compiled, ports, alpn, opts.SendProxyProtocol); err != nil {
+		return nil, err
 	}
 	return &routeSet{routes: compiled, matcher: m, ports: ports, alpn: alpn, acmeDomains: domains, acmeNames: names}, nil
 }

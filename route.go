@@ -120,6 +120,13 @@ type RouteAction struct {
 	// SocketHandler is called for "socket-handler" routes. Code only: a
 	// config file cannot name one.
 	SocketHandler SocketHandler `json:"-"`
+	// SendProxyProtocol sends the backend a PROXY header with the real
+	// client address first (proxyproto_send.go). TCP routes only: routes
+	// with HTTP features are refused. ProxyProtocolVersion is 1 (text,
+	// the default, as TS) or 2 (binary, with ALPN and authority TLVs);
+	// our extension.
+	SendProxyProtocol    bool `json:"sendProxyProtocol,omitempty"`
+	ProxyProtocolVersion int  `json:"proxyProtocolVersion,omitempty"`
 }
 
 // ActionOptions tunes HTTP proxying. Setting it (like any other HTTP
@@ -326,6 +333,10 @@ type Target struct {
 	// Match restricts this target to some requests (HTTP routes): the
 	// first matching target by Priority is used.
 	Match *TargetMatch `json:"match,omitempty"`
+	// SendProxyProtocol and ProxyProtocolVersion are
+	// RouteAction's, for this target (which then rules).
+	SendProxyProtocol    bool `json:"sendProxyProtocol,omitempty"`
+	ProxyProtocolVersion int  `json:"proxyProtocolVersion,omitempty"`
 }
 
 // TargetMatch selects a target within a route.
@@ -404,6 +415,9 @@ type RouteContext struct {
 	ClientAddr netip.AddrPort
 	// LocalAddr is the proxy-side address of the client connection.
 	LocalAddr net.Addr
+	// ProxyHeader is the PROXY header a trusted sender sent (its Source
+	// is ClientAddr then); nil when none was read.
+	ProxyHeader *ProxyHeader
 	// RouteName is the name of the matched route.
 	RouteName string
 	// ConnectionID is the connection manager's id for this connection.

@@ -122,8 +122,17 @@ func finishConn(conns ConnectionManager, rec *connection.Record, pc *proxiedConn
 // security, then the route's action. With detach, a forwarded connection
 // may outlive serve (see Connection ownership).
 func (p *Proxy) serve(conn net.Conn, port int, detach bool) {
-	client := clientAddrOf(conn)
-	pc := &proxiedConn{client: conn, initialDeadline: time.Now().Add(p.opts.InitialDataTimeout)}
+	// A trusted sender's PROXY header comes first: its address is the
+	// client address for everything below (proxyproto.go).
+	peek := forwarding.NewPeekConn(conn)
+	defer peek.Release()
+	hdr, err := p.receiveProxyHeader(peek)
+	if err != nil {
+		p.refuseProxyHeader(peek, port, err)
+		return
+	}
+	client := clientAddrOf(peek)
+	pc := &proxiedConn{client: peek.Conn, initialDeadline: time.Now().Add(p.opts.InitialDataTimeout)}
 	set := p.set.Load()
 	rec, err := p.conns.Open(client, port, pc)
 	if err != nil {
@@ -150,16 +159,21 @@ func (p *Proxy) serve(conn net.Conn, port int, detach bool) {
 	}
 	p.tuneTCP(conn)
 
-	peek := forwarding.NewPeekConn(conn)
-	defer peek.Release()
 	rc := &RouteContext{
 		Port:         port,
 		ClientIP:     client.Addr(),
 		ClientAddr:   client,
 		LocalAddr:    conn.LocalAddr(),
 		ConnectionID: rec.ID(),
+		ProxyHeader:  hdr,
 	}
 	if plan := set.ports[port]; plan.needsHello || plan.plainHTTP || plan.acmeHTTP {
+		if p.proxyIn != nil {
+			if err := refuseUntrustedHeader(peek, pc.initialDeadline); err != nil {
+				p.reject(refusal{client: client, port: port}, &RejectError{Reason: RejectProxyProtocol, IP: client.Addr(), Err: err})
+				return
+			}
+		}
 		// Only ports that need it wait for the client's first bytes;
 		// elsewhere server-speaks-first protocols are routed on accept.
 		// On a port with HTTP routes, what might still become a request

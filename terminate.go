@@ -61,8 +61,11 @@ func (p *Proxy) terminate(set *routeSet, pc *proxiedConn, peek *forwarding.PeekC
 	case ActionForward:
 		client := net.Conn(tconn)
 		var hconn net.Conn
-		switch state.NegotiatedProtocol {
-		case "h2", "http/1.1":
+		switch np := state.NegotiatedProtocol; {
+		case route.state.sendPP != 0:
+			// A route that sends PROXY headers forwards TCP only
+			// (proxyproto_send.go).
+		case np == "h2" || np == "http/1.1":
 			hconn = tconn
 		default:
 			tpeek := forwarding.NewPeekConn(tconn)

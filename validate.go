@@ -50,6 +50,7 @@ type routeState struct {
 	tls        *routeTLS         // set for the terminating TLS modes
 	lb         *loadBalancer     // load balancing and health of the targets
 	http       *httpRoute        // HTTP criteria and actions; nil when none
+	sendPP     byte              // PROXY header version sent to backends; 0: none (proxyproto_send.go)
 }
 
 // domainPattern is one compiled entry of match.domains.
@@ -220,6 +221,7 @@ func (v *routeValidator) compile(r *Route, defaults Defaults, defs compiledDefau
 		}
 		st.http.httpOnly = true
 	}
+	st.sendPP = v.compileSendProxy(r, st)
 	return st
 }
 

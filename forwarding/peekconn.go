@@ -79,8 +79,8 @@ func (c *PeekConn) Fill(min int) error {
 // and on any error (deadline, closed conn), it returns at once and the Read that follows
 // blocks or reports the error exactly as it would have without the wait.
 func (c *PeekConn) waitReadable() {
-	tc, ok := c.Conn.(*net.TCPConn)
-	if !ok {
+	tc := unwrapTCP(c.Conn, true) // through wrappers (the PROXY protocol's), not past buffered bytes
+	if tc == nil {
 		return
 	}
 	c.releaseIfEmpty()
