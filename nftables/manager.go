@@ -1,0 +1,361 @@
+package nftables
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+	"sync"
+
+	nft "github.com/google/nftables"
+	"golang.org/x/sys/unix"
+)
+
+// DefaultTableName is the table of a Manager whose Config names none.
+const DefaultTableName = "smartproxy"
+
+// Errors New and Start wrap, for errors.Is.
+var (
+	// ErrNoPermission: the process may not change nftables (it lacks
+	// CAP_NET_ADMIN over its network namespace).
+	ErrNoPermission = errors.New("nftables: the process lacks CAP_NET_ADMIN over its network namespace")
+	// ErrUnavailable: the kernel has no nf_tables.
+	ErrUnavailable = errors.New("nftables: nf_tables is not available in this kernel")
+	// ErrTableInUse: another live process owns the table.
+	ErrTableInUse = errors.New("nftables: the table belongs to another running process")
+	// ErrForeignTable: a table of the name exists without our owner marker.
+	ErrForeignTable = errors.New("nftables: a table of that name exists and was not made by smartproxy")
+)
+
+// Config configures a Manager.
+type Config struct {
+	// TableName names the manager's table (family inet). It identifies the
+	// proxy instance: give each proxy in a network namespace its own, and
+	// keep it across restarts so that a restart after a crash finds and
+	// replaces the table the crashed process left. "" means
+	// DefaultTableName.
+	TableName string
+	// NetNS, when not 0, is an open file of the network namespace to
+	// manage (such as /run/netns/NAME) instead of the process's own. The
+	// sysctl checks read the process's own namespace, so they are skipped.
+	NetNS int
+	// Logger receives warnings (stale tables replaced, sysctls that need
+	// setting); nil means slog.Default().
+	Logger *slog.Logger
+}
+
+var tableNameRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,63}$`)
+
+// Manager owns one nftables table and keeps it in step with a set of
+// routes: Start creates it, UpdateRoutes changes the rules of the routes
+// that changed, Stop deletes it. Every change is one atomic netlink batch.
+// It is safe for concurrent use.
+type Manager struct {
+	name  string
+	netns int
+	log   *slog.Logger
+
+	mu      sync.Mutex
+	started bool
+	routes  map[string]*installed // by route name
+	gen     uint64                // numbers route generations (object names)
+	warns   []string
+}
+
+// installed is a route whose objects are in the table.
+type installed struct {
+	route Route
+	fp    string
+	names routeNames
+}
+
+// New checks that this process can use nftables (it has CAP_NET_ADMIN
+// and the kernel has nf_tables) and returns a Manager that has not
+// touched the kernel yet.
+func New(cfg Config) (*Manager, error) {
+	name := cfg.TableName
+	if name == "" {
+		name = DefaultTableName
+	}
+	if !tableNameRE.MatchString(name) {
+		return nil, fmt.Errorf("nftables: table name %q: want a letter, then up to 63 letters, digits, '-' or '_'", name)
+	}
+	if err := probe(cfg.NetNS); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Manager{name: name, netns: cfg.NetNS, log: log, routes: map[string]*installed{}}, nil
+}
+
+// Probe reports whether this process can use nftables: nil, or an error
+// wrapping ErrNoPermission or ErrUnavailable that says how to fix it.
+func Probe() error { return probe(0) }
+
+func probe(netns int) error {
+	c, err := dial(netns)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	_, err = c.ListTablesOfFamily(nft.TableFamilyINet)
+	return classify(err)
+}
+
+// classify turns netlink errors into the package's errors.
+func classify(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
+		return fmt.Errorf("%w (%v): run the proxy as root, or grant the capability (setcap cap_net_admin+ep <binary>, or AmbientCapabilities=CAP_NET_ADMIN in its systemd unit)", ErrNoPermission, err)
+	case errors.Is(err, unix.EPROTONOSUPPORT), errors.Is(err, unix.EAFNOSUPPORT), errors.Is(err, unix.EOPNOTSUPP):
+		return fmt.Errorf("%w (%v): load it with modprobe nf_tables (kernel 5.2 or later is needed for inet NAT)", ErrUnavailable, err)
+	}
+	return err
+}
+
+// dial returns a netlink connection to nf_tables in the namespace.
+func dial(netns int) (*nft.Conn, error) {
+	if netns != 0 {
+		return nft.New(nft.WithNetNSFd(netns))
+	}
+	return nft.New()
+}
+
+// TableName returns the name of the manager's table.
+func (m *Manager) TableName() string { return m.name }
+
+func (m *Manager) table() *nft.Table { return &nft.Table{Name: m.name, Family: nft.TableFamilyINet} }
+
+// Start creates the table with the routes' rules, replacing a table of
+// the same name that a crashed process of ours left behind. A table
+// owned by a live process, or one we did not make, is left alone and
+// reported. Missing sysctls (forwarding, route_localnet) are logged and
+// listed in Status.
+func (m *Manager) Start(ctx context.Context, routes []Route) error {
+	if err := checkRoutes(routes); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.started {
+		return errors.New("nftables: already started")
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c, err := dial(m.netns)
+	if err != nil {
+		return classify(err)
+	}
+	t := m.table()
+	stale, err := m.findStale(c)
+	if err != nil {
+		return err
+	}
+	if stale != "" {
+		m.log.Warn("nftables: replacing the table a stopped proxy left", "table", m.name, "owner", stale)
+		c.DelTable(t)
+	}
+	c.AddTable(t)
+	if err := baseChains(c, t); err != nil {
+		return err
+	}
+	c.AddRule(ownerRule(t))
+	next := map[string]*installed{}
+	for i := range routes {
+		in, err := m.install(c, t, &routes[i])
+		if err != nil {
+			return err
+		}
+		next[routes[i].Name] = in
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nftables: creating table %s: %w", m.name, classify(err))
+	}
+	m.routes, m.started = next, true
+	m.warns = m.checkSysctls(routes)
+	for _, w := range m.warns {
+		m.log.Warn("nftables: " + w)
+	}
+	return nil
+}
+
+func (m *Manager) checkSysctls(routes []Route) []string {
+	if m.netns != 0 {
+		return nil
+	}
+	return CheckSysctls(routes)
+}
+
+// install adds a new generation of r's objects to the batch.
+func (m *Manager) install(c *nft.Conn, t *nft.Table, r *Route) (*installed, error) {
+	m.gen++
+	n := routeNames{prefix: fmt.Sprintf("%s-g%d", chainBase(r.Name), m.gen)}
+	if err := addRoute(c, t, r, n); err != nil {
+		return nil, fmt.Errorf("nftables: route %q: %w", r.Name, err)
+	}
+	return &installed{route: *r, fp: r.fingerprint(), names: n}, nil
+}
+
+// UpdateRoutes makes the table hold routes: routes that are new or
+// changed get new chains and sets, removed and replaced ones lose theirs,
+// and unchanged routes keep their rules and counters. It is one atomic
+// batch: on error the table is as it was.
+func (m *Manager) UpdateRoutes(ctx context.Context, routes []Route) error {
+	if err := checkRoutes(routes); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.started {
+		return errors.New("nftables: not started")
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c, err := dial(m.netns)
+	if err != nil {
+		return classify(err)
+	}
+	t := m.table()
+	next := map[string]*installed{}
+	var gone []routeNames
+	for i := range routes {
+		r := &routes[i]
+		if old, ok := m.routes[r.Name]; ok && old.fp == r.fingerprint() {
+			next[r.Name] = old
+			continue
+		}
+		in, err := m.install(c, t, r)
+		if err != nil {
+			return err
+		}
+		next[r.Name] = in
+	}
+	for name, old := range m.routes {
+		if next[name] != old {
+			gone = append(gone, old.names)
+		}
+	}
+	if err := removeRoutes(c, t, gone); err != nil {
+		return err
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nftables: updating table %s: %w", m.name, classify(err))
+	}
+	m.routes = next
+	m.warns = m.checkSysctls(routes)
+	return nil
+}
+
+// Stop deletes the table. It is idempotent.
+func (m *Manager) Stop(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.started {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c, err := dial(m.netns)
+	if err != nil {
+		return classify(err)
+	}
+	c.DelTable(m.table())
+	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("nftables: deleting table %s: %w", m.name, classify(err))
+	}
+	m.started, m.routes = false, map[string]*installed{}
+	return nil
+}
+
+// removeRoutes adds the deletion of route generations to the batch: their
+// jump rules (found by their tag), chains and sets.
+func removeRoutes(c *nft.Conn, t *nft.Table, gone []routeNames) error {
+	if len(gone) == 0 {
+		return nil
+	}
+	tags := map[string]bool{}
+	for _, n := range gone {
+		tags[string(ruleTag(n.prefix, "jump"))] = true
+	}
+	for _, base := range []string{chainPre, chainOut, chainPost, chainFwd} {
+		rules, err := c.GetRules(t, &nft.Chain{Name: base, Table: t})
+		if err != nil {
+			return fmt.Errorf("nftables: listing chain %s: %w", base, classify(err))
+		}
+		for _, r := range rules {
+			if tags[string(r.UserData)] {
+				if err := c.DelRule(r); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	sets, err := c.GetSets(t)
+	if err != nil {
+		return fmt.Errorf("nftables: listing sets: %w", classify(err))
+	}
+	for _, n := range gone {
+		for _, name := range []string{n.nat(), n.snat(), n.fwd()} {
+			ch := &nft.Chain{Name: name, Table: t}
+			c.FlushChain(ch)
+			c.DelChain(ch)
+		}
+	}
+	for _, n := range gone {
+		for _, s := range sets {
+			if strings.HasPrefix(s.Name, n.prefix+"-") {
+				c.DelSet(s)
+			}
+		}
+	}
+	return nil
+}
+
+// checkRoutes validates routes and refuses two routes that would take the
+// same packets.
+func checkRoutes(routes []Route) error {
+	var errs []error
+	seen := map[string]bool{}
+	type key struct {
+		proto byte
+		port  uint16
+	}
+	owner := map[key]string{}
+	for i := range routes {
+		r := &routes[i]
+		if err := r.validate(); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if seen[r.Name] {
+			errs = append(errs, fmt.Errorf("route %q: duplicate name", r.Name))
+		}
+		seen[r.Name] = true
+	overlap:
+		for _, p := range r.Ports {
+			for port := int(p.From); port <= int(p.To); port++ {
+				for _, proto := range r.protocols() {
+					k := key{proto, uint16(port)}
+					if o, ok := owner[k]; ok && o != r.Name {
+						errs = append(errs, fmt.Errorf("route %q: port %d is also taken by route %q", r.Name, port, o))
+						break overlap
+					}
+					owner[k] = r.Name
+				}
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("nftables: invalid routes: %w", errors.Join(errs...))
+	}
+	return nil
+}
+

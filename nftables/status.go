@@ -1,0 +1,103 @@
+package nftables
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	nft "github.com/google/nftables"
+	"github.com/google/nftables/expr"
+)
+
+// Status is what a Manager has put in the kernel, read back from it.
+type Status struct {
+	// Table is the table's name (family inet); "" when not started.
+	Table string
+	// Routes are the installed routes, by name.
+	Routes []RouteStatus
+	// Warnings are kernel settings the routes need (see CheckSysctls).
+	Warnings []string
+}
+
+// RouteStatus is one route's rules and the kernel's counters for it.
+type RouteStatus struct {
+	Name string
+	// Rules is the number of rules in the route's chains (jump rules in
+	// the base chains not counted).
+	Rules int
+	// Connections counts new connections (and new UDP flows) DNATed.
+	Connections uint64
+	// Packets and Bytes count the forwarded traffic of those connections,
+	// both directions (not counted for targets on this host, whose packets
+	// are not forwarded).
+	Packets, Bytes uint64
+	// Dropped counts packets dropped by the block list, the allow list and
+	// maxRate.
+	Dropped uint64
+}
+
+// Status reads the rules and counters of every route from the kernel.
+func (m *Manager) Status(ctx context.Context) (Status, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.started {
+		return Status{}, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return Status{}, err
+	}
+	c, err := dial(m.netns)
+	if err != nil {
+		return Status{}, classify(err)
+	}
+	t := m.table()
+	st := Status{Table: m.name, Warnings: slices.Clone(m.warns)}
+	for name, in := range m.routes {
+		rs := RouteStatus{Name: name}
+		for _, ch := range []string{in.names.nat(), in.names.snat(), in.names.fwd()} {
+			rules, err := c.GetRules(t, &nft.Chain{Name: ch, Table: t})
+			if err != nil {
+				return Status{}, fmt.Errorf("nftables: listing chain %s: %w", ch, classify(err))
+			}
+			rs.Rules += len(rules)
+			for _, r := range rules {
+				cnt := ruleCounter(r)
+				if cnt == nil {
+					continue
+				}
+				switch role := roleOf(r.UserData); role {
+				case "dnat":
+					rs.Connections += cnt.Packets
+				case "traffic":
+					rs.Packets += cnt.Packets
+					rs.Bytes += cnt.Bytes
+				case "block", "allow", "rate":
+					rs.Dropped += cnt.Packets
+				}
+			}
+		}
+		st.Routes = append(st.Routes, rs)
+	}
+	slices.SortFunc(st.Routes, func(a, b RouteStatus) int { return strings.Compare(a.Name, b.Name) })
+	return st, nil
+}
+
+func ruleCounter(r *nft.Rule) *expr.Counter {
+	for _, e := range r.Exprs {
+		if c, ok := e.(*expr.Counter); ok {
+			return c
+		}
+	}
+	return nil
+}
+
+// roleOf returns the role part of a ruleTag.
+func roleOf(tag []byte) string {
+	if i := bytes.LastIndexByte(tag, ':'); i >= 0 {
+		return string(tag[i+1:])
+	}
+	return ""
+}
+
