@@ -27,19 +27,18 @@ func l4NotIn(set string) []expr.Any {
 	return []expr.Any{&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, notInSet(1, set), ret()}
 }
 
-// ct original protocol != @set return
-func ctL4NotIn(set string) []expr.Any {
-	return []expr.Any{&expr.Ct{Key: expr.CtKeyPROTOCOL, Register: 1}, notInSet(1, set), ret()}
+// ct protocol @set
+func ctL4In(set string) []expr.Any {
+	return []expr.Any{&expr.Ct{Key: expr.CtKeyPROTOCOL, Register: 1}, inSet(1, set, false)}
 }
 
-// ct status & dnat == 0 return
+// ct status dnat
 func ctStatusDNAT() []expr.Any {
 	const ipsDstNAT = 1 << 5 // IPS_DST_NAT
 	return []expr.Any{
 		&expr.Ct{Key: expr.CtKeySTATUS, Register: 1},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: nativeU32(ipsDstNAT), Xor: nativeU32(0)},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: nativeU32(0)},
-		ret(),
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: nativeU32(0)},
 	}
 }
 
@@ -120,4 +119,3 @@ func dedupElems(es []nft.SetElement) []nft.SetElement {
 	slices.SortFunc(es, func(a, b nft.SetElement) int { return slices.Compare(a.Key, b.Key) })
 	return slices.CompactFunc(es, func(a, b nft.SetElement) bool { return slices.Equal(a.Key, b.Key) })
 }
-

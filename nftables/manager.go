@@ -303,7 +303,7 @@ func removeRoutes(c *nft.Conn, t *nft.Table, gone []routeNames) error {
 		return fmt.Errorf("nftables: listing sets: %w", classify(err))
 	}
 	for _, n := range gone {
-		for _, name := range []string{n.nat(), n.snat(), n.fwd()} {
+		for _, name := range []string{n.fwd(), n.count(), n.nat(), n.snat()} {
 			ch := &nft.Chain{Name: name, Table: t}
 			c.FlushChain(ch)
 			c.DelChain(ch)
@@ -358,4 +358,3 @@ func checkRoutes(routes []Route) error {
 	}
 	return nil
 }
-

@@ -57,9 +57,10 @@ func baseChains(c *nft.Conn, t *nft.Table) error {
 // routeNames are the nft objects of one generation of one route.
 type routeNames struct{ prefix string }
 
-func (n routeNames) nat() string          { return n.prefix + "-nat" }
-func (n routeNames) snat() string         { return n.prefix + "-snat" }
-func (n routeNames) fwd() string          { return n.prefix + "-fwd" }
+func (n routeNames) nat() string            { return n.prefix + "-nat" }
+func (n routeNames) snat() string           { return n.prefix + "-snat" }
+func (n routeNames) fwd() string            { return n.prefix + "-fwd" }
+func (n routeNames) count() string          { return n.prefix + "-count" }
 func (n routeNames) set(kind string) string { return n.prefix + "-" + kind }
 
 // ruleTag is the UserData of the rules that belong to a route generation:
@@ -134,16 +135,18 @@ func addRoute(c *nft.Conn, t *nft.Table, r *Route, n routeNames) error {
 		add(natC, "dnat", cat(nfproto(v6), counter(), dnat)...)
 	}
 
-	// snat and fwd see the connection by its original tuple.
-	ctGuard := cat(ctStatusDNAT(), ctL4NotIn(protoSetName(protos)), ctOrigDport(2), notInSet(2, ports.Name), ret())
-	add(snatC, "guard", ctGuard...)
+	// snat and fwd see the connection by its original tuple, each in one
+	// rule: this library version cannot read back rules with a ct
+	// direction, so the counters live in the count chain, which has none.
+	ctMatch := cat(ctStatusDNAT(), ctL4In(protoSetName(protos)), ctOrigDport(2), inSet(2, ports.Name, false))
 	if !r.PreserveSourceIP {
-		add(snatC, "masq", &expr.Masq{})
+		add(snatC, "masq", cat(ctMatch, &expr.Masq{})...)
 	}
-	add(fwdC, "guard", ctGuard...)
-	add(fwdC, "traffic", counter())
+	cntC := c.AddChain(&nft.Chain{Name: n.count(), Table: t})
+	add(fwdC, "guard", cat(ctMatch, &expr.Verdict{Kind: expr.VerdictJump, Chain: n.count()})...)
+	add(cntC, "traffic", counter())
 	if r.MaxRate.Kind == ByteRate {
-		add(fwdC, "rate", &expr.Limit{Type: expr.LimitTypePktBytes, Rate: r.MaxRate.Count, Unit: expr.LimitTime(r.MaxRate.Per), Over: true, Burst: uint32(min(r.MaxRate.Count, 1<<30))}, counter(), drop())
+		add(cntC, "rate", &expr.Limit{Type: expr.LimitTypePktBytes, Rate: r.MaxRate.Count, Unit: expr.LimitTime(r.MaxRate.Per), Over: true, Burst: uint32(min(r.MaxRate.Count, 1<<30))}, counter(), drop())
 	}
 
 	for base, target := range map[string]string{chainPre: n.nat(), chainOut: n.nat(), chainPost: n.snat(), chainFwd: n.fwd()} {

@@ -55,8 +55,13 @@ func (m *Manager) Status(ctx context.Context) (Status, error) {
 	t := m.table()
 	st := Status{Table: m.name, Warnings: slices.Clone(m.warns)}
 	for name, in := range m.routes {
-		rs := RouteStatus{Name: name}
-		for _, ch := range []string{in.names.nat(), in.names.snat(), in.names.fwd()} {
+		// The snat and fwd chains hold one rule each (one when masquerading)
+		// that this library cannot read back (see addRoute).
+		rs := RouteStatus{Name: name, Rules: 1}
+		if !in.route.PreserveSourceIP {
+			rs.Rules++
+		}
+		for _, ch := range []string{in.names.nat(), in.names.count()} {
 			rules, err := c.GetRules(t, &nft.Chain{Name: ch, Table: t})
 			if err != nil {
 				return Status{}, fmt.Errorf("nftables: listing chain %s: %w", ch, classify(err))
@@ -100,4 +105,3 @@ func roleOf(tag []byte) string {
 	}
 	return ""
 }
-
