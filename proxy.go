@@ -14,6 +14,7 @@ import (
 	"github.com/gosmartproxy/smartproxy/connection"
 	"github.com/gosmartproxy/smartproxy/forwarding"
 	"github.com/gosmartproxy/smartproxy/internal/balance"
+	"github.com/gosmartproxy/smartproxy/nftables"
 )
 
 // ErrStopped is returned by Start, ServeConn and UpdateRoutes after Stop.
@@ -57,6 +58,8 @@ type routeSet struct {
 	ports   map[int]portPlan
 	// alpn holds the ALPN choice of every terminating forward route.
 	alpn map[*Route]*alpnConfigs
+	// kernel are the routes the kernel forwards (kernelproxy.go).
+	kernel []nftables.Route
 }
 
 // portPlan is what the accept path needs to know about a port.
@@ -133,6 +136,7 @@ func New(opts Options) (*Proxy, error) {
 		conns = m
 	}
 	opts.haveCertStore = userCerts
+	opts.kernel = &kernelState{opts: &opts}
 	set, err := buildRouteSet(opts.Routes, opts)
 	if err != nil {
 		return nil, fmt.Errorf("smartproxy: invalid routes: %w", err)
@@ -167,6 +171,10 @@ func buildRouteSet(routes []Route, opts Options) (*routeSet, error) {
 	if err != nil {
 		return nil, err
 	}
+	compiled, kernel, err := splitKernelRoutes(compiled, opts)
+	if err != nil {
+		return nil, err
+	}
 	for _, r := range compiled {
 		if sec := r.state.sec; sec != nil {
 			sec.http.SetIPv6PrefixLen(opts.IPv6PrefixLen) // freshly compiled: not yet shared
@@ -195,7 +203,7 @@ func buildRouteSet(routes []Route, opts Options) (*routeSet, error) {
 			return true
 		})
 	}
-	return &routeSet{routes: compiled, matcher: m, ports: ports, alpn: alpn}, nil
+	return &routeSet{routes: compiled, matcher: m, ports: ports, alpn: alpn, kernel: kernel}, nil
 }
 
 // Routes returns copies of the active (enabled) routes.
@@ -219,6 +227,7 @@ func (p *Proxy) Metrics() connection.Metrics {
 		m.Rejected = make(map[connection.Reason]uint64)
 	}
 	p.rejects.addTo(m.Rejected)
+	p.addKernelMetrics(&m)
 	return m
 }
 
@@ -235,8 +244,11 @@ func (p *Proxy) Start(ctx context.Context) error {
 		return errors.New("smartproxy: already started")
 	}
 	p.startRunner()
-	if err := p.reconcileLocked(ctx, p.set.Load()); err != nil {
+	if err := p.opts.kernel.apply(ctx, p.set.Load()); err != nil {
 		return err
+	}
+	if err := p.reconcileLocked(ctx, p.set.Load()); err != nil {
+		return errors.Join(err, p.opts.kernel.stop(ctx))
 	}
 	p.health.Sync(healthPlan(p.set.Load())) // start the routes' active health checks
 	p.started = true
@@ -287,9 +299,13 @@ func (p *Proxy) UpdateRoutes(routes []Route) error {
 		return ErrStopped
 	}
 	if p.started {
+		if err := p.opts.kernel.apply(context.Background(), set); err != nil {
+			return err
+		}
 		// Stores set once the new ports are open, before they accept.
 		if err := p.reconcileLocked(context.Background(), set); err != nil {
-			return err
+			// Put the kernel's routes back as they were.
+			return errors.Join(err, p.opts.kernel.apply(context.Background(), p.set.Load()))
 		}
 		p.health.Sync(healthPlan(set)) // stop checks no route needs any more, start new ones
 	} else {
@@ -312,6 +328,7 @@ func (p *Proxy) Stop(ctx context.Context) error {
 	p.stopped = true
 	close(p.draining) // socket handlers wind down their keep-alive connections
 	p.health.Stop()   // end the active health checks; prompt, probes are cancelled
+	kerr := p.opts.kernel.stop(ctx)
 	for port, l := range p.listeners {
 		l.close()
 		delete(p.listeners, port)
@@ -344,5 +361,5 @@ func (p *Proxy) Stop(ctx context.Context) error {
 		p.runCancel()
 	}
 	<-p.runDone
-	return err
+	return errors.Join(err, kerr)
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/gobwas/glob"
 
 	"github.com/gosmartproxy/smartproxy/iplist"
+	"github.com/gosmartproxy/smartproxy/nftables"
 	"github.com/gosmartproxy/smartproxy/schema"
 )
 
@@ -50,6 +51,7 @@ type routeState struct {
 	tls        *routeTLS         // set for the terminating TLS modes
 	lb         *loadBalancer     // load balancing and health of the targets
 	http       *httpRoute        // HTTP criteria and actions; nil when none
+	kernel     *nftables.Route   // forwardingEngine "nftables": the kernel's route
 }
 
 // domainPattern is one compiled entry of match.domains.
@@ -201,6 +203,7 @@ func (v *routeValidator) compile(r *Route, defaults Defaults, defs compiledDefau
 			st.block = l
 		}
 	}
+	st.kernel = v.compileKernel(r, st, defaults)
 	sec, fes := compileRouteSecurity(defs.sec, r.Security)
 	v.Add(fes)
 	st.sec = sec
