@@ -22,7 +22,7 @@ func TestPortRangesAndMappings(t *testing.T) {
 	t.Parallel()
 	tp := netnstest.New(t)
 	for _, p := range []int{9100, 9101, 9102, 9200, 8300, 8301} {
-		serveTCP(t, tp.Bkd, fmt.Sprintf(":%d", p))
+		netnstest.ServeTCP(t, tp.Bkd, fmt.Sprintf(":%d", p))
 	}
 	mapped := map[uint16]uint16{8100: 9100, 8101: 9101, 8102: 9102, 8200: 9200}
 	startManager(t, tp,
@@ -31,12 +31,12 @@ func TestPortRangesAndMappings(t *testing.T) {
 	)
 	want := map[int]int{8100: 9100, 8101: 9101, 8102: 9102, 8200: 9200, 8300: 8300, 8301: 8301}
 	for from, to := range want {
-		got, err := askTCP(tp.Cli, hostPort(netnstest.PrxAddr4, from), 3*time.Second)
+		got, err := netnstest.AskTCP(tp.Cli, hostPort(netnstest.PrxAddr4, from), 3*time.Second)
 		if err != nil || !strings.HasPrefix(got, fmt.Sprint(to)+" ") {
 			t.Errorf("port %d: got %q, %v; want backend port %d", from, got, err, to)
 		}
 	}
-	got, err := askTCP(tp.Cli, hostPort(netnstest.PrxAddr6, 8101), 3*time.Second)
+	got, err := netnstest.AskTCP(tp.Cli, hostPort(netnstest.PrxAddr6, 8101), 3*time.Second)
 	if err != nil || !strings.HasPrefix(got, "9101 ") {
 		t.Errorf("IPv6 port 8101: got %q, %v; want 9101", got, err)
 	}
@@ -49,16 +49,16 @@ func TestBalanceHosts(t *testing.T) {
 	if out, err := exec.Command("ip", "-n", tp.Bkd, "addr", "add", "10.200.2.3/24", "dev", "b0").CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	a := serveTCP(t, tp.Bkd, "10.200.2.2:9000")
-	b := serveTCP(t, tp.Bkd, "10.200.2.3:9000")
+	a := netnstest.ServeTCP(t, tp.Bkd, "10.200.2.2:9000")
+	b := netnstest.ServeTCP(t, tp.Bkd, "10.200.2.3:9000")
 	startManager(t, tp, Route{Name: "lb", Ports: []PortRange{{8000, 8000}}, Hosts: addrs("10.200.2.2", "10.200.2.3"), Port: 9000})
 	for range 4 {
-		if _, err := askTCP(tp.Cli, hostPort(netnstest.PrxAddr4, 8000), 3*time.Second); err != nil {
+		if _, err := netnstest.AskTCP(tp.Cli, hostPort(netnstest.PrxAddr4, 8000), 3*time.Second); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if len(a.clients()) != 2 || len(b.clients()) != 2 {
-		t.Errorf("hosts got %d and %d connections, want 2 and 2", len(a.clients()), len(b.clients()))
+	if len(a.Clients()) != 2 || len(b.Clients()) != 2 {
+		t.Errorf("hosts got %d and %d connections, want 2 and 2", len(a.Clients()), len(b.Clients()))
 	}
 }
 
@@ -109,12 +109,12 @@ func withPrefix(names []string, prefix string) []string {
 func TestUpdateAndRemove(t *testing.T) {
 	t.Parallel()
 	tp := netnstest.New(t)
-	serveTCP(t, tp.Bkd, ":9000")
-	serveTCP(t, tp.Bkd, ":9001")
+	netnstest.ServeTCP(t, tp.Bkd, ":9000")
+	netnstest.ServeTCP(t, tp.Bkd, ":9001")
 	keep := Route{Name: "keep", Ports: []PortRange{{8000, 8000}}, Hosts: addrs(netnstest.BkdAddr4), Port: 9000}
 	change := Route{Name: "change", Ports: []PortRange{{8001, 8001}}, Hosts: addrs(netnstest.BkdAddr4), Port: 9000, Block: mustList(t, "10.9.9.9")}
 	m := startManager(t, tp, keep, change)
-	if _, err := askTCP(tp.Cli, hostPort(netnstest.PrxAddr4, 8000), 3*time.Second); err != nil {
+	if _, err := netnstest.AskTCP(tp.Cli, hostPort(netnstest.PrxAddr4, 8000), 3*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	chains0, _ := listTable(t, tp, "test")
@@ -141,7 +141,7 @@ func TestUpdateAndRemove(t *testing.T) {
 	if got := withPrefix(sets1, chainBase("change")); len(got) != 1 { // ports only: the block list is gone
 		t.Errorf("changed route's sets %v, want its ports set only", got)
 	}
-	got, err := askTCP(tp.Cli, hostPort(netnstest.PrxAddr4, 8001), 3*time.Second)
+	got, err := netnstest.AskTCP(tp.Cli, hostPort(netnstest.PrxAddr4, 8001), 3*time.Second)
 	if err != nil || !strings.HasPrefix(got, "9001 ") {
 		t.Errorf("changed route: got %q, %v; want the new target port 9001", got, err)
 	}

@@ -23,10 +23,10 @@ func mustList(t *testing.T, patterns ...string) *iplist.List {
 func TestPreserveSourceIP(t *testing.T) {
 	t.Parallel()
 	tp := netnstest.New(t)
-	serveTCP(t, tp.Bkd, ":9000")
+	netnstest.ServeTCP(t, tp.Bkd, ":9000")
 	startManager(t, tp, Route{Name: "keep", Ports: []PortRange{{8000, 8000}}, Hosts: addrs(netnstest.BkdAddr4, netnstest.BkdAddr6), Port: 9000, PreserveSourceIP: true})
 	for _, tc := range []struct{ proxy, client string }{{netnstest.PrxAddr4, netnstest.CliAddr4}, {netnstest.PrxAddr6, netnstest.CliAddr6}} {
-		got, err := askTCP(tp.Cli, hostPort(tc.proxy, 8000), 3*time.Second)
+		got, err := netnstest.AskTCP(tp.Cli, hostPort(tc.proxy, 8000), 3*time.Second)
 		if err != nil || got != "9000 "+tc.client {
 			t.Errorf("via %s: got %q, %v; want the backend to see %s", tc.proxy, got, err, tc.client)
 		}
@@ -38,8 +38,8 @@ func TestPreserveSourceIP(t *testing.T) {
 func TestBlockAndAllowLists(t *testing.T) {
 	t.Parallel()
 	tp := netnstest.New(t)
-	back := serveTCP(t, tp.Bkd, ":9000")
-	udp := serveUDP(t, tp.Bkd, ":9000")
+	back := netnstest.ServeTCP(t, tp.Bkd, ":9000")
+	udp := netnstest.ServeUDP(t, tp.Bkd, ":9000")
 	hosts := addrs(netnstest.BkdAddr4, netnstest.BkdAddr6)
 	m := startManager(t, tp,
 		Route{Name: "blocked", Ports: []PortRange{{8001, 8001}}, Protocol: All, Hosts: hosts, Port: 9000, Block: mustList(t, "10.200.1.0/24", "fd00:1::/64")},
@@ -48,23 +48,23 @@ func TestBlockAndAllowLists(t *testing.T) {
 	)
 	for _, port := range []int{8001, 8002} {
 		for _, proxy := range []string{netnstest.PrxAddr4, netnstest.PrxAddr6} {
-			if got, err := askTCP(tp.Cli, hostPort(proxy, port), 500*time.Millisecond); !isTimeout(err) {
+			if got, err := netnstest.AskTCP(tp.Cli, hostPort(proxy, port), 500*time.Millisecond); !netnstest.IsTimeout(err) {
 				t.Errorf("tcp %s:%d: got %q, %v; want the SYN dropped (a timeout)", proxy, port, got, err)
 			}
-			if got, err := askUDP(tp.Cli, hostPort(proxy, port), 300*time.Millisecond); !isTimeout(err) {
+			if got, err := netnstest.AskUDP(tp.Cli, hostPort(proxy, port), 300*time.Millisecond); !netnstest.IsTimeout(err) {
 				t.Errorf("udp %s:%d: got %q, %v; want the datagram dropped", proxy, port, got, err)
 			}
 		}
 	}
-	if got := back.clients(); len(got) != 0 || udp.get() != 0 {
-		t.Fatalf("the backend saw %v and %d UDP bytes from refused clients", got, udp.get())
+	if got := back.Clients(); len(got) != 0 || udp.Get() != 0 {
+		t.Fatalf("the backend saw %v and %d UDP bytes from refused clients", got, udp.Get())
 	}
 	// The allow list admits IPv4 clients of 10.200.1.*; it has no IPv6
 	// entry, so IPv6 clients are refused.
-	if got, err := askTCP(tp.Cli, hostPort(netnstest.PrxAddr4, 8003), 3*time.Second); err != nil || got != "9000 10.200.2.1" {
+	if got, err := netnstest.AskTCP(tp.Cli, hostPort(netnstest.PrxAddr4, 8003), 3*time.Second); err != nil || got != "9000 10.200.2.1" {
 		t.Errorf("allowed client: got %q, %v", got, err)
 	}
-	if _, err := askTCP(tp.Cli, hostPort(netnstest.PrxAddr6, 8003), 500*time.Millisecond); !isTimeout(err) {
+	if _, err := netnstest.AskTCP(tp.Cli, hostPort(netnstest.PrxAddr6, 8003), 500*time.Millisecond); !netnstest.IsTimeout(err) {
 		t.Errorf("IPv6 client of an IPv4-only allow list: err = %v, want dropped", err)
 	}
 	st, err := m.Status(context.Background())
@@ -86,7 +86,7 @@ func TestBlockAndAllowLists(t *testing.T) {
 func TestConnectionRateLimit(t *testing.T) {
 	t.Parallel()
 	tp := netnstest.New(t)
-	back := serveTCP(t, tp.Bkd, ":9000")
+	back := netnstest.ServeTCP(t, tp.Bkd, ":9000")
 	rate, err := ParseRate("2/second")
 	if err != nil {
 		t.Fatal(err)
@@ -94,13 +94,13 @@ func TestConnectionRateLimit(t *testing.T) {
 	m := startManager(t, tp, Route{Name: "slow", Ports: []PortRange{{8000, 8000}}, Hosts: addrs(netnstest.BkdAddr4), Port: 9000, MaxRate: rate})
 	ok := 0
 	for range 30 {
-		if _, err := askTCP(tp.Cli, hostPort(netnstest.PrxAddr4, 8000), 150*time.Millisecond); err == nil {
+		if _, err := netnstest.AskTCP(tp.Cli, hostPort(netnstest.PrxAddr4, 8000), 150*time.Millisecond); err == nil {
 			ok++
 		}
 	}
 	// 30 attempts take at most 4.5 s: the burst (5) and 2/s pass, at most 14.
-	if ok == 0 || ok > 15 || len(back.clients()) != ok {
-		t.Errorf("%d of 30 connections made it (backend saw %d); want a few, not all", ok, len(back.clients()))
+	if ok == 0 || ok > 15 || len(back.Clients()) != ok {
+		t.Errorf("%d of 30 connections made it (backend saw %d); want a few, not all", ok, len(back.Clients()))
 	}
 	st, _ := m.Status(context.Background())
 	if len(st.Routes) != 1 || st.Routes[0].Dropped == 0 {
@@ -112,7 +112,7 @@ func TestConnectionRateLimit(t *testing.T) {
 func TestBandwidthLimit(t *testing.T) {
 	t.Parallel()
 	tp := netnstest.New(t)
-	udp := serveUDP(t, tp.Bkd, ":9000")
+	udp := netnstest.ServeUDP(t, tp.Bkd, ":9000")
 	rate, err := ParseRate("100 kbytes/second")
 	if err != nil {
 		t.Fatal(err)
@@ -131,7 +131,7 @@ func TestBandwidthLimit(t *testing.T) {
 		_, _ = c.Write(buf)
 	}
 	time.Sleep(200 * time.Millisecond) // let the last datagrams land
-	if got := udp.get(); got == 0 || got > n*size/2 {
+	if got := udp.Get(); got == 0 || got > n*size/2 {
 		t.Errorf("backend received %d of %d bytes; want a part, well under half", got, n*size)
 	}
 	st, _ := m.Status(context.Background())

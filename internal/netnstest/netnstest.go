@@ -79,7 +79,8 @@ func Inside() bool { return os.Getenv(envInside) != "" && unavailable == "" }
 // fd00:2::2). Cli and Bkd route everything through Prx, which forwards.
 type Topology struct {
 	Cli, Prx, Bkd string // namespace names (under /run/netns)
-	// PrxFD is an open file of Prx's namespace, for nftables.Config.NetNS.
+	// PrxFD is an open file of Prx's namespace, for nftables.Config.NetNS
+	// (0 when Prx is the process's own, see NewHere).
 	PrxFD int
 }
 
@@ -102,24 +103,51 @@ func New(t testing.TB) *Topology {
 	if os.Getenv(envInside) == "" {
 		t.Skip("network namespaces unavailable: not run through netnstest.Main")
 	}
+	return build(t, fmt.Sprintf("prx%d", seq.Add(1)))
+}
+
+// build makes the topology; prx "" is the process's own namespace.
+func build(t testing.TB, prx string) *Topology {
+	t.Helper()
 	n := seq.Add(1)
-	tp := &Topology{Cli: fmt.Sprintf("cli%d", n), Prx: fmt.Sprintf("prx%d", n), Bkd: fmt.Sprintf("bkd%d", n)}
-	for _, ns := range []string{tp.Cli, tp.Prx, tp.Bkd} {
+	tp := &Topology{Cli: fmt.Sprintf("cli%d", n), Prx: prx, Bkd: fmt.Sprintf("bkd%d", n)}
+	names := []string{tp.Cli, tp.Bkd}
+	if prx != "" {
+		names = append(names, prx)
+	}
+	for _, ns := range names {
 		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
 	}
+	var here []string // `ip -n PRX` or nothing
+	var into []string // `netns PRX` or the namespace of this process
+	if prx != "" {
+		here, into = []string{"-n", prx}, []string{"netns", prx}
+	} else {
+		into = []string{"netns", fmt.Sprint(os.Getpid())}
+	}
+	cat := func(parts ...[]string) []string {
+		var out []string
+		for _, p := range parts {
+			out = append(out, p...)
+		}
+		return out
+	}
 	steps := [][]string{
-		{"netns", "add", tp.Cli}, {"netns", "add", tp.Prx}, {"netns", "add", tp.Bkd},
-		{"-n", tp.Cli, "link", "set", "lo", "up"}, {"-n", tp.Prx, "link", "set", "lo", "up"}, {"-n", tp.Bkd, "link", "set", "lo", "up"},
-		{"-n", tp.Cli, "link", "add", "c0", "type", "veth", "peer", "name", "p0", "netns", tp.Prx},
-		{"-n", tp.Prx, "link", "add", "p1", "type", "veth", "peer", "name", "b0", "netns", tp.Bkd},
+		{"netns", "add", tp.Cli}, {"netns", "add", tp.Bkd},
+		{"-n", tp.Cli, "link", "set", "lo", "up"}, cat(here, []string{"link", "set", "lo", "up"}), {"-n", tp.Bkd, "link", "set", "lo", "up"},
+		cat([]string{"-n", tp.Cli, "link", "add", "c0", "type", "veth", "peer", "name", "p0"}, into),
+		cat(here, []string{"link", "add", "p1", "type", "veth", "peer", "name", "b0", "netns", tp.Bkd}),
 		{"-n", tp.Cli, "addr", "add", CliAddr4 + "/24", "dev", "c0"}, {"-n", tp.Cli, "addr", "add", CliAddr6 + "/64", "dev", "c0", "nodad"},
-		{"-n", tp.Prx, "addr", "add", PrxAddr4 + "/24", "dev", "p0"}, {"-n", tp.Prx, "addr", "add", PrxAddr6 + "/64", "dev", "p0", "nodad"},
-		{"-n", tp.Prx, "addr", "add", "10.200.2.1/24", "dev", "p1"}, {"-n", tp.Prx, "addr", "add", "fd00:2::1/64", "dev", "p1", "nodad"},
+		cat(here, []string{"addr", "add", PrxAddr4 + "/24", "dev", "p0"}), cat(here, []string{"addr", "add", PrxAddr6 + "/64", "dev", "p0", "nodad"}),
+		cat(here, []string{"addr", "add", "10.200.2.1/24", "dev", "p1"}), cat(here, []string{"addr", "add", "fd00:2::1/64", "dev", "p1", "nodad"}),
 		{"-n", tp.Bkd, "addr", "add", BkdAddr4 + "/24", "dev", "b0"}, {"-n", tp.Bkd, "addr", "add", BkdAddr6 + "/64", "dev", "b0", "nodad"},
-		{"-n", tp.Cli, "link", "set", "c0", "up"}, {"-n", tp.Prx, "link", "set", "p0", "up"},
-		{"-n", tp.Prx, "link", "set", "p1", "up"}, {"-n", tp.Bkd, "link", "set", "b0", "up"},
+		{"-n", tp.Cli, "link", "set", "c0", "up"}, cat(here, []string{"link", "set", "p0", "up"}),
+		cat(here, []string{"link", "set", "p1", "up"}), {"-n", tp.Bkd, "link", "set", "b0", "up"},
 		{"-n", tp.Cli, "route", "add", "default", "via", PrxAddr4}, {"-n", tp.Cli, "-6", "route", "add", "default", "via", PrxAddr6},
 		{"-n", tp.Bkd, "route", "add", "default", "via", "10.200.2.1"}, {"-n", tp.Bkd, "-6", "route", "add", "default", "via", "fd00:2::1"},
+	}
+	if prx != "" {
+		steps = append([][]string{{"netns", "add", prx}}, steps...)
 	}
 	for _, s := range steps {
 		if out, err := exec.Command("ip", s...).CombinedOutput(); err != nil {
@@ -128,6 +156,9 @@ func New(t testing.TB) *Topology {
 	}
 	tp.Sysctl(t, tp.Prx, "net/ipv4/ip_forward", "1")
 	tp.Sysctl(t, tp.Prx, "net/ipv6/conf/all/forwarding", "1")
+	if prx == "" {
+		return tp
+	}
 	f, err := os.Open("/run/netns/" + tp.Prx)
 	if err != nil {
 		t.Fatal(err)
@@ -153,6 +184,9 @@ func (tp *Topology) Sysctl(t testing.TB, ns, key, value string) {
 // ns and can be used from any goroutine afterwards. The thread is thrown
 // away afterwards rather than moved back.
 func In(ns string, fn func() error) error {
+	if ns == "" {
+		return fn()
+	}
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
