@@ -1,3 +1,5 @@
+//go:build linux
+
 package nftables
 
 import (
@@ -5,48 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"strings"
 	"sync"
 
 	nft "github.com/google/nftables"
 	"golang.org/x/sys/unix"
 )
-
-// DefaultTableName is the table of a Manager whose Config names none.
-const DefaultTableName = "smartproxy"
-
-// Errors New and Start wrap, for errors.Is.
-var (
-	// ErrNoPermission: the process may not change nftables (it lacks
-	// CAP_NET_ADMIN over its network namespace).
-	ErrNoPermission = errors.New("nftables: the process lacks CAP_NET_ADMIN over its network namespace")
-	// ErrUnavailable: the kernel has no nf_tables.
-	ErrUnavailable = errors.New("nftables: nf_tables is not available in this kernel")
-	// ErrTableInUse: another live process owns the table.
-	ErrTableInUse = errors.New("nftables: the table belongs to another running process")
-	// ErrForeignTable: a table of the name exists without our owner marker.
-	ErrForeignTable = errors.New("nftables: a table of that name exists and was not made by smartproxy")
-)
-
-// Config configures a Manager.
-type Config struct {
-	// TableName names the manager's table (family inet). It identifies the
-	// proxy instance: give each proxy in a network namespace its own, and
-	// keep it across restarts so that a restart after a crash finds and
-	// replaces the table the crashed process left. "" means
-	// DefaultTableName.
-	TableName string
-	// NetNS, when not 0, is an open file of the network namespace to
-	// manage (such as /run/netns/NAME) instead of the process's own. The
-	// sysctl checks read the process's own namespace, so they are skipped.
-	NetNS int
-	// Logger receives warnings (stale tables replaced, sysctls that need
-	// setting); nil means slog.Default().
-	Logger *slog.Logger
-}
-
-var tableNameRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,63}$`)
 
 // Manager owns one nftables table and keeps it in step with a set of
 // routes: Start creates it, UpdateRoutes changes the rules of the routes
@@ -315,46 +281,6 @@ func removeRoutes(c *nft.Conn, t *nft.Table, gone []routeNames) error {
 				c.DelSet(s)
 			}
 		}
-	}
-	return nil
-}
-
-// checkRoutes validates routes and refuses two routes that would take the
-// same packets.
-func checkRoutes(routes []Route) error {
-	var errs []error
-	seen := map[string]bool{}
-	type key struct {
-		proto byte
-		port  uint16
-	}
-	owner := map[key]string{}
-	for i := range routes {
-		r := &routes[i]
-		if err := r.validate(); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if seen[r.Name] {
-			errs = append(errs, fmt.Errorf("route %q: duplicate name", r.Name))
-		}
-		seen[r.Name] = true
-	overlap:
-		for _, p := range r.Ports {
-			for port := int(p.From); port <= int(p.To); port++ {
-				for _, proto := range r.protocols() {
-					k := key{proto, uint16(port)}
-					if o, ok := owner[k]; ok && o != r.Name {
-						errs = append(errs, fmt.Errorf("route %q: port %d is also taken by route %q", r.Name, port, o))
-						break overlap
-					}
-					owner[k] = r.Name
-				}
-			}
-		}
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("nftables: invalid routes: %w", errors.Join(errs...))
 	}
 	return nil
 }

@@ -268,3 +268,43 @@ func chainBase(name string) string {
 	sum := sha256.Sum256([]byte(name))
 	return "r-" + b.String() + "-" + hex.EncodeToString(sum[:4])
 }
+
+// checkRoutes validates routes and refuses two routes that would take the
+// same packets.
+func checkRoutes(routes []Route) error {
+	var errs []error
+	seen := map[string]bool{}
+	type key struct {
+		proto byte
+		port  uint16
+	}
+	owner := map[key]string{}
+	for i := range routes {
+		r := &routes[i]
+		if err := r.validate(); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if seen[r.Name] {
+			errs = append(errs, fmt.Errorf("route %q: duplicate name", r.Name))
+		}
+		seen[r.Name] = true
+	overlap:
+		for _, p := range r.Ports {
+			for port := int(p.From); port <= int(p.To); port++ {
+				for _, proto := range r.protocols() {
+					k := key{proto, uint16(port)}
+					if o, ok := owner[k]; ok && o != r.Name {
+						errs = append(errs, fmt.Errorf("route %q: port %d is also taken by route %q", r.Name, port, o))
+						break overlap
+					}
+					owner[k] = r.Name
+				}
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("nftables: invalid routes: %w", errors.Join(errs...))
+	}
+	return nil
+}

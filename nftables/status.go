@@ -1,3 +1,5 @@
+//go:build linux
+
 package nftables
 
 import (
@@ -10,33 +12,6 @@ import (
 	nft "github.com/google/nftables"
 	"github.com/google/nftables/expr"
 )
-
-// Status is what a Manager has put in the kernel, read back from it.
-type Status struct {
-	// Table is the table's name (family inet); "" when not started.
-	Table string
-	// Routes are the installed routes, by name.
-	Routes []RouteStatus
-	// Warnings are kernel settings the routes need (see CheckSysctls).
-	Warnings []string
-}
-
-// RouteStatus is one route's rules and the kernel's counters for it.
-type RouteStatus struct {
-	Name string
-	// Rules is the number of rules in the route's chains (jump rules in
-	// the base chains not counted).
-	Rules int
-	// Connections counts new connections (and new UDP flows) DNATed.
-	Connections uint64
-	// Packets and Bytes count the forwarded traffic of those connections,
-	// both directions (not counted for targets on this host, whose packets
-	// are not forwarded).
-	Packets, Bytes uint64
-	// Dropped counts packets dropped by the block list, the allow list and
-	// maxRate.
-	Dropped uint64
-}
 
 // Status reads the rules and counters of every route from the kernel.
 func (m *Manager) Status(ctx context.Context) (Status, error) {

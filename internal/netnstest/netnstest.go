@@ -1,10 +1,5 @@
-// Package netnstest gives tests real network namespaces: a test binary
-// re-executes itself inside a new user, network and mount namespace
-// (`unshare -Urnm`, which works rootless and as root), and each test then
-// builds its own three-host topology there, client ↔ proxy ↔ backend,
-// joined by veth pairs. Traffic only ever goes to addresses inside these
-// namespaces. Linux only; tests skip with the reason elsewhere or when
-// namespaces cannot be made.
+//go:build linux
+
 package netnstest
 
 import (
@@ -98,10 +93,10 @@ var seq atomic.Int64
 func New(t testing.TB) *Topology {
 	t.Helper()
 	if unavailable != "" {
-		t.Skip("network namespaces unavailable: " + unavailable)
+		skip(t, "network namespaces unavailable: "+unavailable)
 	}
 	if os.Getenv(envInside) == "" {
-		t.Skip("network namespaces unavailable: not run through netnstest.Main")
+		skip(t, "network namespaces unavailable: not run through netnstest.Main")
 	}
 	return build(t, fmt.Sprintf("prx%d", seq.Add(1)))
 }

@@ -1,6 +1,9 @@
+//go:build linux
+
 package netnstest
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -41,7 +44,7 @@ func Reexec(t *testing.T, mode Mode) (parent bool) {
 				}
 			})
 			if unavailable != "" {
-				t.Skip("network namespaces unavailable: " + unavailable)
+				skip(t, "network namespaces unavailable: "+unavailable)
 			}
 		}
 		return false
@@ -51,10 +54,10 @@ func Reexec(t *testing.T, mode Mode) (parent bool) {
 	switch mode {
 	case OwnNetns:
 		if _, err := exec.LookPath("unshare"); err != nil {
-			t.Skip("unshare not installed (util-linux): " + err.Error())
+			skip(t, "unshare not installed (util-linux): "+err.Error())
 		}
 		if out, err := exec.Command("unshare", "-Urnm", "true").CombinedOutput(); err != nil {
-			t.Skipf("cannot create namespaces (unshare -Urnm: %v: %s)", err, strings.TrimSpace(string(out)))
+			skipf(t, "cannot create namespaces (unshare -Urnm: %v: %s)", err, strings.TrimSpace(string(out)))
 		}
 		cmd = exec.Command("unshare", append([]string{"-Urnm", "--", os.Args[0]}, args...)...)
 	case NoNetAdmin:
@@ -70,7 +73,7 @@ func Reexec(t *testing.T, mode Mode) (parent bool) {
 	text := string(out)
 	switch {
 	case strings.Contains(text, "--- SKIP"):
-		t.Skipf("child skipped:\n%s", text)
+		skipf(t, "child skipped:\n%s", text)
 	case err != nil:
 		t.Fatalf("child in %s: %v\n%s", mode, err, text)
 	case !strings.Contains(text, "--- PASS: "+t.Name()):
@@ -86,4 +89,21 @@ func Reexec(t *testing.T, mode Mode) (parent bool) {
 func NewHere(t testing.TB) *Topology {
 	t.Helper()
 	return build(t, "")
+}
+
+// envRequire makes missing namespaces a failure instead of a skip (CI
+// sets it, so that the kernel tests cannot silently not run).
+const envRequire = "SMARTPROXY_REQUIRE_NETNS"
+
+func skip(t testing.TB, msg string) {
+	t.Helper()
+	if os.Getenv(envRequire) != "" {
+		t.Fatal(msg + " (and " + envRequire + " is set)")
+	}
+	t.Skip(msg)
+}
+
+func skipf(t testing.TB, format string, args ...any) {
+	t.Helper()
+	skip(t, fmt.Sprintf(format, args...))
 }
