@@ -29,6 +29,13 @@ ip addr add 10.200.2.1/24 dev p1; ip -n bkd addr add 10.200.2.2/24 dev b0
 ip -n cli link set c0 up; ip link set p0 up; ip link set p1 up; ip -n bkd link set b0 up
 ip -n cli route add default via 10.200.1.2; ip -n bkd route add default via 10.200.2.1
 echo 1 >/proc/sys/net/ipv4/ip_forward
+# connrate opens ~10^4 connections a round from one client address: reuse
+# TIME_WAIT ports, and let conntrack forget closed connections quickly, or
+# later rounds measure port and table exhaustion instead of forwarding.
+for ns in cli bkd; do
+  ip netns exec $ns sh -c 'echo 1 >/proc/sys/net/ipv4/tcp_tw_reuse; echo "1024 65000" >/proc/sys/net/ipv4/ip_local_port_range'
+done
+echo 1 >/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_time_wait 2>/dev/null || true
 
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
@@ -37,8 +44,8 @@ PIDS+=($!)
 cat >"$OUT/smartproxy-nft.json" <<JSON
 {
   "listenAddress": "10.200.1.2",
-  "maxConnectionsPerIP": -1,
-  "connectionRateLimitPerMinute": -1,
+  "maxConnectionsPerIP": 100000000,
+  "connectionRateLimitPerMinute": 100000000,
   "gracefulShutdownTimeout": 1000,
   "routes": [
     {"name": "kernel", "match": {"ports": 18001},
