@@ -48,9 +48,6 @@ func NfTablesRoute(name string, ports PortSpec, target string, opts *NfTablesOpt
 	return r
 }
 
-// isKernel reports whether the route asks for the nftables engine.
-func (a *RouteAction) isKernel() bool { return a.ForwardingEngine == EngineNftables }
-
 // compileKernel checks a route for the nftables engine and converts it;
 // nil when the route is a user-space one.
 func (v *routeValidator) compileKernel(r *Route, st *routeState, defaults Defaults) *nftables.Route {

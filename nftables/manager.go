@@ -108,15 +108,9 @@ func (m *Manager) Start(ctx context.Context, routes []Route) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.started {
-		return errors.New("nftables: already started")
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	c, err := dial(m.netns)
+	c, err := m.begin(ctx, false)
 	if err != nil {
-		return classify(err)
+		return err
 	}
 	t := m.table()
 	stale, err := m.findStale(c)
@@ -158,6 +152,24 @@ func (m *Manager) checkSysctls(routes []Route) []string {
 	return CheckSysctls(routes)
 }
 
+// begin checks the manager's state and ctx, and dials; m.mu is held.
+func (m *Manager) begin(ctx context.Context, wantStarted bool) (*nft.Conn, error) {
+	switch {
+	case m.started && !wantStarted:
+		return nil, errors.New("nftables: already started")
+	case !m.started && wantStarted:
+		return nil, errors.New("nftables: not started")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	c, err := dial(m.netns)
+	if err != nil {
+		return nil, classify(err)
+	}
+	return c, nil
+}
+
 // install adds a new generation of r's objects to the batch.
 func (m *Manager) install(c *nft.Conn, t *nft.Table, r *Route) (*installed, error) {
 	m.gen++
@@ -178,15 +190,9 @@ func (m *Manager) UpdateRoutes(ctx context.Context, routes []Route) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if !m.started {
-		return errors.New("nftables: not started")
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	c, err := dial(m.netns)
+	c, err := m.begin(ctx, true)
 	if err != nil {
-		return classify(err)
+		return err
 	}
 	t := m.table()
 	next := map[string]*installed{}
