@@ -32,9 +32,11 @@ echo 1 >/proc/sys/net/ipv4/ip_forward
 # connrate opens ~10^4 connections a round from one client address: reuse
 # TIME_WAIT ports, and let conntrack forget closed connections quickly, or
 # later rounds measure port and table exhaustion instead of forwarding.
+# (The proxy host too: the user-space proxy dials the backend from it.)
 for ns in cli bkd; do
   ip netns exec $ns sh -c 'echo 1 >/proc/sys/net/ipv4/tcp_tw_reuse; echo "1024 65000" >/proc/sys/net/ipv4/ip_local_port_range'
 done
+echo 1 >/proc/sys/net/ipv4/tcp_tw_reuse; echo "1024 65000" >/proc/sys/net/ipv4/ip_local_port_range
 echo 1 >/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_time_wait 2>/dev/null || true
 
 PIDS=()
