@@ -86,7 +86,9 @@ type Counter struct {
 }
 
 func (c *Counter) add(v int64) { c.mu.Lock(); c.n += v; c.mu.Unlock() }
-func (c *Counter) Get() int64  { c.mu.Lock(); defer c.mu.Unlock(); return c.n }
+
+// Get returns the count.
+func (c *Counter) Get() int64 { c.mu.Lock(); defer c.mu.Unlock(); return c.n }
 
 // AskTCP connects from the client namespace and returns the backend's
 // greeting line, after checking that bytes echo.
