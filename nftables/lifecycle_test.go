@@ -257,3 +257,27 @@ func TestNoPermission(t *testing.T) {
 		t.Errorf("child said %q, want ErrNoPermission with the fix", line)
 	}
 }
+
+// Stop succeeds when the table was already deleted by someone else.
+func TestStopAfterExternalDelete(t *testing.T) {
+	t.Parallel()
+	tp := netnstest.New(t)
+	m, err := New(Config{TableName: "test", NetNS: tp.PrxFD})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	c, err := nft.New(nft.WithNetNSFd(tp.PrxFD))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.DelTable(&nft.Table{Name: "test", Family: nft.TableFamilyINet})
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Stop(context.Background()); err != nil {
+		t.Errorf("Stop after the table was deleted: %v", err)
+	}
+}

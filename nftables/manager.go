@@ -240,8 +240,11 @@ func (m *Manager) Stop(ctx context.Context) error {
 		return classify(err)
 	}
 	c.DelTable(m.table())
-	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("nftables: deleting table %s: %w", m.name, classify(err))
+	if err := c.Flush(); err != nil {
+		// Someone else may have deleted it already: that is what we want.
+		if _, lerr := c.ListTableOfFamily(m.name, nft.TableFamilyINet); lerr == nil || !errors.Is(lerr, unix.ENOENT) {
+			return fmt.Errorf("nftables: deleting table %s: %w", m.name, classify(err))
+		}
 	}
 	m.started, m.routes = false, map[string]*installed{}
 	return nil
