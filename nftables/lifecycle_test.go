@@ -281,3 +281,36 @@ func TestStopAfterExternalDelete(t *testing.T) {
 		t.Errorf("Stop after the table was deleted: %v", err)
 	}
 }
+
+// Two Managers of one process on one table: the second is refused (the
+// owner marker cannot tell them apart); another table name is fine.
+func TestSecondManagerInProcessRefused(t *testing.T) {
+	t.Parallel()
+	tp := netnstest.New(t)
+	startManager(t, tp)
+	m2, err := New(Config{TableName: "test", NetNS: tp.PrxFD})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m2.Start(context.Background(), nil); !errors.Is(err, ErrTableInUse) {
+		t.Fatalf("second Manager: err = %v, want ErrTableInUse", err)
+	}
+	other, err := New(Config{TableName: "other", NetNS: tp.PrxFD})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startManager2(t, other)
+}
+
+// Connections made on the proxy host itself to its own address are
+// DNATed too (the output hook).
+func TestLocalConnectionsForwarded(t *testing.T) {
+	t.Parallel()
+	tp := netnstest.New(t)
+	netnstest.ServeTCP(t, tp.Bkd, ":9000")
+	startManager(t, tp, Route{Name: "local", Ports: []PortRange{{8000, 8000}}, Hosts: addrs(netnstest.BkdAddr4), Port: 9000})
+	got, err := netnstest.AskTCP(tp.Prx, hostPort(netnstest.PrxAddr4, 8000), 3*time.Second)
+	if err != nil || got != "9000 10.200.2.1" {
+		t.Errorf("from the proxy host: got %q, %v; want the backend, masqueraded", got, err)
+	}
+}

@@ -113,6 +113,15 @@ func (m *Manager) Start(ctx context.Context, routes []Route) error {
 		return err
 	}
 	t := m.table()
+	if err := m.claim(); err != nil {
+		return err
+	}
+	done := false
+	defer func() {
+		if !done {
+			m.release()
+		}
+	}()
 	stale, err := m.findStale(c)
 	if err != nil {
 		return err
@@ -137,6 +146,7 @@ func (m *Manager) Start(ctx context.Context, routes []Route) error {
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nftables: creating table %s: %w", m.name, classify(err))
 	}
+	done = true
 	m.routes, m.started = next, true
 	m.warns = m.checkSysctls(routes)
 	for _, w := range m.warns {
@@ -247,6 +257,7 @@ func (m *Manager) Stop(ctx context.Context) error {
 		}
 	}
 	m.started, m.routes = false, map[string]*installed{}
+	m.release()
 	return nil
 }
 

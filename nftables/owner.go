@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 
 	nft "github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -81,4 +82,50 @@ func processStart(pid int) uint64 {
 	}
 	v, _ := strconv.ParseUint(f[19], 10, 64) // field 22 is the 20th after the name
 	return v
+}
+
+// inProcess holds the tables the Managers of this process have started,
+// by namespace and name: the owner marker names the process, so it cannot
+// tell two Managers of one process apart.
+var inProcess = struct {
+	sync.Mutex
+	tables map[string]bool
+}{tables: map[string]bool{}}
+
+// claim reserves the manager's table in this process; release undoes it.
+func (m *Manager) claim() error {
+	key, err := m.tableKey()
+	if err != nil {
+		return err
+	}
+	inProcess.Lock()
+	defer inProcess.Unlock()
+	if inProcess.tables[key] {
+		return fmt.Errorf("%w: inet table %s is used by another Manager of this process (give each proxy its own TableName)", ErrTableInUse, m.name)
+	}
+	inProcess.tables[key] = true
+	return nil
+}
+
+func (m *Manager) release() {
+	if key, err := m.tableKey(); err == nil {
+		inProcess.Lock()
+		delete(inProcess.tables, key)
+		inProcess.Unlock()
+	}
+}
+
+// tableKey names the table with its network namespace (device and inode).
+func (m *Manager) tableKey() (string, error) {
+	var st unix.Stat_t
+	var err error
+	if m.netns != 0 {
+		err = unix.Fstat(m.netns, &st)
+	} else {
+		err = unix.Stat("/proc/thread-self/ns/net", &st)
+	}
+	if err != nil {
+		return "", fmt.Errorf("nftables: identifying the network namespace: %w", err)
+	}
+	return fmt.Sprintf("%d:%d/%s", st.Dev, st.Ino, m.name), nil
 }
