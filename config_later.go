@@ -9,10 +9,7 @@ import "reflect"
 var laterFields = map[string]map[string]string{
 	"": {
 	},
-	"defaults": {"preserveSourceIP": "the nftables engine"},
 	"action": {
-		"forwardingEngine": "the nftables engine",
-		"nftables":         "the nftables engine",
 	},
 	"security": {
 		"authentication": "a later version; use basicAuth or jwtAuth",
@@ -35,16 +32,23 @@ var tsFields = map[string]map[string]string{
 		"socketHandler": "socket handlers are Go functions: set Route.Action.SocketHandler in code",
 		"advanced":      "the TS-only tuning block; use action.options, action.headers and the top-level timeouts",
 	},
+	"nftables": {
+		"tableName":      "one table per proxy: set Options.NftablesTable in Go",
+		"priority":       "routes of the nftables engine never share a port, so their order does not matter",
+		"useIPSets":      "ipAllowList and ipBlockList always become nft sets",
+		"useAdvancedNAT": "DNAT and masquerade are always used; set preserveSourceIP to keep client addresses",
+	},
 }
 
 // levelOf names the place of a struct type in the schema, the key of
 // laterFields and tsFields.
 var levelOf = map[reflect.Type]string{
-	reflect.TypeFor[Config]():        "",
-	reflect.TypeFor[Defaults]():      "defaults",
-	reflect.TypeFor[RouteMatch]():    "match",
-	reflect.TypeFor[RouteAction]():   "action",
-	reflect.TypeFor[RouteTLS]():      "tls",
-	reflect.TypeFor[RouteSecurity](): "security",
-	reflect.TypeFor[Target]():        "target",
+	reflect.TypeFor[Config]():          "",
+	reflect.TypeFor[Defaults]():        "defaults",
+	reflect.TypeFor[RouteMatch]():      "match",
+	reflect.TypeFor[RouteAction]():     "action",
+	reflect.TypeFor[RouteTLS]():        "tls",
+	reflect.TypeFor[RouteSecurity]():   "security",
+	reflect.TypeFor[Target]():          "target",
+	reflect.TypeFor[NfTablesOptions](): "nftables",
 }

@@ -207,13 +207,13 @@ func ExampleParseConfig() {
 
 	// Unknown fields, and fields this version does not implement yet, are
 	// errors rather than silently ignored.
-	_, err = smartproxy.ParseConfig([]byte(`{"routes": [{"name": "x", "match": {"ports": 80}, "action": {"type": "forward", "nftables": {}}}]}`), smartproxy.FormatJSON)
+	_, err = smartproxy.ParseConfig([]byte(`{"routes": [{"name": "x", "match": {"ports": 80}, "action": {"type": "forward"}, "security": {"authentication": {}}}]}`), smartproxy.FormatJSON)
 	fmt.Println(err)
 	// Output:
 	// 127.0.0.1 5s
 	// web: ports [80,{"from":8000,"to":8009}], domains [] -> 10.0.0.1 and 10.0.0.2 port preserve
 	// tls: ports 443, domains ["*.example.com"] -> 10.0.0.3 port 8443
-	// routes[0] ("x").action.nftables: not supported yet (arrives with the nftables engine)
+	// routes[0] ("x").security.authentication: not supported yet (arrives with a later version; use basicAuth or jwtAuth)
 }
 
 // HTTPSPassthroughRoute is the TS helper of the same name: port 443,

@@ -196,6 +196,17 @@ type Options struct {
 	// with NewConnectionManager to start from the same limits.
 	Connections ConnectionManager
 
+	// Kernel forwards the routes with forwardingEngine "nftables"; nil
+	// means an nftables.Manager on table NftablesTable, made when a route
+	// needs it (New fails when the process cannot use nftables, unless
+	// every such route asks for forwardingEngineFallback).
+	Kernel KernelForwarder
+	// NftablesTable names that manager's table; "" means "smartproxy".
+	// Give each proxy in a network namespace its own.
+	NftablesTable string
+	// kernel holds the Kernel in use (kernelproxy.go); New sets it.
+	kernel *kernelState
+
 	// haveCertStore records that the user set Certificates or ACME (New
 	// fills in an empty store otherwise), so routes that need one can be
 	// refused.
@@ -218,6 +229,9 @@ type Defaults struct {
 	// Security applies to every route; a route's own ipAllowList or
 	// ipBlockList replaces the default list of the same kind.
 	Security *RouteSecurity `json:"security,omitempty"`
+	// PreserveSourceIP is the default of kernel routes'
+	// action.nftables.preserveSourceIP.
+	PreserveSourceIP *bool `json:"preserveSourceIP,omitempty"`
 }
 
 // Default values, as in the TypeScript SmartProxy.

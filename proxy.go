@@ -1,7 +1,6 @@
 package smartproxy
 
 import (
-	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -16,6 +15,7 @@ import (
 	"github.com/gosmartproxy/smartproxy/connection"
 	"github.com/gosmartproxy/smartproxy/forwarding"
 	"github.com/gosmartproxy/smartproxy/internal/balance"
+	"github.com/gosmartproxy/smartproxy/nftables"
 )
 
 // ErrStopped is returned by Start, ServeConn and UpdateRoutes after Stop.
@@ -66,6 +66,8 @@ type routeSet struct {
 	acmeDomains []acme.Domain
 	acmeNames   map[string]bool
 	acmeALPN    bool
+	// kernel are the routes the kernel forwards (kernelproxy.go).
+	kernel []nftables.Route
 }
 
 // portPlan is what the accept path needs to know about a port.
@@ -156,6 +158,7 @@ func New(opts Options) (*Proxy, error) {
 		conns = m
 	}
 	opts.haveCertStore = userCerts || opts.ACME != nil
+	opts.kernel = &kernelState{opts: &opts}
 	set, err := buildRouteSet(opts.Routes, opts)
 	if err != nil {
 		return nil, fmt.Errorf("smartproxy: invalid routes: %w", err)
@@ -188,6 +191,10 @@ func New(opts Options) (*Proxy, error) {
 
 func buildRouteSet(routes []Route, opts Options) (*routeSet, error) {
 	compiled, err := compileRoutes(routes, opts.Defaults)
+	if err != nil {
+		return nil, err
+	}
+	compiled, kernel, err := splitKernelRoutes(compiled, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -226,7 +233,7 @@ func buildRouteSet(routes []Route, opts Options) (*routeSet, error) {
 	if err := settleSendProxy(compiled, ports, alpn, opts.SendProxyProtocol); err != nil {
 		return nil, err
 	}
-	return &routeSet{routes: compiled, matcher: m, ports: ports, alpn: alpn, acmeDomains: domains, acmeNames: names}, nil
+	return &routeSet{routes: compiled, matcher: m, ports: ports, alpn: alpn, kernel: kernel, acmeDomains: domains, acmeNames: names}, nil
 }
 
 // Routes returns copies of the active (enabled) routes.
@@ -250,6 +257,7 @@ func (p *Proxy) Metrics() connection.Metrics {
 		m.Rejected = make(map[connection.Reason]uint64)
 	}
 	p.rejects.addTo(m.Rejected)
+	p.addKernelMetrics(&m)
 	return m
 }
 
@@ -270,8 +278,11 @@ func (p *Proxy) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := p.reconcileLocked(ctx, set); err != nil {
+	if err := p.opts.kernel.apply(ctx, set); err != nil {
 		return err
+	}
+	if err := p.reconcileLocked(ctx, set); err != nil {
+		return errors.Join(err, p.opts.kernel.stop(ctx))
 	}
 	// Orders begin only now: the CA's validation must find the ports open.
 	if m := p.opts.ACME; m != nil {
@@ -280,7 +291,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 				l.close()
 				delete(p.listeners, port)
 			}
-			return fmt.Errorf("smartproxy: starting ACME: %w", err)
+			return errors.Join(fmt.Errorf("smartproxy: starting ACME: %w", err), p.opts.kernel.stop(ctx))
 		}
 	}
 	p.health.Sync(healthPlan(set)) // start the routes' active health checks
@@ -338,12 +349,19 @@ func (p *Proxy) UpdateRoutes(routes []Route) error {
 		if set, err = p.manageACME(ctx, set); err != nil {
 			return err
 		}
+		if err := p.opts.kernel.apply(context.Background(), set); err != nil {
+			if _, rerr := p.manageACME(ctx, old); rerr != nil {
+				p.log.Error("acme: restoring the managed names after a failed route update", "err", rerr)
+			}
+			return err
+		}
 		// Stores set once the new ports are open, before they accept.
 		if err := p.reconcileLocked(context.Background(), set); err != nil {
 			if _, rerr := p.manageACME(ctx, old); rerr != nil {
 				p.log.Error("acme: restoring the managed names after a failed route update", "err", rerr)
 			}
-			return err
+			// Put the kernel's routes back as they were.
+			return errors.Join(err, p.opts.kernel.apply(context.Background(), old))
 		}
 		p.health.Sync(healthPlan(set)) // stop checks no route needs any more, start new ones
 	} else {
@@ -366,6 +384,7 @@ func (p *Proxy) Stop(ctx context.Context) error {
 	p.stopped = true
 	close(p.draining) // socket handlers wind down their keep-alive connections
 	p.health.Stop()   // end the active health checks; prompt, probes are cancelled
+	kerr := p.opts.kernel.stop(ctx)
 	for port, l := range p.listeners {
 		l.close()
 		delete(p.listeners, port)
@@ -399,7 +418,7 @@ func (p *Proxy) Stop(ctx context.Context) error {
 		p.runCancel()
 	}
 	<-p.runDone
-	return cmp.Or(err, acmeErr)
+	return errors.Join(err, kerr, acmeErr)
 }
 
 // stopACME stops the ACME manager, whose orders cannot complete with the

@@ -127,6 +127,16 @@ type RouteAction struct {
 	// our extension.
 	SendProxyProtocol    bool `json:"sendProxyProtocol,omitempty"`
 	ProxyProtocolVersion int  `json:"proxyProtocolVersion,omitempty"`
+
+	// ForwardingEngine "nftables" has the kernel forward the route (see
+	// NfTablesRoute and package nftables); "" or "node": this process.
+	ForwardingEngine ForwardingEngine `json:"forwardingEngine,omitempty"`
+	// NfTables tunes a kernel-forwarded route.
+	NfTables *NfTablesOptions `json:"nftables,omitempty"`
+	// ForwardingEngineFallback serves a kernel route in user space (TCP
+	// only) when this process cannot use nftables, instead of failing New.
+	// Our extension.
+	ForwardingEngineFallback bool `json:"forwardingEngineFallback,omitempty"`
 }
 
 // ActionOptions tunes HTTP proxying. Setting it (like any other HTTP

@@ -10,6 +10,7 @@ import (
 	"github.com/gobwas/glob"
 
 	"github.com/gosmartproxy/smartproxy/iplist"
+	"github.com/gosmartproxy/smartproxy/nftables"
 	"github.com/gosmartproxy/smartproxy/schema"
 )
 
@@ -51,6 +52,7 @@ type routeState struct {
 	lb         *loadBalancer     // load balancing and health of the targets
 	http       *httpRoute        // HTTP criteria and actions; nil when none
 	sendPP     byte              // PROXY header version sent to backends; 0: none (proxyproto_send.go)
+	kernel     *nftables.Route   // forwardingEngine "nftables": the kernel's route
 }
 
 // domainPattern is one compiled entry of match.domains.
@@ -202,6 +204,7 @@ func (v *routeValidator) compile(r *Route, defaults Defaults, defs compiledDefau
 			st.block = l
 		}
 	}
+	st.kernel = v.compileKernel(r, st, defaults)
 	sec, fes := compileRouteSecurity(defs.sec, r.Security)
 	v.Add(fes)
 	st.sec = sec

@@ -10,6 +10,7 @@
 #   idle-rss sample, default 3s), MAX_CONNS (maxconns stop, default fd limit - 100)
 #
 # Scenarios: bulk connrate sni tlsterm (= tlsterm-full + tlsterm-resume) http idle-rss maxconns
+#   nftables (bench/nftables.sh: kernel route vs user-space route vs direct, in namespaces)
 set -euo pipefail
 
 IDLE_SETTLE="${IDLE_SETTLE:-3s}"
@@ -45,9 +46,9 @@ HTTP_CONC=64
 LOAD_CPU=0 PROXY_CPU=1
 
 case "$ONLY" in
-  "") SCENARIOS=(bulk connrate sni tlsterm-full tlsterm-resume http idle-rss maxconns) ;;
+  "") SCENARIOS=(bulk connrate sni tlsterm-full tlsterm-resume http idle-rss maxconns nftables) ;;
   tlsterm) SCENARIOS=(tlsterm-full tlsterm-resume) ;;
-  bulk|connrate|sni|tlsterm-full|tlsterm-resume|http|idle-rss|maxconns) SCENARIOS=("$ONLY") ;;
+  bulk|connrate|sni|tlsterm-full|tlsterm-resume|http|idle-rss|maxconns|nftables) SCENARIOS=("$ONLY") ;;
   *) echo "run.sh: unknown scenario $ONLY" >&2; exit 2 ;;
 esac
 
@@ -86,6 +87,7 @@ command -v nginx >/dev/null || need+=(nginx)
 command -v strace >/dev/null || need+=(strace)
 command -v taskset >/dev/null || need+=(util-linux)
 command -v ps >/dev/null || need+=(procps)
+command -v ip >/dev/null || need+=(iproute2) # the nftables scenario's namespaces
 if [[ ${#need[@]} -gt 0 ]]; then
   if [[ $INSTALL == 0 ]]; then echo "run.sh: missing ${need[*]} (and --no-install)" >&2; exit 1; fi
   log "installing ${need[*]}"
@@ -332,6 +334,10 @@ fi
 
 # ---- rounds ------------------------------------------------------------------------------
 for s in "${SCENARIOS[@]}"; do
+  if [[ $s == nftables ]]; then # its own namespaces and targets, in one run
+    bash "$BENCH_DIR/nftables.sh" "$OUT" "$BIN" "$ROUNDS" "$DUR" "$WARM" "$BULK_MIB" "$CONC" >"$OUT/nftables.md"
+    continue
+  fi
   read -r -a tg <<<"$(targets_for "$s")"
   rounds=$ROUNDS
   [[ $s == idle-rss || $s == maxconns ]] && rounds=$MEM_ROUNDS
@@ -367,6 +373,7 @@ fi
   echo "$(haproxy -v | head -1 | cut -d' ' -f1-3), $(nginx -v 2>&1 | cut -d' ' -f3), smartproxy $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null)$(cd "$REPO" && git diff --quiet 2>/dev/null || echo '+dirty'), $(go version | cut -d' ' -f3)."
   echo "Medians over valid runs; a run with any verification error is counted invalid and never used as a number."
   "$BIN/benchreport" "$RESULTS"
+  if [[ -f "$OUT/nftables.md" ]]; then echo; cat "$OUT/nftables.md"; fi
   if [[ -f "$OUT/logs/strace-smartproxy.txt" ]]; then
     echo
     echo "### data path: syscalls of smartproxy during a 4 x 64 MiB bulk echo (strace -f -c)"

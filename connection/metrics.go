@@ -27,6 +27,9 @@ type Metrics struct {
 	// per-second samples taken by Run; while fewer samples exist, the
 	// average is over those that do (0 before the first).
 	Throughput struct{ In, Out Rates }
+	// Kernel counts the routes the kernel forwards, by route name (filled
+	// in by smartproxy; nil when there are none).
+	Kernel map[string]KernelRoute
 }
 
 // IPCount is a client (a ByIP key) with its number of open connections.

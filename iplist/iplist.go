@@ -34,6 +34,8 @@ type List struct {
 	v6       []v6Range // sorted by lo, merged: disjoint and non-adjacent
 	globs    []v4Glob  // globs that are not a single interval, deduplicated
 	globAny  v4Glob    // per-octet union of globs: a cheap filter for misses
+	// globText names the patterns in globs, for Ranges' error.
+	globText []string
 }
 
 // Parse compiles IP patterns (TypeScript SmartProxy compatible) into a
@@ -296,5 +298,6 @@ func (l *List) addGlob(p string) error {
 		return nil
 	}
 	l.globs = append(l.globs, g)
+	l.globText = append(l.globText, p)
 	return nil
 }

@@ -2,6 +2,8 @@ package iplist
 
 import (
 	"net/netip"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -373,4 +375,31 @@ func TestListContainsAllocs(t *testing.T) {
 		}
 	})
 	assert.Zero(t, allocs)
+}
+
+func TestRanges(t *testing.T) {
+	l, err := Parse([]string{"10.0.0.0/24", "10.0.1.0/24", "192.168.1.*", "2001:db8::1-2001:db8::ff"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := l.Ranges()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Range{
+		{netip.MustParseAddr("10.0.0.0"), netip.MustParseAddr("10.0.1.255")},
+		{netip.MustParseAddr("192.168.1.0"), netip.MustParseAddr("192.168.1.255")},
+		{netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::ff")},
+	}
+	if !slices.Equal(rs, want) {
+		t.Fatalf("Ranges = %v, want %v", rs, want)
+	}
+	l, _ = Parse([]string{"10.*.*.1", "10.0.0.1"})
+	if _, err := l.Ranges(); err == nil || !strings.Contains(err.Error(), `"10.*.*.1"`) {
+		t.Fatalf("non-interval glob: err = %v, want it named", err)
+	}
+	l, _ = Parse([]string{"*"})
+	if rs, _ := l.Ranges(); len(rs) != 2 || !rs[1].To.Is6() {
+		t.Fatalf(`"*" = %v, want both families whole`, rs)
+	}
 }

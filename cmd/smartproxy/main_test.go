@@ -331,8 +331,8 @@ func TestCheckInvalid(t *testing.T) {
 		},
 		{
 			name: "later field", file: "later.json",
-			content: `{"routes": [{"name": "web", "match": {"ports": 80}, "action": {"type": "forward", "forwardingEngine": "nftables"}}]}`,
-			want:    []string{`routes[0] ("web").action.forwardingEngine`, "not supported yet"},
+			content: `{"routes": [{"name": "web", "match": {"ports": 80}, "action": {"type": "forward"}, "security": {"authentication": {}}}]}`,
+			want:    []string{`routes[0] ("web").security.authentication`, "not supported yet"},
 		},
 		{
 			name: "later field in YAML", file: "later.yaml",
