@@ -90,6 +90,8 @@ type Proxy struct {
 	health *balance.Health
 	// http is the HTTP layer (httpserver.go), started on first use.
 	http *httpLayer
+	// ops: counters for metrics and the admin API, access logs (opsstate.go).
+	ops *opsState
 
 	// baseCtx is cancelled when Stop gives up draining; it is the parent of
 	// every handler's context.
@@ -154,6 +156,7 @@ func New(opts Options) (*Proxy, error) {
 		listeners: make(map[int]*portListener),
 		runDone:   make(chan struct{}),
 		draining:  make(chan struct{}),
+		ops:       newOpsState(newAccessLog(opts.AccessLog, opts.Logger)),
 	}
 	p.baseCtx, p.cancelBase = context.WithCancel(context.Background())
 	p.health = balance.NewHealth(opts.Logger, p.dial) // checks dial as connections do
@@ -265,6 +268,9 @@ func (p *Proxy) startRunner() {
 			var wg sync.WaitGroup
 			wg.Go(func() { p.rejects.run(ctx) }) // summarises the tail of a burst
 			wg.Go(func() { p.runTicketRotation(ctx) })
+			if a := p.ops.access; a != nil {
+				wg.Go(func() { a.run(ctx) })
+			}
 			p.conns.Run(ctx)
 			wg.Wait()
 		}()
