@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Collector returns a Prometheus promCollector of the proxy's metrics, to be
+// Collector returns a Prometheus collector of the proxy's metrics, to be
 // registered in the caller's registry (prometheus.MustRegister, or a
 // prometheus.NewRegistry of its own). Every scrape reads the proxy's
 // existing counters (Metrics, TargetHealth, the reject log) and the few
@@ -20,7 +20,7 @@ import (
 // are not included, since a service usually registers them already; the
 // admin API adds them to its /metrics.
 //
-// Asking for a promCollector switches on per-request accounting of the HTTP
+// Asking for a collector switches on per-request accounting of the HTTP
 // layer (status and latency), which costs one small allocation per
 // request: the benchmark BenchmarkCollectorConnRate measures the whole.
 func (p *Proxy) Collector() prometheus.Collector {
