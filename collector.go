@@ -233,7 +233,9 @@ func routeStatsOf(p *Proxy, m connection.Metrics) []routeStats {
 		s.Active += n
 		s.Connections += uint64(n)
 	}
-	if lister, ok := p.conns.(interface{ Records() []connection.RecordInfo }); ok {
+	if lister, ok := p.conns.(interface {
+		Records() []connection.RecordInfo
+	}); ok {
 		for _, ri := range lister.Records() {
 			s := add(ri.Route)
 			s.BytesIn += ri.BytesIn

@@ -252,4 +252,3 @@ func labelText(m prometheus.Metric) string {
 	}
 	return b.String()
 }
-

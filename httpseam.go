@@ -103,8 +103,8 @@ func newProxySeam(p *Proxy) proxySeam {
 		pick: func(route *Route, target int, rc *RouteContext, tried []string) (string, error) {
 			return pick(route, target, rc, tried, p.health)
 		},
-		acquire:            p.health.Acquire,
-		succeeded:          p.health.Succeeded,
+		acquire:   p.health.Acquire,
+		succeeded: p.health.Succeeded,
 		failed: func(addr string, err error) {
 			p.health.Failed(addr, err)
 			p.ops.dialFailed(addr)

@@ -36,4 +36,3 @@ func (m *Manager) TrackedIPs() int { return m.ips.Len() }
 // TrackedRouteIPs returns the number of per-route per-IP entries held (see
 // RouteLimits); bounded by MaxTrackedIPs like TrackedIPs.
 func (m *Manager) TrackedRouteIPs() int { return m.rips.Len() }
-
