@@ -192,8 +192,8 @@ type routeStats struct {
 	Name              string
 	Active            int
 	Connections       uint64 // finished and open
-	BytesIn, BytesOut uint64 // finished and open
 	Requests          uint64
+	BytesIn, BytesOut uint64 // finished and open
 }
 
 // routeStatsOf merges, per route, the manager's open connections with the
