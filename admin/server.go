@@ -146,20 +146,26 @@ func (s *Server) Close(ctx context.Context) error {
 // Handler returns the API's handler, for serving it elsewhere.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	open := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, h) }
-	guarded := func(pattern string, h http.Handler) { mux.Handle(pattern, s.auth(h)) }
+	allowed := make(map[string]string) // path -> its method, for 405s
+	open := func(pattern string, h http.Handler) {
+		method, path, _ := strings.Cut(pattern, " ")
+		allowed[path] = method
+		mux.Handle(pattern, h)
+	}
+	guarded := func(pattern string, h http.Handler) { open(pattern, s.auth(h)) }
 
-	open("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+	open("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	open("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+	}))
+	open("GET /readyz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		if !s.cfg.Source.Ready() {
 			writeError(w, http.StatusServiceUnavailable, "not ready: listeners are not up")
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
-	})
+	}))
 	open("GET /{$}", serveStatic("dashboard.html"))
+	allowed["/"] = "GET"
 	open("GET /dashboard.js", serveStatic("dashboard.js"))
 	open("GET /dashboard.css", serveStatic("dashboard.css"))
 
@@ -180,7 +186,12 @@ func (s *Server) Handler() http.Handler {
 	guarded("GET /debug/pprof/profile", http.HandlerFunc(pprof.Profile))
 	guarded("GET /debug/pprof/symbol", http.HandlerFunc(pprof.Symbol))
 	guarded("GET /debug/pprof/trace", http.HandlerFunc(pprof.Trace))
-	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if method, ok := allowed[r.URL.Path]; ok {
+			w.Header().Set("Allow", method)
+			writeError(w, http.StatusMethodNotAllowed, "use "+method)
+			return
+		}
 		writeError(w, http.StatusNotFound, "no such endpoint")
 	})
 	return s.sameOrigin(mux)
