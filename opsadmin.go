@@ -56,7 +56,9 @@ func (a adminSource) Routes() []admin.Route {
 }
 
 func (a adminSource) Connections() []admin.Connection {
-	lister, ok := a.p.conns.(interface{ Records() []connection.RecordInfo })
+	lister, ok := a.p.conns.(interface {
+		Records() []connection.RecordInfo
+	})
 	if !ok {
 		return nil
 	}
