@@ -44,6 +44,10 @@ type Config struct {
 	EnableDetailedLogging         bool                          `json:"enableDetailedLogging,omitempty"`
 	WriteTimeout                  *Millis                       `json:"writeTimeout,omitempty"`
 
+	// Our extensions (configops.go): the admin API and access logs.
+	Admin     *AdminConfig     `json:"admin,omitempty"`
+	AccessLog *AccessLogConfig `json:"accessLog,omitempty"`
+
 	// pos is where each value was in the YAML document, by JSON path.
 	pos map[string]docPos
 }
@@ -139,6 +143,7 @@ func (c *Config) Options() Options {
 			o.IdleParkAfter = -1 // the file says 0 for "never park"
 		}
 	}
+	o.AccessLog = c.AccessLog.options()
 	return o
 }
 

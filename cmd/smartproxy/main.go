@@ -53,6 +53,7 @@ import (
 	"time"
 
 	"github.com/gosmartproxy/smartproxy"
+	"github.com/gosmartproxy/smartproxy/admin"
 	"github.com/gosmartproxy/smartproxy/schema"
 )
 
@@ -71,6 +72,7 @@ func run(args []string, stderr io.Writer, ready chan<- *smartproxy.Proxy) int {
 	check := fs.Bool("check", false, "validate the config file and exit")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logJSON := fs.Bool("log-json", false, "log as JSON instead of text")
+	adminAddr := fs.String("admin", "", "serve the admin API and dashboard on ADDR (loopback unless a token is set; see admin in the config)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0 // asked for: the usage is not an error
@@ -123,6 +125,11 @@ func run(args []string, stderr io.Writer, ready chan<- *smartproxy.Proxy) int {
 	}
 	opts := cfg.Options()
 	opts.Logger = log
+	adminCfg, err := adminConfig(cfg, *adminAddr)
+	if err != nil {
+		fmt.Fprintf(stderr, "smartproxy: %v\n", err)
+		return 1
+	}
 	if *check {
 		// New validates everything Start would, without opening ports.
 		p, err := smartproxy.New(opts)
@@ -146,7 +153,7 @@ func run(args []string, stderr io.Writer, ready chan<- *smartproxy.Proxy) int {
 		fmt.Fprintf(stderr, "%s: OK (%d routes)\n", *configPath, len(opts.Routes))
 		return 0
 	}
-	if err := serve(*configPath, format, cfg, opts, log, ready); err != nil {
+	if err := serve(*configPath, format, cfg, opts, adminCfg, log, ready); err != nil {
 		log.Error("exiting", "err", err)
 		return 1
 	}
@@ -222,7 +229,7 @@ func readableDurations(_ []string, a slog.Attr) slog.Attr {
 }
 
 // serve runs the proxy until SIGINT or SIGTERM, reloading routes on SIGHUP.
-func serve(path string, format smartproxy.ConfigFormat, cfg *smartproxy.Config, opts smartproxy.Options, log *slog.Logger, ready chan<- *smartproxy.Proxy) error {
+func serve(path string, format smartproxy.ConfigFormat, cfg *smartproxy.Config, opts smartproxy.Options, adminCfg *admin.Config, log *slog.Logger, ready chan<- *smartproxy.Proxy) error {
 	p, err := smartproxy.New(opts)
 	if err != nil {
 		return err
@@ -236,14 +243,20 @@ func serve(path string, format smartproxy.ConfigFormat, cfg *smartproxy.Config, 
 		_ = p.Stop(context.Background()) // releases what New started
 		return err
 	}
+	rl := &reloader{p: p, path: path, format: format, settings: settingsOf(cfg), log: log}
+	stopAdmin, err := startAdmin(p, adminCfg, rl, log)
+	if err != nil {
+		_ = p.Stop(context.Background())
+		return err
+	}
+	defer stopAdmin()
 	log.Info("smartproxy started", "config", path, "routes", len(opts.Routes), "ports", p.Ports())
 	if ready != nil {
 		ready <- p
 	}
-	settings := settingsOf(cfg)
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
-			reload(p, path, format, settings, log)
+			_ = rl.reload(context.Background())
 			continue
 		}
 		return shutdown(p, sig, sigs, shutdownTimeout(opts), log)
@@ -301,15 +314,15 @@ func settingsOf(cfg *smartproxy.Config) []byte {
 }
 
 // reload re-reads the config file and applies its routes; a bad file
-// keeps the running routes and says why.
-func reload(p *smartproxy.Proxy, path string, format smartproxy.ConfigFormat, settings []byte, log *slog.Logger) {
+// keeps the running routes and says why (in the log and the error).
+func reload(p *smartproxy.Proxy, path string, format smartproxy.ConfigFormat, settings []byte, log *slog.Logger) error {
 	cfg, err := smartproxy.LoadConfigFormat(path, format)
 	if err == nil {
 		err = p.UpdateRoutes(cfg.Routes)
 	}
 	if err != nil {
 		log.Error("reload failed; keeping the current routes", "config", path, "err", err)
-		return
+		return err
 	}
 	log.Info("reloaded routes", "config", path, "routes", len(cfg.Routes), "ports", p.Ports())
 	if s := settingsOf(cfg); settings != nil && s != nil && !bytes.Equal(s, settings) {
@@ -317,4 +330,5 @@ func reload(p *smartproxy.Proxy, path string, format smartproxy.ConfigFormat, se
 		// list must not look applied when it is not.
 		log.Warn("settings other than routes changed in the config file; restart to apply them", "config", path)
 	}
+	return nil
 }
