@@ -144,7 +144,7 @@ func (c *promCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		counter(descDialErrors, float64(t.connectErrors), t.Addr)
 	}
-	if pk := p.parker; pk != nil {
+	if pk := o.parker.Load(); pk != nil {
 		gauge(descParked, float64(pk.Parked()))
 	}
 	if a := o.access; a != nil {

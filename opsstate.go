@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gosmartproxy/smartproxy/connection"
+	"github.com/gosmartproxy/smartproxy/forwarding"
 )
 
 // opsState holds the few counters that the Prometheus collector, the
@@ -32,6 +33,8 @@ type opsState struct {
 	requests atomic.Bool
 	// access writes the access log lines; nil when access logs are off.
 	access *accessLog
+	// parker is Proxy.parker once the runner started it, for the collector.
+	parker atomic.Pointer[forwarding.IdleParker]
 }
 
 // Bounds on label values: route names and ports come from the

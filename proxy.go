@@ -255,6 +255,7 @@ func (p *Proxy) startRunner() {
 				p.log.Warn("idle connections will not be parked", "err", err)
 			} else {
 				p.parker = pk
+				p.ops.parker.Store(pk) // for scrapes, which may run concurrently
 			}
 		}
 		ctx, cancel := context.WithCancel(context.Background())
