@@ -130,7 +130,8 @@ func TestCollectorCardinality(t *testing.T) {
 	if testing.Short() {
 		t.Skip("10,000 connections: not in -short")
 	}
-	t.Parallel()
+	// Not parallel: 20,000 connections would load the machine under the
+	// package's timing-sensitive parallel tests.
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	p := startTestProxy(t, lp, Options{
@@ -162,7 +163,7 @@ func TestCollectorCardinality(t *testing.T) {
 	const clients = 10000
 	var wg sync.WaitGroup
 	next := make(chan int)
-	for range 16 {
+	for range 8 {
 		wg.Go(func() {
 			for i := range next {
 				connectFrom(i)
