@@ -3,7 +3,6 @@ package smartproxy_test
 import (
 	"context"
 	"fmt"
-	"net"
 
 	"github.com/gosmartproxy/smartproxy"
 	"github.com/prometheus/client_golang/prometheus"
@@ -11,28 +10,23 @@ import (
 )
 
 // Register the proxy's metrics in a registry of your own; a scrape of it
-// reads the proxy's counters at that moment.
+// reads the proxy's counters at that moment. Every route has its series
+// from the start, at zero.
 func ExampleProxy_Collector() {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
 	p, err := smartproxy.New(smartproxy.Options{
-		Routes: []smartproxy.Route{smartproxy.NewRoute("web").Ports(port).ForwardTo("127.0.0.1:9").Route()},
-		Listen: func(context.Context, string, string) (net.Listener, error) { return ln, nil },
+		Routes: []smartproxy.Route{
+			smartproxy.NewRoute("web").Ports(8080).ForwardTo("127.0.0.1:9").Route(),
+			smartproxy.NewRoute("api").Ports(8081).ForwardTo("127.0.0.1:9").Route(),
+		},
 	})
 	if err != nil {
-		panic(err)
-	}
-	if err := p.Start(context.Background()); err != nil {
 		panic(err)
 	}
 	defer p.Stop(context.Background())
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(p.Collector())
-	n, err := testutil.GatherAndCount(reg, "smartproxy_route_connections_active")
+	n, err := testutil.GatherAndCount(reg, "smartproxy_route_connections_total")
 	fmt.Println(n, err)
-	// Output: 1 <nil>
+	// Output: 2 <nil>
 }
