@@ -49,7 +49,12 @@ function spark(points) {
   const title = document.createElementNS(ns, "title");
   title.textContent = "now " + fmtRate(points.length ? points[points.length - 1] : 0) + ", peak " + fmtRate(max);
   svg.appendChild(title);
-  return svg;
+  const cell = document.createElement("span");
+  cell.className = "rate";
+  const now = document.createElement("span");
+  now.textContent = fmtRate(points.length ? points[points.length - 1] : 0);
+  cell.append(svg, now);
+  return cell;
 }
 
 // rates turns a route's byte totals into per-second rates.
