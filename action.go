@@ -89,6 +89,7 @@ func (p *Proxy) dialBackend(pc *proxiedConn, rc *RouteContext, rt *routeTLS) (ne
 				return nil, false // shutting down: not the target's fault
 			}
 			p.health.Failed(addr, err)
+			p.ops.dialFailed(addr)
 			p.logConn("backend dial failed", "id", rc.ConnectionID, "route", rc.RouteName, "target", addr, "err", err)
 			if ctx.Err() != nil {
 				return nil, false
@@ -179,7 +180,7 @@ func (p *Proxy) pipeDetached(pc *proxiedConn, client, backend net.Conn, rec *con
 	piped := forwarding.StartPipe(p.baseCtx, client, backend, p.pipeOptions(rec), func(res forwarding.PipeResult) {
 		defer p.handlers.Done()
 		p.pipeDone(res, rc)
-		finishConn(p.conns, rec, pc) // the pipe owns the connection now (serve.go)
+		p.finish(rec, pc) // the pipe owns the connection now (serve.go)
 	})
 	pc.setPipe(piped)
 }

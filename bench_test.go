@@ -78,7 +78,12 @@ func BenchmarkConnectEcho(b *testing.B) {
 	// The proxy's own listener (no Options.Listen), so its keep-alive
 	// settings are part of what is measured.
 	startTestProxy(b, nil, Options{ListenAddress: "127.0.0.1", Routes: []Route{plainRoute("bench", port, be.addr())}})
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	connectEchoLoop(b, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+}
+
+// connectEchoLoop is the benchmark loop of a connection rate: connect to
+// addr (an echo through the proxy), send a byte, read it back, close.
+func connectEchoLoop(b *testing.B, addr string) {
 	b.ReportAllocs()
 	one := make([]byte, 1)
 	d := net.Dialer{KeepAlive: -1}

@@ -56,6 +56,10 @@ type Config struct {
 	ProxyHeaderTimeout  *Millis           `json:"proxyHeaderTimeout,omitempty"`
 	SendProxyProtocol   bool              `json:"sendProxyProtocol,omitempty"`
 
+	// Our extensions (configops.go): the admin API and access logs.
+	Admin     *AdminConfig     `json:"admin,omitempty"`
+	AccessLog *AccessLogConfig `json:"accessLog,omitempty"`
+
 	// pos is where each value was in the YAML document, by JSON path.
 	pos map[string]docPos
 }
@@ -155,6 +159,7 @@ func (c *Config) Options() Options {
 	// New builds the ACME manager, with the proxy's logger (see
 	// ACMEManagerConfig).
 	o.acmeFile = c.acmeFile()
+	o.AccessLog = c.AccessLog.options()
 	return o
 }
 

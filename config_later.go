@@ -22,7 +22,7 @@ var tsFields = map[string]map[string]string{
 	"": {
 		"useHttpProxy":          "this library proxies HTTP itself: routes with domains, path or headers on the same ports",
 		"httpProxyPort":         "this library proxies HTTP itself: put the HTTP routes on their ports with match.ports",
-		"metrics":               "no metrics endpoint: read Proxy.Metrics and Proxy.TargetHealth from Go code",
+		"metrics":               "Prometheus metrics are served by the admin API (our extension): admin: {listen: 127.0.0.1:9900}, or Proxy.Collector from Go code",
 		"globalPortRanges":      "list the ports in each route's match.ports",
 		"advanced":              "the TS-only tuning block; use the top-level timeouts and limits",
 		"certProvisionFunction": "a config file cannot hold code: set Options.Certificates in Go",

@@ -110,7 +110,7 @@ func TestConfigErrorsTSFields(t *testing.T) {
 	for _, want := range []string{
 		"useHttpProxy: TS field, not supported (this library proxies HTTP itself",
 		"httpProxyPort: TS field, not supported (",
-		"metrics: TS field, not supported (no metrics endpoint: read Proxy.Metrics",
+		"metrics: TS field, not supported (Prometheus metrics are served by the admin API",
 		"globalPortRanges: TS field, not supported (list the ports in each route's match.ports)",
 		"advanced: TS field, not supported (the TS-only tuning block; use the top-level timeouts and limits)",
 		"certProvisionFunction: TS field, not supported (a config file cannot hold code",
@@ -128,7 +128,7 @@ func TestConfigErrorsTSFields(t *testing.T) {
 
 	// In YAML, each is located at its key.
 	_, err = ParseConfig([]byte("routes: []\nmetrics:\n  enabled: true\n"), FormatYAML)
-	require.EqualError(t, err, "line 2 col 1: metrics: TS field, not supported (no metrics endpoint: read Proxy.Metrics and Proxy.TargetHealth from Go code)")
+	require.EqualError(t, err, "line 2 col 1: metrics: TS field, not supported (Prometheus metrics are served by the admin API (our extension): admin: {listen: 127.0.0.1:9900}, or Proxy.Collector from Go code)")
 }
 
 // TestConfigErrorsDidYouMean: an unknown field names the nearest known

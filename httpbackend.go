@@ -311,6 +311,7 @@ func (bt backendTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 			return nil, err
 		}
 		tried = append(tried, addr)
+		pr.addr = addr
 		out.URL.Host = addr
 		if original {
 			out.URL.Host = sniAddr(addr, pr.hc.rc.Domain)

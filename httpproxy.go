@@ -22,6 +22,7 @@ type proxyReq struct {
 	route  *Route
 	rc     RouteContext // the connection's, with the request's Domain and Route
 	target int          // index into route.state.targets
+	addr   string       // the backend address of the last attempt (access log)
 	in     *http.Request
 	// rewritten is the outgoing URL's path and query after
 	// action.rewrite; nil when the route has none or it did not match.
@@ -60,10 +61,10 @@ func (h *httpLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	var pr *proxyReq
-	if h.px.detailed {
+	if h.px.detailed || h.px.ops.requests.Load() {
 		lr := &loggedResponse{ResponseWriter: w, start: time.Now()}
 		w = lr
-		defer func() { h.logRequest(lr, r, hc, pr) }()
+		defer func() { h.requestDone(lr, r, hc, pr) }()
 	}
 	if refuseFraming(w, r) || h.answerACMEChallenge(w, r, hc) {
 		return

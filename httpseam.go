@@ -36,6 +36,8 @@ type proxySeam struct {
 	assign func(rec *connection.Record, route, domain string, lim connection.RouteLimits) error
 	// detailed: enableDetailedLogging, which adds a line per request.
 	detailed bool
+	// ops counts requests and writes access log lines (opsstate.go).
+	ops *opsState
 	// reject counts and logs one refusal (the rejection log).
 	reject func(at refusal, err error)
 
@@ -106,11 +108,15 @@ func newProxySeam(p *Proxy) proxySeam {
 		pick: func(route *Route, target int, rc *RouteContext, tried []string) (string, error) {
 			return pick(route, target, rc, tried, p.health)
 		},
-		acquire:            p.health.Acquire,
-		succeeded:          p.health.Succeeded,
-		failed:             p.health.Failed,
+		acquire:   p.health.Acquire,
+		succeeded: p.health.Succeeded,
+		failed: func(addr string, err error) {
+			p.health.Failed(addr, err)
+			p.ops.dialFailed(addr)
+		},
 		logConn:            p.logConn,
 		detailed:           p.opts.EnableDetailedLogging,
+		ops:                p.ops,
 		log:                p.log,
 		baseCtx:            p.baseCtx,
 		connectTimeout:     p.opts.ConnectTimeout,

@@ -27,6 +27,7 @@ func TestHTTPLayerNeedsOnlyItsSeam(t *testing.T) {
 		},
 		reject:             func(refusal, error) { rejected.Add(1) },
 		logConn:            func(string, ...any) {},
+		ops:                newOpsState(nil),
 		log:                slog.New(slog.DiscardHandler),
 		baseCtx:            context.Background(),
 		initialDataTimeout: time.Second,

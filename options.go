@@ -120,6 +120,9 @@ type Options struct {
 	EnableDetailedLogging bool
 	// Logger receives the proxy's logs; nil means slog.Default().
 	Logger *slog.Logger
+	// AccessLog turns on access logs, one line per connection and per
+	// HTTP request, written off the data path; nil: off (accesslog.go).
+	AccessLog *AccessLogOptions
 
 	// Listen opens a port's listener; nil means a net.ListenConfig with
 	// the keep-alive settings above. Tests can return in-memory listeners.
@@ -328,6 +331,7 @@ func (o *Options) validate() error {
 	if o.KeepAliveInactivityMultiplier < 0 {
 		errs = append(errs, fmt.Errorf("KeepAliveInactivityMultiplier must not be negative, got %v", o.KeepAliveInactivityMultiplier))
 	}
+	errs = append(errs, o.AccessLog.validate())
 	return errors.Join(errs...)
 }
 

@@ -112,6 +112,8 @@ type Proxy struct {
 	http *httpLayer
 	// proxyIn receives PROXY headers (proxyproto.go); nil when off.
 	proxyIn *proxyReceiver
+	// ops: counters for metrics and the admin API, access logs (opsstate.go).
+	ops *opsState
 
 	// baseCtx is cancelled when Stop gives up draining; it is the parent of
 	// every handler's context.
@@ -181,6 +183,7 @@ func New(opts Options) (*Proxy, error) {
 		runDone:   make(chan struct{}),
 		draining:  make(chan struct{}),
 		proxyIn:   newProxyReceiver(&opts),
+		ops:       newOpsState(newAccessLog(opts.AccessLog, opts.Logger)),
 	}
 	p.baseCtx, p.cancelBase = context.WithCancel(context.Background())
 	p.health = balance.NewHealth(opts.Logger, p.dial) // checks dial as connections do
@@ -308,6 +311,7 @@ func (p *Proxy) startRunner() {
 				p.log.Warn("idle connections will not be parked", "err", err)
 			} else {
 				p.parker = pk
+				p.ops.parker.Store(pk) // for scrapes, which may run concurrently
 			}
 		}
 		ctx, cancel := context.WithCancel(context.Background())
@@ -321,6 +325,9 @@ func (p *Proxy) startRunner() {
 			var wg sync.WaitGroup
 			wg.Go(func() { p.rejects.run(ctx) }) // summarises the tail of a burst
 			wg.Go(func() { p.runTicketRotation(ctx) })
+			if a := p.ops.access; a != nil {
+				wg.Go(func() { a.run(ctx) })
+			}
 			p.conns.Run(ctx)
 			wg.Wait()
 		}()

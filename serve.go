@@ -143,10 +143,11 @@ func (p *Proxy) serve(conn net.Conn, port int, detach bool) {
 		_ = pc.Close()
 		return
 	}
+	p.ops.opened(port)
 	owner := ownedByServe
 	defer func() {
 		if owner == ownedByServe {
-			finishConn(p.conns, rec, pc)
+			p.finish(rec, pc)
 		}
 	}()
 	// A connection accepted just before Stop closed the listeners can be

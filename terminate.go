@@ -41,7 +41,11 @@ func (p *Proxy) terminate(set *routeSet, pc *proxiedConn, peek *forwarding.PeekC
 	meter := &meterConn{Conn: peek, rec: rec}
 	tconn := tls.Server(meter, cfg)
 	_ = peek.SetDeadline(pc.initialDeadline)
-	if err := tconn.HandshakeContext(p.baseCtx); err != nil {
+	hsStart := time.Now()
+	err := tconn.HandshakeContext(p.baseCtx)
+	state := tconn.ConnectionState()
+	p.ops.handshake(err, &state, time.Since(hsStart))
+	if err != nil {
 		if errors.Is(err, ErrNoCertificate) {
 			p.warnNoCertificate(rc.RouteName, rc.Domain, err)
 		}
@@ -49,7 +53,6 @@ func (p *Proxy) terminate(set *routeSet, pc *proxiedConn, peek *forwarding.PeekC
 		return
 	}
 	_ = peek.SetDeadline(time.Time{})
-	state := tconn.ConnectionState()
 	rc.TLSVersion = state.Version
 	if rc.Domain == "" {
 		rc.Domain = normalizeDomain(state.ServerName)

@@ -2,7 +2,6 @@ package connection
 
 import (
 	"net/netip"
-	"sort"
 )
 
 // Inspection methods for the tests: they read one table entry or copy the
@@ -37,11 +36,3 @@ func (m *Manager) TrackedIPs() int { return m.ips.Len() }
 // TrackedRouteIPs returns the number of per-route per-IP entries held (see
 // RouteLimits); bounded by MaxTrackedIPs like TrackedIPs.
 func (m *Manager) TrackedRouteIPs() int { return m.rips.Len() }
-
-// Records returns a copy of every open record's state, sorted by ID.
-func (m *Manager) Records() []RecordInfo {
-	var out []RecordInfo
-	m.ips.forEachRecord(func(r *Record) { out = append(out, r.Info()) })
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
-}

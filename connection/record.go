@@ -26,6 +26,9 @@ type Record struct {
 
 	closed atomic.Bool // set once by Manager.Close
 	killed atomic.Bool // set once when the manager calls closer
+	// killReason is the reasonIndex+1 the manager killed the record for
+	// (0: not killed); see KilledBy.
+	killReason atomic.Int32
 
 	// mu serialises AssignRoute with the route release in Close so a route
 	// slot can be neither leaked nor released twice. route is written under
@@ -131,10 +134,11 @@ func (r *Record) Info() RecordInfo {
 
 // kill calls the closer unless the manager already did or the owner already
 // closed the record; it reports whether it called it.
-func (r *Record) kill() bool {
+func (r *Record) kill(reason reasonIndex) bool {
 	if r.closed.Load() || !r.killed.CompareAndSwap(false, true) {
 		return false
 	}
+	r.killReason.Store(int32(reason) + 1)
 	_ = r.closer.Close() // the socket is being torn down; nothing useful to do with the error
 	return true
 }

@@ -79,7 +79,7 @@ func (m *Manager) killAll(pick func(r *Record, now int64) (reasonIndex, bool)) {
 		}
 	})
 	for _, v := range victims {
-		if v.r.kill() {
+		if v.r.kill(v.reason) {
 			m.counts[v.reason].Add(1)
 		}
 	}

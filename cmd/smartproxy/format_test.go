@@ -80,7 +80,7 @@ inactivityTimeout: 5s
 		`smartproxy: ` + path + `: line 5 col 11: routes[1] ("web").name: duplicate name: routes[0] is also "web" (route names must be unique)`,
 		`smartproxy: ` + path + `: line 7 col 29: routes[1] ("web").action.target: TS field, not supported (renamed to ` + "`targets`" + ` in TS v20: write targets: [{host, port}])`,
 		`smartproxy: ` + path + `: line 8 col 1: unknown field "maxConectionsPerIP" (did you mean "maxConnectionsPerIP"?)`,
-		`smartproxy: ` + path + `: line 9 col 1: metrics: TS field, not supported (no metrics endpoint: read Proxy.Metrics and Proxy.TargetHealth from Go code)`,
+		`smartproxy: ` + path + `: line 9 col 1: metrics: TS field, not supported (Prometheus metrics are served by the admin API (our extension): admin: {listen: 127.0.0.1:9900}, or Proxy.Collector from Go code)`,
 		`smartproxy: ` + path + `: line 10 col 20: inactivityTimeout: want milliseconds as a number, got a string "5s"`,
 	}, "\n")+"\n", stderr)
 }

@@ -72,6 +72,7 @@ import (
 	"time"
 
 	"github.com/gosmartproxy/smartproxy"
+	"github.com/gosmartproxy/smartproxy/admin"
 	"github.com/gosmartproxy/smartproxy/schema"
 )
 
@@ -91,6 +92,7 @@ func run(args []string, stderr io.Writer, ready chan<- *smartproxy.Proxy) int {
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logJSON := fs.Bool("log-json", false, "log as JSON instead of text")
 	fleet := addFleetFlags(fs) // -etcd, -cluster-prefix, -publish, -listen: fleet.go
+	adminAddr := fs.String("admin", "", "serve the admin API and dashboard on ADDR (loopback unless a token is set; see admin in the config)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0 // asked for: the usage is not an error
@@ -149,6 +151,11 @@ func run(args []string, stderr io.Writer, ready chan<- *smartproxy.Proxy) int {
 	}
 	opts := cfg.Options()
 	opts.Logger = log
+	adminCfg, err := adminConfig(cfg, *adminAddr)
+	if err != nil {
+		fmt.Fprintf(stderr, "smartproxy: %v\n", err)
+		return 1
+	}
 	if *check || fleet.publish != "" {
 		if !validate(cfg, opts, *configPath, stderr) {
 			return 1
@@ -165,7 +172,7 @@ func run(args []string, stderr io.Writer, ready chan<- *smartproxy.Proxy) int {
 		return 0
 	}
 	fleet.override(&opts)
-	if err := serve(*configPath, format, cfg, opts, log, ready); err != nil {
+	if err := serve(*configPath, format, cfg, opts, adminCfg, log, ready); err != nil {
 		log.Error("exiting", "err", err)
 		return 1
 	}
@@ -260,7 +267,7 @@ func readableDurations(_ []string, a slog.Attr) slog.Attr {
 }
 
 // serve runs the proxy until SIGINT or SIGTERM, reloading routes on SIGHUP.
-func serve(path string, format smartproxy.ConfigFormat, cfg *smartproxy.Config, opts smartproxy.Options, log *slog.Logger, ready chan<- *smartproxy.Proxy) error {
+func serve(path string, format smartproxy.ConfigFormat, cfg *smartproxy.Config, opts smartproxy.Options, adminCfg *admin.Config, log *slog.Logger, ready chan<- *smartproxy.Proxy) error {
 	p, err := smartproxy.New(opts)
 	if err != nil {
 		return err
@@ -274,14 +281,20 @@ func serve(path string, format smartproxy.ConfigFormat, cfg *smartproxy.Config, 
 		_ = p.Stop(context.Background()) // releases what New started
 		return err
 	}
+	rl := &reloader{p: p, path: path, format: format, settings: settingsOf(cfg), log: log}
+	stopAdmin, err := startAdmin(p, adminCfg, rl, log)
+	if err != nil {
+		_ = p.Stop(context.Background())
+		return err
+	}
+	defer stopAdmin()
 	log.Info("smartproxy started", "config", path, "routes", len(opts.Routes), "ports", p.Ports())
 	if ready != nil {
 		ready <- p
 	}
-	settings := settingsOf(cfg)
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
-			reload(p, path, format, settings, log)
+			_ = rl.reload(context.Background())
 			continue
 		}
 		return shutdown(p, sig, sigs, shutdownTimeout(opts), log)
@@ -339,15 +352,15 @@ func settingsOf(cfg *smartproxy.Config) []byte {
 }
 
 // reload re-reads the config file and applies its routes; a bad file
-// keeps the running routes and says why.
-func reload(p *smartproxy.Proxy, path string, format smartproxy.ConfigFormat, settings []byte, log *slog.Logger) {
+// keeps the running routes and says why (in the log and the error).
+func reload(p *smartproxy.Proxy, path string, format smartproxy.ConfigFormat, settings []byte, log *slog.Logger) error {
 	cfg, err := smartproxy.LoadConfigFormat(path, format)
 	if err == nil {
 		err = p.UpdateRoutes(cfg.Routes)
 	}
 	if err != nil {
 		log.Error("reload failed; keeping the current routes", "config", path, "err", err)
-		return
+		return err
 	}
 	log.Info("reloaded routes", "config", path, "routes", len(cfg.Routes), "ports", p.Ports())
 	if s := settingsOf(cfg); settings != nil && s != nil && !bytes.Equal(s, settings) {
@@ -355,4 +368,5 @@ func reload(p *smartproxy.Proxy, path string, format smartproxy.ConfigFormat, se
 		// list must not look applied when it is not.
 		log.Warn("settings other than routes changed in the config file; restart to apply them", "config", path)
 	}
+	return nil
 }
