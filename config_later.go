@@ -7,10 +7,6 @@ import "reflect"
 // them beats ignoring them: a user who configured basicAuth must not get
 // an open route.
 var laterFields = map[string]map[string]string{
-	"": {
-	},
-	"action": {
-	},
 	"security": {
 		"authentication": "a later version; use basicAuth or jwtAuth",
 	},
