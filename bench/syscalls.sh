@@ -10,6 +10,10 @@
 #   bench/syscalls.sh                        # N=2000 connections, 1 client at a time
 #   N=5000 C=8 bench/syscalls.sh             # 8 concurrent clients
 #   SMARTPROXY=/tmp/old/smartproxy TARGETS=smartproxy bench/syscalls.sh   # another build
+#   SMARTPROXY_B=/tmp/old/smartproxy TARGETS="smartproxy smartproxy-b" CPU_ROUNDS=3 N=20000 C=8 \
+#     COUNT=0 bench/syscalls.sh              # A/B: proxy CPU µs per connection, no strace
+# CPU_ROUNDS=R adds R interleaved rounds without strace that report the proxy's CPU time
+# (utime+stime from /proc, as loadgen -pid samples it) per connection; COUNT=0 skips strace.
 #
 # Ports are picked at random in 20000-29999 (several people run benchmarks on this machine);
 # the proxies get GOMAXPROCS=1 / nbthread 1 / one worker, as in run.sh. Output: one Markdown
@@ -24,6 +28,8 @@ if [[ -z "${TARGETS:-}" ]]; then
   else echo "syscalls.sh: nginx's stream module is not installed (libnginx-mod-stream): nginx skipped" >&2; fi
 fi
 SCENARIOS="${SCENARIOS:-tcp sni}"
+CPU_ROUNDS="${CPU_ROUNDS:-0}"
+COUNT="${COUNT:-1}"
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="${OUT:-$(mktemp -d /tmp/syscalls.XXXXXX)}"
 H=127.0.0.1
@@ -90,6 +96,9 @@ CFG
 # start TARGET: starts the proxy, waits for its ports, sets TRACE_PID (the process to trace)
 start() {
   case $1 in
+    smartproxy-b)
+      GOMAXPROCS=1 "$SMARTPROXY_B" -config "$OUT/smartproxy.json" -log-level warn >>"$OUT/smartproxy-b.log" 2>&1 &
+      PROXY_PID=$!; TRACE_PID=$PROXY_PID ;;
     smartproxy)
       GOMAXPROCS=1 "$SMARTPROXY" -config "$OUT/smartproxy.json" -log-level warn >>"$OUT/smartproxy.log" 2>&1 &
       PROXY_PID=$!; TRACE_PID=$PROXY_PID ;;
@@ -124,7 +133,34 @@ count() {
   grep -q '"valid":true' "$OUT/$t-$s.json" || { echo "$t $s: invalid run: $(cat "$OUT/$t-$s.json")" >&2; exit 1; }
 }
 
+# cpu TARGET SCENARIO ROUND: one run of N connections without strace; prints µs per connection
+cpu() {
+  local t=$1 s=$2 addr scen line
+  if [[ $s == tcp ]]; then addr=$H:$P_TCP scen=connrate; else addr=$H:$P_SNI scen=sni; fi
+  start "$t"
+  "$OUT/bin/loadgen" -scenario "$scen" -addr "$addr" -c "$C" -count 200 -ca "$OUT/cert/cert.pem" >/dev/null # warm
+  line="$("$OUT/bin/loadgen" -scenario "$scen" -addr "$addr" -c "$C" -count "$N" -pid "$TRACE_PID" -ca "$OUT/cert/cert.pem")"
+  stop
+  echo "$line" >>"$OUT/cpu.jsonl"
+  grep -q '"valid":true' <<<"$line" || { echo "$t $s: invalid run: $line" >&2; exit 1; }
+  sed -E 's/.*"proxy_cpu_s":([0-9.e+-]+).*/\1/' <<<"$line" | awk -v n="$N" '{ printf "%.1f", $1 * 1e6 / n }'
+}
+
 for s in $SCENARIOS; do
+  if (( CPU_ROUNDS > 0 )); then
+    echo
+    echo "#### $s: proxy CPU µs per connection (N=$N, $C concurrent, no strace; rounds interleaved)"
+    echo
+    echo "| target |$(for r in $(seq 1 "$CPU_ROUNDS"); do printf ' round %d |' "$r"; done)"
+    echo "|---|$(printf -- '---|%.0s' $(seq 1 "$CPU_ROUNDS"))"
+    declare -A row=()
+    for r in $(seq 1 "$CPU_ROUNDS"); do
+      for t in $TARGETS; do row[$t]+=" $(cpu "$t" "$s") |"; done
+    done
+    for t in $TARGETS; do echo "| $t |${row[$t]}"; done
+    unset row
+  fi
+  (( COUNT > 0 )) || continue
   for t in $TARGETS; do count "$t" "$s"; done
   # Table: one row per syscall seen by any target, calls per connection (errors in brackets).
   echo
