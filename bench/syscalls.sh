@@ -10,6 +10,7 @@
 #   bench/syscalls.sh                        # N=2000 connections, 1 client at a time
 #   N=5000 C=8 bench/syscalls.sh             # 8 concurrent clients
 #   SMARTPROXY=/tmp/old/smartproxy TARGETS=smartproxy bench/syscalls.sh   # another build
+#   TARGETS="smartproxy evloop haproxy" ...  # evloop: the internal/evloop prototype (bench/cmd/evproxy)
 #   SMARTPROXY_B=/tmp/old/smartproxy TARGETS="smartproxy smartproxy-b" CPU_ROUNDS=3 N=20000 C=8 \
 #     COUNT=0 bench/syscalls.sh              # A/B: proxy CPU µs per connection, no strace
 # CPU_ROUNDS=R adds R interleaved rounds without strace that report the proxy's CPU time
@@ -41,7 +42,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 mkdir -p "$OUT/bin" "$OUT/nginx"
-(cd "$REPO" && go build -o "$OUT/bin/" ./bench/cmd/backend ./bench/cmd/loadgen)
+(cd "$REPO" && go build -o "$OUT/bin/" ./bench/cmd/backend ./bench/cmd/loadgen ./bench/cmd/evproxy)
 if [[ -z "${SMARTPROXY:-}" ]]; then
   (cd "$REPO" && go build -o "$OUT/bin/smartproxy" ./cmd/smartproxy)
   SMARTPROXY="$OUT/bin/smartproxy"
@@ -101,6 +102,10 @@ start() {
       PROXY_PID=$!; TRACE_PID=$PROXY_PID ;;
     smartproxy)
       GOMAXPROCS=1 "$SMARTPROXY" -config "$OUT/smartproxy.json" -log-level warn >>"$OUT/smartproxy.log" 2>&1 &
+      PROXY_PID=$!; TRACE_PID=$PROXY_PID ;;
+    evloop)
+      # the internal/evloop prototype: forwards without routing, so sni is not parsed here
+      GOMAXPROCS=1 "$OUT/bin/evproxy" -listen $H:$P_TCP=$H:$P_ECHO -listen $H:$P_SNI=$H:$P_TLS >>"$OUT/evloop.log" 2>&1 &
       PROXY_PID=$!; TRACE_PID=$PROXY_PID ;;
     haproxy)
       haproxy -db -f "$OUT/haproxy.cfg" >>"$OUT/haproxy.log" 2>&1 &

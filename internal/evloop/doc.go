@@ -1,0 +1,38 @@
+// Package evloop is the prototype of an event-loop data path for plain TCP forwarding
+// (issue 16): raw accept4 and connect on non-blocking sockets, one epoll set per loop and one
+// loop per GOMAXPROCS, each with its own SO_REUSEPORT listening socket (no shared accept queue,
+// no lock on the data path), every socket registered once for its lifetime (edge-triggered,
+// EPOLLIN|EPOLLOUT|EPOLLRDHUP; close removes it), bytes moved with recv/send through one
+// per-loop buffer, and no goroutine per connection.
+//
+// It measures what such a path costs per connection (bench/syscalls.sh, target evloop via
+// bench/cmd/evproxy) against the goroutine path and HAProxy. It is not wired into the proxy:
+// it forwards every connection of one listener to one target, and has none of the proxy's
+// connection manager, timeouts, limits or SNI routing yet (see bench/README.md, "Event-loop
+// engine").
+//
+// What it does keep from the proxy's semantics: half-close (a FIN is passed on as
+// shutdown(SHUT_WR) once everything read before it is written; the connection closes when
+// both directions have ended), back-pressure (a destination that does not take everything
+// stops reading from its source; only those bytes are copied into a per-direction buffer,
+// dropped once written, so an idle connection holds no buffer), and exact byte counts.
+//
+// The one subtle rule is when a read may stop without a further recv that returns EAGAIN: a
+// short read empties the socket, and with edge-triggered epoll new data raises a new event,
+// except when the peer's FIN is already queued (a chunk and the FIN can be consumed by one
+// read, leaving nothing to raise an event). The loop sees EPOLLRDHUP in the event bits and
+// then reads to EOF; Go's netpoller does not expose those bits, which is why the goroutine
+// path spends a read on EAGAIN after each chunk.
+package evloop
+
+import "net/netip"
+
+// Config configures a Server.
+type Config struct {
+	// Listen is the address to accept on; port 0 picks a free one.
+	Listen netip.AddrPort
+	// Target is where every connection is forwarded.
+	Target netip.AddrPort
+	// Loops is the number of event loops; 0 means GOMAXPROCS.
+	Loops int
+}
