@@ -5,8 +5,8 @@ package evloop
 import (
 	"errors"
 	"fmt"
-	"os"
 	"net/netip"
+	"os"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
