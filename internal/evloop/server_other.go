@@ -1,0 +1,25 @@
+//go:build !linux
+
+package evloop
+
+import (
+	"errors"
+	"net/netip"
+)
+
+// Server is Linux-only (epoll); elsewhere Start fails.
+type Server struct{}
+
+// Start reports errors.ErrUnsupported: the event loop needs Linux's epoll.
+func Start(Config) (*Server, error) {
+	return nil, errors.ErrUnsupported
+}
+
+// Addr is the zero AddrPort.
+func (*Server) Addr() netip.AddrPort { return netip.AddrPort{} }
+
+// Stats reports zeros.
+func (*Server) Stats() (active, in, out int64) { return 0, 0, 0 }
+
+// Close does nothing.
+func (*Server) Close() error { return nil }
