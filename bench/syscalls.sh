@@ -11,6 +11,7 @@
 #   N=5000 C=8 bench/syscalls.sh             # 8 concurrent clients
 #   SMARTPROXY=/tmp/old/smartproxy TARGETS=smartproxy bench/syscalls.sh   # another build
 #   TARGETS="smartproxy evloop haproxy" ...  # evloop: the internal/evloop prototype (bench/cmd/evproxy)
+#   NBIOPROXY=/path/nbioproxy TARGETS="nbio evloop" ...   # nbio: a forwarder on lesismal/nbio
 #   SMARTPROXY_B=/tmp/old/smartproxy TARGETS="smartproxy smartproxy-b" CPU_ROUNDS=3 N=20000 C=8 \
 #     COUNT=0 bench/syscalls.sh              # A/B: proxy CPU µs per connection, no strace
 # CPU_ROUNDS=R adds R interleaved rounds without strace that report the proxy's CPU time
@@ -106,6 +107,10 @@ start() {
     evloop)
       # the internal/evloop prototype: forwards without routing, so sni is not parsed here
       GOMAXPROCS=1 "$OUT/bin/evproxy" -listen $H:$P_TCP=$H:$P_ECHO -listen $H:$P_SNI=$H:$P_TLS >>"$OUT/evloop.log" 2>&1 &
+      PROXY_PID=$!; TRACE_PID=$PROXY_PID ;;
+    nbio)
+      # a forwarder on github.com/lesismal/nbio, built outside this repository (see README)
+      GOMAXPROCS=1 "$NBIOPROXY" -listen $H:$P_TCP=$H:$P_ECHO -listen $H:$P_SNI=$H:$P_TLS >>"$OUT/nbio.log" 2>&1 &
       PROXY_PID=$!; TRACE_PID=$PROXY_PID ;;
     haproxy)
       haproxy -db -f "$OUT/haproxy.cfg" >>"$OUT/haproxy.log" 2>&1 &
