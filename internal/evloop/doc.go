@@ -6,10 +6,12 @@
 // per-loop buffer, and no goroutine per connection.
 //
 // It measures what such a path costs per connection (bench/syscalls.sh, target evloop via
-// bench/cmd/evproxy) against the goroutine path and HAProxy. It is not wired into the proxy:
-// it forwards every connection of one listener to one target, and has none of the proxy's
-// connection manager, timeouts, limits or SNI routing yet (see bench/README.md, "Event-loop
-// engine").
+// bench/cmd/evproxy) against the goroutine path and HAProxy. It is not wired into the proxy
+// yet: it forwards every connection of one listener to one target, without routing or SNI
+// parsing (see bench/README.md, "Event-loop engine"). It has the hooks the proxy's wiring
+// needs: admission (Config.OnOpen), per-chunk counts (OnData), the end with its reason
+// (OnClose), closing from another goroutine (Conn.Close, as the connection manager kills
+// connections), and the half-close and write-progress timeouts of the goroutine path.
 //
 // What it does keep from the proxy's semantics: half-close (a FIN is passed on as
 // shutdown(SHUT_WR) once everything read before it is written; the connection closes when
@@ -25,7 +27,16 @@
 // path spends a read on EAGAIN after each chunk.
 package evloop
 
-import "net/netip"
+import (
+	"net/netip"
+	"time"
+)
+
+// Defaults for Config's timeouts, the same as the goroutine path's (forwarding package).
+const (
+	DefaultHalfCloseTimeout = 30 * time.Second
+	DefaultWriteTimeout     = 60 * time.Second
+)
 
 // Config configures a Server.
 type Config struct {
@@ -35,4 +46,24 @@ type Config struct {
 	Target netip.AddrPort
 	// Loops is the number of event loops; 0 means GOMAXPROCS.
 	Loops int
+	// HalfCloseTimeout bounds how long the remaining direction of a half-closed connection
+	// may stay idle (re-armed by every chunk it moves). 0 means DefaultHalfCloseTimeout,
+	// negative none.
+	HalfCloseTimeout time.Duration
+	// WriteTimeout closes a connection whose destination takes no byte for this long while
+	// bytes wait for it. 0 means DefaultWriteTimeout, negative none.
+	WriteTimeout time.Duration
+
+	// The callbacks run on the loop's goroutine, between its system calls: they must be quick
+	// and must not block (a connection manager's bookkeeping, counters). Each may be nil.
+
+	// OnOpen is called for each accepted connection before its backend is dialed; false
+	// closes it (admission).
+	OnOpen func(c *Conn) bool
+	// OnData is called after each chunk written, with its direction and size.
+	OnData func(c *Conn, clientToBackend bool, n int)
+	// OnClose is called once when a connection that passed OnOpen ends, with the bytes
+	// written each way and why it ended: nil after both directions ended cleanly, ErrClosed,
+	// a timeout error, or a socket error.
+	OnClose func(c *Conn, clientToBackend, backendToClient int64, err error)
 }

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -33,37 +35,14 @@ type loop struct {
 	// closed fd that a later accept reused in the same batch is recognised and dropped
 	closed atomic.Bool
 	done   chan struct{}
-}
-
-// sock is one side of a proxied connection.
-type sock struct {
-	fd    int
-	gen   int32
-	c     *conn
-	other *sock
-	// pend holds bytes read from other that this socket has not taken yet; while it is
-	// non-empty other is not read (back-pressure).
-	pend []byte
-	// more: other was left unread while pend was non-empty, so it may hold data that raised
-	// no new edge; read it once pend drains.
-	more bool
-	// rdhup: this socket's peer shut down its sending side (EPOLLRDHUP seen): read until EOF
-	// instead of stopping at a short read.
-	rdhup bool
-	eof   bool // read EOF from this socket
-	shut  bool // shut down this socket's sending side (the other side's EOF passed on)
-	dir   int  // 0: client (bytes read count as in), 1: backend
-}
-
-// conn is one proxied connection: client and backend sockets.
-type conn struct {
-	s         [2]sock
-	connected bool // the backend's non-blocking connect finished
-	closed    bool
+	cmdMu  sync.Mutex
+	cmds   []*Conn // queued by Conn.Close, under cmdMu
+	timed  map[*Conn]struct{}
 }
 
 func newLoop(srv *Server, addr netip.AddrPort) (*loop, error) {
-	l := &loop{srv: srv, epfd: -1, lfd: -1, wakefd: -1, buf: make([]byte, bufSize), done: make(chan struct{})}
+	l := &loop{srv: srv, epfd: -1, lfd: -1, wakefd: -1, buf: make([]byte, bufSize), done: make(chan struct{}),
+		timed: make(map[*Conn]struct{})}
 	var err error
 	if l.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
 		return nil, fmt.Errorf("evloop: epoll_create1: %w", err)
@@ -171,8 +150,22 @@ func (l *loop) run() {
 			return err != nil || m > 0 // nothing ready: wait in the netpoller
 		}
 	}
+	var armed time.Time // the read deadline set on the epoll fd
 	for !l.closed.Load() {
+		if d := l.waitDeadline(); !d.Equal(armed) && (d.IsZero() || armed.IsZero() || !d.After(armed)) {
+			// Only when none is set, none is needed, or a sooner one is: a sweep per tick,
+			// not a deadline update per turn.
+			armed = d
+			_ = l.epf.SetReadDeadline(d)
+		}
+		n = 0
 		if err := rc.Read(harvest); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				armed = time.Time{}
+				_ = l.epf.SetReadDeadline(armed)
+				l.sweep()
+				continue
+			}
 			werr = err
 		}
 		if werr != nil {
@@ -185,7 +178,7 @@ func (l *loop) run() {
 			case l.lfd:
 				l.accept()
 			case l.wakefd:
-				// only Close writes it; the loop condition sees why
+				l.commands() // Conn.Close; Server.Close is seen by the loop condition
 			default:
 				if fd < len(l.socks) && l.socks[fd] != nil && l.socks[fd].gen == ev.Pad {
 					l.ready(l.socks[fd], ev.Events)
@@ -195,7 +188,7 @@ func (l *loop) run() {
 	}
 	for _, s := range l.socks {
 		if s != nil && !s.c.closed {
-			l.closeConn(s.c)
+			l.closeConn(s.c, ErrClosed)
 		}
 	}
 	l.closeFDs()
@@ -204,7 +197,7 @@ func (l *loop) run() {
 // accept takes every queued connection and starts its backend connect.
 func (l *loop) accept() {
 	for {
-		cfd, _, err := accept4(l.lfd)
+		cfd, peer, err := accept4(l.lfd)
 		if err != nil {
 			if err != unix.EAGAIN && err != unix.ECONNABORTED && err != unix.EINTR {
 				l.srv.acceptErrors.Add(1) // EMFILE and the like: the next readiness retries
@@ -214,13 +207,18 @@ func (l *loop) accept() {
 			}
 			return
 		}
-		l.start(cfd)
+		l.start(cfd, peer)
 	}
 }
 
 // start connects the backend for an accepted client socket and registers both sockets,
 // once each for their lifetime: edge-triggered, for reading, writing and the peer's FIN.
-func (l *loop) start(cfd int) {
+func (l *loop) start(cfd int, peer netip.AddrPort) {
+	c := &Conn{l: l, peer: peer}
+	if f := l.srv.cfg.OnOpen; f != nil && !f(c) {
+		closeFD(cfd)
+		return
+	}
 	target := l.srv.cfg.Target
 	bfd, err := socketTCP(family(target))
 	if err != nil {
@@ -233,7 +231,6 @@ func (l *loop) start(cfd int) {
 		closeFD(cfd)
 		return
 	}
-	c := &conn{}
 	c.s[0] = sock{fd: cfd, c: c, other: &c.s[1], dir: 0}
 	c.s[1] = sock{fd: bfd, c: c, other: &c.s[0], dir: 1}
 	l.srv.active.Add(1)
@@ -244,7 +241,7 @@ func (l *loop) start(cfd int) {
 		l.setSock(s.fd, s)
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(s.fd), Pad: s.gen}
 		if err := epollAdd(l.epfd, s.fd, &ev); err != nil {
-			l.closeConn(c)
+			l.closeConn(c, fmt.Errorf("evloop: epoll_ctl: %w", err))
 			return
 		}
 	}
@@ -257,150 +254,4 @@ func (l *loop) setSock(fd int, s *sock) {
 		l.socks = grown
 	}
 	l.socks[fd] = s
-}
-
-// ready serves one readiness event of s.
-func (l *loop) ready(s *sock, events uint32) {
-	c := s.c
-	if events&(unix.EPOLLERR) != 0 {
-		l.closeConn(c)
-		return
-	}
-	if events&unix.EPOLLRDHUP != 0 {
-		s.rdhup = true
-	}
-	if s.dir == 1 && !c.connected {
-		if events&(unix.EPOLLOUT|unix.EPOLLHUP) == 0 {
-			return
-		}
-		c.connected = true
-		// The client may have sent already (its edge came while the backend was connecting:
-		// flush reads it, see pump).
-		if !l.flush(s) {
-			return
-		}
-	}
-	if events&unix.EPOLLOUT != 0 && len(s.pend) > 0 {
-		if !l.flush(s) {
-			return
-		}
-	}
-	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP) != 0 {
-		l.pump(s)
-	}
-}
-
-// pump moves what src has received to its other side, until src has nothing more, the
-// destination is full (the rest waits in pend) or src ends. It reports false when the
-// connection was closed.
-func (l *loop) pump(src *sock) bool {
-	dst := src.other
-	c := src.c
-	if src.eof {
-		return true
-	}
-	if len(dst.pend) > 0 || !c.connected {
-		dst.more = true // read it once dst has taken what is pending
-		return true
-	}
-	for {
-		n, err := recv(src.fd, l.buf)
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err == unix.EAGAIN:
-			return true
-		case err != nil:
-			l.closeConn(c)
-			return false
-		case n == 0:
-			src.eof = true
-			return l.passEOF(src)
-		}
-		l.srv.moved(src.dir, n)
-		w, err := send(dst.fd, l.buf[:n])
-		if err != nil && err != unix.EAGAIN {
-			l.closeConn(c)
-			return false
-		}
-		if w < 0 {
-			w = 0
-		}
-		if w < n {
-			dst.pend = append(dst.pend[:0], l.buf[w:n]...)
-			dst.more = true
-			return true
-		}
-		// A short read emptied the socket; without a FIN queued (EPOLLRDHUP) the next
-		// data raises a new edge, so no read is spent finding EAGAIN.
-		if n < len(l.buf) && !src.rdhup {
-			return true
-		}
-	}
-}
-
-// flush writes dst's pending bytes; once they are gone it passes on a pending EOF or reads
-// the source again. It reports false when the connection was closed.
-func (l *loop) flush(dst *sock) bool {
-	for len(dst.pend) > 0 {
-		w, err := send(dst.fd, dst.pend)
-		if err == unix.EINTR {
-			continue
-		}
-		if err == unix.EAGAIN {
-			return true
-		}
-		if err != nil {
-			l.closeConn(dst.c)
-			return false
-		}
-		dst.pend = dst.pend[w:]
-	}
-	dst.pend = nil // the pending buffer goes; an idle connection holds none
-	src := dst.other
-	if src.eof {
-		return l.passEOF(src)
-	}
-	if dst.more {
-		dst.more = false
-		return l.pump(src)
-	}
-	return true
-}
-
-// passEOF passes src's EOF on as a half-close of the other side once everything read before
-// it was written; when both directions have ended the connection closes.
-func (l *loop) passEOF(src *sock) bool {
-	dst := src.other
-	if len(dst.pend) > 0 || dst.shut {
-		return true
-	}
-	if dst.eof {
-		// Both directions have ended: close at once, a half-close would change nothing.
-		l.closeConn(src.c)
-		return false
-	}
-	dst.shut = true
-	if err := shutdownWrite(dst.fd); err != nil && !errors.Is(err, unix.ENOTCONN) {
-		l.closeConn(src.c)
-		return false
-	}
-	return true
-}
-
-// closeConn closes both sockets; close removes them from the epoll set.
-func (l *loop) closeConn(c *conn) {
-	if c.closed {
-		return
-	}
-	c.closed = true
-	for i := range c.s {
-		fd := c.s[i].fd
-		if fd < len(l.socks) && l.socks[fd] == &c.s[i] {
-			l.socks[fd] = nil
-		}
-		closeFD(fd)
-		c.s[i].pend = nil
-	}
-	l.srv.active.Add(-1)
 }

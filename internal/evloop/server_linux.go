@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -25,6 +26,9 @@ type Server struct {
 	errMu        sync.Mutex
 	err          error
 	closeOnce    sync.Once
+	halfClose    time.Duration // 0: none
+	writeTimeout time.Duration // 0: none
+	tick         time.Duration // how often armed deadlines are checked
 }
 
 // Start opens one SO_REUSEPORT listening socket per loop on cfg.Listen (port 0 picks a free
@@ -37,7 +41,15 @@ func Start(cfg Config) (*Server, error) {
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0)
 	}
-	s := &Server{cfg: cfg, addr: cfg.Listen}
+	s := &Server{cfg: cfg, addr: cfg.Listen,
+		halfClose: orDefault(cfg.HalfCloseTimeout, DefaultHalfCloseTimeout), writeTimeout: orDefault(cfg.WriteTimeout, DefaultWriteTimeout)}
+	// Deadlines fire up to a tick late: an eighth of the shorter timeout, 10 ms to 1 s.
+	s.tick = time.Second
+	for _, t := range []time.Duration{s.halfClose, s.writeTimeout} {
+		if t > 0 {
+			s.tick = min(s.tick, max(t/8, 10*time.Millisecond))
+		}
+	}
 	for i := range n {
 		l, err := newLoop(s, s.addr)
 		if err != nil {
@@ -60,6 +72,17 @@ func Start(cfg Config) (*Server, error) {
 		go l.run()
 	}
 	return s, nil
+}
+
+// orDefault maps a Config timeout to the one used: 0 is def, negative is none (0).
+func orDefault(t, def time.Duration) time.Duration {
+	switch {
+	case t == 0:
+		return def
+	case t < 0:
+		return 0
+	}
+	return t
 }
 
 func addrOf(sa unix.Sockaddr, fallback netip.AddrPort) netip.AddrPort {
@@ -103,9 +126,7 @@ func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		for _, l := range s.loops {
 			l.closed.Store(true)
-			var one [8]byte
-			one[0] = 1 // eventfd counters are host-endian; 1 in either byte order is non-zero
-			_, _ = unix.Write(l.wakefd, one[:])
+			l.wake()
 		}
 		for _, l := range s.loops {
 			<-l.done

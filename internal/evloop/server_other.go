@@ -23,3 +23,12 @@ func (*Server) Stats() (active, in, out int64) { return 0, 0, 0 }
 
 // Close does nothing.
 func (*Server) Close() error { return nil }
+
+// Conn is Linux-only.
+type Conn struct{}
+
+// Peer is the zero AddrPort.
+func (*Conn) Peer() netip.AddrPort { return netip.AddrPort{} }
+
+// Close does nothing.
+func (*Conn) Close() {}
