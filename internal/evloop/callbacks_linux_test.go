@@ -63,14 +63,17 @@ func TestCallbacks(t *testing.T) {
 	var data [2]int64
 	var peers []netip.AddrPort
 	refuse := true
-	s := startCfg(t, Config{Target: backend(t, echo), Loops: 1,
-		OnOpen: func(c *Conn) bool {
+	target := backend(t, echo)
+	s := startCfg(t, Config{Loops: 1,
+		OnOpen: func(c *Conn) Decision {
 			mu.Lock()
 			defer mu.Unlock()
 			peers = append(peers, c.Peer())
-			r := refuse
-			refuse = false
-			return !r
+			if refuse {
+				refuse = false
+				return Decision{}
+			}
+			return Decision{Target: target}
 		},
 		OnData: func(_ *Conn, c2b bool, n int) {
 			mu.Lock()
@@ -116,8 +119,9 @@ func TestConnCloseFromAnotherGoroutine(t *testing.T) {
 	t.Parallel()
 	e := newEnded()
 	opened := make(chan *Conn, 1)
-	s := startCfg(t, Config{Target: backend(t, echo), Loops: 1, OnClose: e.onClose,
-		OnOpen: func(c *Conn) bool { opened <- c; return true }})
+	target := backend(t, echo)
+	s := startCfg(t, Config{Loops: 1, OnClose: e.onClose,
+		OnOpen: func(c *Conn) Decision { opened <- c; return Decision{Target: target} }})
 	c := dial(t, s)
 	defer c.Close()
 	if _, err := c.Write([]byte("x")); err != nil {

@@ -37,6 +37,7 @@ type Conn struct {
 	l         *loop
 	s         [2]sock
 	peer      netip.AddrPort
+	target    netip.AddrPort
 	connected bool // the backend's non-blocking connect finished
 	closed    bool
 	closeReq  atomic.Bool
@@ -44,9 +45,15 @@ type Conn struct {
 	err       error
 	// halfAt and writeAt are the half-close and write-progress deadlines (monoNow; 0: none);
 	// timed says the conn is in its loop's timed set.
-	halfAt, writeAt int64
-	timed           bool
+	halfAt, writeAt, connectAt int64
+	timed                      bool
+	// Data is the owner's state for the connection (set in OnOpen); only the loop's
+	// callbacks may use it.
+	Data any
 }
+
+// Target is the backend address being dialed or connected.
+func (c *Conn) Target() netip.AddrPort { return c.target }
 
 // Peer is the client's address as accept returned it.
 func (c *Conn) Peer() netip.AddrPort { return c.peer }
@@ -67,6 +74,10 @@ var ErrClosed = errors.New("evloop: connection closed")
 // moved nothing for Config.HalfCloseTimeout.
 var ErrHalfCloseTimeout = errors.New("evloop: half-close timeout")
 
+// ErrConnectTimeout is reported to OnDialError when a backend connect did not finish within
+// Config.ConnectTimeout.
+var ErrConnectTimeout = errors.New("evloop: connect timeout")
+
 // ErrWriteTimeout is reported when a destination took no byte for Config.WriteTimeout.
 var ErrWriteTimeout = errors.New("evloop: no write progress")
 
@@ -77,6 +88,12 @@ func (l *loop) ready(s *sock, events uint32) {
 		err := errors.New("socket error")
 		if v, gerr := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_ERROR); gerr == nil && v != 0 {
 			err = unix.Errno(v)
+		}
+		if s.dir == 1 && !c.connected {
+			if next, ok := l.dialFailed(c, fmt.Errorf("evloop: connect %v: %w", c.target, err)); ok {
+				l.dial(c, next)
+			}
+			return
 		}
 		l.closeConn(c, fmt.Errorf("evloop: %s: %w", sideName(s), err))
 		return
@@ -89,6 +106,13 @@ func (l *loop) ready(s *sock, events uint32) {
 			return
 		}
 		c.connected = true
+		c.connectAt = 0
+		if c.halfAt == 0 && c.writeAt == 0 {
+			l.untime(c)
+		}
+		if f := l.srv.cfg.OnConnect; f != nil {
+			f(c)
+		}
 		// The client may have sent already (its edge came while the backend was connecting:
 		// flush reads it, see pump).
 		if !l.flush(s) {
@@ -238,6 +262,9 @@ func (l *loop) closeConn(c *Conn, err error) {
 	c.err = err
 	for i := range c.s {
 		fd := c.s[i].fd
+		if fd < 0 {
+			continue // no backend socket (between dial attempts)
+		}
 		if fd < len(l.socks) && l.socks[fd] == &c.s[i] {
 			l.socks[fd] = nil
 		}
@@ -245,6 +272,7 @@ func (l *loop) closeConn(c *Conn, err error) {
 		c.s[i].pend = nil
 	}
 	l.untime(c)
+	l.conns--
 	l.srv.active.Add(-1)
 	if f := l.srv.cfg.OnClose; f != nil {
 		f(c, c.n[0], c.n[1], err)

@@ -36,13 +36,21 @@ import (
 const (
 	DefaultHalfCloseTimeout = 30 * time.Second
 	DefaultWriteTimeout     = 60 * time.Second
+	DefaultConnectTimeout   = 30 * time.Second
 )
+
+// Decision is OnOpen's answer for an accepted connection: forward it to Target, hand it off
+// (OnHandOff takes the socket), or, as the zero Decision, refuse it (the socket is closed).
+type Decision struct {
+	Target  netip.AddrPort
+	HandOff bool
+}
 
 // Config configures a Server.
 type Config struct {
 	// Listen is the address to accept on; port 0 picks a free one.
 	Listen netip.AddrPort
-	// Target is where every connection is forwarded.
+	// Target is where every connection is forwarded when OnOpen is nil.
 	Target netip.AddrPort
 	// Loops is the number of event loops; 0 means GOMAXPROCS.
 	Loops int
@@ -53,13 +61,30 @@ type Config struct {
 	// WriteTimeout closes a connection whose destination takes no byte for this long while
 	// bytes wait for it. 0 means DefaultWriteTimeout, negative none.
 	WriteTimeout time.Duration
+	// ConnectTimeout bounds each backend connect. 0 means DefaultConnectTimeout, negative
+	// none.
+	ConnectTimeout time.Duration
+	// NoDelayOff leaves Nagle's algorithm on for backend sockets (TCP_NODELAY is set on them
+	// otherwise; accepted sockets inherit the listening socket's setting).
+	NoDelayOff bool
+	// ListenSocket and BackendSocket, when set, are called with each new listening socket and
+	// each backend socket before it connects, to set options (keep-alive, ...).
+	ListenSocket, BackendSocket func(fd int)
 
 	// The callbacks run on the loop's goroutine, between its system calls: they must be quick
 	// and must not block (a connection manager's bookkeeping, counters). Each may be nil.
 
-	// OnOpen is called for each accepted connection before its backend is dialed; false
-	// closes it (admission).
-	OnOpen func(c *Conn) bool
+	// OnOpen is called for each accepted connection before its backend is dialed, and
+	// decides (admission, routing, the target).
+	OnOpen func(c *Conn) Decision
+	// OnHandOff takes over the socket of a connection OnOpen handed off (a non-blocking,
+	// close-on-exec fd the loop forgets), for example to serve it on the goroutine path.
+	OnHandOff func(fd int, peer netip.AddrPort)
+	// OnConnect is called when the backend connect succeeded.
+	OnConnect func(c *Conn)
+	// OnDialError is called when a backend connect failed or timed out; it may name another
+	// target to try. Otherwise the connection ends with err.
+	OnDialError func(c *Conn, err error) (next netip.AddrPort, ok bool)
 	// OnData is called after each chunk written, with its direction and size.
 	OnData func(c *Conn, clientToBackend bool, n int)
 	// OnClose is called once when a connection that passed OnOpen ends, with the bytes

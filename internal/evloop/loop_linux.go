@@ -38,6 +38,7 @@ type loop struct {
 	cmdMu  sync.Mutex
 	cmds   []*Conn // queued by Conn.Close, under cmdMu
 	timed  map[*Conn]struct{}
+	conns  int // open connections; a shut-down loop ends when none is left
 }
 
 func newLoop(srv *Server, addr netip.AddrPort) (*loop, error) {
@@ -55,7 +56,7 @@ func newLoop(srv *Server, addr netip.AddrPort) (*loop, error) {
 	// like any socket reader, so an idle loop holds no blocked thread and sysmon has no
 	// system call to retake a P from.
 	l.epf = os.NewFile(uintptr(l.epfd), "evloop")
-	if l.lfd, err = listenReusePort(addr); err != nil {
+	if l.lfd, err = listenReusePort(addr, srv.cfg.ListenSocket); err != nil {
 		l.closeFDs()
 		return nil, err
 	}
@@ -76,7 +77,7 @@ func newLoop(srv *Server, addr netip.AddrPort) (*loop, error) {
 // listenReusePort opens a non-blocking listening socket with SO_REUSEPORT (each loop has its
 // own: the kernel spreads connections over them, with no shared accept queue or lock) and
 // TCP_NODELAY, which accepted sockets inherit (one setsockopt fewer per connection).
-func listenReusePort(addr netip.AddrPort) (int, error) {
+func listenReusePort(addr netip.AddrPort, control func(fd int)) (int, error) {
 	fd, err := unix.Socket(family(addr), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, fmt.Errorf("evloop: socket: %w", err)
@@ -86,6 +87,9 @@ func listenReusePort(addr netip.AddrPort) (int, error) {
 			_ = unix.Close(fd)
 			return -1, fmt.Errorf("evloop: setsockopt: %w", err)
 		}
+	}
+	if control != nil {
+		control(fd)
 	}
 	if err := unix.Bind(fd, sockaddr(addr)); err != nil {
 		_ = unix.Close(fd)
@@ -151,7 +155,7 @@ func (l *loop) run() {
 		}
 	}
 	var armed time.Time // the read deadline set on the epoll fd
-	for !l.closed.Load() {
+	for !l.closed.Load() && !(l.lfd < 0 && l.conns == 0) {
 		if d := l.waitDeadline(); !d.Equal(armed) && (d.IsZero() || armed.IsZero() || !d.After(armed)) {
 			// Only when none is set, none is needed, or a sooner one is: a sweep per tick,
 			// not a deadline update per turn.
@@ -178,7 +182,7 @@ func (l *loop) run() {
 			case l.lfd:
 				l.accept()
 			case l.wakefd:
-				l.commands() // Conn.Close; Server.Close is seen by the loop condition
+				l.commands() // Conn.Close, Server.Shutdown; Server.Close is seen by the loop condition
 			default:
 				if fd < len(l.socks) && l.socks[fd] != nil && l.socks[fd].gen == ev.Pad {
 					l.ready(l.socks[fd], ev.Events)
@@ -211,40 +215,110 @@ func (l *loop) accept() {
 	}
 }
 
-// start connects the backend for an accepted client socket and registers both sockets,
-// once each for their lifetime: edge-triggered, for reading, writing and the peer's FIN.
+// start asks OnOpen what to do with an accepted client socket: refuse it, hand it off, or
+// forward it, registering it once for its lifetime (edge-triggered, for reading, writing and
+// the peer's FIN) and starting its backend connect.
 func (l *loop) start(cfd int, peer netip.AddrPort) {
 	c := &Conn{l: l, peer: peer}
-	if f := l.srv.cfg.OnOpen; f != nil && !f(c) {
-		closeFD(cfd)
-		return
+	d := Decision{Target: l.srv.cfg.Target}
+	if f := l.srv.cfg.OnOpen; f != nil {
+		d = f(c)
 	}
-	target := l.srv.cfg.Target
-	bfd, err := socketTCP(family(target))
-	if err != nil {
-		closeFD(cfd)
+	switch {
+	case d.HandOff && l.srv.cfg.OnHandOff != nil:
+		l.srv.cfg.OnHandOff(cfd, peer)
 		return
-	}
-	_ = setsockoptInt(bfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	if err := connectTo(bfd, target); err != nil && err != unix.EINPROGRESS {
-		closeFD(bfd)
+	case !d.Target.IsValid() || d.HandOff:
 		closeFD(cfd)
 		return
 	}
 	c.s[0] = sock{fd: cfd, c: c, other: &c.s[1], dir: 0}
-	c.s[1] = sock{fd: bfd, c: c, other: &c.s[0], dir: 1}
+	c.s[1] = sock{fd: -1, c: c, other: &c.s[0], dir: 1}
 	l.srv.active.Add(1)
-	for i := range c.s {
-		s := &c.s[i]
-		l.gen++
-		s.gen = l.gen
-		l.setSock(s.fd, s)
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(s.fd), Pad: s.gen}
-		if err := epollAdd(l.epfd, s.fd, &ev); err != nil {
-			l.closeConn(c, fmt.Errorf("evloop: epoll_ctl: %w", err))
+	l.conns++
+	if err := l.register(&c.s[0]); err != nil {
+		l.closeConn(c, err)
+		return
+	}
+	l.dial(c, d.Target)
+}
+
+// register adds s to the epoll set under a new generation.
+func (l *loop) register(s *sock) error {
+	l.gen++
+	s.gen = l.gen
+	l.setSock(s.fd, s)
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(s.fd), Pad: s.gen}
+	if err := epollAdd(l.epfd, s.fd, &ev); err != nil {
+		return fmt.Errorf("evloop: epoll_ctl: %w", err)
+	}
+	return nil
+}
+
+// dial starts the backend connect to target, moving on to the targets OnDialError offers
+// while connects fail at once; a connect in progress finishes in ready (or in the sweep,
+// at the connect timeout).
+func (l *loop) dial(c *Conn, target netip.AddrPort) {
+	for {
+		err := l.connect(c, target)
+		if err == nil {
 			return
 		}
+		next, ok := l.dialFailed(c, err)
+		if !ok {
+			return
+		}
+		target = next
 	}
+}
+
+// connect opens the backend socket and starts a non-blocking connect.
+func (l *loop) connect(c *Conn, target netip.AddrPort) error {
+	c.target = target
+	bfd, err := socketTCP(family(target))
+	if err != nil {
+		return fmt.Errorf("evloop: socket: %w", err)
+	}
+	cfg := &l.srv.cfg
+	if !cfg.NoDelayOff {
+		_ = setsockoptInt(bfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	}
+	if cfg.BackendSocket != nil {
+		cfg.BackendSocket(bfd)
+	}
+	if err := connectTo(bfd, target); err != nil && err != unix.EINPROGRESS {
+		closeFD(bfd)
+		return fmt.Errorf("evloop: connect %v: %w", target, err)
+	}
+	c.s[1].fd = bfd
+	if err := l.register(&c.s[1]); err != nil {
+		return err
+	}
+	if t := l.srv.connectTimeout; t > 0 {
+		c.connectAt = monoNow() + int64(t)
+		l.time(c)
+	}
+	return nil
+}
+
+// dialFailed drops the failed backend socket and asks OnDialError for another target; without
+// one the connection ends with err. ok reports whether to try next.
+func (l *loop) dialFailed(c *Conn, err error) (next netip.AddrPort, ok bool) {
+	if fd := c.s[1].fd; fd >= 0 {
+		if l.socks[fd] == &c.s[1] {
+			l.socks[fd] = nil
+		}
+		closeFD(fd)
+		c.s[1].fd = -1
+	}
+	c.connectAt = 0
+	if f := l.srv.cfg.OnDialError; f != nil {
+		if next, ok = f(c, err); ok && next.IsValid() {
+			return next, true
+		}
+	}
+	l.closeConn(c, err)
+	return netip.AddrPort{}, false
 }
 
 func (l *loop) setSock(fd int, s *sock) {

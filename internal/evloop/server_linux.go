@@ -17,35 +17,39 @@ import (
 // Server forwards every connection accepted on Config.Listen to Config.Target from its event
 // loops. Start it with Start; Close stops it.
 type Server struct {
-	cfg          Config
-	loops        []*loop
-	addr         netip.AddrPort
-	active       atomic.Int64
-	in, out      atomic.Int64
-	acceptErrors atomic.Int64
-	errMu        sync.Mutex
-	err          error
-	closeOnce    sync.Once
-	halfClose    time.Duration // 0: none
-	writeTimeout time.Duration // 0: none
-	tick         time.Duration // how often armed deadlines are checked
+	cfg            Config
+	loops          []*loop
+	addr           netip.AddrPort
+	active         atomic.Int64
+	in, out        atomic.Int64
+	acceptErrors   atomic.Int64
+	errMu          sync.Mutex
+	err            error
+	closeOnce      sync.Once
+	halfClose      time.Duration // 0: none
+	writeTimeout   time.Duration // 0: none
+	tick           time.Duration // how often armed deadlines are checked
+	connectTimeout time.Duration // 0: none
+	shutting       atomic.Bool
+	done           chan struct{}
 }
 
 // Start opens one SO_REUSEPORT listening socket per loop on cfg.Listen (port 0 picks a free
 // port, shared by all loops) and starts the loops.
 func Start(cfg Config) (*Server, error) {
-	if !cfg.Listen.IsValid() || !cfg.Target.IsValid() {
-		return nil, errors.New("evloop: Config.Listen and Config.Target must be set")
+	if !cfg.Listen.IsValid() || !cfg.Target.IsValid() && cfg.OnOpen == nil {
+		return nil, errors.New("evloop: Config.Listen must be set, and Config.Target or Config.OnOpen")
 	}
 	n := cfg.Loops
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0)
 	}
 	s := &Server{cfg: cfg, addr: cfg.Listen,
-		halfClose: orDefault(cfg.HalfCloseTimeout, DefaultHalfCloseTimeout), writeTimeout: orDefault(cfg.WriteTimeout, DefaultWriteTimeout)}
+		halfClose: orDefault(cfg.HalfCloseTimeout, DefaultHalfCloseTimeout), writeTimeout: orDefault(cfg.WriteTimeout, DefaultWriteTimeout),
+		connectTimeout: orDefault(cfg.ConnectTimeout, DefaultConnectTimeout), done: make(chan struct{})}
 	// Deadlines fire up to a tick late: an eighth of the shorter timeout, 10 ms to 1 s.
 	s.tick = time.Second
-	for _, t := range []time.Duration{s.halfClose, s.writeTimeout} {
+	for _, t := range []time.Duration{s.halfClose, s.writeTimeout, s.connectTimeout} {
 		if t > 0 {
 			s.tick = min(s.tick, max(t/8, 10*time.Millisecond))
 		}
@@ -71,6 +75,12 @@ func Start(cfg Config) (*Server, error) {
 	for _, l := range s.loops {
 		go l.run()
 	}
+	go func() {
+		for _, l := range s.loops {
+			<-l.done
+		}
+		close(s.done)
+	}()
 	return s, nil
 }
 
@@ -120,6 +130,22 @@ func (s *Server) fail(err error) {
 	}
 }
 
+// Shutdown stops accepting (the listening sockets close) and lets the open connections run to
+// their end; each loop ends when it has none left, and Done is closed when all have. Close
+// still ends everything at once.
+func (s *Server) Shutdown() {
+	if s.shutting.Swap(true) {
+		return
+	}
+	for _, l := range s.loops {
+		l.wake()
+	}
+}
+
+// Done is closed once every loop has ended (after Close, or after Shutdown and the last
+// connection).
+func (s *Server) Done() <-chan struct{} { return s.done }
+
 // Close stops the loops, closes every connection and listening socket, and returns once the
 // loops have ended, with the first error a loop met.
 func (s *Server) Close() error {
@@ -128,9 +154,7 @@ func (s *Server) Close() error {
 			l.closed.Store(true)
 			l.wake()
 		}
-		for _, l := range s.loops {
-			<-l.done
-		}
+		<-s.done
 	})
 	s.errMu.Lock()
 	defer s.errMu.Unlock()

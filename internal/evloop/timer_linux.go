@@ -3,6 +3,7 @@
 package evloop
 
 import (
+	"fmt"
 	"time"
 	"unsafe"
 
@@ -46,6 +47,10 @@ func (l *loop) commands() {
 	for _, c := range cmds {
 		l.closeConn(c, ErrClosed)
 	}
+	if l.srv.shutting.Load() && l.lfd >= 0 {
+		closeFD(l.lfd) // close drops it from the epoll set
+		l.lfd = -1
+	}
 }
 
 // armHalf (re)starts c's half-close timeout.
@@ -70,7 +75,7 @@ func (l *loop) disarmWrite(c *Conn) {
 		return
 	}
 	c.writeAt = 0
-	if c.halfAt == 0 {
+	if c.halfAt == 0 && c.connectAt == 0 {
 		l.untime(c)
 	}
 }
@@ -94,6 +99,10 @@ func (l *loop) sweep() {
 	now := monoNow()
 	for c := range l.timed {
 		switch {
+		case c.connectAt != 0 && now >= c.connectAt:
+			if next, ok := l.dialFailed(c, fmt.Errorf("%w (%v)", ErrConnectTimeout, c.target)); ok {
+				l.dial(c, next)
+			}
 		case c.writeAt != 0 && now >= c.writeAt:
 			l.closeConn(c, ErrWriteTimeout)
 		case c.halfAt != 0 && now >= c.halfAt:
