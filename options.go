@@ -120,6 +120,10 @@ type Options struct {
 	// Logger receives the proxy's logs; nil means slog.Default().
 	Logger *slog.Logger
 
+	// Engine selects the data path of plain TCP forwarding ports: the
+	// zero value, EngineGoroutines, or EngineEventLoop (Linux; see Engine).
+	Engine Engine
+
 	// Listen opens a port's listener; nil means a net.ListenConfig with
 	// the keep-alive settings above. Tests can return in-memory listeners.
 	Listen func(ctx context.Context, network, address string) (net.Listener, error)

@@ -52,6 +52,16 @@ type Conn struct {
 	Data any
 }
 
+// Local is the address the client connected to (getsockname: one system call, for
+// listeners on a wildcard address; only in OnOpen).
+func (c *Conn) Local() netip.AddrPort {
+	sa, err := unix.Getsockname(c.s[0].fd)
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	return addrOf(sa, netip.AddrPort{})
+}
+
 // Target is the backend address being dialed or connected.
 func (c *Conn) Target() netip.AddrPort { return c.target }
 

@@ -56,7 +56,7 @@ func newLoop(srv *Server, addr netip.AddrPort) (*loop, error) {
 	// like any socket reader, so an idle loop holds no blocked thread and sysmon has no
 	// system call to retake a P from.
 	l.epf = os.NewFile(uintptr(l.epfd), "evloop")
-	if l.lfd, err = listenReusePort(addr, srv.cfg.ListenSocket); err != nil {
+	if l.lfd, err = listenReusePort(addr, !srv.cfg.NoDelayOff, srv.cfg.ListenSocket); err != nil {
 		l.closeFDs()
 		return nil, err
 	}
@@ -77,12 +77,16 @@ func newLoop(srv *Server, addr netip.AddrPort) (*loop, error) {
 // listenReusePort opens a non-blocking listening socket with SO_REUSEPORT (each loop has its
 // own: the kernel spreads connections over them, with no shared accept queue or lock) and
 // TCP_NODELAY, which accepted sockets inherit (one setsockopt fewer per connection).
-func listenReusePort(addr netip.AddrPort, control func(fd int)) (int, error) {
+func listenReusePort(addr netip.AddrPort, noDelay bool, control func(fd int)) (int, error) {
 	fd, err := unix.Socket(family(addr), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, fmt.Errorf("evloop: socket: %w", err)
 	}
-	for _, o := range [][2]int{{unix.SOL_SOCKET, unix.SO_REUSEADDR}, {unix.SOL_SOCKET, unix.SO_REUSEPORT}, {unix.IPPROTO_TCP, unix.TCP_NODELAY}} {
+	opts := [][2]int{{unix.SOL_SOCKET, unix.SO_REUSEADDR}, {unix.SOL_SOCKET, unix.SO_REUSEPORT}}
+	if noDelay {
+		opts = append(opts, [2]int{unix.IPPROTO_TCP, unix.TCP_NODELAY})
+	}
+	for _, o := range opts {
 		if err := unix.SetsockoptInt(fd, o[0], o[1], 1); err != nil {
 			_ = unix.Close(fd)
 			return -1, fmt.Errorf("evloop: setsockopt: %w", err)
@@ -220,6 +224,8 @@ func (l *loop) accept() {
 // the peer's FIN) and starting its backend connect.
 func (l *loop) start(cfd int, peer netip.AddrPort) {
 	c := &Conn{l: l, peer: peer}
+	c.s[0] = sock{fd: cfd, c: c, other: &c.s[1], dir: 0}
+	c.s[1] = sock{fd: -1, c: c, other: &c.s[0], dir: 1}
 	d := Decision{Target: l.srv.cfg.Target}
 	if f := l.srv.cfg.OnOpen; f != nil {
 		d = f(c)
@@ -232,8 +238,6 @@ func (l *loop) start(cfd int, peer netip.AddrPort) {
 		closeFD(cfd)
 		return
 	}
-	c.s[0] = sock{fd: cfd, c: c, other: &c.s[1], dir: 0}
-	c.s[1] = sock{fd: -1, c: c, other: &c.s[0], dir: 1}
 	l.srv.active.Add(1)
 	l.conns++
 	if err := l.register(&c.s[0]); err != nil {

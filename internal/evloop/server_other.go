@@ -32,3 +32,14 @@ func (*Conn) Peer() netip.AddrPort { return netip.AddrPort{} }
 
 // Close does nothing.
 func (*Conn) Close() {}
+
+// Local is the zero AddrPort.
+func (*Conn) Local() netip.AddrPort { return netip.AddrPort{} }
+
+// Shutdown does nothing.
+func (*Server) Shutdown() {}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// Done returns a closed channel.
+func (*Server) Done() <-chan struct{} { return closedChan }
