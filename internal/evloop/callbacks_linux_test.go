@@ -145,7 +145,8 @@ func TestHalfCloseTimeout(t *testing.T) {
 	t.Parallel()
 	e := newEnded()
 	// The backend answers slowly after the client's EOF: a byte every 50 ms for 400 ms
-	// (active: must not be cut by a 200 ms timeout), then nothing (idle: must be cut).
+	// (active, 8 × the gap: must not be cut by a 500 ms timeout, which the gaps never reach
+	// even on a loaded machine), then nothing (idle: must be cut).
 	s := startCfg(t, Config{Target: backend(t, func(c *net.TCPConn) {
 		_, _ = io.ReadAll(c)
 		for range 8 {
@@ -155,8 +156,8 @@ func TestHalfCloseTimeout(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 		// Stay open, idle: reading would see the EOF passed on and end the handler.
-		time.Sleep(time.Second)
-	}), Loops: 1, HalfCloseTimeout: 200 * time.Millisecond, OnClose: e.onClose})
+		time.Sleep(2 * time.Second)
+	}), Loops: 1, HalfCloseTimeout: 500 * time.Millisecond, OnClose: e.onClose})
 	c := dial(t, s)
 	defer c.Close()
 	start := time.Now()
@@ -168,7 +169,7 @@ func TestHalfCloseTimeout(t *testing.T) {
 	if err := e.wait(t); !errors.Is(err, ErrHalfCloseTimeout) {
 		t.Fatalf("OnClose reported %v, want ErrHalfCloseTimeout", err)
 	}
-	if d := time.Since(start); d < 550*time.Millisecond {
+	if d := time.Since(start); d < 750*time.Millisecond {
 		t.Fatalf("cut after %v, before the idle period could pass", d)
 	}
 }

@@ -45,8 +45,12 @@ type Conn struct {
 	err       error
 	// halfAt and writeAt are the half-close and write-progress deadlines (monoNow; 0: none);
 	// timed says the conn is in its loop's timed set.
-	halfAt, writeAt, connectAt int64
-	timed                      bool
+	halfAt, writeAt, connectAt, sniffAt int64
+	timed                               bool
+	// sniffing: OnOpen asked for the first bytes (Decision.Sniff); they collect in hello
+	// until OnHello decides.
+	sniffing bool
+	hello    []byte
 	// Data is the owner's state for the connection (set in OnOpen); only the loop's
 	// callbacks may use it.
 	Data any
@@ -110,6 +114,12 @@ func (l *loop) ready(s *sock, events uint32) {
 	}
 	if events&unix.EPOLLRDHUP != 0 {
 		s.rdhup = true
+	}
+	if c.sniffing {
+		if s.dir == 0 && events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP) != 0 {
+			l.sniff(c)
+		}
+		return
 	}
 	if s.dir == 1 && !c.connected {
 		if events&(unix.EPOLLOUT|unix.EPOLLHUP) == 0 {
@@ -281,6 +291,7 @@ func (l *loop) closeConn(c *Conn, err error) {
 		closeFD(fd)
 		c.s[i].pend = nil
 	}
+	c.hello = nil
 	l.untime(c)
 	l.conns--
 	l.srv.active.Add(-1)

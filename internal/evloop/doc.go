@@ -37,6 +37,8 @@ const (
 	DefaultHalfCloseTimeout = 30 * time.Second
 	DefaultWriteTimeout     = 60 * time.Second
 	DefaultConnectTimeout   = 30 * time.Second
+	DefaultSniffTimeout     = 60 * time.Second
+	DefaultSniffMax         = 64 << 10
 )
 
 // Decision is OnOpen's answer for an accepted connection: forward it to Target, hand it off
@@ -44,6 +46,10 @@ const (
 type Decision struct {
 	Target  netip.AddrPort
 	HandOff bool
+	// Sniff, from OnOpen, reads the client's first bytes before deciding: OnHello is called
+	// with them (and again with more, while it answers Sniff), and they reach the target
+	// first. Handing off is not possible after sniffing.
+	Sniff bool
 }
 
 // Config configures a Server.
@@ -80,6 +86,13 @@ type Config struct {
 	// OnHandOff takes over the socket of a connection OnOpen handed off (a non-blocking,
 	// close-on-exec fd the loop forgets), for example to serve it on the goroutine path.
 	OnHandOff func(fd int, peer netip.AddrPort)
+	// OnHello decides for a connection OnOpen asked to sniff, given every byte received so
+	// far (valid only during the call).
+	OnHello func(c *Conn, data []byte) Decision
+	// SniffTimeout bounds the wait for OnHello's decision (0: DefaultSniffTimeout, negative:
+	// none); SniffMax caps the bytes read for it (0: DefaultSniffMax).
+	SniffTimeout time.Duration
+	SniffMax     int
 	// OnConnect is called when the backend connect succeeded.
 	OnConnect func(c *Conn)
 	// OnDialError is called when a backend connect failed or timed out; it may name another

@@ -234,7 +234,7 @@ func (l *loop) start(cfd int, peer netip.AddrPort) {
 	case d.HandOff && l.srv.cfg.OnHandOff != nil:
 		l.srv.cfg.OnHandOff(cfd, peer)
 		return
-	case !d.Target.IsValid() || d.HandOff:
+	case (!d.Target.IsValid() && !d.Sniff) || d.HandOff:
 		closeFD(cfd)
 		return
 	}
@@ -243,6 +243,14 @@ func (l *loop) start(cfd int, peer netip.AddrPort) {
 	if err := l.register(&c.s[0]); err != nil {
 		l.closeConn(c, err)
 		return
+	}
+	if d.Sniff {
+		c.sniffing = true
+		if t := l.srv.sniffTimeout; t > 0 {
+			c.sniffAt = monoNow() + int64(t)
+			l.time(c)
+		}
+		return // ready reads the first bytes (sniff.go)
 	}
 	l.dial(c, d.Target)
 }

@@ -30,6 +30,8 @@ type Server struct {
 	writeTimeout   time.Duration // 0: none
 	tick           time.Duration // how often armed deadlines are checked
 	connectTimeout time.Duration // 0: none
+	sniffTimeout   time.Duration // 0: none
+	sniffMax       int
 	shutting       atomic.Bool
 	done           chan struct{}
 }
@@ -46,10 +48,14 @@ func Start(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, addr: cfg.Listen,
 		halfClose: orDefault(cfg.HalfCloseTimeout, DefaultHalfCloseTimeout), writeTimeout: orDefault(cfg.WriteTimeout, DefaultWriteTimeout),
-		connectTimeout: orDefault(cfg.ConnectTimeout, DefaultConnectTimeout), done: make(chan struct{})}
+		connectTimeout: orDefault(cfg.ConnectTimeout, DefaultConnectTimeout), done: make(chan struct{}),
+		sniffTimeout: orDefault(cfg.SniffTimeout, DefaultSniffTimeout), sniffMax: cfg.SniffMax}
+	if s.sniffMax <= 0 {
+		s.sniffMax = DefaultSniffMax
+	}
 	// Deadlines fire up to a tick late: an eighth of the shorter timeout, 10 ms to 1 s.
 	s.tick = time.Second
-	for _, t := range []time.Duration{s.halfClose, s.writeTimeout, s.connectTimeout} {
+	for _, t := range []time.Duration{s.halfClose, s.writeTimeout, s.connectTimeout, s.sniffTimeout} {
 		if t > 0 {
 			s.tick = min(s.tick, max(t/8, 10*time.Millisecond))
 		}

@@ -43,3 +43,6 @@ var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); retu
 
 // Done returns a closed channel.
 func (*Server) Done() <-chan struct{} { return closedChan }
+
+// WriteNow does nothing.
+func (*Conn) WriteNow([]byte) {}

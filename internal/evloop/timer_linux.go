@@ -75,7 +75,7 @@ func (l *loop) disarmWrite(c *Conn) {
 		return
 	}
 	c.writeAt = 0
-	if c.halfAt == 0 && c.connectAt == 0 {
+	if c.halfAt == 0 && c.connectAt == 0 && c.sniffAt == 0 {
 		l.untime(c)
 	}
 }
@@ -99,6 +99,8 @@ func (l *loop) sweep() {
 	now := monoNow()
 	for c := range l.timed {
 		switch {
+		case c.sniffAt != 0 && now >= c.sniffAt:
+			l.closeConn(c, ErrSniffTimeout)
 		case c.connectAt != 0 && now >= c.connectAt:
 			if next, ok := l.dialFailed(c, fmt.Errorf("%w (%v)", ErrConnectTimeout, c.target)); ok {
 				l.dial(c, next)
