@@ -3,21 +3,25 @@
 package smartproxy
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/gosmartproxy/smartproxy/connection"
+	"github.com/gosmartproxy/smartproxy/forwarding"
 	"github.com/gosmartproxy/smartproxy/internal/balance"
 	"github.com/gosmartproxy/smartproxy/internal/evloop"
 )
 
 // engineListenAddr is the address event loops listen on for port, and whether the
 // event-loop engine serves it at all: only when chosen, for ports the proxy opens itself, on
-// an IP-literal (or empty: every interface) ListenAddress.
-func (p *Proxy) engineListenAddr(port int) (netip.AddrPort, bool) {
-	if p.opts.Engine != EngineEventLoop || p.opts.Listen != nil {
+// an IP-literal (or empty: every interface) ListenAddress, whose routes the loop can serve
+// (engineEligible).
+func (p *Proxy) engineListenAddr(set *routeSet, port int) (netip.AddrPort, bool) {
+	if p.opts.Engine != EngineEventLoop || p.opts.Listen != nil || !p.engineEligible(set, port) {
 		return netip.AddrPort{}, false
 	}
 	if p.opts.ListenAddress == "" {
@@ -38,11 +42,24 @@ func (p *Proxy) listenEngine(addr netip.AddrPort) (*evloop.Server, error) {
 	keepAlive := func(fd int) { setListenerKeepAlive(fd, enable, idle) }
 	wildcard := addr.Addr().IsUnspecified()
 	local := net.TCPAddrFromAddrPort(addr)
+	// Whether the port's routes can be served in the loop, for the route generation it was
+	// computed for (one atomic load per connection; recomputed after UpdateRoutes).
+	var elig atomic.Pointer[eligibility]
+	eligible := func(set *routeSet) bool {
+		if e := elig.Load(); e != nil && e.set == set {
+			return e.ok
+		}
+		e := &eligibility{set: set, ok: p.engineEligible(set, port)}
+		elig.Store(e)
+		return e.ok
+	}
 	return evloop.Start(evloop.Config{
 		Listen:           addr,
 		HalfCloseTimeout: p.opts.HalfCloseTimeout,
 		WriteTimeout:     p.opts.WriteTimeout,
 		ConnectTimeout:   p.opts.ConnectTimeout,
+		SniffTimeout:     p.opts.InitialDataTimeout,
+		SniffMax:         p.opts.MaxClientHelloBytes,
 		NoDelayOff:       !p.opts.noDelay(),
 		ListenSocket:     keepAlive, // accepted sockets inherit it
 		BackendSocket:    keepAlive,
@@ -51,7 +68,10 @@ func (p *Proxy) listenEngine(addr netip.AddrPort) (*evloop.Server, error) {
 			if wildcard {
 				la = net.TCPAddrFromAddrPort(unmapPort(c.Local()))
 			}
-			return p.engineOpen(port, la, c)
+			return p.engineOpen(port, la, c, eligible)
+		},
+		OnHello: func(c *evloop.Conn, data []byte) evloop.Decision {
+			return c.Data.(*engineConn).hello(data)
 		},
 		OnHandOff: func(fd int, _ netip.AddrPort) { p.engineHandOff(fd, port) },
 		OnConnect: func(c *evloop.Conn) {
@@ -73,6 +93,31 @@ func (p *Proxy) listenEngine(addr netip.AddrPort) (*evloop.Server, error) {
 	})
 }
 
+type eligibility struct {
+	set *routeSet
+	ok  bool
+}
+
+// engineEligible reports whether the loop can serve every route on port in set by itself:
+// no HTTP on the port, and each route an engineRoute (a plain forward or a TLS passthrough).
+func (p *Proxy) engineEligible(set *routeSet, port int) bool {
+	plan, ok := set.ports[port]
+	if !ok || plan.plainHTTP || plan.termHTTP {
+		return false
+	}
+	for _, r := range set.routes {
+		on := false
+		r.Match.Ports.Each(func(pt int) bool {
+			on = pt == port
+			return !on
+		})
+		if on && !p.engineRoute(r) {
+			return false
+		}
+	}
+	return true
+}
+
 func unmapPort(a netip.AddrPort) netip.AddrPort {
 	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
 }
@@ -81,10 +126,12 @@ func unmapPort(a netip.AddrPort) netip.AddrPort {
 // dialBackend keep for a goroutine-path connection. It is the connection manager's closer.
 type engineConn struct {
 	p     *Proxy
+	set   *routeSet // the route generation the connection was accepted in
 	ec    *evloop.Conn
 	rec   *connection.Record
 	rc    RouteContext
 	lease balance.Lease
+	held  bool   // lease is acquired (a zero Lease must not be released)
 	addr  string // the target being dialed or connected
 	tried []string
 	start time.Time
@@ -96,17 +143,17 @@ func (e *engineConn) Close() error {
 	return nil
 }
 
-// engineOpen admits and routes an accepted connection in the loop, as serve and admitConn
-// do, and picks its target; a connection the loop cannot forward by itself is handed off
-// before anything is recorded, so serve then does all of it.
-func (p *Proxy) engineOpen(port int, local net.Addr, c *evloop.Conn) evloop.Decision {
+// engineOpen admits an accepted connection in the loop, as serve does, and routes it at once
+// (admitConn, then the target as dialBackend picks it) or, on ports that route by SNI, after
+// its ClientHello (hello). A connection the loop cannot forward by itself is handed off before
+// anything is recorded, so serve then does all of it.
+func (p *Proxy) engineOpen(port int, local net.Addr, c *evloop.Conn, eligible func(*routeSet) bool) evloop.Decision {
 	set := p.set.Load()
-	client := c.Peer()
-	q := MatchQuery{Port: port, ClientIP: client.Addr()}
-	if plan, ok := set.ports[port]; !ok || plan.needsHello || plan.plainHTTP || !p.engineRoute(set.matcher.Match(&q)) {
+	if !eligible(set) {
 		return evloop.Decision{HandOff: true}
 	}
-	e := &engineConn{p: p, ec: c, start: time.Now()}
+	client := c.Peer()
+	e := &engineConn{p: p, ec: c, set: set, start: time.Now()}
 	rec, err := p.conns.Open(client, port, e)
 	if err != nil {
 		p.reject(refusal{client: client, port: port}, err)
@@ -118,24 +165,76 @@ func (p *Proxy) engineOpen(port int, local net.Addr, c *evloop.Conn) evloop.Deci
 		p.conns.Close(rec)
 		return evloop.Decision{}
 	}
-	if _, _, ok := p.admitConn(set, nil, rec, &e.rc); !ok {
-		p.conns.Close(rec)
+	c.Data = e
+	if set.ports[port].needsHello {
+		return evloop.Decision{Sniff: true}
+	}
+	d := e.route()
+	if !d.Target.IsValid() {
+		p.conns.Close(rec) // refused before OnClose could be reported
+	}
+	return d
+}
+
+// hello routes a sniffing connection by its ClientHello, as serve's readHello does: more bytes
+// while it is incomplete, without SNI when the client does not speak TLS, closed when the
+// hello is malformed or over MaxClientHelloBytes. A refused decision ends the connection and
+// OnClose closes its record.
+func (e *engineConn) hello(data []byte) evloop.Decision {
+	info, _, err := forwarding.ParseClientHello(data, nil)
+	switch {
+	case errors.Is(err, forwarding.ErrNeedMore):
+		if len(data) >= e.p.opts.MaxClientHelloBytes {
+			e.p.logConn("closing connection: no usable ClientHello", "id", e.rc.ConnectionID, "client", e.rc.ClientAddr, "port", e.rc.Port, "err", forwarding.ErrHelloTooLarge)
+			return evloop.Decision{}
+		}
+		return evloop.Decision{Sniff: true}
+	case err == nil:
+		e.rc.Domain = normalizeDomain(string(info.ServerName))
+		e.rc.TLSVersion = info.MaxVersion
+	case errors.Is(err, forwarding.ErrNotTLS):
+	default:
+		e.p.logConn("closing connection: no usable ClientHello", "id", e.rc.ConnectionID, "client", e.rc.ClientAddr, "port", e.rc.Port, "err", err)
+		return evloop.Decision{}
+	}
+	return e.route()
+}
+
+// route runs the connection checks (admitConn, which matches the route) and picks the first
+// target; the zero Decision refuses.
+func (e *engineConn) route() evloop.Decision {
+	route, _, ok := e.p.admitConn(e.set, alertWriter{e.ec}, e.rec, &e.rc)
+	if !ok {
+		return evloop.Decision{}
+	}
+	if !e.p.engineRoute(route) { // cannot happen on an eligible port; never forward it blindly
 		return evloop.Decision{}
 	}
 	target, ok := e.next()
 	if !ok {
-		p.conns.Close(rec)
 		return evloop.Decision{}
 	}
-	c.Data = e
 	return evloop.Decision{Target: target}
 }
 
+// alertWriter is the conn admitConn writes a refusal's TLS alert to: the loop's socket,
+// written without waiting (best effort, as writeTLSAlert is).
+type alertWriter struct{ c *evloop.Conn }
+
+func (a alertWriter) Read([]byte) (int, error)         { return 0, net.ErrClosed }
+func (a alertWriter) Write(b []byte) (int, error)      { a.c.WriteNow(b); return len(b), nil }
+func (a alertWriter) Close() error                     { return nil }
+func (a alertWriter) LocalAddr() net.Addr              { return nil }
+func (a alertWriter) RemoteAddr() net.Addr             { return nil }
+func (a alertWriter) SetDeadline(time.Time) error      { return nil }
+func (a alertWriter) SetReadDeadline(time.Time) error  { return nil }
+func (a alertWriter) SetWriteDeadline(time.Time) error { return nil }
+
 // engineRoute reports whether the loop can forward connections of route by itself: a plain
-// forward without TLS to IP-literal hosts chosen by the route's balancer, with connection
-// checks that run no user code.
+// forward or a TLS passthrough (no termination) to IP-literal hosts chosen by the route's
+// balancer, with connection checks that run no user code.
 func (p *Proxy) engineRoute(r *Route) bool {
-	if r == nil || r.state == nil || r.Action.Type != ActionForward || r.Action.TLS != nil || r.state.tls != nil ||
+	if r == nil || r.state == nil || r.Action.Type != ActionForward || r.state.tls != nil ||
 		len(r.state.targets) == 0 || admissionFor(r, "").deferred() {
 		return false
 	}
@@ -174,13 +273,22 @@ func (e *engineConn) next() (netip.AddrPort, bool) {
 	e.tried = append(e.tried, addr)
 	e.addr = addr
 	p.health.Acquire(&e.lease, addr)
+	e.held = true
 	return ap, true
+}
+
+// release ends the target's active-connection count (least-connections).
+func (e *engineConn) release() {
+	if e.held {
+		e.held = false
+		e.lease.Release()
+	}
 }
 
 // dialFailed marks the host failed (passive health) and moves on to the next one.
 func (e *engineConn) dialFailed(err error) (netip.AddrPort, bool) {
 	p := e.p
-	e.lease.Release()
+	e.release()
 	if p.baseCtx.Err() != nil {
 		return netip.AddrPort{}, false // shutting down: not the target's fault
 	}
@@ -191,7 +299,7 @@ func (e *engineConn) dialFailed(err error) (netip.AddrPort, bool) {
 
 // closed ends the connection's record, as the end of a pipe does.
 func (e *engineConn) closed(in, out int64, err error) {
-	e.lease.Release()
+	e.release()
 	e.p.logConn("connection closed", "id", e.rc.ConnectionID, "route", e.rc.RouteName, "bytesIn", in, "bytesOut", out, "err", err, "engine", "eventloop")
 	e.p.conns.Close(e.rec)
 }

@@ -5,6 +5,7 @@ package smartproxy
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -158,4 +159,48 @@ func TestEngineStop(t *testing.T) {
 	requireNoRecords(t, p)
 	_, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), time.Second)
 	require.Error(t, err, "still accepting after Stop")
+}
+
+// SNI passthrough on the loop: the ClientHello is read and parsed there, routes by SNI,
+// and reaches the chosen backend first; a normal hello, one cut into tiny records sent in
+// tiny segments, and one over 16 KiB (two records), as TestSNIPassthroughRealTLS.
+func TestEngineSNIPassthrough(t *testing.T) {
+	t.Parallel()
+	alpha := startBackend(t, "127.0.0.1:0", tlsGreeter("alpha"))
+	beta := startBackend(t, "127.0.0.1:0", tlsGreeter("beta"))
+	p, port := startEngineProxy(t, Options{InitialDataTimeout: 5 * time.Second}, func(port int) []Route {
+		return sniRoutes(port, alpha, beta)
+	})
+	tlsThrough(t, dial(t, port), &tls.Config{ServerName: "www.beta.test", InsecureSkipVerify: true}, "beta")
+	tlsThrough(t, dial(t, port), &tls.Config{ServerName: "alpha.test", InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12}, "alpha")
+	c := &fragmentingConn{Conn: dial(t, port), record: 9, segment: 13, pause: time.Millisecond}
+	tlsThrough(t, c, &tls.Config{ServerName: "alpha.test", InsecureSkipVerify: true}, "alpha")
+	require.Greater(t, c.records, 100, "the hello should have gone out as many records")
+	rc := &recordingConn{Conn: dial(t, port)}
+	tlsThrough(t, rc, &tls.Config{ServerName: "beta.test", InsecureSkipVerify: true, NextProtos: hugeALPN()}, "beta")
+	requireNoRecords(t, p)
+	require.EqualValues(t, 2, alpha.accepts.Load())
+	require.EqualValues(t, 2, beta.accepts.Load())
+}
+
+// A ClientHello for a name no route serves gets the unrecognized_name alert and is closed;
+// garbage on an SNI port is closed without reaching a backend.
+func TestEngineSNIRefusals(t *testing.T) {
+	t.Parallel()
+	alpha := startBackend(t, "127.0.0.1:0", tlsGreeter("alpha"))
+	beta := startBackend(t, "127.0.0.1:0", tlsGreeter("beta"))
+	p, port := startEngineProxy(t, Options{InitialDataTimeout: 2 * time.Second}, func(port int) []Route {
+		return sniRoutes(port, alpha, beta)
+	})
+	c := dial(t, port)
+	require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+	err := tls.Client(c, &tls.Config{ServerName: "nobody.test", InsecureSkipVerify: true}).Handshake()
+	require.ErrorContains(t, err, "unrecognized name")
+	g := dial(t, port)
+	_, err = g.Write([]byte("\x16\x03\x01\x00\x05\x02garbage"))
+	require.NoError(t, err)
+	_, got := awaitClose(t, g, 3*time.Second)
+	require.Empty(t, got)
+	requireNoRecords(t, p)
+	require.Zero(t, alpha.accepts.Load()+beta.accepts.Load())
 }

@@ -11,7 +11,9 @@ import (
 
 // engineListenAddr: the event-loop engine is Linux-only; elsewhere every port takes the
 // goroutine path.
-func (p *Proxy) engineListenAddr(int) (netip.AddrPort, bool) { return netip.AddrPort{}, false }
+func (p *Proxy) engineListenAddr(*routeSet, int) (netip.AddrPort, bool) {
+	return netip.AddrPort{}, false
+}
 
 func (p *Proxy) listenEngine(netip.AddrPort) (*evloop.Server, error) {
 	return nil, errors.ErrUnsupported

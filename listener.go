@@ -44,7 +44,7 @@ func (p *Proxy) reconcileLocked(ctx context.Context, set *routeSet) error {
 		if _, ok := p.listeners[port]; ok {
 			continue
 		}
-		if addr, ok := p.engineListenAddr(port); ok {
+		if addr, ok := p.engineListenAddr(set, port); ok {
 			ev, err := p.listenEngine(addr)
 			if err != nil {
 				for _, l := range opened {

@@ -11,6 +11,7 @@
 #   N=5000 C=8 bench/syscalls.sh             # 8 concurrent clients
 #   SMARTPROXY=/tmp/old/smartproxy TARGETS=smartproxy bench/syscalls.sh   # another build
 #   TARGETS="smartproxy evloop haproxy" ...  # evloop: the internal/evloop prototype (bench/cmd/evproxy)
+#   TARGETS="smartproxy smartproxy-ev haproxy" ...  # smartproxy-ev: Options.Engine = EngineEventLoop
 #   NBIOPROXY=/path/nbioproxy TARGETS="nbio evloop" ...   # nbio: a forwarder on lesismal/nbio
 #   SMARTPROXY_B=/tmp/old/smartproxy TARGETS="smartproxy smartproxy-b" CPU_ROUNDS=3 N=20000 C=8 \
 #     COUNT=0 bench/syscalls.sh              # A/B: proxy CPU µs per connection, no strace
@@ -43,7 +44,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 mkdir -p "$OUT/bin" "$OUT/nginx"
-(cd "$REPO" && go build -o "$OUT/bin/" ./bench/cmd/backend ./bench/cmd/loadgen ./bench/cmd/evproxy)
+(cd "$REPO" && go build -o "$OUT/bin/" ./bench/cmd/backend ./bench/cmd/loadgen ./bench/cmd/evproxy ./bench/cmd/profproxy)
 if [[ -z "${SMARTPROXY:-}" ]]; then
   (cd "$REPO" && go build -o "$OUT/bin/smartproxy" ./cmd/smartproxy)
   SMARTPROXY="$OUT/bin/smartproxy"
@@ -103,6 +104,10 @@ start() {
       PROXY_PID=$!; TRACE_PID=$PROXY_PID ;;
     smartproxy)
       GOMAXPROCS=1 "$SMARTPROXY" -config "$OUT/smartproxy.json" -log-level warn >>"$OUT/smartproxy.log" 2>&1 &
+      PROXY_PID=$!; TRACE_PID=$PROXY_PID ;;
+    smartproxy-ev)
+      # the library with Options.Engine = EngineEventLoop, from the same config (bench/cmd/profproxy)
+      GOMAXPROCS=1 "$OUT/bin/profproxy" -config "$OUT/smartproxy.json" -engine eventloop -pprof "" >>"$OUT/smartproxy-ev.log" 2>&1 &
       PROXY_PID=$!; TRACE_PID=$PROXY_PID ;;
     evloop)
       # the internal/evloop prototype: forwards without routing, so sni is not parsed here

@@ -80,4 +80,3 @@ func TestSniffTimeoutAndRefusal(t *testing.T) {
 		t.Fatal("refused client still open")
 	}
 }
-
