@@ -17,11 +17,12 @@ import (
 )
 
 // engineListenAddr is the address event loops listen on for port, and whether the
-// event-loop engine serves it at all: only when chosen, for ports the proxy opens itself, on
+// event-loop engine serves it at all: only when chosen, for ports the proxy opens itself and
+// backends it dials itself (no Options.Listen, no Options.Dial), on
 // an IP-literal (or empty: every interface) ListenAddress, whose routes the loop can serve
 // (engineEligible).
 func (p *Proxy) engineListenAddr(set *routeSet, port int) (netip.AddrPort, bool) {
-	if p.opts.Engine != EngineEventLoop || p.opts.Listen != nil || !p.engineEligible(set, port) {
+	if p.opts.Engine != EngineEventLoop || p.opts.Listen != nil || p.opts.Dial != nil || !p.engineEligible(set, port) {
 		return netip.AddrPort{}, false
 	}
 	if p.opts.ListenAddress == "" {
