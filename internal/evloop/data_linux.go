@@ -28,7 +28,13 @@ type sock struct {
 	rdhup bool
 	eof   bool // read EOF from this socket
 	shut  bool // shut down this socket's sending side (the other side's EOF passed on)
-	dir   int  // 0: client (bytes read from it go to the backend), 1: backend
+	// bulk: a read from this socket filled the loop buffer; it is spliced from now on.
+	bulk bool
+	// pipe holds pipeN bytes spliced from other that this socket has not taken yet (the
+	// spliced counterpart of pend).
+	pipe  kpipe
+	pipeN int
+	dir   int // 0: client (bytes read from it go to the backend), 1: backend
 }
 
 // Conn is one proxied connection: its client and backend sockets. Only Peer and Close may be
@@ -139,7 +145,7 @@ func (l *loop) ready(s *sock, events uint32) {
 			return
 		}
 	}
-	if events&unix.EPOLLOUT != 0 && len(s.pend) > 0 {
+	if events&unix.EPOLLOUT != 0 && s.blocked() {
 		if !l.flush(s) {
 			return
 		}
@@ -165,9 +171,12 @@ func (l *loop) pump(src *sock) bool {
 	if src.eof {
 		return true
 	}
-	if len(dst.pend) > 0 || !c.connected {
+	if dst.blocked() || !c.connected {
 		dst.more = true // read it once dst has taken what is pending
 		return true
+	}
+	if src.bulk {
+		return l.pumpSplice(src)
 	}
 	for {
 		n, err := recv(src.fd, l.buf)
@@ -200,8 +209,15 @@ func (l *loop) pump(src *sock) bool {
 		if n < len(l.buf) && !src.rdhup {
 			return true
 		}
+		if n == len(l.buf) {
+			src.bulk = true
+			return l.pumpSplice(src)
+		}
 	}
 }
+
+// blocked reports whether bytes wait for s (in pend or in its pipe).
+func (s *sock) blocked() bool { return len(s.pend) > 0 || s.pipeN > 0 }
 
 // moved counts n bytes written from src to its other side.
 func (l *loop) moved(src *sock, n int) {
@@ -239,6 +255,12 @@ func (l *loop) flush(dst *sock) bool {
 		l.armWrite(dst.c) // progress: a new period
 	}
 	dst.pend = nil // the pending buffer goes; an idle connection holds none
+	if dst.pipeN > 0 {
+		done, ok := l.flushPipe(dst)
+		if !ok || !done {
+			return ok
+		}
+	}
 	l.disarmWrite(dst.c)
 	src := dst.other
 	if src.eof {
@@ -255,7 +277,7 @@ func (l *loop) flush(dst *sock) bool {
 // it was written; when both directions have ended the connection closes.
 func (l *loop) passEOF(src *sock) bool {
 	dst := src.other
-	if len(dst.pend) > 0 || dst.shut {
+	if dst.blocked() || dst.shut {
 		return true
 	}
 	if dst.eof {
@@ -290,6 +312,10 @@ func (l *loop) closeConn(c *Conn, err error) {
 		}
 		closeFD(fd)
 		c.s[i].pend = nil
+		if c.s[i].pipeN > 0 {
+			closePipe(c.s[i].pipe) // it holds bytes: never reused
+			c.s[i].pipeN = 0
+		}
 	}
 	c.hello = nil
 	l.untime(c)

@@ -38,7 +38,8 @@ type loop struct {
 	cmdMu  sync.Mutex
 	cmds   []*Conn // queued by Conn.Close, under cmdMu
 	timed  map[*Conn]struct{}
-	conns  int // open connections; a shut-down loop ends when none is left
+	conns  int     // open connections; a shut-down loop ends when none is left
+	spare  []kpipe // empty splice pipes for reuse (splice_linux.go)
 }
 
 func newLoop(srv *Server, addr netip.AddrPort) (*loop, error) {
@@ -121,6 +122,10 @@ func sockaddr(a netip.AddrPort) unix.Sockaddr {
 }
 
 func (l *loop) closeFDs() {
+	for _, p := range l.spare {
+		closePipe(p)
+	}
+	l.spare = nil
 	for _, fd := range []int{l.lfd, l.wakefd} {
 		if fd >= 0 {
 			_ = unix.Close(fd)

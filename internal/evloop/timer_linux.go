@@ -71,7 +71,7 @@ func (l *loop) armWrite(c *Conn) {
 
 // disarmWrite stops c's write-progress timeout once nothing waits to be written.
 func (l *loop) disarmWrite(c *Conn) {
-	if len(c.s[0].pend) > 0 || len(c.s[1].pend) > 0 {
+	if c.s[0].blocked() || c.s[1].blocked() {
 		return
 	}
 	c.writeAt = 0
