@@ -127,3 +127,37 @@ func TestShutdown(t *testing.T) {
 		t.Fatal("Done not closed after the last connection ended")
 	}
 }
+
+// A Conn.Close that arrives for a connection OnOpen refused (a connection manager's kill
+// racing the refusal) does nothing: the refused socket's fd number, which the next accept may
+// reuse, is not closed again, and the counts stay right.
+func TestCloseAfterRefusal(t *testing.T) {
+	t.Parallel()
+	target := backend(t, echo)
+	first := true
+	s := startCfg(t, Config{Loops: 1, OnOpen: func(c *Conn) Decision {
+		if first {
+			first = false
+			c.Close()
+			return Decision{}
+		}
+		return Decision{Target: target}
+	}})
+	refused := dial(t, s)
+	defer refused.Close()
+	_, _ = refused.Read(make([]byte, 1))
+	c := dial(t, s)
+	defer c.Close()
+	for i := range 3 {
+		if _, err := c.Write([]byte{byte('a' + i)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			t.Fatal("second connection broken after the late close:", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if active, _, _ := s.Stats(); active != 1 {
+		t.Fatalf("active = %d, want 1", active)
+	}
+}

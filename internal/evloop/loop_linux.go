@@ -237,9 +237,11 @@ func (l *loop) start(cfd int, peer netip.AddrPort) {
 	}
 	switch {
 	case d.HandOff && l.srv.cfg.OnHandOff != nil:
+		c.closed = true // the socket is not ours any more: a later Conn.Close does nothing
 		l.srv.cfg.OnHandOff(cfd, peer)
 		return
 	case (!d.Target.IsValid() && !d.Sniff) || d.HandOff:
+		c.closed = true
 		closeFD(cfd)
 		return
 	}
