@@ -54,13 +54,7 @@ func TestEngineForwardHalfClose(t *testing.T) {
 		_, _ = c.Write(resp)
 	})
 	p, port := startEngineProxy(t, Options{}, func(port int) []Route { return []Route{plainRoute("hc", port, be.addr())} })
-	c := dial(t, port)
-	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
-	_, err := c.Write(req)
-	require.NoError(t, err)
-	require.NoError(t, c.CloseWrite())
-	got, err := io.ReadAll(c)
-	require.NoError(t, err)
+	got := sendThenHalfClose(t, port, req)
 	require.True(t, bytes.Equal(resp, got), "got %d bytes, want %d", len(got), len(resp))
 	requireNoRecords(t, p)
 	m := p.Metrics()
@@ -166,11 +160,7 @@ func TestEngineStop(t *testing.T) {
 // tiny segments, and one over 16 KiB (two records), as TestSNIPassthroughRealTLS.
 func TestEngineSNIPassthrough(t *testing.T) {
 	t.Parallel()
-	alpha := startBackend(t, "127.0.0.1:0", tlsGreeter("alpha"))
-	beta := startBackend(t, "127.0.0.1:0", tlsGreeter("beta"))
-	p, port := startEngineProxy(t, Options{InitialDataTimeout: 5 * time.Second}, func(port int) []Route {
-		return sniRoutes(port, alpha, beta)
-	})
+	p, port, alpha, beta := startEngineSNI(t)
 	tlsThrough(t, dial(t, port), &tls.Config{ServerName: "www.beta.test", InsecureSkipVerify: true}, "beta")
 	tlsThrough(t, dial(t, port), &tls.Config{ServerName: "alpha.test", InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12}, "alpha")
 	c := &fragmentingConn{Conn: dial(t, port), record: 9, segment: 13, pause: time.Millisecond}
@@ -187,11 +177,7 @@ func TestEngineSNIPassthrough(t *testing.T) {
 // garbage on an SNI port is closed without reaching a backend.
 func TestEngineSNIRefusals(t *testing.T) {
 	t.Parallel()
-	alpha := startBackend(t, "127.0.0.1:0", tlsGreeter("alpha"))
-	beta := startBackend(t, "127.0.0.1:0", tlsGreeter("beta"))
-	p, port := startEngineProxy(t, Options{InitialDataTimeout: 2 * time.Second}, func(port int) []Route {
-		return sniRoutes(port, alpha, beta)
-	})
+	p, port, alpha, beta := startEngineSNI(t)
 	c := dial(t, port)
 	require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
 	err := tls.Client(c, &tls.Config{ServerName: "nobody.test", InsecureSkipVerify: true}).Handshake()
@@ -203,4 +189,15 @@ func TestEngineSNIRefusals(t *testing.T) {
 	require.Empty(t, got)
 	requireNoRecords(t, p)
 	require.Zero(t, alpha.accepts.Load()+beta.accepts.Load())
+}
+
+// startEngineSNI starts an engine proxy with the two SNI passthrough routes of sniRoutes.
+func startEngineSNI(t *testing.T) (p *Proxy, port int, alpha, beta *backend) {
+	t.Helper()
+	alpha = startBackend(t, "127.0.0.1:0", tlsGreeter("alpha"))
+	beta = startBackend(t, "127.0.0.1:0", tlsGreeter("beta"))
+	p, port = startEngineProxy(t, Options{InitialDataTimeout: 5 * time.Second}, func(port int) []Route {
+		return sniRoutes(port, alpha, beta)
+	})
+	return p, port, alpha, beta
 }

@@ -52,6 +52,17 @@ func echo(c *net.TCPConn) {
 	_ = c.CloseWrite()
 }
 
+// deadAddr is a loopback address where nothing listens (a port just closed).
+func deadAddr(t *testing.T) netip.AddrPort {
+	t.Helper()
+	ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(loopback))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
 func start(t *testing.T, target netip.AddrPort, loops int) *Server {
 	t.Helper()
 	s, err := Start(Config{Listen: loopback, Target: target, Loops: loops})
@@ -203,13 +214,7 @@ func TestBulkEchoBackPressure(t *testing.T) {
 // A backend that refuses the connection closes the client's; nothing stays open.
 func TestBackendRefused(t *testing.T) {
 	t.Parallel()
-	ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(loopback))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().(*net.TCPAddr).AddrPort()
-	ln.Close()
-	s := start(t, dead, 1)
+	s := start(t, deadAddr(t), 1)
 	c := dial(t, s)
 	defer c.Close()
 	_, _ = c.Write([]byte("x"))

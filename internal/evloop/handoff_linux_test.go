@@ -55,12 +55,7 @@ func TestHandOff(t *testing.T) {
 // A refused connect goes to OnDialError, whose next target is dialed; the reason reaches it.
 func TestDialRetry(t *testing.T) {
 	t.Parallel()
-	ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(loopback))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().(*net.TCPAddr).AddrPort()
-	ln.Close()
+	dead := deadAddr(t)
 	good := backend(t, echo)
 	dialErrs := make(chan error, 4)
 	s := startCfg(t, Config{Loops: 1,
