@@ -13,7 +13,8 @@ const (
 	// listening sockets, no goroutine per connection. Linux only, and only when the proxy
 	// opens its ports and dials its backends itself (no Options.Listen, no Options.Dial).
 	// Ports whose routes are all plain TCP forwards or TLS passthrough (routed by SNI in the
-	// loop) to IP-literal targets, with the default security checker, get event loops; the
+	// loop) to IP-literal targets, with the default security checker, route matcher and
+	// connection manager (the loop must never call code that may block), get event loops; the
 	// others keep the goroutine path. Should UpdateRoutes put such a route on a port that
 	// has loops, its connections are handed to the goroutine path on accept. Differences
 	// from the goroutine path: bytes move with recv/send (no splice yet), and each backend

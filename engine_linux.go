@@ -100,10 +100,20 @@ type eligibility struct {
 }
 
 // engineEligible reports whether the loop can serve every route on port in set by itself:
-// no HTTP on the port, and each route an engineRoute (a plain forward or a TLS passthrough).
+// no HTTP on the port, the built-in matcher and connection manager, and each route an
+// engineRoute (a plain forward or a TLS passthrough).
 func (p *Proxy) engineEligible(set *routeSet, port int) bool {
 	plan, ok := set.ports[port]
 	if !ok || plan.plainHTTP || plan.termHTTP {
+		return false
+	}
+	// The loop calls the matcher and the connection manager: only the built-in ones, whose
+	// calls never block (a custom one may do I/O, which would stall every connection of the
+	// loop).
+	if _, ok := set.matcher.(*RouteTable); !ok {
+		return false
+	}
+	if _, ok := p.conns.(*connection.Manager); !ok {
 		return false
 	}
 	for _, r := range set.routes {

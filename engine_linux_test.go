@@ -33,12 +33,21 @@ func startEngineProxy(t *testing.T, opts Options, routes func(port int) []Route)
 		p := newTestProxy(t, nil, o)
 		err := p.Start(context.Background())
 		if err == nil {
+			require.True(t, servedByEngine(p, port), "port %d is not served by event loops", port)
 			return p, port
 		}
 		if !errors.Is(err, syscall.EADDRINUSE) || attempt == 5 {
 			t.Fatal(err)
 		}
 	}
+}
+
+// servedByEngine reports whether event loops serve port (not the goroutine path's listener).
+func servedByEngine(p *Proxy, port int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l := p.listeners[port]
+	return l != nil && l.ev != nil
 }
 
 // The engine forwards a plain TCP port: half-close passed on both ways, exact byte counts
@@ -121,19 +130,25 @@ func TestEngineInactivityTimeout(t *testing.T) {
 		2*time.Second, 5*time.Millisecond, "closed: %v", p.Metrics().Closed)
 }
 
-// A route the loop cannot forward by itself (a socket handler) is handed to the goroutine
-// path on accept and works as before.
-func TestEngineHandsOffOtherRoutes(t *testing.T) {
+// After UpdateRoutes puts a route the loop cannot serve (a socket handler) on a port the
+// loops serve, its connections are handed to the goroutine path on accept and work as before,
+// and the connection that was open on the old route carries on.
+func TestEngineHandsOffAfterUpdateRoutes(t *testing.T) {
 	t.Parallel()
-	p, port := startEngineProxy(t, Options{}, func(port int) []Route {
-		return []Route{NewRoute("h").Ports(port).HandleWith(func(_ context.Context, c net.Conn, _ *RouteContext) error {
-			_, err := io.WriteString(c, "handled")
-			return err
-		}).Route()}
-	})
+	be := startBackend(t, "127.0.0.1:0", echo)
+	p, port := startEngineProxy(t, Options{}, func(port int) []Route { return []Route{plainRoute("fwd", port, be.addr())} })
+	old := dial(t, port)
+	require.Equal(t, "x", roundTrip(t, old, "x"))
+	require.NoError(t, p.UpdateRoutes([]Route{NewRoute("h").Ports(port).HandleWith(func(_ context.Context, c net.Conn, _ *RouteContext) error {
+		_, err := io.WriteString(c, "handled")
+		return err
+	}).Route()}))
+	require.True(t, servedByEngine(p, port), "the port's loops should stay")
 	c := dial(t, port)
 	_, got := awaitClose(t, c, 2*time.Second)
 	require.Equal(t, "handled", string(got))
+	require.Equal(t, "y", roundTrip(t, old, "y"))
+	require.NoError(t, old.Close())
 	requireNoRecords(t, p)
 }
 
@@ -200,4 +215,20 @@ func startEngineSNI(t *testing.T) (p *Proxy, port int, alpha, beta *backend) {
 		return sniRoutes(port, alpha, beta)
 	})
 	return p, port, alpha, beta
+}
+
+// With the engine chosen, only ports whose every route the loop can serve get loops; a port
+// with a socket handler keeps the goroutine path's listener.
+func TestEngineChoosesPorts(t *testing.T) {
+	t.Parallel()
+	be := startBackend(t, "127.0.0.1:0", echo)
+	other := closedPort(t)
+	p, port := startEngineProxy(t, Options{}, func(port int) []Route {
+		return []Route{
+			plainRoute("fwd", port, be.addr()),
+			NewRoute("h").Ports(other).HandleWith(func(context.Context, net.Conn, *RouteContext) error { return nil }).Route(),
+		}
+	})
+	require.True(t, servedByEngine(p, port))
+	require.False(t, servedByEngine(p, other), "a socket-handler port must keep the goroutine path")
 }
