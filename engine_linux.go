@@ -63,7 +63,8 @@ func (p *Proxy) listenEngine(addr netip.AddrPort) (*evloop.Server, error) {
 		SniffMax:         p.opts.MaxClientHelloBytes,
 		NoDelayOff:       !p.opts.noDelay(),
 		ListenSocket:     keepAlive, // accepted sockets inherit it
-		BackendSocket:    keepAlive,
+		KeepAlive:        enable,
+		KeepAliveIdle:    keepAliveIdle(idle),
 		OnOpen: func(c *evloop.Conn) evloop.Decision {
 			la := local
 			if wildcard {
@@ -127,6 +128,18 @@ func (p *Proxy) engineEligible(set *routeSet, port int) bool {
 		}
 	}
 	return true
+}
+
+// keepAliveIdle is the idle time setListenerKeepAlive sets for idle: Go's 15 s default for 0,
+// the kernel's for negative.
+func keepAliveIdle(idle time.Duration) time.Duration {
+	switch {
+	case idle == 0:
+		return 15 * time.Second
+	case idle < 0:
+		return 0
+	}
+	return idle
 }
 
 func unmapPort(a netip.AddrPort) netip.AddrPort {

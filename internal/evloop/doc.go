@@ -73,8 +73,13 @@ type Config struct {
 	// NoDelayOff leaves Nagle's algorithm on for backend sockets (TCP_NODELAY is set on them
 	// otherwise; accepted sockets inherit the listening socket's setting).
 	NoDelayOff bool
+	// KeepAlive turns TCP keep-alive on for backend sockets, with KeepAliveIdle (rounded up
+	// to seconds) before the first probe when positive (the kernel's default otherwise).
+	// Accepted sockets inherit the listening socket's options: set them with ListenSocket.
+	KeepAlive     bool
+	KeepAliveIdle time.Duration
 	// ListenSocket and BackendSocket, when set, are called with each new listening socket and
-	// each backend socket before it connects, to set options (keep-alive, ...).
+	// each backend socket before it connects, to set other options.
 	ListenSocket, BackendSocket func(fd int)
 
 	// The callbacks run on the loop's goroutine, between its system calls: they must be quick

@@ -302,6 +302,12 @@ func (l *loop) connect(c *Conn, target netip.AddrPort) error {
 	if !cfg.NoDelayOff {
 		_ = setsockoptInt(bfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	}
+	if cfg.KeepAlive {
+		_ = setsockoptInt(bfd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+		if t := cfg.KeepAliveIdle; t > 0 {
+			_ = setsockoptInt(bfd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, int((t+time.Second-1)/time.Second))
+		}
+	}
 	if cfg.BackendSocket != nil {
 		cfg.BackendSocket(bfd)
 	}
