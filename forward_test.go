@@ -43,19 +43,28 @@ func TestForwardHalfClose(t *testing.T) {
 	port := lp.port(t)
 	p := startTestProxy(t, lp, Options{Routes: []Route{plainRoute("hc", port, be.addr())}})
 
-	c := dial(t, port)
-	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
-	_, err := c.Write(req)
-	require.NoError(t, err)
-	require.NoError(t, c.CloseWrite())
-	got, err := io.ReadAll(c)
-	require.NoError(t, err)
+	got := sendThenHalfClose(t, port, req)
 	require.Equal(t, len(resp), len(got))
 	require.True(t, bytes.Equal(resp, got))
 	requireNoRecords(t, p)
 	m := p.Metrics()
 	require.EqualValues(t, len(req), m.BytesIn)
 	require.EqualValues(t, len(resp), m.BytesOut)
+}
+
+// sendThenHalfClose sends req to port, half-closes, and returns everything the
+// proxy sends back until its EOF.
+func sendThenHalfClose(t *testing.T, port int, req []byte) []byte {
+	t.Helper()
+	c := dial(t, port)
+	defer c.Close()
+	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+	_, err := c.Write(req)
+	require.NoError(t, err)
+	require.NoError(t, c.CloseWrite())
+	got, err := io.ReadAll(c)
+	require.NoError(t, err)
+	return got
 }
 
 // TestServerSpeaksFirst: on a port whose routes need no SNI the proxy

@@ -10,12 +10,15 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gosmartproxy/smartproxy/internal/evloop"
 )
 
 // portListener is the one listener of a port, shared by all its routes.
 type portListener struct {
 	port   int
 	ln     net.Listener
+	ev     *evloop.Server // instead of ln when event loops serve the port (engine_linux.go)
 	once   sync.Once
 	closed atomic.Bool // set before ln is closed, so acceptLoop can tell
 }
@@ -23,6 +26,10 @@ type portListener struct {
 func (l *portListener) close() {
 	l.once.Do(func() {
 		l.closed.Store(true)
+		if l.ev != nil {
+			l.ev.Shutdown() // its connections run on; Stop waits for them as for handlers
+			return
+		}
 		_ = l.ln.Close()
 	})
 }
@@ -35,6 +42,17 @@ func (p *Proxy) reconcileLocked(ctx context.Context, set *routeSet) error {
 	var opened []*portListener
 	for _, port := range sortedPorts(set.ports) {
 		if _, ok := p.listeners[port]; ok {
+			continue
+		}
+		if addr, ok := p.engineListenAddr(set, port); ok {
+			ev, err := p.listenEngine(addr)
+			if err != nil {
+				for _, l := range opened {
+					l.close()
+				}
+				return fmt.Errorf("smartproxy: listen on port %d: %w", port, err)
+			}
+			opened = append(opened, &portListener{port: port, ev: ev})
 			continue
 		}
 		ln, err := p.listen(ctx, port)
@@ -53,6 +71,13 @@ func (p *Proxy) reconcileLocked(ctx context.Context, set *routeSet) error {
 	p.set.Store(set)
 	for _, l := range opened {
 		p.listeners[l.port] = l
+		if l.ev != nil {
+			// The loops end after Shutdown and their last connection: a handler
+			// until then, so Stop drains them like serving goroutines.
+			p.handlers.Add(1)
+			go func() { <-l.ev.Done(); p.handlers.Done() }()
+			continue
+		}
 		p.acceptors.Add(1)
 		go p.acceptLoop(l)
 	}

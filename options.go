@@ -124,6 +124,10 @@ type Options struct {
 	// HTTP request, written off the data path; nil: off (accesslog.go).
 	AccessLog *AccessLogOptions
 
+	// Engine selects the data path of plain TCP forwarding ports: the
+	// zero value, EngineGoroutines, or EngineEventLoop (Linux; see Engine).
+	Engine Engine
+
 	// Listen opens a port's listener; nil means a net.ListenConfig with
 	// the keep-alive settings above. Tests can return in-memory listeners.
 	Listen func(ctx context.Context, network, address string) (net.Listener, error)

@@ -105,7 +105,7 @@ log "open files limit: $(ulimit -n); out: $OUT"
 # ---- build --------------------------------------------------------------------
 log "building smartproxy CLI and bench tools"
 (cd "$REPO" && go build -o "$OUT/bin/smartproxy" ./cmd/smartproxy)
-(cd "$REPO" && go build -o "$OUT/bin/" ./bench/cmd/backend ./bench/cmd/loadgen ./bench/cmd/benchreport)
+(cd "$REPO" && go build -o "$OUT/bin/" ./bench/cmd/backend ./bench/cmd/loadgen ./bench/cmd/benchreport ./bench/cmd/profproxy)
 BIN="$OUT/bin"
 "$BIN/backend" -gencert "$OUT/cert"
 CERT="$OUT/cert/cert.pem" KEY="$OUT/cert/key.pem" COMBINED="$OUT/cert/combined.pem"
@@ -121,8 +121,8 @@ H=127.0.0.1
 cat >"$OUT/smartproxy.json" <<JSON
 {
   "listenAddress": "$H",
-  "maxConnectionsPerIP": -1,
-  "connectionRateLimitPerMinute": -1,
+  "maxConnectionsPerIP": 1000000000,
+  "connectionRateLimitPerMinute": 1000000000,
   "gracefulShutdownTimeout": 1000,
   "routes": [
     {"name": "echo", "match": {"ports": 18001},
@@ -250,6 +250,12 @@ start_proxy() { # name
         >>"$OUT/logs/smartproxy.log" 2>&1 &
       PROXY_PID=$!; PIDS+=($PROXY_PID)
       "$BIN/loadgen" -wait $H:18001,$H:18002,$H:18443,$H:18444,$H:18080 ;;
+    smartproxy-ev)
+      # the same config through the library with Options.Engine = EngineEventLoop
+      GOMAXPROCS=1 taskset -c $PROXY_CPU "$BIN/profproxy" -config "$OUT/smartproxy.json" -engine eventloop -pprof "" \
+        >>"$OUT/logs/smartproxy-ev.log" 2>&1 &
+      PROXY_PID=$!; PIDS+=($PROXY_PID)
+      "$BIN/loadgen" -wait $H:18001,$H:18002,$H:18443,$H:18444,$H:18080 ;;
     haproxy|haproxy-splice)
       taskset -c $PROXY_CPU haproxy -db -f "$OUT/$1.cfg" >>"$OUT/logs/$1.log" 2>&1 &
       PROXY_PID=$!; PIDS+=($PROXY_PID)
@@ -298,7 +304,7 @@ args_for() {
   esac
 }
 targets_for() {
-  if [[ $1 == bulk ]]; then echo "direct smartproxy haproxy haproxy-splice nginx"; else echo "direct smartproxy haproxy nginx"; fi
+  if [[ $1 == bulk ]]; then echo "direct smartproxy smartproxy-ev haproxy haproxy-splice nginx"; else echo "direct smartproxy smartproxy-ev haproxy nginx"; fi
 }
 
 run_one() { # scenario target round

@@ -54,7 +54,7 @@ func (c *PeekConn) Fill(min int) error {
 		c.err = nil
 		return err
 	}
-	if c.w == c.r {
+	if c.w == c.r && !c.readNow(min) {
 		c.waitReadable()
 	}
 	c.reserve(min)
@@ -71,6 +71,23 @@ func (c *PeekConn) Fill(min int) error {
 		}
 	}
 	return nil
+}
+
+// readNow reads what a TCP connection has already received into the buffer without
+// waiting, and reports whether it got any bytes. Usually the first bytes (a ClientHello, a
+// request line) are there by the time a connection is sniffed, and then this one read replaces
+// waitReadable's MSG_PEEK probe and the read after it: one system call fewer per connection.
+// When nothing is there (or on EOF, an error, a deadline) it leaves the buffer as it was and
+// the caller waits and reads as before, which reports those exactly as a plain Read would.
+func (c *PeekConn) readNow(min int) bool {
+	tc, ok := c.Conn.(*net.TCPConn)
+	if !ok {
+		return false
+	}
+	c.reserve(min)
+	n := readAvailable(tc, (*c.buf)[c.w:])
+	c.w += n
+	return n > 0
 }
 
 // waitReadable blocks until the underlying connection has something to read (data, EOF or

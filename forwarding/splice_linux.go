@@ -259,3 +259,27 @@ func (w *readWaiter) wait() error {
 	}
 	return nil
 }
+
+// readAvailable makes one non-blocking read from c into b and returns how many bytes it
+// got: 0 when nothing was there, and also on EOF, an error or a passed read deadline, which
+// the caller's next Read reports.
+func readAvailable(c *net.TCPConn, b []byte) int {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	var n int
+	_ = rc.Read(func(fd uintptr) bool {
+		for {
+			m, err := unix.Read(int(fd), b)
+			if err == unix.EINTR {
+				continue
+			}
+			if err == nil && m > 0 {
+				n = m
+			}
+			return true
+		}
+	})
+	return n
+}

@@ -15,3 +15,6 @@ type readWaiter struct{}
 func newReadWaiter(*net.TCPConn, *pipeDir) *readWaiter { return nil }
 
 func (*readWaiter) wait() error { return nil }
+
+// readAvailable is Linux-only; 0 makes PeekConn wait and read as a plain Read would.
+func readAvailable(*net.TCPConn, []byte) int { return 0 }

@@ -91,6 +91,7 @@ var (
 	waitAddrs = flag.String("wait", "", "comma-separated addresses: wait until all accept, then exit")
 	waitFor   = flag.Duration("wait-timeout", 15*time.Second, "for -wait")
 	settle    = flag.Duration("settle", time.Second, "idle-rss/maxconns: pause before sampling RSS")
+	count     = flag.Int64("count", 0, "closed-loop scenarios: run exactly this many operations, no warm-up, instead of -duration (for per-connection syscall counts)")
 )
 
 func main() {
@@ -495,6 +496,15 @@ func runClosedLoopInit(res *Result, unit string, init func(*worker), op func(*wo
 	)
 	lats := make([][]time.Duration, *conc)
 	ops := make([]int64, *conc)
+	// With -count every operation is measured and the loop ends after exactly that many
+	// successful ones (tickets are taken before each op; a failed op returns its ticket).
+	var tickets atomic.Int64
+	tickets.Store(*count)
+	var a, b sample
+	if *count > 0 {
+		a = takeSample()
+		phase.Store(1)
+	}
 	workers := make([]*worker, *conc)
 	for i := range *conc {
 		w := &worker{id: i}
@@ -511,10 +521,16 @@ func runClosedLoopInit(res *Result, unit string, init func(*worker), op func(*wo
 				if ph == 2 {
 					break
 				}
+				if *count > 0 && tickets.Add(-1) < 0 {
+					break
+				}
 				t0 := time.Now()
 				err := op(w)
 				d := time.Since(t0)
 				if err != nil {
+					if *count > 0 {
+						tickets.Add(1)
+					}
 					errs.add(err)
 					if errs.n.Load() > 1000 {
 						break
@@ -532,13 +548,18 @@ func runClosedLoopInit(res *Result, unit string, init func(*worker), op func(*wo
 			lats[i] = lat
 		}()
 	}
-	time.Sleep(*warmup)
-	a := takeSample()
-	phase.Store(1)
-	time.Sleep(*duration)
-	phase.Store(2)
-	b := takeSample()
-	wg.Wait()
+	if *count > 0 {
+		wg.Wait()
+		b = takeSample()
+	} else {
+		time.Sleep(*warmup)
+		a = takeSample()
+		phase.Store(1)
+		time.Sleep(*duration)
+		phase.Store(2)
+		b = takeSample()
+		wg.Wait()
+	}
 	var all []time.Duration
 	var n, resumed, slow int64
 	for i := range lats {

@@ -30,8 +30,9 @@ import (
 
 func main() {
 	config := flag.String("config", "", "config file (as for cmd/smartproxy)")
-	pprofAddr := flag.String("pprof", "127.0.0.1:6060", "net/http/pprof listen address")
+	pprofAddr := flag.String("pprof", "127.0.0.1:6060", "net/http/pprof listen address (empty: none)")
 	memRate := flag.Int("memrate", 0, "runtime.MemProfileRate (0: Go's default)")
+	engine := flag.String("engine", "goroutines", "data path of plain TCP forwarding ports: goroutines or eventloop (Options.Engine)")
 	flag.Parse()
 	if *memRate > 0 {
 		runtime.MemProfileRate = *memRate
@@ -42,6 +43,13 @@ func main() {
 	}
 	opts := cfg.Options()
 	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	switch *engine {
+	case "goroutines":
+	case "eventloop":
+		opts.Engine = smartproxy.EngineEventLoop
+	default:
+		log.Fatalf("profproxy: -engine %q: want goroutines or eventloop", *engine)
+	}
 	p, err := smartproxy.New(opts)
 	if err != nil {
 		log.Fatal(err)
@@ -56,7 +64,9 @@ func main() {
 		debug.FreeOSMemory()
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	go func() { log.Fatal(http.ListenAndServe(*pprofAddr, nil)) }()
+	if *pprofAddr != "" {
+		go func() { log.Fatal(http.ListenAndServe(*pprofAddr, nil)) }()
+	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	<-sig

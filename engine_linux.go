@@ -1,0 +1,345 @@
+//go:build linux
+
+package smartproxy
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/gosmartproxy/smartproxy/connection"
+	"github.com/gosmartproxy/smartproxy/forwarding"
+	"github.com/gosmartproxy/smartproxy/internal/balance"
+	"github.com/gosmartproxy/smartproxy/internal/evloop"
+)
+
+// engineListenAddr is the address event loops listen on for port, and whether the
+// event-loop engine serves it at all: only when chosen, for ports the proxy opens itself and
+// backends it dials itself (no Options.Listen, no Options.Dial), on
+// an IP-literal (or empty: every interface) ListenAddress, whose routes the loop can serve
+// (engineEligible).
+func (p *Proxy) engineListenAddr(set *routeSet, port int) (netip.AddrPort, bool) {
+	if p.opts.Engine != EngineEventLoop || p.opts.Listen != nil || p.opts.Dial != nil || !p.engineEligible(set, port) {
+		return netip.AddrPort{}, false
+	}
+	if p.opts.ListenAddress == "" {
+		return netip.AddrPortFrom(netip.IPv6Unspecified(), uint16(port)), true // dual-stack
+	}
+	a, err := netip.ParseAddr(p.opts.ListenAddress)
+	if err != nil {
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(a, uint16(port)), true
+}
+
+// listenEngine opens port on event loops. Connections the loops may not forward by
+// themselves are handed to serve, as if accepted by acceptLoop.
+func (p *Proxy) listenEngine(addr netip.AddrPort) (*evloop.Server, error) {
+	port := int(addr.Port())
+	enable, idle := p.opts.keepAlive(), p.opts.KeepAliveInitialDelay
+	keepAlive := func(fd int) { setListenerKeepAlive(fd, enable, idle) }
+	wildcard := addr.Addr().IsUnspecified()
+	local := net.TCPAddrFromAddrPort(addr)
+	// Whether the port's routes can be served in the loop, for the route generation it was
+	// computed for (one atomic load per connection; recomputed after UpdateRoutes).
+	var elig atomic.Pointer[eligibility]
+	eligible := func(set *routeSet) bool {
+		if e := elig.Load(); e != nil && e.set == set {
+			return e.ok
+		}
+		e := &eligibility{set: set, ok: p.engineEligible(set, port)}
+		elig.Store(e)
+		return e.ok
+	}
+	return evloop.Start(evloop.Config{
+		Listen:           addr,
+		HalfCloseTimeout: p.opts.HalfCloseTimeout,
+		WriteTimeout:     p.opts.WriteTimeout,
+		ConnectTimeout:   p.opts.ConnectTimeout,
+		SniffTimeout:     p.opts.InitialDataTimeout,
+		SniffMax:         p.opts.MaxClientHelloBytes,
+		NoDelayOff:       !p.opts.noDelay(),
+		ListenSocket:     keepAlive, // accepted sockets inherit it
+		KeepAlive:        enable,
+		KeepAliveIdle:    keepAliveIdle(idle),
+		OnOpen: func(c *evloop.Conn) evloop.Decision {
+			la := local
+			if wildcard {
+				la = net.TCPAddrFromAddrPort(unmapPort(c.Local()))
+			}
+			return p.engineOpen(port, la, c, eligible)
+		},
+		OnHello: func(c *evloop.Conn, data []byte) evloop.Decision {
+			return c.Data.(*engineConn).hello(data)
+		},
+		OnHandOff: func(fd int, _ netip.AddrPort) { p.engineHandOff(fd, port) },
+		OnConnect: func(c *evloop.Conn) {
+			p.health.Succeeded(c.Data.(*engineConn).addr)
+		},
+		OnDialError: func(c *evloop.Conn, err error) (netip.AddrPort, bool) {
+			return c.Data.(*engineConn).dialFailed(err)
+		},
+		OnData: func(c *evloop.Conn, clientToBackend bool, n int) {
+			if rec := c.Data.(*engineConn).rec; clientToBackend {
+				rec.AddIn(n)
+			} else {
+				rec.AddOut(n)
+			}
+		},
+		OnClose: func(c *evloop.Conn, in, out int64, err error) {
+			c.Data.(*engineConn).closed(in, out, err)
+		},
+	})
+}
+
+type eligibility struct {
+	set *routeSet
+	ok  bool
+}
+
+// engineEligible reports whether the loop can serve every route on port in set by itself:
+// no HTTP on the port, the built-in matcher and connection manager, and each route an
+// engineRoute (a plain forward or a TLS passthrough).
+func (p *Proxy) engineEligible(set *routeSet, port int) bool {
+	plan, ok := set.ports[port]
+	if !ok || plan.plainHTTP || plan.termHTTP {
+		return false
+	}
+	// The loop calls the matcher and the connection manager: only the built-in ones, whose
+	// calls never block (a custom one may do I/O, which would stall every connection of the
+	// loop).
+	if _, ok := set.matcher.(*RouteTable); !ok {
+		return false
+	}
+	if _, ok := p.conns.(*connection.Manager); !ok {
+		return false
+	}
+	for _, r := range set.routes {
+		on := false
+		r.Match.Ports.Each(func(pt int) bool {
+			on = pt == port
+			return !on
+		})
+		if on && !p.engineRoute(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// keepAliveIdle is the idle time setListenerKeepAlive sets for idle: Go's 15 s default for 0,
+// the kernel's for negative.
+func keepAliveIdle(idle time.Duration) time.Duration {
+	switch {
+	case idle == 0:
+		return 15 * time.Second
+	case idle < 0:
+		return 0
+	}
+	return idle
+}
+
+func unmapPort(a netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+}
+
+// engineConn is a connection the event loop forwards: what serve, admitConn and
+// dialBackend keep for a goroutine-path connection. It is the connection manager's closer.
+type engineConn struct {
+	p     *Proxy
+	set   *routeSet // the route generation the connection was accepted in
+	ec    *evloop.Conn
+	rec   *connection.Record
+	rc    RouteContext
+	lease balance.Lease
+	held  bool   // lease is acquired (a zero Lease must not be released)
+	addr  string // the target being dialed or connected
+	tried []string
+	start time.Time
+}
+
+// Close kills the connection from any goroutine (timeouts, Stop).
+func (e *engineConn) Close() error {
+	e.ec.Close()
+	return nil
+}
+
+// engineOpen admits an accepted connection in the loop, as serve does, and routes it at once
+// (admitConn, then the target as dialBackend picks it) or, on ports that route by SNI, after
+// its ClientHello (hello). A connection the loop cannot forward by itself is handed off before
+// anything is recorded, so serve then does all of it.
+func (p *Proxy) engineOpen(port int, local net.Addr, c *evloop.Conn, eligible func(*routeSet) bool) evloop.Decision {
+	set := p.set.Load()
+	if !eligible(set) {
+		return evloop.Decision{HandOff: true}
+	}
+	client := c.Peer()
+	e := &engineConn{p: p, ec: c, set: set, start: time.Now()}
+	rec, err := p.conns.Open(client, port, e)
+	if err != nil {
+		p.reject(refusal{client: client, port: port}, err)
+		return evloop.Decision{}
+	}
+	e.rec = rec
+	e.rc = RouteContext{Port: port, ClientIP: client.Addr(), ClientAddr: client, LocalAddr: local, ConnectionID: rec.ID()}
+	if p.baseCtx.Err() != nil { // see serve: accepted just before Stop
+		p.conns.Close(rec)
+		return evloop.Decision{}
+	}
+	c.Data = e
+	if set.ports[port].needsHello {
+		return evloop.Decision{Sniff: true}
+	}
+	d := e.route()
+	if !d.Target.IsValid() {
+		p.conns.Close(rec) // refused before OnClose could be reported
+	}
+	return d
+}
+
+// hello routes a sniffing connection by its ClientHello, as serve's readHello does: more bytes
+// while it is incomplete, without SNI when the client does not speak TLS, closed when the
+// hello is malformed or over MaxClientHelloBytes. A refused decision ends the connection and
+// OnClose closes its record.
+func (e *engineConn) hello(data []byte) evloop.Decision {
+	info, _, err := forwarding.ParseClientHello(data, nil)
+	switch {
+	case errors.Is(err, forwarding.ErrNeedMore):
+		if len(data) >= e.p.opts.MaxClientHelloBytes {
+			e.p.logConn("closing connection: no usable ClientHello", "id", e.rc.ConnectionID, "client", e.rc.ClientAddr, "port", e.rc.Port, "err", forwarding.ErrHelloTooLarge)
+			return evloop.Decision{}
+		}
+		return evloop.Decision{Sniff: true}
+	case err == nil:
+		e.rc.Domain = normalizeDomain(string(info.ServerName))
+		e.rc.TLSVersion = info.MaxVersion
+	case errors.Is(err, forwarding.ErrNotTLS):
+	default:
+		e.p.logConn("closing connection: no usable ClientHello", "id", e.rc.ConnectionID, "client", e.rc.ClientAddr, "port", e.rc.Port, "err", err)
+		return evloop.Decision{}
+	}
+	return e.route()
+}
+
+// route runs the connection checks (admitConn, which matches the route) and picks the first
+// target; the zero Decision refuses.
+func (e *engineConn) route() evloop.Decision {
+	route, _, ok := e.p.admitConn(e.set, alertWriter{e.ec}, e.rec, &e.rc)
+	if !ok {
+		return evloop.Decision{}
+	}
+	if !e.p.engineRoute(route) { // cannot happen on an eligible port; never forward it blindly
+		return evloop.Decision{}
+	}
+	target, ok := e.next()
+	if !ok {
+		return evloop.Decision{}
+	}
+	return evloop.Decision{Target: target}
+}
+
+// alertWriter is the conn admitConn writes a refusal's TLS alert to: the loop's socket,
+// written without waiting (best effort, as writeTLSAlert is).
+type alertWriter struct{ c *evloop.Conn }
+
+func (a alertWriter) Read([]byte) (int, error)         { return 0, net.ErrClosed }
+func (a alertWriter) Write(b []byte) (int, error)      { a.c.WriteNow(b); return len(b), nil }
+func (a alertWriter) Close() error                     { return nil }
+func (a alertWriter) LocalAddr() net.Addr              { return nil }
+func (a alertWriter) RemoteAddr() net.Addr             { return nil }
+func (a alertWriter) SetDeadline(time.Time) error      { return nil }
+func (a alertWriter) SetReadDeadline(time.Time) error  { return nil }
+func (a alertWriter) SetWriteDeadline(time.Time) error { return nil }
+
+// engineRoute reports whether the loop can forward connections of route by itself: a plain
+// forward or a TLS passthrough (no termination) to IP-literal hosts chosen by the route's
+// balancer, with connection checks that run no user code.
+func (p *Proxy) engineRoute(r *Route) bool {
+	if r == nil || r.state == nil || r.Action.Type != ActionForward || r.state.tls != nil ||
+		len(r.state.targets) == 0 || admissionFor(r, "").deferred() {
+		return false
+	}
+	if _, ok := p.sec.(DefaultSecurityChecker); !ok {
+		return false
+	}
+	t := &r.state.targets[0]
+	if t.HostFunc != nil || t.PortFunc != nil || len(t.Host) == 0 {
+		return false
+	}
+	for _, h := range t.Host {
+		if _, err := netip.ParseAddr(h); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// next picks the next host (as dialBackend does) and takes its lease.
+func (e *engineConn) next() (netip.AddrPort, bool) {
+	p, rc := e.p, &e.rc
+	if len(e.tried) >= hostCount(rc.Route, 0) {
+		p.log.Debug("every target failed: closing client", "id", rc.ConnectionID, "route", rc.RouteName, "client", rc.ClientAddr, "tried", len(e.tried))
+		return netip.AddrPort{}, false
+	}
+	addr, err := pick(rc.Route, 0, rc, e.tried, p.health)
+	if err != nil {
+		p.log.Debug("cannot forward", "id", rc.ConnectionID, "route", rc.RouteName, "err", err)
+		return netip.AddrPort{}, false
+	}
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		p.log.Warn("cannot forward", "id", rc.ConnectionID, "route", rc.RouteName, "target", addr, "err", err)
+		return netip.AddrPort{}, false
+	}
+	e.tried = append(e.tried, addr)
+	e.addr = addr
+	p.health.Acquire(&e.lease, addr)
+	e.held = true
+	return ap, true
+}
+
+// release ends the target's active-connection count (least-connections).
+func (e *engineConn) release() {
+	if e.held {
+		e.held = false
+		e.lease.Release()
+	}
+}
+
+// dialFailed marks the host failed (passive health) and moves on to the next one.
+func (e *engineConn) dialFailed(err error) (netip.AddrPort, bool) {
+	p := e.p
+	e.release()
+	if p.baseCtx.Err() != nil {
+		return netip.AddrPort{}, false // shutting down: not the target's fault
+	}
+	p.health.Failed(e.addr, err)
+	p.logConn("backend dial failed", "id", e.rc.ConnectionID, "route", e.rc.RouteName, "target", e.addr, "err", err)
+	return e.next()
+}
+
+// closed ends the connection's record, as the end of a pipe does.
+func (e *engineConn) closed(in, out int64, err error) {
+	e.release()
+	e.p.logConn("connection closed", "id", e.rc.ConnectionID, "route", e.rc.RouteName, "bytesIn", in, "bytesOut", out, "err", err, "engine", "eventloop")
+	e.p.conns.Close(e.rec)
+}
+
+// engineHandOff serves a socket the loop handed off on the goroutine path.
+func (p *Proxy) engineHandOff(fd, port int) {
+	f := os.NewFile(uintptr(fd), "handed-off")
+	conn, err := net.FileConn(f)
+	_ = f.Close()
+	if err != nil {
+		p.log.Warn("handing a connection to the goroutine path failed", "port", port, "err", err)
+		return
+	}
+	p.handlers.Add(1)
+	go func() {
+		defer p.handlers.Done()
+		p.serve(conn, port, true)
+	}()
+}

@@ -1,0 +1,112 @@
+// Package evloop is the prototype of an event-loop data path for plain TCP forwarding
+// (issue 16): raw accept4 and connect on non-blocking sockets, one epoll set per loop and one
+// loop per GOMAXPROCS, each with its own SO_REUSEPORT listening socket (no shared accept queue,
+// no lock on the data path), every socket registered once for its lifetime (edge-triggered,
+// EPOLLIN|EPOLLOUT|EPOLLRDHUP; close removes it), bytes moved with recv/send through one
+// per-loop buffer, and no goroutine per connection.
+//
+// It measures what such a path costs per connection (bench/syscalls.sh, target evloop via
+// bench/cmd/evproxy) against the goroutine path and HAProxy. It is not wired into the proxy
+// yet: it forwards every connection of one listener to one target, without routing or SNI
+// parsing (see bench/README.md, "Event-loop engine"). It has the hooks the proxy's wiring
+// needs: admission (Config.OnOpen), per-chunk counts (OnData), the end with its reason
+// (OnClose), closing from another goroutine (Conn.Close, as the connection manager kills
+// connections), and the half-close and write-progress timeouts of the goroutine path.
+//
+// What it does keep from the proxy's semantics: half-close (a FIN is passed on as
+// shutdown(SHUT_WR) once everything read before it is written; the connection closes when
+// both directions have ended), back-pressure (a destination that does not take everything
+// stops reading from its source; only those bytes are copied into a per-direction buffer,
+// dropped once written, so an idle connection holds no buffer), and exact byte counts.
+//
+// The one subtle rule is when a read may stop without a further recv that returns EAGAIN: a
+// short read empties the socket, and with edge-triggered epoll new data raises a new event,
+// except when the peer's FIN is already queued (a chunk and the FIN can be consumed by one
+// read, leaving nothing to raise an event). The loop sees EPOLLRDHUP in the event bits and
+// then reads to EOF; Go's netpoller does not expose those bits, which is why the goroutine
+// path spends a read on EAGAIN after each chunk.
+package evloop
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Defaults for Config's timeouts, the same as the goroutine path's (forwarding package).
+const (
+	DefaultHalfCloseTimeout = 30 * time.Second
+	DefaultWriteTimeout     = 60 * time.Second
+	DefaultConnectTimeout   = 30 * time.Second
+	DefaultSniffTimeout     = 60 * time.Second
+	DefaultSniffMax         = 64 << 10
+)
+
+// Decision is OnOpen's answer for an accepted connection: forward it to Target, hand it off
+// (OnHandOff takes the socket), or, as the zero Decision, refuse it (the socket is closed).
+type Decision struct {
+	Target  netip.AddrPort
+	HandOff bool
+	// Sniff, from OnOpen, reads the client's first bytes before deciding: OnHello is called
+	// with them (and again with more, while it answers Sniff), and they reach the target
+	// first. Handing off is not possible after sniffing.
+	Sniff bool
+}
+
+// Config configures a Server.
+type Config struct {
+	// Listen is the address to accept on; port 0 picks a free one.
+	Listen netip.AddrPort
+	// Target is where every connection is forwarded when OnOpen is nil.
+	Target netip.AddrPort
+	// Loops is the number of event loops; 0 means GOMAXPROCS.
+	Loops int
+	// HalfCloseTimeout bounds how long the remaining direction of a half-closed connection
+	// may stay idle (re-armed by every chunk it moves). 0 means DefaultHalfCloseTimeout,
+	// negative none.
+	HalfCloseTimeout time.Duration
+	// WriteTimeout closes a connection whose destination takes no byte for this long while
+	// bytes wait for it. 0 means DefaultWriteTimeout, negative none.
+	WriteTimeout time.Duration
+	// ConnectTimeout bounds each backend connect. 0 means DefaultConnectTimeout, negative
+	// none.
+	ConnectTimeout time.Duration
+	// NoDelayOff leaves Nagle's algorithm on for backend sockets (TCP_NODELAY is set on them
+	// otherwise; accepted sockets inherit the listening socket's setting).
+	NoDelayOff bool
+	// KeepAlive turns TCP keep-alive on for backend sockets, with KeepAliveIdle (rounded up
+	// to seconds) before the first probe when positive (the kernel's default otherwise).
+	// Accepted sockets inherit the listening socket's options: set them with ListenSocket.
+	KeepAlive     bool
+	KeepAliveIdle time.Duration
+	// ListenSocket and BackendSocket, when set, are called with each new listening socket and
+	// each backend socket before it connects, to set other options.
+	ListenSocket, BackendSocket func(fd int)
+
+	// The callbacks run on the loop's goroutine, between its system calls: they must be quick
+	// and must not block (a connection manager's bookkeeping, counters). Each may be nil.
+
+	// OnOpen is called for each accepted connection before its backend is dialed, and
+	// decides (admission, routing, the target).
+	OnOpen func(c *Conn) Decision
+	// OnHandOff takes over the socket of a connection OnOpen handed off (a non-blocking,
+	// close-on-exec fd the loop forgets), for example to serve it on the goroutine path.
+	OnHandOff func(fd int, peer netip.AddrPort)
+	// OnHello decides for a connection OnOpen asked to sniff, given every byte received so
+	// far (valid only during the call).
+	OnHello func(c *Conn, data []byte) Decision
+	// SniffTimeout bounds the wait for OnHello's decision (0: DefaultSniffTimeout, negative:
+	// none); SniffMax caps the bytes read for it (0: DefaultSniffMax).
+	SniffTimeout time.Duration
+	SniffMax     int
+	// OnConnect is called when the backend connect succeeded.
+	OnConnect func(c *Conn)
+	// OnDialError is called when a backend connect failed or timed out; it may name another
+	// target to try. Otherwise the connection ends with err.
+	OnDialError func(c *Conn, err error) (next netip.AddrPort, ok bool)
+	// OnData is called after each chunk written, with its direction and size.
+	OnData func(c *Conn, clientToBackend bool, n int)
+	// OnClose is called once when a connection that passed OnOpen ends, with the bytes
+	// written each way and why it ended: nil after both directions ended cleanly, ErrClosed,
+	// a timeout error, or a socket error.
+	OnClose func(c *Conn, clientToBackend, backendToClient int64, err error)
+}

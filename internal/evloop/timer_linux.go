@@ -1,0 +1,123 @@
+//go:build linux
+
+package evloop
+
+import (
+	"fmt"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Cross-goroutine commands and deadlines. A loop owns its connections; other goroutines
+// reach them only through post (Conn.Close), which queues the conn and wakes the loop through
+// its eventfd. Deadlines are checked by a sweep over the conns that have one armed (few: only
+// half-closed conns and destinations that do not keep up), run whenever the loop's wait for
+// its epoll fd passes the read deadline it sets on it while any deadline is armed, so an idle
+// loop with no deadline never wakes.
+
+// monoBase anchors monoNow, a monotonic clock in nanoseconds.
+var monoBase = time.Now()
+
+func monoNow() int64 { return int64(time.Since(monoBase)) }
+
+// post queues c for closing by its loop and wakes the loop.
+func (l *loop) post(c *Conn) {
+	l.cmdMu.Lock()
+	l.cmds = append(l.cmds, c)
+	l.cmdMu.Unlock()
+	l.wake()
+}
+
+// wake makes the loop's next wait return (eventfd counters add up; one read clears them).
+func (l *loop) wake() {
+	one := uint64(1)
+	_, _, _ = unix.RawSyscall(unix.SYS_WRITE, uintptr(l.wakefd), uintptr(unsafe.Pointer(&one)), 8)
+}
+
+// commands clears the eventfd and closes the conns queued by Conn.Close.
+func (l *loop) commands() {
+	var v uint64
+	_, _, _ = unix.RawSyscall(unix.SYS_READ, uintptr(l.wakefd), uintptr(unsafe.Pointer(&v)), 8)
+	l.cmdMu.Lock()
+	cmds := l.cmds
+	l.cmds = nil
+	l.cmdMu.Unlock()
+	for _, c := range cmds {
+		l.closeConn(c, ErrClosed)
+	}
+	if l.srv.shutting.Load() && l.lfd >= 0 {
+		closeFD(l.lfd) // close drops it from the epoll set
+		l.lfd = -1
+	}
+}
+
+// armHalf (re)starts c's half-close timeout.
+func (l *loop) armHalf(c *Conn) {
+	if t := l.srv.halfClose; t > 0 {
+		c.halfAt = monoNow() + int64(t)
+		l.time(c)
+	}
+}
+
+// armWrite (re)starts c's write-progress timeout.
+func (l *loop) armWrite(c *Conn) {
+	if t := l.srv.writeTimeout; t > 0 {
+		c.writeAt = monoNow() + int64(t)
+		l.time(c)
+	}
+}
+
+// disarmWrite stops c's write-progress timeout once nothing waits to be written.
+func (l *loop) disarmWrite(c *Conn) {
+	if c.s[0].blocked() || c.s[1].blocked() {
+		return
+	}
+	c.writeAt = 0
+	if c.halfAt == 0 && c.connectAt == 0 && c.sniffAt == 0 {
+		l.untime(c)
+	}
+}
+
+func (l *loop) time(c *Conn) {
+	if !c.timed {
+		c.timed = true
+		l.timed[c] = struct{}{}
+	}
+}
+
+func (l *loop) untime(c *Conn) {
+	if c.timed {
+		c.timed = false
+		delete(l.timed, c)
+	}
+}
+
+// sweep closes the conns whose deadline has passed.
+func (l *loop) sweep() {
+	now := monoNow()
+	for c := range l.timed {
+		switch {
+		case c.sniffAt != 0 && now >= c.sniffAt:
+			l.closeConn(c, ErrSniffTimeout)
+		case c.connectAt != 0 && now >= c.connectAt:
+			if next, ok := l.dialFailed(c, fmt.Errorf("%w (%v)", ErrConnectTimeout, c.target)); ok {
+				l.dial(c, next)
+			}
+		case c.writeAt != 0 && now >= c.writeAt:
+			l.closeConn(c, ErrWriteTimeout)
+		case c.halfAt != 0 && now >= c.halfAt:
+			l.closeConn(c, ErrHalfCloseTimeout)
+		}
+	}
+}
+
+// waitDeadline is when the loop's next wait must end for a sweep: zero when no deadline is
+// armed. Deadlines are checked every tick, so a timeout fires up to one tick late.
+func (l *loop) waitDeadline() time.Time {
+	if len(l.timed) == 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(l.srv.tick)
+}
