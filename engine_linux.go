@@ -105,7 +105,12 @@ type eligibility struct {
 // engineRoute (a plain forward or a TLS passthrough).
 func (p *Proxy) engineEligible(set *routeSet, port int) bool {
 	plan, ok := set.ports[port]
-	if !ok || plan.plainHTTP || plan.termHTTP {
+	if !ok || plan.plainHTTP || plan.termHTTP || plan.acmeHTTP {
+		return false
+	}
+	// PROXY headers are read and checked by the goroutine path (proxyproto.go);
+	// the loop would forward them as data.
+	if p.proxyIn != nil {
 		return false
 	}
 	// The loop calls the matcher and the connection manager: only the built-in ones, whose
@@ -123,7 +128,8 @@ func (p *Proxy) engineEligible(set *routeSet, port int) bool {
 			on = pt == port
 			return !on
 		})
-		if on && !p.engineRoute(r) {
+		// A PROXY header to send is written by the goroutine path (proxyproto_send.go).
+		if on && (!p.engineRoute(r) || r.state.sendPP != 0) {
 			return false
 		}
 	}
