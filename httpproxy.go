@@ -64,19 +64,32 @@ func (h *httpLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			hc.finish()
 		}
 	}()
+	h.serveRequest(w, r, hc, nil)
+}
+
+// serveRequest is one request's way through the proxy on any HTTP
+// stack: net/http's (ServeHTTP) and the fast path's (httpfast.go). It
+// reports ineligible, having written nothing, when eligible (see decide)
+// turns the request's route down.
+func (h *httpLayer) serveRequest(w http.ResponseWriter, r *http.Request, hc *httpConn, eligible func(*Route) bool) verdict {
 	var pr *proxyReq
+	v := answered
 	if h.px.detailed {
 		lr := &loggedResponse{ResponseWriter: w, start: time.Now()}
 		w = lr
-		defer func() { h.logRequest(lr, r, hc, pr) }()
+		defer func() {
+			if v != ineligible {
+				h.logRequest(lr, r, hc, pr)
+			}
+		}()
 	}
 	if refuseFraming(w, r) {
-		return
+		return answered
 	}
-	var v verdict
-	if pr, v = h.decide(w, r, hc, nil); v == proceed {
+	if pr, v = h.decide(w, r, hc, eligible); v == proceed {
 		h.act(w, pr)
 	}
+	return v
 }
 
 // refuseFraming answers what the request's framing alone decides; it

@@ -36,6 +36,8 @@ type proxySeam struct {
 	assign func(rec *connection.Record, route, domain string, lim connection.RouteLimits) error
 	// detailed: enableDetailedLogging, which adds a line per request.
 	detailed bool
+	// fastPath: Options.HTTPFastPath (httpfast.go).
+	fastPath bool
 	// reject counts and logs one refusal (the rejection log).
 	reject func(at refusal, err error)
 
@@ -106,6 +108,7 @@ func newProxySeam(p *Proxy) proxySeam {
 		failed:             p.health.Failed,
 		logConn:            p.logConn,
 		detailed:           p.opts.EnableDetailedLogging,
+		fastPath:           p.opts.HTTPFastPath,
 		log:                p.log,
 		baseCtx:            p.baseCtx,
 		connectTimeout:     p.opts.ConnectTimeout,

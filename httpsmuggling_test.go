@@ -123,6 +123,13 @@ func TestHTTPSmugglingCorpus(t *testing.T) {
 	runSmugglingCorpus(t, Options{})
 }
 
+// TestHTTPSmugglingCorpusFastPath runs the corpus through the HTTP/1.1
+// fast path (httpfast.go).
+func TestHTTPSmugglingCorpusFastPath(t *testing.T) {
+	t.Parallel()
+	runSmugglingCorpus(t, Options{HTTPFastPath: true})
+}
+
 // runSmugglingCorpus runs every case of the corpus, each against its own
 // proxy (opts plus the corpus routes) and backend.
 func runSmugglingCorpus(t *testing.T, opts Options) {

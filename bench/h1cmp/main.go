@@ -44,7 +44,7 @@ func main() {
 		proxyMain(os.Args[2], os.Args[3], os.Args[4])
 		return
 	}
-	mode := flag.String("mode", "own", "own | fasthttp | smartproxy")
+	mode := flag.String("mode", "own", "own | fasthttp | smartproxy | smartproxy-fast")
 	conns := flag.Int("conns", 32, "keep-alive client connections")
 	dur := flag.Duration("dur", 3*time.Second, "measured window")
 	body := flag.Int("body", 0, "request body bytes (POST) or 0 (GET)")
@@ -93,12 +93,13 @@ func proxyMain(mode, listen, backend string) {
 		must(err)
 		fmt.Println("ready")
 		must(s.Serve(ln))
-	case "smartproxy":
+	case "smartproxy", "smartproxy-fast":
 		_, ps, _ := net.SplitHostPort(listen)
 		port, _ := strconv.Atoi(ps)
 		p, err := smartproxy.New(smartproxy.Options{
 			Routes:                       []smartproxy.Route{smartproxy.HTTPRoute("http", []string{"*"}, backend, smartproxy.HTTPPort(port))},
 			MaxConnectionsPerIP:          -1,
+			HTTPFastPath:                 mode == "smartproxy-fast",
 			ConnectionRateLimitPerMinute: -1,
 		})
 		must(err)

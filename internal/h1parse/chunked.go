@@ -15,6 +15,10 @@ const maxChunkLine = 4 << 10
 // checked under the head's field rules and dropped. Any framing fault is
 // an error wrapping ErrMalformed; the stream cannot be read past it.
 type ChunkReader struct {
+	// Trailer, when set, receives each trailer field (slices valid only
+	// during the call).
+	Trailer func(name, value []byte)
+
 	br     *bufio.Reader
 	left   int64 // data bytes left in the current chunk
 	inData bool
@@ -24,42 +28,58 @@ type ChunkReader struct {
 // NewChunkReader reads a chunked body from br.
 func NewChunkReader(br *bufio.Reader) *ChunkReader { return &ChunkReader{br: br} }
 
-// Read returns body data.
+// Read returns body data: as many chunks as are buffered and fit p, so
+// that a framing fault in bytes that have arrived is found at once.
 func (c *ChunkReader) Read(p []byte) (int, error) {
-	if c.err != nil {
-		return 0, c.err
-	}
-	if !c.inData {
-		n, err := c.size()
-		if err != nil {
-			c.err = err
-			return 0, err
-		}
-		if n == 0 {
-			c.err = c.trailers()
-			if c.err == nil {
-				c.err = io.EOF
+	total := 0
+	for len(p) > 0 && c.err == nil {
+		if !c.inData {
+			if total > 0 && c.br.Buffered() == 0 {
+				break // more would wait for the client
 			}
-			return 0, c.err
+			n, err := c.size()
+			if err != nil {
+				c.err = err
+				break
+			}
+			if n == 0 {
+				c.err = c.trailers()
+				if c.err == nil {
+					c.err = io.EOF
+				}
+				break
+			}
+			c.left, c.inData = n, true
 		}
-		c.left, c.inData = n, true
-	}
-	if int64(len(p)) > c.left {
-		p = p[:c.left]
-	}
-	n, err := c.br.Read(p)
-	c.left -= int64(n)
-	if c.left == 0 {
-		c.inData = false
-		if err == nil {
-			err = c.crlf()
+		q := p
+		if int64(len(q)) > c.left {
+			q = q[:c.left]
+		}
+		n, err := c.br.Read(q)
+		total += n
+		p = p[n:]
+		c.left -= int64(n)
+		if c.left == 0 {
+			c.inData = false
+			if err == nil {
+				err = c.crlf()
+			}
+		}
+		if err != nil {
+			c.err = noEOF(err)
+			break
+		}
+		if c.inData {
+			break // the rest of this chunk has not arrived
 		}
 	}
-	if err != nil {
-		c.err = noEOF(err)
-		return n, c.err
+	if total > 0 {
+		if c.err == io.EOF {
+			return total, nil // EOF on the next call
+		}
+		return total, c.err
 	}
-	return n, nil
+	return 0, c.err
 }
 
 // noEOF turns an end of stream inside the body into ErrUnexpectedEOF.
@@ -145,8 +165,12 @@ func (c *ChunkReader) trailers() error {
 		if i == MaxFields {
 			return malformed("more than %d trailer fields", MaxFields)
 		}
-		if _, err := fieldLine(line); err != nil {
+		f, err := fieldLine(line)
+		if err != nil {
 			return err
+		}
+		if c.Trailer != nil {
+			c.Trailer(f.Name, f.Value)
 		}
 	}
 }

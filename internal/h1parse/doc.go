@@ -21,15 +21,14 @@
 //   - Transfer-Encoding other than exactly one "chunked" (any other
 //     coding, a list, duplicates, "xchunked", a quoted value), and any
 //     Transfer-Encoding on HTTP/1.0;
-//   - Transfer-Encoding together with Content-Length (RFC 9112 6.1
-//     allows processing it and closing; refusing is the safe reading);
 //   - HTTP/1.1 without exactly one Host, a Host with bytes outside
 //     RFC 3986 reg-name/IP-literal/port;
 //   - more than MaxFields field lines, or a head over the caller's
 //     buffer.
 //
-// HAProxy 2.6 accepts a few of these (bare LF line ends, and both
-// Content-Length and Transfer-Encoding, dropping the length); the
+// A request with both Transfer-Encoding: chunked and Content-Length is
+// read as chunked, the length dropped, and marked Close (RFC 9112 6.1,
+// as HAProxy does). HAProxy 2.6 also accepts bare LF line ends; the
 // parser is stricter there on purpose: a refusal costs the client a
 // 400, an acceptance may cost a desync.
 //

@@ -135,12 +135,15 @@ func (r *Request) framing(cl, te, host int) error {
 	switch {
 	case te > 0 && r.Minor == 0:
 		return malformed("Transfer-Encoding on HTTP/1.0")
-	case te > 0 && cl > 0:
-		return malformed("both Transfer-Encoding and Content-Length")
 	case r.Minor == 1 && host != 1:
 		return malformed("%d Host fields", host)
 	case host == 1 && !validHost(r.Host):
 		return malformed("Host %q", r.Host)
+	}
+	if te > 0 && cl > 0 {
+		// RFC 9112 6.1: chunked rules, the length is dropped and the
+		// connection closed after the response (as HAProxy does).
+		r.ContentLength, r.Close = -1, true
 	}
 	if r.Minor == 0 && !r.keepAlive10() {
 		r.Close = true
