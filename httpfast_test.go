@@ -30,26 +30,18 @@ func TestHTTPFastPathKeepAlive(t *testing.T) {
 	}))
 	startTestProxy(t, lp, Options{HTTPFastPath: true, Routes: []Route{httpRouteOn("r", port, be.addr(), "a.test")}})
 
-	c := dial(t, port)
-	_, err := io.WriteString(c, "GET /1 HTTP/1.1\r\nHost: a.test\r\n\r\n"+
+	got := rawExchange(t, port, "GET /1 HTTP/1.1\r\nHost: a.test\r\n\r\n"+
 		"POST /2 HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n\r\nhello"+
 		"GET /3 HTTP/1.1\r\nHost: a.test\r\n\r\n"+
 		"POST /4 HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"+
 		"GET /never HTTP/1.1\r\nHost: a.test\r\n\r\n")
-	require.NoError(t, err)
-	got, err := readAllUntilClose(t, c)
-	require.NoError(t, err)
 	for _, want := range []string{"GET /1 127.0.0.1 ", "POST /2 127.0.0.1 hello", "GET /3 127.0.0.1 ", "POST /4 127.0.0.1 abc"} {
 		require.Contains(t, got, want)
 	}
 	require.Equal(t, 4, strings.Count(got, "HTTP/1.1 200 OK"), "got %q", got)
 	require.NotContains(t, got, "/never")
 
-	c = dial(t, port)
-	_, err = io.WriteString(c, "GET / HTTP/1.1\nHost: a.test\n\n")
-	require.NoError(t, err)
-	got, err = readAllUntilClose(t, c)
-	require.NoError(t, err)
+	got = rawExchange(t, port, "GET / HTTP/1.1\nHost: a.test\n\n")
 	require.True(t, strings.HasPrefix(got, "HTTP/1.1 400 "), "bare LF on the fast path: %q", got)
 }
 
@@ -90,18 +82,22 @@ func TestHTTPFastPathHandsOff(t *testing.T) {
 	require.Equal(t, 200, res.StatusCode)
 	require.Equal(t, "HTTP/2.0 /h2c", body)
 
-	c := dial(t, port)
-	_, err := io.WriteString(c, "GET /fast HTTP/1.1\r\nHost: a.test\r\n\r\nGET /handler HTTP/1.1\r\nHost: a.test\r\n\r\n")
-	require.NoError(t, err)
-	got, err := readAllUntilClose(t, c)
-	require.NoError(t, err)
+	got := rawExchange(t, port, "GET /fast HTTP/1.1\r\nHost: a.test\r\n\r\nGET /handler HTTP/1.1\r\nHost: a.test\r\n\r\n")
 	require.Contains(t, got, "HTTP/2.0 /fast")
 	require.Contains(t, got, "GET /handler HTTP/1.1")
 
-	c = dial(t, port)
-	_, err = io.WriteString(c, "GET /old HTTP/1.0\r\nHost: a.test\r\n\r\n")
-	require.NoError(t, err)
-	got, err = readAllUntilClose(t, c)
-	require.NoError(t, err)
+	got = rawExchange(t, port, "GET /old HTTP/1.0\r\nHost: a.test\r\n\r\n")
 	require.Contains(t, got, "HTTP/2.0 /old")
+}
+
+// rawExchange sends raw on a new connection to port and returns what comes
+// back until the proxy closes it.
+func rawExchange(t *testing.T, port int, raw string) string {
+	t.Helper()
+	c := dial(t, port)
+	_, err := io.WriteString(c, raw)
+	require.NoError(t, err)
+	got, err := readAllUntilClose(t, c)
+	require.NoError(t, err)
+	return got
 }

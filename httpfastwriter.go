@@ -1,7 +1,6 @@
 package smartproxy
 
 import (
-	"errors"
 	"io"
 	"net/http"
 	"slices"
@@ -309,8 +308,5 @@ func appendField(b []byte, k, v string) []byte {
 	b = append(b, v...)
 	return append(b, "\r\n"...)
 }
-
-// errFastClosed is a fast connection's body read after its end.
-var errFastClosed = errors.New("fast path: connection done")
 
 var _ io.Writer = (*fastWriter)(nil)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gosmartproxy/smartproxy/internal/h1parse"
 	"github.com/stretchr/testify/require"
 )
 
@@ -431,7 +432,7 @@ func strictLine(br *bufio.Reader) (string, error) {
 // isToken reports whether s is a non-empty RFC 9110 token.
 func isToken(s string) bool {
 	for i := 0; i < len(s); i++ {
-		if !isTokenChar(s[i]) {
+		if !h1parse.IsTokenChar(s[i]) {
 			return false
 		}
 	}

@@ -1,7 +1,8 @@
 package h1parse
 
-// isTokenChar reports an RFC 9110 tchar.
-func isTokenChar(c byte) bool {
+// IsTokenChar reports an RFC 9110 tchar: "!#$%&'*+-.^_`|~", digits and
+// letters.
+func IsTokenChar(c byte) bool {
 	switch {
 	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
 		return true
@@ -16,7 +17,7 @@ func isTokenChar(c byte) bool {
 // isToken reports a non-empty run of tchar.
 func isToken(b []byte) bool {
 	for _, c := range b {
-		if !isTokenChar(c) {
+		if !IsTokenChar(c) {
 			return false
 		}
 	}
