@@ -247,4 +247,3 @@ func readUntilQuiet(c net.Conn, quiet, limit time.Duration) string {
 	}
 	return string(out)
 }
-
