@@ -9,7 +9,8 @@ import (
 
 // BenchmarkHTTPKeepAlive measures requests per second with a 1 KiB
 // response over keep-alive connections, directly to the backend and
-// through the proxy's HTTP layer, so the two numbers show its cost.
+// through the proxy's HTTP layer (net/http's server, and the HTTP/1.1
+// fast path), so the numbers show its cost.
 func BenchmarkHTTPKeepAlive(b *testing.B) {
 	payload := bytes.Repeat([]byte("x"), 1024)
 	be := startEchoServer(b, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -18,6 +19,8 @@ func BenchmarkHTTPKeepAlive(b *testing.B) {
 	lp := newListenerPool(b)
 	port := lp.port(b)
 	startTestProxy(b, lp, Options{Routes: []Route{httpRouteOn("bench", port, be.addr(), "bench.test")}})
+	fastPort := lp.port(b)
+	startTestProxy(b, lp, Options{HTTPFastPath: true, Routes: []Route{httpRouteOn("bench", fastPort, be.addr(), "bench.test")}})
 
 	run := func(b *testing.B, url string, c *http.Client) {
 		b.ReportAllocs()
@@ -40,10 +43,15 @@ func BenchmarkHTTPKeepAlive(b *testing.B) {
 		defer tr.CloseIdleConnections()
 		run(b, "http://"+be.addr()+"/", &http.Client{Transport: tr})
 	})
-	b.Run("proxy", func(b *testing.B) {
-		c, _ := proxyClient(b, port, nil, false)
-		c.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
-		run(b, "http://bench.test/", c)
-		c.Transport.(*http.Transport).CloseIdleConnections()
-	})
+	for _, p := range []struct {
+		name string
+		port int
+	}{{"proxy", port}, {"proxy-fast", fastPort}} {
+		b.Run(p.name, func(b *testing.B) {
+			c, _ := proxyClient(b, p.port, nil, false)
+			c.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
+			run(b, "http://bench.test/", c)
+			c.Transport.(*http.Transport).CloseIdleConnections()
+		})
+	}
 }

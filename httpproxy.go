@@ -42,9 +42,15 @@ type proxyReqKey struct{}
 //  3. admit: the connection-level checks and limits for the request's
 //     route (admit);
 //  4. checks: the route's HTTP security, rate limit and auth (check);
-//  5. action: socket-handler handover, redirect, WebSocket refusal, or
-//     the target, rewrite and body framing for the backend (act);
-//  6. backend: the reverse proxy (rewriteRequest, then
+//  5. plan: redirect, WebSocket refusal, or the target and rewrite
+//     (plan);
+//
+// steps 2-5 being the one decision function, decide (httpdecide.go),
+// that every HTTP stack of the proxy runs;
+//
+//  6. action: socket-handler handover, or the body framing for the
+//     backend (act);
+//  7. backend: the reverse proxy (rewriteRequest, then
 //     backendTransport.RoundTrip in httpbackend.go, modifyResponse or
 //     proxyError).
 func (h *httpLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -60,20 +66,32 @@ func (h *httpLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			hc.finish()
 		}
 	}()
+	h.serveRequest(w, r, hc, nil)
+}
+
+// serveRequest is one request's way through the proxy on any HTTP
+// stack: net/http's (ServeHTTP) and the fast path's (httpfast.go). It
+// reports ineligible, having written nothing, when eligible (see decide)
+// turns the request's route down.
+func (h *httpLayer) serveRequest(w http.ResponseWriter, r *http.Request, hc *httpConn, eligible func(*Route) bool) verdict {
 	var pr *proxyReq
+	v := answered
 	if h.px.detailed || h.px.ops.requests.Load() {
 		lr := &loggedResponse{ResponseWriter: w, start: time.Now()}
 		w = lr
-		defer func() { h.requestDone(lr, r, hc, pr) }()
+		defer func() {
+			if v != ineligible {
+				h.requestDone(lr, r, hc, pr)
+			}
+		}()
 	}
 	if refuseFraming(w, r) || h.answerACMEChallenge(w, r, hc) {
-		return
+		return answered
 	}
-	pr = h.route(w, r, hc)
-	if pr == nil || !h.admit(w, pr) || !h.check(w, pr) {
-		return
+	if pr, v = h.decide(w, r, hc, eligible); v == proceed {
+		h.act(w, pr)
 	}
-	h.act(w, pr)
+	return v
 }
 
 // refuseFraming answers what the request's framing alone decides; it
@@ -101,117 +119,14 @@ func refuseFraming(w http.ResponseWriter, r *http.Request) bool {
 	return false
 }
 
-// route matches the request against the current routes, after putting
-// its path in canonical form where routes decide on the path. It answers
-// the request itself (400, 404) and returns nil when there is no route.
-func (h *httpLayer) route(w http.ResponseWriter, r *http.Request, hc *httpConn) *proxyReq {
-	host := requestHost(r, hc.rc.Domain)
-	// Where routes decide on the path, they decide on its canonical form,
-	// which is then the form forwarded (httppath.go).
-	normalized := false
-	set := h.px.routes() // one generation for the path rule and the match
-	if h.transports.pathMatters(set, hc.rc.Port) {
-		canon, v := canonicalPath(r.URL.EscapedPath())
-		switch v {
-		case pathAmbiguous:
-			h.badPath(w, r, hc, errAmbiguousPath)
-			return nil
-		case pathNormalizable:
-			if err := setRequestPath(r, canon); err != nil {
-				h.badPath(w, r, hc, err)
-				return nil
-			}
-			normalized = true
-		}
-	}
-	q := MatchQuery{Port: hc.rc.Port, Domain: host, ClientIP: hc.rc.ClientIP, TLSVersion: hc.rc.TLSVersion, Request: r, Terminated: hc.terminated}
-	// Every request is matched against the current routes, not those the
-	// connection was accepted under: UpdateRoutes must be able to revoke
-	// access on keep-alive and HTTP/2 connections too. A route of a newer
-	// generation is not covered by hc.admission, so admit checks it in full.
-	route := h.px.match(set, &q)
-	if route == nil || route.state == nil {
-		h.px.reject(refusal{client: hc.rc.ClientAddr, port: hc.rc.Port, domain: host, req: r}, &RejectError{Reason: RejectNoRoute, IP: hc.rc.ClientIP})
-		http.Error(w, "404 no route for this request", http.StatusNotFound)
-		return nil
-	}
-	if normalized && route.state.http != nil && route.state.http.pathReject {
-		h.badPath(w, r, hc, errNonCanonicalPath)
-		return nil
-	}
-	pr := &proxyReq{hc: hc, w: w, route: route, rc: hc.rc, in: r}
-	pr.rc.Domain, pr.rc.Route, pr.rc.RouteName = host, route, route.Name
-	return pr
-}
-
-// refusal is where a refusal of this request happened.
-func (pr *proxyReq) refusal() refusal {
-	return refusal{client: pr.hc.rc.ClientAddr, port: pr.hc.rc.Port, domain: pr.rc.Domain, route: pr.route.Name, req: pr.in}
-}
-
-// admit applies the connection checks to a request whose route is not the
-// one the connection was admitted for, and moves the connection record
-// to the request's route (its maxConnections and maxConnectionsPerIP count
-// connections whose latest request went to it, while its
-// connectionRateLimitPerMinute charges a connection once, on its first
-// request to the route: switching back and forth is not a new connection).
-func (h *httpLayer) admit(w http.ResponseWriter, pr *proxyReq) bool {
-	px, hc, route := &h.px, pr.hc, pr.route
-	if !hc.admission.covers(route, pr.rc.Domain) {
-		if err := px.admit(&pr.rc); err != nil {
-			px.reject(pr.refusal(), err)
-			writeHTTPReject(w, err)
-			return false
-		}
-	}
-	if hc.rec.Route() != route.Name || hc.rec.Domain() != pr.rc.Domain {
-		if err := px.assign(hc.rec, route.Name, pr.rc.Domain, route.state.sec.routeLimits()); err != nil {
-			px.reject(pr.refusal(), err)
-			writeHTTPReject(w, err)
-			return false
-		}
-	}
-	return true
-}
-
-// check runs the route's HTTP-level security (rate limit, then
-// basicAuth/jwtAuth), once per request, after admission; it writes the
-// 401/429 itself.
-func (h *httpLayer) check(w http.ResponseWriter, pr *proxyReq) bool {
-	if err := pr.route.state.sec.checkHTTP(w, pr.in, pr.rc.ClientIP, time.Now()); err != nil {
-		h.px.reject(pr.refusal(), err)
-		return false
-	}
-	return true
-}
-
-// act runs the route's action for an admitted request: a socket-handler
-// handover, a redirect, or the reverse proxy to the target its sub-match
-// picks, after the rewrite and, for chunked uploads, reading the body.
+// act carries out a decided request (decide): the handover to a
+// socket-handler route, or the reverse proxy to its target after, for
+// chunked uploads, reading the first of the body.
 func (h *httpLayer) act(w http.ResponseWriter, pr *proxyReq) {
-	r, route := pr.in, pr.route
-	hr := route.state.http
-	switch {
-	case route.Action.Type == ActionSocketHandler:
+	r := pr.in
+	if pr.route.Action.Type == ActionSocketHandler {
 		h.handover(w, r, pr)
 		return
-	case hr != nil && hr.redirect != nil:
-		h.redirect(w, pr)
-		return
-	case isUpgrade(r) && hr != nil && hr.noWebSocket:
-		http.Error(w, "403 WebSocket upgrades are disabled for this route", http.StatusForbidden)
-		return
-	}
-	pr.target = chooseTarget(route, r, pr.hc.rc.Port)
-	if pr.target < 0 {
-		http.Error(w, "404 no target for this request", http.StatusNotFound)
-		return
-	}
-	if hr != nil && hr.rewrite != nil {
-		if err := pr.rewriteURL(hr.rewrite, hr.pathReject); err != nil {
-			h.badPath(w, r, pr.hc, err)
-			return
-		}
 	}
 	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 && len(r.Header["Expect"]) == 0 {
 		// Expect: 100-continue leaves it to the backend to ask for the

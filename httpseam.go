@@ -38,6 +38,8 @@ type proxySeam struct {
 	detailed bool
 	// ops counts requests and writes access log lines (opsstate.go).
 	ops *opsState
+	// fastPath: Options.HTTPFastPath (httpfast.go).
+	fastPath bool
 	// reject counts and logs one refusal (the rejection log).
 	reject func(at refusal, err error)
 
@@ -117,6 +119,7 @@ func newProxySeam(p *Proxy) proxySeam {
 		logConn:            p.logConn,
 		detailed:           p.opts.EnableDetailedLogging,
 		ops:                p.ops,
+		fastPath:           p.opts.HTTPFastPath,
 		log:                p.log,
 		baseCtx:            p.baseCtx,
 		connectTimeout:     p.opts.ConnectTimeout,

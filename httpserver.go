@@ -77,6 +77,9 @@ type httpLayer struct {
 	transports transportSet
 	h1         *h1client.Client // bodyless requests to cleartext HTTP/1.1 backends
 	rp         *httputil.ReverseProxy
+
+	fastConns sync.Map    // *fastConn -> struct{}: connections on the fast path
+	fastStop  atomic.Bool // shutting down: fast connections end after their request
 }
 
 func newHTTPLayer(px proxySeam) *httpLayer {
@@ -114,14 +117,19 @@ type httpConnKey struct{}
 
 // serve hands conn to the HTTP server and blocks until it is done with it.
 func (h *httpLayer) serve(conn net.Conn, hc *httpConn) {
+	if hc.meter != nil {
+		hc.meter.wt = h.px.writeTimeout
+	}
+	if st, ok := fastEligibleConn(conn); ok && h.px.fastPath && !h.fastStop.Load() {
+		if conn = h.serveFast(conn, hc, st); conn == nil {
+			return
+		}
+	}
 	ln := h.listener()
 	if ln == nil {
 		return // stopping
 	}
 	hc.done = make(chan struct{})
-	if hc.meter != nil {
-		hc.meter.wt = h.px.writeTimeout
-	}
 	h.conns.Store(conn, hc)
 	defer h.conns.Delete(conn)
 	if !ln.push(conn) {
@@ -217,6 +225,13 @@ func (h *httpLayer) beginShutdown() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.stopped = true
+	h.fastStop.Store(true)
+	h.fastConns.Range(func(k, _ any) bool {
+		if fc := k.(*fastConn); fc.idle.Load() {
+			_ = fc.conn.SetReadDeadline(time.Now()) // wakes its wait for a next request
+		}
+		return true
+	})
 	if h.srv == nil || h.shutdownDone != nil {
 		return
 	}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/gosmartproxy/smartproxy/forwarding"
+	"github.com/gosmartproxy/smartproxy/internal/h1parse"
 )
 
 // streamKind is what the first bytes of a connection show.
@@ -22,20 +23,6 @@ const (
 // space after it yet). Past it the stream is taken for HTTP, so the HTTP
 // layer refuses it: no HTTP parser accepts a 4 KiB method.
 const sniffLineCap = 4 << 10
-
-// isTokenChar reports an RFC 9110 tchar: "!#$%&'*+-.^_`|~", digits and
-// letters.
-func isTokenChar(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
-	}
-	switch c {
-	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
-		return true
-	}
-	return false
-}
 
 // httpVerdict is what the first line of a stream shows.
 type httpVerdict uint8
@@ -91,7 +78,7 @@ func requestLine(b []byte) (isHTTP, decided bool, skip int) {
 		skip++
 	}
 	i := skip
-	for i < len(b) && isTokenChar(b[i]) {
+	for i < len(b) && h1parse.IsTokenChar(b[i]) {
 		i++
 	}
 	switch {
@@ -130,7 +117,7 @@ func lenientRequest(b []byte) (lookalike, decided bool) {
 		start++
 	}
 	i := start
-	for i < len(b) && isTokenChar(b[i]) {
+	for i < len(b) && h1parse.IsTokenChar(b[i]) {
 		i++
 	}
 	switch {

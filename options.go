@@ -118,6 +118,13 @@ type Options struct {
 	// EnableDetailedLogging logs every connection at Info level rather
 	// than Debug.
 	EnableDetailedLogging bool
+	// HTTPFastPath serves HTTP/1.1 requests (plain, and TLS-terminated
+	// without ALPN h2) with the proxy's own strict parser and response
+	// writer instead of net/http's server; routing, checks and the
+	// backend side are the same (httpfast.go). Experimental, off by
+	// default; HTTP/2, h2c, upgrades, Expect, HTTP/1.0 and handovers stay
+	// on net/http either way.
+	HTTPFastPath bool
 	// Logger receives the proxy's logs; nil means slog.Default().
 	Logger *slog.Logger
 	// AccessLog turns on access logs, one line per connection and per

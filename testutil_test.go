@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -118,6 +119,9 @@ func newTestProxy(t testing.TB, lp *listenerPool, opts Options) *Proxy {
 	}
 	if opts.ConnectTimeout == 0 {
 		opts.ConnectTimeout = 2 * time.Second
+	}
+	if os.Getenv("SMARTPROXY_TEST_FASTPATH") == "1" {
+		opts.HTTPFastPath = true // the whole suite on the HTTP/1.1 fast path
 	}
 	if opts.InitialDataTimeout == 0 {
 		opts.InitialDataTimeout = 2 * time.Second

@@ -1,0 +1,403 @@
+package smartproxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"runtime/debug"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/gosmartproxy/smartproxy/forwarding"
+	"github.com/gosmartproxy/smartproxy/internal/h1parse"
+)
+
+// The HTTP/1.1 fast path (Options.HTTPFastPath): a connection's
+// requests are read into one reused buffer, parsed by the strict parser
+// (internal/h1parse, which refuses every head whose framing another
+// parser could read differently) and answered by fastWriter, instead of
+// net/http's server with its background reads, per-request goroutine
+// hand-offs and lenient parsing. Each request then takes the same way as
+// on net/http (serveRequest: framing refusals, decide, act), so a route
+// behaves the same on both.
+//
+// What the fast path does not serve it hands over, with the bytes it
+// has read, to net/http for the rest of the connection, before anything
+// of the request was checked or counted: the h2c preface, HTTP/1.0,
+// upgrades, Expect, targets other than origin-form, and requests whose
+// route is a socket handler (decide's eligible hook says no after the
+// match alone). TLS connections that negotiated h2 never reach it.
+
+// fastHeadBuf is the head buffer of a fast connection; a head may grow it
+// up to maxHTTPHeaderBytes.
+const fastHeadBuf = 8 << 10
+
+// fastConn is one client connection on the fast path.
+type fastConn struct {
+	h      *httpLayer
+	hc     *httpConn
+	conn   net.Conn
+	tls    *tls.ConnectionState
+	remote string
+	ctx    context.Context
+
+	buf  []byte // buf[off:n] is read and not consumed
+	off  int
+	n    int
+	head bool // the current request is HEAD
+	idle atomic.Bool
+
+	cancel context.CancelFunc // ends ctx: the client went away
+	watch  fastWatch
+}
+
+// fastEligibleConn reports whether conn may start on the fast path, and
+// its TLS state when it is a TLS stream.
+func fastEligibleConn(conn net.Conn) (*tls.ConnectionState, bool) {
+	switch c := conn.(type) {
+	case *tls.Conn:
+		st := c.ConnectionState()
+		return &st, st.NegotiatedProtocol != "h2"
+	case *tlsPeekConn:
+		return &c.state, true
+	case *meterConn:
+		return nil, true
+	}
+	return nil, false
+}
+
+// closing reports a proxy that is shutting down.
+func (fc *fastConn) closing() bool { return fc.h.fastStop.Load() }
+
+// serveFast runs conn's requests on the fast path. It returns nil when
+// the connection is done, or the connection to hand to net/http (the
+// bytes read and not consumed replayed in front).
+func (h *httpLayer) serveFast(conn net.Conn, hc *httpConn, st *tls.ConnectionState) net.Conn {
+	ctx := context.WithValue(h.px.baseCtx, httpConnKey{}, hc)
+	// ReverseProxy aborts a response whose body broke off (panics with
+	// http.ErrAbortHandler, recovered in serveOne) only under a server.
+	ctx = context.WithValue(ctx, http.ServerContextKey, fastServerMarker)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	fc := &fastConn{h: h, hc: hc, conn: conn, tls: st, remote: conn.RemoteAddr().String(), ctx: ctx,
+		cancel: cancel, buf: make([]byte, fastHeadBuf)}
+	h.fastConns.Store(fc, struct{}{})
+	defer h.fastConns.Delete(fc)
+	var req h1parse.Request
+	for first := true; ; first = false {
+		err := fc.readHead(&req, first)
+		switch {
+		case errors.Is(err, errFastHandOff):
+			return fc.handOff()
+		case err != nil:
+			fc.refuse(err)
+			return nil
+		}
+		if !fastEligibleHead(&req) {
+			return fc.handOff()
+		}
+		keep, handOff := fc.serveOne(&req)
+		if handOff {
+			return fc.handOff()
+		}
+		if !keep || fc.closing() {
+			return nil
+		}
+	}
+}
+
+// fastServerMarker is the http.ServerContextKey of fast-path requests.
+var fastServerMarker = &http.Server{}
+
+// errFastHandOff: what was read goes to net/http.
+var errFastHandOff = errors.New("fast path: hand off")
+
+// readHead reads until buf holds a complete head and parses it.
+func (fc *fastConn) readHead(req *h1parse.Request, first bool) error {
+	h := fc.h
+	if fc.off > 0 {
+		fc.n = copy(fc.buf, fc.buf[fc.off:fc.n])
+		fc.off = 0
+	}
+	for {
+		if fc.n > 0 {
+			if bytes.HasPrefix(fc.buf[:fc.n], []byte("PRI ")) {
+				return errFastHandOff // the h2c preface (or a PRI request): net/http's
+			}
+			err := h1parse.Parse(fc.buf[:fc.n], req)
+			if !errors.Is(err, h1parse.ErrIncomplete) {
+				return err
+			}
+			if fc.n == len(fc.buf) {
+				if len(fc.buf) >= maxHTTPHeaderBytes {
+					return errFastHeadTooLarge
+				}
+				fc.buf = append(fc.buf, make([]byte, len(fc.buf))...)[:min(2*len(fc.buf), maxHTTPHeaderBytes)]
+			}
+		}
+		wait := h.headTimeout()
+		if fc.n == 0 {
+			if !first {
+				wait = h.idleTimeout
+			}
+			fc.idle.Store(true)
+			if fc.closing() {
+				return io.EOF
+			}
+		}
+		_ = fc.conn.SetReadDeadline(time.Now().Add(wait))
+		m, err := fc.conn.Read(fc.buf[fc.n:])
+		fc.idle.Store(false)
+		fc.n += m
+		if err != nil && m == 0 {
+			return io.EOF // a closed or idle connection ends without a word
+		}
+	}
+}
+
+var errFastHeadTooLarge = errors.New("request head too large")
+
+// fastEligibleHead reports a head the fast path serves.
+func fastEligibleHead(r *h1parse.Request) bool {
+	return r.Minor == 1 && !r.Upgrade && !r.Expect && len(r.Target) > 0 && r.Target[0] == '/'
+}
+
+// refuse answers a head the parser refused, and ends the connection.
+func (fc *fastConn) refuse(err error) {
+	if errors.Is(err, io.EOF) {
+		return
+	}
+	status := http.StatusBadRequest
+	switch {
+	case errors.Is(err, errFastHeadTooLarge):
+		status = http.StatusRequestHeaderFieldsTooLarge
+	case errors.Is(err, h1parse.ErrUnsupported):
+		status = http.StatusNotImplemented
+	}
+	fc.h.px.logConn("request refused", "id", fc.hc.rc.ConnectionID, "err", err)
+	var w rawResponse
+	http.Error(&w, http.StatusText(status), status)
+	_ = fc.conn.SetWriteDeadline(time.Now().Add(refuseWait))
+	_, _ = fc.conn.Write(w.bytes())
+}
+
+// handOff returns the connection for net/http with the unconsumed bytes
+// in front.
+func (fc *fastConn) handOff() net.Conn {
+	_ = fc.conn.SetReadDeadline(time.Time{})
+	pending := append([]byte(nil), fc.buf[fc.off:fc.n]...)
+	rc := &fastReplayConn{Conn: fc.conn, pending: pending}
+	if fc.tls != nil {
+		return &fastReplayTLSConn{fastReplayConn: rc, state: *fc.tls}
+	}
+	return rc
+}
+
+// serveOne serves one parsed request. keep: the connection may carry
+// another; handOff: the request's route wants net/http (nothing was
+// done for it yet).
+func (fc *fastConn) serveOne(req *h1parse.Request) (keep, handOff bool) {
+	r, err := fc.request(req)
+	if err != nil {
+		fc.refuse(err)
+		return false, false
+	}
+	fc.head = r.Method == http.MethodHead
+	body := &fastBody{fc: fc}
+	switch {
+	case req.Chunked:
+		body.chunks = h1parse.NewChunkReader(bufio.NewReader(&fastBody{fc: fc, left: -1}))
+		if r.Trailer != nil {
+			body.chunks.Trailer = func(name, value []byte) {
+				k := textproto.CanonicalMIMEHeaderKey(string(name))
+				r.Trailer[k] = append(r.Trailer[k], string(value))
+			}
+		}
+		r.Body = body
+	case req.ContentLength > 0:
+		body.left = req.ContentLength
+		r.Body = body
+	}
+	w := newFastWriter(fc, req.Close)
+	defer w.release()
+	if r.Body == http.NoBody {
+		fc.watch.arm(fc)
+	}
+	v, aborted := fc.run(w, r)
+	if !fc.watch.disarm(fc) {
+		return false, false // the client is gone
+	}
+	if aborted {
+		return false, false // the response is cut: the client sees it end early
+	}
+	if v == ineligible {
+		fc.off = 0 // nothing read the body: net/http gets the head again
+		return false, true
+	}
+	keep = w.finish()
+	if req.Chunked || body.failed {
+		return false, false // where the next request starts is not known (or chunked: see refuseFraming)
+	}
+	if body.left > 0 {
+		keep = keep && body.drain()
+	}
+	return keep, false
+}
+
+// run runs the shared request path; aborted when it panicked (a
+// response body that broke off: http.ErrAbortHandler), which net/http
+// would answer by closing the connection, as the caller does.
+func (fc *fastConn) run(w *fastWriter, r *http.Request) (v verdict, aborted bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			aborted = true
+			if p != http.ErrAbortHandler {
+				fc.h.px.log.Error("panic serving a request", "id", fc.hc.rc.ConnectionID, "panic", p,
+					"stack", string(debug.Stack()))
+			}
+		}
+	}()
+	return fc.h.serveRequest(w, r, fc.hc, fastEligibleRoute), false
+}
+
+// fastEligibleRoute: decide's hook; a socket-handler route needs the
+// connection hijacked from net/http.
+func fastEligibleRoute(r *Route) bool { return r.Action.Type != ActionSocketHandler }
+
+// request builds the *http.Request the shared request path takes.
+func (fc *fastConn) request(req *h1parse.Request) (*http.Request, error) {
+	target := string(req.Target)
+	u, err := url.ParseRequestURI(target)
+	if err != nil {
+		return nil, err
+	}
+	hdr := make(http.Header, len(req.Fields))
+	for _, f := range req.Fields {
+		k := textproto.CanonicalMIMEHeaderKey(string(f.Name))
+		if k == "Host" || k == "Transfer-Encoding" {
+			continue // as net/http: Host is r.Host, the framing is the Request's
+		}
+		hdr[k] = append(hdr[k], string(f.Value))
+	}
+	r := &http.Request{
+		Method: string(req.Method), URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: hdr, Body: http.NoBody, Host: string(req.Host), RemoteAddr: fc.remote,
+		RequestURI: target, TLS: fc.tls, Close: req.Close,
+	}
+	if req.Chunked {
+		r.TransferEncoding, r.ContentLength = []string{"chunked"}, -1
+		for _, list := range hdr["Trailer"] { // announced trailers, as net/http keeps them
+			for name := range strings.SplitSeq(list, ",") {
+				if k := textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(name)); k != "" {
+					if r.Trailer == nil {
+						r.Trailer = make(http.Header)
+					}
+					r.Trailer[k] = nil
+				}
+			}
+		}
+		delete(hdr, "Trailer")
+	} else if req.ContentLength > 0 {
+		r.ContentLength = req.ContentLength
+	}
+	fc.off = req.HeadLen // the body follows in buf
+	return r.WithContext(fc.ctx), nil
+}
+
+// fastBody is a request body: the bytes after the head in buf, then the
+// connection. left is what is still to come of a Content-Length body, -1
+// for the raw stream under a chunked body's decoder.
+type fastBody struct {
+	fc     *fastConn
+	left   int64
+	chunks *h1parse.ChunkReader
+	failed bool
+}
+
+func (b *fastBody) Read(p []byte) (int, error) {
+	if b.chunks != nil {
+		n, err := b.chunks.Read(p)
+		if err != nil && err != io.EOF {
+			b.failed = true
+		}
+		return n, err
+	}
+	if b.left == 0 {
+		return 0, io.EOF
+	}
+	if b.left > 0 && int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	fc := b.fc
+	var n int
+	var err error
+	if fc.off < fc.n {
+		n = copy(p, fc.buf[fc.off:fc.n])
+		fc.off += n
+	} else {
+		_ = fc.conn.SetReadDeadline(time.Now().Add(fc.h.idleTimeout))
+		n, err = fc.conn.Read(p)
+	}
+	if b.left > 0 {
+		b.left -= int64(n)
+	}
+	if err != nil {
+		b.failed = true
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+	}
+	return n, err
+}
+
+// Close is a no-op: the rest of a body is drained or the connection
+// closed once the response is done.
+func (b *fastBody) Close() error { return nil }
+
+// drain reads the rest of a body the handler left, up to 256 KiB (as
+// net/http does); false when it could not.
+func (b *fastBody) drain() bool {
+	const maxDrain = 256 << 10
+	if b.left > maxDrain {
+		return false
+	}
+	_, err := io.Copy(io.Discard, b)
+	return err == nil && b.left == 0
+}
+
+// fastReplayConn gives net/http a connection whose first bytes the fast
+// path read already.
+type fastReplayConn struct {
+	net.Conn
+	pending []byte
+}
+
+func (c *fastReplayConn) Read(p []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// CloseWrite half-closes the connection (net/http's graceful close).
+func (c *fastReplayConn) CloseWrite() error { return forwarding.CloseWrite(c.Conn) }
+
+// fastReplayTLSConn is a fastReplayConn of a TLS stream: net/http fills
+// r.TLS from ConnectionState.
+type fastReplayTLSConn struct {
+	*fastReplayConn
+	state tls.ConnectionState
+}
+
+// ConnectionState returns the TLS state of the terminated connection.
+func (c *fastReplayTLSConn) ConnectionState() tls.ConnectionState { return c.state }

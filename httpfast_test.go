@@ -1,0 +1,103 @@
+package smartproxy
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// The whole root suite runs on the fast path with
+// SMARTPROXY_TEST_FASTPATH=1 (newTestProxy); these tests are the fast
+// path's own.
+
+// TestHTTPFastPathKeepAlive: keep-alive and pipelined requests with and
+// without bodies are served over one connection on the fast path (a bare
+// LF head, which net/http takes, is refused there: proof that it ran),
+// with X-Forwarded-For set and a chunked upload ending the connection.
+func TestHTTPFastPathKeepAlive(t *testing.T) {
+	t.Parallel()
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	be := startEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		_, _ = io.WriteString(w, r.Method+" "+r.RequestURI+" "+r.Header.Get("X-Forwarded-For")+" "+string(b))
+	}))
+	startTestProxy(t, lp, Options{HTTPFastPath: true, Routes: []Route{httpRouteOn("r", port, be.addr(), "a.test")}})
+
+	got := rawExchange(t, port, "GET /1 HTTP/1.1\r\nHost: a.test\r\n\r\n"+
+		"POST /2 HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n\r\nhello"+
+		"GET /3 HTTP/1.1\r\nHost: a.test\r\n\r\n"+
+		"POST /4 HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"+
+		"GET /never HTTP/1.1\r\nHost: a.test\r\n\r\n")
+	for _, want := range []string{"GET /1 127.0.0.1 ", "POST /2 127.0.0.1 hello", "GET /3 127.0.0.1 ", "POST /4 127.0.0.1 abc"} {
+		require.Contains(t, got, want)
+	}
+	require.Equal(t, 4, strings.Count(got, "HTTP/1.1 200 OK"), "got %q", got)
+	require.NotContains(t, got, "/never")
+
+	got = rawExchange(t, port, "GET / HTTP/1.1\nHost: a.test\n\n")
+	require.True(t, strings.HasPrefix(got, "HTTP/1.1 400 "), "bare LF on the fast path: %q", got)
+}
+
+// TestHTTPFastPathHandsOff: what the fast path does not serve goes to
+// net/http with the bytes already read: h2c with prior knowledge, an
+// HTTP/1.0 request, and a request for a socket-handler route after a
+// fast one on the same connection (the handler reads the request as the
+// client sent it).
+func TestHTTPFastPathHandsOff(t *testing.T) {
+	t.Parallel()
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	be := newEchoServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, r.Proto+" "+r.RequestURI)
+	}))
+	be.Config.Protocols = new(http.Protocols)
+	be.Config.Protocols.SetHTTP1(true)
+	be.Config.Protocols.SetUnencryptedHTTP2(true)
+	be.Start()
+	t.Cleanup(be.Close)
+	handler := NewRoute("handler").Ports(port).Domains("a.test").Path("/handler").
+		HandleWith(func(_ context.Context, c net.Conn, _ *RouteContext) error {
+			buf := make([]byte, 4096)
+			n, _ := c.Read(buf)
+			line, _, _ := strings.Cut(string(buf[:n]), "\r\n")
+			_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(line))+"\r\nConnection: close\r\n\r\n"+line)
+			return err
+		}).Route()
+	fwd := NewRoute("fwd").Ports(port).Domains("a.test").ForwardTo(be.addr()).
+		BackendProtocol(BackendH2C).Route()
+	startTestProxy(t, lp, Options{HTTPFastPath: true, Routes: []Route{handler, fwd}})
+
+	h2c, _ := proxyClient(t, port, nil, false)
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	h2c.Transport.(*http.Transport).Protocols = &protos
+	res, body := do(t, h2c, "GET", "http://a.test/h2c", nil, nil)
+	require.Equal(t, 200, res.StatusCode)
+	require.Equal(t, "HTTP/2.0 /h2c", body)
+
+	got := rawExchange(t, port, "GET /fast HTTP/1.1\r\nHost: a.test\r\n\r\nGET /handler HTTP/1.1\r\nHost: a.test\r\n\r\n")
+	require.Contains(t, got, "HTTP/2.0 /fast")
+	require.Contains(t, got, "GET /handler HTTP/1.1")
+
+	got = rawExchange(t, port, "GET /old HTTP/1.0\r\nHost: a.test\r\n\r\n")
+	require.Contains(t, got, "HTTP/2.0 /old")
+}
+
+// rawExchange sends raw on a new connection to port and returns what comes
+// back until the proxy closes it.
+func rawExchange(t *testing.T, port int, raw string) string {
+	t.Helper()
+	c := dial(t, port)
+	_, err := io.WriteString(c, raw)
+	require.NoError(t, err)
+	got, err := readAllUntilClose(t, c)
+	require.NoError(t, err)
+	return got
+}

@@ -1,0 +1,312 @@
+package smartproxy
+
+import (
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// fastWriter is the fast path's http.ResponseWriter: it writes one
+// HTTP/1.1 response to the client. Head and body are collected in one
+// pooled buffer and go out in one write when the response ends within
+// it (its length is then known: Content-Length); a longer response, or
+// one flushed before its end, goes out as it comes, with the backend's
+// Content-Length or re-framed as chunked (trailers announced in Trailer
+// written after the last chunk).
+type fastWriter struct {
+	// mu serialises writes and flushes: ReverseProxy flushes from a timer
+	// goroutine while its copy writes.
+	mu  sync.Mutex
+	fc  *fastConn
+	hdr http.Header
+	out []byte // pending bytes: the head once committed, then body
+
+	status      int
+	wroteHeader bool
+	committed   bool // the head is in out (or sent)
+	chunked     bool
+	noBody      bool  // HEAD, 204, 304
+	cl          int64 // declared Content-Length, -1 for none
+	written     int64 // body bytes taken
+	err         error // the first write error: the connection is done
+	closeAfter  bool  // Connection: close was (or will be) sent
+}
+
+// fastOutSize is the pooled output buffer: a response up to it goes out
+// in one write with its head.
+const fastOutSize = 16 << 10
+
+var fastOutPool = sync.Pool{New: func() any { return new([fastOutSize]byte) }}
+
+func newFastWriter(fc *fastConn, closeAfter bool) *fastWriter {
+	return &fastWriter{fc: fc, hdr: make(http.Header), out: fastOutPool.Get().(*[fastOutSize]byte)[:0], cl: -1, closeAfter: closeAfter}
+}
+
+// release returns the buffer to the pool.
+func (w *fastWriter) release() {
+	if cap(w.out) == fastOutSize {
+		fastOutPool.Put((*[fastOutSize]byte)(w.out[:fastOutSize]))
+	}
+	w.out = nil
+}
+
+// Header returns the response header map.
+func (w *fastWriter) Header() http.Header { return w.hdr }
+
+// WriteHeader sends 1xx heads at once and records the final status.
+func (w *fastWriter) WriteHeader(code int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.writeHeader(code)
+}
+
+func (w *fastWriter) writeHeader(code int) {
+	if w.wroteHeader || code < 100 || code > 999 {
+		return
+	}
+	if code < 200 {
+		if code == http.StatusSwitchingProtocols {
+			return // upgrades never take the fast path
+		}
+		w.out = w.appendHead(w.out[:0], code, false)
+		w.send()
+		return
+	}
+	w.status, w.wroteHeader = code, true
+	w.noBody = w.fc.head || code == http.StatusNoContent || code == http.StatusNotModified
+	if v := w.hdr.Get("Content-Length"); v != "" {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 {
+			w.cl = n
+		}
+	}
+	if httpguts.HeaderValuesContainsToken(w.hdr["Connection"], "close") {
+		w.closeAfter = true
+	}
+}
+
+// Write takes body bytes.
+func (w *fastWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.wroteHeader {
+		w.writeHeader(http.StatusOK)
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	if w.noBody {
+		return 0, http.ErrBodyNotAllowed
+	}
+	n := len(p)
+	var err error
+	if w.cl >= 0 && w.written+int64(n) > w.cl {
+		n, err = int(w.cl-w.written), http.ErrContentLength
+		p = p[:n]
+	}
+	w.written += int64(n)
+	if !w.committed && len(w.out)+n <= fastOutSize-1024 {
+		w.out = append(w.out, p...) // may still go out with a length
+		return n, err
+	}
+	w.commit()
+	if w.chunked && n > 0 {
+		w.out = strconv.AppendInt(w.out, int64(n), 16)
+		w.out = append(w.out, "\r\n"...)
+	}
+	if len(w.out)+n+2 <= fastOutSize {
+		w.out = append(w.out, p...)
+	} else {
+		w.send()
+		if w.err == nil {
+			_, w.err = w.fc.conn.Write(p)
+		}
+	}
+	if w.chunked && n > 0 {
+		w.out = append(w.out, "\r\n"...)
+	}
+	if len(w.out) > fastOutSize/2 {
+		w.send()
+	}
+	if w.err != nil {
+		return n, w.err
+	}
+	return n, err
+}
+
+// Flush sends what is pending; the response is chunked from here unless
+// it declared its length.
+func (w *fastWriter) Flush() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.wroteHeader {
+		w.writeHeader(http.StatusOK)
+	}
+	w.commit()
+	w.send()
+}
+
+// FlushError is Flush with the write error (http.ResponseController).
+func (w *fastWriter) FlushError() error {
+	w.Flush()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+// commit puts the head in front of the body collected so far.
+func (w *fastWriter) commit() {
+	if w.committed {
+		return
+	}
+	w.committed = true
+	body := w.out
+	if w.cl < 0 && !w.noBody {
+		w.chunked = true
+	}
+	head := w.appendHead(make([]byte, 0, 512), w.status, true)
+	if w.chunked && len(body) > 0 {
+		head = strconv.AppendInt(head, int64(len(body)), 16)
+		head = append(head, "\r\n"...)
+		body = append(body, "\r\n"...)
+	}
+	w.out = append(head, body...) // body's buffer is the pooled one: swap back below
+	if cap(body) == fastOutSize && len(w.out) <= fastOutSize {
+		w.out = append(body[:0], w.out...)
+	}
+}
+
+// finish ends the response: the head with its length when nothing has
+// gone out yet, the last chunk and trailers when chunked. It reports
+// whether the connection may carry another request.
+func (w *fastWriter) finish() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.wroteHeader {
+		w.writeHeader(http.StatusOK)
+	}
+	if !w.committed && !w.noBody && w.cl < 0 && !w.hasTrailers() {
+		w.cl = int64(len(w.out))
+	}
+	w.commit()
+	if w.chunked {
+		w.out = append(w.out, "0\r\n"...)
+		w.out = w.appendTrailers(w.out)
+		w.out = append(w.out, "\r\n"...)
+	}
+	w.send()
+	truncated := !w.noBody && w.cl >= 0 && w.written != w.cl
+	return w.err == nil && !w.closeAfter && !truncated
+}
+
+// send writes what is pending.
+func (w *fastWriter) send() {
+	if len(w.out) > 0 && w.err == nil {
+		_, w.err = w.fc.conn.Write(w.out)
+	}
+	w.out = w.out[:0]
+}
+
+func (w *fastWriter) hasTrailers() bool {
+	if len(w.hdr["Trailer"]) > 0 {
+		return true
+	}
+	for k := range w.hdr {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// fastSkip are the fields the writer frames itself.
+var fastSkip = []string{"Connection", "Content-Length", "Transfer-Encoding", "Trailer", "Keep-Alive"}
+
+// appendHead appends a status line and the header; final heads get the
+// framing fields and Date.
+func (w *fastWriter) appendHead(b []byte, code int, final bool) []byte {
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(code), 10)
+	b = append(b, ' ')
+	b = append(b, http.StatusText(code)...)
+	b = append(b, "\r\n"...)
+	if final {
+		// Framing first, then Date, then the rest (net/http's order for
+		// the usual fields).
+		switch {
+		case w.chunked:
+			b = append(b, "Transfer-Encoding: chunked\r\n"...)
+			for _, v := range w.hdr["Trailer"] {
+				b = appendField(b, "Trailer", v)
+			}
+		case w.cl >= 0 && code != http.StatusNoContent:
+			b = append(b, "Content-Length: "...)
+			b = strconv.AppendInt(b, w.cl, 10)
+			b = append(b, "\r\n"...)
+		}
+		if _, ok := w.hdr["Date"]; !ok {
+			b = append(b, "Date: "...)
+			b = time.Now().UTC().AppendFormat(b, http.TimeFormat)
+			b = append(b, "\r\n"...)
+		}
+	}
+	for k, vs := range w.hdr {
+		if final && slices.Contains(fastSkip, k) || strings.HasPrefix(k, http.TrailerPrefix) || !httpguts.ValidHeaderFieldName(k) {
+			continue
+		}
+		for _, v := range vs {
+			b = appendField(b, k, v)
+		}
+	}
+	if !final {
+		return append(b, "\r\n"...)
+	}
+	if w.closeAfter || w.fc.closing() {
+		w.closeAfter = true
+		b = append(b, "Connection: close\r\n"...)
+	}
+	return append(b, "\r\n"...)
+}
+
+// appendTrailers appends the trailer fields: those the Trailer field
+// announced and those set with http.TrailerPrefix.
+func (w *fastWriter) appendTrailers(b []byte) []byte {
+	for _, list := range w.hdr["Trailer"] {
+		for name := range strings.SplitSeq(list, ",") {
+			k := http.CanonicalHeaderKey(strings.TrimSpace(name))
+			if !httpguts.ValidTrailerHeader(k) {
+				continue
+			}
+			for _, v := range w.hdr[k] {
+				b = appendField(b, k, v)
+			}
+		}
+	}
+	for k, vs := range w.hdr {
+		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && httpguts.ValidTrailerHeader(name) {
+			for _, v := range vs {
+				b = appendField(b, name, v)
+			}
+		}
+	}
+	return b
+}
+
+// appendField appends "k: v\r\n", dropping a value with a line break or
+// other byte no field may carry.
+func appendField(b []byte, k, v string) []byte {
+	if !httpguts.ValidHeaderFieldValue(v) {
+		return b
+	}
+	b = append(b, k...)
+	b = append(b, ": "...)
+	b = append(b, v...)
+	return append(b, "\r\n"...)
+}
+
+var _ io.Writer = (*fastWriter)(nil)

@@ -1,0 +1,71 @@
+package h1parse
+
+// IsTokenChar reports an RFC 9110 tchar: "!#$%&'*+-.^_`|~", digits and
+// letters.
+func IsTokenChar(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	switch c {
+	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
+		return true
+	}
+	return false
+}
+
+// isToken reports a non-empty run of tchar.
+func isToken(b []byte) bool {
+	for _, c := range b {
+		if !IsTokenChar(c) {
+			return false
+		}
+	}
+	return len(b) > 0
+}
+
+// trimOWS drops leading and trailing SP and HTAB.
+func trimOWS(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// equalFold compares b with the lower-case ASCII s, ignoring case.
+func equalFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range b {
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != s[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// validHost reports a Host value made of RFC 3986 reg-name, IP-literal
+// and port characters: unreserved, sub-delims, '%', ':', '[' and ']'.
+// Empty is allowed (RFC 9112 3.2: a target without authority).
+func validHost(b []byte) bool {
+	for _, c := range b {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		default:
+			switch c {
+			case '-', '.', '_', '~', '!', '$', '&', '\'', '(', ')', '*', '+', ',', ';', '=', '%', ':', '[', ']':
+			default:
+				return false
+			}
+		}
+	}
+	return true
+}
