@@ -374,3 +374,8 @@ func (m *Manager) TLSALPNEnabled() bool {
 	}
 	return false
 }
+
+// Settings returns the manager's default settings (Config.Settings), over
+// which a caller merges per-name overrides such as a route's
+// action.tls.acme before passing them to Manage.
+func (m *Manager) Settings() Settings { return m.cfg.Settings }

@@ -211,9 +211,6 @@ func (f *fleetFlags) serve(log *slog.Logger, ready chan<- *smartproxy.Proxy) int
 		return 1
 	}
 	log.Info("smartproxy started", "config", c.ConfigKey(), "revision", doc.Revision, "routes", len(cfg.Routes), "ports", p.Ports())
-	storage, locker := clusterACMEStorage(c)
-	_, _ = storage, locker // for the ACME wiring: see clusterACMEStorage
-
 	settings := settingsOf(cfg)
 	// For the admin API and metrics: readiness is w.Connected(), the
 	// running config version w.Revision(), a refused one w.LastError().
@@ -260,7 +257,10 @@ func (f *fleetFlags) firstProxy(c *cluster.Client, log *slog.Logger, sigs <-chan
 				opts := cfg.Options()
 				opts.Logger = log
 				f.override(&opts)
-				if p, err = smartproxy.New(opts); err == nil {
+				if err = useClusterACME(c, cfg, &opts, log); err == nil {
+					p, err = smartproxy.New(opts)
+				}
+				if err == nil {
 					return p, cfg, d, true
 				}
 			}
@@ -296,9 +296,27 @@ func applyDocument(p *smartproxy.Proxy, d cluster.Document, settings []byte, log
 
 // clusterACMEStorage is the ACME state of an instance of a fleet: the
 // etcd store and order lock shared by every instance, so that each
-// certificate is ordered once. Note for the ACME wiring: when the config
-// has an acme block and -etcd is given, hand these to the ACME manager
-// instead of the file store.
+// certificate is ordered once (useClusterACME hands them to the manager
+// in place of the file store).
 func clusterACMEStorage(c *cluster.Client) (acme.Storage, acme.Locker) {
 	return c.Storage(), c.Locker()
+}
+
+// useClusterACME gives the instance an ACME manager on the fleet's etcd
+// store and order lock when the published config needs one (an acme
+// block, or routes with certificate "auto"): every instance then loads
+// the certificates one of them ordered.
+func useClusterACME(c *cluster.Client, cfg *smartproxy.Config, opts *smartproxy.Options, log *slog.Logger) error {
+	mc, ok := cfg.ACMEManagerConfig()
+	if !ok {
+		return nil
+	}
+	mc.Storage, mc.Locker = clusterACMEStorage(c)
+	mc.Logger = log
+	m, err := acme.NewManager(mc)
+	if err != nil {
+		return fmt.Errorf("acme: %w", err)
+	}
+	opts.ACME = m
+	return nil
 }
