@@ -191,7 +191,7 @@ func relativePaths(cfg *smartproxy.Config) []string {
 // serve runs an instance of a fleet: it waits for a valid published
 // config, starts with it, and applies every later version until SIGINT
 // or SIGTERM (SIGHUP re-reads etcd at once).
-func (f *fleetFlags) serve(log *slog.Logger, ready chan<- *smartproxy.Proxy) int {
+func (f *fleetFlags) serve(log *slog.Logger, adminAddr string, ready chan<- *smartproxy.Proxy) int {
 	c, err := f.dial(log)
 	if err != nil {
 		log.Error("exiting", "err", err)
@@ -220,6 +220,14 @@ func (f *fleetFlags) serve(log *slog.Logger, ready chan<- *smartproxy.Proxy) int
 	wg.Go(func() { _ = w.Run(ctx) })
 	defer wg.Wait()
 	defer cancel()
+	stopAdmin, err := startFleetAdmin(p, cfg, adminAddr, w, log)
+	if err != nil {
+		cancel()
+		_ = p.Stop(context.Background())
+		log.Error("exiting", "err", err)
+		return 1
+	}
+	defer stopAdmin()
 	if ready != nil {
 		ready <- p
 	}

@@ -137,7 +137,7 @@ func run(args []string, stderr io.Writer, ready chan<- *smartproxy.Proxy) int {
 	}
 	log := slog.New(handler)
 	if fleet.instance() {
-		return fleet.serve(log, ready)
+		return fleet.serve(log, *adminAddr, ready)
 	}
 
 	cfg, err := smartproxy.LoadConfigFormat(*configPath, format)
