@@ -124,7 +124,7 @@ func TestConfigErrorsTSFields(t *testing.T) {
 	require.NotContains(t, err.Error(), "unknown field")
 	var ces ConfigErrors
 	require.True(t, errors.As(err, &ces))
-	require.Len(t, ces, 11)
+	require.Len(t, ces, 10)
 
 	// In YAML, each is located at its key.
 	_, err = ParseConfig([]byte("routes: []\nmetrics:\n  enabled: true\n"), FormatYAML)

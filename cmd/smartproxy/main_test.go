@@ -336,8 +336,8 @@ func TestCheckInvalid(t *testing.T) {
 		},
 		{
 			name: "later field in YAML", file: "later.yaml",
-			content: "routes:\n  - name: secure\n    match: {ports: 443}\n    action: {type: forward, targets: [{host: 10.0.0.1, port: 443}], sendProxyProtocol: true}\n",
-			want:    []string{`routes[0] ("secure").action.sendProxyProtocol`, "not supported yet"},
+			content: "routes:\n  - name: secure\n    match: {ports: 443}\n    action: {type: forward, targets: [{host: 10.0.0.1, port: 443}]}\n    security: {authentication: {type: basic}}\n",
+			want:    []string{`routes[0] ("secure").security.authentication`, "not supported yet"},
 		},
 		{
 			name: "syntax error", file: "syntax.json",
