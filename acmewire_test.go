@@ -82,10 +82,15 @@ func TestACMEManagedNamesRefused(t *testing.T) {
 	_, err = New(cfg.Options())
 	require.ErrorContains(t, err, `route "y": action.tls.acme: domain "same.example.com" is also managed by route "x" with other ACME settings`)
 
-	// A manager built in Go does not tell its settings: a route's own
-	// cannot be merged over them.
-	_, err = New(Options{ACME: m, Routes: []Route{y}})
-	require.ErrorContains(t, err, `route "y": action.tls.acme: the ACME manager does not report its settings`)
+	// A manager built in Go reports its settings (Manager.Settings): a
+	// route's own are merged over them.
+	p, err = New(Options{ACME: m, Logger: testLogger(), Routes: []Route{y}})
+	require.NoError(t, err)
+	doms := p.set.Load().acmeDomains
+	require.Len(t, doms, 1)
+	require.NotNil(t, doms[0].Settings)
+	require.Equal(t, "other@example.com", doms[0].Settings.Email)
+	require.NoError(t, p.Stop(t.Context()))
 
 	// Route settings without any manager.
 	y.Action.TLS.Certificate = nil
