@@ -49,7 +49,7 @@ func baseChains(c *nft.Conn, t *nft.Table) error {
 			elems = append(elems, nft.SetElement{Key: []byte{b}})
 		}
 		s := &nft.Set{Table: t, Name: protoSetName(p), KeyType: nft.TypeInetProto, Constant: true}
-		if err := c.AddSet(s, elems); err != nil {
+		if err := addSet(c, s, elems); err != nil {
 			return fmt.Errorf("set %s: %w", s.Name, err)
 		}
 	}
@@ -76,7 +76,7 @@ func addRoute(c *nft.Conn, t *nft.Table, r *Route, n routeNames) error {
 		protos = TCP
 	}
 	ports := &nft.Set{Table: t, Name: n.set("ports"), KeyType: nft.TypeInetService, Interval: true}
-	if err := c.AddSet(ports, portElems(r.mergedPorts())); err != nil {
+	if err := addSet(c, ports, portElems(r.mergedPorts())); err != nil {
 		return err
 	}
 	for _, l := range []struct {
@@ -96,7 +96,7 @@ func addRoute(c *nft.Conn, t *nft.Table, r *Route, n routeNames) error {
 				key, suffix = nft.TypeIP6Addr, "6"
 			}
 			s := &nft.Set{Table: t, Name: n.set(l.kind + suffix), KeyType: key, Interval: true}
-			if err := c.AddSet(s, addrElems(rs, v6)); err != nil {
+			if err := addSet(c, s, addrElems(rs, v6)); err != nil {
 				return err
 			}
 		}
@@ -176,7 +176,7 @@ func dnatExprs(c *nft.Conn, t *nft.Table, r *Route, n routeNames, v6 bool, hosts
 		for i, h := range hosts {
 			elems[i] = nft.SetElement{Key: binaryutil.NativeEndian.PutUint32(uint32(i)), Val: h.AsSlice()}
 		}
-		if err := c.AddSet(s, elems); err != nil {
+		if err := addSet(c, s, elems); err != nil {
 			return nil, err
 		}
 		ng := uint32(unix.NFT_NG_INCREMENTAL)
@@ -197,7 +197,7 @@ func dnatExprs(c *nft.Conn, t *nft.Table, r *Route, n routeNames, v6 bool, hosts
 				elems = append(elems, nft.SetElement{Key: be16(uint16(port)), Val: be16(r.PortMap[uint16(port)])})
 			}
 		}
-		if err := c.AddSet(s, dedupElems(elems)); err != nil {
+		if err := addSet(c, s, dedupElems(elems)); err != nil {
 			return nil, err
 		}
 		ex = append(ex, thDport(2)...)
