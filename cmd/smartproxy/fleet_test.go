@@ -21,18 +21,8 @@ import (
 	"github.com/gosmartproxy/smartproxy/internal/etcdtest"
 )
 
-// envRunArgs makes the test binary run the command with these arguments
-// (separated by newlines) instead of the tests: instances of a fleet are
-// separate processes.
-const envRunArgs = "SMARTPROXY_TEST_RUN_ARGS"
-
-func runAsCommand() {
-	if args := os.Getenv(envRunArgs); args != "" {
-		os.Exit(run(strings.Split(args, "\n"), os.Stderr, nil))
-	}
-}
-
-// process is the command running as a child process.
+// process is the command running as a child process: the test binary,
+// which TestMain turns into the command (runCLIEnv).
 type process struct {
 	cmd    *exec.Cmd
 	stderr *syncBuffer
@@ -43,8 +33,16 @@ type process struct {
 // with SIGTERM (then SIGKILL) when the test ends.
 func startProcess(t *testing.T, args ...string) *process {
 	t.Helper()
-	p := &process{cmd: exec.Command(os.Args[0], "-test.run=^$"), stderr: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd.Env = append(os.Environ(), envRunArgs+"="+strings.Join(args, "\n"))
+	return startProcessIn(t, "", nil, args...)
+}
+
+// startProcessIn is startProcess in working directory dir ("" for the
+// test's) with env added to the environment.
+func startProcessIn(t *testing.T, dir string, env []string, args ...string) *process {
+	t.Helper()
+	p := &process{cmd: exec.Command(os.Args[0], args...), stderr: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd.Env = append(append(os.Environ(), runCLIEnv+"=1"), env...)
+	p.cmd.Dir = dir
 	p.cmd.Stderr = p.stderr
 	require.NoError(t, p.cmd.Start())
 	go func() { _ = p.cmd.Wait(); close(p.done) }()
@@ -62,6 +60,18 @@ func startProcess(t *testing.T, args ...string) *process {
 		}
 	})
 	return p
+}
+
+// stop sends SIGTERM and requires a clean exit (status 0) within 10 s.
+func (p *process) stop(t *testing.T) {
+	t.Helper()
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("instance did not stop:\n%s", p.stderr)
+	}
+	require.Equal(t, 0, p.cmd.ProcessState.ExitCode(), p.stderr)
 }
 
 // logCount counts the log lines of p holding s.
@@ -205,13 +215,7 @@ func TestFleet(t *testing.T) {
 	require.True(t, json.Valid(current.Data), "stored form is JSON: %s", current.Data)
 
 	for _, p := range procs {
-		require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
-			t.Fatalf("instance did not stop:\n%s", p.stderr)
-		}
-		require.Equal(t, 0, p.cmd.ProcessState.ExitCode(), p.stderr)
+		p.stop(t)
 	}
 }
 

@@ -5,12 +5,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
-	"os"
-	"os/exec"
 	"strconv"
-	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -45,43 +40,13 @@ func TestFleetACMEOneOrder(t *testing.T) {
 	require.Equal(t, 0, code, out)
 
 	hosts := []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}
-	cmds := make([]*exec.Cmd, len(hosts))
-	logs := make([]*syncBuffer, len(hosts))
-	for i, host := range hosts {
-		cmds[i] = exec.Command(os.Args[0], "-test.run=^$")
+	procs := make([]*process, len(hosts))
+	start := time.Now()
+	for i, host := range hosts { // as close to the same moment as processes allow
 		// SSL_CERT_FILE: the instances trust Pebble's API through the
 		// system roots, read once per process.
-		cmds[i].Env = append(os.Environ(), envRunArgs+"="+strings.Join(append(etcdArgs, "-listen", host), "\n"), "SSL_CERT_FILE="+pb.MinicaPEMPath)
-		cmds[i].Dir = t.TempDir()
-		logs[i] = &syncBuffer{}
-		cmds[i].Stderr = logs[i]
+		procs[i] = startProcessIn(t, t.TempDir(), []string{"SSL_CERT_FILE=" + pb.MinicaPEMPath}, append(etcdArgs, "-listen", host)...)
 	}
-	var wg sync.WaitGroup
-	start := time.Now()
-	for _, cmd := range cmds { // as close to the same moment as processes allow
-		require.NoError(t, cmd.Start())
-	}
-	done := make([]chan struct{}, len(cmds))
-	for i, cmd := range cmds {
-		done[i] = make(chan struct{})
-		wg.Go(func() { _ = cmd.Wait(); close(done[i]) })
-	}
-	t.Cleanup(func() {
-		for i, cmd := range cmds {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-done[i]:
-			case <-time.After(10 * time.Second):
-				_ = cmd.Process.Kill()
-				<-done[i]
-				t.Errorf("instance %s did not exit on SIGTERM", hosts[i])
-			}
-			if t.Failed() {
-				t.Logf("instance %s log:\n%s", hosts[i], logs[i])
-			}
-		}
-		wg.Wait()
-	})
 
 	roots := pb.Roots(t)
 	serials := make([]*big.Int, len(hosts))
@@ -99,7 +64,7 @@ func TestFleetACMEOneOrder(t *testing.T) {
 			}
 			serials[i] = leaf.SerialNumber
 			return true
-		}, 60*time.Second, 50*time.Millisecond, "instance %s never served a certificate from Pebble:\n%s", host, logs[i])
+		}, 60*time.Second, 50*time.Millisecond, "instance %s never served a certificate from Pebble:\n%s", host, procs[i].stderr)
 	}
 	t.Logf("all %d instances serve a Pebble certificate %v after they started", len(hosts), time.Since(start).Round(time.Millisecond))
 
@@ -108,13 +73,7 @@ func TestFleetACMEOneOrder(t *testing.T) {
 		require.Zero(t, serials[0].Cmp(serials[i+1]), "instances %s and %s serve different certificates (%x, %x)",
 			hosts[0], hosts[i+1], serials[0], serials[i+1])
 	}
-	for i, cmd := range cmds {
-		require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
-		select {
-		case <-done[i]:
-		case <-time.After(10 * time.Second):
-			t.Fatalf("instance %s did not stop:\n%s", hosts[i], logs[i])
-		}
-		require.Equal(t, 0, cmd.ProcessState.ExitCode(), logs[i])
+	for _, p := range procs {
+		p.stop(t)
 	}
 }

@@ -33,9 +33,8 @@ import (
 // TestMain fails the run if a test leaves a goroutine behind: run must
 // stop its proxy on every path. (goleak ignores the os/signal goroutine.)
 func TestMain(m *testing.M) {
-	runAsCommand() // fleet_test.go: the test binary as a CLI process
 	if os.Getenv(runCLIEnv) == "1" {
-		os.Exit(run(os.Args[1:], os.Stderr, nil)) // a child process of a test
+		os.Exit(run(os.Args[1:], os.Stderr, nil)) // a child process of a test: startProcess
 	}
 	goleak.VerifyTestMain(m)
 }
