@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -75,11 +76,23 @@ func startFleetAdmin(p *smartproxy.Proxy, cfg *smartproxy.Config, addr string, w
 	c.Source = fleetSource{Source: p.AdminSource(), w: w}
 	c.Collector = newFleetCollector(p, w)
 	c.Reload = func(context.Context) error { w.Refresh(); return nil }
-	c.Logger = log
-	s, err := admin.Start(context.Background(), c)
+	return serveAdmin(c, log)
+}
+
+// serveAdmin starts the admin API as cfg says (with its Source,
+// Collector and Reload set) and logs where it listens. stop closes it,
+// cutting requests still running after 5 s (a scraper that stopped
+// reading must not hold the process's exit).
+func serveAdmin(cfg admin.Config, log *slog.Logger) (stop func(), err error) {
+	cfg.Logger = log
+	s, err := admin.Start(context.Background(), cfg)
 	if err != nil {
 		return nil, err
 	}
-	log.Info("admin API listening", "addr", s.Addr().String(), "token", c.Token != "")
-	return func() { _ = s.Close(context.Background()) }, nil
+	log.Info("admin API listening", "addr", s.Addr().String(), "token", cfg.Token != "")
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Close(ctx)
+	}, nil
 }
