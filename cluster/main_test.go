@@ -13,7 +13,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if lockHolder() {
+	if lockHolder() || orderHolder() {
 		return
 	}
 	goleak.VerifyTestMain(m)
