@@ -34,6 +34,10 @@ const (
 	envOrderHTTPPort  = "CLUSTER_TEST_ORDER_HTTP_PORT"
 )
 
+// heldConns keeps the holder's challenge connections open (a
+// connection nothing refers to is closed by its finalizer).
+var heldConns []net.Conn
+
 // orderHolder runs the order holder when the environment asks for it
 // and reports whether it did: it prints "challenge" once Pebble comes to
 // validate (the order lock is held then) and waits to be killed.
@@ -52,13 +56,12 @@ func orderHolder() bool {
 		fail(err)
 	}
 	go func() {
-		var held []net.Conn // never answered, never closed
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			held = append(held, c)
+			heldConns = append(heldConns, c) // never answered, never closed
 			fmt.Println("challenge")
 		}
 	}()
