@@ -231,17 +231,11 @@ func (f *fleetFlags) serve(log *slog.Logger, adminAddr string, ready chan<- *sma
 	if ready != nil {
 		ready <- p
 	}
-	for sig := range sigs {
-		if sig == syscall.SIGHUP {
-			w.Refresh()
-			continue
-		}
-		cancel() // no new routes while draining
-		if err := shutdown(p, sig, sigs, shutdownTimeout(cfg.Options()), log); err != nil {
-			log.Error("exiting", "err", err)
-			return 1
-		}
-		break
+	sig := awaitStop(sigs, w.Refresh)
+	cancel() // no new routes while draining
+	if err := shutdown(p, sig, sigs, shutdownTimeout(cfg.Options()), log); err != nil {
+		log.Error("exiting", "err", err)
+		return 1
 	}
 	return 0
 }

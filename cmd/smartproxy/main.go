@@ -292,14 +292,20 @@ func serve(path string, format smartproxy.ConfigFormat, cfg *smartproxy.Config, 
 	if ready != nil {
 		ready <- p
 	}
-	for sig := range sigs {
-		if sig == syscall.SIGHUP {
-			_ = rl.reload(context.Background())
-			continue
+	sig := awaitStop(sigs, func() { _ = rl.reload(context.Background()) })
+	return shutdown(p, sig, sigs, shutdownTimeout(opts), log)
+}
+
+// awaitStop calls hup for each SIGHUP until SIGINT or SIGTERM arrives,
+// and returns that signal.
+func awaitStop(sigs <-chan os.Signal, hup func()) os.Signal {
+	for {
+		sig := <-sigs
+		if sig != syscall.SIGHUP {
+			return sig
 		}
-		return shutdown(p, sig, sigs, shutdownTimeout(opts), log)
+		hup()
 	}
-	return nil
 }
 
 // shutdown drains the proxy for up to timeout; another SIGINT or SIGTERM
