@@ -296,14 +296,6 @@ func applyDocument(p *smartproxy.Proxy, d cluster.Document, settings []byte, log
 	return nil
 }
 
-// clusterACMEStorage is the ACME state of an instance of a fleet: the
-// etcd store and order lock shared by every instance, so that each
-// certificate is ordered once (useClusterACME hands them to the manager
-// in place of the file store).
-func clusterACMEStorage(c *cluster.Client) (acme.Storage, acme.Locker) {
-	return c.Storage(), c.Locker()
-}
-
 // useClusterACME gives the instance an ACME manager on the fleet's etcd
 // store and order lock when the published config needs one (an acme
 // block, or routes with certificate "auto"): every instance then loads
@@ -313,7 +305,7 @@ func useClusterACME(c *cluster.Client, cfg *smartproxy.Config, opts *smartproxy.
 	if !ok {
 		return nil
 	}
-	mc.Storage, mc.Locker = clusterACMEStorage(c)
+	mc.Storage, mc.Locker = c.Storage(), c.Locker()
 	mc.Logger = log
 	m, err := acme.NewManager(mc)
 	if err != nil {
