@@ -51,21 +51,8 @@ func lockHolder() bool {
 func TestLockExpiresWhenHolderIsKilled(t *testing.T) {
 	t.Parallel()
 	e := etcdtest.Start(t, 1)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), envHolderEndpoint+"="+e.Endpoint(), envHolderPrefix+"=/kill")
-	out, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	killed := false
-	t.Cleanup(func() {
-		if !killed {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-	})
-	line, err := bufio.NewReader(out).ReadString('\n')
-	require.NoError(t, err)
-	require.Equal(t, "locked", strings.TrimSpace(line))
+	h := startHolder(t, envHolderEndpoint+"="+e.Endpoint(), envHolderPrefix+"=/kill")
+	require.Equal(t, "locked", h.firstLine(t, 10*time.Second))
 
 	cfg, _ := testConfig(t, "/kill", e.Endpoint())
 	waiter := dial(t, cfg).Locker()
@@ -85,10 +72,7 @@ func TestLockExpiresWhenHolderIsKilled(t *testing.T) {
 	case <-time.After(3 * time.Second): // longer than the TTL: the live holder renews
 	}
 
-	require.NoError(t, cmd.Process.Kill())
-	_ = cmd.Wait()
-	_, _ = io.Copy(io.Discard, out)
-	killed = true
+	h.kill(t)
 	at := time.Now()
 	select {
 	case when, ok := <-got:
@@ -100,4 +84,54 @@ func TestLockExpiresWhenHolderIsKilled(t *testing.T) {
 	case <-time.After(cfg.LockTTL + 5*time.Second):
 		t.Fatal("the lock of a killed holder never expired")
 	}
+}
+
+// holder is this test binary run as a child process that TestMain turns
+// into a lock or order holder (lockHolder, orderHolder); it is killed
+// when the test ends, if the test did not kill it.
+type holder struct {
+	cmd    *exec.Cmd
+	lines  chan string
+	killed bool
+}
+
+// startHolder runs the holder with env added to the environment.
+func startHolder(t *testing.T, env ...string) *holder {
+	t.Helper()
+	h := &holder{cmd: exec.Command(os.Args[0], "-test.run=^$"), lines: make(chan string, 1)}
+	h.cmd.Env = append(os.Environ(), env...)
+	out, err := h.cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, h.cmd.Start())
+	go func() {
+		s, _ := bufio.NewReader(out).ReadString('\n')
+		h.lines <- strings.TrimSpace(s)
+		_, _ = io.Copy(io.Discard, out)
+	}()
+	t.Cleanup(func() {
+		if !h.killed {
+			h.kill(t)
+		}
+	})
+	return h
+}
+
+// firstLine is the first line the holder printed ("error: ..." when it
+// failed), or "" when it printed none within d.
+func (h *holder) firstLine(t *testing.T, d time.Duration) string {
+	t.Helper()
+	select {
+	case s := <-h.lines:
+		return s
+	case <-time.After(d):
+		return ""
+	}
+}
+
+// kill ends the holder with SIGKILL (no unlock) and waits for it.
+func (h *holder) kill(t *testing.T) {
+	t.Helper()
+	require.NoError(t, h.cmd.Process.Kill())
+	_ = h.cmd.Wait()
+	h.killed = true
 }

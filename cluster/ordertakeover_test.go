@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -9,9 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -103,27 +100,10 @@ func TestOrderTakenOverAfterHolderKilled(t *testing.T) {
 	e := etcdtest.Start(t, 1)
 	httpPort := pebbletest.FreePort(t)
 	pb := pebbletest.Start(t, pebbletest.Options{HTTPPort: httpPort})
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), envOrderEndpoint+"="+e.Endpoint(), envOrderPrefix+"=/takeover",
+	h := startHolder(t, envOrderEndpoint+"="+e.Endpoint(), envOrderPrefix+"=/takeover",
 		envOrderDirectory+"="+pb.DirectoryURL, envOrderCA+"="+pb.MinicaPEMPath, envOrderHTTPPort+"="+strconv.Itoa(httpPort))
-	out, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	killed := false
-	t.Cleanup(func() {
-		if !killed {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-	})
-	line := make(chan string, 1)
-	go func() { s, _ := bufio.NewReader(out).ReadString('\n'); line <- strings.TrimSpace(s) }()
-	select {
-	case s := <-line:
-		require.Equal(t, "challenge", s, "the holder must reach the challenge, holding the order lock")
-	case <-time.After(30 * time.Second):
-		t.Fatalf("the holder never got to the challenge:\n%s", pb.Log())
-	}
+	require.Equal(t, "challenge", h.firstLine(t, 30*time.Second),
+		"the holder must reach the challenge, holding the order lock:\n%s", pb.Log())
 
 	cfg, _ := testConfig(t, "/takeover", e.Endpoint())
 	c := dial(t, cfg)
@@ -154,9 +134,7 @@ func TestOrderTakenOverAfterHolderKilled(t *testing.T) {
 	time.Sleep(time.Second)
 	require.Equal(t, 1, pb.Orders(), "the second instance must wait for the holder's lock, not order")
 
-	require.NoError(t, cmd.Process.Kill())
-	_ = cmd.Wait()
-	killed = true
+	h.kill(t)
 	at := time.Now()
 	// The challenge port is the second instance's now.
 	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(httpPort)))
