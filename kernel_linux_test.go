@@ -145,3 +145,44 @@ func TestKernelRouteDefaultsBlockListOnly(t *testing.T) {
 		t.Errorf("client on the route's block list: err = %v, want dropped", err)
 	}
 }
+
+// The kernel settings kernel routes need are read from the kernel at
+// Start and reported with their fix in NftablesStatus.
+func TestKernelRouteSysctlWarnings(t *testing.T) {
+	if netnstest.Reexec(t, netnstest.OwnNetns) {
+		return
+	}
+	tp := netnstest.NewHere(t)
+	tp.Sysctl(t, "", "net/ipv4/ip_forward", "0")
+	tp.Sysctl(t, "", "net/ipv4/conf/all/route_localnet", "0")
+	routes := []Route{
+		NfTablesRoute("remote", Ports(8000), netnstest.BkdAddr4+":9000", nil),
+		NfTablesRoute("loopback", Ports(8001), "127.0.0.1:9000", nil),
+	}
+	p, err := New(Options{Routes: routes, NftablesTable: "sptest"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = p.Stop(context.Background()) }()
+	st, err := p.NftablesStatus(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(st.Warnings, "\n")
+	for _, want := range []string{"sysctl -w net.ipv4.ip_forward=1", "sysctl -w net.ipv4.conf.all.route_localnet=1"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("warnings %q: want %q", got, want)
+		}
+	}
+	tp.Sysctl(t, "", "net/ipv4/ip_forward", "1")
+	tp.Sysctl(t, "", "net/ipv4/conf/all/route_localnet", "1")
+	if err := p.UpdateRoutes(routes[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := p.NftablesStatus(context.Background()); err != nil || len(st.Warnings) != 0 {
+		t.Errorf("after setting both: warnings %q, %v; want none", st.Warnings, err)
+	}
+}
