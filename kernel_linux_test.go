@@ -115,3 +115,74 @@ func TestKernelRouteWithoutNetAdmin(t *testing.T) {
 	}
 	_ = p.Stop(context.Background())
 }
+
+// Defaults.Security with a block list only leaves the allow list empty,
+// which user space reads as "everyone": the kernel route must too, and
+// still drop the blocked client. (An empty allow list once became an empty
+// nft allow set, which dropped every client.)
+func TestKernelRouteDefaultsBlockListOnly(t *testing.T) {
+	if netnstest.Reexec(t, netnstest.OwnNetns) {
+		return
+	}
+	tp := netnstest.NewHere(t)
+	netnstest.ServeTCP(t, tp.Bkd, ":9000")
+	open := NfTablesRoute("open", Ports(8000), netnstest.BkdAddr4+":9000", nil)
+	shut := NfTablesRoute("shut", Ports(8001), netnstest.BkdAddr4+":9000", nil)
+	shut.Security = &RouteSecurity{IPBlockList: []string{netnstest.CliAddr4}}
+	p, err := New(Options{Routes: []Route{open, shut}, NftablesTable: "sptest",
+		Defaults: Defaults{Security: &RouteSecurity{IPBlockList: []string{"10.9.9.9"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = p.Stop(context.Background()) }()
+	if got, err := netnstest.AskTCP(tp.Cli, netnstest.PrxAddr4+":8000", 3*time.Second); err != nil || !strings.HasPrefix(got, "9000 ") {
+		t.Errorf("client not on the defaults' block list: got %q, %v; want forwarded", got, err)
+	}
+	if _, err := netnstest.AskTCP(tp.Cli, netnstest.PrxAddr4+":8001", 500*time.Millisecond); !netnstest.IsTimeout(err) {
+		t.Errorf("client on the route's block list: err = %v, want dropped", err)
+	}
+}
+
+// The kernel settings kernel routes need are read from the kernel at
+// Start and reported with their fix in NftablesStatus.
+func TestKernelRouteSysctlWarnings(t *testing.T) {
+	if netnstest.Reexec(t, netnstest.OwnNetns) {
+		return
+	}
+	tp := netnstest.NewHere(t)
+	tp.Sysctl(t, "", "net/ipv4/ip_forward", "0")
+	tp.Sysctl(t, "", "net/ipv4/conf/all/route_localnet", "0")
+	routes := []Route{
+		NfTablesRoute("remote", Ports(8000), netnstest.BkdAddr4+":9000", nil),
+		NfTablesRoute("loopback", Ports(8001), "127.0.0.1:9000", nil),
+	}
+	p, err := New(Options{Routes: routes, NftablesTable: "sptest"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = p.Stop(context.Background()) }()
+	st, err := p.NftablesStatus(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(st.Warnings, "\n")
+	for _, want := range []string{"sysctl -w net.ipv4.ip_forward=1", "sysctl -w net.ipv4.conf.all.route_localnet=1"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("warnings %q: want %q", got, want)
+		}
+	}
+	tp.Sysctl(t, "", "net/ipv4/ip_forward", "1")
+	tp.Sysctl(t, "", "net/ipv4/conf/all/route_localnet", "1")
+	if err := p.UpdateRoutes(routes[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := p.NftablesStatus(context.Background()); err != nil || len(st.Warnings) != 0 {
+		t.Errorf("after setting both: warnings %q, %v; want none", st.Warnings, err)
+	}
+}

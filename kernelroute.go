@@ -129,6 +129,10 @@ func (v *routeValidator) compileKernel(r *Route, st *routeState, defaults Defaul
 		v.fail("action.nftables.maxRate", err)
 	}
 	kr.MaxRate = rate
+	if a.ForwardingEngineFallback && rate.Kind != nftables.NoRate {
+		// Served in user space, the route would lose its cap unnoticed.
+		v.fail("action.forwardingEngineFallback", fmt.Errorf("the user-space engine cannot enforce action.nftables.maxRate %q: drop one of them", rate.Text))
+	}
 	kr.Allow, kr.Block = st.allow, st.block
 	if _, err := st.allow.Ranges(); err != nil {
 		v.fail("security.ipAllowList", fmt.Errorf("%w: nftables sets hold address intervals", err))

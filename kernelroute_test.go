@@ -32,6 +32,10 @@ func TestKernelRouteValidation(t *testing.T) {
 			r.Action.NfTables = &NfTablesOptions{Protocol: "udp"}
 			r.Action.ForwardingEngineFallback = true
 		}, "action.forwardingEngineFallback", "TCP only"},
+		{"maxRate fallback", func(r *Route) {
+			r.Action.NfTables = &NfTablesOptions{MaxRate: "100/second"}
+			r.Action.ForwardingEngineFallback = true
+		}, "action.forwardingEngineFallback", "maxRate"},
 	}
 	for _, tc := range tests {
 		r := base()

@@ -68,8 +68,9 @@ type Route struct {
 	// through this host (it is the backend's default gateway, or a route
 	// for the clients' networks points here), or the connection fails.
 	PreserveSourceIP bool
-	// Allow, when not nil, admits only matching clients; Block drops
-	// matching clients (block wins). Both become nft interval sets, so
+	// Allow, when it has patterns, admits only matching clients; Block
+	// drops matching clients (block wins). A nil or empty list restricts
+	// nothing, as in user-space routes. Both become nft interval sets, so
 	// every pattern must be expressible as address intervals (see
 	// iplist.List.Ranges).
 	Allow, Block *iplist.List
@@ -245,7 +246,7 @@ func (r *Route) fingerprint() string {
 	fmt.Fprintf(&b, "|%d/%d/%d|", r.MaxRate.Kind, r.MaxRate.Count, r.MaxRate.Per)
 	for _, l := range []*iplist.List{r.Allow, r.Block} {
 		rs, _ := l.Ranges()
-		fmt.Fprintf(&b, "%t%v|", l != nil, rs)
+		fmt.Fprintf(&b, "%t%v|", l.Len() > 0, rs)
 	}
 	sum := sha256.Sum256([]byte(b.String()))
 	return hex.EncodeToString(sum[:8])

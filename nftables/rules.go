@@ -83,7 +83,7 @@ func addRoute(c *nft.Conn, t *nft.Table, r *Route, n routeNames) error {
 		kind string
 		list *iplist.List
 	}{{"block", r.Block}, {"allow", r.Allow}} {
-		if l.list == nil {
+		if l.list.Len() == 0 {
 			continue
 		}
 		rs, err := l.list.Ranges()
@@ -114,11 +114,11 @@ func addRoute(c *nft.Conn, t *nft.Table, r *Route, n routeNames) error {
 	add(natC, "guard", fibNotLocal()...)
 	add(natC, "guard", l4NotIn(protoSetName(protos))...)
 	add(natC, "guard", cat(thDport(2), notInSet(2, ports.Name), ret())...)
-	if r.Block != nil {
+	if r.Block.Len() > 0 {
 		add(natC, "block", cat(saddr(false), inSet(1, n.set("block4"), false), counter(), drop())...)
 		add(natC, "block", cat(saddr(true), inSet(1, n.set("block6"), false), counter(), drop())...)
 	}
-	if r.Allow != nil {
+	if r.Allow.Len() > 0 {
 		add(natC, "allow", cat(saddr(false), inSet(1, n.set("allow4"), true), counter(), drop())...)
 		add(natC, "allow", cat(saddr(true), inSet(1, n.set("allow6"), true), counter(), drop())...)
 	}

@@ -3,6 +3,7 @@
 package netnstest
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -70,16 +71,39 @@ func Reexec(t *testing.T, mode Mode) (parent bool) {
 	}
 	cmd.Env = append(os.Environ(), envTest+"="+t.Name(), envInside+"=1")
 	out, err := cmd.CombinedOutput()
-	text := string(out)
-	switch {
-	case strings.Contains(text, "--- SKIP"):
-		skipf(t, "child skipped:\n%s", text)
-	case err != nil:
-		t.Fatalf("child in %s: %v\n%s", mode, err, text)
-	case !strings.Contains(text, "--- PASS: "+t.Name()):
-		t.Fatalf("child in %s ran no test:\n%s", mode, text)
+	switch v, msg := childVerdict(t.Name(), string(out), err); v {
+	case childSkipped:
+		skipf(t, "child in %s: %s", mode, msg)
+	case childFailed:
+		t.Fatalf("child in %s: %s", mode, msg)
 	}
 	return true
+}
+
+// The outcomes of a re-executed test.
+const (
+	childPassed = iota
+	childSkipped
+	childFailed
+)
+
+// childVerdict reads a child's output and error. Only the test itself
+// skipping is a skip (not a subtest, and never a child that also failed);
+// a child that could not be started is a skip, since it says nothing
+// about the code under test.
+func childVerdict(name, text string, err error) (int, string) {
+	var ee *exec.ExitError
+	switch {
+	case err != nil && !errors.As(err, &ee):
+		return childSkipped, fmt.Sprintf("cannot start the child: %v\n%s", err, text)
+	case err != nil:
+		return childFailed, fmt.Sprintf("%v\n%s", err, text)
+	case strings.Contains(text, "--- SKIP: "+name+" ("):
+		return childSkipped, "skipped:\n" + text
+	case !strings.Contains(text, "--- PASS: "+name+" ("):
+		return childFailed, "ran no test:\n" + text
+	}
+	return childPassed, ""
 }
 
 // NewHere is New with the process's own network namespace as the proxy
