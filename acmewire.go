@@ -54,30 +54,12 @@ func (o *Options) setUpACME(userCerts bool) error {
 			return fmt.Errorf("acme: %w", err)
 		}
 		o.ACME = m
-		base := o.acmeFile.cfg.Settings
-		o.acmeBase = &base
 	}
 	if o.ACME != nil && !userCerts {
 		o.Certificates = o.ACME
 		o.acmeOnly = true
 	}
 	return nil
-}
-
-// acmeSettingsSource lets a manager tell its base settings, so that a
-// route's action.tls.acme can be merged over them.
-type acmeSettingsSource interface{ Settings() acme.Settings }
-
-// baseACMESettings returns the settings route overrides are merged
-// over: those of the config file's manager, or those the manager reports.
-func (o *Options) baseACMESettings() (acme.Settings, bool) {
-	if o.acmeBase != nil {
-		return *o.acmeBase, true
-	}
-	if s, ok := any(o.ACME).(acmeSettingsSource); ok {
-		return s.Settings(), true
-	}
-	return acme.Settings{}, false
 }
 
 // managedDomains returns the names the ACME manager must hold a
@@ -109,12 +91,7 @@ func managedDomains(routes []*Route, opts Options) ([]acme.Domain, map[string]bo
 		over := r.Action.TLS.ACME
 		var settings *acme.Settings
 		if over != nil {
-			base, ok := opts.baseACMESettings()
-			if !ok {
-				errs = append(errs, &RouteError{Route: label, Field: "action.tls.acme", Err: errors.New("the ACME manager does not report its settings (no Settings method), so route settings cannot be merged over them")})
-				continue
-			}
-			s := over.mergeOver(base)
+			s := over.mergeOver(opts.ACME.Settings())
 			settings = &s
 		}
 		if len(r.state.domains) == 0 && opts.acmeOnly {

@@ -51,8 +51,7 @@ func TestACMEManagedNames(t *testing.T) {
 	over := acme.Settings{Email: "d@example.com", UseProduction: true, HTTPPort: 8080, RenewBefore: 10 * 24 * time.Hour}
 	require.Equal(t, []acme.Domain{{Name: "a.example.com"}, {Name: "b.example.com"}, {Name: "c.example.com"}, {Name: "d.example.com", Settings: &over}},
 		p.set.Load().acmeDomains)
-	require.NotNil(t, p.opts.acmeBase)
-	require.Equal(t, base, *p.opts.acmeBase)
+	require.Equal(t, base, p.opts.ACME.Settings())
 	require.Same(t, p.opts.ACME, p.certs, "the manager is the certificate store")
 }
 
