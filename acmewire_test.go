@@ -120,14 +120,3 @@ func TestCertificateStatusStatic(t *testing.T) {
 		require.True(t, s.NotAfter.After(time.Now()))
 	}
 }
-
-// TestValidToken: only base64url tokens reach the manager.
-func TestValidToken(t *testing.T) {
-	t.Parallel()
-	for tok, ok := range map[string]bool{
-		"LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0": true, "a-_b": true,
-		"": false, "a/b": false, "a.b": false, "a%2Fb": false, "a b": false, "..": false,
-	} {
-		require.Equal(t, ok, validToken(tok), tok)
-	}
-}
