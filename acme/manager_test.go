@@ -104,6 +104,37 @@ func TestManageSet(t *testing.T) {
 	}
 }
 
+// TestFallbackCertificate: a managed name without a certificate gets
+// Config.Fallback after HandshakeWait instead of an error; an unmanaged
+// name still gets ErrNotManaged at once, and a validation hello no
+// challenge is pending for gets an error, never the fallback.
+func TestFallbackCertificate(t *testing.T) {
+	t.Parallel()
+	fb := selfSigned(t, time.Hour, "fallback.example")
+	m, err := acme.NewManager(acme.Config{
+		Storage:       acme.NewFileStorage(t.TempDir()),
+		HandshakeWait: 50 * time.Millisecond,
+		Fallback:      fb,
+		Settings:      acme.Settings{DirectoryURL: "https://127.0.0.1:1/dir"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop(context.Background())
+	if err := m.Manage(context.Background(), []acme.Domain{{Name: "a.example"}}); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := m.GetCertificate(&tls.ClientHelloInfo{ServerName: "A.example."}); err != nil || c != fb {
+		t.Fatalf("managed name without a certificate: %p %v, want the fallback", c, err)
+	}
+	if _, err := m.GetCertificate(&tls.ClientHelloInfo{ServerName: "b.example"}); !errors.Is(err, acme.ErrNotManaged) {
+		t.Fatalf("unmanaged name: %v, want ErrNotManaged", err)
+	}
+	if c, err := m.GetCertificate(&tls.ClientHelloInfo{ServerName: "a.example", SupportedProtos: []string{"acme-tls/1"}}); err == nil {
+		t.Fatalf("validation hello without a pending challenge got %p", c)
+	}
+}
+
 // TestHTTPChallengeLookup: the token of a name being validated is
 // answered for that name (any case, a port or a trailing dot on the
 // host); another name, another method, a malformed token or a path
