@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -124,23 +123,16 @@ func managedDomains(routes []*Route, opts Options) ([]acme.Domain, map[string]bo
 	return domains, names, nil
 }
 
-// orderableName refuses what an ACME CA cannot validate by HTTP-01 or
-// TLS-ALPN-01 (the manager would refuse it in Manage, which -check does
-// not run): patterns, IP addresses, and names outside the letters,
-// digits and hyphens of DNS labels.
+// orderableName refuses what the manager would refuse in Manage (which
+// -check does not run; acme.CheckName), and says so plainly for a
+// pattern, which match.domains allows.
 func orderableName(d domainPattern) error {
 	const fix = "; list exact names, or give the route a certificate"
-	switch {
-	case d.glob != nil:
+	if d.glob != nil {
 		return fmt.Errorf("%q is a pattern: ACME (HTTP-01, TLS-ALPN-01) orders certificates for exact names only (a wildcard certificate needs DNS-01, which this proxy does not do)%s", d.text, fix)
-	case net.ParseIP(d.text) != nil:
-		return fmt.Errorf("%q is an IP address: ACME orders certificates for DNS names only%s", d.text, fix)
 	}
-	for label := range strings.SplitSeq(d.text, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' ||
-			strings.ContainsFunc(label, func(r rune) bool { return !('a' <= r && r <= 'z' || '0' <= r && r <= '9' || r == '-') }) {
-			return fmt.Errorf("%q is not a DNS name a CA issues for (label %q: letters, digits and inner hyphens only)%s", d.text, label, fix)
-		}
+	if err := acme.CheckName(d.text); err != nil {
+		return fmt.Errorf("%w%s", err, fix)
 	}
 	return nil
 }

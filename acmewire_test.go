@@ -1,6 +1,7 @@
 package smartproxy
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -64,8 +65,11 @@ func TestACMEManagedNamesRefused(t *testing.T) {
 	_, err := New(Options{ACME: m, Routes: []Route{autoRoute("w", "ok.example.com", "*.example.com")}})
 	require.ErrorContains(t, err, `route "w": match.domains[1]: "*.example.com" is a pattern: ACME (HTTP-01, TLS-ALPN-01) orders certificates for exact names only`)
 	_, err = New(Options{ACME: m, Routes: []Route{autoRoute("ip", "ok.example.com", "10.0.0.1", "a_b.example.com")}})
-	require.ErrorContains(t, err, `route "ip": match.domains[1]: "10.0.0.1" is an IP address: ACME orders certificates for DNS names only`)
-	require.ErrorContains(t, err, `route "ip": match.domains[2]: "a_b.example.com" is not a DNS name a CA issues for (label "a_b"`)
+	require.ErrorContains(t, err, `route "ip": match.domains[1]: acme: domain "10.0.0.1": IP addresses are not managed; list exact names, or give the route a certificate`)
+	require.ErrorContains(t, err, `route "ip": match.domains[2]: acme: domain "a_b.example.com": character '_' not allowed`)
+	long := strings.Repeat(strings.Repeat("a", 63)+".", 4) + "com" // 259 bytes: labels fine, name too long
+	_, err = New(Options{ACME: m, Routes: []Route{autoRoute("long", long)}})
+	require.ErrorContains(t, err, `route "long": match.domains[0]: acme: domain "`+long+`": empty or longer than 253 bytes`, "refused by New (and -check), not first by Start")
 	_, err = New(Options{ACME: m, Routes: []Route{autoRoute("none")}})
 	require.ErrorContains(t, err, `route "none": match.domains: certificate "auto" with ACME needs the names to order`)
 
