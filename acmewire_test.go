@@ -1,6 +1,10 @@
 package smartproxy
 
 import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -123,4 +127,49 @@ func TestCertificateStatusStatic(t *testing.T) {
 		require.Equal(t, "1", s.Serial)
 		require.True(t, s.NotAfter.After(time.Now()))
 	}
+}
+
+// TestACMEChallengeConnOnTCPPort: on an ACME port whose only route is raw
+// TCP, a connection whose first line asks for a challenge belongs to the
+// proxy: the challenge (unknown here) is answered 404, and requests the
+// client pipelines after it, absolute-form challenge paths included, get
+// 404 and a close, never the route's backend.
+func TestACMEChallengeConnOnTCPPort(t *testing.T) {
+	t.Parallel()
+	lp := newListenerPool(t)
+	acmePort, tlsPort := lp.port(t), lp.port(t)
+	reached := make(chan struct{}, 10)
+	raw := startBackend(t, "127.0.0.1:0", func(c net.Conn) { reached <- struct{}{}; echo(c) })
+	m, err := acme.NewManager(acme.Config{Logger: testLogger(), Storage: acme.NewFileStorage(t.TempDir()),
+		Settings: acme.Settings{HTTPPort: acmePort, DisableTLSALPN: true, DirectoryURL: "https://127.0.0.1:1/directory"}})
+	require.NoError(t, err)
+	startTestProxy(t, lp, Options{ACME: m, Routes: []Route{
+		NewRoute("raw").Ports(acmePort).ForwardTo(raw.addr()).Route(),
+		terminateRouteOn("site", tlsPort, "127.0.0.1:1", "localhost"),
+	}})
+
+	const tok = "unknownToken_0123456789abcdef"
+	for _, first := range []string{"GET " + acmeChallengePrefix + tok, "GET http://localhost" + acmeChallengePrefix + tok} {
+		c := dial(t, acmePort)
+		require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+		_, err = io.WriteString(c, first+" HTTP/1.1\r\nHost: localhost\r\n\r\n"+
+			"GET /admin HTTP/1.1\r\nHost: localhost\r\n\r\n"+
+			"GET "+acmeChallengePrefix+tok+" HTTP/1.1\r\nHost: localhost\r\n\r\n")
+		require.NoError(t, err)
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		require.NoError(t, err, first)
+		body, _ := io.ReadAll(resp.Body)
+		require.Equal(t, http.StatusNotFound, resp.StatusCode, first)
+		require.Contains(t, string(body), "no such ACME challenge")
+		resp, err = http.ReadResponse(br, nil)
+		require.NoError(t, err, first)
+		_, _ = io.ReadAll(resp.Body)
+		require.Equal(t, http.StatusNotFound, resp.StatusCode, "the pipelined request after the challenge")
+		require.True(t, resp.Close, "and the connection is closed")
+		_, err = http.ReadResponse(br, nil)
+		require.Error(t, err, "nothing after the close")
+		require.NoError(t, c.Close())
+	}
+	require.Empty(t, reached, "no connection reached the raw route's backend")
 }
