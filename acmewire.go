@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -54,30 +53,12 @@ func (o *Options) setUpACME(userCerts bool) error {
 			return fmt.Errorf("acme: %w", err)
 		}
 		o.ACME = m
-		base := o.acmeFile.cfg.Settings
-		o.acmeBase = &base
 	}
 	if o.ACME != nil && !userCerts {
 		o.Certificates = o.ACME
 		o.acmeOnly = true
 	}
 	return nil
-}
-
-// acmeSettingsSource lets a manager tell its base settings, so that a
-// route's action.tls.acme can be merged over them.
-type acmeSettingsSource interface{ Settings() acme.Settings }
-
-// baseACMESettings returns the settings route overrides are merged
-// over: those of the config file's manager, or those the manager reports.
-func (o *Options) baseACMESettings() (acme.Settings, bool) {
-	if o.acmeBase != nil {
-		return *o.acmeBase, true
-	}
-	if s, ok := any(o.ACME).(acmeSettingsSource); ok {
-		return s.Settings(), true
-	}
-	return acme.Settings{}, false
 }
 
 // managedDomains returns the names the ACME manager must hold a
@@ -109,12 +90,7 @@ func managedDomains(routes []*Route, opts Options) ([]acme.Domain, map[string]bo
 		over := r.Action.TLS.ACME
 		var settings *acme.Settings
 		if over != nil {
-			base, ok := opts.baseACMESettings()
-			if !ok {
-				errs = append(errs, &RouteError{Route: label, Field: "action.tls.acme", Err: errors.New("the ACME manager does not report its settings (no Settings method), so route settings cannot be merged over them")})
-				continue
-			}
-			s := over.mergeOver(base)
+			s := over.mergeOver(opts.ACME.Settings())
 			settings = &s
 		}
 		if len(r.state.domains) == 0 && opts.acmeOnly {
@@ -147,23 +123,16 @@ func managedDomains(routes []*Route, opts Options) ([]acme.Domain, map[string]bo
 	return domains, names, nil
 }
 
-// orderableName refuses what an ACME CA cannot validate by HTTP-01 or
-// TLS-ALPN-01 (the manager would refuse it in Manage, which -check does
-// not run): patterns, IP addresses, and names outside the letters,
-// digits and hyphens of DNS labels.
+// orderableName refuses what the manager would refuse in Manage (which
+// -check does not run; acme.CheckName), and says so plainly for a
+// pattern, which match.domains allows.
 func orderableName(d domainPattern) error {
 	const fix = "; list exact names, or give the route a certificate"
-	switch {
-	case d.glob != nil:
+	if d.glob != nil {
 		return fmt.Errorf("%q is a pattern: ACME (HTTP-01, TLS-ALPN-01) orders certificates for exact names only (a wildcard certificate needs DNS-01, which this proxy does not do)%s", d.text, fix)
-	case net.ParseIP(d.text) != nil:
-		return fmt.Errorf("%q is an IP address: ACME orders certificates for DNS names only%s", d.text, fix)
 	}
-	for label := range strings.SplitSeq(d.text, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' ||
-			strings.ContainsFunc(label, func(r rune) bool { return !('a' <= r && r <= 'z' || '0' <= r && r <= '9' || r == '-') }) {
-			return fmt.Errorf("%q is not a DNS name a CA issues for (label %q: letters, digits and inner hyphens only)%s", d.text, label, fix)
-		}
+	if err := acme.CheckName(d.text); err != nil {
+		return fmt.Errorf("%w%s", err, fix)
 	}
 	return nil
 }
@@ -274,7 +243,7 @@ func (h *httpLayer) answerACMEChallenge(w http.ResponseWriter, r *http.Request, 
 	}
 	host := requestHost(r, "")
 	keyAuth, found := "", false
-	if validToken(token) && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead { // the manager checks the token
 		keyAuth, found = h.px.acmeChallenge(host, token)
 	}
 	h.px.logConn("ACME HTTP-01 challenge", "id", hc.rc.ConnectionID, "client", hc.rc.ClientAddr, "port", hc.rc.Port, "host", host, "found", found)
@@ -284,22 +253,6 @@ func (h *httpLayer) answerACMEChallenge(w http.ResponseWriter, r *http.Request, 
 	}
 	w.Header().Set("Content-Type", "text/plain")
 	_, _ = w.Write([]byte(keyAuth))
-	return true
-}
-
-// validToken reports whether s can be an ACME token: base64url
-// characters only (RFC 8555 8.1), so no path or query tricks reach the
-// manager.
-func validToken(s string) bool {
-	if s == "" || len(s) > 256 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
 	return true
 }
 

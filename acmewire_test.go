@@ -1,6 +1,11 @@
 package smartproxy
 
 import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,8 +56,7 @@ func TestACMEManagedNames(t *testing.T) {
 	over := acme.Settings{Email: "d@example.com", UseProduction: true, HTTPPort: 8080, RenewBefore: 10 * 24 * time.Hour}
 	require.Equal(t, []acme.Domain{{Name: "a.example.com"}, {Name: "b.example.com"}, {Name: "c.example.com"}, {Name: "d.example.com", Settings: &over}},
 		p.set.Load().acmeDomains)
-	require.NotNil(t, p.opts.acmeBase)
-	require.Equal(t, base, *p.opts.acmeBase)
+	require.Equal(t, base, p.opts.ACME.Settings())
 	require.Same(t, p.opts.ACME, p.certs, "the manager is the certificate store")
 }
 
@@ -65,8 +69,11 @@ func TestACMEManagedNamesRefused(t *testing.T) {
 	_, err := New(Options{ACME: m, Routes: []Route{autoRoute("w", "ok.example.com", "*.example.com")}})
 	require.ErrorContains(t, err, `route "w": match.domains[1]: "*.example.com" is a pattern: ACME (HTTP-01, TLS-ALPN-01) orders certificates for exact names only`)
 	_, err = New(Options{ACME: m, Routes: []Route{autoRoute("ip", "ok.example.com", "10.0.0.1", "a_b.example.com")}})
-	require.ErrorContains(t, err, `route "ip": match.domains[1]: "10.0.0.1" is an IP address: ACME orders certificates for DNS names only`)
-	require.ErrorContains(t, err, `route "ip": match.domains[2]: "a_b.example.com" is not a DNS name a CA issues for (label "a_b"`)
+	require.ErrorContains(t, err, `route "ip": match.domains[1]: acme: domain "10.0.0.1": IP addresses are not managed; list exact names, or give the route a certificate`)
+	require.ErrorContains(t, err, `route "ip": match.domains[2]: acme: domain "a_b.example.com": character '_' not allowed`)
+	long := strings.Repeat(strings.Repeat("a", 63)+".", 4) + "com" // 259 bytes: labels fine, name too long
+	_, err = New(Options{ACME: m, Routes: []Route{autoRoute("long", long)}})
+	require.ErrorContains(t, err, `route "long": match.domains[0]: acme: domain "`+long+`": empty or longer than 253 bytes`, "refused by New (and -check), not first by Start")
 	_, err = New(Options{ACME: m, Routes: []Route{autoRoute("none")}})
 	require.ErrorContains(t, err, `route "none": match.domains: certificate "auto" with ACME needs the names to order`)
 
@@ -122,13 +129,47 @@ func TestCertificateStatusStatic(t *testing.T) {
 	}
 }
 
-// TestValidToken: only base64url tokens reach the manager.
-func TestValidToken(t *testing.T) {
+// TestACMEChallengeConnOnTCPPort: on an ACME port whose only route is raw
+// TCP, a connection whose first line asks for a challenge belongs to the
+// proxy: the challenge (unknown here) is answered 404, and requests the
+// client pipelines after it, absolute-form challenge paths included, get
+// 404 and a close, never the route's backend.
+func TestACMEChallengeConnOnTCPPort(t *testing.T) {
 	t.Parallel()
-	for tok, ok := range map[string]bool{
-		"LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0": true, "a-_b": true,
-		"": false, "a/b": false, "a.b": false, "a%2Fb": false, "a b": false, "..": false,
-	} {
-		require.Equal(t, ok, validToken(tok), tok)
+	lp := newListenerPool(t)
+	acmePort, tlsPort := lp.port(t), lp.port(t)
+	reached := make(chan struct{}, 10)
+	raw := startBackend(t, "127.0.0.1:0", func(c net.Conn) { reached <- struct{}{}; echo(c) })
+	m, err := acme.NewManager(acme.Config{Logger: testLogger(), Storage: acme.NewFileStorage(t.TempDir()),
+		Settings: acme.Settings{HTTPPort: acmePort, DisableTLSALPN: true, DirectoryURL: "https://127.0.0.1:1/directory"}})
+	require.NoError(t, err)
+	startTestProxy(t, lp, Options{ACME: m, Routes: []Route{
+		NewRoute("raw").Ports(acmePort).ForwardTo(raw.addr()).Route(),
+		terminateRouteOn("site", tlsPort, "127.0.0.1:1", "localhost"),
+	}})
+
+	const tok = "unknownToken_0123456789abcdef"
+	for _, first := range []string{"GET " + acmeChallengePrefix + tok, "GET http://localhost" + acmeChallengePrefix + tok} {
+		c := dial(t, acmePort)
+		require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+		_, err = io.WriteString(c, first+" HTTP/1.1\r\nHost: localhost\r\n\r\n"+
+			"GET /admin HTTP/1.1\r\nHost: localhost\r\n\r\n"+
+			"GET "+acmeChallengePrefix+tok+" HTTP/1.1\r\nHost: localhost\r\n\r\n")
+		require.NoError(t, err)
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		require.NoError(t, err, first)
+		body, _ := io.ReadAll(resp.Body)
+		require.Equal(t, http.StatusNotFound, resp.StatusCode, first)
+		require.Contains(t, string(body), "no such ACME challenge")
+		resp, err = http.ReadResponse(br, nil)
+		require.NoError(t, err, first)
+		_, _ = io.ReadAll(resp.Body)
+		require.Equal(t, http.StatusNotFound, resp.StatusCode, "the pipelined request after the challenge")
+		require.True(t, resp.Close, "and the connection is closed")
+		_, err = http.ReadResponse(br, nil)
+		require.Error(t, err, "nothing after the close")
+		require.NoError(t, c.Close())
 	}
+	require.Empty(t, reached, "no connection reached the raw route's backend")
 }

@@ -231,9 +231,6 @@ type Options struct {
 	// acmeFile is the manager a config file describes, built by New when
 	// ACME is nil (Config.Options sets it).
 	acmeFile *acmeFileConfig
-	// acmeBase is the settings of the manager New built from acmeFile,
-	// which route overrides are merged over.
-	acmeBase *acme.Settings
 }
 
 // Defaults fill in what routes leave unset.

@@ -182,8 +182,17 @@ func (c *Config) validate() error {
 	return nil
 }
 
-// normalizeName lowercases name and checks that it is a DNS name an ACME
-// CA can validate over HTTP-01 or TLS-ALPN-01.
+// CheckName reports why Manager.Manage would refuse name: it must be a
+// DNS name an ACME CA can validate over HTTP-01 or TLS-ALPN-01 (no IP
+// address, no wildcard, letters, digits and inner hyphens, at most 253
+// bytes), in any case, with or without a trailing dot. Callers that take
+// names from configuration check them with it before Manage runs.
+func CheckName(name string) error {
+	_, err := normalizeName(name)
+	return err
+}
+
+// normalizeName lowercases name and checks it (see CheckName).
 func normalizeName(name string) (string, error) {
 	n := strings.ToLower(strings.TrimSuffix(name, "."))
 	if n == "" || len(n) > 253 {

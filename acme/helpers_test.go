@@ -223,18 +223,6 @@ func serialOf(t *testing.T, c *tls.Conn) string {
 
 var errTest = errors.New("test provision failure")
 
-// httpGet returns the status code of a GET to url.
-func httpGet(url string) (int, error) {
-	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := c.Get(url)
-	if err != nil {
-		return 0, err
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode, nil
-}
-
 // manageStart has m manage "localhost", starts it and returns the
 // issued event.
 func manageStart(t *testing.T, m *acme.Manager, evs *events) acme.Event {

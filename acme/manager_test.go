@@ -104,25 +104,81 @@ func TestManageSet(t *testing.T) {
 	}
 }
 
-// TestHTTPChallengeLookup: only well-formed tokens of pending names are
-// answered; nothing is pending here, so every lookup misses and the
-// handler passes the request on (nil next → 404).
+// TestFallbackCertificate: a managed name without a certificate gets
+// Config.Fallback after HandshakeWait instead of an error; an unmanaged
+// name still gets ErrNotManaged at once, and a validation hello no
+// challenge is pending for gets an error, never the fallback.
+func TestFallbackCertificate(t *testing.T) {
+	t.Parallel()
+	fb := selfSigned(t, time.Hour, "fallback.example")
+	m, err := acme.NewManager(acme.Config{
+		Storage:       acme.NewFileStorage(t.TempDir()),
+		HandshakeWait: 50 * time.Millisecond,
+		Fallback:      fb,
+		Settings:      acme.Settings{DirectoryURL: "https://127.0.0.1:1/dir"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop(context.Background())
+	if err := m.Manage(context.Background(), []acme.Domain{{Name: "a.example"}}); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := m.GetCertificate(&tls.ClientHelloInfo{ServerName: "A.example."}); err != nil || c != fb {
+		t.Fatalf("managed name without a certificate: %p %v, want the fallback", c, err)
+	}
+	if _, err := m.GetCertificate(&tls.ClientHelloInfo{ServerName: "b.example"}); !errors.Is(err, acme.ErrNotManaged) {
+		t.Fatalf("unmanaged name: %v, want ErrNotManaged", err)
+	}
+	if c, err := m.GetCertificate(&tls.ClientHelloInfo{ServerName: "a.example", SupportedProtos: []string{"acme-tls/1"}}); err == nil {
+		t.Fatalf("validation hello without a pending challenge got %p", c)
+	}
+}
+
+// TestHTTPChallengeLookup: the token of a name being validated is
+// answered for that name (any case, a port or a trailing dot on the
+// host); another name, another method, a malformed token or a path
+// trick is not, and the handler passes those on (nil next → 404).
 func TestHTTPChallengeLookup(t *testing.T) {
 	t.Parallel()
 	m, err := acme.NewManager(acme.Config{Storage: acme.NewFileStorage(t.TempDir())})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tok := range []string{"", "short", "../../etc/passwd", strings.Repeat("A", 300), "validlookingtoken_0123456789-abc"} {
-		if _, ok := m.HTTPChallenge("localhost:80", tok); ok {
-			t.Errorf("token %q answered", tok)
+	const tok, ka = "validlookingtoken_0123456789-abc", "validlookingtoken_0123456789-abc.thumbprint"
+	acme.PendHTTP(m, "localhost", tok, ka)
+	for _, host := range []string{"localhost", "LocalHost:80", "localhost."} {
+		if got, ok := m.HTTPChallenge(host, tok); !ok || got != ka {
+			t.Errorf("host %q: %q %v, want the key authorization", host, got, ok)
+		}
+	}
+	for _, q := range [][2]string{{"example.com", tok}, {"localhost", ""}, {"localhost", "short"},
+		{"localhost", "../" + tok}, {"localhost", tok + "/"}, {"localhost", tok + "%2F"}, {"localhost", strings.Repeat("A", 300)}} {
+		if _, ok := m.HTTPChallenge(q[0], q[1]); ok {
+			t.Errorf("host %q token %q answered", q[0], q[1])
 		}
 	}
 	ln := listen(t)
 	serveHTTP(t, ln, m.HTTPHandler(nil))
-	resp, err := httpGet("http://" + ln.Addr().String() + "/.well-known/acme-challenge/validlookingtoken_0123456789-abc")
-	if err != nil || resp != 404 {
-		t.Fatalf("unknown token: %d %v, want 404", resp, err)
+	base := "http://" + ln.Addr().String() + "/.well-known/acme-challenge/"
+	c := &http.Client{Timeout: 10 * time.Second}
+	for _, q := range []struct {
+		method, path string
+		want         int
+	}{{"GET", tok, 200}, {"HEAD", tok, 200}, {"POST", tok, 404}, {"GET", "unknown_0123456789-abcdefgh", 404}, {"GET", "..%2F" + tok, 404}} {
+		req, err := http.NewRequest(q.method, base+q.path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = "localhost"
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != q.want {
+			t.Errorf("%s %s: %d, want %d", q.method, q.path, resp.StatusCode, q.want)
+		}
 	}
 }
 

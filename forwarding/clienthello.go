@@ -19,28 +19,8 @@ type ClientHelloInfo struct {
 	// ALPN is the body of the first application_layer_protocol_negotiation extension (the
 	// ProtocolNameList, RFC 7301 3.1) as sent, aliasing the parsed buffer like ServerName; nil
 	// when the client sent none. It is not validated here (crypto/tls does that in the
-	// handshake): read it with OffersProtocol.
+	// handshake).
 	ALPN []byte
-}
-
-// OffersProtocol reports whether the hello's ALPN list names proto. A malformed list offers
-// nothing.
-func (h *ClientHelloInfo) OffersProtocol(proto string) bool {
-	c := cursor{h.ALPN}
-	list, ok := c.vec16()
-	if !ok || len(c.b) != 0 {
-		return false
-	}
-	for l := (cursor{list}); len(l.b) > 0; {
-		name, ok := l.vec8()
-		if !ok {
-			return false
-		}
-		if string(name) == proto {
-			return true
-		}
-	}
-	return false
 }
 
 // ErrNotTLS means the stream does not start with a TLS handshake record carrying a
