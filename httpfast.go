@@ -232,6 +232,11 @@ func (fc *fastConn) serveOne(req *h1parse.Request) (keep, handOff bool) {
 		fc.watch.arm(fc)
 	}
 	v, aborted := fc.run(w, r)
+	if v == ineligible {
+		// Nothing read the body: net/http gets the head again, and what
+		// the watch read goes behind it (disarm keeps buf[off:]).
+		fc.off = 0
+	}
 	if !fc.watch.disarm(fc) {
 		return false, false // the client is gone
 	}
@@ -239,7 +244,6 @@ func (fc *fastConn) serveOne(req *h1parse.Request) (keep, handOff bool) {
 		return false, false // the response is cut: the client sees it end early
 	}
 	if v == ineligible {
-		fc.off = 0 // nothing read the body: net/http gets the head again
 		return false, true
 	}
 	keep = w.finish()

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -100,4 +101,52 @@ func rawExchange(t *testing.T, port int, raw string) string {
 	got, err := readAllUntilClose(t, c)
 	require.NoError(t, err)
 	return got
+}
+
+// slowMatcher is the default route table, slowed down for requests to
+// one path: decide still runs when the fast path's watch of the client
+// connection starts (fastWatchAfter).
+type slowMatcher struct {
+	RouteMatcher
+	path string
+}
+
+func (m slowMatcher) Match(q *MatchQuery) *Route {
+	if q.Request != nil && q.Request.URL.Path == m.path {
+		time.Sleep(3 * fastWatchAfter)
+	}
+	return m.RouteMatcher.Match(q)
+}
+
+// TestHTTPFastPathHandOffAfterWatch: a request handed to net/http for
+// its socket-handler route reaches the handler whole even when the
+// watch of the client connection read pipelined bytes while decide ran
+// (they go behind the request, not in place of it).
+func TestHTTPFastPathHandOffAfterWatch(t *testing.T) {
+	t.Parallel()
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	handler := NewRoute("handler").Ports(port).Domains("a.test").Path("/handler").
+		HandleWith(func(_ context.Context, c net.Conn, _ *RouteContext) error {
+			buf := make([]byte, 4096)
+			n, _ := c.Read(buf)
+			line, _, _ := strings.Cut(string(buf[:n]), "\r\n")
+			_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(line))+"\r\nConnection: close\r\n\r\n"+line)
+			return err
+		}).Route()
+	startTestProxy(t, lp, Options{HTTPFastPath: true, Routes: []Route{handler},
+		Matcher: func(routes []*Route) (RouteMatcher, error) {
+			m, err := NewRouteTable(routes)
+			return slowMatcher{m, "/handler"}, err
+		}})
+
+	c := dial(t, port)
+	_, err := io.WriteString(c, "GET /handler HTTP/1.1\r\nHost: a.test\r\n\r\n")
+	require.NoError(t, err)
+	time.Sleep(3 * fastWatchAfter / 2) // the watch is reading
+	_, err = io.WriteString(c, "GET /next HTTP/1.1\r\nHost: a.test\r\n\r\n")
+	require.NoError(t, err)
+	got, err := readAllUntilClose(t, c)
+	require.NoError(t, err)
+	require.Contains(t, got, "GET /handler HTTP/1.1")
 }
