@@ -5,6 +5,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,8 +16,8 @@ import (
 )
 
 // The whole root suite runs on the fast path with
-// SMARTPROXY_TEST_FASTPATH=1 (newTestProxy); these tests are the fast
-// path's own.
+// SMARTPROXY_TEST_FASTPATH=1 (newTestProxy), its key HTTP tests in every
+// run (TestHTTPFastPathSuite); the tests below are the fast path's own.
 
 // TestHTTPFastPathKeepAlive: keep-alive and pipelined requests with and
 // without bodies are served over one connection on the fast path (a bare
@@ -149,4 +151,43 @@ func TestHTTPFastPathHandOffAfterWatch(t *testing.T) {
 	got, err := readAllUntilClose(t, c)
 	require.NoError(t, err)
 	require.Contains(t, got, "GET /handler HTTP/1.1")
+}
+
+// fastPathSuite are the HTTP layer's tests that TestHTTPFastPathSuite
+// runs again on the fast path: routing, checks, framing, handovers,
+// streaming and TLS, each a few hundred milliseconds at most.
+var fastPathSuite = []string{
+	"TestHTTPRoutingTable", "TestHTTPForwardedHeaders", "TestHTTPHeaderTemplatesAndRewrite",
+	"TestHTTPRedirect", "TestHTTPBackendErrors", "TestHTTPRetryOtherTarget", "TestHTTPTargetSubMatch",
+	"TestHTTPKeepAliveReuse", "TestHTTPHandoverToSocketHandler", "TestHTTPHandoverOneRequest",
+	"TestHTTPHandoverUpgrade", "TestHTTPHandoverCountsBytesOnce", "TestHTTPh2c",
+	"TestHTTPStopClosesIdleKeepAlive", "TestHTTPStalledRequestHead", "TestHTTPBackendBreaksOff",
+	"TestHTTPRequestTrailers", "TestHTTPMalformedChunkedBody", "TestHTTPContentLengthAndChunked",
+	"TestHTTPServerSentEventsFlushAtOnce", "TestHTTPWebSocketDisabled", "TestHTTPPathAmbiguity",
+	"TestHTTPChecksNotBypassedThroughRawFallback", "TestHTTPRouteConnectionRateLimitKeepAliveSwitch",
+	"TestHTTPSTerminateH2AndHTTP1", "TestHTTPSTerminateWithoutALPNIsSniffed", "TestHTTPSReencrypt",
+	"TestSecurityE2EBasicAuth", "TestSecurityE2EJWTAuth", "TestSecurityE2EHTTPRateLimit",
+	"TestSecurityE2EKeepAliveRechecks", "TestSecurityE2EPathRouteChecksPerRequest",
+}
+
+// TestHTTPFastPathSuite runs fastPathSuite on the fast path in every
+// `go test` run (the whole suite takes it with SMARTPROXY_TEST_FASTPATH=1):
+// the test binary again, with that variable set, on those tests only.
+func TestHTTPFastPathSuite(t *testing.T) {
+	if os.Getenv("SMARTPROXY_TEST_FASTPATH") == "1" {
+		t.Skip("the whole suite runs on the fast path already")
+	}
+	t.Parallel()
+	exe, err := os.Executable()
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, exe, "-test.run=^("+strings.Join(fastPathSuite, "|")+")$",
+		"-test.count=1", "-test.v", "-test.timeout=3m")
+	cmd.Env = append(os.Environ(), "SMARTPROXY_TEST_FASTPATH=1")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "the fast-path run failed:\n%s", out)
+	for _, name := range fastPathSuite { // a renamed test would pass unrun
+		require.Regexp(t, `(?m)^--- (PASS|SKIP): `+name+` `, string(out))
+	}
 }
