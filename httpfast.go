@@ -127,6 +127,11 @@ func (fc *fastConn) readHead(req *h1parse.Request, first bool) error {
 		fc.n = copy(fc.buf, fc.buf[fc.off:fc.n])
 		fc.off = 0
 	}
+	if len(fc.buf) > fastHeadBuf && fc.n <= fastHeadBuf {
+		// A large head grew buf: the connection may now sit idle for
+		// the idle timeout, holding no more than any other.
+		fc.buf = append(make([]byte, 0, fastHeadBuf), fc.buf[:fc.n]...)[:fastHeadBuf]
+	}
 	for {
 		if fc.n > 0 {
 			if bytes.HasPrefix(fc.buf[:fc.n], []byte("PRI ")) {

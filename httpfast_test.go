@@ -1,6 +1,7 @@
 package smartproxy
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"net"
@@ -190,4 +191,41 @@ func TestHTTPFastPathSuite(t *testing.T) {
 	for _, name := range fastPathSuite { // a renamed test would pass unrun
 		require.Regexp(t, `(?m)^--- (PASS|SKIP): `+name+` `, string(out))
 	}
+}
+
+// TestHTTPFastPathIdleBufferShrinks: a connection that once carried a
+// large head waits for its next request with the usual head buffer, not
+// the grown one (an idle keep-alive connection holds fastHeadBuf).
+func TestHTTPFastPathIdleBufferShrinks(t *testing.T) {
+	t.Parallel()
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	be := startEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}))
+	p := startTestProxy(t, lp, Options{HTTPFastPath: true, Routes: []Route{httpRouteOn("r", port, be.addr(), "a.test")}})
+
+	c := dial(t, port)
+	big := "GET / HTTP/1.1\r\nHost: a.test\r\nX-Big: " + strings.Repeat("a", 40<<10) + "\r\n\r\n"
+	_, err := io.WriteString(c, big)
+	require.NoError(t, err)
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	require.NoError(t, err)
+	require.Equal(t, 200, res.StatusCode)
+	// The connection's buffer is read only while it waits for the next
+	// request (idle): then nothing else touches it.
+	var held []int
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		held = held[:0]
+		p.http.fastConns.Range(func(k, _ any) bool {
+			if fc := k.(*fastConn); fc.idle.Load() {
+				held = append(held, len(fc.buf))
+			}
+			return true
+		})
+		if len(held) == 1 {
+			break
+		}
+	}
+	require.Equal(t, []int{fastHeadBuf}, held)
 }
