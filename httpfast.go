@@ -134,8 +134,13 @@ func (fc *fastConn) readHead(req *h1parse.Request, first bool) error {
 	}
 	for {
 		if fc.n > 0 {
-			if bytes.HasPrefix(fc.buf[:fc.n], []byte("PRI ")) {
-				return errFastHandOff // the h2c preface (or a PRI request): net/http's
+			if first && bytes.HasPrefix(fc.buf[:fc.n], []byte("PRI ")) {
+				// The h2c preface (or a PRI request): net/http's. Only
+				// first: after a request net/http would take the preface
+				// for a connection's start and switch to HTTP/2 mid-stream,
+				// where on its own it answers 400 (refuseFraming), as the
+				// parser does.
+				return errFastHandOff
 			}
 			err := h1parse.Parse(fc.buf[:fc.n], req)
 			if !errors.Is(err, h1parse.ErrIncomplete) {

@@ -229,3 +229,27 @@ func TestHTTPFastPathIdleBufferShrinks(t *testing.T) {
 	}
 	require.Equal(t, []int{fastHeadBuf}, held)
 }
+
+// TestHTTPFastPathPrefaceAfterRequest: the HTTP/2 preface after an
+// HTTP/1.1 request is refused with 400 on the fast path as on net/http,
+// not handed over as if it began the connection (net/http would then
+// switch to HTTP/2 mid-stream).
+func TestHTTPFastPathPrefaceAfterRequest(t *testing.T) {
+	t.Parallel()
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	be := startEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}))
+	for _, fast := range []bool{false, true} {
+		port := port
+		if fast {
+			port = lp.port(t)
+		}
+		startTestProxy(t, lp, Options{HTTPFastPath: fast, Routes: []Route{httpRouteOn("r", port, be.addr(), "a.test")}})
+		got := rawExchange(t, port, "GET / HTTP/1.1\r\nHost: a.test\r\n\r\nPRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"+
+			"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+		require.Equal(t, 1, strings.Count(got, "HTTP/1.1 200 OK"), "fast %v: %q", fast, got)
+		require.Contains(t, got, "HTTP/1.1 400 ", "fast %v: %q", fast, got)
+	}
+}
