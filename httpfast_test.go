@@ -67,13 +67,7 @@ func TestHTTPFastPathHandsOff(t *testing.T) {
 	be.Start()
 	t.Cleanup(be.Close)
 	handler := NewRoute("handler").Ports(port).Domains("a.test").Path("/handler").
-		HandleWith(func(_ context.Context, c net.Conn, _ *RouteContext) error {
-			buf := make([]byte, 4096)
-			n, _ := c.Read(buf)
-			line, _, _ := strings.Cut(string(buf[:n]), "\r\n")
-			_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(line))+"\r\nConnection: close\r\n\r\n"+line)
-			return err
-		}).Route()
+		HandleWith(requestLineHandler).Route()
 	fwd := NewRoute("fwd").Ports(port).Domains("a.test").ForwardTo(be.addr()).
 		BackendProtocol(BackendH2C).Route()
 	startTestProxy(t, lp, Options{HTTPFastPath: true, Routes: []Route{handler, fwd}})
@@ -130,13 +124,7 @@ func TestHTTPFastPathHandOffAfterWatch(t *testing.T) {
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	handler := NewRoute("handler").Ports(port).Domains("a.test").Path("/handler").
-		HandleWith(func(_ context.Context, c net.Conn, _ *RouteContext) error {
-			buf := make([]byte, 4096)
-			n, _ := c.Read(buf)
-			line, _, _ := strings.Cut(string(buf[:n]), "\r\n")
-			_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(line))+"\r\nConnection: close\r\n\r\n"+line)
-			return err
-		}).Route()
+		HandleWith(requestLineHandler).Route()
 	startTestProxy(t, lp, Options{HTTPFastPath: true, Routes: []Route{handler},
 		Matcher: func(routes []*Route) (RouteMatcher, error) {
 			m, err := NewRouteTable(routes)
@@ -252,4 +240,14 @@ func TestHTTPFastPathPrefaceAfterRequest(t *testing.T) {
 		require.Equal(t, 1, strings.Count(got, "HTTP/1.1 200 OK"), "fast %v: %q", fast, got)
 		require.Contains(t, got, "HTTP/1.1 400 ", "fast %v: %q", fast, got)
 	}
+}
+
+// requestLineHandler is a socket handler that answers the request line
+// it reads, and closes.
+func requestLineHandler(_ context.Context, c net.Conn, _ *RouteContext) error {
+	buf := make([]byte, 4096)
+	n, _ := c.Read(buf)
+	line, _, _ := strings.Cut(string(buf[:n]), "\r\n")
+	_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(line))+"\r\nConnection: close\r\n\r\n"+line)
+	return err
 }
