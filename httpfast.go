@@ -127,10 +127,20 @@ func (fc *fastConn) readHead(req *h1parse.Request, first bool) error {
 		fc.n = copy(fc.buf, fc.buf[fc.off:fc.n])
 		fc.off = 0
 	}
+	if len(fc.buf) > fastHeadBuf && fc.n <= fastHeadBuf {
+		// A large head grew buf: the connection may now sit idle for
+		// the idle timeout, holding no more than any other.
+		fc.buf = append(make([]byte, 0, fastHeadBuf), fc.buf[:fc.n]...)[:fastHeadBuf]
+	}
 	for {
 		if fc.n > 0 {
-			if bytes.HasPrefix(fc.buf[:fc.n], []byte("PRI ")) {
-				return errFastHandOff // the h2c preface (or a PRI request): net/http's
+			if first && bytes.HasPrefix(fc.buf[:fc.n], []byte("PRI ")) {
+				// The h2c preface (or a PRI request): net/http's. Only
+				// first: after a request net/http would take the preface
+				// for a connection's start and switch to HTTP/2 mid-stream,
+				// where on its own it answers 400 (refuseFraming), as the
+				// parser does.
+				return errFastHandOff
 			}
 			err := h1parse.Parse(fc.buf[:fc.n], req)
 			if !errors.Is(err, h1parse.ErrIncomplete) {
@@ -232,6 +242,11 @@ func (fc *fastConn) serveOne(req *h1parse.Request) (keep, handOff bool) {
 		fc.watch.arm(fc)
 	}
 	v, aborted := fc.run(w, r)
+	if v == ineligible {
+		// Nothing read the body: net/http gets the head again, and what
+		// the watch read goes behind it (disarm keeps buf[off:]).
+		fc.off = 0
+	}
 	if !fc.watch.disarm(fc) {
 		return false, false // the client is gone
 	}
@@ -239,7 +254,6 @@ func (fc *fastConn) serveOne(req *h1parse.Request) (keep, handOff bool) {
 		return false, false // the response is cut: the client sees it end early
 	}
 	if v == ineligible {
-		fc.off = 0 // nothing read the body: net/http gets the head again
 		return false, true
 	}
 	keep = w.finish()

@@ -1,20 +1,24 @@
 package smartproxy
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
 
 // The whole root suite runs on the fast path with
-// SMARTPROXY_TEST_FASTPATH=1 (newTestProxy); these tests are the fast
-// path's own.
+// SMARTPROXY_TEST_FASTPATH=1 (newTestProxy), its key HTTP tests in every
+// run (TestHTTPFastPathSuite); the tests below are the fast path's own.
 
 // TestHTTPFastPathKeepAlive: keep-alive and pipelined requests with and
 // without bodies are served over one connection on the fast path (a bare
@@ -63,13 +67,7 @@ func TestHTTPFastPathHandsOff(t *testing.T) {
 	be.Start()
 	t.Cleanup(be.Close)
 	handler := NewRoute("handler").Ports(port).Domains("a.test").Path("/handler").
-		HandleWith(func(_ context.Context, c net.Conn, _ *RouteContext) error {
-			buf := make([]byte, 4096)
-			n, _ := c.Read(buf)
-			line, _, _ := strings.Cut(string(buf[:n]), "\r\n")
-			_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(line))+"\r\nConnection: close\r\n\r\n"+line)
-			return err
-		}).Route()
+		HandleWith(requestLineHandler).Route()
 	fwd := NewRoute("fwd").Ports(port).Domains("a.test").ForwardTo(be.addr()).
 		BackendProtocol(BackendH2C).Route()
 	startTestProxy(t, lp, Options{HTTPFastPath: true, Routes: []Route{handler, fwd}})
@@ -100,4 +98,156 @@ func rawExchange(t *testing.T, port int, raw string) string {
 	got, err := readAllUntilClose(t, c)
 	require.NoError(t, err)
 	return got
+}
+
+// slowMatcher is the default route table, slowed down for requests to
+// one path: decide still runs when the fast path's watch of the client
+// connection starts (fastWatchAfter).
+type slowMatcher struct {
+	RouteMatcher
+	path string
+}
+
+func (m slowMatcher) Match(q *MatchQuery) *Route {
+	if q.Request != nil && q.Request.URL.Path == m.path {
+		time.Sleep(3 * fastWatchAfter)
+	}
+	return m.RouteMatcher.Match(q)
+}
+
+// TestHTTPFastPathHandOffAfterWatch: a request handed to net/http for
+// its socket-handler route reaches the handler whole even when the
+// watch of the client connection read pipelined bytes while decide ran
+// (they go behind the request, not in place of it).
+func TestHTTPFastPathHandOffAfterWatch(t *testing.T) {
+	t.Parallel()
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	handler := NewRoute("handler").Ports(port).Domains("a.test").Path("/handler").
+		HandleWith(requestLineHandler).Route()
+	startTestProxy(t, lp, Options{HTTPFastPath: true, Routes: []Route{handler},
+		Matcher: func(routes []*Route) (RouteMatcher, error) {
+			m, err := NewRouteTable(routes)
+			return slowMatcher{m, "/handler"}, err
+		}})
+
+	c := dial(t, port)
+	_, err := io.WriteString(c, "GET /handler HTTP/1.1\r\nHost: a.test\r\n\r\n")
+	require.NoError(t, err)
+	time.Sleep(3 * fastWatchAfter / 2) // the watch is reading
+	_, err = io.WriteString(c, "GET /next HTTP/1.1\r\nHost: a.test\r\n\r\n")
+	require.NoError(t, err)
+	got, err := readAllUntilClose(t, c)
+	require.NoError(t, err)
+	require.Contains(t, got, "GET /handler HTTP/1.1")
+}
+
+// fastPathSuite are the HTTP layer's tests that TestHTTPFastPathSuite
+// runs again on the fast path: routing, checks, framing, handovers,
+// streaming and TLS, each a few hundred milliseconds at most.
+var fastPathSuite = []string{
+	"TestHTTPRoutingTable", "TestHTTPForwardedHeaders", "TestHTTPHeaderTemplatesAndRewrite",
+	"TestHTTPRedirect", "TestHTTPBackendErrors", "TestHTTPRetryOtherTarget", "TestHTTPTargetSubMatch",
+	"TestHTTPKeepAliveReuse", "TestHTTPHandoverToSocketHandler", "TestHTTPHandoverOneRequest",
+	"TestHTTPHandoverUpgrade", "TestHTTPHandoverCountsBytesOnce", "TestHTTPh2c",
+	"TestHTTPStopClosesIdleKeepAlive", "TestHTTPStalledRequestHead", "TestHTTPBackendBreaksOff",
+	"TestHTTPRequestTrailers", "TestHTTPMalformedChunkedBody", "TestHTTPContentLengthAndChunked",
+	"TestHTTPServerSentEventsFlushAtOnce", "TestHTTPWebSocketDisabled", "TestHTTPPathAmbiguity",
+	"TestHTTPChecksNotBypassedThroughRawFallback", "TestHTTPRouteConnectionRateLimitKeepAliveSwitch",
+	"TestHTTPSTerminateH2AndHTTP1", "TestHTTPSTerminateWithoutALPNIsSniffed", "TestHTTPSReencrypt",
+	"TestSecurityE2EBasicAuth", "TestSecurityE2EJWTAuth", "TestSecurityE2EHTTPRateLimit",
+	"TestSecurityE2EKeepAliveRechecks", "TestSecurityE2EPathRouteChecksPerRequest",
+}
+
+// TestHTTPFastPathSuite runs fastPathSuite on the fast path in every
+// `go test` run (the whole suite takes it with SMARTPROXY_TEST_FASTPATH=1):
+// the test binary again, with that variable set, on those tests only.
+func TestHTTPFastPathSuite(t *testing.T) {
+	if os.Getenv("SMARTPROXY_TEST_FASTPATH") == "1" {
+		t.Skip("the whole suite runs on the fast path already")
+	}
+	t.Parallel()
+	exe, err := os.Executable()
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, exe, "-test.run=^("+strings.Join(fastPathSuite, "|")+")$",
+		"-test.count=1", "-test.v", "-test.timeout=3m")
+	cmd.Env = append(os.Environ(), "SMARTPROXY_TEST_FASTPATH=1")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "the fast-path run failed:\n%s", out)
+	for _, name := range fastPathSuite { // a renamed test would pass unrun
+		require.Regexp(t, `(?m)^--- (PASS|SKIP): `+name+` `, string(out))
+	}
+}
+
+// TestHTTPFastPathIdleBufferShrinks: a connection that once carried a
+// large head waits for its next request with the usual head buffer, not
+// the grown one (an idle keep-alive connection holds fastHeadBuf).
+func TestHTTPFastPathIdleBufferShrinks(t *testing.T) {
+	t.Parallel()
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	be := startEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}))
+	p := startTestProxy(t, lp, Options{HTTPFastPath: true, Routes: []Route{httpRouteOn("r", port, be.addr(), "a.test")}})
+
+	c := dial(t, port)
+	big := "GET / HTTP/1.1\r\nHost: a.test\r\nX-Big: " + strings.Repeat("a", 40<<10) + "\r\n\r\n"
+	_, err := io.WriteString(c, big)
+	require.NoError(t, err)
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	require.NoError(t, err)
+	require.Equal(t, 200, res.StatusCode)
+	// The connection's buffer is read only while it waits for the next
+	// request (idle): then nothing else touches it.
+	var held []int
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		held = held[:0]
+		p.http.fastConns.Range(func(k, _ any) bool {
+			if fc := k.(*fastConn); fc.idle.Load() {
+				held = append(held, len(fc.buf))
+			}
+			return true
+		})
+		if len(held) == 1 {
+			break
+		}
+	}
+	require.Equal(t, []int{fastHeadBuf}, held)
+}
+
+// TestHTTPFastPathPrefaceAfterRequest: the HTTP/2 preface after an
+// HTTP/1.1 request is refused with 400 on the fast path as on net/http,
+// not handed over as if it began the connection (net/http would then
+// switch to HTTP/2 mid-stream).
+func TestHTTPFastPathPrefaceAfterRequest(t *testing.T) {
+	t.Parallel()
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	be := startEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}))
+	for _, fast := range []bool{false, true} {
+		port := port
+		if fast {
+			port = lp.port(t)
+		}
+		startTestProxy(t, lp, Options{HTTPFastPath: fast, Routes: []Route{httpRouteOn("r", port, be.addr(), "a.test")}})
+		got := rawExchange(t, port, "GET / HTTP/1.1\r\nHost: a.test\r\n\r\nPRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"+
+			"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+		require.Equal(t, 1, strings.Count(got, "HTTP/1.1 200 OK"), "fast %v: %q", fast, got)
+		require.Contains(t, got, "HTTP/1.1 400 ", "fast %v: %q", fast, got)
+	}
+}
+
+// requestLineHandler is a socket handler that answers the request line
+// it reads, and closes.
+func requestLineHandler(_ context.Context, c net.Conn, _ *RouteContext) error {
+	buf := make([]byte, 4096)
+	n, _ := c.Read(buf)
+	line, _, _ := strings.Cut(string(buf[:n]), "\r\n")
+	_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(line))+"\r\nConnection: close\r\n\r\n"+line)
+	return err
 }

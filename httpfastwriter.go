@@ -159,7 +159,9 @@ func (w *fastWriter) FlushError() error {
 	return w.err
 }
 
-// commit puts the head in front of the body collected so far.
+// commit puts the head in front of the body collected so far: both go
+// into a second pooled buffer, and the first goes back to the pool (no
+// allocation, and the body copied once).
 func (w *fastWriter) commit() {
 	if w.committed {
 		return
@@ -169,16 +171,17 @@ func (w *fastWriter) commit() {
 	if w.cl < 0 && !w.noBody {
 		w.chunked = true
 	}
-	head := w.appendHead(make([]byte, 0, 512), w.status, true)
+	out := w.appendHead(fastOutPool.Get().(*[fastOutSize]byte)[:0], w.status, true)
 	if w.chunked && len(body) > 0 {
-		head = strconv.AppendInt(head, int64(len(body)), 16)
-		head = append(head, "\r\n"...)
-		body = append(body, "\r\n"...)
+		out = strconv.AppendInt(out, int64(len(body)), 16)
+		out = append(out, "\r\n"...)
+		out = append(out, body...)
+		out = append(out, "\r\n"...)
+	} else {
+		out = append(out, body...)
 	}
-	w.out = append(head, body...) // body's buffer is the pooled one: swap back below
-	if cap(body) == fastOutSize && len(w.out) <= fastOutSize {
-		w.out = append(body[:0], w.out...)
-	}
+	w.release()
+	w.out = out
 }
 
 // finish ends the response: the head with its length when nothing has

@@ -47,9 +47,6 @@ type Request struct {
 	HeadLen int
 }
 
-// HasBody reports whether a body follows the head.
-func (r *Request) HasBody() bool { return r.Chunked || r.ContentLength > 0 }
-
 // Field returns the value of the first field named name (ASCII case
 // insensitive), nil when there is none.
 func (r *Request) Field(name string) []byte {
@@ -92,7 +89,8 @@ func Parse(buf []byte, r *Request) error {
 	if err := r.requestLine(line); err != nil {
 		return err
 	}
-	var cl, te, host, conn int // field counts
+	var cl, te, host int // field counts
+	keepAlive := false
 	for len(rest) > 0 {
 		if line, rest, err = nextLine(rest); err != nil {
 			return err
@@ -121,11 +119,13 @@ func Parse(buf []byte, r *Request) error {
 			host++
 			r.Host = f.Value
 		case equalFold(f.Name, "connection"):
-			conn++
-			r.connection(f.Value)
+			keepAlive = r.connection(f.Value) || keepAlive
 		case equalFold(f.Name, "expect"):
 			r.Expect = true
 		}
+	}
+	if r.Minor == 0 && !keepAlive {
+		r.Close = true
 	}
 	return r.framing(cl, te, host)
 }
@@ -144,9 +144,6 @@ func (r *Request) framing(cl, te, host int) error {
 		// RFC 9112 6.1: chunked rules, the length is dropped and the
 		// connection closed after the response (as HAProxy does).
 		r.ContentLength, r.Close = -1, true
-	}
-	if r.Minor == 0 && !r.keepAlive10() {
-		r.Close = true
 	}
 	return nil
 }
@@ -264,8 +261,9 @@ func (r *Request) contentLength(v []byte) error {
 	return nil
 }
 
-// connection reads the tokens of a Connection field.
-func (r *Request) connection(v []byte) {
+// connection reads the tokens of a Connection field; it reports a
+// keep-alive token (which keeps an HTTP/1.0 connection open).
+func (r *Request) connection(v []byte) (keepAlive bool) {
 	for tok := range bytes.SplitSeq(v, []byte(",")) {
 		tok = trimOWS(tok)
 		switch {
@@ -273,21 +271,9 @@ func (r *Request) connection(v []byte) {
 			r.Close = true
 		case equalFold(tok, "upgrade"):
 			r.Upgrade = true
+		case equalFold(tok, "keep-alive"):
+			keepAlive = true
 		}
 	}
-}
-
-// keepAlive10 reports an HTTP/1.0 request's Connection: keep-alive.
-func (r *Request) keepAlive10() bool {
-	for i := range r.Fields {
-		if !equalFold(r.Fields[i].Name, "connection") {
-			continue
-		}
-		for tok := range bytes.SplitSeq(r.Fields[i].Value, []byte(",")) {
-			if equalFold(trimOWS(tok), "keep-alive") {
-				return true
-			}
-		}
-	}
-	return false
+	return keepAlive
 }
