@@ -128,8 +128,7 @@ func (p *Proxy) engineEligible(set *routeSet, port int) bool {
 			on = pt == port
 			return !on
 		})
-		// A PROXY header to send is written by the goroutine path (proxyproto_send.go).
-		if on && (!p.engineRoute(r) || r.state.sendPP != 0) {
+		if on && !p.engineRoute(r) {
 			return false
 		}
 	}
@@ -262,10 +261,11 @@ func (a alertWriter) SetWriteDeadline(time.Time) error { return nil }
 
 // engineRoute reports whether the loop can forward connections of route by itself: a plain
 // forward or a TLS passthrough (no termination) to IP-literal hosts chosen by the route's
-// balancer, with connection checks that run no user code.
+// balancer, sending no PROXY header (dialBackend writes it: proxyproto_send.go), with
+// connection checks that run no user code.
 func (p *Proxy) engineRoute(r *Route) bool {
 	if r == nil || r.state == nil || r.Action.Type != ActionForward || r.state.tls != nil ||
-		len(r.state.targets) == 0 || admissionFor(r, "").deferred() {
+		len(r.state.targets) == 0 || r.state.sendPP != 0 || admissionFor(r, "").deferred() {
 		return false
 	}
 	if _, ok := p.sec.(DefaultSecurityChecker); !ok {
