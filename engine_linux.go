@@ -77,7 +77,9 @@ func (p *Proxy) listenEngine(addr netip.AddrPort) (*evloop.Server, error) {
 		},
 		OnHandOff: func(fd int, _ netip.AddrPort) { p.engineHandOff(fd, port) },
 		OnConnect: func(c *evloop.Conn) {
-			p.health.Succeeded(c.Data.(*engineConn).addr)
+			e := c.Data.(*engineConn)
+			e.connected = true
+			p.health.Succeeded(e.addr)
 		},
 		OnDialError: func(c *evloop.Conn, err error) (netip.AddrPort, bool) {
 			return c.Data.(*engineConn).dialFailed(err)
@@ -162,8 +164,9 @@ type engineConn struct {
 	lease balance.Lease
 	held  bool   // lease is acquired (a zero Lease must not be released)
 	addr  string // the target being dialed or connected
-	tried []string
-	start time.Time
+	// connected: addr accepted the connection (the access log's target).
+	connected bool
+	tried     []string
 }
 
 // Close kills the connection from any goroutine (timeouts, Stop).
@@ -182,16 +185,17 @@ func (p *Proxy) engineOpen(port int, local net.Addr, c *evloop.Conn, eligible fu
 		return evloop.Decision{HandOff: true}
 	}
 	client := c.Peer()
-	e := &engineConn{p: p, ec: c, set: set, start: time.Now()}
+	e := &engineConn{p: p, ec: c, set: set}
 	rec, err := p.conns.Open(client, port, e)
 	if err != nil {
 		p.reject(refusal{client: client, port: port}, err)
 		return evloop.Decision{}
 	}
 	e.rec = rec
+	p.ops.opened(port)
 	e.rc = RouteContext{Port: port, ClientIP: client.Addr(), ClientAddr: client, LocalAddr: local, ConnectionID: rec.ID()}
 	if p.baseCtx.Err() != nil { // see serve: accepted just before Stop
-		p.conns.Close(rec)
+		e.finish()
 		return evloop.Decision{}
 	}
 	c.Data = e
@@ -200,7 +204,7 @@ func (p *Proxy) engineOpen(port int, local net.Addr, c *evloop.Conn, eligible fu
 	}
 	d := e.route()
 	if !d.Target.IsValid() {
-		p.conns.Close(rec) // refused before OnClose could be reported
+		e.finish() // refused before OnClose could be reported
 	}
 	return d
 }
@@ -323,6 +327,7 @@ func (e *engineConn) dialFailed(err error) (netip.AddrPort, bool) {
 		return netip.AddrPort{}, false // shutting down: not the target's fault
 	}
 	p.health.Failed(e.addr, err)
+	p.ops.dialFailed(e.addr)
 	p.logConn("backend dial failed", "id", e.rc.ConnectionID, "route", e.rc.RouteName, "target", e.addr, "err", err)
 	return e.next()
 }
@@ -331,8 +336,33 @@ func (e *engineConn) dialFailed(err error) (netip.AddrPort, bool) {
 func (e *engineConn) closed(in, out int64, err error) {
 	e.release()
 	e.p.logConn("connection closed", "id", e.rc.ConnectionID, "route", e.rc.RouteName, "bytesIn", in, "bytesOut", out, "err", err, "engine", "eventloop")
-	e.p.conns.Close(e.rec)
+	e.finish()
 }
+
+// finish ends an admitted connection's record and accounts it, as Proxy.finish does for
+// the goroutine path (ops counters, access log).
+func (e *engineConn) finish() {
+	e.p.conns.Close(e.rec)
+	var pc proxiedConn // connDone reads the access log's target from its backend
+	if e.connected && e.p.ops.access != nil {
+		pc.backend = targetOnly{net.TCPAddrFromAddrPort(e.ec.Target())}
+	}
+	e.p.ops.connDone(e.rec, &pc)
+}
+
+// targetOnly is a backend that only has an address, for backendAddrOf; the loop owns the
+// socket. (opsState.connDone taking the target's address instead of the goroutine path's
+// proxiedConn would make it unnecessary.)
+type targetOnly struct{ addr net.Addr }
+
+func (t targetOnly) Read([]byte) (int, error)         { return 0, net.ErrClosed }
+func (t targetOnly) Write([]byte) (int, error)        { return 0, net.ErrClosed }
+func (t targetOnly) Close() error                     { return nil }
+func (t targetOnly) LocalAddr() net.Addr              { return nil }
+func (t targetOnly) RemoteAddr() net.Addr             { return t.addr }
+func (t targetOnly) SetDeadline(time.Time) error      { return nil }
+func (t targetOnly) SetReadDeadline(time.Time) error  { return nil }
+func (t targetOnly) SetWriteDeadline(time.Time) error { return nil }
 
 // engineHandOff serves a socket the loop handed off on the goroutine path.
 func (p *Proxy) engineHandOff(fd, port int) {
