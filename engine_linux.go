@@ -77,9 +77,7 @@ func (p *Proxy) listenEngine(addr netip.AddrPort) (*evloop.Server, error) {
 		},
 		OnHandOff: func(fd int, _ netip.AddrPort) { p.engineHandOff(fd, port) },
 		OnConnect: func(c *evloop.Conn) {
-			e := c.Data.(*engineConn)
-			e.connected = true
-			p.health.Succeeded(e.addr)
+			p.health.Succeeded(c.Data.(*engineConn).addr)
 		},
 		OnDialError: func(c *evloop.Conn, err error) (netip.AddrPort, bool) {
 			return c.Data.(*engineConn).dialFailed(err)
@@ -164,9 +162,7 @@ type engineConn struct {
 	lease balance.Lease
 	held  bool   // lease is acquired (a zero Lease must not be released)
 	addr  string // the target being dialed or connected
-	// connected: addr accepted the connection (the access log's target).
-	connected bool
-	tried     []string
+	tried []string
 }
 
 // Close kills the connection from any goroutine (timeouts, Stop).
@@ -344,7 +340,7 @@ func (e *engineConn) closed(in, out int64, err error) {
 func (e *engineConn) finish() {
 	e.p.conns.Close(e.rec)
 	var pc proxiedConn // connDone reads the access log's target from its backend
-	if e.connected && e.p.ops.access != nil {
+	if e.ec.Connected() && e.p.ops.access != nil {
 		pc.backend = targetOnly{net.TCPAddrFromAddrPort(e.ec.Target())}
 	}
 	e.p.ops.connDone(e.rec, &pc)
