@@ -339,11 +339,16 @@ func (e *engineConn) closed(in, out int64, err error) {
 // the goroutine path (ops counters, access log).
 func (e *engineConn) finish() {
 	e.p.conns.Close(e.rec)
-	var pc proxiedConn // connDone reads the access log's target from its backend
-	if e.ec.Connected() && e.p.ops.access != nil {
-		pc.backend = targetOnly{net.TCPAddrFromAddrPort(e.ec.Target())}
+	// connDone reads the access log's target from pc's backend, and only for the access log:
+	// without one, no proxiedConn is allocated.
+	var pc *proxiedConn
+	if e.p.ops.access != nil {
+		pc = &proxiedConn{}
+		if e.ec.Connected() {
+			pc.backend = targetOnly{net.TCPAddrFromAddrPort(e.ec.Target())}
+		}
 	}
-	e.p.ops.connDone(e.rec, &pc)
+	e.p.ops.connDone(e.rec, pc)
 }
 
 // targetOnly is a backend that only has an address, for backendAddrOf; the loop owns the

@@ -6,6 +6,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"strconv"
 	"testing"
 	"time"
 
@@ -58,4 +59,13 @@ func TestEngineOpsAccounting(t *testing.T) {
 		require.EqualValues(t, 5, l["bytesIn"])
 		require.EqualValues(t, 5, l["bytesOut"])
 	}
+}
+
+// BenchmarkEngineConnectEcho is BenchmarkConnectEcho on event loops: connect, one byte
+// there and back, close (the per-connection cost, accounting included).
+func BenchmarkEngineConnectEcho(b *testing.B) {
+	be := startBackend(b, "127.0.0.1:0", echo)
+	port := closedPort(b)
+	startTestProxy(b, nil, Options{Engine: EngineEventLoop, ListenAddress: "127.0.0.1", Routes: []Route{plainRoute("bench", port, be.addr())}})
+	connectEchoLoop(b, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 }
