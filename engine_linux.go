@@ -128,8 +128,7 @@ func (p *Proxy) engineEligible(set *routeSet, port int) bool {
 			on = pt == port
 			return !on
 		})
-		// A PROXY header to send is written by the goroutine path (proxyproto_send.go).
-		if on && (!p.engineRoute(r) || r.state.sendPP != 0) {
+		if on && !p.engineRoute(r) {
 			return false
 		}
 	}
@@ -164,7 +163,6 @@ type engineConn struct {
 	held  bool   // lease is acquired (a zero Lease must not be released)
 	addr  string // the target being dialed or connected
 	tried []string
-	start time.Time
 }
 
 // Close kills the connection from any goroutine (timeouts, Stop).
@@ -183,16 +181,17 @@ func (p *Proxy) engineOpen(port int, local net.Addr, c *evloop.Conn, eligible fu
 		return evloop.Decision{HandOff: true}
 	}
 	client := c.Peer()
-	e := &engineConn{p: p, ec: c, set: set, start: time.Now()}
+	e := &engineConn{p: p, ec: c, set: set}
 	rec, err := p.conns.Open(client, port, e)
 	if err != nil {
 		p.reject(refusal{client: client, port: port}, err)
 		return evloop.Decision{}
 	}
 	e.rec = rec
+	p.ops.opened(port)
 	e.rc = RouteContext{Port: port, ClientIP: client.Addr(), ClientAddr: client, LocalAddr: local, ConnectionID: rec.ID()}
 	if p.baseCtx.Err() != nil { // see serve: accepted just before Stop
-		p.conns.Close(rec)
+		e.finish()
 		return evloop.Decision{}
 	}
 	c.Data = e
@@ -201,7 +200,7 @@ func (p *Proxy) engineOpen(port int, local net.Addr, c *evloop.Conn, eligible fu
 	}
 	d := e.route()
 	if !d.Target.IsValid() {
-		p.conns.Close(rec) // refused before OnClose could be reported
+		e.finish() // refused before OnClose could be reported
 	}
 	return d
 }
@@ -262,10 +261,11 @@ func (a alertWriter) SetWriteDeadline(time.Time) error { return nil }
 
 // engineRoute reports whether the loop can forward connections of route by itself: a plain
 // forward or a TLS passthrough (no termination) to IP-literal hosts chosen by the route's
-// balancer, with connection checks that run no user code.
+// balancer, sending no PROXY header (dialBackend writes it: proxyproto_send.go), with
+// connection checks that run no user code.
 func (p *Proxy) engineRoute(r *Route) bool {
 	if r == nil || r.state == nil || r.Action.Type != ActionForward || r.state.tls != nil ||
-		len(r.state.targets) == 0 || admissionFor(r, "").deferred() {
+		len(r.state.targets) == 0 || r.state.sendPP != 0 || admissionFor(r, "").deferred() {
 		return false
 	}
 	if _, ok := p.sec.(DefaultSecurityChecker); !ok {
@@ -323,6 +323,7 @@ func (e *engineConn) dialFailed(err error) (netip.AddrPort, bool) {
 		return netip.AddrPort{}, false // shutting down: not the target's fault
 	}
 	p.health.Failed(e.addr, err)
+	p.ops.dialFailed(e.addr)
 	p.logConn("backend dial failed", "id", e.rc.ConnectionID, "route", e.rc.RouteName, "target", e.addr, "err", err)
 	return e.next()
 }
@@ -331,8 +332,38 @@ func (e *engineConn) dialFailed(err error) (netip.AddrPort, bool) {
 func (e *engineConn) closed(in, out int64, err error) {
 	e.release()
 	e.p.logConn("connection closed", "id", e.rc.ConnectionID, "route", e.rc.RouteName, "bytesIn", in, "bytesOut", out, "err", err, "engine", "eventloop")
-	e.p.conns.Close(e.rec)
+	e.finish()
 }
+
+// finish ends an admitted connection's record and accounts it, as Proxy.finish does for
+// the goroutine path (ops counters, access log).
+func (e *engineConn) finish() {
+	e.p.conns.Close(e.rec)
+	// connDone reads the access log's target from pc's backend, and only for the access log:
+	// without one, no proxiedConn is allocated.
+	var pc *proxiedConn
+	if e.p.ops.access != nil {
+		pc = &proxiedConn{}
+		if e.ec.Connected() {
+			pc.backend = targetOnly{net.TCPAddrFromAddrPort(e.ec.Target())}
+		}
+	}
+	e.p.ops.connDone(e.rec, pc)
+}
+
+// targetOnly is a backend that only has an address, for backendAddrOf; the loop owns the
+// socket. (opsState.connDone taking the target's address instead of the goroutine path's
+// proxiedConn would make it unnecessary.)
+type targetOnly struct{ addr net.Addr }
+
+func (t targetOnly) Read([]byte) (int, error)         { return 0, net.ErrClosed }
+func (t targetOnly) Write([]byte) (int, error)        { return 0, net.ErrClosed }
+func (t targetOnly) Close() error                     { return nil }
+func (t targetOnly) LocalAddr() net.Addr              { return nil }
+func (t targetOnly) RemoteAddr() net.Addr             { return t.addr }
+func (t targetOnly) SetDeadline(time.Time) error      { return nil }
+func (t targetOnly) SetReadDeadline(time.Time) error  { return nil }
+func (t targetOnly) SetWriteDeadline(time.Time) error { return nil }
 
 // engineHandOff serves a socket the loop handed off on the goroutine path.
 func (p *Proxy) engineHandOff(fd, port int) {

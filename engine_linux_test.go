@@ -24,6 +24,13 @@ import (
 // retried.
 func startEngineProxy(t *testing.T, opts Options, routes func(port int) []Route) (*Proxy, int) {
 	t.Helper()
+	return startEngineChoosing(t, opts, routes, true)
+}
+
+// startEngineChoosing is startEngineProxy for a port that must (engine) or must not get
+// event loops.
+func startEngineChoosing(t *testing.T, opts Options, routes func(port int) []Route, engine bool) (*Proxy, int) {
+	t.Helper()
 	opts.Engine = EngineEventLoop
 	opts.ListenAddress = "127.0.0.1"
 	for attempt := 0; ; attempt++ {
@@ -33,7 +40,7 @@ func startEngineProxy(t *testing.T, opts Options, routes func(port int) []Route)
 		p := newTestProxy(t, nil, o)
 		err := p.Start(context.Background())
 		if err == nil {
-			require.True(t, servedByEngine(p, port), "port %d is not served by event loops", port)
+			require.Equal(t, engine, servedByEngine(p, port), "port %d: served by event loops", port)
 			return p, port
 		}
 		if !errors.Is(err, syscall.EADDRINUSE) || attempt == 5 {

@@ -169,12 +169,6 @@ func (p *Proxy) serve(conn net.Conn, port int, detach bool) {
 		ProxyHeader:  hdr,
 	}
 	if plan := set.ports[port]; plan.needsHello || plan.plainHTTP || plan.acmeHTTP {
-		if p.proxyIn != nil {
-			if err := refuseUntrustedHeader(peek, pc.initialDeadline); err != nil {
-				p.reject(refusal{client: client, port: port}, &RejectError{Reason: RejectProxyProtocol, IP: client.Addr(), Err: err})
-				return
-			}
-		}
 		// Only ports that need it wait for the client's first bytes;
 		// elsewhere server-speaks-first protocols are routed on accept.
 		// On a port with HTTP routes, what might still become a request
@@ -182,13 +176,21 @@ func (p *Proxy) serve(conn net.Conn, port int, detach bool) {
 		// that is sniffed only for ACME challenges, with routes that do
 		// not need the first bytes, waits for them briefly (silence:
 		// the server may speak first).
-		wait := time.Until(pc.initialDeadline)
+		sniffUntil := pc.initialDeadline
 		brief := !plan.needsHello && !plan.plainHTTP && plan.hasRoutes
 		if brief {
-			wait = min(terminatedSniffWait, wait)
+			sniffUntil = time.Now().Add(min(terminatedSniffWait, time.Until(sniffUntil)))
+		}
+		// The untrusted-header check reads the same first bytes, within
+		// the same wait.
+		if p.proxyIn != nil {
+			if err := refuseUntrustedHeader(peek, sniffUntil); err != nil {
+				p.reject(refusal{client: client, port: port}, &RejectError{Reason: RejectProxyProtocol, IP: client.Addr(), Err: err})
+				return
+			}
 		}
 		strict := plan.plainHTTP || !plan.hasRoutes
-		switch sniffStream(peek, wait, plan.plainHTTP || plan.acmeHTTP, true, strict) {
+		switch sniffStream(peek, time.Until(sniffUntil), plan.plainHTTP || plan.acmeHTTP, true, strict) {
 		case streamNone:
 			if brief {
 				break

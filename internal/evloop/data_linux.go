@@ -75,6 +75,10 @@ func (c *Conn) Local() netip.AddrPort {
 // Target is the backend address being dialed or connected.
 func (c *Conn) Target() netip.AddrPort { return c.target }
 
+// Connected reports whether the backend's connect to Target finished (only in the loop's
+// callbacks).
+func (c *Conn) Connected() bool { return c.connected }
+
 // Peer is the client's address as accept returned it.
 func (c *Conn) Peer() netip.AddrPort { return c.peer }
 
