@@ -122,6 +122,15 @@ func (o *opsState) handshake(err error, state *tls.ConnectionState, took time.Du
 // dialFailed counts a failed connect to a backend address.
 func (o *opsState) dialFailed(addr string) { o.targets.get(addr).Add(1) }
 
+// backendFailed reports a failed connect to a backend address: to the
+// health tracker and to the connect-error metric. Every data path that
+// dials (forwarding, the HTTP layer, the event-loop engine) reports
+// through it, so the two cannot disagree.
+func (p *Proxy) backendFailed(addr string, err error) {
+	p.health.Failed(addr, err)
+	p.ops.dialFailed(addr)
+}
+
 // opened counts a connection admitted on port.
 func (o *opsState) opened(port int) { o.ports.get(port).opened.Add(1) }
 
