@@ -205,8 +205,10 @@ func (s *Server) auth(next http.Handler) http.Handler {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || got == "" {
+		// The scheme is case-insensitive (RFC 9110 11.1): "bearer" is a
+		// Bearer token too.
+		scheme, got, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		if !strings.EqualFold(scheme, "Bearer") || got == "" {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="smartproxy admin"`)
 			writeError(w, http.StatusUnauthorized, "missing bearer token")
 			return

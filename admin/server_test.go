@@ -37,7 +37,9 @@ func TestTokenGuardsEveryDataEndpoint(t *testing.T) {
 	}
 	code, _ := e.call(t, "GET", "/debug/pprof/heap", testToken)
 	require.Equal(t, http.StatusOK, code)
-	code, body := e.call(t, "POST", "/reload", testToken)
+	code, body := e.call(t, "GET", "/routes", "", "Authorization", "bearer "+testToken)
+	require.Equal(t, http.StatusOK, code, "the scheme is case-insensitive: "+body)
+	code, body = e.call(t, "POST", "/reload", testToken)
 	require.Equal(t, http.StatusNotImplemented, code, body)
 	code, body = e.call(t, "GET", "/nothing", testToken)
 	require.Equal(t, http.StatusNotFound, code)
