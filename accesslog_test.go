@@ -161,3 +161,25 @@ func TestAccessLogFloodDoesNotBlock(t *testing.T) {
 		require.GreaterOrEqual(t, lines, 2)
 	}
 }
+
+// TestAccessLogRateCap: lines past MaxPerSecond in one second are dropped
+// and counted, and SampleEvery keeps one line in N, on the log's own
+// queue (no writer running, so nothing leaves it). Ten lines in a tight
+// loop touch at most two seconds, so at most twice the cap get through.
+func TestAccessLogRateCap(t *testing.T) {
+	t.Parallel()
+	a := newAccessLog(&AccessLogOptions{MaxPerSecond: 2}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	for range 10 {
+		a.enqueue(accessEntry{})
+	}
+	require.GreaterOrEqual(t, len(a.q), 2)
+	require.LessOrEqual(t, len(a.q), 4)
+	require.EqualValues(t, 10-len(a.q), a.limited.Load())
+
+	s := newAccessLog(&AccessLogOptions{SampleEvery: 3}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	for range 12 {
+		s.enqueue(accessEntry{})
+	}
+	require.Len(t, s.q, 4)
+	require.Zero(t, s.limited.Load())
+}

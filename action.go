@@ -88,8 +88,7 @@ func (p *Proxy) dialBackend(pc *proxiedConn, rc *RouteContext, rt *routeTLS) (ne
 			if p.baseCtx.Err() != nil {
 				return nil, false // shutting down: not the target's fault
 			}
-			p.health.Failed(addr, err)
-			p.ops.dialFailed(addr)
+			p.backendFailed(addr, err)
 			p.logConn("backend dial failed", "id", rc.ConnectionID, "route", rc.RouteName, "target", addr, "err", err)
 			if ctx.Err() != nil {
 				return nil, false

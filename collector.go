@@ -37,8 +37,15 @@ type promCollector struct {
 	last map[string]float64
 }
 
+// allDescs is every metric's description, for Describe: desc adds each,
+// so that no metric can be collected without being described (a registry
+// refuses that).
+var allDescs []*prometheus.Desc
+
 func desc(name, help string, labels ...string) *prometheus.Desc {
-	return prometheus.NewDesc("smartproxy_"+name, help, labels, nil)
+	d := prometheus.NewDesc("smartproxy_"+name, help, labels, nil)
+	allDescs = append(allDescs, d)
+	return d
 }
 
 var (
@@ -68,13 +75,6 @@ var (
 	descAccessDrops  = desc("access_log_dropped_total", "Access log lines dropped: queue_full or rate_limited.", "reason")
 	descCertExpiry   = desc("certificate_expiry_timestamp_seconds", "When the certificate for the name expires (Unix time).", "name")
 )
-
-var allDescs = []*prometheus.Desc{
-	descActive, descTotal, descRouteActive, descRouteTotal, descPortActive, descPortTotal, descRejections,
-	descKilled, descBytesIn, descBytesOut, descRouteIn, descRouteOut, descTrackedIPs, descHandshakes,
-	descHSFailures, descHSDuration, descRequests, descReqDuration, descBackendUp, descBackendConns,
-	descDialErrors, descParked, descAccessLines, descAccessDrops, descCertExpiry,
-}
 
 // Describe sends every metric's description.
 func (c *promCollector) Describe(ch chan<- *prometheus.Desc) {

@@ -253,3 +253,28 @@ func labelText(m prometheus.Metric) string {
 	}
 	return b.String()
 }
+
+// TestRequestAccountingOffUntilObserved: a proxy nobody observes does no
+// per-request accounting (Collector's doc: it costs an allocation per
+// request); requests served before Collector is asked are not counted,
+// those after are.
+func TestRequestAccountingOffUntilObserved(t *testing.T) {
+	t.Parallel()
+	lp := newListenerPool(t)
+	webPort := lp.port(t)
+	web := okBackend(t, nil)
+	p := startTestProxy(t, lp, Options{Routes: []Route{httpRouteOn("web", webPort, web.addr(), "web.test")}})
+	client, _ := proxyClient(t, webPort, nil, false)
+	get := func() {
+		resp, body := do(t, client, "GET", "http://web.test/a", nil, nil)
+		require.Equal(t, http.StatusOK, resp.StatusCode, body)
+	}
+	get()
+	get()
+	require.False(t, p.ops.requests.Load())
+	c := p.Collector()
+	require.Zero(t, testutil.CollectAndCount(c, "smartproxy_http_requests_total"), "counted while nobody observed")
+	get()
+	client.CloseIdleConnections()
+	require.Equal(t, 1.0, testutil.ToFloat64(oneMetric(c, "smartproxy_http_requests_total", "route", "web")))
+}

@@ -110,12 +110,9 @@ func newProxySeam(p *Proxy) proxySeam {
 		pick: func(route *Route, target int, rc *RouteContext, tried []string) (string, error) {
 			return pick(route, target, rc, tried, p.health)
 		},
-		acquire:   p.health.Acquire,
-		succeeded: p.health.Succeeded,
-		failed: func(addr string, err error) {
-			p.health.Failed(addr, err)
-			p.ops.dialFailed(addr)
-		},
+		acquire:            p.health.Acquire,
+		succeeded:          p.health.Succeeded,
+		failed:             p.backendFailed,
 		logConn:            p.logConn,
 		detailed:           p.opts.EnableDetailedLogging,
 		ops:                p.ops,

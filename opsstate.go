@@ -122,12 +122,28 @@ func (o *opsState) handshake(err error, state *tls.ConnectionState, took time.Du
 // dialFailed counts a failed connect to a backend address.
 func (o *opsState) dialFailed(addr string) { o.targets.get(addr).Add(1) }
 
+// backendFailed reports a failed connect to a backend address: to the
+// health tracker and to the connect-error metric. Every data path that
+// dials (forwarding, the HTTP layer, the event-loop engine) reports
+// through it, so the two cannot disagree.
+func (p *Proxy) backendFailed(addr string, err error) {
+	p.health.Failed(addr, err)
+	p.ops.dialFailed(addr)
+}
+
 // opened counts a connection admitted on port.
 func (o *opsState) opened(port int) { o.ports.get(port).opened.Add(1) }
 
+// backendNamer is a connection's owner that can name its backend for
+// the access log: *proxiedConn on the goroutine path (the event-loop
+// engine's connection can be one too).
+type backendNamer interface{ backendAddr() string }
+
 // connDone accounts a finished connection (after the manager closed its
-// record) and writes its access log line.
-func (o *opsState) connDone(rec *connection.Record, pc *proxiedConn) {
+// record) and writes its access log line. Every data path that opened
+// the connection (opened) must call it, or the listener's open gauge
+// never comes down and the route's totals miss the connection.
+func (o *opsState) connDone(rec *connection.Record, owner backendNamer) {
 	info := rec.Info()
 	o.ports.get(info.LocalPort).closed.Add(1)
 	r := o.routes.get(info.Route)
@@ -135,13 +151,13 @@ func (o *opsState) connDone(rec *connection.Record, pc *proxiedConn) {
 	r.bytesOut.Add(info.BytesOut)
 	r.closed.Add(1)
 	if o.access != nil {
-		o.access.conn(info, backendAddrOf(pc), rec.KilledBy())
+		o.access.conn(info, owner.backendAddr(), rec.KilledBy())
 	}
 }
 
-// backendAddrOf returns the address of the connection's backend, "" when
+// backendAddr returns the address of the connection's backend, "" when
 // it has none (the HTTP layer dials per request; a handler has none).
-func backendAddrOf(pc *proxiedConn) string {
+func (pc *proxiedConn) backendAddr() string {
 	pc.mu.Lock()
 	b := pc.backend
 	pc.mu.Unlock()

@@ -200,13 +200,28 @@ func (s *Server) Handler() http.Handler {
 // auth requires the bearer token when one is configured: 401 without
 // credentials, 403 with a wrong token. The comparison is of SHA-256
 // digests in constant time, so neither the token nor its length leaks.
+//
+// Without a token (loopback only), a request a browser marks as sent by
+// another site (Sec-Fetch-Site) is refused: a page the operator visits
+// could otherwise make the browser fetch /debug/pprof/profile or /trace
+// over and over (it cannot read the answers, but they cost the proxy).
+// The dashboard's own requests are same-origin; curl and Prometheus send
+// no Sec-Fetch-Site.
 func (s *Server) auth(next http.Handler) http.Handler {
 	if s.cfg.Token == "" {
-		return next
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if site := r.Header.Get("Sec-Fetch-Site"); site == "cross-site" || site == "same-site" {
+				writeError(w, http.StatusForbidden, "cross-site request refused")
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || got == "" {
+		// The scheme is case-insensitive (RFC 9110 11.1): "bearer" is a
+		// Bearer token too.
+		scheme, got, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		if !strings.EqualFold(scheme, "Bearer") || got == "" {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="smartproxy admin"`)
 			writeError(w, http.StatusUnauthorized, "missing bearer token")
 			return

@@ -37,7 +37,9 @@ func TestTokenGuardsEveryDataEndpoint(t *testing.T) {
 	}
 	code, _ := e.call(t, "GET", "/debug/pprof/heap", testToken)
 	require.Equal(t, http.StatusOK, code)
-	code, body := e.call(t, "POST", "/reload", testToken)
+	code, body := e.call(t, "GET", "/routes", "", "Authorization", "bearer "+testToken)
+	require.Equal(t, http.StatusOK, code, "the scheme is case-insensitive: "+body)
+	code, body = e.call(t, "POST", "/reload", testToken)
 	require.Equal(t, http.StatusNotImplemented, code, body)
 	code, body = e.call(t, "GET", "/nothing", testToken)
 	require.Equal(t, http.StatusNotFound, code)
@@ -147,8 +149,9 @@ func TestNoTokenMeansLoopbackOnly(t *testing.T) {
 }
 
 // TestNoTokenRefusesBrowserAttacks: without a token, a request for a
-// name other than loopback (DNS rebinding) and a cross-origin POST are
-// refused; same-origin and non-browser requests pass.
+// name other than loopback (DNS rebinding), a cross-origin POST and a
+// cross-site request for data are refused; same-origin and non-browser
+// requests pass.
 func TestNoTokenRefusesBrowserAttacks(t *testing.T) {
 	t.Parallel()
 	reloads := 0
@@ -159,6 +162,16 @@ func TestNoTokenRefusesBrowserAttacks(t *testing.T) {
 	require.Equal(t, http.StatusForbidden, code, body)
 	code, _ = e.call(t, "POST", "/reload", "", "Origin", "http://evil.example")
 	require.Equal(t, http.StatusForbidden, code)
+	// A GET another site's page made the browser send (<img src>): the
+	// page cannot read the answer, but a profile costs the proxy.
+	for _, site := range []string{"cross-site", "same-site"} {
+		code, _ = e.call(t, "GET", "/debug/pprof/heap?gc=1", "", "Sec-Fetch-Site", site)
+		require.Equal(t, http.StatusForbidden, code, site)
+	}
+	code, _ = e.call(t, "GET", "/routes", "", "Sec-Fetch-Site", "same-origin")
+	require.Equal(t, http.StatusOK, code)
+	code, _ = e.call(t, "GET", "/", "", "Sec-Fetch-Site", "cross-site") // a link to the page
+	require.Equal(t, http.StatusOK, code)
 	require.Zero(t, reloads)
 	code, _ = e.call(t, "POST", "/reload", "", "Origin", e.base)
 	require.Equal(t, http.StatusOK, code)

@@ -1,15 +1,18 @@
 package connection
 
-import "sort"
+import (
+	"cmp"
+	"slices"
+)
 
 // Records returns a copy of every open record's state, sorted by ID (the
 // admission order). It walks every open connection, so it costs O(open
 // connections): meant for inspection (an admin API's connection list, a
 // metrics scrape), not for a per-connection path.
 func (m *Manager) Records() []RecordInfo {
-	var out []RecordInfo
+	out := make([]RecordInfo, 0, m.Active())
 	m.ips.forEachRecord(func(r *Record) { out = append(out, r.Info()) })
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	slices.SortFunc(out, func(a, b RecordInfo) int { return cmp.Compare(a.ID, b.ID) })
 	return out
 }
 
