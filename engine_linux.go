@@ -322,8 +322,7 @@ func (e *engineConn) dialFailed(err error) (netip.AddrPort, bool) {
 	if p.baseCtx.Err() != nil {
 		return netip.AddrPort{}, false // shutting down: not the target's fault
 	}
-	p.health.Failed(e.addr, err)
-	p.ops.dialFailed(e.addr)
+	p.backendFailed(e.addr, err)
 	p.logConn("backend dial failed", "id", e.rc.ConnectionID, "route", e.rc.RouteName, "target", e.addr, "err", err)
 	return e.next()
 }
@@ -339,31 +338,16 @@ func (e *engineConn) closed(in, out int64, err error) {
 // the goroutine path (ops counters, access log).
 func (e *engineConn) finish() {
 	e.p.conns.Close(e.rec)
-	// connDone reads the access log's target from pc's backend, and only for the access log:
-	// without one, no proxiedConn is allocated.
-	var pc *proxiedConn
-	if e.p.ops.access != nil {
-		pc = &proxiedConn{}
-		if e.ec.Connected() {
-			pc.backend = targetOnly{net.TCPAddrFromAddrPort(e.ec.Target())}
-		}
-	}
-	e.p.ops.connDone(e.rec, pc)
+	e.p.ops.connDone(e.rec, e)
 }
 
-// targetOnly is a backend that only has an address, for backendAddrOf; the loop owns the
-// socket. (opsState.connDone taking the target's address instead of the goroutine path's
-// proxiedConn would make it unnecessary.)
-type targetOnly struct{ addr net.Addr }
-
-func (t targetOnly) Read([]byte) (int, error)         { return 0, net.ErrClosed }
-func (t targetOnly) Write([]byte) (int, error)        { return 0, net.ErrClosed }
-func (t targetOnly) Close() error                     { return nil }
-func (t targetOnly) LocalAddr() net.Addr              { return nil }
-func (t targetOnly) RemoteAddr() net.Addr             { return t.addr }
-func (t targetOnly) SetDeadline(time.Time) error      { return nil }
-func (t targetOnly) SetReadDeadline(time.Time) error  { return nil }
-func (t targetOnly) SetWriteDeadline(time.Time) error { return nil }
+// backendAddr names the connected target for the access log; "" before the loop connected.
+func (e *engineConn) backendAddr() string {
+	if !e.ec.Connected() {
+		return ""
+	}
+	return e.ec.Target().String()
+}
 
 // engineHandOff serves a socket the loop handed off on the goroutine path.
 func (p *Proxy) engineHandOff(fd, port int) {
