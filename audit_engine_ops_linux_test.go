@@ -10,44 +10,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 )
-
-// metricValue is the value of the collector's counter or gauge name whose
-// labels include every pair of want, and whether there is one.
-func metricValue(t *testing.T, c prometheus.Collector, name string, want map[string]string) (float64, bool) {
-	t.Helper()
-	reg := prometheus.NewPedanticRegistry()
-	require.NoError(t, reg.Register(c))
-	families, err := reg.Gather()
-	require.NoError(t, err)
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			if hasLabels(m, want) {
-				if m.GetCounter() != nil {
-					return m.GetCounter().GetValue(), true
-				}
-				return m.GetGauge().GetValue(), true
-			}
-		}
-	}
-	return 0, false
-}
-
-func hasLabels(m *dto.Metric, want map[string]string) bool {
-	n := 0
-	for _, lp := range m.GetLabel() {
-		if v, ok := want[lp.GetName()]; ok && v == lp.GetValue() {
-			n++
-		}
-	}
-	return n == len(want)
-}
 
 // TestAuditOpsAccountingBothEngines (issue 15 × the event-loop engine):
 // the operability numbers an operator reads — connections and bytes per
