@@ -10,9 +10,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// metricValue is the value of the collector's counter or gauge name whose
-// labels include every pair of want, and whether there is one.
-func metricValue(t *testing.T, c prometheus.Collector, name string, want map[string]string) (float64, bool) {
+// findMetric is the collector's metric of family name whose labels
+// include every pair of want, or nil.
+func findMetric(t *testing.T, c prometheus.Collector, name string, want map[string]string) *dto.Metric {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	require.NoError(t, reg.Register(c))
@@ -24,14 +24,11 @@ func metricValue(t *testing.T, c prometheus.Collector, name string, want map[str
 		}
 		for _, m := range f.GetMetric() {
 			if hasLabels(m, want) {
-				if m.GetCounter() != nil {
-					return m.GetCounter().GetValue(), true
-				}
-				return m.GetGauge().GetValue(), true
+				return m
 			}
 		}
 	}
-	return 0, false
+	return nil
 }
 
 func hasLabels(m *dto.Metric, want map[string]string) bool {
@@ -44,25 +41,29 @@ func hasLabels(m *dto.Metric, want map[string]string) bool {
 	return n == len(want)
 }
 
-// histogramCount is the sample count of the collector's histogram name
-// whose labels include every pair of want, and whether there is one.
+// metricValue is the value of the counter or gauge name with the labels
+// of want, and whether there is one.
+func metricValue(t *testing.T, c prometheus.Collector, name string, want map[string]string) (float64, bool) {
+	t.Helper()
+	m := findMetric(t, c, name, want)
+	switch {
+	case m == nil:
+		return 0, false
+	case m.GetCounter() != nil:
+		return m.GetCounter().GetValue(), true
+	}
+	return m.GetGauge().GetValue(), true
+}
+
+// histogramCount is the sample count of the histogram name with the
+// labels of want, and whether there is one.
 func histogramCount(t *testing.T, c prometheus.Collector, name string, want map[string]string) (uint64, bool) {
 	t.Helper()
-	reg := prometheus.NewPedanticRegistry()
-	require.NoError(t, reg.Register(c))
-	families, err := reg.Gather()
-	require.NoError(t, err)
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			if hasLabels(m, want) && m.GetHistogram() != nil {
-				return m.GetHistogram().GetSampleCount(), true
-			}
-		}
+	m := findMetric(t, c, name, want)
+	if m == nil || m.GetHistogram() == nil {
+		return 0, false
 	}
-	return 0, false
+	return m.GetHistogram().GetSampleCount(), true
 }
 
 // TestAuditCollectorResumptionAndLatency (issue 15): a resumed TLS
