@@ -111,8 +111,6 @@ func (a adminSource) Stats() admin.Stats {
 	for i := range p.ops.tls.failed {
 		s.TLS.Failures += p.ops.tls.failed[i].Load()
 	}
-	for _, c := range p.certificateStatus() {
-		s.Certificate = append(s.Certificate, admin.Certificate(c))
-	}
+	s.Certificate = p.certificateStatus()
 	return s
 }

@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"os"
 	"sync"
-	"time"
 
 	"github.com/gosmartproxy/smartproxy"
 	"github.com/gosmartproxy/smartproxy/admin"
@@ -51,20 +50,8 @@ func startAdmin(p *smartproxy.Proxy, ac *admin.Config, rl *reloader, log *slog.L
 		return func() {}, nil
 	}
 	cfg := *ac
-	cfg.Source = p.AdminSource()
-	cfg.Collector = p.Collector()
-	cfg.Reload = rl.reload
-	cfg.Logger = log
-	s, err := admin.Start(context.Background(), cfg)
-	if err != nil {
-		return nil, err
-	}
-	log.Info("admin API listening", "addr", s.Addr().String(), "token", cfg.Token != "")
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = s.Close(ctx)
-	}, nil
+	cfg.Source, cfg.Collector, cfg.Reload = p.AdminSource(), p.Collector(), rl.reload
+	return serveAdmin(cfg, log)
 }
 
 // reloader serialises reloads from SIGHUP and from POST /reload.
