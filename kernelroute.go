@@ -124,6 +124,12 @@ func (v *routeValidator) compileKernel(r *Route, st *routeState, defaults Defaul
 	}
 	v.kernelTarget(r, st, kr)
 	kr.PreserveSourceIP = boolOr(kernelOpts(a).PreserveSourceIP, boolOr(defaults.PreserveSourceIP, false))
+	if a.ForwardingEngineFallback && kr.PreserveSourceIP {
+		// Served in user space, the backend would see the proxy's address
+		// where it expects the client's: a backend that trusts the proxy
+		// host would widen its access unnoticed.
+		v.fail("action.forwardingEngineFallback", errors.New("the user-space engine cannot preserve the source IP (preserveSourceIP): drop one of them"))
+	}
 	rate, err := nftables.ParseRate(kernelOpts(a).MaxRate)
 	if err != nil {
 		v.fail("action.nftables.maxRate", err)

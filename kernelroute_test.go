@@ -36,6 +36,11 @@ func TestKernelRouteValidation(t *testing.T) {
 			r.Action.NfTables = &NfTablesOptions{MaxRate: "100/second"}
 			r.Action.ForwardingEngineFallback = true
 		}, "action.forwardingEngineFallback", "maxRate"},
+		{"preserveSourceIP fallback", func(r *Route) {
+			yes := true
+			r.Action.NfTables = &NfTablesOptions{PreserveSourceIP: &yes}
+			r.Action.ForwardingEngineFallback = true
+		}, "action.forwardingEngineFallback", "preserveSourceIP"},
 	}
 	for _, tc := range tests {
 		r := base()
