@@ -15,9 +15,11 @@ const (
 	// Ports whose routes are all plain TCP forwards or TLS passthrough (routed by SNI in the
 	// loop) to IP-literal targets, with the default security checker, route matcher and
 	// connection manager (the loop must never call code that may block), get event loops; the
-	// others keep the goroutine path. Should UpdateRoutes put such a route on a port that
+	// others keep the goroutine path, and so do ports that receive PROXY headers, ports with
+	// a route sending them, and ACME HTTP-01 ports. Should UpdateRoutes put such a route on a port that
 	// has loops, its connections are handed to the goroutine path on accept. Differences
-	// from the goroutine path: bytes move with recv/send (no splice yet), and each backend
+	// from the goroutine path: small messages move with recv/send through a per-loop buffer and bulk
+	// transfers are spliced, and each backend
 	// host tried gets the whole ConnectTimeout. Measured in bench/README.md ("Event-loop
 	// engine").
 	EngineEventLoop
