@@ -209,22 +209,42 @@ func LoadConfigFormat(path string, format ConfigFormat) (*Config, error) {
 // and records dir for acme.certificateStore (resolved with its default).
 func (c *Config) resolvePaths(dir string) {
 	c.dir = dir
-	resolve := func(p *string) {
+	c.filePaths(func(_ string, p *string) {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}
-	}
+	})
+}
+
+// RelativePaths lists the file paths in the config (certFile, keyFile,
+// caFile) that are relative, each as "JSON path \"value\"". A config
+// stored away from its directory (published to a fleet) must have none:
+// every instance would read them from its own working directory.
+func (c *Config) RelativePaths() []string {
+	var rel []string
+	c.filePaths(func(path string, p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			rel = append(rel, fmt.Sprintf("%s %q", path, *p))
+		}
+	})
+	return rel
+}
+
+// filePaths calls visit for every file path field of the routes, with
+// its JSON path: the one list of them, for resolvePaths and RelativePaths.
+func (c *Config) filePaths(visit func(path string, p *string)) {
 	for i := range c.Routes {
 		t := c.Routes[i].Action.TLS
 		if t == nil {
 			continue
 		}
+		at := fmt.Sprintf("routes[%d].action.tls.", i)
 		if cs := t.Certificate; cs != nil {
-			resolve(&cs.CertFile)
-			resolve(&cs.KeyFile)
+			visit(at+"certificate.certFile", &cs.CertFile)
+			visit(at+"certificate.keyFile", &cs.KeyFile)
 		}
 		if b := t.Backend; b != nil {
-			resolve(&b.CAFile)
+			visit(at+"backend.caFile", &b.CAFile)
 		}
 	}
 }

@@ -128,7 +128,7 @@ func (f *fleetFlags) publishFile(format smartproxy.ConfigFormat, log *slog.Logge
 	if err != nil {
 		return fail(err)
 	}
-	if rel := relativePaths(cfg); len(rel) > 0 {
+	if rel := cfg.RelativePaths(); len(rel) > 0 {
 		return fail(fmt.Errorf("relative paths (every instance would read them from its own working directory; give absolute paths): %s", strings.Join(rel, ", ")))
 	}
 	opts := cfg.Options()
@@ -164,28 +164,6 @@ func jsonText(data []byte, path string, format smartproxy.ConfigFormat) ([]byte,
 		return nil, fmt.Errorf("cannot be stored as JSON: %w", err)
 	}
 	return out, nil
-}
-
-// relativePaths lists the file paths of cfg that are relative.
-func relativePaths(cfg *smartproxy.Config) []string {
-	var rel []string
-	check := func(i int, field, p string) {
-		if p != "" && !filepath.IsAbs(p) {
-			rel = append(rel, fmt.Sprintf("routes[%d].action.tls.%s %q", i, field, p))
-		}
-	}
-	for i, r := range cfg.Routes {
-		if t := r.Action.TLS; t != nil {
-			if cs := t.Certificate; cs != nil {
-				check(i, "certificate.certFile", cs.CertFile)
-				check(i, "certificate.keyFile", cs.KeyFile)
-			}
-			if b := t.Backend; b != nil {
-				check(i, "backend.caFile", b.CAFile)
-			}
-		}
-	}
-	return rel
 }
 
 // serve runs an instance of a fleet: it waits for a valid published
