@@ -157,6 +157,7 @@ var fastPathSuite = []string{
 	"TestHTTPSTerminateH2AndHTTP1", "TestHTTPSTerminateWithoutALPNIsSniffed", "TestHTTPSReencrypt",
 	"TestSecurityE2EBasicAuth", "TestSecurityE2EJWTAuth", "TestSecurityE2EHTTPRateLimit",
 	"TestSecurityE2EKeepAliveRechecks", "TestSecurityE2EPathRouteChecksPerRequest",
+	"TestProxyProtocolHTTPHeaders",
 }
 
 // TestHTTPFastPathSuite runs fastPathSuite on the fast path in every
