@@ -60,6 +60,11 @@ type Config struct {
 	Admin     *AdminConfig     `json:"admin,omitempty"`
 	AccessLog *AccessLogConfig `json:"accessLog,omitempty"`
 
+	// Our extensions (configdatapath.go): the data path.
+	Engine       string `json:"engine,omitempty"`
+	HTTPFastPath *bool  `json:"httpFastPath,omitempty"`
+	ReusePort    bool   `json:"reusePort,omitempty"`
+
 	// pos is where each value was in the YAML document, by JSON path.
 	pos map[string]docPos
 }
@@ -150,6 +155,7 @@ func (c *Config) Options() Options {
 		}
 	}
 	c.proxyProtocolOptions(&o)
+	c.dataPathOptions(&o)
 	if c.IdleParkAfter != nil {
 		o.IdleParkAfter = c.IdleParkAfter.Duration()
 		if o.IdleParkAfter == 0 {
@@ -436,5 +442,6 @@ func (c *Config) checkLimits() []error {
 	}
 	c.ACME.check(&fe)
 	c.checkProxyProtocol(&fe)
+	c.checkDataPath(&fe)
 	return fe.Errors().Unwrap()
 }

@@ -135,6 +135,15 @@ type Options struct {
 	// zero value, EngineGoroutines, or EngineEventLoop (Linux; see Engine).
 	Engine Engine
 
+	// ReusePort opens the proxy's listening sockets with SO_REUSEPORT, so
+	// that several proxy processes (or a new one during an upgrade) can
+	// serve the same ports, the kernel spreading new connections among
+	// them. Off by default: a port already taken is then an error rather
+	// than silently shared. (The event-loop engine's sockets always set
+	// it, one per loop; with ReusePort off no other process is expected
+	// to bind them.)
+	ReusePort bool
+
 	// Listen opens a port's listener; nil means a net.ListenConfig with
 	// the keep-alive settings above. Tests can return in-memory listeners.
 	Listen func(ctx context.Context, network, address string) (net.Listener, error)
