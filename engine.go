@@ -1,26 +1,44 @@
 package smartproxy
 
+import "strconv"
+
 // Engine selects how the proxy serves TCP forwarding and TLS passthrough ports (see
-// Options.Engine).
+// Options.Engine). The zero value is EngineEventLoop, the default.
 type Engine int
 
 const (
-	// EngineGoroutines serves every connection on goroutines and Go's net package: the
-	// default.
-	EngineGoroutines Engine = iota
-	// EngineEventLoop serves those ports from event loops (internal/evloop):
-	// raw accept4/connect, one epoll set per loop and per GOMAXPROCS, SO_REUSEPORT
-	// listening sockets, no goroutine per connection. Linux only, and only when the proxy
-	// opens its ports and dials its backends itself (no Options.Listen, no Options.Dial).
+	// EngineEventLoop, the default (the zero value), serves TCP forwarding and TLS
+	// passthrough ports from event loops (internal/evloop): raw accept4/connect, one epoll
+	// set per loop and per GOMAXPROCS, SO_REUSEPORT listening sockets, no goroutine per
+	// connection. Linux only, and only when the proxy opens its ports and dials its backends
+	// itself (no Options.Listen, no Options.Dial); elsewhere it means EngineGoroutines.
+	//
 	// Ports whose routes are all plain TCP forwards or TLS passthrough (routed by SNI in the
 	// loop) to IP-literal targets, with the default security checker, route matcher and
 	// connection manager (the loop must never call code that may block), get event loops; the
-	// others keep the goroutine path, and so do ports that receive PROXY headers, ports with
-	// a route sending them, and ACME HTTP-01 ports. Should UpdateRoutes put such a route on a port that
-	// has loops, its connections are handed to the goroutine path on accept. Differences
-	// from the goroutine path: small messages move with recv/send through a per-loop buffer and bulk
-	// transfers are spliced, and each backend
-	// host tried gets the whole ConnectTimeout. Measured in bench/README.md ("Event-loop
-	// engine").
-	EngineEventLoop
+	// others keep the goroutine path: ports with HTTP (plain, terminated or ACME HTTP-01),
+	// TLS termination, socket handlers, host-name targets or target functions, ports that
+	// receive PROXY headers and routes sending them. Should UpdateRoutes put such a route on
+	// a port that has loops, its connections are handed to the goroutine path on accept.
+	//
+	// Behaviour is the goroutine path's (half-close, byte counts, limits, timeouts, metrics,
+	// access logs, failover with ConnectTimeout shared among the hosts tried); the
+	// differences are in cost: small messages move with recv/send through a per-loop
+	// buffer, bulk transfers are spliced, and an idle connection holds no buffer and no
+	// goroutine. Measured in bench/README.md ("Event-loop engine").
+	EngineEventLoop Engine = iota
+	// EngineGoroutines serves every connection on goroutines and Go's net package: the
+	// explicit opt-out of the event loops.
+	EngineGoroutines
 )
+
+// String is the engine's name as the config key engine spells it.
+func (e Engine) String() string {
+	switch e {
+	case EngineEventLoop:
+		return "eventloop"
+	case EngineGoroutines:
+		return "goroutines"
+	}
+	return "Engine(" + strconv.Itoa(int(e)) + ")"
+}

@@ -132,7 +132,8 @@ type Options struct {
 	AccessLog *AccessLogOptions
 
 	// Engine selects the data path of plain TCP forwarding ports: the
-	// zero value, EngineGoroutines, or EngineEventLoop (Linux; see Engine).
+	// zero value, EngineEventLoop (event loops where a port allows them,
+	// on Linux; see Engine), or EngineGoroutines, the opt-out.
 	Engine Engine
 
 	// ReusePort opens the proxy's listening sockets with SO_REUSEPORT, so

@@ -32,7 +32,7 @@ func main() {
 	config := flag.String("config", "", "config file (as for cmd/smartproxy)")
 	pprofAddr := flag.String("pprof", "127.0.0.1:6060", "net/http/pprof listen address (empty: none)")
 	memRate := flag.Int("memrate", 0, "runtime.MemProfileRate (0: Go's default)")
-	engine := flag.String("engine", "goroutines", "data path of plain TCP forwarding ports: goroutines or eventloop (Options.Engine)")
+	engine := flag.String("engine", "", "data path of plain TCP forwarding ports: goroutines or eventloop (Options.Engine); empty: the config's engine key, else the default (eventloop)")
 	flag.Parse()
 	if *memRate > 0 {
 		runtime.MemProfileRate = *memRate
@@ -44,7 +44,9 @@ func main() {
 	opts := cfg.Options()
 	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	switch *engine {
+	case "":
 	case "goroutines":
+		opts.Engine = smartproxy.EngineGoroutines
 	case "eventloop":
 		opts.Engine = smartproxy.EngineEventLoop
 	default:
