@@ -163,6 +163,9 @@ type engineConn struct {
 	held  bool   // lease is acquired (a zero Lease must not be released)
 	addr  string // the target being dialed or connected
 	tried []string
+	// dialBy ends the time all hosts tried share (ConnectTimeout from the first dial, as
+	// dialBackend's context); zero while none was dialed.
+	dialBy time.Time
 }
 
 // Close kills the connection from any goroutine (timeouts, Stop).
@@ -283,12 +286,27 @@ func (p *Proxy) engineRoute(r *Route) bool {
 	return true
 }
 
-// next picks the next host (as dialBackend does) and takes its lease.
+// next picks the next host (as dialBackend does) and takes its lease. Like dialBackend, it
+// gives each remaining host an equal share of the ConnectTimeout left, so one black-holed
+// host cannot use up the time of all the others, and tries none once it is spent.
 func (e *engineConn) next() (netip.AddrPort, bool) {
 	p, rc := e.p, &e.rc
-	if len(e.tried) >= hostCount(rc.Route, 0) {
+	hosts := hostCount(rc.Route, 0)
+	if len(e.tried) >= hosts {
 		p.log.Debug("every target failed: closing client", "id", rc.ConnectionID, "route", rc.RouteName, "client", rc.ClientAddr, "tried", len(e.tried))
 		return netip.AddrPort{}, false
+	}
+	if hosts > 1 { // a single host gets the whole ConnectTimeout: the loop's default
+		now := time.Now()
+		if e.dialBy.IsZero() {
+			e.dialBy = now.Add(p.opts.ConnectTimeout)
+		}
+		left := e.dialBy.Sub(now)
+		if left <= 0 {
+			p.log.Debug("connect time spent: closing client", "id", rc.ConnectionID, "route", rc.RouteName, "client", rc.ClientAddr, "tried", len(e.tried))
+			return netip.AddrPort{}, false
+		}
+		e.ec.SetConnectTimeout(left / time.Duration(hosts-len(e.tried)))
 	}
 	addr, err := pick(rc.Route, 0, rc, e.tried, p.health)
 	if err != nil {

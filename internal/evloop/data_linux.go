@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -53,6 +54,9 @@ type Conn struct {
 	// timed says the conn is in its loop's timed set.
 	halfAt, writeAt, connectAt, sniffAt int64
 	timed                               bool
+	// connectFor, when positive, bounds the next backend connect instead of the server's
+	// connect timeout (SetConnectTimeout).
+	connectFor time.Duration
 	// sniffing: OnOpen asked for the first bytes (Decision.Sniff); they collect in hello
 	// until OnHello decides.
 	sniffing bool
@@ -78,6 +82,11 @@ func (c *Conn) Target() netip.AddrPort { return c.target }
 // Connected reports whether the backend's connect to Target finished (only in the loop's
 // callbacks).
 func (c *Conn) Connected() bool { return c.connected }
+
+// SetConnectTimeout bounds the next backend connect by d instead of Config.ConnectTimeout (d
+// <= 0: the server's again), so an owner trying several targets can share one budget among
+// them. Only in OnOpen, OnHello and OnDialError, before the Decision or target it returns.
+func (c *Conn) SetConnectTimeout(d time.Duration) { c.connectFor = d }
 
 // Peer is the client's address as accept returned it.
 func (c *Conn) Peer() netip.AddrPort { return c.peer }

@@ -319,7 +319,11 @@ func (l *loop) connect(c *Conn, target netip.AddrPort) error {
 	if err := l.register(&c.s[1]); err != nil {
 		return err
 	}
-	if t := l.srv.connectTimeout; t > 0 {
+	t := l.srv.connectTimeout
+	if c.connectFor > 0 {
+		t = c.connectFor
+	}
+	if t > 0 {
 		c.connectAt = monoNow() + int64(t)
 		l.time(c)
 	}
