@@ -56,6 +56,13 @@ type Decision struct {
 type Config struct {
 	// Listen is the address to accept on; port 0 picks a free one.
 	Listen netip.AddrPort
+	// SharedListen makes the loops accept on ListenFD, a listening TCP socket opened
+	// elsewhere (Listen then only names its address), instead of opening their own: each
+	// loop registers a dup of it with EPOLLEXCLUSIVE, so one loop wakes per connection. The
+	// Server owns ListenFD from Start on (it is closed, also when Start fails), and sets
+	// TCP_NODELAY and ListenSocket's options on it as on its own sockets.
+	SharedListen bool
+	ListenFD     int
 	// Target is where every connection is forwarded when OnOpen is nil.
 	Target netip.AddrPort
 	// Loops is the number of event loops; 0 means GOMAXPROCS.

@@ -57,7 +57,12 @@ func newLoop(srv *Server, addr netip.AddrPort) (*loop, error) {
 	// like any socket reader, so an idle loop holds no blocked thread and sysmon has no
 	// system call to retake a P from.
 	l.epf = os.NewFile(uintptr(l.epfd), "evloop")
-	if l.lfd, err = listenReusePort(addr, !srv.cfg.NoDelayOff, srv.cfg.ListenSocket); err != nil {
+	if srv.cfg.SharedListen {
+		l.lfd, err = dupListener(srv.cfg.ListenFD, !srv.cfg.NoDelayOff, srv.cfg.ListenSocket)
+	} else {
+		l.lfd, err = listenReusePort(addr, !srv.cfg.NoDelayOff, srv.cfg.ListenSocket)
+	}
+	if err != nil {
 		l.closeFDs()
 		return nil, err
 	}
@@ -67,6 +72,9 @@ func newLoop(srv *Server, addr netip.AddrPort) (*loop, error) {
 	}
 	for _, fd := range []int{l.lfd, l.wakefd} {
 		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
+		if fd == l.lfd && srv.cfg.SharedListen {
+			ev.Events |= unix.EPOLLEXCLUSIVE // one loop woken per connection, not all
+		}
 		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 			l.closeFDs()
 			return nil, fmt.Errorf("evloop: epoll_ctl: %w", err)

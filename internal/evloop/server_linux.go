@@ -37,8 +37,11 @@ type Server struct {
 }
 
 // Start opens one SO_REUSEPORT listening socket per loop on cfg.Listen (port 0 picks a free
-// port, shared by all loops) and starts the loops.
+// port, shared by all loops), or shares cfg.ListenFD among them, and starts the loops.
 func Start(cfg Config) (*Server, error) {
+	if cfg.SharedListen {
+		defer closeFD(cfg.ListenFD) // each loop has its own dup
+	}
 	if !cfg.Listen.IsValid() || !cfg.Target.IsValid() && cfg.OnOpen == nil {
 		return nil, errors.New("evloop: Config.Listen must be set, and Config.Target or Config.OnOpen")
 	}

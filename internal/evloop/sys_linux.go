@@ -3,6 +3,7 @@
 package evloop
 
 import (
+	"fmt"
 	"net/netip"
 	"unsafe"
 
@@ -120,4 +121,25 @@ func shutdownWrite(fd int) error {
 // closeFD closes a socket (no SO_LINGER is ever set, so close does not wait).
 func closeFD(fd int) {
 	_, _, _ = unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
+}
+
+// dupListener is a loop's own fd for a shared listening socket (Config.SharedListen): a
+// close-on-exec dup, non-blocking (a file status flag: the socket's other fds are too), with
+// the options listenReusePort sets on a socket of its own.
+func dupListener(fd int, noDelay bool, control func(fd int)) (int, error) {
+	d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("evloop: dup listening socket: %w", err)
+	}
+	if err := unix.SetNonblock(d, true); err != nil {
+		_ = unix.Close(d)
+		return -1, fmt.Errorf("evloop: fcntl: %w", err)
+	}
+	if noDelay {
+		_ = unix.SetsockoptInt(d, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	}
+	if control != nil {
+		control(d)
+	}
+	return d, nil
 }

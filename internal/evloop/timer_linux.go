@@ -48,6 +48,11 @@ func (l *loop) commands() {
 		l.closeConn(c, ErrClosed)
 	}
 	if l.srv.shutting.Load() && l.lfd >= 0 {
+		if l.srv.cfg.SharedListen {
+			// Other loops hold dups of the same socket: closing this fd alone would leave it
+			// in the epoll set, which drops a registration only with the socket's last fd.
+			_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, l.lfd, nil)
+		}
 		closeFD(l.lfd) // close drops it from the epoll set
 		l.lfd = -1
 	}
