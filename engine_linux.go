@@ -3,7 +3,9 @@
 package smartproxy
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -14,16 +16,20 @@ import (
 	"github.com/gosmartproxy/smartproxy/forwarding"
 	"github.com/gosmartproxy/smartproxy/internal/balance"
 	"github.com/gosmartproxy/smartproxy/internal/evloop"
+	"golang.org/x/sys/unix"
 )
 
 // engineListenAddr is the address event loops listen on for port, and whether the
-// event-loop engine serves it at all: only when chosen, for ports the proxy opens itself and
-// backends it dials itself (no Options.Listen, no Options.Dial), on
-// an IP-literal (or empty: every interface) ListenAddress, whose routes the loop can serve
-// (engineEligible).
+// event-loop engine serves it at all: only when chosen, for backends the proxy dials itself
+// (no Options.Dial), on an IP-literal (or empty: every interface) ListenAddress or a listener
+// from Options.Listen (the zero address: the listener names it), whose routes the loop can
+// serve (engineEligible).
 func (p *Proxy) engineListenAddr(set *routeSet, port int) (netip.AddrPort, bool) {
-	if p.opts.Engine != EngineEventLoop || p.opts.Listen != nil || p.opts.Dial != nil || !p.engineEligible(set, port) {
+	if p.opts.Engine != EngineEventLoop || p.opts.Dial != nil || !p.engineEligible(set, port) {
 		return netip.AddrPort{}, false
+	}
+	if p.opts.Listen != nil {
+		return netip.AddrPort{}, true
 	}
 	if p.opts.ListenAddress == "" {
 		return netip.AddrPortFrom(netip.IPv6Unspecified(), uint16(port)), true // dual-stack
@@ -35,9 +41,51 @@ func (p *Proxy) engineListenAddr(set *routeSet, port int) (netip.AddrPort, bool)
 	return netip.AddrPortFrom(a, uint16(port)), true
 }
 
-// listenEngine opens port on event loops. Connections the loops may not forward by
-// themselves are handed to serve, as if accepted by acceptLoop.
-func (p *Proxy) listenEngine(addr netip.AddrPort) (*evloop.Server, error) {
+// listenEngine opens port on event loops, at addr or, when addr is the zero address, on the
+// listener Options.Listen gives: a *net.TCPListener's socket is shared by the loops, any other
+// listener is returned for the goroutine path to serve. Connections the loops may not forward
+// by themselves are handed to serve, as if accepted by acceptLoop.
+func (p *Proxy) listenEngine(ctx context.Context, addr netip.AddrPort, port int) (*evloop.Server, net.Listener, error) {
+	lfd := -1
+	if !addr.IsValid() {
+		ln, err := p.listen(ctx, port)
+		if err != nil {
+			return nil, nil, err
+		}
+		tl, ok := ln.(*net.TCPListener)
+		if !ok {
+			return nil, ln, nil // a wrapped or non-TCP listener: only Accept can be trusted
+		}
+		if lfd, err = dupListener(tl); err != nil {
+			p.log.Debug("event loops cannot take the listener: goroutine path", "port", port, "err", err)
+			return nil, ln, nil
+		}
+		addr = unmapPort(tl.Addr().(*net.TCPAddr).AddrPort())
+		_ = tl.Close() // the loops hold the socket through lfd
+	}
+	ev, err := p.startEngine(addr, lfd)
+	return ev, nil, err
+}
+
+// dupListener is a close-on-exec dup of ln's socket, for the loops to share.
+func dupListener(ln *net.TCPListener) (int, error) {
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		return -1, fmt.Errorf("listener: %w", err)
+	}
+	fd := -1
+	cerr := rc.Control(func(s uintptr) { fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) })
+	if cerr != nil {
+		return -1, fmt.Errorf("listener: %w", cerr)
+	}
+	if err != nil {
+		return -1, fmt.Errorf("dup listener: %w", err)
+	}
+	return fd, nil
+}
+
+// startEngine starts the loops of port addr.Port() on addr, sharing lfd when it is a socket.
+func (p *Proxy) startEngine(addr netip.AddrPort, lfd int) (*evloop.Server, error) {
 	port := int(addr.Port())
 	enable, idle := p.opts.keepAlive(), p.opts.KeepAliveInitialDelay
 	keepAlive := func(fd int) { setListenerKeepAlive(fd, enable, idle) }
@@ -56,6 +104,8 @@ func (p *Proxy) listenEngine(addr netip.AddrPort) (*evloop.Server, error) {
 	}
 	return evloop.Start(evloop.Config{
 		Listen:           addr,
+		SharedListen:     lfd >= 0,
+		ListenFD:         lfd,
 		HalfCloseTimeout: p.opts.HalfCloseTimeout,
 		WriteTimeout:     p.opts.WriteTimeout,
 		ConnectTimeout:   p.opts.ConnectTimeout,
@@ -213,10 +263,12 @@ func (p *Proxy) engineOpen(port int, local net.Addr, c *evloop.Conn, eligible fu
 // hello is malformed or over MaxClientHelloBytes. A refused decision ends the connection and
 // OnClose closes its record.
 func (e *engineConn) hello(data []byte) evloop.Decision {
-	info, _, err := forwarding.ParseClientHello(data, nil)
+	info, need, err := forwarding.ParseClientHello(data, nil)
 	switch {
 	case errors.Is(err, forwarding.ErrNeedMore):
-		if len(data) >= e.p.opts.MaxClientHelloBytes {
+		// As SniffClientHello: refused as soon as the record headers show it cannot fit, not
+		// after waiting for bytes that would be refused anyway.
+		if len(data) >= e.p.opts.MaxClientHelloBytes || need > e.p.opts.MaxClientHelloBytes {
 			e.p.logConn("closing connection: no usable ClientHello", "id", e.rc.ConnectionID, "client", e.rc.ClientAddr, "port", e.rc.Port, "err", forwarding.ErrHelloTooLarge)
 			return evloop.Decision{}
 		}

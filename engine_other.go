@@ -3,7 +3,9 @@
 package smartproxy
 
 import (
+	"context"
 	"errors"
+	"net"
 	"net/netip"
 
 	"github.com/gosmartproxy/smartproxy/internal/evloop"
@@ -15,6 +17,6 @@ func (p *Proxy) engineListenAddr(*routeSet, int) (netip.AddrPort, bool) {
 	return netip.AddrPort{}, false
 }
 
-func (p *Proxy) listenEngine(netip.AddrPort) (*evloop.Server, error) {
-	return nil, errors.ErrUnsupported
+func (p *Proxy) listenEngine(context.Context, netip.AddrPort, int) (*evloop.Server, net.Listener, error) {
+	return nil, nil, errors.ErrUnsupported
 }

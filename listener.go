@@ -45,14 +45,14 @@ func (p *Proxy) reconcileLocked(ctx context.Context, set *routeSet) error {
 			continue
 		}
 		if addr, ok := p.engineListenAddr(set, port); ok {
-			ev, err := p.listenEngine(addr)
+			ev, ln, err := p.listenEngine(ctx, addr, port)
 			if err != nil {
 				for _, l := range opened {
 					l.close()
 				}
 				return fmt.Errorf("smartproxy: listen on port %d: %w", port, err)
 			}
-			opened = append(opened, &portListener{port: port, ev: ev})
+			opened = append(opened, &portListener{port: port, ev: ev, ln: ln}) // ln: not for loops
 			continue
 		}
 		ln, err := p.listen(ctx, port)

@@ -37,8 +37,12 @@ func waitParked(t *testing.T, p *Proxy, want int) {
 
 // startParkingProxy starts a proxy forwarding a port to a backend run by
 // handle, with opts (IdleParkAfter set by the caller) and the route added.
+// It is pinned to EngineGoroutines: parking is the goroutine path's way to
+// let an idle connection hold no goroutine and no buffer; event loops never
+// give it either (TestEngineIdleConnectionsHoldNoGoroutine).
 func startParkingProxy(t *testing.T, handle func(net.Conn), opts Options) (*Proxy, int) {
 	t.Helper()
+	opts.Engine = EngineGoroutines
 	be := startBackend(t, "127.0.0.1:0", handle)
 	lp := newListenerPool(t)
 	port := lp.port(t)
