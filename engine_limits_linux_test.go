@@ -6,6 +6,7 @@ import (
 	"context"
 	"net"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -124,4 +125,15 @@ func TestEngineIdleConnectionsHoldNoGoroutine(t *testing.T) {
 	time.Sleep(50 * time.Millisecond) // past IdleParkAfter: nothing may park either
 	require.Equal(t, before, count(), "goroutines for idle engine connections")
 	require.Zero(t, p.parker.Parked())
+}
+
+// A port another engine proxy already serves is an error, as with the goroutine path, not
+// silently shared through SO_REUSEPORT (unless Options.ReusePort asks for that).
+func TestEnginePortTakenIsAnError(t *testing.T) {
+	t.Parallel()
+	be := startBackend(t, "127.0.0.1:0", echo)
+	_, port := startEngineProxy(t, Options{}, func(port int) []Route { return []Route{plainRoute("first", port, be.addr())} })
+	second := newTestProxy(t, nil, Options{ListenAddress: "127.0.0.1", Routes: []Route{plainRoute("second", port, be.addr())}})
+	err := second.Start(context.Background())
+	require.ErrorIs(t, err, syscall.EADDRINUSE)
 }

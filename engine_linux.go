@@ -41,13 +41,16 @@ func (p *Proxy) engineListenAddr(set *routeSet, port int) (netip.AddrPort, bool)
 	return netip.AddrPortFrom(a, uint16(port)), true
 }
 
-// listenEngine opens port on event loops, at addr or, when addr is the zero address, on the
-// listener Options.Listen gives: a *net.TCPListener's socket is shared by the loops, any other
-// listener is returned for the goroutine path to serve. Connections the loops may not forward
-// by themselves are handed to serve, as if accepted by acceptLoop.
+// listenEngine opens port on event loops. With Options.ReusePort each loop opens its own
+// SO_REUSEPORT socket on addr (the kernel spreads connections over them); otherwise the loops
+// share one socket opened as the goroutine path opens it (Options.Listen's, or a plain
+// listener: a port already taken is an error, not silently shared). A listener from
+// Options.Listen that is not a *net.TCPListener is returned for the goroutine path to serve.
+// Connections the loops may not forward by themselves are handed to serve, as if accepted by
+// acceptLoop.
 func (p *Proxy) listenEngine(ctx context.Context, addr netip.AddrPort, port int) (*evloop.Server, net.Listener, error) {
 	lfd := -1
-	if !addr.IsValid() {
+	if !addr.IsValid() || !p.opts.ReusePort {
 		ln, err := p.listen(ctx, port)
 		if err != nil {
 			return nil, nil, err

@@ -35,15 +35,17 @@ type loop struct {
 	// closed fd that a later accept reused in the same batch is recognised and dropped
 	closed atomic.Bool
 	done   chan struct{}
-	cmdMu  sync.Mutex
-	cmds   []*Conn // queued by Conn.Close, under cmdMu
-	timed  map[*Conn]struct{}
-	conns  int     // open connections; a shut-down loop ends when none is left
-	spare  []kpipe // empty splice pipes for reuse (splice_linux.go)
+	// unlistened is closed once the loop closed its listening socket after Shutdown.
+	unlistened chan struct{}
+	cmdMu      sync.Mutex
+	cmds       []*Conn // queued by Conn.Close, under cmdMu
+	timed      map[*Conn]struct{}
+	conns      int     // open connections; a shut-down loop ends when none is left
+	spare      []kpipe // empty splice pipes for reuse (splice_linux.go)
 }
 
 func newLoop(srv *Server, addr netip.AddrPort) (*loop, error) {
-	l := &loop{srv: srv, epfd: -1, lfd: -1, wakefd: -1, buf: make([]byte, bufSize), done: make(chan struct{}),
+	l := &loop{srv: srv, epfd: -1, lfd: -1, wakefd: -1, buf: make([]byte, bufSize), done: make(chan struct{}), unlistened: make(chan struct{}),
 		timed: make(map[*Conn]struct{})}
 	var err error
 	if l.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {

@@ -139,15 +139,22 @@ func (s *Server) fail(err error) {
 	}
 }
 
-// Shutdown stops accepting (the listening sockets close) and lets the open connections run to
-// their end; each loop ends when it has none left, and Done is closed when all have. Close
-// still ends everything at once.
+// Shutdown stops accepting and lets the open connections run to their end; each loop ends
+// when it has none left, and Done is closed when all have. It returns once every listening
+// socket is closed (as a net.Listener's Close does), so the port refuses connections from
+// then on. Close still ends everything at once.
 func (s *Server) Shutdown() {
 	if s.shutting.Swap(true) {
 		return
 	}
 	for _, l := range s.loops {
 		l.wake()
+	}
+	for _, l := range s.loops {
+		select { // a loop that ended (Close) closed its socket with the rest
+		case <-l.unlistened:
+		case <-l.done:
+		}
 	}
 }
 

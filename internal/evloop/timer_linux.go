@@ -55,6 +55,7 @@ func (l *loop) commands() {
 		}
 		closeFD(l.lfd) // close drops it from the epoll set
 		l.lfd = -1
+		close(l.unlistened)
 	}
 }
 
