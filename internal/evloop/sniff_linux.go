@@ -26,12 +26,15 @@ var errSniffTooLarge = errors.New("evloop: initial data over the sniffing cap")
 func (l *loop) sniff(c *Conn) {
 	src := &c.s[0]
 	max := l.srv.sniffMax
+	drained := false // a read found the socket empty: its next bytes raise a new edge
 	for !src.eof && len(c.hello) < max {
-		n, err := recv(src.fd, l.buf[:min(len(l.buf), max-len(c.hello))])
+		want := min(len(l.buf), max-len(c.hello))
+		n, err := recv(src.fd, l.buf[:want])
 		if err == unix.EINTR {
 			continue
 		}
 		if err == unix.EAGAIN {
+			drained = true
 			break
 		}
 		if err != nil {
@@ -43,7 +46,8 @@ func (l *loop) sniff(c *Conn) {
 			break
 		}
 		c.hello = append(c.hello, l.buf[:n]...)
-		if n < len(l.buf) && !src.rdhup {
+		if n < want && !src.rdhup {
+			drained = true
 			break
 		}
 	}
@@ -72,6 +76,9 @@ func (l *loop) sniff(c *Conn) {
 	c.sniffAt = 0
 	c.s[1].pend = c.hello // flushed first when the connect finishes
 	c.hello = nil
+	// Stopped at the sniffing cap with bytes (or the FIN) possibly still queued: they raised
+	// their edge already, so read the client once the backend has taken the sniffed bytes.
+	c.s[1].more = !drained && !src.eof
 	l.dial(c, d.Target)
 }
 

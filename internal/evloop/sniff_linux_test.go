@@ -80,3 +80,38 @@ func TestSniffTimeoutAndRefusal(t *testing.T) {
 		t.Fatal("refused client still open")
 	}
 }
+
+// A client whose further bytes and FIN are all queued when the sniffing cap stops the reading
+// (here: the loop is held up in OnHello meanwhile) is still read to its end once the backend
+// connected: those bytes raise no new edge.
+func TestSniffCapWithBytesQueued(t *testing.T) {
+	t.Parallel()
+	a := backend(t, echo)
+	var calls atomic.Int32
+	s := startCfg(t, Config{Loops: 1, SniffMax: 1000,
+		OnOpen: func(*Conn) Decision { return Decision{Sniff: true} },
+		OnHello: func(_ *Conn, data []byte) Decision {
+			if calls.Add(1) == 1 {
+				time.Sleep(100 * time.Millisecond) // the client sends everything meanwhile
+			}
+			if bytes.IndexByte(data, '\n') < 0 {
+				return Decision{Sniff: true}
+			}
+			return Decision{Target: a}
+		}})
+	c := dial(t, s)
+	defer c.Close()
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // read alone: OnHello holds the loop
+	rest := append([]byte("\n"), bytes.Repeat([]byte("0123456789"), 20<<10)...)
+	go func() {
+		_, _ = c.Write(rest)
+		_ = c.CloseWrite()
+	}()
+	got, err := io.ReadAll(c)
+	if err != nil || len(got) != 1+len(rest) {
+		t.Fatalf("echoed %d bytes, %v; want %d", len(got), err, 1+len(rest))
+	}
+}
