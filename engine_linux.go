@@ -216,6 +216,7 @@ type engineConn struct {
 	held  bool   // lease is acquired (a zero Lease must not be released)
 	addr  string // the target being dialed or connected
 	tried []string
+	scan  *forwarding.HelloScanner // while the ClientHello is read
 	// dialBy ends the time all hosts tried share (ConnectTimeout from the first dial, as
 	// dialBackend's context); zero while none was dialed.
 	dialBy time.Time
@@ -266,17 +267,17 @@ func (p *Proxy) engineOpen(port int, local net.Addr, c *evloop.Conn, eligible fu
 // hello is malformed or over MaxClientHelloBytes. A refused decision ends the connection and
 // OnClose closes its record.
 func (e *engineConn) hello(data []byte) evloop.Decision {
-	info, need, err := forwarding.ParseClientHello(data, nil)
+	if e.scan == nil {
+		e.scan = new(forwarding.HelloScanner)
+	}
+	// Each record is scanned once however the hello trickles in (a loop must not be made to
+	// re-parse a growing hello), and it is refused as soon as its records show it cannot fit.
+	info, err := e.scan.Scan(data, e.p.opts.MaxClientHelloBytes)
 	switch {
 	case errors.Is(err, forwarding.ErrNeedMore):
-		// As SniffClientHello: refused as soon as the record headers show it cannot fit, not
-		// after waiting for bytes that would be refused anyway.
-		if len(data) >= e.p.opts.MaxClientHelloBytes || need > e.p.opts.MaxClientHelloBytes {
-			e.p.logConn("closing connection: no usable ClientHello", "id", e.rc.ConnectionID, "client", e.rc.ClientAddr, "port", e.rc.Port, "err", forwarding.ErrHelloTooLarge)
-			return evloop.Decision{}
-		}
 		return evloop.Decision{Sniff: true}
 	case err == nil:
+		e.scan = nil
 		e.rc.Domain = normalizeDomain(string(info.ServerName))
 		e.rc.TLSVersion = info.MaxVersion
 	case errors.Is(err, forwarding.ErrNotTLS):
