@@ -9,9 +9,12 @@ type Engine int
 const (
 	// EngineEventLoop, the default (the zero value), serves TCP forwarding and TLS
 	// passthrough ports from event loops (internal/evloop): raw accept4/connect, one epoll
-	// set per loop and per GOMAXPROCS, SO_REUSEPORT listening sockets, no goroutine per
-	// connection. Linux only, and only when the proxy opens its ports and dials its backends
-	// itself (no Options.Listen, no Options.Dial); elsewhere it means EngineGoroutines.
+	// set per loop and per GOMAXPROCS, no goroutine per connection. The loops share the
+	// port's one listening socket, bound as the goroutine path binds it (or taken from
+	// Options.Listen when that returns a *net.TCPListener; any other listener is served on
+	// goroutines); with Options.ReusePort each loop opens its own SO_REUSEPORT socket
+	// instead. Linux only, and only when the proxy dials its backends itself (no
+	// Options.Dial); elsewhere it means EngineGoroutines.
 	//
 	// Ports whose routes are all plain TCP forwards or TLS passthrough (routed by SNI in the
 	// loop) to IP-literal targets, with the default security checker, route matcher and

@@ -140,16 +140,19 @@ type Options struct {
 	// that several proxy processes (or a new one during an upgrade) can
 	// serve the same ports, the kernel spreading new connections among
 	// them. Off by default: a port already taken is then an error rather
-	// than silently shared. (The event-loop engine's sockets always set
-	// it, one per loop; with ReusePort off no other process is expected
-	// to bind them.)
+	// than silently shared. (With it the event-loop engine opens one
+	// socket per loop; without it the loops share one, so a taken port
+	// is an error on either engine.)
 	ReusePort bool
 
 	// Listen opens a port's listener; nil means a net.ListenConfig with
 	// the keep-alive settings above. Tests can return in-memory listeners.
+	// The event-loop engine takes over the socket of a *net.TCPListener
+	// (and closes the listener); other listeners are served on goroutines.
 	Listen func(ctx context.Context, network, address string) (net.Listener, error)
 	// Dial connects to a backend; nil means a net.Dialer with the keep-alive
-	// settings above.
+	// settings above. Set, it keeps every port on goroutines (the event
+	// loops connect with raw sockets).
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
 
 	// Matcher builds the route matcher; nil means NewRouteTable.
