@@ -38,6 +38,7 @@ func startEngineChoosing(t *testing.T, opts Options, routes func(port int) []Rou
 		o := opts
 		o.Routes = routes(port)
 		p := newTestProxy(t, nil, o)
+		p.opts.Engine = EngineEventLoop // also under SMARTPROXY_TEST_ENGINE=goroutines
 		err := p.Start(context.Background())
 		if err == nil {
 			require.Equal(t, engine, servedByEngine(p, port), "port %d: served by event loops", port)

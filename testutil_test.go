@@ -120,6 +120,11 @@ func newTestProxy(t testing.TB, lp *listenerPool, opts Options) *Proxy {
 	if opts.ConnectTimeout == 0 {
 		opts.ConnectTimeout = 2 * time.Second
 	}
+	if os.Getenv("SMARTPROXY_TEST_ENGINE") == "goroutines" && opts.Engine == EngineEventLoop {
+		// the whole suite on the goroutine path; tests that need the loops
+		// (startEngineProxy) set EngineEventLoop after this
+		opts.Engine = EngineGoroutines
+	}
 	if os.Getenv("SMARTPROXY_TEST_FASTPATH") == "1" {
 		opts.HTTPFastPath = true // the whole suite on the HTTP/1.1 fast path
 	}
