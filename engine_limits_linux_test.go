@@ -137,3 +137,22 @@ func TestEnginePortTakenIsAnError(t *testing.T) {
 	err := second.Start(context.Background())
 	require.ErrorIs(t, err, syscall.EADDRINUSE)
 }
+
+// With Options.ReusePort each loop binds its own SO_REUSEPORT socket, so a second proxy (an
+// upgrade, a multi-process deployment) can serve the same port alongside.
+func TestEngineReusePortSharesPort(t *testing.T) {
+	t.Parallel()
+	be := startBackend(t, "127.0.0.1:0", echo)
+	first, port := startEngineProxy(t, Options{ReusePort: true}, func(port int) []Route { return []Route{plainRoute("a", port, be.addr())} })
+	second := newTestProxy(t, nil, Options{ReusePort: true, ListenAddress: "127.0.0.1", Routes: []Route{plainRoute("b", port, be.addr())}})
+	require.NoError(t, second.Start(context.Background()))
+	require.True(t, servedByEngine(second, port))
+	for i := range 8 {
+		c := dial(t, port)
+		require.Equal(t, strconv.Itoa(i), roundTrip(t, c, strconv.Itoa(i)))
+		require.NoError(t, c.Close())
+	}
+	requireNoRecords(t, first)
+	requireNoRecords(t, second)
+	require.EqualValues(t, 8, first.Metrics().Total+second.Metrics().Total)
+}

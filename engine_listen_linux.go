@@ -17,15 +17,17 @@ import (
 
 // engineListenAddr is the address event loops listen on for port, and whether the
 // event-loop engine serves it at all: only when chosen, for backends the proxy dials itself
-// (no Options.Dial), on an IP-literal (or empty: every interface) ListenAddress or a listener
-// from Options.Listen (the zero address: the listener names it), whose routes the loop can
-// serve (engineEligible).
+// (no Options.Dial), for ports whose routes the loop can serve (engineEligible). The zero
+// address means one socket opened as the goroutine path opens it (Options.Listen's, or
+// ListenAddress bound without SO_REUSEPORT), which names the address; with
+// Options.ReusePort, each loop binds its own socket to an IP-literal (or empty: every
+// interface) ListenAddress.
 func (p *Proxy) engineListenAddr(set *routeSet, port int) (netip.AddrPort, bool) {
 	if p.opts.Engine != EngineEventLoop || p.opts.Dial != nil || !p.engineEligible(set, port) {
 		return netip.AddrPort{}, false
 	}
-	if p.opts.Listen != nil {
-		return netip.AddrPort{}, true
+	if p.opts.Listen != nil || !p.opts.ReusePort {
+		return netip.AddrPort{}, true // one socket, opened as the goroutine path opens it
 	}
 	if p.opts.ListenAddress == "" {
 		return netip.AddrPortFrom(netip.IPv6Unspecified(), uint16(port)), true // dual-stack
@@ -46,7 +48,7 @@ func (p *Proxy) engineListenAddr(set *routeSet, port int) (netip.AddrPort, bool)
 // acceptLoop.
 func (p *Proxy) listenEngine(ctx context.Context, addr netip.AddrPort, port int) (*evloop.Server, net.Listener, error) {
 	lfd := -1
-	if !addr.IsValid() || !p.opts.ReusePort {
+	if !addr.IsValid() {
 		ln, err := p.listen(ctx, port)
 		if err != nil {
 			return nil, nil, err
