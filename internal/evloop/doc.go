@@ -5,13 +5,14 @@
 // EPOLLIN|EPOLLOUT|EPOLLRDHUP; close removes it), bytes moved with recv/send through one
 // per-loop buffer, and no goroutine per connection.
 //
-// It measures what such a path costs per connection (bench/syscalls.sh, target evloop via
-// bench/cmd/evproxy) against the goroutine path and HAProxy. It is not wired into the proxy
-// yet: it forwards every connection of one listener to one target, without routing or SNI
-// parsing (see bench/README.md, "Event-loop engine"). It has the hooks the proxy's wiring
-// needs: admission (Config.OnOpen), per-chunk counts (OnData), the end with its reason
-// (OnClose), closing from another goroutine (Conn.Close, as the connection manager kills
-// connections), and the half-close and write-progress timeouts of the goroutine path.
+// It is the proxy's default data path for TCP forwarding and TLS passthrough ports on Linux
+// (Options.Engine, engine_linux.go wires it: routing, SNI by OnHello, limits, metrics), and
+// runs alone as bench/cmd/evproxy. Listening sockets are either one SO_REUSEPORT socket per
+// loop or one socket opened elsewhere and shared (Config.SharedListen). It has the hooks the
+// proxy's wiring needs: admission (Config.OnOpen), per-chunk counts (OnData), the end with its
+// reason (OnClose), closing from another goroutine (Conn.Close, as the connection manager
+// kills connections), a per-connection connect budget (Conn.SetConnectTimeout), and the
+// half-close and write-progress timeouts of the goroutine path.
 //
 // What it does keep from the proxy's semantics: half-close (a FIN is passed on as
 // shutdown(SHUT_WR) once everything read before it is written; the connection closes when
