@@ -1,4 +1,4 @@
-// Package evloop is the prototype of an event-loop data path for plain TCP forwarding
+// Package evloop is the event-loop data path for TCP forwarding and TLS passthrough
 // (issue 16): raw accept4 and connect on non-blocking sockets, one epoll set per loop and one
 // loop per GOMAXPROCS, each with its own SO_REUSEPORT listening socket (no shared accept queue,
 // no lock on the data path), every socket registered once for its lifetime (edge-triggered,
