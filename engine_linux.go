@@ -163,6 +163,8 @@ type engineConn struct {
 	held  bool   // lease is acquired (a zero Lease must not be released)
 	addr  string // the target being dialed or connected
 	tried []string
+	// tried0 backs tried for the first host: no allocation of its own per connection.
+	tried0 [1]string
 }
 
 // Close kills the connection from any goroutine (timeouts, Stop).
@@ -182,6 +184,7 @@ func (p *Proxy) engineOpen(port int, local net.Addr, c *evloop.Conn, eligible fu
 	}
 	client := c.Peer()
 	e := &engineConn{p: p, ec: c, set: set}
+	e.tried = e.tried0[:0]
 	rec, err := p.conns.Open(client, port, e)
 	if err != nil {
 		p.reject(refusal{client: client, port: port}, err)
@@ -330,7 +333,9 @@ func (e *engineConn) dialFailed(err error) (netip.AddrPort, bool) {
 // closed ends the connection's record, as the end of a pipe does.
 func (e *engineConn) closed(in, out int64, err error) {
 	e.release()
-	e.p.logConn("connection closed", "id", e.rc.ConnectionID, "route", e.rc.RouteName, "bytesIn", in, "bytesOut", out, "err", err, "engine", "eventloop")
+	if e.p.connLogOn() {
+		e.p.logConn("connection closed", "id", e.rc.ConnectionID, "route", e.rc.RouteName, "bytesIn", in, "bytesOut", out, "err", err, "engine", "eventloop")
+	}
 	e.finish()
 }
 

@@ -261,7 +261,9 @@ func (p *Proxy) admitConn(set *routeSet, conn net.Conn, rec *connection.Record, 
 		refuse(alertAccessDenied, err)
 		return nil, adm, false
 	}
-	p.logConn("connection routed", "id", rec.ID(), "client", rc.ClientAddr, "port", rc.Port, "domain", rc.Domain, "route", route.Name)
+	if p.connLogOn() {
+		p.logConn("connection routed", "id", rec.ID(), "client", rc.ClientAddr, "port", rc.Port, "domain", rc.Domain, "route", route.Name)
+	}
 	return route, adm, true
 }
 
@@ -355,12 +357,19 @@ type refusal struct {
 }
 
 func (p *Proxy) logConn(msg string, args ...any) {
-	level := slog.LevelDebug
-	if p.opts.EnableDetailedLogging {
-		level = slog.LevelInfo
-	}
-	p.log.Log(p.baseCtx, level, msg, args...)
+	p.log.Log(p.baseCtx, p.connLogLevel(), msg, args...)
 }
+
+func (p *Proxy) connLogLevel() slog.Level {
+	if p.opts.EnableDetailedLogging {
+		return slog.LevelInfo
+	}
+	return slog.LevelDebug
+}
+
+// connLogOn reports whether logConn writes anything: a line per connection checks it first,
+// because its arguments are built (and boxed, allocating) before logConn could drop them.
+func (p *Proxy) connLogOn() bool { return p.log.Enabled(p.baseCtx, p.connLogLevel()) }
 
 // tuneTCP applies the no-delay option; keep-alive is set by the listener
 // and dialer. Go enables TCP_NODELAY on every TCP conn already, so only
