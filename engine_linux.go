@@ -154,17 +154,17 @@ func unmapPort(a netip.AddrPort) netip.AddrPort {
 // engineConn is a connection the event loop forwards: what serve, admitConn and
 // dialBackend keep for a goroutine-path connection. It is the connection manager's closer.
 type engineConn struct {
-	p     *Proxy
-	set   *routeSet // the route generation the connection was accepted in
-	ec    *evloop.Conn
-	rec   *connection.Record
-	rc    RouteContext
-	lease balance.Lease
-	held  bool   // lease is acquired (a zero Lease must not be released)
-	addr  string // the target being dialed or connected
-	tried []string
+	p   *Proxy
+	set *routeSet // the route generation the connection was accepted in
+	ec  *evloop.Conn
+	rec *connection.Record
 	// tried0 backs tried for the first host: no allocation of its own per connection.
 	tried0 [1]string
+	rc     RouteContext
+	lease  balance.Lease
+	held   bool   // lease is acquired (a zero Lease must not be released)
+	addr   string // the target being dialed or connected
+	tried  []string
 }
 
 // Close kills the connection from any goroutine (timeouts, Stop).

@@ -360,6 +360,7 @@ func (p *Proxy) logConn(msg string, args ...any) {
 	p.log.Log(p.baseCtx, p.connLogLevel(), msg, args...)
 }
 
+// connLogLevel is the level of logConn's lines: Info with EnableDetailedLogging, else Debug.
 func (p *Proxy) connLogLevel() slog.Level {
 	if p.opts.EnableDetailedLogging {
 		return slog.LevelInfo
