@@ -154,17 +154,15 @@ func unmapPort(a netip.AddrPort) netip.AddrPort {
 // engineConn is a connection the event loop forwards: what serve, admitConn and
 // dialBackend keep for a goroutine-path connection. It is the connection manager's closer.
 type engineConn struct {
-	p   *Proxy
-	set *routeSet // the route generation the connection was accepted in
-	ec  *evloop.Conn
-	rec *connection.Record
-	// tried0 backs tried for the first host: no allocation of its own per connection.
-	tried0 [1]string
-	rc     RouteContext
-	lease  balance.Lease
-	held   bool   // lease is acquired (a zero Lease must not be released)
-	addr   string // the target being dialed or connected
-	tried  []string
+	p     *Proxy
+	set   *routeSet // the route generation the connection was accepted in
+	ec    *evloop.Conn
+	rec   *connection.Record
+	rc    RouteContext
+	lease balance.Lease
+	held  bool   // lease is acquired (a zero Lease must not be released)
+	addr  string // the target being dialed or connected
+	tried []string
 }
 
 // Close kills the connection from any goroutine (timeouts, Stop).
@@ -184,7 +182,6 @@ func (p *Proxy) engineOpen(port int, local net.Addr, c *evloop.Conn, eligible fu
 	}
 	client := c.Peer()
 	e := &engineConn{p: p, ec: c, set: set}
-	e.tried = e.tried0[:0]
 	rec, err := p.conns.Open(client, port, e)
 	if err != nil {
 		p.reject(refusal{client: client, port: port}, err)
