@@ -317,7 +317,9 @@ func (e *engineConn) dialFailed(err error) (netip.AddrPort, bool) {
 // closed ends the connection's record, as the end of a pipe does.
 func (e *engineConn) closed(in, out int64, err error) {
 	e.release()
-	e.p.logConn("connection closed", "id", e.rc.ConnectionID, "route", e.rc.RouteName, "bytesIn", in, "bytesOut", out, "err", err, "engine", "eventloop")
+	if e.p.connLogOn() {
+		e.p.logConn("connection closed", "id", e.rc.ConnectionID, "route", e.rc.RouteName, "bytesIn", in, "bytesOut", out, "err", err, "engine", "eventloop")
+	}
 	e.finish()
 }
 

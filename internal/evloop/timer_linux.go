@@ -13,9 +13,11 @@ import (
 // Cross-goroutine commands and deadlines. A loop owns its connections; other goroutines
 // reach them only through post (Conn.Close), which queues the conn and wakes the loop through
 // its eventfd. Deadlines are checked by a sweep over the conns that have one armed (few: only
-// half-closed conns and destinations that do not keep up), run whenever the loop's wait for
-// its epoll fd passes the read deadline it sets on it while any deadline is armed, so an idle
-// loop with no deadline never wakes.
+// half-closed conns, connects in progress and destinations that do not keep up), run a tick
+// after the first of them was armed: when the loop's wait for its epoll fd passes the read
+// deadline set for it, or, in a loop too busy to wait, after the batch that finds it passed
+// (run). An idle loop with no deadline never wakes; one whose timed conns are gone wakes once
+// more, for an empty sweep.
 
 // monoBase anchors monoNow, a monotonic clock in nanoseconds.
 var monoBase = time.Now()
@@ -117,13 +119,4 @@ func (l *loop) sweep() {
 			l.closeConn(c, ErrHalfCloseTimeout)
 		}
 	}
-}
-
-// waitDeadline is when the loop's next wait must end for a sweep: zero when no deadline is
-// armed. Deadlines are checked every tick, so a timeout fires up to one tick late.
-func (l *loop) waitDeadline() time.Time {
-	if len(l.timed) == 0 {
-		return time.Time{}
-	}
-	return time.Now().Add(l.srv.tick)
 }
