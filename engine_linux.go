@@ -38,6 +38,11 @@ func (p *Proxy) engineListenAddr(set *routeSet, port int) (netip.AddrPort, bool)
 // listenEngine opens port on event loops. Connections the loops may not forward by
 // themselves are handed to serve, as if accepted by acceptLoop.
 func (p *Proxy) listenEngine(addr netip.AddrPort) (*evloop.Server, error) {
+	if !p.opts.ReusePort {
+		if err := enginePortFree(addr); err != nil {
+			return nil, err
+		}
+	}
 	port := int(addr.Port())
 	enable, idle := p.opts.keepAlive(), p.opts.KeepAliveInitialDelay
 	keepAlive := func(fd int) { setListenerKeepAlive(fd, enable, idle) }

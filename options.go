@@ -349,6 +349,7 @@ func (o *Options) validate() error {
 		errs = append(errs, fmt.Errorf("KeepAliveInactivityMultiplier must not be negative, got %v", o.KeepAliveInactivityMultiplier))
 	}
 	errs = append(errs, o.AccessLog.validate())
+	errs = append(errs, o.validateReusePort())
 	return errors.Join(errs...)
 }
 
