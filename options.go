@@ -138,10 +138,17 @@ type Options struct {
 	// ReusePort opens the proxy's listening sockets with SO_REUSEPORT, so
 	// that several proxy processes (or a new one during an upgrade) can
 	// serve the same ports, the kernel spreading new connections among
-	// them. Off by default: a port already taken is then an error rather
-	// than silently shared. (The event-loop engine's sockets always set
-	// it, one per loop; with ReusePort off no other process is expected
-	// to bind them.)
+	// them (Linux; the BSDs and macOS let the processes bind but need not
+	// balance). Every process must set it, and run as the same user. Off by
+	// default: a port already taken is then an error rather than silently
+	// shared, on the event-loop engine too, whose sockets always set
+	// SO_REUSEPORT (one per loop): it first checks the port is free. New
+	// refuses ReusePort where SO_REUSEPORT does not exist and with
+	// Options.Listen (set it in that function instead). Stopping one
+	// process leaves the others serving the port; connections still
+	// queued, not yet accepted, on the stopping process's socket are reset
+	// (unless the sysctl net.ipv4.tcp_migrate_req moves them to the others).
+	// The admin API's port is not shared.
 	ReusePort bool
 
 	// Listen opens a port's listener; nil means a net.ListenConfig with
