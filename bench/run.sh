@@ -8,6 +8,8 @@
 #   bench/run.sh [--quick] [--only SCENARIO] [--rounds N] [--out DIR] [--no-install]
 #   env: IDLE_N (idle-rss connections, default 9000), IDLE_SETTLE (idle time before the
 #   idle-rss sample, default 3s), MAX_CONNS (maxconns stop, default fd limit - 100)
+#   MAXCONNS_PROCS, MAXCONNS_TOTAL, MAXCONNS_TARGETS, MAXCONNS_SINGLE: maxconns over several
+#   processes (bench/maxconns-multi.sh)
 #
 # Scenarios: bulk connrate sni tlsterm (= tlsterm-full + tlsterm-resume) http idle-rss maxconns
 #   nftables (bench/nftables.sh: kernel route vs user-space route vs direct, in namespaces)
@@ -338,6 +340,10 @@ if [[ " ${SCENARIOS[*]} " == *" http "* ]]; then
   log "http check: smartproxy parses HTTP on 18080 ($fwd seen by the backend)"
 fi
 
+# maxconns over several proxy processes sharing the port with SO_REUSEPORT (MAXCONNS_PROCS)
+# shellcheck source=bench/maxconns-multi.sh
+source "$BENCH_DIR/maxconns-multi.sh"
+
 # ---- rounds ------------------------------------------------------------------------------
 for s in "${SCENARIOS[@]}"; do
   if [[ $s == nftables ]]; then # its own namespaces and targets, in one run
@@ -347,6 +353,10 @@ for s in "${SCENARIOS[@]}"; do
   read -r -a tg <<<"$(targets_for "$s")"
   rounds=$ROUNDS
   [[ $s == idle-rss || $s == maxconns ]] && rounds=$MEM_ROUNDS
+  if [[ $s == maxconns ]]; then
+    (( MAXCONNS_PROCS > 1 )) && maxconns_multi
+    [[ $MAXCONNS_SINGLE == 0 ]] && continue
+  fi
   for ((r = 1; r <= rounds; r++)); do
     # rotate the order each round so no target always runs first or last
     n=${#tg[@]}
@@ -380,6 +390,7 @@ fi
   echo "Medians over valid runs; a run with any verification error is counted invalid and never used as a number."
   "$BIN/benchreport" "$RESULTS"
   if [[ -f "$OUT/nftables.md" ]]; then echo; cat "$OUT/nftables.md"; fi
+  if [[ -f "$OUT/maxconns-multi.md" ]]; then echo; cat "$OUT/maxconns-multi.md"; fi
   if [[ -f "$OUT/logs/strace-smartproxy.txt" ]]; then
     echo
     echo "### data path: syscalls of smartproxy during a 4 x 64 MiB bulk echo (strace -f -c)"
