@@ -139,26 +139,33 @@ stop_multi() {
   MULTI_PIDS=()
 }
 
-# multi_sample: "RSS-KiB fds" summed over the proxy processes and their children (nginx's workers).
+# multi_sample: "RSS-KiB fds spread" summed over the proxy processes and their children (nginx's
+# workers); spread is each process's fds (with its children's), joined by "/": how evenly the
+# kernel spread the connections.
 multi_sample() {
-  local p c rss=0 fds=0 v
+  local p c rss=0 fds=0 v n spread=""
   for p in "${MULTI_PIDS[@]}"; do
+    n=0
     for c in $p $(ps -o pid= --ppid "$p" 2>/dev/null); do
       v="$(awk '/^VmRSS:/ {print $2}' "/proc/$c/status" 2>/dev/null || true)"
       rss=$(( rss + ${v:-0} ))
-      fds=$(( fds + $(find "/proc/$c/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l) ))
+      v="$(find "/proc/$c/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)"
+      n=$(( n + v ))
+      [[ $1 == nginx && $c != "$p" ]] && spread+="${spread:+/}$v" # nginx: per worker
     done
+    fds=$(( fds + n ))
+    [[ $1 != nginx ]] && spread+="${spread:+/}$n"
   done
-  echo "$rss $fds"
+  echo "$rss $fds $spread"
 }
 
 # multi_one TARGET ROUND: one run; appends a result line (scenario maxconns-multi) and a table row.
 multi_one() {
-  local t=$1 r=$2 j per dir rss0 fds0 rss1 fds1 conns=0 errs=0 note="" line n waited per_conn valid
+  local t=$1 r=$2 j per dir rss0 fds0 rss1 fds1 conns=0 errs=0 note="" line n waited per_conn valid spread
   dir="$OUT/multi-$t-$r"
   mkdir -p "$dir"
   start_multi "$t"
-  read -r rss0 fds0 <<<"$(multi_sample)"
+  read -r rss0 fds0 _ <<<"$(multi_sample "$t")"
   per=$(( (MULTI_TOTAL + MULTI_LOADGENS - 1) / MULTI_LOADGENS ))
   local lg=()
   for ((j = 0; j < MULTI_LOADGENS; j++)); do
@@ -176,8 +183,8 @@ multi_one() {
     [[ $n == "$MULTI_LOADGENS" ]] && break
     sleep 0.1
   done
-  sleep 1 # let the proxies settle, as idle-rss does
-  read -r rss1 fds1 <<<"$(multi_sample)"
+  sleep "$IDLE_SETTLE" # let the proxies settle (park idle connections), as idle-rss does
+  read -r rss1 fds1 spread <<<"$(multi_sample "$t")"
   touch "$dir/release"
   for j in "${lg[@]}"; do wait "$j" 2>/dev/null || true; forget "$j"; done
   stop_multi
@@ -196,9 +203,9 @@ multi_one() {
     per_conn="$(awk -v a="$rss0" -v b="$rss1" -v n="$conns" 'BEGIN {printf "%.2f", (b - a) / n}')"
   fi
   note="$(tr -d '"\\|' <<<"$note")"
-  echo "{\"scenario\":\"maxconns-multi\",\"target\":\"$t\",\"round\":$r,\"valid\":$valid,\"errors\":$errs,\"procs\":$MAXCONNS_PROCS,\"loadgens\":$MULTI_LOADGENS,\"backends\":$MULTI_BACKENDS,\"conns\":$conns,\"rate\":$conns,\"unit\":\"conns\",\"rss_before_kib\":$rss0,\"rss_after_kib\":$rss1,\"rss_per_conn_kib\":$per_conn,\"fds_before\":$fds0,\"fds_after\":$fds1,\"note\":\"$note\"}" >>"$RESULTS"
-  printf '| %s | %d | %d | %s | %s → %s MiB | %s KiB | %s → %s | %s |\n' "$t" "$r" "$MAXCONNS_PROCS" \
-    "$conns" "$((rss0 / 1024))" "$((rss1 / 1024))" "$per_conn" "$fds0" "$fds1" "$note" >>"$OUT/maxconns-multi.md.rows"
+  echo "{\"scenario\":\"maxconns-multi\",\"target\":\"$t\",\"round\":$r,\"valid\":$valid,\"errors\":$errs,\"procs\":$MAXCONNS_PROCS,\"loadgens\":$MULTI_LOADGENS,\"backends\":$MULTI_BACKENDS,\"conns\":$conns,\"rate\":$conns,\"unit\":\"conns\",\"rss_before_kib\":$rss0,\"rss_after_kib\":$rss1,\"rss_per_conn_kib\":$per_conn,\"fds_before\":$fds0,\"fds_after\":$fds1,\"fds_per_process\":\"$spread\",\"note\":\"$note\"}" >>"$RESULTS"
+  printf '| %s | %d | %d | %s | %s → %s MiB | %s KiB | %s → %s (%s) | %s |\n' "$t" "$r" "$MAXCONNS_PROCS" \
+    "$conns" "$((rss0 / 1024))" "$((rss1 / 1024))" "$per_conn" "$fds0" "$fds1" "$spread" "$note" >>"$OUT/maxconns-multi.md.rows"
   log "maxconns-multi round $r $t: $conns conns over $MAXCONNS_PROCS processes, $per_conn KiB/conn ($note)"
 }
 
@@ -226,9 +233,10 @@ maxconns_multi() {
     echo
     echo "Each row is one run: $MAXCONNS_PROCS proxy processes on core $PROXY_CPU (nginx: $MAXCONNS_PROCS workers),"
     echo "$MULTI_LOADGENS loadgens and $MULTI_BACKENDS backends on core $LOAD_CPU, connections opened until the first failure"
-    echo "or $MULTI_TOTAL; RSS and fds summed over every proxy process, sampled with all connections held."
+    echo "or $MULTI_TOTAL; RSS and fds summed over every proxy process, sampled $IDLE_SETTLE after all connections were"
+    echo "open, while all were held."
     echo
-    echo "| target | round | processes | conns held | proxies' RSS before → after | RSS per conn | proxy fds before → after | what stopped it |"
+    echo "| target | round | processes | conns held | proxies' RSS before → after | RSS per conn | proxy fds before → after (per process) | what stopped it |"
     echo "|---|---|---|---|---|---|---|---|"
     sort -t'|' -k2,2 -k3,3n "$OUT/maxconns-multi.md.rows"
   } >"$OUT/maxconns-multi.md"
