@@ -353,10 +353,7 @@ for s in "${SCENARIOS[@]}"; do
   read -r -a tg <<<"$(targets_for "$s")"
   rounds=$ROUNDS
   [[ $s == idle-rss || $s == maxconns ]] && rounds=$MEM_ROUNDS
-  if [[ $s == maxconns ]]; then
-    (( MAXCONNS_PROCS > 1 )) && maxconns_multi
-    [[ $MAXCONNS_SINGLE == 0 ]] && continue
-  fi
+  [[ $s == maxconns && $MAXCONNS_SINGLE == 0 ]] && rounds=0
   for ((r = 1; r <= rounds; r++)); do
     # rotate the order each round so no target always runs first or last
     n=${#tg[@]}
@@ -364,6 +361,8 @@ for s in "${SCENARIOS[@]}"; do
       run_one "$s" "${tg[$(((i + r - 1) % n))]}" "$r"
     done
   done
+  # after the single-process runs, so that their numbers stay comparable with earlier runs
+  if [[ $s == maxconns ]] && (( MAXCONNS_PROCS > 1 )); then maxconns_multi; fi
 done
 
 # ---- data path check: does smartproxy splice? (benchmarking.md §5) -----------------------

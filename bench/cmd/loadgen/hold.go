@@ -12,7 +12,10 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 var (
@@ -21,7 +24,13 @@ var (
 	release = flag.String("release", "", "maxconns: then keep them open until this file exists")
 )
 
-// dialTimeout dials *addr from -src, when given.
+// dialTimeout dials *addr from -src, when given. The source address is
+// bound with IP_BIND_ADDRESS_NO_PORT, so that connect, not bind, picks the
+// port: unique per source/destination pair, like an unbound socket's. A
+// plain bind would take ports out of the machine's whole ephemeral range
+// (ports picked by bind cannot be shared by connect's choice) and, with
+// tens of thousands of them in TIME_WAIT, leave every other client on the
+// machine without ports for a minute.
 func dialTimeout(timeout time.Duration) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
 	if *srcIP != "" {
@@ -30,6 +39,15 @@ func dialTimeout(timeout time.Duration) (net.Conn, error) {
 			return nil, fmt.Errorf("-src %q: not an IP address", *srcIP)
 		}
 		d.LocalAddr = &net.TCPAddr{IP: ip}
+		d.Control = func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+			}); err != nil {
+				return err
+			}
+			return serr
+		}
 	}
 	return d.Dial("tcp", *addr)
 }
