@@ -202,7 +202,7 @@ multi_one() {
     valid=true
     per_conn="$(awk -v a="$rss0" -v b="$rss1" -v n="$conns" 'BEGIN {printf "%.2f", (b - a) / n}')"
   fi
-  note="$(tr -d '"\\|' <<<"$note")"
+  note="$(sed -E 's/\\u003e/>/g; s/\\u003c/</g; s/\\u0026/\&/g' <<<"$note" | tr -d '"\\|')" # JSON escapes out
   echo "{\"scenario\":\"maxconns-multi\",\"target\":\"$t\",\"round\":$r,\"valid\":$valid,\"errors\":$errs,\"procs\":$MAXCONNS_PROCS,\"loadgens\":$MULTI_LOADGENS,\"backends\":$MULTI_BACKENDS,\"conns\":$conns,\"rate\":$conns,\"unit\":\"conns\",\"rss_before_kib\":$rss0,\"rss_after_kib\":$rss1,\"rss_per_conn_kib\":$per_conn,\"fds_before\":$fds0,\"fds_after\":$fds1,\"fds_per_process\":\"$spread\",\"note\":\"$note\"}" >>"$RESULTS"
   printf '| %s | %d | %d | %s | %s → %s MiB | %s KiB | %s → %s (%s) | %s |\n' "$t" "$r" "$MAXCONNS_PROCS" \
     "$conns" "$((rss0 / 1024))" "$((rss1 / 1024))" "$per_conn" "$fds0" "$fds1" "$spread" "$note" >>"$OUT/maxconns-multi.md.rows"
