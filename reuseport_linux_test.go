@@ -3,7 +3,13 @@
 package smartproxy
 
 import (
+	"bufio"
 	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -91,4 +97,66 @@ func TestEngineRestartOnSamePort(t *testing.T) {
 	require.NoError(t, p.Stop(ctx))
 	startPortProxy(t, Options{Engine: EngineEventLoop}, port, be)
 	require.Equal(t, map[string]int{"x": 4}, tagsSeen(t, port, 4))
+}
+
+// reusePortChildEnv carries the port (and the engine, after a comma) to the
+// child process of TestReusePortSecondProcess.
+const reusePortChildEnv = "SMARTPROXY_TEST_REUSEPORT_CHILD"
+
+// A proxy in a second process (this test binary run again) shares the port
+// with ReusePort, on either data path; when that process stops, this one
+// takes every connection.
+func TestReusePortSecondProcess(t *testing.T) {
+	t.Parallel()
+	for name, engine := range map[string]Engine{"goroutines": EngineGoroutines, "eventloop": EngineEventLoop} {
+		t.Run(name, func(t *testing.T) {
+			port := closedPort(t)
+			startPortProxy(t, Options{ReusePort: true, Engine: engine}, port, tagBackend(t, "here"))
+
+			child := exec.Command(os.Args[0], "-test.run=^TestReusePortChildProcess$", "-test.count=1")
+			child.Env = append(os.Environ(), reusePortChildEnv+"="+strconv.Itoa(port)+","+strconv.Itoa(int(engine)))
+			stdin, err := child.StdinPipe()
+			require.NoError(t, err)
+			stdout, err := child.StdoutPipe()
+			require.NoError(t, err)
+			child.Stderr = os.Stderr
+			require.NoError(t, child.Start())
+			exited := false
+			defer func() {
+				if !exited {
+					_ = child.Process.Kill()
+					_ = child.Wait()
+				}
+			}()
+			lines := bufio.NewScanner(stdout)
+			for lines.Scan() && lines.Text() != "ready" {
+			}
+			require.Equal(t, "ready", lines.Text(), "the child process did not start its proxy")
+
+			seen := tagsSeen(t, port, 64)
+			require.Positive(t, seen["here"], "this process got no connection: %v", seen)
+			require.Positive(t, seen["child"], "the child process got no connection: %v", seen)
+
+			require.NoError(t, stdin.Close()) // the child stops its proxy and exits
+			_, _ = io.Copy(io.Discard, stdout)
+			require.NoError(t, child.Wait(), "the child process failed")
+			exited = true
+			require.Equal(t, map[string]int{"here": 16}, tagsSeen(t, port, 16), "after the child stopped, this process takes every connection")
+		})
+	}
+}
+
+// TestReusePortChildProcess is the second process of
+// TestReusePortSecondProcess; run by itself it skips.
+func TestReusePortChildProcess(t *testing.T) {
+	var port, engine int
+	if _, err := fmt.Sscanf(os.Getenv(reusePortChildEnv), "%d,%d", &port, &engine); err != nil {
+		t.Skip("the child process of TestReusePortSecondProcess")
+	}
+	p := startPortProxy(t, Options{ReusePort: true, Engine: Engine(engine)}, port, tagBackend(t, "child"))
+	_, _ = os.Stdout.WriteString("ready\n")
+	_, _ = io.Copy(io.Discard, os.Stdin) // until the parent closes it
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, p.Stop(ctx))
 }
