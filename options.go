@@ -148,7 +148,10 @@ type Options struct {
 	// process leaves the others serving the port; connections still
 	// queued, not yet accepted, on the stopping process's socket are reset
 	// (unless the sysctl net.ipv4.tcp_migrate_req moves them to the others).
-	// The admin API's port is not shared.
+	// The admin API's port is not shared. With ACME, keep one process
+	// answering challenges: their answers live in the memory of the
+	// process that orders (package acme), and a validation request on a
+	// shared port reaches any of the processes.
 	ReusePort bool
 
 	// Listen opens a port's listener; nil means a net.ListenConfig with

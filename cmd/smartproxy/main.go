@@ -37,7 +37,8 @@
 // side during an upgrade (start the new one, then SIGTERM the old one,
 // which drains). Without it a port another process holds is an error at
 // start. The admin address (-admin) is never shared: give each process its
-// own, or none.
+// own, or none. ACME challenges are answered only by the process that
+// ordered the certificate, so with acme share ports only during upgrades.
 //
 // A fleet of instances shares one config through etcd (fleet.go; README
 // "Running a fleet"):
