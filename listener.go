@@ -101,8 +101,12 @@ func (p *Proxy) listen(ctx context.Context, port int) (net.Listener, error) {
 // listenTCP opens a listener with the keep-alive options applied to
 // every connection it accepts (listenConfig is per platform: on Linux it
 // sets them once, on the listening socket).
+// With ReusePort the socket gets SO_REUSEPORT too (reuseport.go).
 func (p *Proxy) listenTCP(ctx context.Context, network, addr string) (net.Listener, error) {
 	lc := p.listenConfig()
+	if p.opts.ReusePort {
+		lc.Control = withReusePort(lc.Control)
+	}
 	return lc.Listen(ctx, network, addr)
 }
 

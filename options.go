@@ -139,10 +139,20 @@ type Options struct {
 	// ReusePort opens the proxy's listening sockets with SO_REUSEPORT, so
 	// that several proxy processes (or a new one during an upgrade) can
 	// serve the same ports, the kernel spreading new connections among
-	// them. Off by default: a port already taken is then an error rather
-	// than silently shared. (With it the event-loop engine opens one
-	// socket per loop; without it the loops share one, so a taken port
-	// is an error on either engine.)
+	// them (Linux; the BSDs and macOS let the processes bind but need not
+	// balance). Every process must set it, and run as the same user. Off by
+	// default: a port already taken is then an error rather than silently
+	// shared, on either engine (with ReusePort the event-loop engine opens
+	// one socket per loop; without it the loops share one). New refuses
+	// ReusePort where SO_REUSEPORT does not exist and with Options.Listen
+	// (set it in that function instead). Stopping one process leaves the
+	// others serving the port; connections still queued, not yet accepted,
+	// on the stopping process's socket are reset (unless the sysctl
+	// net.ipv4.tcp_migrate_req moves them to the others). The admin API's
+	// port is not shared. With ACME, keep one process answering
+	// challenges: their answers live in the memory of the process that
+	// orders (package acme), and a validation request on a shared port
+	// reaches any of the processes.
 	ReusePort bool
 
 	// Listen opens a port's listener; nil means a net.ListenConfig with
@@ -353,6 +363,7 @@ func (o *Options) validate() error {
 		errs = append(errs, fmt.Errorf("KeepAliveInactivityMultiplier must not be negative, got %v", o.KeepAliveInactivityMultiplier))
 	}
 	errs = append(errs, o.AccessLog.validate())
+	errs = append(errs, o.validateReusePort())
 	return errors.Join(errs...)
 }
 

@@ -8,6 +8,8 @@
 #   bench/run.sh [--quick] [--only SCENARIO] [--rounds N] [--out DIR] [--no-install]
 #   env: IDLE_N (idle-rss connections, default 9000), IDLE_SETTLE (idle time before the
 #   idle-rss sample, default 3s), MAX_CONNS (maxconns stop, default fd limit - 100)
+#   MAXCONNS_PROCS, MAXCONNS_TOTAL, MAXCONNS_TARGETS, MAXCONNS_SINGLE: maxconns over several
+#   processes (bench/maxconns-multi.sh)
 #
 # Scenarios: bulk connrate sni tlsterm (= tlsterm-full + tlsterm-resume) http idle-rss maxconns
 #   nftables (bench/nftables.sh: kernel route vs user-space route vs direct, in namespaces)
@@ -22,7 +24,7 @@ while [[ $# -gt 0 ]]; do
     --rounds) ROUNDS="$2"; shift ;;
     --out) OUT="$2"; shift ;;
     --no-install) INSTALL=0 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -338,6 +340,10 @@ if [[ " ${SCENARIOS[*]} " == *" http "* ]]; then
   log "http check: smartproxy parses HTTP on 18080 ($fwd seen by the backend)"
 fi
 
+# maxconns over several proxy processes sharing the port with SO_REUSEPORT (MAXCONNS_PROCS)
+# shellcheck source=bench/maxconns-multi.sh
+source "$BENCH_DIR/maxconns-multi.sh"
+
 # ---- rounds ------------------------------------------------------------------------------
 for s in "${SCENARIOS[@]}"; do
   if [[ $s == nftables ]]; then # its own namespaces and targets, in one run
@@ -347,6 +353,7 @@ for s in "${SCENARIOS[@]}"; do
   read -r -a tg <<<"$(targets_for "$s")"
   rounds=$ROUNDS
   [[ $s == idle-rss || $s == maxconns ]] && rounds=$MEM_ROUNDS
+  [[ $s == maxconns && $MAXCONNS_SINGLE == 0 ]] && rounds=0
   for ((r = 1; r <= rounds; r++)); do
     # rotate the order each round so no target always runs first or last
     n=${#tg[@]}
@@ -354,6 +361,8 @@ for s in "${SCENARIOS[@]}"; do
       run_one "$s" "${tg[$(((i + r - 1) % n))]}" "$r"
     done
   done
+  # after the single-process runs, so that their numbers stay comparable with earlier runs
+  if [[ $s == maxconns ]] && (( MAXCONNS_PROCS > 1 )); then maxconns_multi; fi
 done
 
 # ---- data path check: does smartproxy splice? (benchmarking.md §5) -----------------------
@@ -380,6 +389,7 @@ fi
   echo "Medians over valid runs; a run with any verification error is counted invalid and never used as a number."
   "$BIN/benchreport" "$RESULTS"
   if [[ -f "$OUT/nftables.md" ]]; then echo; cat "$OUT/nftables.md"; fi
+  if [[ -f "$OUT/maxconns-multi.md" ]]; then echo; cat "$OUT/maxconns-multi.md"; fi
   if [[ -f "$OUT/logs/strace-smartproxy.txt" ]]; then
     echo
     echo "### data path: syscalls of smartproxy during a 4 x 64 MiB bulk echo (strace -f -c)"

@@ -31,6 +31,15 @@
 // config file's directory, so the file and its certificates can move
 // together and the proxy can start from any working directory.
 //
+// With reusePort: true in the file, several smartproxy processes (same
+// user, all with reusePort) serve the same ports, the kernel spreading new
+// connections among them: one per core, or an old and a new binary side by
+// side during an upgrade (start the new one, then SIGTERM the old one,
+// which drains). Without it a port another process holds is an error at
+// start. The admin address (-admin) is never shared: give each process its
+// own, or none. ACME challenges are answered only by the process that
+// ordered the certificate, so with acme share ports only during upgrades.
+//
 // A fleet of instances shares one config through etcd (fleet.go; README
 // "Running a fleet"):
 //

@@ -780,7 +780,7 @@ func runHTTP(res *Result) error {
 // openRouted dials, sends one byte and reads it back, so the connection is
 // known to be routed all the way to the backend.
 func openRouted(i int, timeout time.Duration) (net.Conn, error) {
-	c, err := net.DialTimeout("tcp", *addr, timeout)
+	c, err := dialTimeout(timeout)
 	if err != nil {
 		return nil, err
 	}
@@ -893,6 +893,9 @@ func runMaxConns(res *Result) error {
 		}
 	}()
 	res.RSSAfterKiB, res.FDsAfter = treeRSSKiB(*pid), treeFDs(*pid)
+	if err := holdOpen(len(conns)); err != nil {
+		return err
+	}
 	res.Conns = len(conns)
 	res.Ops = int64(len(conns))
 	res.Rate = float64(len(conns))
