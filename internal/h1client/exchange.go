@@ -271,7 +271,6 @@ func (ex *Exchange) Close() error {
 	return nil
 }
 
-
 // copyBufSize is the request body copy buffer of Send.
 const copyBufSize = 32 << 10
 
