@@ -263,6 +263,10 @@ func (ex *Exchange) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Buffered is how many bytes of the response have arrived and not been
+// read: 0 means the next Read may wait for the backend.
+func (ex *Exchange) Buffered() int { return ex.pc.br.Buffered() }
+
 // Close releases the exchange's connection: pooled when the body ended
 // cleanly and the exchange allows another on it, closed otherwise (the
 // rest of a body is never drained).
