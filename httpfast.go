@@ -55,7 +55,7 @@ type fastConn struct {
 	head bool // the current request is HEAD
 	// req is the current request's parsed head (the fast forward
 	// serialises the outgoing head from it); its slices are buf's.
-	req *h1parse.Request
+	req  *h1parse.Request
 	idle atomic.Bool
 
 	cancel context.CancelFunc // ends ctx: the client went away
