@@ -85,7 +85,7 @@ func (h *httpLayer) fastForward(w http.ResponseWriter, fw *fastWriter, lr *logge
 			fastOutPool.Put((*[fastOutSize]byte)(out[:fastOutSize]))
 		}
 	}()
-	o := h1client.Outgoing{Replayable: h1client.Replayable(r), HeadMethod: r.Method == http.MethodHead}
+	o := h1client.Outgoing{Replayable: h1client.Replayable(r), HeadMethod: r.Method == http.MethodHead, Interim: fw}
 	if src != nil && int64(len(first)) < src.fb.left {
 		o.Body = src
 	}

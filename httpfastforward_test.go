@@ -86,8 +86,12 @@ func (sb *scriptBackend) lastHead() string {
 // okAnswer is a 2-byte 200 response.
 const okAnswer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
+// interim collects the 1xx heads exchangeKeep read (one test uses it).
+var interim []string
+
 // exchangeKeep writes raw on c and reads one response with net/http's
-// client reader (framing checked), returning it and its body.
+// client reader (framing checked), returning it and its body; 1xx heads
+// before it go to interim.
 func exchangeKeep(t *testing.T, c net.Conn, br *bufio.Reader, raw, method string) (*http.Response, string) {
 	t.Helper()
 	require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
@@ -95,6 +99,11 @@ func exchangeKeep(t *testing.T, c net.Conn, br *bufio.Reader, raw, method string
 	require.NoError(t, err)
 	resp, err := http.ReadResponse(br, &http.Request{Method: method})
 	require.NoError(t, err)
+	for resp.StatusCode < 200 { // relayed 1xx heads: the final one follows
+		interim = append(interim, strconv.Itoa(resp.StatusCode)+" "+resp.Header.Get("Link"))
+		resp, err = http.ReadResponse(br, &http.Request{Method: method})
+		require.NoError(t, err)
+	}
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	return resp, string(b)
@@ -209,6 +218,7 @@ func TestFastForwardResponses(t *testing.T) {
 	require.Empty(t, resp.Header.Get("X-Hop"))
 	require.Empty(t, resp.Header.Get("Keep-Alive"))
 	resp, body = get("GET", "/1xx")
+	require.Equal(t, []string{"100 ", "103 </s>"}, interim, "1xx heads relayed, as ReverseProxy relays them")
 	require.Equal(t, 201, resp.StatusCode)
 	require.Equal(t, "ok", body)
 	resp, body = get("GET", "/large")

@@ -2,6 +2,8 @@ package smartproxy
 
 import (
 	"io"
+
+	"github.com/gosmartproxy/smartproxy/internal/h1parse"
 	"net/http"
 	"slices"
 	"strconv"
@@ -60,6 +62,27 @@ func (w *fastWriter) release() {
 		}
 	}
 	w.out, w.raw = nil, nil
+}
+
+// Interim sends a relayed 1xx head (the fast forward's; as ReverseProxy
+// relays them): status line and the backend's fields as they came; 101
+// never comes here (h1client refuses it).
+func (w *fastWriter) Interim(r *h1parse.Response) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.wroteHeader || w.err != nil {
+		return
+	}
+	b := w.appendHead(w.out[:0], r.Status, false)
+	b = b[:len(b)-2] // before the blank line
+	for _, f := range r.Fields {
+		b = append(b, f.Name...)
+		b = append(b, ": "...)
+		b = append(b, f.Value...)
+		b = append(b, "\r\n"...)
+	}
+	w.out = append(b, "\r\n"...)
+	w.send()
 }
 
 // relayHead takes the final head of a relayed response (the fast

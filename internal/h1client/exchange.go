@@ -31,7 +31,14 @@ type Outgoing struct {
 	HeadMethod bool
 	// Close: the request asked to close the connection after it.
 	Close bool
+	// Interim, when set, is given each 1xx head before the final one
+	// (103 Early Hints, say) to relay; otherwise they are skipped.
+	Interim Interim
 }
+
+// Interim takes a 1xx response head; its slices are valid during the
+// call only.
+type Interim interface{ Interim(*h1parse.Response) }
 
 // Exchange is a response from Send: its parsed head and its body. Read
 // returns the body decoded (Content-Length, chunked or until close),
@@ -113,7 +120,7 @@ func (c *Client) send(ctx context.Context, pc *conn, o *Outgoing) (ex *Exchange,
 	}
 	ex = &pc.ex
 	*ex = Exchange{Resp: ex.Resp, c: c, pc: pc, ctx: ctx, stop: stop, head: ex.head[:0]}
-	if err := ex.readHead(o.HeadMethod); err != nil {
+	if err := ex.readHead(o.HeadMethod, o.Interim); err != nil {
 		if werr != nil {
 			err = werr // the write failed first: that is the story
 		}
@@ -178,8 +185,8 @@ func (e *BodyError) Error() string { return "reading the request body: " + e.Err
 func (e *BodyError) Unwrap() error { return e.Err }
 
 // readHead reads response heads up to the final one into ex.head and
-// parses it into ex.Resp.
-func (ex *Exchange) readHead(isHead bool) error {
+// parses it into ex.Resp; 1xx heads go to interim, if any.
+func (ex *Exchange) readHead(isHead bool, interim Interim) error {
 	br := ex.pc.br
 	for {
 		n := br.Buffered()
@@ -214,7 +221,10 @@ func (ex *Exchange) readHead(isHead bool) error {
 			ex.pc.limit = math.MaxInt64
 			return h1parse.ParseResponse(ex.head, &ex.Resp, isHead)
 		}
-		_, _ = br.Discard(ex.Resp.HeadLen) // 1xx: skipped
+		if interim != nil {
+			interim.Interim(&ex.Resp)
+		}
+		_, _ = br.Discard(ex.Resp.HeadLen)
 	}
 }
 

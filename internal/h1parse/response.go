@@ -70,8 +70,18 @@ func ParseResponse(buf []byte, r *Response, head bool) error {
 	r.reset()
 	end := bytes.Index(buf, crlfcrlf)
 	if end < 0 {
-		if i := bytes.IndexByte(buf, '\n'); i >= 0 && (i == 0 || buf[i-1] != '\r') {
+		i := bytes.IndexByte(buf, '\n')
+		switch {
+		case i < 0:
+		case i == 0 || buf[i-1] != '\r':
 			return malformed("bare LF")
+		default:
+			// A status line already complete is judged now: a peer that is
+			// no HTTP server (or a banner) fails at once, not at the head
+			// timeout.
+			if err := r.statusLine(buf[:i-1]); err != nil {
+				return err
+			}
 		}
 		return ErrIncomplete
 	}
