@@ -297,3 +297,28 @@ func TestFastForwardFailures(t *testing.T) {
 	require.Contains(t, got, "Content-Length: 100\r\n")
 	require.True(t, strings.HasSuffix(got, "\r\n\r\npartial"), got)
 }
+
+// TestFastForwardClientBodyBreaksOff: a client whose Content-Length
+// body ends early (it half-closes) gets a 400 at once, not a wait for
+// the backend's head timeout, and the backend never answers a request
+// the proxy did not finish.
+func TestFastForwardClientBodyBreaksOff(t *testing.T) {
+	t.Parallel()
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	be := startScriptBackend(t, func(string, []byte, int) string { return okAnswer })
+	startTestProxy(t, lp, Options{HTTPFastPath: true, ConnectTimeout: 5 * time.Second,
+		Routes: []Route{httpRouteOn("r", port, be.addr(), "a.test")}})
+	c := dial(t, port)
+	_, err := io.WriteString(c, "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 100000\r\n\r\n"+strings.Repeat("x", 20000))
+	require.NoError(t, err)
+	require.NoError(t, c.CloseWrite())
+	start := time.Now()
+	got, err := readAllUntilClose(t, c)
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(got, "HTTP/1.1 400 "), got)
+	require.Less(t, time.Since(start), 3*time.Second)
+	be.mu.Lock()
+	defer be.mu.Unlock()
+	require.Zero(t, be.n, "the backend saw no complete request")
+}

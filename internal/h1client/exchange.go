@@ -112,7 +112,10 @@ func (c *Client) send(ctx context.Context, pc *conn, o *Outgoing) (ex *Exchange,
 		bodyRead = true
 		werr = pc.copyBody(o.Body, d)
 	}
-	if werr != nil && (pc.nwritten == 0 || ctx.Err() != nil) {
+	var be *BodyError
+	if werr != nil && (pc.nwritten == 0 || ctx.Err() != nil || errors.As(werr, &be)) {
+		// Nothing went out, the request is over, or the client's body
+		// broke off: the backend waits for the rest, no answer will come.
 		return fail(werr)
 	}
 	if d > 0 {
