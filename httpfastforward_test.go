@@ -3,6 +3,7 @@ package smartproxy
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -321,4 +322,40 @@ func TestFastForwardClientBodyBreaksOff(t *testing.T) {
 	be.mu.Lock()
 	defer be.mu.Unlock()
 	require.Zero(t, be.n, "the backend saw no complete request")
+}
+
+// TestFastForwardBodyNextHost: a POST whose connect is refused goes to
+// the next host with its whole body, the bytes read with the head
+// included (nothing of it was taken before the connect failed).
+func TestFastForwardBodyNextHost(t *testing.T) {
+	t.Parallel()
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	be := startScriptBackend(t, func(_ string, body []byte, _ int) string {
+		sum := strconv.Itoa(len(body)) + ":" + string(body[:3]) + string(body[len(body)-3:])
+		return "HTTP/1.1 200 OK\r\nContent-Length: " + strconv.Itoa(len(sum)) + "\r\n\r\n" + sum
+	})
+	var mu sync.Mutex
+	var dialed []string
+	dialer := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		mu.Lock()
+		dialed = append(dialed, addr)
+		mu.Unlock()
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}
+	r := NewRoute("lb").Ports(port).Domains("a.test").
+		Target(Target{Host: StringList{"127.0.0.2", "127.0.0.1"}, Port: TargetPort(be.port)}).Route()
+	startTestProxy(t, lp, Options{HTTPFastPath: true, Routes: []Route{r}, Dial: dialer})
+	for _, size := range []int{6, 100 << 10} {
+		body := "abc" + strings.Repeat("x", size-6) + "xyz"
+		c := dial(t, port)
+		resp, got := exchangeKeep(t, c, bufio.NewReader(c), "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: "+
+			strconv.Itoa(size)+"\r\n\r\n"+body, "POST")
+		require.Equal(t, 200, resp.StatusCode)
+		require.Equal(t, strconv.Itoa(size)+":abcxyz", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	require.Contains(t, dialed, "127.0.0.2:"+strconv.Itoa(be.port), "the refusing host was tried: %v", dialed)
 }
