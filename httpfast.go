@@ -53,6 +53,9 @@ type fastConn struct {
 	off  int
 	n    int
 	head bool // the current request is HEAD
+	// req is the current request's parsed head (the fast forward
+	// serialises the outgoing head from it); its slices are buf's.
+	req  *h1parse.Request
 	idle atomic.Bool
 
 	cancel context.CancelFunc // ends ctx: the client went away
@@ -220,7 +223,7 @@ func (fc *fastConn) serveOne(req *h1parse.Request) (keep, handOff bool) {
 		fc.refuse(err)
 		return false, false
 	}
-	fc.head = r.Method == http.MethodHead
+	fc.head, fc.req = r.Method == http.MethodHead, req
 	body := &fastBody{fc: fc}
 	switch {
 	case req.Chunked:

@@ -2,6 +2,8 @@ package smartproxy
 
 import (
 	"io"
+
+	"github.com/gosmartproxy/smartproxy/internal/h1parse"
 	"net/http"
 	"slices"
 	"strconv"
@@ -36,6 +38,10 @@ type fastWriter struct {
 	written     int64 // body bytes taken
 	err         error // the first write error: the connection is done
 	closeAfter  bool  // Connection: close was (or will be) sent
+	// raw is a relayed head's field lines (relayHead), from fastOutPool;
+	// rawDate: they hold a Date.
+	raw     []byte
+	rawDate bool
 }
 
 // fastOutSize is the pooled output buffer: a response up to it goes out
@@ -48,12 +54,52 @@ func newFastWriter(fc *fastConn, closeAfter bool) *fastWriter {
 	return &fastWriter{fc: fc, hdr: make(http.Header), out: fastOutPool.Get().(*[fastOutSize]byte)[:0], cl: -1, closeAfter: closeAfter}
 }
 
-// release returns the buffer to the pool.
+// release returns the buffers to the pool.
 func (w *fastWriter) release() {
-	if cap(w.out) == fastOutSize {
-		fastOutPool.Put((*[fastOutSize]byte)(w.out[:fastOutSize]))
+	for _, b := range [2][]byte{w.out, w.raw} {
+		if cap(b) == fastOutSize {
+			fastOutPool.Put((*[fastOutSize]byte)(b[:fastOutSize]))
+		}
 	}
-	w.out = nil
+	w.out, w.raw = nil, nil
+}
+
+// Interim sends a relayed 1xx head (the fast forward's; as ReverseProxy
+// relays them): status line and the backend's fields as they came; 101
+// never comes here (h1client refuses it).
+func (w *fastWriter) Interim(r *h1parse.Response) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.wroteHeader || w.err != nil {
+		return
+	}
+	b := w.appendHead(w.out[:0], r.Status, false)
+	b = b[:len(b)-2] // before the blank line
+	for _, f := range r.Fields {
+		b = append(b, f.Name...)
+		b = append(b, ": "...)
+		b = append(b, f.Value...)
+		b = append(b, "\r\n"...)
+	}
+	w.out = append(b, "\r\n"...)
+	w.send()
+}
+
+// relayHead takes the final head of a relayed response (the fast
+// forward's): its status, its field lines (CRLF-terminated, framing
+// fields left out; a fastOutPool buffer the writer now owns), its
+// declared length (-1: none, the writer frames it as any response
+// without one) and whether the lines hold a Date.
+func (w *fastWriter) relayHead(code int, raw []byte, cl int64, hasDate bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.wroteHeader {
+		return
+	}
+	w.raw, w.rawDate = raw, hasDate
+	w.status, w.wroteHeader = code, true
+	w.noBody = w.fc.head || code == http.StatusNoContent || code == http.StatusNotModified
+	w.cl = cl
 }
 
 // Header returns the response header map.
@@ -252,7 +298,7 @@ func (w *fastWriter) appendHead(b []byte, code int, final bool) []byte {
 			b = strconv.AppendInt(b, w.cl, 10)
 			b = append(b, "\r\n"...)
 		}
-		if _, ok := w.hdr["Date"]; !ok {
+		if _, ok := w.hdr["Date"]; !ok && !w.rawDate {
 			b = append(b, "Date: "...)
 			b = time.Now().UTC().AppendFormat(b, http.TimeFormat)
 			b = append(b, "\r\n"...)
@@ -269,6 +315,7 @@ func (w *fastWriter) appendHead(b []byte, code int, final bool) []byte {
 	if !final {
 		return append(b, "\r\n"...)
 	}
+	b = append(b, w.raw...)
 	if w.closeAfter || w.fc.closing() {
 		w.closeAfter = true
 		b = append(b, "Connection: close\r\n"...)

@@ -128,6 +128,10 @@ func (h *httpLayer) act(w http.ResponseWriter, pr *proxyReq) {
 		h.handover(w, r, pr)
 		return
 	}
+	if fw, lr := fastForwardWriter(w); fw != nil && h.fastForwardable(fw, pr) {
+		h.fastForward(w, fw, lr, pr) // the fast path's backend side (httpfastforward.go)
+		return
+	}
 	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 && len(r.Header["Expect"]) == 0 {
 		// Expect: 100-continue leaves it to the backend to ask for the
 		// body: reading it here would send the 100 on its behalf.

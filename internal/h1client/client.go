@@ -261,14 +261,20 @@ func headError(ctx context.Context, pc *conn, d time.Duration, err error) error 
 // socket error such as a reset or broken pipe, not a timeout), and
 // either none of the request went out or it is Replayable.
 func retryStale(r *http.Request, pc *conn, err error) bool {
-	if !pc.reused || pc.nread > 0 || r.Context().Err() != nil {
+	return staleFailure(r.Context(), pc, err) && (pc.nwritten == 0 || Replayable(r))
+}
+
+// staleFailure reports how a pooled connection the backend had closed
+// fails: pc came from the pool, nothing of the response arrived, the
+// request is still wanted, and the error is EOF or a socket error (a
+// reset, a broken pipe), not a timeout. Whether the request may then go
+// out again is the caller's rule (retryStale, Send's).
+func staleFailure(ctx context.Context, pc *conn, err error) bool {
+	if !pc.reused || pc.nread > 0 || ctx.Err() != nil {
 		return false
 	}
 	var ne net.Error
-	if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && (!errors.As(err, &ne) || ne.Timeout()) {
-		return false
-	}
-	return pc.nwritten == 0 || Replayable(r)
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &ne) && !ne.Timeout()
 }
 
 // timeoutError: the backend did not take the request and start

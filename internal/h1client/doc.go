@@ -22,6 +22,23 @@
 // fails before any byte of the response arrived is replaced by a new
 // one, once, if repeating is safe (Replayable).
 //
+// Send is the raw exchange next to RoundTrip, for a caller that
+// serialises the request head itself (the proxy's HTTP/1.1 fast path):
+// the head, with the first body bytes behind it, goes out in one write,
+// a Content-Length body follows from a reader, and the response head is
+// parsed strictly (internal/h1parse) into the Exchange, with no
+// http.Request or http.Response. It shares the pool, the probe, the
+// stale-connection rule (a pooled connection failing before any
+// response byte is replaced once, when nothing was sent or the caller
+// says the request is replayable and no body byte was taken), the head
+// timeout and the context interrupt with RoundTrip. Lifecycle: Send
+// returns an Exchange that belongs to its connection; the caller reads
+// the body (decoded: Content-Length, chunked, until close) and calls
+// Close exactly once, which pools the connection if the body ended
+// cleanly and both sides allow, and closes it otherwise. 1xx heads are
+// skipped; a request with a body is written in full before the response
+// is read, each write bounded by HeadTimeout.
+//
 // The Client knows nothing of the proxy: its owner gives it a dialer and
 // timeouts in a Config. Which backend a request goes to is the request
 // URL's host.

@@ -23,11 +23,12 @@ type conn struct {
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	idleSince time.Time
-	reused    bool   // taken from the pool: the backend may have closed it since
-	nread     int64  // bytes read in this exchange
-	nwritten  int64  // bytes written in this exchange
-	limit     int64  // bytes the response head may still take
-	intr      func() // interrupt, made once rather than per exchange
+	reused    bool     // taken from the pool: the backend may have closed it since
+	nread     int64    // bytes read in this exchange
+	nwritten  int64    // bytes written in this exchange
+	limit     int64    // bytes the response head may still take
+	intr      func()   // interrupt, made once rather than per exchange
+	ex        Exchange // Send's, reused by every exchange on the connection
 }
 
 func (pc *conn) Read(p []byte) (int, error) {

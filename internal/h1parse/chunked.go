@@ -28,6 +28,11 @@ type ChunkReader struct {
 // NewChunkReader reads a chunked body from br.
 func NewChunkReader(br *bufio.Reader) *ChunkReader { return &ChunkReader{br: br} }
 
+// Reset makes c a new reader of br, keeping nothing of what it read (its
+// Trailer included): a ChunkReader embedded in a reused struct serves
+// every body without allocating.
+func (c *ChunkReader) Reset(br *bufio.Reader) { *c = ChunkReader{br: br} }
+
 // Read returns body data: as many chunks as are buffered and fit p, so
 // that a framing fault in bytes that have arrived is found at once.
 func (c *ChunkReader) Read(p []byte) (int, error) {

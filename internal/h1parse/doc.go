@@ -1,4 +1,4 @@
-// Package h1parse is a strict HTTP/1.1 request-head parser for the
+// Package h1parse is a strict HTTP/1.1 request- and response-head parser for the
 // proxy's fast path: it parses a head in place (fields are slices of the
 // caller's buffer, the field list is reused between requests) and
 // refuses every head whose framing another parser could read
@@ -31,6 +31,13 @@
 // as HAProxy does). HAProxy 2.6 also accepts bare LF line ends; the
 // parser is stricter there on purpose: a refusal costs the client a
 // 400, an acceptance may cost a desync.
+//
+// ParseResponse reads a backend's response head under the same line and
+// field rules, and decides its body's framing once (Framing: none for
+// 1xx, 204, 304 and HEAD; Content-Length; chunked; until close). It
+// refuses a response with both Content-Length and Transfer-Encoding,
+// Transfer-Encoding other than exactly "chunked" (as net/http's client
+// does), and a status line other than HTTP/1.x SP 3DIGIT [SP reason].
 //
 // The chunked body is read with ChunkReader, equally strict: 1 to 15 hex
 // digits, extensions without control bytes, CRLF after the size and the

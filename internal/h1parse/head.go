@@ -241,24 +241,33 @@ func fieldLine(line []byte) (Field, error) {
 // contentLength takes one Content-Length value, which may be a list of
 // equal lengths; a length that differs from an earlier one is refused.
 func (r *Request) contentLength(v []byte) error {
+	n, err := parseContentLength(v, r.ContentLength)
+	r.ContentLength = n
+	return err
+}
+
+// parseContentLength reads a Content-Length value (1*DIGIT, up to 18
+// digits, or a list of equal ones) given the length read so far (-1:
+// none); a length that differs from cur is refused.
+func parseContentLength(v []byte, cur int64) (int64, error) {
 	for item := range bytes.SplitSeq(v, []byte(",")) {
 		item = trimOWS(item)
 		if len(item) == 0 || len(item) > 18 {
-			return malformed("Content-Length %q", v)
+			return cur, malformed("Content-Length %q", v)
 		}
 		var n int64
 		for _, c := range item {
 			if c < '0' || c > '9' {
-				return malformed("Content-Length %q", v)
+				return cur, malformed("Content-Length %q", v)
 			}
 			n = n*10 + int64(c-'0')
 		}
-		if r.ContentLength >= 0 && r.ContentLength != n {
-			return malformed("differing Content-Length")
+		if cur >= 0 && cur != n {
+			return cur, malformed("differing Content-Length")
 		}
-		r.ContentLength = n
+		cur = n
 	}
-	return nil
+	return cur, nil
 }
 
 // connection reads the tokens of a Connection field; it reports a

@@ -1,0 +1,100 @@
+package smartproxy
+
+import (
+	"io"
+	"net/http"
+
+	"github.com/gosmartproxy/smartproxy/internal/h1client"
+	"github.com/gosmartproxy/smartproxy/internal/h1parse"
+)
+
+// The response side of the fast forward (httpfastforward.go): the
+// backend's head relayed field by field, the body copied through the
+// fastWriter, which frames it as it frames every response.
+
+// responseReplaced are the response fields the fastWriter frames itself.
+var responseReplaced = []string{"content-length"}
+
+// relayResponse relays ex to the client through w (fw, or the request
+// log's wrapper around it), then releases ex. The head goes out with the
+// first body bytes when they fit; a body of unknown length is flushed
+// whenever the backend has nothing more buffered (a stream, SSE), as
+// ReverseProxy flushes such responses. A body that breaks off (or a
+// client that goes away) aborts the request after what came was
+// flushed: the client sees the connection close, never a complete
+// response.
+func (h *httpLayer) relayResponse(w http.ResponseWriter, fw *fastWriter, lr *loggedResponse, pr *proxyReq, ex *h1client.Exchange) {
+	defer ex.Close()
+	resp := &ex.Resp
+	tmpl := h.expandTemplates(pr, false)
+	raw := fastOutPool.Get().(*[fastOutSize]byte)[:0]
+	hasDate := false
+	for _, f := range resp.Fields {
+		if dropField(f.Name, resp.Fields, responseReplaced) || templated(tmpl, f.Name) {
+			continue
+		}
+		hasDate = hasDate || equalFoldBytes(f.Name, "date")
+		raw = append(raw, f.Name...)
+		raw = append(raw, ": "...)
+		raw = append(raw, f.Value...)
+		raw = append(raw, "\r\n"...)
+	}
+	raw = appendTemplates(raw, tmpl, fastWriterOwns)
+	for _, t := range tmpl {
+		if t.name == "Date" {
+			hasDate = t.value != "" // set by the template, or deleted (the writer then adds its own)
+		}
+	}
+	if resp.Framing == h1parse.Chunked {
+		if announced := resp.Field("trailer"); announced != nil {
+			fw.hdr["Trailer"] = []string{string(announced)}
+		}
+		ex.Trailer = func(name, value []byte) {
+			k := http.TrailerPrefix + http.CanonicalHeaderKey(string(name))
+			fw.hdr[k] = append(fw.hdr[k], string(value))
+		}
+	}
+	cl := int64(-1)
+	if resp.Framing == h1parse.Length || resp.Framing == h1parse.NoBody {
+		cl = resp.ContentLength
+	}
+	fw.relayHead(resp.Status, raw, cl, hasDate)
+	if lr != nil && lr.status == 0 {
+		lr.status = resp.Status
+	}
+	if resp.Framing == h1parse.NoBody {
+		return
+	}
+	buf := h.rp.BufferPool.Get()
+	defer h.rp.BufferPool.Put(buf)
+	for {
+		n, err := ex.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				panic(http.ErrAbortHandler) // the client is gone: the connection closes
+			}
+			if err == nil && resp.Framing != h1parse.Length && ex.Buffered() == 0 {
+				fw.Flush() // more would wait for the backend: send what came
+			}
+		}
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			h.px.logConn("backend response broke off", "id", pr.rc.ConnectionID, "route", pr.rc.RouteName,
+				"target", pr.addr, "err", err)
+			fw.Flush()
+			panic(http.ErrAbortHandler)
+		}
+	}
+}
+
+// fastWriterOwns: the fields the fastWriter sets itself (fastSkip), which
+// a response template cannot set on this path.
+func fastWriterOwns(name string) bool {
+	switch name {
+	case "Connection", "Content-Length", "Transfer-Encoding", "Trailer", "Keep-Alive":
+		return true
+	}
+	return false
+}

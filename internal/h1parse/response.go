@@ -1,0 +1,200 @@
+package h1parse
+
+import (
+	"bytes"
+	"fmt"
+)
+
+// Framing is how a response body is delimited (RFC 9112 6.3).
+type Framing uint8
+
+// The framings of a response body.
+const (
+	// NoBody: 1xx, 204, 304 and any response to HEAD.
+	NoBody Framing = iota
+	// Length: Content-Length bytes (possibly zero).
+	Length
+	// Chunked: Transfer-Encoding: chunked, read with ChunkReader.
+	Chunked
+	// UntilClose: neither field; the body ends when the backend closes.
+	UntilClose
+)
+
+// Response is one parsed response head. Like Request, its slices point
+// into the buffer given to ParseResponse, and one Response serves a whole
+// connection without allocating.
+type Response struct {
+	Minor  int // HTTP/1.Minor: 0 or 1
+	Status int // 100-999
+	Reason []byte
+	Fields []Field
+	// ContentLength is the Content-Length field's value, -1 when there
+	// is none; kept on bodyless responses (HEAD, 304), where it describes
+	// the representation, not what follows.
+	ContentLength int64
+	Framing       Framing
+	// Close: the connection cannot carry another exchange (Connection:
+	// close, HTTP/1.0 without keep-alive, or a body delimited by close).
+	Close bool
+	// HeadLen is the head's length in bytes, CRLF CRLF included.
+	HeadLen int
+}
+
+// Field returns the value of the first field named name (lower-case
+// ASCII, matched case-insensitively), nil when there is none.
+func (r *Response) Field(name string) []byte {
+	for i := range r.Fields {
+		if equalFold(r.Fields[i].Name, name) {
+			return r.Fields[i].Value
+		}
+	}
+	return nil
+}
+
+func (r *Response) reset() {
+	fields := r.Fields[:0]
+	*r = Response{Fields: fields, ContentLength: -1}
+}
+
+// ParseResponse parses the response head at the start of buf into r;
+// head says the request was HEAD (its response has no body whatever it
+// declares). Errors are those of Parse: ErrIncomplete for a head that
+// needs more bytes, ErrMalformed or ErrUnsupported for one refused, with
+// the rules of the request head (CRLF only, no obs-fold, no control
+// bytes in values, strict Content-Length, Transfer-Encoding exactly
+// "chunked"), and a response with both Content-Length and
+// Transfer-Encoding is refused outright: a backend that sends both is
+// broken or attacked, and the proxy must not guess (RFC 9112 6.1 lets a
+// recipient treat it as an error; HAProxy does for responses).
+func ParseResponse(buf []byte, r *Response, head bool) error {
+	r.reset()
+	end := bytes.Index(buf, crlfcrlf)
+	if end < 0 {
+		i := bytes.IndexByte(buf, '\n')
+		switch {
+		case i < 0:
+		case i == 0 || buf[i-1] != '\r':
+			return malformed("bare LF")
+		default:
+			// A status line already complete is judged now: a peer that is
+			// no HTTP server (or a banner) fails at once, not at the head
+			// timeout.
+			if err := r.statusLine(buf[:i-1]); err != nil {
+				return err
+			}
+		}
+		return ErrIncomplete
+	}
+	r.HeadLen = end + 4
+	line, rest, err := nextLine(buf[:end+2])
+	if err != nil {
+		return err
+	}
+	if err := r.statusLine(line); err != nil {
+		return err
+	}
+	var cl, te int
+	keepAlive := false
+	for len(rest) > 0 {
+		if line, rest, err = nextLine(rest); err != nil {
+			return err
+		}
+		if len(r.Fields) == MaxFields {
+			return malformed("more than %d fields", MaxFields)
+		}
+		f, err := fieldLine(line)
+		if err != nil {
+			return err
+		}
+		r.Fields = append(r.Fields, f)
+		switch {
+		case equalFold(f.Name, "content-length"):
+			cl++
+			if r.ContentLength, err = parseContentLength(f.Value, r.ContentLength); err != nil {
+				return err
+			}
+		case equalFold(f.Name, "transfer-encoding"):
+			te++
+			if te > 1 || !equalFold(f.Value, "chunked") {
+				return fmt.Errorf("%w: Transfer-Encoding %q", ErrUnsupported, f.Value)
+			}
+		case equalFold(f.Name, "connection"):
+			k, c := connectionTokens(f.Value)
+			keepAlive = keepAlive || k
+			r.Close = r.Close || c
+		}
+	}
+	if r.Minor == 0 && !keepAlive {
+		r.Close = true
+	}
+	switch {
+	case cl > 0 && te > 0:
+		return malformed("response with Content-Length and Transfer-Encoding")
+	case te > 0 && r.Minor == 0:
+		return malformed("Transfer-Encoding on HTTP/1.0")
+	case head || r.Status < 200 || r.Status == 204 || r.Status == 304:
+		r.Framing = NoBody
+	case te > 0:
+		r.Framing = Chunked
+	case cl > 0:
+		r.Framing = Length
+	default:
+		r.Framing, r.Close = UntilClose, true
+	}
+	return nil
+}
+
+// statusLine parses HTTP/1.x SP 3DIGIT [SP reason]. A missing reason
+// (with or without its SP) is taken, as every client takes it; the
+// reason may hold SP, HTAB and visible or obs-text bytes only.
+func (r *Response) statusLine(line []byte) error {
+	if len(line) < 12 || line[8] != ' ' {
+		return malformed("status line %q", line)
+	}
+	switch string(line[:8]) {
+	case "HTTP/1.1":
+		r.Minor = 1
+	case "HTTP/1.0":
+		r.Minor = 0
+	default:
+		return malformed("version %q", line[:8])
+	}
+	code := line[9:12]
+	for _, c := range code {
+		if c < '0' || c > '9' {
+			return malformed("status code %q", code)
+		}
+	}
+	r.Status = int(code[0]-'0')*100 + int(code[1]-'0')*10 + int(code[2]-'0')
+	if r.Status < 100 {
+		return malformed("status code %q", code)
+	}
+	rest := line[12:]
+	if len(rest) > 0 {
+		if rest[0] != ' ' {
+			return malformed("status line %q", line)
+		}
+		r.Reason = rest[1:]
+		for _, c := range r.Reason {
+			if c < ' ' && c != '\t' || c == 0x7f {
+				return malformed("control byte in reason %q", r.Reason)
+			}
+		}
+	}
+	return nil
+}
+
+// connectionTokens reads a Connection field's keep-alive and close
+// tokens.
+func connectionTokens(v []byte) (keepAlive, closed bool) {
+	for tok := range bytes.SplitSeq(v, []byte(",")) {
+		tok = trimOWS(tok)
+		switch {
+		case equalFold(tok, "close"):
+			closed = true
+		case equalFold(tok, "keep-alive"):
+			keepAlive = true
+		}
+	}
+	return keepAlive, closed
+}
