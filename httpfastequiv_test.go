@@ -1,0 +1,296 @@
+package smartproxy
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// The fast path's equivalence tests (issue 17): the same client bytes go
+// through a proxy on net/http (HTTPFastPath false) and one on the fast
+// path (true), each to its own scripted raw backend (equivBackend), and
+// both must look the same from outside: the backend sees the same
+// request lines, the same multiset of header fields (order-insensitive,
+// names case-insensitive), the same body and framing; the client gets the
+// same status, the same fields (but Date), the same body and framing,
+// and the connection ends the same way. Only public behaviour is used
+// (Options, sockets), so the tests hold whatever serves the fast path
+// behind it: today net/http's ReverseProxy, later a hand-written
+// forwarder.
+
+// equivStack is one of the two proxies under comparison.
+type equivStack struct {
+	name string // "net/http" or "fast"
+	port int
+	be   *equivBackend
+}
+
+// startEquivStacks starts a net/http and a fast-path proxy, each with its
+// own backend, with the routes routes gives for its port and backend.
+func startEquivStacks(t *testing.T, routes func(port int, target string) []Route) [2]*equivStack {
+	t.Helper()
+	lp := newListenerPool(t)
+	var stacks [2]*equivStack
+	for i, fast := range []bool{false, true} {
+		port := lp.port(t)
+		be := startEquivBackend(t)
+		startTestProxy(t, lp, Options{HTTPFastPath: fast, Routes: routes(port, be.addr())})
+		stacks[i] = &equivStack{name: map[bool]string{false: "net/http", true: "fast"}[fast], port: port, be: be}
+	}
+	return stacks
+}
+
+// equivOutcome is what one exchange looked like from outside.
+type equivOutcome struct {
+	reqs   []wireMsg // what the backend parsed
+	beErrs []string  // what it could not
+	resps  []wireMsg // what the client read, a cut-off last one included
+	end    string    // how the client's reading ended
+}
+
+// exchange sends send on a new connection and reads one response per
+// entry of methods (the request methods, in order), or until the
+// connection ends or a response is malformed.
+func (s *equivStack) exchange(t *testing.T, send string, methods ...string) equivOutcome {
+	t.Helper()
+	c := dial(t, s.port)
+	require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+	_, err := io.WriteString(c, send)
+	require.NoError(t, err)
+	o := s.read(bufio.NewReader(c), methods...)
+	_ = c.Close()
+	o.reqs, o.beErrs = s.be.take()
+	return o
+}
+
+// read reads the responses to methods from br.
+func (s *equivStack) read(br *bufio.Reader, methods ...string) equivOutcome {
+	var o equivOutcome
+	o.end = "all read"
+	for _, m := range methods {
+		r, err := readWireResponse(br, m)
+		if err != nil {
+			if r.line != "" {
+				o.resps = append(o.resps, r)
+			}
+			o.end = endOf(err)
+			return o
+		}
+		o.resps = append(o.resps, r)
+	}
+	return o
+}
+
+// endOf names how a read ended, the same for the same way on any run.
+func endOf(err error) string {
+	switch {
+	case errors.Is(err, io.EOF):
+		return "closed between responses"
+	case errors.Is(err, io.ErrUnexpectedEOF) || isClosedErr(err):
+		return "closed inside a response"
+	case errors.Is(err, errWire):
+		return "malformed: " + err.Error()
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return "timeout"
+	}
+	return "error: " + err.Error()
+}
+
+// text is the outcome as comparable text: the proxy's port and backend
+// address replaced by PORT and BACKEND, fields sorted, the client's Date
+// left out (it is the proxy's clock).
+func (o equivOutcome) text(s *equivStack) string {
+	var b strings.Builder
+	msg := func(kind string, m wireMsg, drop string) {
+		fields := slices.DeleteFunc(slices.Clone(m.fields), func(f string) bool { return strings.HasPrefix(f, drop+": ") })
+		slices.Sort(fields)
+		trailers := slices.Clone(m.trailers)
+		slices.Sort(trailers)
+		b.WriteString(kind + " " + m.line + "\n")
+		for _, i := range m.interim {
+			b.WriteString("  interim " + i + "\n")
+		}
+		for _, f := range fields {
+			b.WriteString("  " + shortened(f) + "\n")
+		}
+		b.WriteString("  framing " + m.framing + " body " + strconv.Quote(m.body) + "\n")
+		for _, f := range trailers {
+			b.WriteString("  trailer " + f + "\n")
+		}
+	}
+	for _, m := range o.reqs {
+		msg("backend got", m, "")
+	}
+	for _, e := range o.beErrs {
+		b.WriteString("backend refused " + e + "\n")
+	}
+	for _, m := range o.resps {
+		if len(o.reqs) == 0 && m.status() >= 400 {
+			// A refusal before any backend: the stacks' own answers
+			// differ in wording (net/http's "400 Bad Request: missing
+			// required Host header" is close-delimited), so only the
+			// status and whether the connection closes are compared.
+			b.WriteString("client got refusal " + strconv.Itoa(m.status()) + " connection " + strings.Join(m.get("connection"), ",") + "\n")
+			continue
+		}
+		msg("client got", m, "date")
+	}
+	b.WriteString("client: " + o.end + "\n")
+	out := strings.ReplaceAll(b.String(), s.be.addr(), "BACKEND")
+	return regexp.MustCompile(`\b`+strconv.Itoa(s.port)+`\b`).ReplaceAllString(out, "PORT")
+}
+
+// shortened keeps a long field readable in a diff: its start, length
+// and a hash of the whole.
+func shortened(f string) string {
+	if len(f) <= 200 {
+		return f
+	}
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(f))
+	return fmt.Sprintf("%s... (%d bytes, fnv %x)", f[:60], len(f), h.Sum64())
+}
+
+// requireEquiv runs send through both stacks and requires the same
+// outcome; it returns the net/http one for the caller's own checks.
+func requireEquiv(t *testing.T, stacks [2]*equivStack, send string, methods ...string) equivOutcome {
+	t.Helper()
+	slow, fast := stacks[0].exchange(t, send, methods...), stacks[1].exchange(t, send, methods...)
+	require.Equal(t, slow.text(stacks[0]), fast.text(stacks[1]), "net/http (expected) and fast path (actual) differ for %q", send)
+	return slow
+}
+
+// rawReq is a request's bytes: fields are "Name: value" lines.
+func rawReq(method, target, host, body string, fields ...string) string {
+	s := method + " " + target + " HTTP/1.1\r\n"
+	if host != "" {
+		s += "Host: " + host + "\r\n"
+	}
+	for _, f := range fields {
+		s += f + "\r\n"
+	}
+	return s + "\r\n" + body
+}
+
+// equivRoutes: a plain route, a path route (which makes the port
+// canonicalise paths), keepHost, rewrite, header templates and a
+// catch-all for any Host.
+func equivRoutes(port int, target string) []Route {
+	return []Route{
+		NewRoute("plain").Ports(port).Domains("a.test").ForwardTo(target).Route(),
+		NewRoute("api").Ports(port).Domains("a.test").Path("/api/*").Priority(1).ForwardTo(target).Route(),
+		NewRoute("keep").Ports(port).Domains("keep.test").KeepHostHeader().ForwardTo(target).Route(),
+		NewRoute("rw").Ports(port).Domains("rw.test").Rewrite(`^/old/([^?]*)`, "/new/$1/{domain}").ForwardTo(target).Route(),
+		NewRoute("tmpl").Ports(port).Domains("t.test").ForwardTo(target).
+			RequestHeader("X-Client", "{clientIp}").RequestHeader("X-Where", "{routeName}@{domain}{path}?{query}").
+			RequestHeader("X-Agent", "ua={headers.user-agent}").RequestHeader("X-Remove", "").
+			ResponseHeader("X-Served-By", "{routeName}").ResponseHeader("Server", "").
+			ResponseHeader("X-Req-Path", "{path}").Route(),
+		NewRoute("any").Ports(port).Priority(-1).ForwardTo(target).Route(),
+	}
+}
+
+// equivCase is one request of the table.
+type equivCase struct {
+	name    string
+	send    string
+	methods []string // one per response to read; GET when empty
+	status  int      // the first response's status, both stacks
+	reqs    int      // how many requests the backend must see
+}
+
+func equivRequestTable() []equivCase {
+	a := "a.test"
+	long := strings.Repeat("v", 16<<10)
+	return []equivCase{
+		{"GET", rawReq("GET", "/", a, ""), nil, 200, 1},
+		{"HEAD", rawReq("HEAD", "/h", a, ""), []string{"HEAD"}, 200, 1},
+		{"POST Content-Length", rawReq("POST", "/p", a, "hello", "Content-Length: 5", "Content-Type: text/plain"), nil, 200, 1},
+		{"POST Content-Length 0", rawReq("POST", "/p", a, "", "Content-Length: 0"), nil, 200, 1},
+		{"POST no body", rawReq("POST", "/p", a, ""), nil, 200, 1},
+		{"PUT chunked", rawReq("PUT", "/u", a, "5\r\nhello\r\n3;x=y\r\nabc\r\n0\r\n\r\n", "Transfer-Encoding: chunked"), nil, 200, 1},
+		{"POST chunked with trailers and Te", rawReq("POST", "/t", a, "3\r\nabc\r\n0\r\nX-T: v\r\nX-U: w\r\n\r\n",
+			"Transfer-Encoding: chunked", "Te: trailers", "Trailer: X-T, X-U"), nil, 200, 1},
+		{"DELETE", rawReq("DELETE", "/d", a, ""), nil, 200, 1},
+		{"DELETE with body", rawReq("DELETE", "/d", a, "abc", "Content-Length: 3"), nil, 200, 1},
+		{"GET with body", rawReq("GET", "/g", a, "abc", "Content-Length: 3"), nil, 200, 1},
+		{"OPTIONS path", rawReq("OPTIONS", "/o", a, ""), nil, 200, 1},
+		{"OPTIONS asterisk", rawReq("OPTIONS", "*", a, ""), nil, 0, -1},
+		{"duplicate fields", rawReq("GET", "/dup", a, "", "X-Dup: a", "X-Dup: b", "Accept: x", "accept: y",
+			"Cookie: a=1", "Cookie: b=2", "Cache-Control: no-cache", "Cache-Control: no-store"), nil, 200, 1},
+		{"fields named in Connection", rawReq("GET", "/c", a, "", "Connection: X-Hop, Keep-Alive, x-other",
+			"X-Hop: secret", "X-Other: o", "Keep-Alive: timeout=5", "X-Stay: s"), nil, 200, 1},
+		{"Te trailers", rawReq("GET", "/te", a, "", "Te: trailers"), nil, 200, 1},
+		{"Te gzip", rawReq("GET", "/te", a, "", "TE: gzip, trailers;q=1"), nil, 200, 1},
+		{"Proxy-Connection and Keep-Alive", rawReq("GET", "/pc", a, "", "Proxy-Connection: keep-alive",
+			"Keep-Alive: timeout=5", "Proxy-Authorization: Basic eDp5"), nil, 200, 1},
+		{"Upgrade without Connection upgrade", rawReq("GET", "/up", a, "", "Upgrade: websocket"), nil, 200, 1},
+		{"client forwarding fields", rawReq("GET", "/xff", a, "", "X-Forwarded-For: 6.6.6.6", "X-Forwarded-For: 7.7.7.7",
+			"Forwarded: for=6.6.6.6", "X-Real-IP: 6.6.6.6", "X-Forwarded-Host: evil", "X-Forwarded-Proto: https",
+			"X-Forwarded-Port: 1"), nil, 200, 1},
+		{"User-Agent", rawReq("GET", "/ua", a, "", "User-Agent: tester/1.0"), nil, 200, 1},
+		{"empty User-Agent", rawReq("GET", "/ua", a, "", "User-Agent:"), nil, 200, 1},
+		{"Accept-Encoding", rawReq("GET", "/ae", a, "", "Accept-Encoding: gzip, br"), nil, 200, 1},
+		{"long value", rawReq("GET", "/long", a, "", "X-Long: "+long, "Cookie: c="+long), nil, 200, 1},
+		{"empty value", rawReq("GET", "/e", a, "", "X-Empty:", "X-Spaces:   "), nil, 200, 1},
+		{"odd query", rawReq("GET", "/q?a=%zz&b=%2f&c=a+b;d&e=%E2%82%AC&f=%&g==&&h#", a, ""), nil, 0, -1},
+		{"odd query 2", rawReq("GET", "/q?a=%zz&b=%2f&c=a+b;d&e=%E2%82%AC&f=%&g==&&h", a, ""), nil, 200, 1},
+		{"encoded path", rawReq("GET", "/p%20q/%41%7e?x=%20", a, ""), nil, 200, 1},
+		{"canonicalised path", rawReq("GET", "/api/./x/../y//z", a, ""), nil, 200, 1},
+		{"canonicalised escapes", rawReq("GET", "/api/%7euser/%2e%2e/v%2d?q", a, ""), nil, 200, 1},
+		{"ambiguous path", rawReq("GET", "/api/a%2fb", a, ""), nil, 400, 0},
+		{"path parameter", rawReq("GET", "/api/a;b/c", a, ""), nil, 400, 0},
+		{"keepHost", rawReq("GET", "/k", "keep.test", ""), nil, 200, 1},
+		{"keepHost upper case", rawReq("GET", "/k", "KEEP.Test", ""), nil, 200, 1},
+		{"keepHost with port", rawReq("GET", "/k", "keep.test:8080", ""), nil, 200, 1},
+		{"rewrite", rawReq("GET", "/old/x/y?q=2", "rw.test", ""), nil, 200, 1},
+		{"rewrite no match", rawReq("GET", "/keep?q=2", "rw.test", ""), nil, 200, 1},
+		{"templates", rawReq("GET", "/a/b?x=1", "t.test", "", "User-Agent: tester", "X-Remove: bye", "X-Client: spoof"), nil, 200, 1},
+		{"templates without User-Agent", rawReq("GET", "/a", "t.test", ""), nil, 200, 1},
+		{"Host with port", rawReq("GET", "/hp", "a.test:8080", ""), nil, 200, 1},
+		{"IPv6 literal Host", rawReq("GET", "/v6", "[::1]:8080", ""), nil, 200, 1},
+		{"IPv6 literal Host keep", rawReq("GET", "/v6", "[::1]", ""), nil, 200, 1},
+		{"Expect 100-continue", rawReq("POST", "/ex", a, "hello", "Content-Length: 5", "Expect: 100-continue"), nil, 200, 1},
+		{"Connection close", rawReq("GET", "/cc", a, "", "Connection: close"), []string{"GET", "GET"}, 200, 1},
+		{"HTTP/1.0", "GET /old HTTP/1.0\r\nHost: a.test\r\n\r\n", []string{"GET", "GET"}, 0, -1},
+		{"absolute-form", rawReq("GET", "http://a.test/abs?x", a, ""), nil, 200, 1},
+		{"no Host", rawReq("GET", "/", "", ""), nil, 400, 0},
+		{"Authorization", rawReq("GET", "/auth", a, "", "Authorization: Bearer x.y.z"), nil, 200, 1},
+	}
+}
+
+// TestFastEquivRequests: the request table through both stacks.
+func TestFastEquivRequests(t *testing.T) {
+	t.Parallel()
+	stacks := startEquivStacks(t, equivRoutes)
+	for _, c := range equivRequestTable() {
+		t.Run(c.name, func(t *testing.T) {
+			methods := c.methods
+			if methods == nil {
+				methods = []string{"GET"}
+			}
+			o := requireEquiv(t, stacks, c.send, methods...)
+			if os.Getenv("EQUIV_DEBUG") != "" {
+				t.Log(o.text(stacks[0]))
+			}
+			if c.status != 0 {
+				require.NotEmpty(t, o.resps)
+				require.Equal(t, c.status, o.resps[0].status(), "%s", o.text(stacks[0]))
+			}
+			if c.reqs >= 0 {
+				require.Len(t, o.reqs, c.reqs, "%s", o.text(stacks[0]))
+			}
+		})
+	}
+}
