@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -29,6 +30,7 @@ type wireMsg struct {
 	body     string   // the body with any chunked framing removed
 	trailers []string // as fields, of a chunked body
 	interim  []string // the 1xx responses before a final one, each its line and fields
+	conn     int      // the backend's: which of its connections (1, 2, ...) carried the request
 }
 
 // get returns the values of the fields named name (lower case).
@@ -229,23 +231,34 @@ var equivScripts = map[string]equivScript{
 	"cl-te": {raw: "HTTP/1.1 200 OK\r\nContent-Length: 7\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"},
 	"dup-cl": {raw: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello\r\n\r\n",
 		close: true},
-	"bare-lf":  {raw: "HTTP/1.1 200 OK\nContent-Length: 5\nX-A: b\n\nhello"},
-	"obs-fold": {raw: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n c\r\n\r\nhello"},
-	"short":    {raw: "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello", close: true},
+	"bare-lf":     {raw: "HTTP/1.1 200 OK\nContent-Length: 5\nX-A: b\n\nhello"},
+	"obs-fold":    {raw: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n c\r\n\r\nhello"},
+	"short":       {raw: "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello", close: true},
+	"quiet-close": {raw: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nquiet", close: true},
+	"empty":       {raw: "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"},
+	"gzip":        {raw: "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 4\r\nVary: Accept-Encoding\r\n\r\n\x1f\x8b\x08\x00"},
+	"big": {raw: "HTTP/1.1 200 OK\r\nContent-Length: 300000\r\nContent-Type: application/octet-stream\r\n\r\n" +
+		strings.Repeat("0123456789", 30000)},
+	"big-chunked": {raw: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: application/octet-stream\r\n\r\n" +
+		strings.Repeat("2710\r\n"+strings.Repeat("abcdefghij", 1000)+"\r\n", 30) + "0\r\n\r\n"},
+	"set-cookie": {raw: "HTTP/1.1 200 OK\r\nSet-Cookie: a=1; Path=/\r\nSet-Cookie: b=2\r\nContent-Length: 0\r\n" +
+		"Cache-Control: no-cache\r\nCache-Control: private\r\n\r\n"},
 }
 
 // equivBackend is a raw backend that records each request it parses and
 // answers the script the request names.
 type equivBackend struct {
 	*backend
-	mu   sync.Mutex
-	reqs []wireMsg
-	errs []string // requests it could not parse: the proxy framed them badly
+	mu    sync.Mutex
+	reqs  []wireMsg
+	errs  []string     // requests it could not parse: the proxy framed them badly
+	conns atomic.Int64 // connections served so far
 }
 
 func startEquivBackend(t *testing.T) *equivBackend {
 	eb := &equivBackend{}
 	eb.backend = startBackend(t, "127.0.0.1:0", func(c net.Conn) {
+		conn := int(eb.conns.Add(1))
 		br := bufio.NewReader(c)
 		for {
 			m, err := readWireRequest(br)
@@ -256,6 +269,7 @@ func startEquivBackend(t *testing.T) *equivBackend {
 			if err != nil {
 				eb.errs = append(eb.errs, err.Error())
 			} else {
+				m.conn = conn
 				eb.reqs = append(eb.reqs, m)
 			}
 			eb.mu.Unlock()
