@@ -88,6 +88,10 @@ func TestFastEquivResponses(t *testing.T) {
 		{"big", "GET", 200, strings.Repeat("0123456789", 30000)},
 		{"big-chunked", "GET", 200, strings.Repeat("abcdefghij", 30000)},
 		{"dup-cl", "GET", 502, "502 Bad Gateway\n"}, // net/http refuses it too
+		{"reason", "GET", 200, ""}, {"noreason", "GET", 200, ""}, {"299", "GET", 299, ""}, {"599", "GET", 599, ""},
+		{"101", "GET", 502, "502 Bad Gateway\n"}, // a switch the request did not ask for
+		{"date", "GET", 200, ""}, {"many1xx", "GET", 200, ""}, {"undeclared-trailer", "GET", 200, "a"},
+		{"417", "POST", 417, ""},
 	} {
 		t.Run(c.script+" "+c.method, func(t *testing.T) {
 			o := requireEquivSequence(t, stacks, []string{scripted(c.method, c.script), after}, []string{c.method, "GET"})
