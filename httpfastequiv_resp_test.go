@@ -102,6 +102,12 @@ func TestFastEquivResponses(t *testing.T) {
 			require.Equal(t, c.status, o.resps[0].status())
 			require.Equal(t, c.body, o.resps[0].body)
 			require.Equal(t, "all read", o.end)
+			if c.script == "date" { // the backend's Date is relayed, not replaced
+				for _, s := range stacks {
+					o := s.exchange(t, scripted("GET", "date"), "GET")
+					require.Equal(t, []string{"Mon, 01 Jan 2024 00:00:00 GMT"}, o.resps[0].get("date"), s.name)
+				}
+			}
 		})
 	}
 
@@ -246,4 +252,35 @@ func TestFastEquivBackendCloses(t *testing.T) {
 	slow, fast := stacks[0].be.accepts.Load(), stacks[1].be.accepts.Load()
 	t.Logf("backend connections for 30 requests: net/http %d, fast %d", slow, fast)
 	require.LessOrEqual(t, fast, slow)
+}
+
+// TestFastEquivStricterFast: requests the fast path's parser refuses
+// where net/http's takes them, as HAProxy does (issue 17: strict
+// parsing): a raw non-ASCII byte in the target (net/http forwards it
+// percent-encoded; RFC 9112 3.2 allows none) and more than
+// h1parse.MaxFields field lines (HAProxy's tune.http.maxhdr is 101).
+// The backend must see nothing of them on the fast path.
+func TestFastEquivStricterFast(t *testing.T) {
+	t.Parallel()
+	stacks := startEquivStacks(t, plainRoutes)
+	var many []string
+	for i := range 150 {
+		many = append(many, fmt.Sprintf("X-F%d: v", i))
+	}
+	for name, send := range map[string]string{
+		"raw non-ASCII target": rawReq("GET", "/\xc3\xa9", "a.test", ""),
+		"150 fields":           rawReq("GET", "/x", "a.test", "", many...),
+	} {
+		t.Run(name, func(t *testing.T) {
+			o := stacks[1].exchange(t, send, "GET")
+			require.Empty(t, o.reqs, "the fast path forwarded it: %s", o.text(stacks[1]))
+			require.NotEmpty(t, o.resps, o.text(stacks[1]))
+			require.Equal(t, 400, o.resps[0].status())
+			require.Equal(t, []string{"close"}, o.resps[0].get("connection"))
+			if os.Getenv("SMARTPROXY_TEST_FASTPATH") != "1" {
+				slow := stacks[0].exchange(t, send, "GET")
+				t.Logf("net/http stack: backend saw %d request(s), client status line %q", len(slow.reqs), slow.resps[0].line)
+			}
+		})
+	}
 }
