@@ -30,7 +30,7 @@ const equivStrictFast = false
 // (to methods[i]) before the next, stopping at the first that fails.
 func (s *equivStack) sequence(t *testing.T, sends, methods []string) equivOutcome {
 	t.Helper()
-	c := dial(t, s.port)
+	c := s.dial(t)
 	require.NoError(t, c.SetDeadline(time.Now().Add(20*time.Second)))
 	br := bufio.NewReader(c)
 	o := equivOutcome{end: "all read", methods: methods}
@@ -224,6 +224,18 @@ func TestFastEquivKeepAlive(t *testing.T) {
 	slow, fast := stacks[0].be.accepts.Load(), stacks[1].be.accepts.Load()
 	t.Logf("backend connections for 100 requests: net/http %d, fast %d", slow, fast)
 	require.LessOrEqual(t, fast, slow, "the fast path opened more backend connections")
+}
+
+// TestFastEquivKeepAliveTLS: TestFastEquivKeepAlive with clients whose
+// TLS the proxy terminates.
+func TestFastEquivKeepAliveTLS(t *testing.T) {
+	t.Parallel()
+	stacks := startEquivStacksSNI(t, "a.test", plainRoutes)
+	sends, methods := keepAliveMix(100)
+	o := requireEquivSequence(t, stacks, sends, methods)
+	require.Len(t, o.resps, 100, o.end)
+	require.Equal(t, []string{"for=127.0.0.1;host=\"a.test\";proto=https"}, o.reqs[0].get("forwarded"))
+	require.LessOrEqual(t, stacks[1].be.accepts.Load(), stacks[0].be.accepts.Load())
 }
 
 // TestFastEquivPipelined: the same mix, written at once.
