@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -202,6 +204,44 @@ func readWireChunked(br *bufio.Reader, m *wireMsg) error {
 			return fmt.Errorf("%w: chunk data not followed by CRLF", errWire)
 		}
 	}
+}
+
+// endOf names how a read ended, the same for the same way on any run.
+func endOf(err error) string {
+	switch {
+	case errors.Is(err, io.EOF):
+		return "closed between responses"
+	case errors.Is(err, io.ErrUnexpectedEOF) || isClosedErr(err):
+		return "closed inside a response"
+	case errors.Is(err, errWire):
+		return "malformed: " + err.Error()
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return "timeout"
+	}
+	return "error: " + err.Error()
+}
+
+// shortened keeps a long field readable in a diff: its start, length
+// and a hash of the whole.
+func shortened(f string) string {
+	if len(f) <= 200 {
+		return f
+	}
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(f))
+	return fmt.Sprintf("%s... (%d bytes, fnv %x)", f[:60], len(f), h.Sum64())
+}
+
+// rawReq is a request's bytes: fields are "Name: value" lines.
+func rawReq(method, target, host, body string, fields ...string) string {
+	s := method + " " + target + " HTTP/1.1\r\n"
+	if host != "" {
+		s += "Host: " + host + "\r\n"
+	}
+	for _, f := range fields {
+		s += f + "\r\n"
+	}
+	return s + "\r\n" + body
 }
 
 // equivScript is a backend's raw answer; close: the backend closes the

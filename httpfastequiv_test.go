@@ -3,9 +3,6 @@ package smartproxy
 import (
 	"bufio"
 	"crypto/tls"
-	"errors"
-	"fmt"
-	"hash/fnv"
 	"io"
 	"net"
 	"net/http"
@@ -136,21 +133,6 @@ func (s *equivStack) read(br *bufio.Reader, methods ...string) equivOutcome {
 	return o
 }
 
-// endOf names how a read ended, the same for the same way on any run.
-func endOf(err error) string {
-	switch {
-	case errors.Is(err, io.EOF):
-		return "closed between responses"
-	case errors.Is(err, io.ErrUnexpectedEOF) || isClosedErr(err):
-		return "closed inside a response"
-	case errors.Is(err, errWire):
-		return "malformed: " + err.Error()
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return "timeout"
-	}
-	return "error: " + err.Error()
-}
-
 // text is the outcome as comparable text: the proxy's port and backend
 // address replaced by PORT and BACKEND, fields sorted, the client's Date
 // left out (it is the proxy's clock).
@@ -211,17 +193,6 @@ func (o equivOutcome) text(s *equivStack) string {
 	return regexp.MustCompile(`\b`+strconv.Itoa(s.port)+`\b`).ReplaceAllString(out, "PORT")
 }
 
-// shortened keeps a long field readable in a diff: its start, length
-// and a hash of the whole.
-func shortened(f string) string {
-	if len(f) <= 200 {
-		return f
-	}
-	h := fnv.New64a()
-	_, _ = h.Write([]byte(f))
-	return fmt.Sprintf("%s... (%d bytes, fnv %x)", f[:60], len(f), h.Sum64())
-}
-
 // requireEquiv runs send through both stacks and requires the same
 // outcome; it returns the net/http one for the caller's own checks.
 func requireEquiv(t *testing.T, stacks [2]*equivStack, send string, methods ...string) equivOutcome {
@@ -229,18 +200,6 @@ func requireEquiv(t *testing.T, stacks [2]*equivStack, send string, methods ...s
 	slow, fast := stacks[0].exchange(t, send, methods...), stacks[1].exchange(t, send, methods...)
 	require.Equal(t, slow.text(stacks[0]), fast.text(stacks[1]), "net/http (expected) and fast path (actual) differ for %q", send)
 	return slow
-}
-
-// rawReq is a request's bytes: fields are "Name: value" lines.
-func rawReq(method, target, host, body string, fields ...string) string {
-	s := method + " " + target + " HTTP/1.1\r\n"
-	if host != "" {
-		s += "Host: " + host + "\r\n"
-	}
-	for _, f := range fields {
-		s += f + "\r\n"
-	}
-	return s + "\r\n" + body
 }
 
 // equivRoutes: a plain route, a path route (which makes the port
