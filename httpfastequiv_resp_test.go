@@ -296,3 +296,90 @@ func TestFastEquivStricterFast(t *testing.T) {
 		})
 	}
 }
+
+// split sends parts on one connection with a pause between them (the
+// proxy reads a head or body in pieces), half-closes when closeWrite,
+// and reads the responses to methods.
+func (s *equivStack) split(t *testing.T, parts []string, closeWrite bool, methods ...string) equivOutcome {
+	t.Helper()
+	c := s.dial(t)
+	require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+	for i, p := range parts {
+		if i > 0 {
+			time.Sleep(30 * time.Millisecond)
+		}
+		_, err := io.WriteString(c, p)
+		require.NoError(t, err)
+	}
+	if closeWrite {
+		require.NoError(t, c.(interface{ CloseWrite() error }).CloseWrite())
+	}
+	o := s.read(bufio.NewReader(c), methods...)
+	o.methods = methods
+	_ = c.Close()
+	time.Sleep(20 * time.Millisecond) // the backend records a cut request after the proxy gives up
+	o.reqs, o.beErrs = s.be.take()
+	return o
+}
+
+// TestFastEquivSplitWrites: heads and bodies that arrive in pieces, and
+// a client that stops in the middle of its body (half-closes: the
+// backend must not get the cut request served).
+func TestFastEquivSplitWrites(t *testing.T) {
+	t.Parallel()
+	stacks := startEquivStacks(t, plainRoutes)
+	big := strings.Repeat("x", 40<<10)
+	for _, c := range []struct {
+		name       string
+		parts      []string
+		closeWrite bool
+		methods    []string
+	}{
+		{"head in pieces", []string{"GET /a HT", "TP/1.1\r\nHost: a.t", "est\r\nX-A: 1\r", "\n\r\n"}, false, []string{"GET"}},
+		{"body after head", []string{rawReq("POST", "/p", "a.test", "", "Content-Length: 5"), "hel", "lo"}, false, []string{"POST"}},
+		{"chunked in pieces", []string{rawReq("POST", "/c", "a.test", "", "Transfer-Encoding: chunked"), "5\r\nhel",
+			"lo\r\n0\r", "\n\r\n"}, false, []string{"POST"}},
+		{"big body in pieces", []string{rawReq("POST", "/b", "a.test", big[:1000], "Content-Length: 40960"), big[1000:20000],
+			big[20000:]}, false, []string{"POST"}},
+		{"next request in pieces", []string{rawReq("GET", "/1", "a.test", "") + "GET /2 HTTP/1.1\r\n", "Host: a.test\r\n\r\n"},
+			false, []string{"GET", "GET"}},
+		{"body cut short", []string{rawReq("POST", "/cut", "a.test", "hello", "Content-Length: 10")}, true, []string{"POST"}},
+		{"chunked body cut short", []string{rawReq("POST", "/cut", "a.test", "5\r\nhello\r\n", "Transfer-Encoding: chunked")},
+			true, []string{"POST"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			slow, fast := stacks[0].split(t, c.parts, c.closeWrite, c.methods...), stacks[1].split(t, c.parts, c.closeWrite, c.methods...)
+			require.Equal(t, slow.text(stacks[0]), fast.text(stacks[1]))
+			if strings.Contains(c.name, "cut") {
+				require.Empty(t, slow.reqs, "a cut request was served: %s", slow.text(stacks[0]))
+			} else {
+				require.NotEmpty(t, slow.reqs)
+			}
+		})
+	}
+}
+
+// TestFastEquivHalfClose: a client that half-closes after a complete
+// request (`printf ... | nc -N`) gets its response on the fast path, as
+// from HAProxy without abortonclose. net/http's stack sees the EOF in its
+// background read, cancels the request and answers 502 or the response,
+// depending on the race (logged, not asserted): a difference where the
+// fast path is the better one.
+func TestFastEquivHalfClose(t *testing.T) {
+	t.Parallel()
+	stacks := startEquivStacks(t, plainRoutes)
+	send := []string{rawReq("GET", "/hc", "a.test", "")}
+	for range 3 {
+		o := stacks[1].split(t, send, true, "GET", "GET")
+		require.Len(t, o.reqs, 1, o.text(stacks[1]))
+		require.Len(t, o.resps, 1, o.text(stacks[1]))
+		require.Equal(t, 200, o.resps[0].status(), o.text(stacks[1]))
+		require.Equal(t, "closed between responses", o.end)
+		if os.Getenv("SMARTPROXY_TEST_FASTPATH") != "1" {
+			slow := stacks[0].split(t, send, true, "GET", "GET")
+			if len(slow.resps) > 0 {
+				t.Logf("net/http stack after a half-close: %q", slow.resps[0].line)
+			}
+		}
+	}
+}
