@@ -243,6 +243,9 @@ stream {
 }
 http {
     access_log off;
+    # http-post: nginx buffers request bodies (proxy_request_buffering on) in 8 KiB by default and
+    # spills larger ones to a temporary file; 32 KiB keeps the 16 KiB bodies in memory.
+    client_body_buffer_size 32k;
     client_body_temp_path $OUT/nginx/body;
     proxy_temp_path $OUT/nginx/proxy;
     fastcgi_temp_path $OUT/nginx/fastcgi;
