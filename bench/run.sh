@@ -435,6 +435,11 @@ for s in "${SCENARIOS[@]}"; do
   done
 done
 
+# A body nginx spilled to a file costs it a disk write per request: not what http-post compares.
+if grep -q 'buffered to a temporary file' "$OUT/logs/nginx-error.log" 2>/dev/null; then
+  log "warning: nginx buffered request bodies to temporary files (logs/nginx-error.log): raise client_body_buffer_size"
+fi
+
 # ---- data path check: does smartproxy splice? (benchmarking.md §5) -----------------------
 if [[ " ${SCENARIOS[*]} " == *" bulk "* ]]; then
   log "data path check: strace -f -c on smartproxy during a 4 x 64 MiB bulk transfer"
