@@ -7,7 +7,8 @@
 #
 #   bench/run.sh [--quick] [--only SCENARIO] [--rounds N] [--out DIR] [--no-install]
 #   env: IDLE_N (idle-rss connections, default 9000), IDLE_SETTLE (idle time before the
-#   idle-rss sample, default 3s), MAX_CONNS (maxconns stop, default fd limit - 100)
+#   idle-rss sample, default 3s), MAX_CONNS (maxconns stop, default fd limit - 100),
+#   BENCH_LOCK (lock file that keeps runs on one machine apart, default /tmp/smartproxy-bench.lock)
 #
 # Scenarios: bulk connrate sni tlsterm (= tlsterm-full + tlsterm-resume) http http-post https
 #   (httpall = http + http-post + https) idle-rss maxconns
@@ -23,7 +24,7 @@ while [[ $# -gt 0 ]]; do
     --rounds) ROUNDS="$2"; shift ;;
     --out) OUT="$2"; shift ;;
     --no-install) INSTALL=0 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -95,6 +96,15 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+
+# One run at a time on a machine: the ports are fixed, and a second run's proxies and backends
+# would fail to bind or take the first one's ports (and its CPU) mid-measurement.
+exec 9>"${BENCH_LOCK:-/tmp/smartproxy-bench.lock}"
+if ! flock -n 9; then
+  log "another bench/run.sh holds ${BENCH_LOCK:-/tmp/smartproxy-bench.lock}; waiting for it (at most 1 h)"
+  # processes a run starts inherit the lock's fd: one left running keeps the lock, hence the bound
+  flock -w 3600 9 || { echo "run.sh: the lock is still held after 1 h (a leftover process?)" >&2; exit 1; }
+fi
 
 # ---- install peers ------------------------------------------------------------
 need=()
