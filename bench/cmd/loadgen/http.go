@@ -205,12 +205,14 @@ func runHTTP(res *Result) error {
 	// Connections are opened before the warm-up starts, so that no TLS
 	// handshake falls into the measured window however short it is; a
 	// connection that fails here is dialled again (and counted) by op.
+	var conns []*httpConn // closed at the end; init runs before any worker starts
 	init := func(w *worker) {
 		h := &httpConn{body: make([]byte, len(want))}
 		if connect(h) == nil {
 			early.Add(1)
 		}
 		w.state = h
+		conns = append(conns, h)
 	}
 	op := func(w *worker) error {
 		h := w.state.(*httpConn)
@@ -242,7 +244,11 @@ func runHTTP(res *Result) error {
 		}
 		return nil
 	}
-	if err := runClosedLoopInit(res, "req/s", init, op); err != nil {
+	err = runClosedLoopInit(res, "req/s", init, op)
+	for _, h := range conns {
+		h.drop()
+	}
+	if err != nil {
 		return err
 	}
 	var notes []string
