@@ -7,12 +7,13 @@
 #
 #   bench/run.sh [--quick] [--only SCENARIO] [--rounds N] [--out DIR] [--no-install]
 #   env: IDLE_N (idle-rss connections, default 9000), IDLE_SETTLE (idle time before the
-#   idle-rss sample, default 3s), MAX_CONNS (maxconns stop, default fd limit - 100),
-#   BENCH_LOCK (lock file that keeps runs on one machine apart, default /tmp/smartproxy-bench.lock)
+#   idle-rss sample, default 3s), MAX_CONNS (maxconns stop, default fd limit - 100)
 #
 # Scenarios: bulk connrate sni tlsterm (= tlsterm-full + tlsterm-resume) http http-post https
 #   (httpall = http + http-post + https) idle-rss maxconns
 #   nftables (bench/nftables.sh: kernel route vs user-space route vs direct, in namespaces)
+# One run at a time per machine: a second waits on the lock file BENCH_LOCK (env, default
+#   /tmp/smartproxy-bench.lock).
 set -euo pipefail
 
 IDLE_SETTLE="${IDLE_SETTLE:-3s}"
@@ -24,7 +25,7 @@ while [[ $# -gt 0 ]]; do
     --rounds) ROUNDS="$2"; shift ;;
     --out) OUT="$2"; shift ;;
     --no-install) INSTALL=0 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/{/^#/p}' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
