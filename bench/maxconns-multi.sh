@@ -14,7 +14,7 @@
 # and with it).
 #
 #   smartproxy      MAXCONNS_PROCS CLI processes, config reusePort: true, GOMAXPROCS=1 each
-#   smartproxy-ev   the same through profproxy with Options.Engine = EngineEventLoop (one loop each)
+#   smartproxy-gr   the same through profproxy with Options.Engine = EngineGoroutines (one loop each)
 #   haproxy         MAXCONNS_PROCS haproxy processes (nbthread 1) with the same config: HAProxy
 #                   binds with SO_REUSEPORT by default, so they share the port
 #   nginx           one master, worker_processes MAXCONNS_PROCS, listen ... reuseport (one
@@ -23,11 +23,11 @@
 #
 #   env: MAXCONNS_PROCS (default 4; 1 = only the single-process run), MAXCONNS_TOTAL (default
 #   MAXCONNS_PROCS x what one process can hold: the run ends at the first failure),
-#   MAXCONNS_TARGETS (default "smartproxy smartproxy-ev haproxy nginx"),
+#   MAXCONNS_TARGETS (default "smartproxy smartproxy-gr haproxy nginx"),
 #   MAXCONNS_SINGLE (default 1; 0 skips the single-process run of maxconns)
 
 MAXCONNS_PROCS="${MAXCONNS_PROCS:-4}"
-MAXCONNS_TARGETS="${MAXCONNS_TARGETS:-smartproxy smartproxy-ev haproxy nginx}"
+MAXCONNS_TARGETS="${MAXCONNS_TARGETS:-smartproxy smartproxy-gr haproxy nginx}"
 MAXCONNS_SINGLE="${MAXCONNS_SINGLE:-1}"
 MULTI_PORT=18102      # proxies, on $H
 MULTI_BACKEND=19104   # backends, each on its own 127.0.0.(101+i)
@@ -108,13 +108,13 @@ start_multi() {
   local i
   MULTI_PIDS=()
   case "$1" in
-    smartproxy|smartproxy-ev)
+    smartproxy|smartproxy-gr)
       for ((i = 0; i < MAXCONNS_PROCS; i++)); do
         if [[ $1 == smartproxy ]]; then
           GOMAXPROCS=1 taskset -c $PROXY_CPU "$BIN/smartproxy" -config "$OUT/smartproxy-multi.json" -log-level warn \
             >>"$OUT/logs/$1-multi.log" 2>&1 &
         else
-          GOMAXPROCS=1 taskset -c $PROXY_CPU "$BIN/profproxy" -config "$OUT/smartproxy-multi.json" -engine eventloop \
+          GOMAXPROCS=1 taskset -c $PROXY_CPU "$BIN/profproxy" -config "$OUT/smartproxy-multi.json" -engine goroutines \
             -pprof "" >>"$OUT/logs/$1-multi.log" 2>&1 &
         fi
         MULTI_PIDS+=($!); PIDS+=($!)

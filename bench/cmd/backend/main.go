@@ -3,10 +3,12 @@
 // that holds no buffer and no pipe while a connection is idle (for the
 // idle-RSS and max-connections runs, where the backend must hold ~20,000
 // connections under a 20,000-fd cap), a TLS 1.3 echo server (ECDSA P-256)
-// and an HTTP/1.1 server answering every request with a fixed 1 KiB body.
+// and an HTTP/1.1 server answering every request with a fixed 1 KiB body
+// (a POST's body is read and reported back: see postHeaders), also over
+// TLS 1.3 (-https).
 //
 //	backend -gencert DIR                 # write cert.pem, key.pem, combined.pem (for HAProxy) and exit
-//	backend -cert DIR -echo 127.0.0.1:19001 -light 127.0.0.1:19004 -tls 127.0.0.1:19002 -http 127.0.0.1:19003
+//	backend -cert DIR -echo 127.0.0.1:19001 -light 127.0.0.1:19004 -tls 127.0.0.1:19002 -http 127.0.0.1:19003 -https 127.0.0.1:19005
 package main
 
 import (
@@ -21,6 +23,7 @@ import (
 	"encoding/pem"
 	"flag"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"log"
 	"math/big"
@@ -29,6 +32,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -50,7 +54,8 @@ func main() {
 	echoAddr := flag.String("echo", "", "TCP echo listen address (io.Copy, spliced)")
 	lightAddr := flag.String("light", "", "light TCP echo listen address (no buffer held while idle)")
 	tlsAddr := flag.String("tls", "", "TLS 1.3 echo listen address")
-	httpAddr := flag.String("http", "", "HTTP/1.1 listen address (1 KiB bodies)")
+	httpAddr := flag.String("http", "", "HTTP/1.1 listen address (1 KiB bodies; a POST's body length and CRC-32 reported in headers)")
+	httpsAddr := flag.String("https", "", "the same HTTP/1.1 server over TLS 1.3 (ALPN http/1.1)")
 	flag.Parse()
 
 	if *gencert != "" {
@@ -75,28 +80,68 @@ func main() {
 		go serveTCP(ln, echoTLS)
 	}
 	if *httpAddr != "" {
-		body := httpBody()
-		srv := &http.Server{
-			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if r.URL.Path == "/forwarded" {
-					// run.sh's check that a proxy parses HTTP: what it added.
-					_, _ = io.WriteString(w, "x-forwarded-for="+r.Header.Get("X-Forwarded-For")+"\n")
-					return
-				}
-				h := w.Header()
-				h["Content-Type"] = []string{"application/octet-stream"}
-				h["Content-Length"] = []string{"1024"}
-				_, _ = w.Write(body)
-			}),
-			IdleTimeout: 5 * time.Minute,
-			ErrorLog:    log.New(io.Discard, "", 0),
-		}
+		srv := httpServer()
 		go func() { log.Fatal(srv.Serve(mustListen(*httpAddr))) }()
+	}
+	if *httpsAddr != "" {
+		// The https scenario's direct target: the same server behind TLS 1.3
+		// with ALPN http/1.1 only, as the proxies offer it.
+		cert, err := tls.LoadX509KeyPair(filepath.Join(*certDir, "cert.pem"), filepath.Join(*certDir, "key.pem"))
+		if err != nil {
+			log.Fatal(err)
+		}
+		srv := httpServer()
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13, NextProtos: []string{"http/1.1"}}
+		go func() { log.Fatal(srv.ServeTLS(mustListen(*httpsAddr), "", "")) }()
 	}
 	fmt.Println("backend ready")
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	<-sig
+}
+
+// httpServer answers /forwarded with the X-Forwarded-For it got (run.sh's
+// check that a proxy parses HTTP) and everything else with the 1 KiB body;
+// a POST's body is read and reported first.
+func httpServer() *http.Server {
+	body := httpBody()
+	return &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/forwarded" {
+				_, _ = io.WriteString(w, "x-forwarded-for="+r.Header.Get("X-Forwarded-For")+"\n")
+				return
+			}
+			h := w.Header()
+			if r.Method == http.MethodPost {
+				if err := postHeaders(h, r); err != nil {
+					http.Error(w, err.Error(), http.StatusBadRequest)
+					return
+				}
+			}
+			h["Content-Type"] = []string{"application/octet-stream"}
+			h["Content-Length"] = []string{"1024"}
+			_, _ = w.Write(body)
+		}),
+		IdleTimeout: 5 * time.Minute,
+		ErrorLog:    log.New(io.Discard, "", 0),
+	}
+}
+
+// postHeaders reads a POST body to its end and reports what arrived, so
+// that loadgen's http-post scenario can check that the proxy forwarded the
+// body it sent byte for byte without the backend echoing 16 KiB back:
+// X-Body-Length (bytes read), X-Body-Crc32 (CRC-32 IEEE, 8 hex digits) and
+// X-Request-Content-Length (the framing the proxy chose; -1: chunked).
+func postHeaders(h http.Header, r *http.Request) error {
+	crc := crc32.NewIEEE()
+	n, err := io.Copy(crc, r.Body)
+	if err != nil {
+		return fmt.Errorf("read body after %d bytes: %w", n, err)
+	}
+	h["X-Body-Length"] = []string{strconv.FormatInt(n, 10)}
+	h["X-Body-Crc32"] = []string{fmt.Sprintf("%08x", crc.Sum32())}
+	h["X-Request-Content-Length"] = []string{strconv.FormatInt(r.ContentLength, 10)}
+	return nil
 }
 
 func mustListen(addr string) net.Listener {

@@ -7,14 +7,13 @@
 //	loadgen -scenario connrate -addr 127.0.0.1:18001 -pid 1234 -c 32 -duration 5s
 //
 // Scenarios: bulk, connrate, sni, tlsterm-full, tlsterm-resume, http,
-// idle-rss, maxconns. With -pid the proxy's process tree is sampled:
-// CPU time (utime+stime from /proc/PID/stat) over the measured window,
-// RSS (VmRSS) and open fds; /proc/stat gives the load and proxy cores'
-// utilisation.
+// http-post, https (http.go), idle-rss, maxconns. With -pid the proxy's
+// process tree is sampled: CPU time (utime+stime from /proc/PID/stat)
+// over the measured window, RSS (VmRSS) and open fds; /proc/stat gives the
+// load and proxy cores' utilisation.
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -26,7 +25,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -72,7 +70,7 @@ type Result struct {
 }
 
 var (
-	scenario  = flag.String("scenario", "", "bulk|connrate|sni|tlsterm-full|tlsterm-resume|http|idle-rss|maxconns")
+	scenario  = flag.String("scenario", "", "bulk|connrate|sni|tlsterm-full|tlsterm-resume|http|http-post|https|idle-rss|maxconns")
 	addr      = flag.String("addr", "", "target address")
 	target    = flag.String("label", "", "target label for the result line")
 	round     = flag.Int("round", 0, "round number for the result line")
@@ -108,7 +106,10 @@ func main() {
 		err = runClosedLoop(res, "conns/s", echoOp)
 	case "sni", "tlsterm-full", "tlsterm-resume":
 		err = runTLS(res)
-	case "http":
+	case "http", "http-post", "https":
+		if *get != "" {
+			os.Exit(probe(*get))
+		}
 		err = runHTTP(res)
 	case "idle-rss":
 		err = runIdle(res)
@@ -692,85 +693,6 @@ func runTLS(res *Result) error {
 		if res.ResumedPercent < 90 {
 			res.Note = fmt.Sprintf("only %.0f%% of handshakes resumed", res.ResumedPercent)
 		}
-	}
-	return nil
-}
-
-// ---- HTTP -----------------------------------------------------------------
-
-func httpBody() []byte {
-	b := make([]byte, 1024)
-	for i := range b {
-		b[i] = 'a' + byte(i%26)
-	}
-	return b
-}
-
-type httpConn struct {
-	c    net.Conn
-	br   *bufio.Reader
-	body []byte
-}
-
-// runHTTP: -c keep-alive connections, each a closed loop of GET /1k; the
-// status must be 200 and the 1 KiB body must match byte for byte. A
-// connection the server closes politely (Connection: close) is reopened
-// and counted in the note; any other failure is an error.
-func runHTTP(res *Result) error {
-	want := httpBody()
-	req := []byte("GET /1k HTTP/1.1\r\nHost: bench.test\r\nUser-Agent: loadgen\r\n\r\n")
-	var reconnects atomic.Int64
-	init := func(w *worker) { w.state = &httpConn{body: make([]byte, 1024)} }
-	op := func(w *worker) error {
-		h := w.state.(*httpConn)
-		if h.c == nil {
-			c, err := net.DialTimeout("tcp", *addr, 5*time.Second)
-			if err != nil {
-				return err
-			}
-			h.c, h.br = c, bufio.NewReaderSize(c, 8192)
-		}
-		_ = h.c.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, err := h.c.Write(req); err != nil {
-			h.c.Close()
-			h.c = nil
-			return fmt.Errorf("write request: %w", err)
-		}
-		resp, err := http.ReadResponse(h.br, nil)
-		if err != nil {
-			h.c.Close()
-			h.c = nil
-			return fmt.Errorf("read response: %w", err)
-		}
-		if resp.StatusCode != 200 {
-			resp.Body.Close()
-			return fmt.Errorf("status %d", resp.StatusCode)
-		}
-		if _, err := io.ReadFull(resp.Body, h.body); err != nil {
-			h.c.Close()
-			h.c = nil
-			return fmt.Errorf("read body: %w", err)
-		}
-		var extra [1]byte
-		if n, _ := resp.Body.Read(extra[:]); n != 0 {
-			return errors.New("body longer than 1 KiB")
-		}
-		resp.Body.Close()
-		if !bytes.Equal(h.body, want) {
-			return errors.New("body mismatch")
-		}
-		if resp.Close {
-			h.c.Close()
-			h.c = nil
-			reconnects.Add(1)
-		}
-		return nil
-	}
-	if err := runClosedLoopInit(res, "req/s", init, op); err != nil {
-		return err
-	}
-	if n := reconnects.Load(); n > 0 {
-		res.Note = fmt.Sprintf("server closed keep-alive connections %d times (reopened)", n)
 	}
 	return nil
 }
