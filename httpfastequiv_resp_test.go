@@ -24,7 +24,7 @@ import (
 // bare LF or obs-fold (TestFastEquivAmbiguousResponses); set this to true
 // when the fast path's own forwarder lands, and the fast path must then
 // refuse them (502 or the connection closed), as HAProxy does.
-const equivStrictFast = false
+const equivStrictFast = true
 
 // sequence sends each of sends on one connection and reads its response
 // (to methods[i]) before the next, stopping at the first that fails.

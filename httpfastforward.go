@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 
@@ -289,7 +290,9 @@ func appendFastRequest(b []byte, pr *proxyReq, req *h1parse.Request, addr string
 	b = append(b, ' ')
 	// rewriteRequest takes the path and query of pr.rewritten, and
 	// keeps the rest of the client's URL (ForceQuery included).
-	u, q := r.URL, r.URL.RawQuery
+	// ReverseProxy drops the query parameters it cannot parse (a bad
+	// escape, a ';') from the client's query before Rewrite; the same here.
+	u, q := r.URL, cleanQuery(r.URL.RawQuery)
 	if pr.rewritten != nil {
 		u, q = pr.rewritten, pr.rewritten.RawQuery
 	}
@@ -308,6 +311,9 @@ func appendFastRequest(b []byte, pr *proxyReq, req *h1parse.Request, addr string
 		}
 		if dropField(f.Name, req.Fields, requestReplaced) || templated(tmpl, f.Name) {
 			continue
+		}
+		if len(f.Value) == 0 && equalFoldBytes(f.Name, "user-agent") {
+			continue // Request.Write sends no User-Agent for an empty one
 		}
 		b = append(b, f.Name...)
 		b = append(b, ": "...)
@@ -342,9 +348,9 @@ func appendFastRequest(b []byte, pr *proxyReq, req *h1parse.Request, addr string
 		b = append(b, "\r\n"...)
 	}
 	b = appendTemplates(b, tmpl, requestWriteOwns)
-	// Request.Write's rule: a length when there is a body, and 0 for
-	// methods other than GET and HEAD.
-	if r.ContentLength > 0 || r.Method != http.MethodGet && r.Method != http.MethodHead {
+	// Request.Write's rule: a length when there is a body, and 0 for a
+	// bodyless POST, PUT or PATCH only.
+	if r.ContentLength > 0 || r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch {
 		b = append(b, "Content-Length: "...)
 		b = strconv.AppendInt(b, max(r.ContentLength, 0), 10)
 		b = append(b, "\r\n"...)
@@ -408,4 +414,41 @@ func lowerASCII(c byte) byte {
 		return c + 'a' - 'A'
 	}
 	return c
+}
+
+// cleanQuery is ReverseProxy's treatment of the client's query: one
+// with a ';' or a malformed escape is parsed and re-encoded, which
+// drops the parameters that do not parse.
+func cleanQuery(q string) string {
+	for i := 0; i < len(q); {
+		switch q[i] {
+		case ';':
+			return reencodeQuery(q)
+		case '%':
+			if i+2 >= len(q) || unhexDigit(q[i+1]) < 0 || unhexDigit(q[i+2]) < 0 {
+				return reencodeQuery(q)
+			}
+			i += 3
+		default:
+			i++
+		}
+	}
+	return q
+}
+
+func reencodeQuery(q string) string {
+	v, _ := url.ParseQuery(q)
+	return v.Encode()
+}
+
+func unhexDigit(c byte) int {
+	switch {
+	case '0' <= c && c <= '9':
+		return int(c - '0')
+	case 'a' <= c && c <= 'f':
+		return int(c - 'a' + 10)
+	case 'A' <= c && c <= 'F':
+		return int(c - 'A' + 10)
+	}
+	return -1
 }
