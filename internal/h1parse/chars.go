@@ -69,3 +69,14 @@ func validHost(b []byte) bool {
 	}
 	return true
 }
+
+// fieldValue is the value of the first of fields named name (ASCII case
+// insensitive), nil when there is none.
+func fieldValue(fields []Field, name string) []byte {
+	for i := range fields {
+		if equalFold(fields[i].Name, name) {
+			return fields[i].Value
+		}
+	}
+	return nil
+}

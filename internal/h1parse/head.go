@@ -49,14 +49,7 @@ type Request struct {
 
 // Field returns the value of the first field named name (ASCII case
 // insensitive), nil when there is none.
-func (r *Request) Field(name string) []byte {
-	for i := range r.Fields {
-		if equalFold(r.Fields[i].Name, name) {
-			return r.Fields[i].Value
-		}
-	}
-	return nil
-}
+func (r *Request) Field(name string) []byte { return fieldValue(r.Fields, name) }
 
 func (r *Request) reset() {
 	fields := r.Fields[:0]

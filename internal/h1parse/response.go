@@ -42,14 +42,7 @@ type Response struct {
 
 // Field returns the value of the first field named name (lower-case
 // ASCII, matched case-insensitively), nil when there is none.
-func (r *Response) Field(name string) []byte {
-	for i := range r.Fields {
-		if equalFold(r.Fields[i].Name, name) {
-			return r.Fields[i].Value
-		}
-	}
-	return nil
-}
+func (r *Response) Field(name string) []byte { return fieldValue(r.Fields, name) }
 
 func (r *Response) reset() {
 	fields := r.Fields[:0]
