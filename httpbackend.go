@@ -299,19 +299,12 @@ func (bt backendTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 		body = &watchedBody{ReadCloser: out.Body}
 		out.Body = body
 	}
-	attempts := h.attempts(pr)
 	var triedBuf [4]string
-	tried := triedBuf[:0]
 	// One allocation per request holds the lease and, on success, the
 	// response body; a failed attempt's lease is released and reused.
 	lb := &leasedBody{w: pr.w}
-	for {
-		addr, err := h.backendAddr(pr, tried)
-		if err != nil {
-			return nil, err
-		}
-		tried = append(tried, addr)
-		pr.addr = addr
+	var resp *http.Response
+	err := h.tryHosts(out, pr, body, &lb.Lease, triedBuf[:0], func(addr string) (err error) {
 		out.URL.Host = addr
 		if original {
 			out.URL.Host = sniAddr(addr, pr.hc.rc.Domain)
@@ -319,21 +312,45 @@ func (bt backendTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 				out.Host = addr
 			}
 		}
-		h.px.acquire(&lb.Lease, addr)
-		resp, err := tr.RoundTrip(out)
-		if err == nil {
-			h.px.succeeded(addr)
-			resp.Body = lb.wrap(resp.Body)
-			return resp, nil
+		resp, err = tr.RoundTrip(out)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = lb.wrap(resp.Body)
+	return resp, nil
+}
+
+// tryHosts is the one retry policy of the HTTP layer's backends (the
+// reverse proxy's transport and the fast forward): it runs attempt on a
+// host of pr's target chosen by the balancer (algorithm, health, hosts
+// tried), holding lease on it, and on a failure tries another host while
+// retryable allows, the target has hosts left and r's context lives. It
+// reports passive health (a failed dial, a success) and returns nil with
+// lease held, or the last attempt's error with lease released.
+func (h *httpLayer) tryHosts(r *http.Request, pr *proxyReq, body *watchedBody, lease *balance.Lease, tried []string, attempt func(addr string) error) error {
+	attempts := h.attempts(pr)
+	for {
+		addr, err := h.backendAddr(pr, tried)
+		if err != nil {
+			return err
 		}
-		lb.Release()
+		tried = append(tried, addr)
+		pr.addr = addr
+		h.px.acquire(lease, addr)
+		if err = attempt(addr); err == nil {
+			h.px.succeeded(addr)
+			return nil
+		}
+		lease.Release()
 		var de *backendDialError
 		dialFailed := errors.As(err, &de)
 		if dialFailed {
 			h.px.failed(addr, de.err)
 		}
-		if len(tried) >= attempts || out.Context().Err() != nil || !retryable(out, body, dialFailed, err) {
-			return nil, err
+		if len(tried) >= attempts || r.Context().Err() != nil || !retryable(r, body, dialFailed, err) {
+			return err
 		}
 	}
 }

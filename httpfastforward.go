@@ -91,40 +91,22 @@ func (h *httpLayer) fastForward(w http.ResponseWriter, fw *fastWriter, lr *logge
 	if src != nil && int64(len(first)) < src.fb.left {
 		o.Body = src
 	}
-	attempts := h.attempts(pr)
 	// The tried list and the lease escape (the balancer keeps neither):
 	// pooled, they cost no allocation per request.
 	st := fastFwdStatePool.Get().(*fastFwdState)
 	defer fastFwdStatePool.Put(st)
-	tried, lease := st.tried[:0], &st.lease
+	lease := &st.lease
 	var ex *h1client.Exchange
-	for {
-		addr, err := h.backendAddr(pr, tried)
-		if err != nil {
-			h.fastForwardError(w, pr, body, err)
-			return
-		}
-		tried = append(tried, addr)
-		pr.addr = addr
+	err := h.tryHosts(r, pr, body, lease, st.tried[:0], func(addr string) (err error) {
 		out = appendFastRequest(out[:0], pr, req, addr, tmpl)
 		o.Head = append(out, first...)
 		out = o.Head[:len(out)]
-		h.px.acquire(lease, addr)
 		ex, err = h.h1.Send(r.Context(), addr, o)
-		if err == nil {
-			h.px.succeeded(addr)
-			break
-		}
-		lease.Release()
-		var de *backendDialError
-		dialFailed := errors.As(err, &de)
-		if dialFailed {
-			h.px.failed(addr, de.err)
-		}
-		if len(tried) >= attempts || r.Context().Err() != nil || !retryable(r, body, dialFailed, err) {
-			h.fastForwardError(w, pr, body, err)
-			return
-		}
+		return err
+	})
+	if err != nil {
+		h.fastForwardError(w, pr, body, err)
+		return
 	}
 	defer lease.Release()
 	if src != nil {
