@@ -82,45 +82,25 @@ func Parse(buf []byte, r *Request) error {
 	if err := r.requestLine(line); err != nil {
 		return err
 	}
-	var cl, te, host int // field counts
-	keepAlive := false
-	for len(rest) > 0 {
-		if line, rest, err = nextLine(rest); err != nil {
-			return err
-		}
-		if len(r.Fields) == MaxFields {
-			return malformed("more than %d fields", MaxFields)
-		}
-		f, err := fieldLine(line)
-		if err != nil {
-			return err
-		}
-		r.Fields = append(r.Fields, f)
+	var fr framingFields
+	host := 0
+	err = fr.parse(rest, &r.Fields, func(f Field) {
 		switch {
-		case equalFold(f.Name, "content-length"):
-			cl++
-			if err := r.contentLength(f.Value); err != nil {
-				return err
-			}
-		case equalFold(f.Name, "transfer-encoding"):
-			te++
-			if te > 1 || !equalFold(f.Value, "chunked") {
-				return fmt.Errorf("%w: Transfer-Encoding %q", ErrUnsupported, f.Value)
-			}
-			r.Chunked = true
 		case equalFold(f.Name, "host"):
 			host++
 			r.Host = f.Value
-		case equalFold(f.Name, "connection"):
-			keepAlive = r.connection(f.Value) || keepAlive
 		case equalFold(f.Name, "expect"):
 			r.Expect = true
 		}
+	})
+	if err != nil {
+		return err
 	}
-	if r.Minor == 0 && !keepAlive {
+	r.ContentLength, r.Chunked, r.Close, r.Upgrade = fr.length, fr.te > 0, fr.close, fr.upgrade
+	if r.Minor == 0 && !fr.keepAlive {
 		r.Close = true
 	}
-	return r.framing(cl, te, host)
+	return r.framing(fr.cl, fr.te, host)
 }
 
 // framing applies the rules that need the whole head.
@@ -231,14 +211,6 @@ func fieldLine(line []byte) (Field, error) {
 	return Field{Name: name, Value: v}, nil
 }
 
-// contentLength takes one Content-Length value, which may be a list of
-// equal lengths; a length that differs from an earlier one is refused.
-func (r *Request) contentLength(v []byte) error {
-	n, err := parseContentLength(v, r.ContentLength)
-	r.ContentLength = n
-	return err
-}
-
 // parseContentLength reads a Content-Length value (1*DIGIT, up to 18
 // digits, or a list of equal ones) given the length read so far (-1:
 // none); a length that differs from cur is refused.
@@ -261,21 +233,4 @@ func parseContentLength(v []byte, cur int64) (int64, error) {
 		cur = n
 	}
 	return cur, nil
-}
-
-// connection reads the tokens of a Connection field; it reports a
-// keep-alive token (which keeps an HTTP/1.0 connection open).
-func (r *Request) connection(v []byte) (keepAlive bool) {
-	for tok := range bytes.SplitSeq(v, []byte(",")) {
-		tok = trimOWS(tok)
-		switch {
-		case equalFold(tok, "close"):
-			r.Close = true
-		case equalFold(tok, "upgrade"):
-			r.Upgrade = true
-		case equalFold(tok, "keep-alive"):
-			keepAlive = true
-		}
-	}
-	return keepAlive
 }

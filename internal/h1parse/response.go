@@ -2,7 +2,6 @@ package h1parse
 
 import (
 	"bytes"
-	"fmt"
 )
 
 // Framing is how a response body is delimited (RFC 9112 6.3).
@@ -86,38 +85,13 @@ func ParseResponse(buf []byte, r *Response, head bool) error {
 	if err := r.statusLine(line); err != nil {
 		return err
 	}
-	var cl, te int
-	keepAlive := false
-	for len(rest) > 0 {
-		if line, rest, err = nextLine(rest); err != nil {
-			return err
-		}
-		if len(r.Fields) == MaxFields {
-			return malformed("more than %d fields", MaxFields)
-		}
-		f, err := fieldLine(line)
-		if err != nil {
-			return err
-		}
-		r.Fields = append(r.Fields, f)
-		switch {
-		case equalFold(f.Name, "content-length"):
-			cl++
-			if r.ContentLength, err = parseContentLength(f.Value, r.ContentLength); err != nil {
-				return err
-			}
-		case equalFold(f.Name, "transfer-encoding"):
-			te++
-			if te > 1 || !equalFold(f.Value, "chunked") {
-				return fmt.Errorf("%w: Transfer-Encoding %q", ErrUnsupported, f.Value)
-			}
-		case equalFold(f.Name, "connection"):
-			k, c := connectionTokens(f.Value)
-			keepAlive = keepAlive || k
-			r.Close = r.Close || c
-		}
+	var fr framingFields
+	if err := fr.parse(rest, &r.Fields, nil); err != nil {
+		return err
 	}
-	if r.Minor == 0 && !keepAlive {
+	cl, te := fr.cl, fr.te
+	r.ContentLength, r.Close = fr.length, fr.close
+	if r.Minor == 0 && !fr.keepAlive {
 		r.Close = true
 	}
 	switch {
@@ -175,19 +149,4 @@ func (r *Response) statusLine(line []byte) error {
 		}
 	}
 	return nil
-}
-
-// connectionTokens reads a Connection field's keep-alive and close
-// tokens.
-func connectionTokens(v []byte) (keepAlive, closed bool) {
-	for tok := range bytes.SplitSeq(v, []byte(",")) {
-		tok = trimOWS(tok)
-		switch {
-		case equalFold(tok, "close"):
-			closed = true
-		case equalFold(tok, "keep-alive"):
-			keepAlive = true
-		}
-	}
-	return keepAlive, closed
 }
