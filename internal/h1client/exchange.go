@@ -29,8 +29,6 @@ type Outgoing struct {
 	Replayable bool
 	// HeadMethod: the request is HEAD; its response has no body.
 	HeadMethod bool
-	// Close: the request asked to close the connection after it.
-	Close bool
 	// Interim, when set, is given each 1xx head before the final one
 	// (103 Early Hints, say) to relay; otherwise they are skipped.
 	Interim Interim
@@ -136,7 +134,7 @@ func (c *Client) send(ctx context.Context, pc *conn, o *Outgoing) (ex *Exchange,
 		// The interrupt may have run before the deadline was cleared.
 		return fail(ctx.Err())
 	}
-	ex.keep = werr == nil && !ex.Resp.Close && !o.Close && ex.Resp.Framing != h1parse.UntilClose
+	ex.keep = werr == nil && !ex.Resp.Close && ex.Resp.Framing != h1parse.UntilClose
 	switch ex.Resp.Framing {
 	case h1parse.NoBody:
 		ex.ended = true
