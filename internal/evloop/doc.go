@@ -117,4 +117,7 @@ type Config struct {
 	// written each way and why it ended: nil after both directions ended cleanly, ErrClosed,
 	// a timeout error, or a socket error.
 	OnClose func(c *Conn, clientToBackend, backendToClient int64, err error)
+
+	// accept replaces accept4 in tests (failures such as EMFILE on demand).
+	accept func(lfd int) (int, netip.AddrPort, error)
 }

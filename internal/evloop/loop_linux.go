@@ -42,6 +42,9 @@ type loop struct {
 	timed      map[*Conn]struct{}
 	conns      int     // open connections; a shut-down loop ends when none is left
 	spare      []kpipe // empty splice pipes for reuse (splice_linux.go)
+	// acceptPaused: the listening socket is out of the epoll set until the next sweep,
+	// after an accept failed for want of resources (EMFILE and the like; see accept).
+	acceptPaused bool
 }
 
 func newLoop(srv *Server, addr netip.AddrPort) (*loop, error) {
@@ -180,7 +183,7 @@ func (l *loop) run() {
 	// deadline is never taken back early: once the timed conns are gone it passes with an
 	// empty sweep, one per tick at most, instead of costing an update per connection.
 	arm := func() {
-		if due == 0 && len(l.timed) > 0 {
+		if due == 0 && (len(l.timed) > 0 || l.acceptPaused) {
 			due = monoNow() + int64(l.srv.tick)
 			_ = l.epf.SetReadDeadline(time.Now().Add(l.srv.tick))
 		}
@@ -249,21 +252,63 @@ func (l *loop) run() {
 	l.closeFDs()
 }
 
+// pauseAccept takes the listening socket out of the epoll set (see accept); the next sweep
+// puts it back.
+func (l *loop) pauseAccept() {
+	if l.acceptPaused || l.lfd < 0 {
+		return
+	}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, l.lfd, nil); err == nil {
+		l.acceptPaused = true
+	}
+}
+
+// resumeAccept puts a paused listening socket back into the epoll set, with the events it
+// was registered with (EPOLLEXCLUSIVE cannot be changed by EPOLL_CTL_MOD, hence DEL and ADD).
+func (l *loop) resumeAccept() {
+	if !l.acceptPaused {
+		return
+	}
+	if l.lfd < 0 {
+		l.acceptPaused = false // shut down meanwhile
+		return
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(l.lfd)}
+	if l.srv.cfg.SharedListen {
+		ev.Events |= unix.EPOLLEXCLUSIVE
+	}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, l.lfd, &ev); err == nil {
+		l.acceptPaused = false
+	}
+}
+
 // ending reports whether the loop is done: closed, or shut down with no connection left.
 func (l *loop) ending() bool { return l.closed.Load() || (l.lfd < 0 && l.conns == 0) }
 
 // accept takes one queued connection and starts its backend connect. The listening socket is
 // level-triggered: one left in the backlog is reported by the next harvest, which run makes
 // before it waits, so no accept is spent finding the backlog empty (EAGAIN).
+//
+// An accept that fails for want of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM) leaves the
+// connection in the backlog, where the level-triggered socket would report it again at once:
+// a loop retrying it would spin at full CPU for as long as the shortage lasts (a client that
+// holds many connections could cause it). So the listening socket leaves the epoll set until
+// the next sweep (a tick later, as HAProxy pauses a listener that hit a limit); connections
+// already open are served meanwhile, and new ones wait in the backlog.
 func (l *loop) accept() {
+	acceptFn := accept4
+	if l.srv.cfg.accept != nil {
+		acceptFn = l.srv.cfg.accept
+	}
 	for {
-		cfd, peer, err := accept4(l.lfd)
+		cfd, peer, err := acceptFn(l.lfd)
 		if err != nil {
 			if err == unix.ECONNABORTED || err == unix.EINTR {
 				continue
 			}
 			if err != unix.EAGAIN {
-				l.srv.acceptErrors.Add(1) // EMFILE and the like: the next readiness retries
+				l.srv.acceptErrors.Add(1)
+				l.pauseAccept()
 			}
 			return
 		}

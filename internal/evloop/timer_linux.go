@@ -50,7 +50,7 @@ func (l *loop) commands() {
 		l.closeConn(c, ErrClosed)
 	}
 	if l.srv.shutting.Load() && l.lfd >= 0 {
-		if l.srv.cfg.SharedListen {
+		if l.srv.cfg.SharedListen && !l.acceptPaused {
 			// Other loops hold dups of the same socket: closing this fd alone would leave it
 			// in the epoll set, which drops a registration only with the socket's last fd.
 			_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, l.lfd, nil)
@@ -104,6 +104,7 @@ func (l *loop) untime(c *Conn) {
 
 // sweep closes the conns whose deadline has passed.
 func (l *loop) sweep() {
+	l.resumeAccept()
 	now := monoNow()
 	for c := range l.timed {
 		switch {
