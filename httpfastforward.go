@@ -81,12 +81,8 @@ func (h *httpLayer) fastForward(w http.ResponseWriter, fw *fastWriter, lr *logge
 	}
 	tmpl := h.expandTemplates(pr, true)
 	buf := fastOutPool.Get().(*[fastOutSize]byte)
+	defer fastOutPool.Put(buf) // buf itself: a head that outgrew it went to a new array
 	out := buf[:0]
-	defer func() {
-		if cap(out) == fastOutSize {
-			fastOutPool.Put((*[fastOutSize]byte)(out[:fastOutSize]))
-		}
-	}()
 	o := h1client.Outgoing{Replayable: h1client.Replayable(r), HeadMethod: r.Method == http.MethodHead, Interim: fw}
 	if src != nil && int64(len(first)) < src.fb.left {
 		o.Body = src

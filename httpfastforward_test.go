@@ -359,3 +359,57 @@ func TestFastForwardBodyNextHost(t *testing.T) {
 	defer mu.Unlock()
 	require.Contains(t, dialed, "127.0.0.2:"+strconv.Itoa(be.port), "the refusing host was tried: %v", dialed)
 }
+
+// TestFastForwardInterimFields: a relayed 1xx head loses its framing and
+// hop-by-hop fields as the final head does (a lenient client taking a
+// 1xx's Content-Length would eat the next response's bytes).
+func TestFastForwardInterimFields(t *testing.T) {
+	t.Parallel()
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	be := startScriptBackend(t, func(string, []byte, int) string {
+		return "HTTP/1.1 103 Early Hints\r\nContent-Length: 7\r\nConnection: x-hop\r\nX-Hop: 1\r\nLink: </s>\r\n\r\n" +
+			"HTTP/1.1 204 No Content\r\n\r\n"
+	})
+	startTestProxy(t, lp, Options{HTTPFastPath: true, Routes: []Route{httpRouteOn("r", port, be.addr(), "a.test")}})
+	c := dial(t, port)
+	_, err := io.WriteString(c, "GET /a HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+	require.NoError(t, err)
+	raw, err := io.ReadAll(c)
+	require.NoError(t, err)
+	early, final, ok := strings.Cut(string(raw), "\r\n\r\n")
+	require.True(t, ok, "%q", raw)
+	require.True(t, strings.HasPrefix(early, "HTTP/1.1 103 "), "%q", raw)
+	require.Contains(t, early, "Link: </s>")
+	require.NotContains(t, strings.ToLower(early), "content-length")
+	require.NotContains(t, strings.ToLower(early), "x-hop")
+	require.True(t, strings.HasPrefix(final, "HTTP/1.1 204 "), "%q", raw)
+}
+
+// TestRewriteQueryBytesEscaped: a rewrite whose template puts a client's
+// header into the query cannot end the request target on the wire: a
+// space (and other bytes a target may not hold raw) goes out
+// percent-encoded, on both HTTP stacks.
+func TestRewriteQueryBytesEscaped(t *testing.T) {
+	t.Parallel()
+	for _, fast := range []bool{false, true} {
+		lp := newListenerPool(t)
+		port := lp.port(t)
+		be := startScriptBackend(t, func(string, []byte, int) string { return okAnswer })
+		rt := httpRouteOn("r", port, be.addr(), "a.test")
+		rt.Action.Rewrite = &URLRewrite{Pattern: "^/v1/(.*)", Target: "/r?q={headers.x-q}"}
+		startTestProxy(t, lp, Options{HTTPFastPath: fast, Routes: []Route{rt}})
+		c := dial(t, port)
+		resp, _ := exchangeKeep(t, c, bufio.NewReader(c), "GET /v1/a HTTP/1.1\r\nHost: a.test\r\nX-Q: 1 HTTP/1.0#\u00e9\r\n\r\n", "GET")
+		require.Equal(t, 200, resp.StatusCode, "fast=%v", fast)
+		line, _, _ := strings.Cut(be.lastHead(), "\r\n")
+		require.Equal(t, "GET /r?q=1%20HTTP/1.0%23%C3%A9 HTTP/1.1", line, "fast=%v", fast)
+	}
+}
+
+func TestEscapeQueryBytes(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{"": "", "a=1&b=%20": "a=1&b=%20", "a b": "a%20b", "\x7f\t#": "%7F%09%23"} {
+		require.Equal(t, want, escapeQueryBytes(in), "%q", in)
+	}
+}

@@ -193,6 +193,10 @@ func (pr *proxyReq) rewriteURL(rw *urlRewrite, reject bool) error {
 	if err != nil {
 		return nil
 	}
+	// A template may put what a client sent (a header, say) into the query, which
+	// ParseRequestURI keeps as it is: a space there would end the request target on the
+	// wire ("GET /r?q=1 HTTP/1.0 HTTP/1.1"), so such bytes go out percent-encoded.
+	u.RawQuery = escapeQueryBytes(u.RawQuery)
 	switch canon, v := canonicalPath(u.EscapedPath()); {
 	case v == pathAmbiguous:
 		return fmt.Errorf("rewritten path: %w", errAmbiguousPath)
@@ -218,4 +222,29 @@ func (h *httpLayer) redirect(w http.ResponseWriter, pr *proxyReq) {
 	if pr.in.Method != http.MethodHead {
 		_, _ = w.Write([]byte(strconv.Itoa(rd.Status) + " " + http.StatusText(rd.Status) + "\n"))
 	}
+}
+
+// escapeQueryBytes percent-encodes the bytes a request target may not hold
+// raw (controls, space, DEL, non-ASCII, and '#', which would start a
+// fragment); q is returned as it is when it has none.
+func escapeQueryBytes(q string) string {
+	bad := func(c byte) bool { return c <= ' ' || c >= 0x7f || c == '#' }
+	i := 0
+	for i < len(q) && !bad(q[i]) {
+		i++
+	}
+	if i == len(q) {
+		return q
+	}
+	const hex = "0123456789ABCDEF"
+	b := make([]byte, 0, len(q)+8)
+	b = append(b, q[:i]...)
+	for ; i < len(q); i++ {
+		if c := q[i]; bad(c) {
+			b = append(b, '%', hex[c>>4], hex[c&15])
+		} else {
+			b = append(b, c)
+		}
+	}
+	return string(b)
 }
