@@ -222,9 +222,22 @@ func appendTemplates(b []byte, tmpl []fwdTemplate, skip func(string) bool) []byt
 var hopByHop = [...]string{"connection", "proxy-connection", "keep-alive", "proxy-authenticate",
 	"proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"}
 
+// connectionFields returns the Connection fields of fields, appended to
+// buf (a caller's small array: one per head, so that dropField does not
+// rescan every field for each one).
+func connectionFields(fields []h1parse.Field, buf []h1parse.Field) []h1parse.Field {
+	for _, f := range fields {
+		if equalFoldBytes(f.Name, "connection") {
+			buf = append(buf, f)
+		}
+	}
+	return buf
+}
+
 // dropField reports a field the forward does not copy: hop-by-hop, named
-// by a Connection field of fields, or in extra (lower-case).
-func dropField(name []byte, fields []h1parse.Field, extra []string) bool {
+// by one of conns (the head's Connection fields, connectionFields), or
+// in extra (lower-case).
+func dropField(name []byte, conns []h1parse.Field, extra []string) bool {
 	for _, s := range hopByHop {
 		if equalFoldBytes(name, s) {
 			return true
@@ -235,11 +248,8 @@ func dropField(name []byte, fields []h1parse.Field, extra []string) bool {
 			return true
 		}
 	}
-	for i := range fields {
-		if !equalFoldBytes(fields[i].Name, "connection") {
-			continue
-		}
-		v := fields[i].Value
+	for i := range conns {
+		v := conns[i].Value
 		for len(v) > 0 {
 			tok := v
 			if j := bytes.IndexByte(v, ','); j >= 0 {
@@ -283,11 +293,13 @@ func appendFastRequest(b []byte, pr *proxyReq, req *h1parse.Request, addr string
 	b = append(b, host...)
 	b = append(b, "\r\n"...)
 	trailers := false
+	var connBuf [2]h1parse.Field
+	conns := connectionFields(req.Fields, connBuf[:0])
 	for _, f := range req.Fields {
 		if equalFoldBytes(f.Name, "te") && httpguts.HeaderValuesContainsToken([]string{string(f.Value)}, "trailers") {
 			trailers = true
 		}
-		if dropField(f.Name, req.Fields, requestReplaced) || templated(tmpl, f.Name) {
+		if dropField(f.Name, conns, requestReplaced) || templated(tmpl, f.Name) {
 			continue
 		}
 		if len(f.Value) == 0 && equalFoldBytes(f.Name, "user-agent") {

@@ -29,8 +29,10 @@ func (h *httpLayer) relayResponse(w http.ResponseWriter, fw *fastWriter, lr *log
 	tmpl := h.expandTemplates(pr, false)
 	raw := fastOutPool.Get().(*[fastOutSize]byte)[:0]
 	hasDate := false
+	var connBuf [2]h1parse.Field
+	conns := connectionFields(resp.Fields, connBuf[:0])
 	for _, f := range resp.Fields {
-		if dropField(f.Name, resp.Fields, responseReplaced) || templated(tmpl, f.Name) {
+		if dropField(f.Name, conns, responseReplaced) || templated(tmpl, f.Name) {
 			continue
 		}
 		hasDate = hasDate || equalFoldBytes(f.Name, "date")

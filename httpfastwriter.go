@@ -75,10 +75,12 @@ func (w *fastWriter) Interim(r *h1parse.Response) {
 	}
 	b := w.appendHead(w.out[:0], r.Status, false)
 	b = b[:len(b)-2] // before the blank line
+	var connBuf [2]h1parse.Field
+	conns := connectionFields(r.Fields, connBuf[:0])
 	for _, f := range r.Fields {
 		// As for the final head: no framing or hop-by-hop field (a Content-Length on a
 		// 1xx could make a lenient client take the next response's bytes for its body).
-		if dropField(f.Name, r.Fields, responseReplaced) {
+		if dropField(f.Name, conns, responseReplaced) {
 			continue
 		}
 		b = append(b, f.Name...)
