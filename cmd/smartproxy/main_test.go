@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"math/big"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -61,11 +62,27 @@ func (s *syncBuffer) String() string {
 // freePort returns a loopback port that was free a moment ago.
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	port := ln.Addr().(*net.TCPAddr).Port
-	require.NoError(t, ln.Close())
-	return port
+	// Below the ephemeral range (32768-60999 here): a port taken from it
+	// could meanwhile become the local port of some outgoing connection,
+	// and a proxy started on it then fails with "address already in use"
+	// (the fleet tests bind 127.0.0.1 to 127.0.0.3). Free on all three.
+	for range 100 {
+		port := 10000 + mrand.IntN(22000)
+		free := true
+		for _, ip := range []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"} {
+			ln, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+			if err != nil {
+				free = false
+				break
+			}
+			require.NoError(t, ln.Close())
+		}
+		if free {
+			return port
+		}
+	}
+	t.Fatal("no free port below the ephemeral range")
+	return 0
 }
 
 // startEcho runs a loopback echo server until the test ends and returns
