@@ -486,16 +486,28 @@ func TestH1ClientPoolBound(t *testing.T) {
 	const n = 300
 	var arrived atomic.Int64
 	release := make(chan struct{})
+	var once sync.Once
+	open := func() { once.Do(func() { close(release) }) }
 	be := startCountingServer(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		if arrived.Add(1) == n {
-			close(release)
+			open()
 		}
 		<-release
 		_, _ = io.WriteString(w, "ok")
 	}), nil)
+	// A request that never arrives (the test failed) must not keep the
+	// others' handlers waiting: the server's Close (an earlier cleanup,
+	// so run after this one) waits for every handler, and hung the test
+	// until -timeout instead of failing it.
+	t.Cleanup(open)
 	// The backend answers only once all n requests arrived: under -race on a
 	// loaded machine that can take longer than the test default of 2 s.
-	p, c := h1Proxy(t, be.addr(), Options{ConnectTimeout: 20 * time.Second})
+	// The same goes for a client connection's first bytes: with 300 dialled
+	// at once in this process (GOMAXPROCS=1, -race, a shared machine), up to
+	// 2.5 s passed between a connect and its request reaching the proxy,
+	// which closed it as silent after newTestProxy's 2 s InitialDataTimeout
+	// (the product default is 120 s).
+	p, c := h1Proxy(t, be.addr(), Options{ConnectTimeout: 20 * time.Second, InitialDataTimeout: 20 * time.Second})
 	var wg sync.WaitGroup
 	for range n {
 		wg.Go(func() {
