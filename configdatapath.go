@@ -7,7 +7,8 @@ import (
 // Config's data-path keys, our extensions to the TS schema:
 //
 //	engine        "goroutines" or "eventloop" (Options.Engine); absent: the default
-//	httpFastPath  true or false (Options.HTTPFastPath); absent: the default
+//	httpFastPath  false: HTTP/1.1 on net/http's server (Options.DisableHTTPFastPath);
+//	              absent or true: the fast path, the default
 //	reusePort     true: SO_REUSEPORT listening sockets (Options.ReusePort)
 
 // engineNames are the values of the config key engine.
@@ -20,7 +21,7 @@ func (c *Config) dataPathOptions(o *Options) {
 		o.Engine = e
 	}
 	if c.HTTPFastPath != nil {
-		o.HTTPFastPath = *c.HTTPFastPath
+		o.DisableHTTPFastPath = !*c.HTTPFastPath
 	}
 	o.ReusePort = c.ReusePort
 }

@@ -31,7 +31,7 @@ func h1Pooled(p *Proxy) int { return p.http.h1.IdleConns() }
 // fastForwarding reports a proxy on the HTTP/1.1 fast path, whose
 // requests with Content-Length bodies take the synchronous client too
 // (httpfastforward.go).
-func fastForwarding(p *Proxy) bool { return p.opts.HTTPFastPath }
+func fastForwarding(p *Proxy) bool { return !p.opts.DisableHTTPFastPath }
 
 // h1Proxy starts a proxy with one plain HTTP route h1.test to target.
 func h1Proxy(t *testing.T, target string, opts Options) (*Proxy, *http.Client) {

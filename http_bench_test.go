@@ -20,7 +20,7 @@ func BenchmarkHTTPKeepAlive(b *testing.B) {
 	port := lp.port(b)
 	startTestProxy(b, lp, Options{Routes: []Route{httpRouteOn("bench", port, be.addr(), "bench.test")}})
 	fastPort := lp.port(b)
-	startTestProxy(b, lp, Options{HTTPFastPath: true, Routes: []Route{httpRouteOn("bench", fastPort, be.addr(), "bench.test")}})
+	startFastTestProxy(b, lp, Options{Routes: []Route{httpRouteOn("bench", fastPort, be.addr(), "bench.test")}})
 
 	run := func(b *testing.B, url string, c *http.Client) {
 		b.ReportAllocs()

@@ -20,7 +20,7 @@ import (
 	"github.com/gosmartproxy/smartproxy/internal/h1parse"
 )
 
-// The HTTP/1.1 fast path (Options.HTTPFastPath): a connection's
+// The HTTP/1.1 fast path (the default; Options.DisableHTTPFastPath): a connection's
 // requests are read into one reused buffer, parsed by the strict parser
 // (internal/h1parse, which refuses every head whose framing another
 // parser could read differently) and answered by fastWriter, instead of

@@ -16,9 +16,10 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// The whole root suite runs on the fast path with
-// SMARTPROXY_TEST_FASTPATH=1 (newTestProxy), its key HTTP tests in every
-// run (TestHTTPFastPathSuite); the tests below are the fast path's own.
+// The whole root suite runs on the fast path, the default; with
+// SMARTPROXY_TEST_NETHTTP=1 (newTestProxy) on net/http's server, and its
+// key HTTP tests do in every run (TestHTTPNetHTTPSuite). The tests below
+// are the fast path's own (startFastTestProxy: on it under either).
 
 // TestHTTPFastPathKeepAlive: keep-alive and pipelined requests with and
 // without bodies are served over one connection on the fast path (a bare
@@ -32,7 +33,7 @@ func TestHTTPFastPathKeepAlive(t *testing.T) {
 		b, _ := io.ReadAll(r.Body)
 		_, _ = io.WriteString(w, r.Method+" "+r.RequestURI+" "+r.Header.Get("X-Forwarded-For")+" "+string(b))
 	}))
-	startTestProxy(t, lp, Options{HTTPFastPath: true, Routes: []Route{httpRouteOn("r", port, be.addr(), "a.test")}})
+	startFastTestProxy(t, lp, Options{Routes: []Route{httpRouteOn("r", port, be.addr(), "a.test")}})
 
 	got := rawExchange(t, port, "GET /1 HTTP/1.1\r\nHost: a.test\r\n\r\n"+
 		"POST /2 HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n\r\nhello"+
@@ -47,6 +48,33 @@ func TestHTTPFastPathKeepAlive(t *testing.T) {
 
 	got = rawExchange(t, port, "GET / HTTP/1.1\nHost: a.test\n\n")
 	require.True(t, strings.HasPrefix(got, "HTTP/1.1 400 "), "bare LF on the fast path: %q", got)
+}
+
+// TestHTTPFastPathDefault: Options' zero value and a config without
+// httpFastPath (or with true) serve HTTP/1.1 on the fast path; false, or
+// SMARTPROXY_TEST_NETHTTP=1 in the tests, on net/http's server. A
+// bare-LF head tells them apart: net/http takes it, the fast path
+// refuses it.
+func TestHTTPFastPathDefault(t *testing.T) {
+	t.Parallel()
+	for in, disable := range map[string]bool{``: false, `"httpFastPath": true,`: false, `"httpFastPath": false,`: true} {
+		cfg, err := ParseConfig([]byte(`{`+in+` "routes": []}`), FormatJSON)
+		require.NoError(t, err, in)
+		require.Equal(t, disable, cfg.Options().DisableHTTPFastPath, in)
+	}
+	nethttp := os.Getenv("SMARTPROXY_TEST_NETHTTP") == "1"
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	be := startEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}))
+	startTestProxy(t, lp, Options{Routes: []Route{httpRouteOn("r", port, be.addr(), "a.test")}})
+	got := rawExchange(t, port, "GET / HTTP/1.1\nHost: a.test\nConnection: close\n\n")
+	if nethttp {
+		require.True(t, strings.HasPrefix(got, "HTTP/1.1 200 "), "net/http takes a bare-LF head: %q", got)
+	} else {
+		require.True(t, strings.HasPrefix(got, "HTTP/1.1 400 "), "the default, the fast path, refuses a bare-LF head: %q", got)
+	}
 }
 
 // TestHTTPFastPathHandsOff: what the fast path does not serve goes to
@@ -70,7 +98,7 @@ func TestHTTPFastPathHandsOff(t *testing.T) {
 		HandleWith(requestLineHandler).Route()
 	fwd := NewRoute("fwd").Ports(port).Domains("a.test").ForwardTo(be.addr()).
 		BackendProtocol(BackendH2C).Route()
-	startTestProxy(t, lp, Options{HTTPFastPath: true, Routes: []Route{handler, fwd}})
+	startFastTestProxy(t, lp, Options{Routes: []Route{handler, fwd}})
 
 	h2c, _ := proxyClient(t, port, nil, false)
 	var protos http.Protocols
@@ -125,7 +153,7 @@ func TestHTTPFastPathHandOffAfterWatch(t *testing.T) {
 	port := lp.port(t)
 	handler := NewRoute("handler").Ports(port).Domains("a.test").Path("/handler").
 		HandleWith(requestLineHandler).Route()
-	startTestProxy(t, lp, Options{HTTPFastPath: true, Routes: []Route{handler},
+	startFastTestProxy(t, lp, Options{Routes: []Route{handler},
 		Matcher: func(routes []*Route) (RouteMatcher, error) {
 			m, err := NewRouteTable(routes)
 			return slowMatcher{m, "/handler"}, err
@@ -142,10 +170,10 @@ func TestHTTPFastPathHandOffAfterWatch(t *testing.T) {
 	require.Contains(t, got, "GET /handler HTTP/1.1")
 }
 
-// fastPathSuite are the HTTP layer's tests that TestHTTPFastPathSuite
-// runs again on the fast path: routing, checks, framing, handovers,
+// netHTTPSuite are the HTTP layer's tests that TestHTTPNetHTTPSuite
+// runs again on net/http's server: routing, checks, framing, handovers,
 // streaming and TLS, each a few hundred milliseconds at most.
-var fastPathSuite = []string{
+var netHTTPSuite = []string{
 	"TestHTTPRoutingTable", "TestHTTPForwardedHeaders", "TestHTTPHeaderTemplatesAndRewrite",
 	"TestHTTPRedirect", "TestHTTPBackendErrors", "TestHTTPRetryOtherTarget", "TestHTTPTargetSubMatch",
 	"TestHTTPKeepAliveReuse", "TestHTTPHandoverToSocketHandler", "TestHTTPHandoverOneRequest",
@@ -160,24 +188,26 @@ var fastPathSuite = []string{
 	"TestProxyProtocolHTTPHeaders",
 }
 
-// TestHTTPFastPathSuite runs fastPathSuite on the fast path in every
-// `go test` run (the whole suite takes it with SMARTPROXY_TEST_FASTPATH=1):
+// TestHTTPNetHTTPSuite runs netHTTPSuite on net/http's server
+// (DisableHTTPFastPath) in every `go test` run, so that the stack behind
+// Options.DisableHTTPFastPath stays tested where the whole suite is not
+// run with SMARTPROXY_TEST_NETHTTP=1 (.ci/run does, for the HTTP tests):
 // the test binary again, with that variable set, on those tests only.
-func TestHTTPFastPathSuite(t *testing.T) {
-	if os.Getenv("SMARTPROXY_TEST_FASTPATH") == "1" {
-		t.Skip("the whole suite runs on the fast path already")
+func TestHTTPNetHTTPSuite(t *testing.T) {
+	if os.Getenv("SMARTPROXY_TEST_NETHTTP") == "1" {
+		t.Skip("the whole suite runs on net/http already")
 	}
 	t.Parallel()
 	exe, err := os.Executable()
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, exe, "-test.run=^("+strings.Join(fastPathSuite, "|")+")$",
+	cmd := exec.CommandContext(ctx, exe, "-test.run=^("+strings.Join(netHTTPSuite, "|")+")$",
 		"-test.count=1", "-test.v", "-test.timeout=3m")
-	cmd.Env = append(os.Environ(), "SMARTPROXY_TEST_FASTPATH=1")
+	cmd.Env = append(os.Environ(), "SMARTPROXY_TEST_NETHTTP=1")
 	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "the fast-path run failed:\n%s", out)
-	for _, name := range fastPathSuite { // a renamed test would pass unrun
+	require.NoError(t, err, "the net/http run failed:\n%s", out)
+	for _, name := range netHTTPSuite { // a renamed test would pass unrun
 		require.Regexp(t, `(?m)^--- (PASS|SKIP): `+name+` `, string(out))
 	}
 }
@@ -192,7 +222,7 @@ func TestHTTPFastPathIdleBufferShrinks(t *testing.T) {
 	be := startEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "ok")
 	}))
-	p := startTestProxy(t, lp, Options{HTTPFastPath: true, Routes: []Route{httpRouteOn("r", port, be.addr(), "a.test")}})
+	p := startFastTestProxy(t, lp, Options{Routes: []Route{httpRouteOn("r", port, be.addr(), "a.test")}})
 
 	c := dial(t, port)
 	big := "GET / HTTP/1.1\r\nHost: a.test\r\nX-Big: " + strings.Repeat("a", 40<<10) + "\r\n\r\n"
@@ -235,7 +265,7 @@ func TestHTTPFastPathPrefaceAfterRequest(t *testing.T) {
 		if fast {
 			port = lp.port(t)
 		}
-		startTestProxy(t, lp, Options{HTTPFastPath: fast, Routes: []Route{httpRouteOn("r", port, be.addr(), "a.test")}})
+		startStackTestProxy(t, lp, Options{Routes: []Route{httpRouteOn("r", port, be.addr(), "a.test")}}, fast)
 		got := rawExchange(t, port, "GET / HTTP/1.1\r\nHost: a.test\r\n\r\nPRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"+
 			"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
 		require.Equal(t, 1, strings.Count(got, "HTTP/1.1 200 OK"), "fast %v: %q", fast, got)

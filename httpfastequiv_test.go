@@ -18,9 +18,9 @@ import (
 )
 
 // The fast path's equivalence tests (issue 17): the same client bytes go
-// through a proxy on net/http (HTTPFastPath false) and one on the fast
-// path (true), each to its own scripted raw backend (equivBackend), and
-// both must look the same from outside: the backend sees the same
+// through a proxy on net/http (DisableHTTPFastPath) and one on the fast
+// path (the default), whatever SMARTPROXY_TEST_NETHTTP says, each to its
+// own scripted raw backend (equivBackend), and both must look the same from outside: the backend sees the same
 // request lines, the same multiset of header fields (order-insensitive,
 // names case-insensitive), the same body and framing; the client gets the
 // same status, the same fields (but Date), the same body and framing,
@@ -53,14 +53,14 @@ func startEquivStacksSNI(t *testing.T, sni string, routes func(port int, target 
 	for i, fast := range []bool{false, true} {
 		port := lp.port(t)
 		be := startEquivBackend(t)
-		opts := Options{HTTPFastPath: fast, Routes: routes(port, be.addr())}
+		opts := Options{Routes: routes(port, be.addr())}
 		if sni != "" {
 			opts.Certificates = testCertStore(t)
 			for i := range opts.Routes {
 				opts.Routes[i].Action.TLS = &RouteTLS{Mode: TLSTerminate}
 			}
 		}
-		startTestProxy(t, lp, opts)
+		startStackTestProxy(t, lp, opts, fast)
 		stacks[i] = &equivStack{name: map[bool]string{false: "net/http", true: "fast"}[fast], port: port, be: be, sni: sni}
 	}
 	// Proof that the stacks differ: a bare-LF head, which net/http takes,
@@ -70,10 +70,8 @@ func startEquivStacksSNI(t *testing.T, sni string, routes func(port int, target 
 	if o := stacks[1].exchange(t, bareLF, "GET"); len(o.resps) == 0 || o.resps[0].status() != 400 {
 		t.Fatalf("the fast stack is not on the fast path: %s", o.text(stacks[1]))
 	}
-	if os.Getenv("SMARTPROXY_TEST_FASTPATH") != "1" {
-		if o := stacks[0].exchange(t, bareLF, "GET"); len(o.resps) == 0 || o.resps[0].status() != 200 {
-			t.Fatalf("the net/http stack refused a bare-LF head: %s", o.text(stacks[0]))
-		}
+	if o := stacks[0].exchange(t, bareLF, "GET"); len(o.resps) == 0 || o.resps[0].status() != 200 {
+		t.Fatalf("the net/http stack refused a bare-LF head: %s", o.text(stacks[0]))
 	}
 	return stacks
 }

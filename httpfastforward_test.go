@@ -128,7 +128,7 @@ func TestFastForwardRequestHead(t *testing.T) {
 		Response: map[string]string{"X-Route": "{routeName}", "Server": ""},
 	}
 	tmpl.Action.Rewrite = &URLRewrite{Pattern: "^/v1/(.*)", Target: "/$1"}
-	startTestProxy(t, lp, Options{HTTPFastPath: true, Routes: []Route{httpRouteOn("r", port, be.addr(), "a.test"), tmpl}})
+	startFastTestProxy(t, lp, Options{Routes: []Route{httpRouteOn("r", port, be.addr(), "a.test"), tmpl}})
 
 	c := dial(t, port)
 	br := bufio.NewReader(c)
@@ -196,7 +196,7 @@ func TestFastForwardResponses(t *testing.T) {
 	})
 	r := httpRouteOn("r", port, be.addr(), "a.test")
 	r.Action.Headers = &HeaderActions{Response: map[string]string{"X-Route": "{routeName}", "X-A": ""}}
-	startTestProxy(t, lp, Options{HTTPFastPath: true, Routes: []Route{r}})
+	startFastTestProxy(t, lp, Options{Routes: []Route{r}})
 
 	c := dial(t, port)
 	br := bufio.NewReader(c)
@@ -240,7 +240,7 @@ func TestFastForwardCloseDelimited(t *testing.T) {
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	closer := startScriptBackend(t, func(string, []byte, int) string { return "!HTTP/1.1 200 OK\r\nX: y\r\n\r\nuntil close" })
-	startTestProxy(t, lp, Options{HTTPFastPath: true, Routes: []Route{httpRouteOn("r", port, closer.addr(), "a.test")}})
+	startFastTestProxy(t, lp, Options{Routes: []Route{httpRouteOn("r", port, closer.addr(), "a.test")}})
 	c := dial(t, port)
 	br := bufio.NewReader(c)
 	for range 2 {
@@ -278,7 +278,7 @@ func TestFastForwardFailures(t *testing.T) {
 	// The same port on 127.0.0.2, where nothing listens: a refused dial.
 	dead := "127.0.0.2:" + strconv.Itoa(be.port)
 	r := NewRoute("r").Ports(port).Domains("a.test").ForwardTo(dead, be.addr()).Route()
-	startTestProxy(t, lp, Options{HTTPFastPath: true, ConnectTimeout: 200 * time.Millisecond, Routes: []Route{r}})
+	startFastTestProxy(t, lp, Options{ConnectTimeout: 200 * time.Millisecond, Routes: []Route{r}})
 
 	req := func(path string) string { return "GET " + path + " HTTP/1.1\r\nHost: a.test\r\n\r\n" }
 	c := dial(t, port)
@@ -308,7 +308,7 @@ func TestFastForwardClientBodyBreaksOff(t *testing.T) {
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	be := startScriptBackend(t, func(string, []byte, int) string { return okAnswer })
-	startTestProxy(t, lp, Options{HTTPFastPath: true, ConnectTimeout: 5 * time.Second,
+	startFastTestProxy(t, lp, Options{ConnectTimeout: 5 * time.Second,
 		Routes: []Route{httpRouteOn("r", port, be.addr(), "a.test")}})
 	c := dial(t, port)
 	_, err := io.WriteString(c, "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 100000\r\n\r\n"+strings.Repeat("x", 20000))
@@ -346,7 +346,7 @@ func TestFastForwardBodyNextHost(t *testing.T) {
 	}
 	r := NewRoute("lb").Ports(port).Domains("a.test").
 		Target(Target{Host: StringList{"127.0.0.2", "127.0.0.1"}, Port: TargetPort(be.port)}).Route()
-	startTestProxy(t, lp, Options{HTTPFastPath: true, Routes: []Route{r}, Dial: dialer})
+	startFastTestProxy(t, lp, Options{Routes: []Route{r}, Dial: dialer})
 	for _, size := range []int{6, 100 << 10} {
 		body := "abc" + strings.Repeat("x", size-6) + "xyz"
 		c := dial(t, port)
@@ -371,7 +371,7 @@ func TestFastForwardInterimFields(t *testing.T) {
 		return "HTTP/1.1 103 Early Hints\r\nContent-Length: 7\r\nConnection: x-hop\r\nX-Hop: 1\r\nLink: </s>\r\n\r\n" +
 			"HTTP/1.1 204 No Content\r\n\r\n"
 	})
-	startTestProxy(t, lp, Options{HTTPFastPath: true, Routes: []Route{httpRouteOn("r", port, be.addr(), "a.test")}})
+	startFastTestProxy(t, lp, Options{Routes: []Route{httpRouteOn("r", port, be.addr(), "a.test")}})
 	c := dial(t, port)
 	_, err := io.WriteString(c, "GET /a HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
 	require.NoError(t, err)
@@ -398,7 +398,7 @@ func TestRewriteQueryBytesEscaped(t *testing.T) {
 		be := startScriptBackend(t, func(string, []byte, int) string { return okAnswer })
 		rt := httpRouteOn("r", port, be.addr(), "a.test")
 		rt.Action.Rewrite = &URLRewrite{Pattern: "^/v1/(.*)", Target: "/r?q={headers.x-q}"}
-		startTestProxy(t, lp, Options{HTTPFastPath: fast, Routes: []Route{rt}})
+		startStackTestProxy(t, lp, Options{Routes: []Route{rt}}, fast)
 		c := dial(t, port)
 		resp, _ := exchangeKeep(t, c, bufio.NewReader(c), "GET /v1/a HTTP/1.1\r\nHost: a.test\r\nX-Q: 1 HTTP/1.0#\u00e9\r\n\r\n", "GET")
 		require.Equal(t, 200, resp.StatusCode, "fast=%v", fast)

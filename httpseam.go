@@ -38,7 +38,7 @@ type proxySeam struct {
 	detailed bool
 	// ops counts requests and writes access log lines (opsstate.go).
 	ops *opsState
-	// fastPath: Options.HTTPFastPath (httpfast.go).
+	// fastPath: not Options.DisableHTTPFastPath (httpfast.go).
 	fastPath bool
 	// reject counts and logs one refusal (the rejection log).
 	reject func(at refusal, err error)
@@ -116,7 +116,7 @@ func newProxySeam(p *Proxy) proxySeam {
 		logConn:            p.logConn,
 		detailed:           p.opts.EnableDetailedLogging,
 		ops:                p.ops,
-		fastPath:           p.opts.HTTPFastPath,
+		fastPath:           !p.opts.DisableHTTPFastPath,
 		log:                p.log,
 		baseCtx:            p.baseCtx,
 		connectTimeout:     p.opts.ConnectTimeout,

@@ -120,31 +120,32 @@ func smugglingCorpus() []smuggleCase {
 	}
 }
 
-// TestHTTPSmugglingCorpus runs the corpus through the HTTP layer.
+// TestHTTPSmugglingCorpus runs the corpus through the HTTP layer on
+// net/http's server (DisableHTTPFastPath).
 func TestHTTPSmugglingCorpus(t *testing.T) {
 	t.Parallel()
-	runSmugglingCorpus(t, Options{})
+	runSmugglingCorpus(t, false)
 }
 
 // TestHTTPSmugglingCorpusFastPath runs the corpus through the HTTP/1.1
 // fast path (httpfast.go).
 func TestHTTPSmugglingCorpusFastPath(t *testing.T) {
 	t.Parallel()
-	runSmugglingCorpus(t, Options{HTTPFastPath: true})
+	runSmugglingCorpus(t, true)
 }
 
 // runSmugglingCorpus runs every case of the corpus, each against its own
-// proxy (opts plus the corpus routes) and backend.
-func runSmugglingCorpus(t *testing.T, opts Options) {
+// proxy (the corpus routes, on the fast path or on net/http) and backend.
+func runSmugglingCorpus(t *testing.T, fast bool) {
 	for _, tc := range smugglingCorpus() {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			runSmuggleCase(t, opts, tc)
+			runSmuggleCase(t, fast, tc)
 		})
 	}
 }
 
-func runSmuggleCase(t *testing.T, opts Options, tc smuggleCase) {
+func runSmuggleCase(t *testing.T, fast bool, tc smuggleCase) {
 	secret := func() string {
 		b := make([]byte, 12)
 		_, _ = rand.Read(b)
@@ -154,6 +155,7 @@ func runSmuggleCase(t *testing.T, opts Options, tc smuggleCase) {
 	be := startStrictBackend(t)
 	lp := newListenerPool(t)
 	port := lp.port(t)
+	var opts Options
 	opts.Routes = []Route{
 		NewRoute("open").Ports(port).Domains("a.test").ForwardTo(be.addr()).
 			RequestHeader("X-Checked", open).Route(),
@@ -163,7 +165,7 @@ func runSmuggleCase(t *testing.T, opts Options, tc smuggleCase) {
 			BasicAuth(&BasicAuth{Users: []BasicAuthUser{{Username: "u", Password: secret()}}}).
 			RequestHeader("X-Checked", closed).Route(),
 	}
-	p := startTestProxy(t, lp, opts)
+	p := startStackTestProxy(t, lp, opts, fast)
 
 	c := dial(t, port)
 	_, err := io.WriteString(c, strings.ReplaceAll(tc.send, "%S", smuggled)+sentinel)

@@ -118,13 +118,18 @@ type Options struct {
 	// EnableDetailedLogging logs every connection at Info level rather
 	// than Debug.
 	EnableDetailedLogging bool
-	// HTTPFastPath serves HTTP/1.1 requests (plain, and TLS-terminated
-	// without ALPN h2) with the proxy's own strict parser and response
-	// writer instead of net/http's server; routing, checks and the
-	// backend side are the same (httpfast.go). Experimental, off by
-	// default; HTTP/2, h2c, upgrades, Expect, HTTP/1.0 and handovers stay
-	// on net/http either way.
-	HTTPFastPath bool
+	// DisableHTTPFastPath serves HTTP/1.1 requests on net/http's server
+	// too. By default (false) HTTP/1.1 requests (plain, and TLS-terminated
+	// without ALPN h2) take the fast path: the proxy's own strict parser
+	// and response writer, and for Content-Length or bodiless requests to
+	// cleartext backends its own forwarder (httpfast.go); routing and
+	// checks are the same. HTTP/2, h2c, upgrades, Expect, HTTP/1.0,
+	// absolute-form targets, socket-handler routes, chunked uploads and
+	// TLS backends stay on net/http either way. Turn it off to get
+	// net/http's lenient parsing back (the fast path refuses bare LF,
+	// obs-fold, more than 100 header fields and non-ASCII targets, which
+	// net/http accepts) or to rule the fast path out when chasing a bug.
+	DisableHTTPFastPath bool
 	// Logger receives the proxy's logs; nil means slog.Default().
 	Logger *slog.Logger
 	// AccessLog turns on access logs, one line per connection and per

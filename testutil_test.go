@@ -103,7 +103,22 @@ func (lp *listenerPool) listen(_ context.Context, _, address string) (net.Listen
 // Per-IP limits default to unlimited because every test client comes from
 // 127.0.0.1 and the TS defaults (100 concurrent, 300/min) would interfere
 // with tests about something else; tests of those limits set them.
+//
+// HTTP/1.1 runs on the fast path, the default; SMARTPROXY_TEST_NETHTTP=1
+// runs the suite on net/http's server instead (.ci/run does, for the
+// HTTP tests), except the tests about the fast path itself
+// (startFastTestProxy).
 func newTestProxy(t testing.TB, lp *listenerPool, opts Options) *Proxy {
+	t.Helper()
+	if os.Getenv("SMARTPROXY_TEST_NETHTTP") == "1" {
+		opts.DisableHTTPFastPath = true
+	}
+	return newTestProxyAsIs(t, lp, opts)
+}
+
+// newTestProxyAsIs is newTestProxy with opts.DisableHTTPFastPath as the
+// test set it, whatever SMARTPROXY_TEST_NETHTTP says.
+func newTestProxyAsIs(t testing.TB, lp *listenerPool, opts Options) *Proxy {
 	t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = testLogger()
@@ -124,9 +139,6 @@ func newTestProxy(t testing.TB, lp *listenerPool, opts Options) *Proxy {
 		// the whole suite on the goroutine path; tests that need the loops
 		// (startEngineProxy) set EngineEventLoop after this
 		opts.Engine = EngineGoroutines
-	}
-	if os.Getenv("SMARTPROXY_TEST_FASTPATH") == "1" {
-		opts.HTTPFastPath = true // the whole suite on the HTTP/1.1 fast path
 	}
 	if opts.InitialDataTimeout == 0 {
 		opts.InitialDataTimeout = 2 * time.Second
@@ -155,6 +167,29 @@ func startTestProxy(t testing.TB, lp *listenerPool, opts Options) *Proxy {
 	p := newTestProxy(t, lp, opts)
 	require.NoError(t, p.Start(context.Background()))
 	return p
+}
+
+// startFastTestProxy starts a proxy on the HTTP/1.1 fast path even under
+// SMARTPROXY_TEST_NETHTTP=1: for the tests about the fast path, and the
+// fast side of those that compare both stacks.
+func startFastTestProxy(t testing.TB, lp *listenerPool, opts Options) *Proxy {
+	t.Helper()
+	opts.DisableHTTPFastPath = false
+	p := newTestProxyAsIs(t, lp, opts)
+	require.NoError(t, p.Start(context.Background()))
+	return p
+}
+
+// startStackTestProxy starts a proxy on the fast path (fast) or on
+// net/http's server, whatever SMARTPROXY_TEST_NETHTTP says: for the tests
+// that compare the two stacks.
+func startStackTestProxy(t testing.TB, lp *listenerPool, opts Options, fast bool) *Proxy {
+	t.Helper()
+	if fast {
+		return startFastTestProxy(t, lp, opts)
+	}
+	opts.DisableHTTPFastPath = true
+	return startTestProxy(t, lp, opts)
 }
 
 // requireNoRecords waits until the proxy has no connection record left.
