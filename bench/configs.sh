@@ -1,7 +1,8 @@
 # Sourced by run.sh: writes every proxy's config into $OUT and checks it. The same ports
 # and backends for every proxy (run.sh's "ports" section); uses H, OUT, BIN, CERT, KEY,
-# COMBINED and HTTPS_CIPHER from run.sh. smartproxy-fast.json is smartproxy.json with
-# "httpFastPath": true.
+# COMBINED and HTTPS_CIPHER from run.sh. smartproxy.json is at the CLI's defaults (HTTP/1.1
+# on the fast path); smartproxy-nethttp.json is the same with "httpFastPath": false (HTTP/1.1
+# on net/http's server).
 # shellcheck shell=bash
 
 # smartproxy_config EXTRA: the config, with EXTRA (top-level keys, each ending in a comma) added.
@@ -34,8 +35,8 @@ smartproxy_config() {
 JSON
 }
 smartproxy_config "" >"$OUT/smartproxy.json"
-smartproxy_config '"httpFastPath": true,' >"$OUT/smartproxy-fast.json"
-for f in smartproxy smartproxy-fast; do
+smartproxy_config '"httpFastPath": false,' >"$OUT/smartproxy-nethttp.json"
+for f in smartproxy smartproxy-nethttp; do
   "$BIN/smartproxy" -config "$OUT/$f.json" -check >>"$OUT/logs/smartproxy-check.log" 2>&1 ||
     { cat "$OUT/logs/smartproxy-check.log" >&2; exit 1; }
 done

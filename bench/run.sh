@@ -65,13 +65,14 @@ esac
 
 # ---- targets: the one place to change them -------------------------------------
 # TCP_TARGETS run every scenario but the HTTP ones; bulk adds haproxy-splice.
-# HTTP_TARGETS run http, http-post and https. smartproxy-fast is the CLI with
-# "httpFastPath": true; it runs only here, since the fast path changes nothing on a TCP port.
+# HTTP_TARGETS run http, http-post and https. smartproxy-nethttp is the CLI with
+# "httpFastPath": false (HTTP/1.1 on net/http's server); it runs only here, since the fast
+# path changes nothing on a TCP port.
 # smartproxy is the CLI at its defaults: the event-loop engine on TCP forwarding and TLS
-# passthrough ports. smartproxy-gr is the same config with Options.Engine = EngineGoroutines
+# passthrough ports, the HTTP/1.1 fast path on HTTP ports. smartproxy-gr is the same config with Options.Engine = EngineGoroutines
 # (the goroutine path); it runs only on TCP: HTTP ports are on goroutines with either engine.
 TCP_TARGETS=(direct smartproxy smartproxy-gr haproxy nginx)
-HTTP_TARGETS=(direct smartproxy smartproxy-fast haproxy nginx)
+HTTP_TARGETS=(direct smartproxy smartproxy-nethttp haproxy nginx)
 
 # ---- processes we start, and cleanup ----------------------------------------
 PIDS=()
@@ -165,7 +166,7 @@ PIDS+=($!)
 PROXY_PID=""
 start_proxy() { # name
   case "$1" in
-    smartproxy|smartproxy-fast)
+    smartproxy|smartproxy-nethttp)
       GOMAXPROCS=1 taskset -c $PROXY_CPU "$BIN/smartproxy" -config "$OUT/$1.json" -log-level warn \
         >>"$OUT/logs/$1.log" 2>&1 &
       PROXY_PID=$!; PIDS+=($PROXY_PID)
@@ -252,9 +253,9 @@ run_one() { # scenario target round
 # A plain L4 forward would pass the request through untouched; the HTTP layer adds
 # X-Forwarded-For, which the backend's /forwarded endpoint reports back. Checked on the
 # cleartext and the TLS port, for every smartproxy target of the HTTP scenarios.
-# smartproxy-fast must also refuse an obs-fold header line with 400: its strict parser
-# (internal/h1parse) does, net/http's server (the default path today) does not, so a config
-# whose fast path is off is caught here.
+# smartproxy (the CLI defaults) must also refuse an obs-fold header line with 400: the fast
+# path's strict parser (internal/h1parse) does, net/http's server does not, so a build whose
+# fast path is off is caught here; smartproxy-nethttp must take it (its fast path is off).
 http_checks() {
   local t fwd https_fwd fold
   for t in "${HTTP_TARGETS[@]}"; do
@@ -271,8 +272,12 @@ http_checks() {
       echo "run.sh: $t's HTTP routes did not go through its HTTP layer (backend saw: '${fwd}' on 18080, '${https_fwd}' on 18445)" >&2
       exit 1
     fi
-    if [[ $t == smartproxy-fast && "$fold" != "HTTP/1.1 400 "* ]]; then
-      echo "run.sh: smartproxy-fast answered an obs-fold request with '$fold', not 400: is httpFastPath on?" >&2
+    if [[ $t == smartproxy && "$fold" != "HTTP/1.1 400 "* ]]; then
+      echo "run.sh: smartproxy answered an obs-fold request with '$fold', not 400: is the fast path on by default?" >&2
+      exit 1
+    fi
+    if [[ $t == smartproxy-nethttp && "$fold" == "HTTP/1.1 400 "* ]]; then
+      echo "run.sh: smartproxy-nethttp refused an obs-fold request with 400: is \"httpFastPath\": false honoured?" >&2
       exit 1
     fi
     log "http check: $t parses HTTP on 18080 and 18445 ($fwd seen by the backend); obs-fold: $fold"

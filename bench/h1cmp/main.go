@@ -44,7 +44,7 @@ func main() {
 		proxyMain(os.Args[2], os.Args[3], os.Args[4])
 		return
 	}
-	mode := flag.String("mode", "own", "own | fasthttp | smartproxy | smartproxy-fast")
+	mode := flag.String("mode", "own", "own | fasthttp | smartproxy (defaults: the HTTP/1.1 fast path; smartproxy-fast is the same) | smartproxy-nethttp")
 	conns := flag.Int("conns", 32, "keep-alive client connections")
 	dur := flag.Duration("dur", 3*time.Second, "measured window")
 	body := flag.Int("body", 0, "request body bytes (POST) or 0 (GET)")
@@ -93,13 +93,13 @@ func proxyMain(mode, listen, backend string) {
 		must(err)
 		fmt.Println("ready")
 		must(s.Serve(ln))
-	case "smartproxy", "smartproxy-fast":
+	case "smartproxy", "smartproxy-fast", "smartproxy-nethttp":
 		_, ps, _ := net.SplitHostPort(listen)
 		port, _ := strconv.Atoi(ps)
 		p, err := smartproxy.New(smartproxy.Options{
 			Routes:                       []smartproxy.Route{smartproxy.HTTPRoute("http", []string{"*"}, backend, smartproxy.HTTPPort(port))},
 			MaxConnectionsPerIP:          -1,
-			HTTPFastPath:                 mode == "smartproxy-fast",
+			DisableHTTPFastPath:          mode == "smartproxy-nethttp",
 			ConnectionRateLimitPerMinute: -1,
 		})
 		must(err)
