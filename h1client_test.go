@@ -420,32 +420,38 @@ func TestH1ClientBadResponses(t *testing.T) {
 }
 
 // TestH1ClientBodiesTakeTransport: a request with a body, and one with
-// Expect, go through http.Transport and still work.
+// Expect, go through http.Transport on net/http's server and still work;
+// on the fast path (run too) a Content-Length body takes the synchronous
+// client.
 func TestH1ClientBodiesTakeTransport(t *testing.T) {
-	be := startEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		_, _ = fmt.Fprintf(w, "%s %s expect=%s", r.Method, b, r.Header.Get("Expect"))
-	}))
-	p, c := h1Proxy(t, be.addr(), Options{})
-	_, body := do(t, c, "POST", "http://h1.test/", nil, strings.NewReader("hello"))
-	require.Equal(t, "POST hello expect=", body)
-	pooled := 0 // what the synchronous client pools after the POST
-	if fastForwarding(p) {
-		// The fast forward sends a Content-Length body on the synchronous
-		// client; Expect goes to net/http (the fast path hands it off).
-		pooled = 1
-	} else {
-		require.Equal(t, 1, transportCount(p))
+	for _, fast := range []bool{false, true} {
+		t.Run(map[bool]string{false: "nethttp", true: "fast"}[fast], func(t *testing.T) {
+			be := startEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				b, _ := io.ReadAll(r.Body)
+				_, _ = fmt.Fprintf(w, "%s %s expect=%s", r.Method, b, r.Header.Get("Expect"))
+			}))
+			p, c := h1Proxy(t, be.addr(), Options{DisableHTTPFastPath: !fast})
+			_, body := do(t, c, "POST", "http://h1.test/", nil, strings.NewReader("hello"))
+			require.Equal(t, "POST hello expect=", body)
+			pooled := 0 // what the synchronous client pools after the POST
+			if fastForwarding(p) {
+				// The fast forward sends a Content-Length body on the synchronous
+				// client; Expect goes to net/http (the fast path hands it off).
+				pooled = 1
+			} else {
+				require.Equal(t, 1, transportCount(p))
+			}
+			require.Equal(t, pooled, h1Pooled(p))
+			_, body = do(t, c, "PUT", "http://h1.test/", hdr("Expect", "100-continue"), strings.NewReader("hi"))
+			require.Equal(t, "PUT hi expect=100-continue", body)
+			_, body = do(t, c, "GET", "http://h1.test/", hdr("Expect", "100-continue"), nil)
+			require.Equal(t, "GET  expect=100-continue", body)
+			require.Equal(t, pooled, h1Pooled(p), "none of the Expect ones took the synchronous client")
+			_, body = do(t, c, "GET", "http://h1.test/", nil, nil)
+			require.Equal(t, "GET  expect=", body)
+			require.Equal(t, 1, h1Pooled(p))
+		})
 	}
-	require.Equal(t, pooled, h1Pooled(p))
-	_, body = do(t, c, "PUT", "http://h1.test/", hdr("Expect", "100-continue"), strings.NewReader("hi"))
-	require.Equal(t, "PUT hi expect=100-continue", body)
-	_, body = do(t, c, "GET", "http://h1.test/", hdr("Expect", "100-continue"), nil)
-	require.Equal(t, "GET  expect=100-continue", body)
-	require.Equal(t, pooled, h1Pooled(p), "none of the Expect ones took the synchronous client")
-	_, body = do(t, c, "GET", "http://h1.test/", nil, nil)
-	require.Equal(t, "GET  expect=", body)
-	require.Equal(t, 1, h1Pooled(p))
 }
 
 // TestH1ClientRetryOtherTarget: a refused connect on the synchronous
