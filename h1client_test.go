@@ -514,6 +514,9 @@ func TestH1ClientPoolBound(t *testing.T) {
 	// which closed it as silent after newTestProxy's 2 s InitialDataTimeout
 	// (the product default is 120 s).
 	p, c := h1Proxy(t, be.addr(), Options{ConnectTimeout: 20 * time.Second, InitialDataTimeout: 20 * time.Second})
+	// Every request waits for the last one: the first sent can take longer
+	// than proxyClient's 10 s in such a run (passing runs took up to 8 s).
+	c.Timeout = 30 * time.Second
 	var wg sync.WaitGroup
 	for range n {
 		wg.Go(func() {
