@@ -57,6 +57,10 @@ type fastConn struct {
 	// serialises the outgoing head from it); its slices are buf's.
 	req  *h1parse.Request
 	idle atomic.Bool
+	rdl  time.Time // the read deadline set (armRead)
+
+	w    fastWriter // the current request's; reused
+	body fastBody   // the current request's body; reused
 
 	cancel context.CancelFunc // ends ctx: the client went away
 	watch  fastWatch
@@ -162,11 +166,14 @@ func (fc *fastConn) readHead(req *h1parse.Request, first bool) error {
 				wait = h.idleTimeout
 			}
 			fc.idle.Store(true)
-			if fc.closing() {
-				return io.EOF
-			}
 		}
-		_ = fc.conn.SetReadDeadline(time.Now().Add(wait))
+		fc.armRead(wait)
+		// After the deadline: beginShutdown sets fastStop, then wakes the
+		// idle by moving their deadline; checked before it, a wake could
+		// be overwritten by armRead.
+		if fc.n == 0 && fc.closing() {
+			return io.EOF
+		}
 		m, err := fc.conn.Read(fc.buf[fc.n:])
 		fc.idle.Store(false)
 		fc.n += m
@@ -177,6 +184,26 @@ func (fc *fastConn) readHead(req *h1parse.Request, first bool) error {
 }
 
 var errFastHeadTooLarge = errors.New("request head too large")
+
+// armRead makes the connection's reads time out wait from now, at the
+// earliest, and up to an eighth later: a deadline already in that range
+// is kept, so a busy keep-alive connection moves its timer once every
+// wait/8 rather than once per request. Every read deadline of a fast
+// connection is set here or through setReadDeadline, which keep rdl.
+func (fc *fastConn) armRead(wait time.Duration) {
+	now := time.Now()
+	at := now.Add(wait)
+	if !fc.rdl.Before(at) && fc.rdl.Before(at.Add(wait/8)) {
+		return
+	}
+	fc.setReadDeadline(at.Add(wait / 8))
+}
+
+// setReadDeadline sets the read deadline and records it for armRead.
+func (fc *fastConn) setReadDeadline(t time.Time) {
+	fc.rdl = t
+	_ = fc.conn.SetReadDeadline(t)
+}
 
 // fastEligibleHead reports a head the fast path serves.
 func fastEligibleHead(r *h1parse.Request) bool {
@@ -205,7 +232,7 @@ func (fc *fastConn) refuse(err error) {
 // handOff returns the connection for net/http with the unconsumed bytes
 // in front.
 func (fc *fastConn) handOff() net.Conn {
-	_ = fc.conn.SetReadDeadline(time.Time{})
+	fc.setReadDeadline(time.Time{})
 	pending := append([]byte(nil), fc.buf[fc.off:fc.n]...)
 	rc := &fastReplayConn{Conn: fc.conn, pending: pending}
 	if fc.tls != nil {
@@ -224,7 +251,8 @@ func (fc *fastConn) serveOne(req *h1parse.Request) (keep, handOff bool) {
 		return false, false
 	}
 	fc.head, fc.req = r.Method == http.MethodHead, req
-	body := &fastBody{fc: fc}
+	body := &fc.body
+	*body = fastBody{fc: fc}
 	switch {
 	case req.Chunked:
 		body.chunks = h1parse.NewChunkReader(bufio.NewReader(&fastBody{fc: fc, left: -1}))
@@ -239,7 +267,7 @@ func (fc *fastConn) serveOne(req *h1parse.Request) (keep, handOff bool) {
 		body.left = req.ContentLength
 		r.Body = body
 	}
-	w := newFastWriter(fc, req.Close)
+	w := fc.writer(req.Close)
 	defer w.release()
 	if r.Body == http.NoBody {
 		fc.watch.arm(fc)
@@ -360,7 +388,7 @@ func (b *fastBody) Read(p []byte) (int, error) {
 		n = copy(p, fc.buf[fc.off:fc.n])
 		fc.off += n
 	} else {
-		_ = fc.conn.SetReadDeadline(time.Now().Add(fc.h.idleTimeout))
+		fc.armRead(fc.h.idleTimeout)
 		n, err = fc.conn.Read(p)
 	}
 	if b.left > 0 {

@@ -296,5 +296,6 @@ func newConn(c net.Conn, addr string) *conn {
 	pc.br = bufio.NewReaderSize(pc, 16<<10)
 	pc.bw = bufio.NewWriterSize(pc, 4<<10)
 	pc.intr = pc.interrupt
+	pc.probe.init(c)
 	return pc
 }

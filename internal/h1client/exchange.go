@@ -105,10 +105,21 @@ func (c *Client) send(ctx context.Context, pc *conn, o *Outgoing) (ex *Exchange,
 		_ = pc.c.Close()
 		return nil, bodyRead, headError(ctx, pc, d, err)
 	}
-	werr := pc.writeTimed(o.Head, d)
-	if werr == nil && o.Body != nil {
-		bodyRead = true
-		werr = pc.copyBody(o.Body, d)
+	var werr error
+	if o.Body == nil {
+		// One deadline for the head's write and the response head (a
+		// timer update per exchange saved): the write of a head that
+		// fits the socket buffer takes no time.
+		if d > 0 {
+			_ = pc.c.SetDeadline(time.Now().Add(d))
+		}
+		_, werr = pc.Write(o.Head)
+	} else {
+		werr = pc.writeTimed(o.Head, d)
+		if werr == nil {
+			bodyRead = true
+			werr = pc.copyBody(o.Body, d)
+		}
 	}
 	var be *BodyError
 	if werr != nil && (pc.nwritten == 0 || ctx.Err() != nil || errors.As(werr, &be)) {
@@ -116,7 +127,7 @@ func (c *Client) send(ctx context.Context, pc *conn, o *Outgoing) (ex *Exchange,
 		// broke off: the backend waits for the rest, no answer will come.
 		return fail(werr)
 	}
-	if d > 0 {
+	if d > 0 && o.Body != nil {
 		_ = pc.c.SetDeadline(time.Now().Add(d))
 	}
 	ex = &pc.ex

@@ -29,6 +29,7 @@ type conn struct {
 	limit     int64    // bytes the response head may still take
 	intr      func()   // interrupt, made once rather than per exchange
 	ex        Exchange // Send's, reused by every exchange on the connection
+	probe     prober   // peeks before reuse (peek_unix.go)
 }
 
 func (pc *conn) Read(p []byte) (int, error) {
@@ -111,7 +112,7 @@ func (c *Client) release(pc *conn, stop func() bool, keep bool) {
 }
 
 // get takes the most recently used idle connection to addr that is
-// still usable: not expired and not closed by the backend (peekAlive).
+// still usable: not expired and not closed by the backend (prober).
 // nil when there is none.
 func (c *Client) get(addr string) *conn {
 	for {
@@ -127,7 +128,7 @@ func (c *Client) get(addr string) *conn {
 		c.n--
 		maxIdle := c.idleTimeout
 		c.mu.Unlock()
-		if time.Since(pc.idleSince) < maxIdle && peekAlive(pc.c) {
+		if time.Since(pc.idleSince) < maxIdle && pc.probe.aliveNow() {
 			pc.reused = true
 			return pc
 		}
