@@ -121,9 +121,7 @@ func (c *Client) RoundTrip(r *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	addr := r.URL.Host
-	// A request that cannot be repeated probes any pooled connection:
-	// only the race http.Transport has too is left.
-	pc := c.get(addr)
+	pc := c.get(addr, Replayable(r) && (r.Body == nil || r.Body == http.NoBody))
 	for {
 		fresh := pc == nil
 		if fresh {

@@ -14,11 +14,13 @@
 // so writing and reading must run concurrently.
 //
 // The transport's read goroutine noticed at once when a backend closed
-// an idle connection, or sent bytes on it. Here every pooled connection
-// is peeked without blocking before reuse (one recvfrom on Unix):
-// closed or holding unsolicited bytes (a body after a HEAD, more than its
-// Content-Length, a stray response), it is dropped, so such bytes can
-// never be read as the next request's response. A reused connection that
+// an idle connection, or sent bytes on it. Here a pooled connection is
+// peeked without blocking before reuse (one recvfrom on Unix): closed or
+// holding unsolicited bytes (a body after a HEAD, more than its
+// Content-Length, a stray response), it is dropped, so such bytes are
+// not read as the next request's response. A request that can be
+// repeated skips the peek on a connection idle under a millisecond
+// (probeAfter in pool.go says why that is safe). A reused connection that
 // fails before any byte of the response arrived is replaced by a new
 // one, once, if repeating is safe (Replayable).
 //

@@ -76,7 +76,7 @@ type Exchange struct {
 // Response heads larger than the connection's 16 KiB read buffer are
 // refused (HAProxy's default bound is the same).
 func (c *Client) Send(ctx context.Context, addr string, o Outgoing) (*Exchange, error) {
-	pc := c.get(addr)
+	pc := c.get(addr, o.Replayable && o.Body == nil)
 	for {
 		fresh := pc == nil
 		if fresh {

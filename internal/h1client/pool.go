@@ -111,10 +111,26 @@ func (c *Client) release(pc *conn, stop func() bool, keep bool) {
 	_ = pc.c.Close()
 }
 
+// probeAfter is how long a pooled connection may have been idle and be
+// reused unprobed by a request that can be repeated.
+var probeAfter = time.Millisecond // a variable for the tests
+
 // get takes the most recently used idle connection to addr that is
 // still usable: not expired and not closed by the backend (prober).
 // nil when there is none.
-func (c *Client) get(addr string) *conn {
+//
+// The probe is a system call per exchange, an eighth of a keep-alive
+// request's. A request that can be repeated (repeatable: Replayable, and
+// nothing of it taken from a client yet) skips it on a connection idle
+// less than probeAfter: a connection the backend closed in that moment
+// fails before any response byte and the stale-connection rule sends
+// the request again on a new one. Unsolicited bytes arriving in that
+// moment are misread as the response, as they are today when they
+// arrive a moment after the probe, while the backend works on the
+// request: the probe narrows that window, it cannot close it (HAProxy's
+// is one poll of its event loop). A request that cannot be repeated is
+// always probed, so that a closed connection costs it nothing.
+func (c *Client) get(addr string, repeatable bool) *conn {
 	for {
 		c.mu.Lock()
 		list := c.idle[addr]
@@ -128,7 +144,8 @@ func (c *Client) get(addr string) *conn {
 		c.n--
 		maxIdle := c.idleTimeout
 		c.mu.Unlock()
-		if time.Since(pc.idleSince) < maxIdle && pc.probe.aliveNow() {
+		idle := time.Since(pc.idleSince)
+		if idle < maxIdle && (repeatable && idle < probeAfter || pc.probe.aliveNow()) {
 			pc.reused = true
 			return pc
 		}
