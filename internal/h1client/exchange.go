@@ -113,7 +113,7 @@ func (c *Client) send(ctx context.Context, pc *conn, o *Outgoing) (ex *Exchange,
 		if d > 0 {
 			_ = pc.c.SetDeadline(time.Now().Add(d))
 		}
-		_, werr = pc.Write(o.Head)
+		werr = pc.probe.writeAwait(pc, o.Head)
 	} else {
 		werr = pc.writeTimed(o.Head, d)
 		if werr == nil {
