@@ -85,7 +85,7 @@ func (h *httpLayer) fastForward(w http.ResponseWriter, fw *fastWriter, lr *logge
 	out := buf[:0]
 	o := h1client.Outgoing{Replayable: h1client.Replayable(r), HeadMethod: r.Method == http.MethodHead, Interim: fw}
 	if src != nil && int64(len(first)) < src.fb.left {
-		o.Body = src
+		o.Body, o.BodyLen = src, src.fb.left-int64(len(first))
 	}
 	// The tried list and the lease escape (the balancer keeps neither):
 	// pooled, they cost no allocation per request.

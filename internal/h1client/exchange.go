@@ -22,6 +22,11 @@ type Outgoing struct {
 	// Body is the rest of the body (the caller framed it in Head, with a
 	// Content-Length); nil when Head holds all of it.
 	Body io.Reader
+	// BodyLen is how many bytes Body holds, when the caller knows (a
+	// Content-Length less the bytes in Head); 0: not known. Known, the
+	// last write of the body waits for the answer in the same step (see
+	// prober.writeAwait), saving a read.
+	BodyLen int64
 	// Replayable: Head may be sent again on a fresh connection after a
 	// pooled one failed (h1client.Replayable's rule, the caller's to
 	// apply). A request with a Body is sent again only when nothing of
@@ -106,7 +111,9 @@ func (c *Client) send(ctx context.Context, pc *conn, o *Outgoing) (ex *Exchange,
 		return nil, bodyRead, headError(ctx, pc, d, err)
 	}
 	var werr error
+	awaited := false // the response head's deadline is set
 	if o.Body == nil {
+		awaited = true
 		// One deadline for the head's write and the response head (a
 		// timer update per exchange saved): the write of a head that
 		// fits the socket buffer takes no time.
@@ -118,7 +125,7 @@ func (c *Client) send(ctx context.Context, pc *conn, o *Outgoing) (ex *Exchange,
 		werr = pc.writeTimed(o.Head, d)
 		if werr == nil {
 			bodyRead = true
-			werr = pc.copyBody(o.Body, d)
+			awaited, werr = pc.copyBody(o.Body, d, o.BodyLen)
 		}
 	}
 	var be *BodyError
@@ -127,7 +134,7 @@ func (c *Client) send(ctx context.Context, pc *conn, o *Outgoing) (ex *Exchange,
 		// broke off: the backend waits for the rest, no answer will come.
 		return fail(werr)
 	}
-	if d > 0 && o.Body != nil {
+	if d > 0 && !awaited {
 		_ = pc.c.SetDeadline(time.Now().Add(d))
 	}
 	ex = &pc.ex
@@ -169,22 +176,34 @@ func (pc *conn) writeTimed(b []byte, d time.Duration) error {
 }
 
 // copyBody writes body to pc through the pooled copy buffer, each write
-// bounded by d.
-func (pc *conn) copyBody(body io.Reader, d time.Duration) error {
+// bounded by d. With total known, the write that completes it waits for
+// the answer (writeAwait) under one deadline d for both: awaited.
+func (pc *conn) copyBody(body io.Reader, d time.Duration, total int64) (awaited bool, err error) {
 	bp := copyPool.Get().(*[copyBufSize]byte)
 	defer copyPool.Put(bp)
+	var sent int64
 	for {
 		n, rerr := body.Read(bp[:])
 		if n > 0 {
-			if err := pc.writeTimed(bp[:n], d); err != nil {
-				return err
+			sent += int64(n)
+			if total > 0 && sent == total && (rerr == nil || rerr == io.EOF) {
+				if d > 0 {
+					_ = pc.c.SetDeadline(time.Now().Add(d))
+				}
+				awaited = true
+				err = pc.probe.writeAwait(pc, bp[:n])
+			} else {
+				err = pc.writeTimed(bp[:n], d)
+			}
+			if err != nil {
+				return awaited, err
 			}
 		}
-		if rerr == io.EOF {
-			return nil
+		if rerr == io.EOF || awaited {
+			return awaited, nil
 		}
 		if rerr != nil {
-			return &BodyError{Err: rerr}
+			return awaited, &BodyError{Err: rerr}
 		}
 	}
 }
