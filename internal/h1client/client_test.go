@@ -109,15 +109,15 @@ func TestProbe(t *testing.T) {
 		time.Sleep(40 * time.Millisecond) // what the backend sends after the response arrives
 	}
 	roundTrip("keep")
-	pc := h1.get(be.addr())
+	pc := h1.get(poolKey{addr: be.addr()})
 	require.NotNil(t, pc, "alive")
 	require.True(t, pc.reused)
 	h1.put(pc)
 	roundTrip("close")
 	require.Equal(t, int64(1), be.accepts.Load(), "the live connection was reused")
-	require.Nil(t, h1.get(be.addr()), "closed by the backend: refused")
+	require.Nil(t, h1.get(poolKey{addr: be.addr()}), "closed by the backend: refused")
 	roundTrip("408")
-	require.Nil(t, h1.get(be.addr()), "unsolicited bytes: refused")
+	require.Nil(t, h1.get(poolKey{addr: be.addr()}), "unsolicited bytes: refused")
 	require.Equal(t, 0, h1.IdleConns())
 	require.Equal(t, int64(2), be.accepts.Load())
 }
