@@ -1,7 +1,6 @@
 package smartproxy
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -15,9 +14,12 @@ import (
 // path's fastBody: sizes, extensions, CRLFs, the trailer section) and
 // sent to the backend re-chunked, as http.Request.Write sends a body of
 // unknown length: "Transfer-Encoding: chunked", a "Trailer" field naming
-// the announced trailers, the data in chunks of our own sizes without
-// extensions, then the last chunk and the trailer fields the client
-// sent. The client's framing never reaches the backend: only bytes the
+// the trailer names known when the head goes out, the data in chunks
+// of our own sizes without extensions, then the last chunk and the
+// client's trailer fields of those names (all the client sent, when its
+// whole body came with its head, as net/http's stack forwards them after
+// prefetchChunked read it; a name that was not announced cannot be sent
+// once the head is out). The client's framing never reaches the backend: only bytes the
 // decoder accepted, framed by us, so a malformed or ambiguous chunk
 // stream cannot make the backend see another request than the one the
 // proxy checked. A framing error in the bytes that came with the head is
@@ -39,8 +41,9 @@ var lastChunk = []byte("0\r\n\r\n")
 // its Read returns the re-chunked body after the first bytes (start).
 type chunkedUpload struct {
 	src     io.Reader          // the decoded body, through the request's watchedBody
-	trailer http.Header        // the request's Trailer: announced names, values once ended
-	field   string             // the head's Trailer value; "" when none was announced
+	trailer http.Header        // the request's Trailer: names, and values once ended
+	names   []string           // the names the head announces, canonical and sorted
+	field   string             // the head's Trailer value; "" when none
 	pre     *[fastOutSize]byte // the first bytes' buffer, pooled
 	tail    []byte             // what is left to send of the last chunk and trailers
 	ended   bool               // the decoded body reached its end
@@ -66,14 +69,9 @@ func (u *chunkedUpload) start(r *http.Request, fb *fastBody, src *watchedBody) (
 		k := http.CanonicalHeaderKey(string(name))
 		r.Trailer[k] = append(r.Trailer[k], string(value))
 	}
-	defer func() {
-		// The names known when the head is written: the announced ones,
-		// and those of trailers read with the first bytes (as in
-		// Request.Write's head after prefetchChunked read them).
-		u.trailer, u.field = r.Trailer, trailerField(r.Trailer)
-	}()
 	fc := fb.fc
 	if fc.off >= fc.n {
+		u.announce(r)
 		return nil, nil // nothing came with the head: all of it streams
 	}
 	u.pre = fastOutPool.Get().(*[fastOutSize]byte)
@@ -93,15 +91,24 @@ func (u *chunkedUpload) start(r *http.Request, fb *fastBody, src *watchedBody) (
 			break // more would wait for the client
 		}
 	}
+	u.announce(r)
 	b := u.pre[:0]
 	if n > 0 {
 		b = frameChunk(u.pre[:], n)
 	}
 	if u.ended {
-		u.trailer = r.Trailer
 		b = u.appendEnd(b)
 	}
 	return b, nil
+}
+
+// announce takes the trailer names the head announces: those known when
+// it is written, the client's announced ones and those of trailers read
+// with the first bytes (as Request.Write's head has them after
+// prefetchChunked read them).
+func (u *chunkedUpload) announce(r *http.Request) {
+	u.trailer, u.names = r.Trailer, trailerNames(r.Trailer)
+	u.field = strings.Join(u.names, ",")
 }
 
 // Read returns the rest of the body, re-chunked: each read of the
@@ -157,34 +164,26 @@ func frameChunk(buf []byte, n int) []byte {
 	return buf[i : end+2]
 }
 
-// hasTrailers reports trailer fields to send (values, not just names).
+// hasTrailers reports trailer fields to send: values of announced names.
 func (u *chunkedUpload) hasTrailers() bool {
-	for _, vs := range u.trailer {
-		if len(vs) > 0 {
+	for _, k := range u.names {
+		if len(u.trailer[k]) > 0 {
 			return true
 		}
 	}
 	return false
 }
 
-// appendEnd appends the last chunk and the trailer section, as
-// http.Request.Write writes them (Header.Write: sorted, one line per
-// value), but for framing names: a trailer that arrived after the head
-// went out could carry one, which Request.Write would have refused in
-// the head and which a backend that merges trailers must never see.
+// appendEnd appends the last chunk and the trailer section: the values
+// of the names the head announced (none a framing name: refused before
+// the head), as http.Request.Write writes them (sorted by name, a line
+// per value; appendField drops a value no field may carry).
 func (u *chunkedUpload) appendEnd(b []byte) []byte {
 	b = append(b, "0\r\n"...)
-	if u.hasTrailers() {
-		t := u.trailer
-		if !forwardableTrailers(t) {
-			t = t.Clone()
-			delete(t, "Transfer-Encoding")
-			delete(t, "Trailer")
-			delete(t, "Content-Length")
+	for _, k := range u.names {
+		for _, v := range u.trailer[k] {
+			b = appendField(b, k, v)
 		}
-		w := bytes.NewBuffer(b)
-		_ = t.Write(w) // a bytes.Buffer does not fail
-		b = w.Bytes()
 	}
 	return append(b, "\r\n"...)
 }
@@ -197,18 +196,18 @@ func (u *chunkedUpload) release() {
 	*u = chunkedUpload{}
 }
 
-// trailerField is the Trailer field http.Request.Write sends for the
-// announced trailer names: canonical, sorted, comma-separated.
-func trailerField(trailer http.Header) string {
+// trailerNames are the names http.Request.Write announces in its
+// Trailer field: trailer's, canonical and sorted.
+func trailerNames(trailer http.Header) []string {
 	if len(trailer) == 0 {
-		return ""
+		return nil
 	}
 	keys := make([]string, 0, len(trailer))
 	for k := range trailer {
 		keys = append(keys, http.CanonicalHeaderKey(k))
 	}
 	slices.Sort(keys)
-	return strings.Join(keys, ",")
+	return keys
 }
 
 // errTrailerName: a trailer named after a framing field.

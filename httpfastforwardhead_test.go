@@ -63,11 +63,11 @@ func parseHex(t *testing.T, s string) int {
 	return n
 }
 
-// TestTrailerField: the announced names as Request.Write sends them.
-func TestTrailerField(t *testing.T) {
+// TestTrailerNames: the announced names as Request.Write sends them.
+func TestTrailerNames(t *testing.T) {
 	t.Parallel()
-	require.Empty(t, trailerField(nil))
-	require.Equal(t, "X-A,X-B", trailerField(http.Header{"X-B": nil, "x-a": {"1"}}))
+	require.Empty(t, trailerNames(nil))
+	require.Equal(t, []string{"X-A", "X-B"}, trailerNames(http.Header{"X-B": nil, "x-a": {"1"}}))
 	require.True(t, forwardableTrailers(http.Header{"X-A": nil}))
 	for _, k := range []string{"content-length", "Transfer-Encoding", "Trailer"} {
 		require.False(t, forwardableTrailers(http.Header{k: nil}), k)

@@ -172,3 +172,19 @@ func TestSendTLSProbe(t *testing.T) {
 	require.Equal(t, "a.test", got)
 	require.Equal(t, int64(2), b.conns.Load())
 }
+
+// TestPoolKeysBounded: keys of many server names (a client choosing
+// SNIs) leave at most about 2*MaxIdle entries in the pool's map, however
+// many came and went.
+func TestPoolKeysBounded(t *testing.T) {
+	c := newTestClient(t, Config{})
+	for i := range 3 * MaxIdle {
+		a, b := net.Pipe()
+		t.Cleanup(func() { _ = b.Close() })
+		c.put(newConn(a, poolKey{addr: "x:1", serverName: itoa(i)}))
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	require.Equal(t, MaxIdle, c.n)
+	require.LessOrEqual(t, len(c.idle), 2*MaxIdle+1)
+}

@@ -158,6 +158,18 @@ func (c *Client) put(pc *conn) {
 	}
 	c.idle[pc.key] = append(c.idle[pc.key], pc)
 	c.n++
+	if len(c.idle) > 2*MaxIdle {
+		// Keys whose connections all went keep their (empty) lists, so
+		// that a busy key does not allocate one per request; a client
+		// choosing server names (an "original" route's SNI) must not grow
+		// the map without bound, though: the empty ones go once they are
+		// many, which is at most once per MaxIdle new keys.
+		for k, list := range c.idle {
+			if len(list) == 0 {
+				delete(c.idle, k)
+			}
+		}
+	}
 	if !c.armed {
 		c.armed = true
 		if c.reaper == nil {
