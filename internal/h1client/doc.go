@@ -26,7 +26,7 @@
 // Send is the raw exchange next to RoundTrip, for a caller that
 // serialises the request head itself (the proxy's HTTP/1.1 fast path):
 // the head, with the first body bytes behind it, goes out in one write,
-// a Content-Length body follows from a reader, and the response head is
+// a body the caller framed follows from a reader, and the response head is
 // parsed strictly (internal/h1parse) into the Exchange, with no
 // http.Request or http.Response. It shares the pool, the probe, the
 // stale-connection rule (a pooled connection failing before any

@@ -20,8 +20,9 @@ type Outgoing struct {
 	// by the first bytes of the body: it goes out in one write. Send
 	// does not keep it past its return.
 	Head []byte
-	// Body is the rest of the body (the caller framed it in Head, with a
-	// Content-Length); nil when Head holds all of it.
+	// Body is the rest of the body, framed by the caller (a
+	// Content-Length in Head, or the chunks Body returns, last chunk
+	// included); nil when Head holds all of it.
 	Body io.Reader
 	// Replayable: Head may be sent again on a fresh connection after a
 	// pooled one failed (h1client.Replayable's rule, the caller's to
