@@ -67,6 +67,9 @@ func (h *httpLayer) fastForwardable(fw *fastWriter, pr *proxyReq) bool {
 	if len(r.TransferEncoding) > 0 && !fw.fc.req.Chunked {
 		return false
 	}
+	if rt := h.backendTLS(pr); rt != nil && rt.backendH1 == nil {
+		return false // never cleartext to a re-encrypting route's backend (compileTLS sets it)
+	}
 	hr := pr.route.state.http
 	return hr == nil || hr.backend == "http1"
 }
