@@ -211,3 +211,21 @@ func TestFastForwardReencryptWrongSNIFails(t *testing.T) {
 	defer b.mu.Unlock()
 	require.Empty(t, b.byConn, "no request reached the backend")
 }
+
+// TestFastForwardReencryptHandshakeTimeout: a backend that accepts but
+// never completes the TLS handshake is a 504 within ConnectTimeout, as
+// http.Transport's TLSHandshakeTimeout makes it on the other stack.
+func TestFastForwardReencryptHandshakeTimeout(t *testing.T) {
+	t.Parallel()
+	stuck := startBackend(t, "127.0.0.1:0", func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	r := originalRoutes(port, stuck.addr(), "http1")
+	startTestProxy(t, lp, Options{HTTPFastPath: true, ConnectTimeout: 300 * time.Millisecond,
+		Certificates: newTestStore(t), Routes: r})
+	c, _ := proxyClient(t, port, insecureTLS("", "http/1.1"), false)
+	start := time.Now()
+	resp, _ := do(t, c, "GET", "https://a.example.com/", nil, nil)
+	require.Equal(t, http.StatusGatewayTimeout, resp.StatusCode)
+	require.Less(t, time.Since(start), 3*time.Second)
+}
