@@ -2,6 +2,7 @@ package h1client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -19,8 +20,9 @@ type Outgoing struct {
 	// by the first bytes of the body: it goes out in one write. Send
 	// does not keep it past its return.
 	Head []byte
-	// Body is the rest of the body (the caller framed it in Head, with a
-	// Content-Length); nil when Head holds all of it.
+	// Body is the rest of the body, framed by the caller (a
+	// Content-Length in Head, or the chunks Body returns, last chunk
+	// included); nil when Head holds all of it.
 	Body io.Reader
 	// BodyLen is how many bytes Body holds, when the caller knows (a
 	// Content-Length less the bytes in Head); 0: not known. Known, the
@@ -37,6 +39,16 @@ type Outgoing struct {
 	// Interim, when set, is given each 1xx head before the final one
 	// (103 Early Hints, say) to relay; otherwise they are skipped.
 	Interim Interim
+	// TLS, when set, makes the backend a TLS one: a new connection is
+	// dialled and its handshake run with a clone of TLS whose ServerName
+	// is ServerName and whose ALPN offers http/1.1 only. Connections are
+	// pooled per address, TLS (by identity: one *tls.Config per trust
+	// setting, not one per request, or nothing is reused) and ServerName,
+	// and reused only for that same triple.
+	TLS *tls.Config
+	// ServerName is the name sent as SNI and verified on a TLS backend;
+	// "" is the host of the address. Ignored without TLS.
+	ServerName string
 }
 
 // Interim takes a 1xx response head; its slices are valid during the
@@ -79,17 +91,22 @@ type Exchange struct {
 // HeadTimeout (the backend must keep taking it); if writing it fails,
 // a response the backend sent before (a 413, say) is still returned.
 // Response heads larger than the connection's 16 KiB read buffer are
-// refused (HAProxy's default bound is the same).
+// refused (HAProxy's default bound is the same). With o.TLS, a failed
+// TLS handshake is returned wrapped (nothing was sent).
 func (c *Client) Send(ctx context.Context, addr string, o Outgoing) (*Exchange, error) {
-	pc := c.get(addr, o.Replayable && o.Body == nil)
+	key := poolKey{addr: addr, tls: o.TLS}
+	if o.TLS != nil {
+		key.serverName = o.ServerName
+	}
+	pc := c.get(key, o.Replayable && o.Body == nil)
 	for {
 		fresh := pc == nil
 		if fresh {
-			nc, err := c.dial(ctx, "tcp", addr)
+			nc, err := c.connect(ctx, key)
 			if err != nil {
 				return nil, err
 			}
-			pc = newConn(nc, addr)
+			pc = newConn(nc, key)
 		}
 		ex, bodyRead, err := c.send(ctx, pc, &o)
 		if err == nil || fresh || !staleFailure(ctx, pc, err) ||
