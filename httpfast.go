@@ -57,6 +57,11 @@ type fastConn struct {
 	// serialises the outgoing head from it); its slices are buf's.
 	req  *h1parse.Request
 	idle atomic.Bool
+	rdl  time.Time // the read deadline set (armRead)
+
+	reqTmpl *http.Request // fields every request shares, its context included
+	w       fastWriter    // the current request's; reused
+	body    fastBody      // the current request's body; reused
 
 	cancel context.CancelFunc // ends ctx: the client went away
 	watch  fastWatch
@@ -92,6 +97,8 @@ func (h *httpLayer) serveFast(conn net.Conn, hc *httpConn, st *tls.ConnectionSta
 	defer cancel()
 	fc := &fastConn{h: h, hc: hc, conn: conn, tls: st, remote: conn.RemoteAddr().String(), ctx: ctx,
 		cancel: cancel, buf: make([]byte, fastHeadBuf)}
+	fc.reqTmpl = (&http.Request{Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Body: http.NoBody,
+		RemoteAddr: fc.remote, TLS: st}).WithContext(ctx)
 	h.fastConns.Store(fc, struct{}{})
 	defer h.fastConns.Delete(fc)
 	var req h1parse.Request
@@ -162,11 +169,14 @@ func (fc *fastConn) readHead(req *h1parse.Request, first bool) error {
 				wait = h.idleTimeout
 			}
 			fc.idle.Store(true)
-			if fc.closing() {
-				return io.EOF
-			}
 		}
-		_ = fc.conn.SetReadDeadline(time.Now().Add(wait))
+		fc.armRead(wait)
+		// After the deadline: beginShutdown sets fastStop, then wakes the
+		// idle by moving their deadline; checked before it, a wake could
+		// be overwritten by armRead.
+		if fc.n == 0 && fc.closing() {
+			return io.EOF
+		}
 		m, err := fc.conn.Read(fc.buf[fc.n:])
 		fc.idle.Store(false)
 		fc.n += m
@@ -177,6 +187,26 @@ func (fc *fastConn) readHead(req *h1parse.Request, first bool) error {
 }
 
 var errFastHeadTooLarge = errors.New("request head too large")
+
+// armRead makes the connection's reads time out wait from now, at the
+// earliest, and up to an eighth later: a deadline already in that range
+// is kept, so a busy keep-alive connection moves its timer once every
+// wait/8 rather than once per request. Every read deadline of a fast
+// connection is set here or through setReadDeadline, which keep rdl.
+func (fc *fastConn) armRead(wait time.Duration) {
+	now := time.Now()
+	at := now.Add(wait)
+	if !fc.rdl.Before(at) && fc.rdl.Before(at.Add(wait/8)) {
+		return
+	}
+	fc.setReadDeadline(at.Add(wait / 8))
+}
+
+// setReadDeadline sets the read deadline and records it for armRead.
+func (fc *fastConn) setReadDeadline(t time.Time) {
+	fc.rdl = t
+	_ = fc.conn.SetReadDeadline(t)
+}
 
 // fastEligibleHead reports a head the fast path serves.
 func fastEligibleHead(r *h1parse.Request) bool {
@@ -205,7 +235,7 @@ func (fc *fastConn) refuse(err error) {
 // handOff returns the connection for net/http with the unconsumed bytes
 // in front.
 func (fc *fastConn) handOff() net.Conn {
-	_ = fc.conn.SetReadDeadline(time.Time{})
+	fc.setReadDeadline(time.Time{})
 	pending := append([]byte(nil), fc.buf[fc.off:fc.n]...)
 	rc := &fastReplayConn{Conn: fc.conn, pending: pending}
 	if fc.tls != nil {
@@ -224,7 +254,8 @@ func (fc *fastConn) serveOne(req *h1parse.Request) (keep, handOff bool) {
 		return false, false
 	}
 	fc.head, fc.req = r.Method == http.MethodHead, req
-	body := &fastBody{fc: fc}
+	body := &fc.body
+	*body = fastBody{fc: fc}
 	switch {
 	case req.Chunked:
 		body.chunks = h1parse.NewChunkReader(bufio.NewReader(&fastBody{fc: fc, left: -1}))
@@ -239,7 +270,7 @@ func (fc *fastConn) serveOne(req *h1parse.Request) (keep, handOff bool) {
 		body.left = req.ContentLength
 		r.Body = body
 	}
-	w := newFastWriter(fc, req.Close)
+	w := fc.writer(req.Close)
 	defer w.release()
 	if r.Body == http.NoBody {
 		fc.watch.arm(fc)
@@ -297,18 +328,37 @@ func (fc *fastConn) request(req *h1parse.Request) (*http.Request, error) {
 		return nil, err
 	}
 	hdr := make(http.Header, len(req.Fields))
+	// One string holds every value and one array every one-value list
+	// (cap 1: a handler's append copies): two allocations, not two per field.
+	size := 0
 	for _, f := range req.Fields {
-		k := textproto.CanonicalMIMEHeaderKey(string(f.Name))
+		size += len(f.Value)
+	}
+	all := make([]byte, 0, size)
+	for _, f := range req.Fields {
+		all = append(all, f.Value...)
+	}
+	values, lists := string(all), make([]string, len(req.Fields))
+	at := 0
+	for i, f := range req.Fields {
+		v := values[at : at+len(f.Value)]
+		at += len(f.Value)
+		k := fieldKey(f.Name)
 		if k == "Host" || k == "Transfer-Encoding" {
 			continue // as net/http: Host is r.Host, the framing is the Request's
 		}
-		hdr[k] = append(hdr[k], string(f.Value))
+		if old, ok := hdr[k]; ok {
+			hdr[k] = append(old, v)
+			continue
+		}
+		lists[i] = v
+		hdr[k] = lists[i : i+1 : i+1]
 	}
-	r := &http.Request{
-		Method: string(req.Method), URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header: hdr, Body: http.NoBody, Host: string(req.Host), RemoteAddr: fc.remote,
-		RequestURI: target, TLS: fc.tls, Close: req.Close,
-	}
+	// The connection's template carries its context: copying it is one
+	// allocation where WithContext would be a second.
+	r := new(http.Request)
+	*r = *fc.reqTmpl
+	r.Method, r.URL, r.Header, r.Host, r.RequestURI, r.Close = string(req.Method), u, hdr, string(req.Host), target, req.Close
 	if req.Chunked {
 		r.TransferEncoding, r.ContentLength = []string{"chunked"}, -1
 		for _, list := range hdr["Trailer"] { // announced trailers, as net/http keeps them
@@ -326,8 +376,32 @@ func (fc *fastConn) request(req *h1parse.Request) (*http.Request, error) {
 		r.ContentLength = req.ContentLength
 	}
 	fc.off = req.HeadLen // the body follows in buf
-	return r.WithContext(fc.ctx), nil
+	return r, nil
 }
+
+// fieldKey is a field name in canonical form; the common names cost no
+// allocation.
+func fieldKey(name []byte) string {
+	if k, ok := commonFieldKeys[string(name)]; ok {
+		return k
+	}
+	return textproto.CanonicalMIMEHeaderKey(string(name))
+}
+
+// commonFieldKeys maps the usual spellings of common request field
+// names to their canonical keys.
+var commonFieldKeys = func() map[string]string {
+	m := make(map[string]string)
+	for _, k := range []string{"Accept", "Accept-Encoding", "Accept-Language", "Authorization",
+		"Cache-Control", "Connection", "Content-Length", "Content-Type", "Cookie", "Host",
+		"If-Modified-Since", "If-None-Match", "Origin", "Pragma", "Referer", "Te", "Upgrade",
+		"User-Agent", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-Ip",
+		"X-Request-Id", "Forwarded", "Sec-Fetch-Mode", "Sec-Fetch-Site", "Sec-Fetch-Dest",
+		"Upgrade-Insecure-Requests", "Priority", "Dnt", "Range", "Expect", "Trailer"} {
+		m[k], m[strings.ToLower(k)] = k, k
+	}
+	return m
+}()
 
 // fastBody is a request body: the bytes after the head in buf, then the
 // connection. left is what is still to come of a Content-Length body, -1
@@ -360,7 +434,7 @@ func (b *fastBody) Read(p []byte) (int, error) {
 		n = copy(p, fc.buf[fc.off:fc.n])
 		fc.off += n
 	} else {
-		_ = fc.conn.SetReadDeadline(time.Now().Add(fc.h.idleTimeout))
+		fc.armRead(fc.h.idleTimeout)
 		n, err = fc.conn.Read(p)
 	}
 	if b.left > 0 {

@@ -2,6 +2,7 @@ package smartproxy
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -304,9 +305,20 @@ type equivBackend struct {
 	conns atomic.Int64 // connections served so far
 }
 
-func startEquivBackend(t *testing.T) *equivBackend {
+func startEquivBackend(t *testing.T) *equivBackend { return startEquivBackendOn(t, nil) }
+
+// startEquivBackendOn is startEquivBackend speaking TLS with cert, when
+// set (HTTP/1.1 only, as ALPN says).
+func startEquivBackendOn(t *testing.T, cert *tls.Certificate) *equivBackend {
 	eb := &equivBackend{}
 	eb.backend = startBackend(t, "127.0.0.1:0", func(c net.Conn) {
+		if cert != nil {
+			tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{*cert}, NextProtos: []string{"http/1.1"}})
+			if err := tc.Handshake(); err != nil {
+				return
+			}
+			c = tc
+		}
 		conn := int(eb.conns.Add(1))
 		br := bufio.NewReader(c)
 		for {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/gosmartproxy/smartproxy/internal/h1client"
 	"github.com/gosmartproxy/smartproxy/internal/h1parse"
+	"golang.org/x/net/http/httpguts"
 )
 
 // The response side of the fast forward (httpfastforward.go): the
@@ -35,7 +36,7 @@ func (h *httpLayer) relayResponse(w http.ResponseWriter, fw *fastWriter, lr *log
 		if dropField(f.Name, conns, responseReplaced) || templated(tmpl, f.Name) {
 			continue
 		}
-		hasDate = hasDate || equalFoldBytes(f.Name, "date")
+		hasDate = hasDate || h1parse.EqualFold(f.Name, "date")
 		raw = append(raw, f.Name...)
 		raw = append(raw, ": "...)
 		raw = append(raw, f.Value...)
@@ -59,6 +60,13 @@ func (h *httpLayer) relayResponse(w http.ResponseWriter, fw *fastWriter, lr *log
 	cl := int64(-1)
 	if resp.Framing == h1parse.Length || resp.Framing == h1parse.NoBody {
 		cl = resp.ContentLength
+	}
+	if httpguts.HeaderValuesContainsToken(fw.hdr["Connection"], "close") {
+		// Set before the forward (a chunked upload's connection closes
+		// after the response): relayHead does not read the header map.
+		fw.mu.Lock()
+		fw.closeAfter = true
+		fw.mu.Unlock()
 	}
 	fw.relayHead(resp.Status, raw, cl, hasDate)
 	if lr != nil && lr.status == 0 {

@@ -67,7 +67,7 @@ func (w *fastWatch) disarm(fc *fastConn) bool {
 		w.wg.Done() // it never ran
 		return true
 	}
-	_ = fc.conn.SetReadDeadline(time.Now()) // wakes its read
+	fc.setReadDeadline(time.Now()) // wakes its read
 	w.wg.Wait()
 	if w.n > 0 {
 		if fc.off > 0 {

@@ -50,8 +50,19 @@ const fastOutSize = 16 << 10
 
 var fastOutPool = sync.Pool{New: func() any { return new([fastOutSize]byte) }}
 
-func newFastWriter(fc *fastConn, closeAfter bool) *fastWriter {
-	return &fastWriter{fc: fc, hdr: make(http.Header), out: fastOutPool.Get().(*[fastOutSize]byte)[:0], cl: -1, closeAfter: closeAfter}
+// writer readies fc's writer for a new response; the connection's one
+// writer and header map serve all its requests (nothing keeps them past
+// a request: the handlers and the request log return before the next).
+func (fc *fastConn) writer(closeAfter bool) *fastWriter {
+	w := &fc.w
+	hdr := w.hdr
+	if hdr == nil {
+		hdr = make(http.Header)
+	} else {
+		clear(hdr)
+	}
+	*w = fastWriter{fc: fc, hdr: hdr, out: fastOutPool.Get().(*[fastOutSize]byte)[:0], cl: -1, closeAfter: closeAfter}
+	return w
 }
 
 // release returns the buffers to the pool.

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -175,7 +176,10 @@ func requestHost(r *http.Request, sni string) string {
 	if host == "" {
 		return sni
 	}
-	if h, _, err := net.SplitHostPort(host); err == nil {
+	if !strings.Contains(host, ":") {
+		// The usual Host, without a port: SplitHostPort would build an
+		// error to say so, an allocation per request.
+	} else if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	} else if len(host) > 1 && host[0] == '[' && host[len(host)-1] == ']' {
 		host = host[1 : len(host)-1]

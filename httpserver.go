@@ -75,7 +75,7 @@ type httpLayer struct {
 
 	conns      sync.Map // net.Conn given to srv -> *httpConn
 	transports transportSet
-	h1         *h1client.Client // bodyless requests to cleartext HTTP/1.1 backends
+	h1         *h1client.Client // bodyless cleartext requests, and the fast forward's
 	rp         *httputil.ReverseProxy
 
 	fastConns sync.Map    // *fastConn -> struct{}: connections on the fast path
@@ -89,7 +89,8 @@ func newHTTPLayer(px proxySeam) *httpLayer {
 	}
 	h := &httpLayer{px: px, idleTimeout: idle}
 	h.transports.h = h
-	h.h1 = h1client.New(h1client.Config{Dial: h.dialBackend, HeadTimeout: px.connectTimeout})
+	h.h1 = h1client.New(h1client.Config{Dial: h.dialBackend, HeadTimeout: px.connectTimeout,
+		HandshakeTimeout: px.connectTimeout}) // the transports' TLSHandshakeTimeout
 	h.rp = newReverseProxy(h)
 	return h
 }

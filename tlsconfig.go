@@ -28,6 +28,13 @@ type routeTLS struct {
 	// backendSessions caches TLS sessions to backends, shared only with
 	// routes (and reloads of routes) that trust the same roots.
 	backendSessions tls.ClientSessionCache
+	// backendH1 is the fast forward's backend config (h1client
+	// Outgoing.TLS): backendConfig's without a server name, which
+	// h1client sets per connection. One per compiled route, because its
+	// identity is part of h1client's pool key: a reload that changes the
+	// roots or verification never reuses a connection made under the
+	// old ones (those idle out of the pool).
+	backendH1 *tls.Config
 
 	once   sync.Once
 	server atomic.Pointer[tls.Config] // set once; read by ticket-key rotation
@@ -80,6 +87,9 @@ func (v *routeValidator) compileTLS(t *RouteTLS) *routeTLS {
 		rt.backendSessions = backendSessionsFor(caPEM, b.InsecureSkipVerify)
 	} else if t.Mode == TLSTerminateAndReencrypt {
 		rt.backendSessions = backendSessionsFor(nil, false)
+	}
+	if t.Mode == TLSTerminateAndReencrypt {
+		rt.backendH1 = rt.backendConfig("", "")
 	}
 	return rt
 }
@@ -160,6 +170,18 @@ func (rt *routeTLS) serverConfig(base *tls.Config, store CertificateStore) *tls.
 // backendConfig is the client config for re-encryption to host, for a
 // client that asked for sni.
 func (rt *routeTLS) backendConfig(host, sni string) *tls.Config {
+	return &tls.Config{
+		ServerName:         rt.backendServerName(host, sni),
+		RootCAs:            rt.backendRoots,
+		InsecureSkipVerify: rt.backendNoAuth,
+		MinVersion:         tls.VersionTLS12,
+		ClientSessionCache: rt.backendSessions,
+	}
+}
+
+// backendServerName is the name a re-encrypted connection to host
+// sends and verifies, for a client that sent sni.
+func (rt *routeTLS) backendServerName(host, sni string) string {
 	var name string
 	switch rt.backendName {
 	case "", ServerNameTarget:
@@ -172,13 +194,7 @@ func (rt *routeTLS) backendConfig(host, sni string) *tls.Config {
 	if name == "" {
 		name = host // a client without SNI: verify the target itself
 	}
-	return &tls.Config{
-		ServerName:         name,
-		RootCAs:            rt.backendRoots,
-		InsecureSkipVerify: rt.backendNoAuth,
-		MinVersion:         tls.VersionTLS12,
-		ClientSessionCache: rt.backendSessions,
-	}
+	return name
 }
 
 // backendSessionCache lets re-encrypted connections resume their TLS

@@ -29,6 +29,11 @@ type loop struct {
 	epfd   int
 	lfd    int // listening socket
 	wakefd int // eventfd: Close wakes the loop through it
+	// wakeMu: wake writes to wakefd under its read lock, closeFDs closes it under the
+	// write lock. Without it a wake after the loop ended (Close after Shutdown, a
+	// Conn.Close from another goroutine) wrote 8 bytes to whatever socket had since
+	// taken the closed fd's number: a connection of the process got them as data.
+	wakeMu sync.RWMutex
 	buf    []byte
 	socks  []*sock // by fd: the side of a connection registered under that fd
 	gen    int32   // registration counter: an event carries its socket's, so an event for a
@@ -139,11 +144,16 @@ func (l *loop) closeFDs() {
 		closePipe(p)
 	}
 	l.spare = nil
-	for _, fd := range []int{l.lfd, l.wakefd} {
-		if fd >= 0 {
-			_ = unix.Close(fd)
-		}
+	if l.lfd >= 0 {
+		_ = unix.Close(l.lfd)
+		l.lfd = -1
 	}
+	l.wakeMu.Lock()
+	if l.wakefd >= 0 {
+		_ = unix.Close(l.wakefd)
+		l.wakefd = -1
+	}
+	l.wakeMu.Unlock()
 	switch {
 	case l.epf != nil:
 		_ = l.epf.Close()

@@ -33,9 +33,14 @@ func (l *loop) post(c *Conn) {
 }
 
 // wake makes the loop's next wait return (eventfd counters add up; one read clears them).
+// After the loop ended it does nothing: its eventfd is closed (see loop.wakeMu).
 func (l *loop) wake() {
 	one := uint64(1)
-	_, _, _ = unix.RawSyscall(unix.SYS_WRITE, uintptr(l.wakefd), uintptr(unsafe.Pointer(&one)), 8)
+	l.wakeMu.RLock()
+	if l.wakefd >= 0 {
+		_, _, _ = unix.RawSyscall(unix.SYS_WRITE, uintptr(l.wakefd), uintptr(unsafe.Pointer(&one)), 8)
+	}
+	l.wakeMu.RUnlock()
 }
 
 // commands clears the eventfd and closes the conns queued by Conn.Close.

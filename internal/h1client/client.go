@@ -49,21 +49,27 @@ type Config struct {
 	// IdleTimeout closes pooled connections idle that long. Zero:
 	// DefaultIdleTimeout.
 	IdleTimeout time.Duration
+	// HandshakeTimeout bounds the TLS handshake of a new connection to a
+	// TLS backend (Outgoing.TLS), as http.Transport's
+	// TLSHandshakeTimeout does. Zero: only the request's context.
+	HandshakeTimeout time.Duration
 }
 
-// Client sends bodyless HTTP/1.1 requests to cleartext backends over its
-// own pool of keep-alive connections. It is safe for concurrent use;
+// Client sends HTTP/1.1 requests over its own pool of keep-alive
+// connections: bodyless ones to cleartext backends (RoundTrip), and
+// pre-serialised ones to cleartext or TLS backends (Send). It is safe for concurrent use;
 // CloseIdleConnections ends it.
 type Client struct {
-	dial        func(ctx context.Context, network, addr string) (net.Conn, error)
-	headTimeout time.Duration
+	dial             func(ctx context.Context, network, addr string) (net.Conn, error)
+	headTimeout      time.Duration
+	handshakeTimeout time.Duration
 
 	mu     sync.Mutex
-	idle   map[string][]*conn // per backend address, longest idle first
-	n      int                // idle connections of all addresses
-	reaper *time.Timer        // closes expired connections
-	armed  bool               // reaper pending; not re-armed once the pool is empty
-	closed bool               // CloseIdleConnections ran: nothing is pooled any more
+	idle   map[poolKey][]*conn // per backend (address, TLS), longest idle first
+	n      int                 // idle connections of all addresses
+	reaper *time.Timer         // closes expired connections
+	armed  bool                // reaper pending; not re-armed once the pool is empty
+	closed bool                // CloseIdleConnections ran: nothing is pooled any more
 
 	idleTimeout time.Duration // under mu: tests lower it
 }
@@ -75,9 +81,10 @@ func New(cfg Config) *Client {
 		panic("h1client: Config.Dial is nil")
 	}
 	return &Client{
-		dial:        cfg.Dial,
-		headTimeout: cfg.HeadTimeout,
-		idleTimeout: cmp.Or(cfg.IdleTimeout, DefaultIdleTimeout),
+		dial:             cfg.Dial,
+		headTimeout:      cfg.HeadTimeout,
+		handshakeTimeout: cfg.HandshakeTimeout,
+		idleTimeout:      cmp.Or(cfg.IdleTimeout, DefaultIdleTimeout),
 	}
 }
 
@@ -120,18 +127,16 @@ func (c *Client) RoundTrip(r *http.Request) (*http.Response, error) {
 	if err := checkRequest(r); err != nil {
 		return nil, err
 	}
-	addr := r.URL.Host
-	// A request that cannot be repeated probes any pooled connection:
-	// only the race http.Transport has too is left.
-	pc := c.get(addr)
+	key := poolKey{addr: r.URL.Host}
+	pc := c.get(key, Replayable(r) && (r.Body == nil || r.Body == http.NoBody))
 	for {
 		fresh := pc == nil
 		if fresh {
-			nc, err := c.dial(r.Context(), "tcp", addr)
+			nc, err := c.dial(r.Context(), "tcp", key.addr)
 			if err != nil {
 				return nil, err // the owner's error: another target may be tried
 			}
-			pc = newConn(nc, addr)
+			pc = newConn(nc, key)
 		}
 		resp, err := c.exchange(pc, r)
 		if err == nil || fresh || !retryStale(r, pc, err) {
@@ -290,11 +295,12 @@ func (e *timeoutError) Error() string {
 func (e *timeoutError) Timeout() bool   { return true } // a proxy answers 504
 func (e *timeoutError) Temporary() bool { return true } // completes net.Error
 
-// newConn wraps a fresh backend connection to addr in its buffers.
-func newConn(c net.Conn, addr string) *conn {
-	pc := &conn{c: c, addr: addr}
+// newConn wraps a fresh backend connection for k in its buffers.
+func newConn(c net.Conn, k poolKey) *conn {
+	pc := &conn{c: c, raw: rawConn(c), addr: k.addr, key: k}
 	pc.br = bufio.NewReaderSize(pc, 16<<10)
 	pc.bw = bufio.NewWriterSize(pc, 4<<10)
 	pc.intr = pc.interrupt
+	pc.probe.init(pc.raw)
 	return pc
 }

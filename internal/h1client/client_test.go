@@ -26,6 +26,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 type rawServer struct {
 	ln      net.Listener
 	accepts atomic.Int64
+	closes  atomic.Int64 // connections the server closed
 }
 
 func startRaw(t *testing.T, answer func(c net.Conn, r *http.Request) bool) *rawServer {
@@ -44,7 +45,7 @@ func startRaw(t *testing.T, answer func(c net.Conn, r *http.Request) bool) *rawS
 			}
 			s.accepts.Add(1)
 			wg.Go(func() {
-				defer c.Close()
+				defer func() { _ = c.Close(); s.closes.Add(1) }()
 				br := bufio.NewReader(c)
 				for {
 					r, err := http.ReadRequest(br)
@@ -109,17 +110,41 @@ func TestProbe(t *testing.T) {
 		time.Sleep(40 * time.Millisecond) // what the backend sends after the response arrives
 	}
 	roundTrip("keep")
-	pc := h1.get(be.addr())
+	pc := h1.get(poolKey{addr: be.addr()}, false)
 	require.NotNil(t, pc, "alive")
 	require.True(t, pc.reused)
 	h1.put(pc)
 	roundTrip("close")
 	require.Equal(t, int64(1), be.accepts.Load(), "the live connection was reused")
-	require.Nil(t, h1.get(be.addr()), "closed by the backend: refused")
+	require.Nil(t, h1.get(poolKey{addr: be.addr()}, false), "closed by the backend: refused")
 	roundTrip("408")
-	require.Nil(t, h1.get(be.addr()), "unsolicited bytes: refused")
+	require.Nil(t, h1.get(poolKey{addr: be.addr()}, false), "unsolicited bytes: refused")
 	require.Equal(t, 0, h1.IdleConns())
 	require.Equal(t, int64(2), be.accepts.Load())
+}
+
+// TestProbeSkippedWhenFresh: a request that can be repeated takes a
+// connection idle less than probeAfter unprobed; if the backend closed
+// it, the stale-connection rule sends the request again on a new one.
+// One that cannot be repeated is always probed.
+func TestProbeSkippedWhenFresh(t *testing.T) {
+	be := startRaw(t, func(c net.Conn, _ *http.Request) bool {
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		return false // closes without saying so
+	})
+	defer func(d time.Duration) { probeAfter = d }(probeAfter)
+	probeAfter = time.Hour // every pooled connection counts as fresh
+	h1 := newTestClient(t, Config{})
+	require.Equal(t, "ok", get(t, h1, be.addr(), "/"))
+	require.Eventually(t, func() bool { return be.closes.Load() == 1 }, 5*time.Second, time.Millisecond)
+	require.Nil(t, h1.get(poolKey{addr: be.addr()}, false), "cannot be repeated: probed, found closed")
+	require.Equal(t, "ok", get(t, h1, be.addr(), "/"))
+	require.Eventually(t, func() bool { return be.closes.Load() == 2 }, 5*time.Second, time.Millisecond)
+	pc := h1.get(poolKey{addr: be.addr()}, true)
+	require.NotNil(t, pc, "repeatable and fresh: not probed")
+	h1.put(pc)
+	require.Equal(t, "ok", get(t, h1, be.addr(), "/"), "sent again on a new connection")
+	require.Equal(t, int64(3), be.accepts.Load())
 }
 
 // TestIdleExpiry: the reaper closes connections idle past the idle

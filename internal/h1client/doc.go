@@ -1,6 +1,7 @@
-// Package h1client is a synchronous HTTP/1.1 client for cleartext
-// backends: an http.RoundTripper for requests without a body, with its
-// own pool of keep-alive connections.
+// Package h1client is a synchronous HTTP/1.1 client: an
+// http.RoundTripper for requests without a body to cleartext backends,
+// and Send for pre-serialised requests to cleartext or TLS backends, with
+// its own pool of keep-alive connections.
 //
 // http.Transport runs a read and a write goroutine per backend
 // connection, hands each request and response between them over channels
@@ -14,18 +15,20 @@
 // so writing and reading must run concurrently.
 //
 // The transport's read goroutine noticed at once when a backend closed
-// an idle connection, or sent bytes on it. Here every pooled connection
-// is peeked without blocking before reuse (one recvfrom on Unix):
-// closed or holding unsolicited bytes (a body after a HEAD, more than its
-// Content-Length, a stray response), it is dropped, so such bytes can
-// never be read as the next request's response. A reused connection that
+// an idle connection, or sent bytes on it. Here a pooled connection is
+// peeked without blocking before reuse (one recvfrom on Unix): closed or
+// holding unsolicited bytes (a body after a HEAD, more than its
+// Content-Length, a stray response), it is dropped, so such bytes are
+// not read as the next request's response. A request that can be
+// repeated skips the peek on a connection idle under a millisecond
+// (probeAfter in pool.go says why that is safe). A reused connection that
 // fails before any byte of the response arrived is replaced by a new
 // one, once, if repeating is safe (Replayable).
 //
 // Send is the raw exchange next to RoundTrip, for a caller that
 // serialises the request head itself (the proxy's HTTP/1.1 fast path):
 // the head, with the first body bytes behind it, goes out in one write,
-// a Content-Length body follows from a reader, and the response head is
+// a body the caller framed follows from a reader, and the response head is
 // parsed strictly (internal/h1parse) into the Exchange, with no
 // http.Request or http.Response. It shares the pool, the probe, the
 // stale-connection rule (a pooled connection failing before any
@@ -39,7 +42,15 @@
 // skipped; a request with a body is written in full before the response
 // is read, each write bounded by HeadTimeout.
 //
+// TLS backends (Send with Outgoing.TLS): the Client dials, runs the
+// handshake itself with the caller's config, its ServerName set to
+// Outgoing.ServerName and ALPN offering http/1.1 only, and pools the
+// connection under its address, config (by identity) and server name:
+// a connection verified for one name is never reused for another. The
+// probe peeks at the socket under the TLS connection: a record there (a
+// close_notify, a late session ticket) drops the idle connection too.
+//
 // The Client knows nothing of the proxy: its owner gives it a dialer and
 // timeouts in a Config. Which backend a request goes to is the request
-// URL's host.
+// URL's host, or Send's address.
 package h1client

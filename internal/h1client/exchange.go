@@ -2,6 +2,7 @@ package h1client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -19,9 +20,15 @@ type Outgoing struct {
 	// by the first bytes of the body: it goes out in one write. Send
 	// does not keep it past its return.
 	Head []byte
-	// Body is the rest of the body (the caller framed it in Head, with a
-	// Content-Length); nil when Head holds all of it.
+	// Body is the rest of the body, framed by the caller (a
+	// Content-Length in Head, or the chunks Body returns, last chunk
+	// included); nil when Head holds all of it.
 	Body io.Reader
+	// BodyLen is how many bytes Body holds, when the caller knows (a
+	// Content-Length less the bytes in Head); 0: not known. Known, the
+	// last write of the body waits for the answer in the same step (see
+	// prober.writeAwait), saving a read.
+	BodyLen int64
 	// Replayable: Head may be sent again on a fresh connection after a
 	// pooled one failed (h1client.Replayable's rule, the caller's to
 	// apply). A request with a Body is sent again only when nothing of
@@ -32,6 +39,16 @@ type Outgoing struct {
 	// Interim, when set, is given each 1xx head before the final one
 	// (103 Early Hints, say) to relay; otherwise they are skipped.
 	Interim Interim
+	// TLS, when set, makes the backend a TLS one: a new connection is
+	// dialled and its handshake run with a clone of TLS whose ServerName
+	// is ServerName and whose ALPN offers http/1.1 only. Connections are
+	// pooled per address, TLS (by identity: one *tls.Config per trust
+	// setting, not one per request, or nothing is reused) and ServerName,
+	// and reused only for that same triple.
+	TLS *tls.Config
+	// ServerName is the name sent as SNI and verified on a TLS backend;
+	// "" is the host of the address. Ignored without TLS.
+	ServerName string
 }
 
 // Interim takes a 1xx response head; its slices are valid during the
@@ -74,17 +91,22 @@ type Exchange struct {
 // HeadTimeout (the backend must keep taking it); if writing it fails,
 // a response the backend sent before (a 413, say) is still returned.
 // Response heads larger than the connection's 16 KiB read buffer are
-// refused (HAProxy's default bound is the same).
+// refused (HAProxy's default bound is the same). With o.TLS, a failed
+// TLS handshake is returned wrapped (nothing was sent).
 func (c *Client) Send(ctx context.Context, addr string, o Outgoing) (*Exchange, error) {
-	pc := c.get(addr)
+	key := poolKey{addr: addr, tls: o.TLS}
+	if o.TLS != nil {
+		key.serverName = o.ServerName
+	}
+	pc := c.get(key, o.Replayable && o.Body == nil)
 	for {
 		fresh := pc == nil
 		if fresh {
-			nc, err := c.dial(ctx, "tcp", addr)
+			nc, err := c.connect(ctx, key)
 			if err != nil {
 				return nil, err
 			}
-			pc = newConn(nc, addr)
+			pc = newConn(nc, key)
 		}
 		ex, bodyRead, err := c.send(ctx, pc, &o)
 		if err == nil || fresh || !staleFailure(ctx, pc, err) ||
@@ -105,10 +127,23 @@ func (c *Client) send(ctx context.Context, pc *conn, o *Outgoing) (ex *Exchange,
 		_ = pc.c.Close()
 		return nil, bodyRead, headError(ctx, pc, d, err)
 	}
-	werr := pc.writeTimed(o.Head, d)
-	if werr == nil && o.Body != nil {
-		bodyRead = true
-		werr = pc.copyBody(o.Body, d)
+	var werr error
+	awaited := false // the response head's deadline is set
+	if o.Body == nil {
+		awaited = true
+		// One deadline for the head's write and the response head (a
+		// timer update per exchange saved): the write of a head that
+		// fits the socket buffer takes no time.
+		if d > 0 {
+			_ = pc.c.SetDeadline(time.Now().Add(d))
+		}
+		werr = pc.probe.writeAwait(pc, o.Head)
+	} else {
+		werr = pc.writeTimed(o.Head, d)
+		if werr == nil {
+			bodyRead = true
+			awaited, werr = pc.copyBody(o.Body, d, o.BodyLen)
+		}
 	}
 	var be *BodyError
 	if werr != nil && (pc.nwritten == 0 || ctx.Err() != nil || errors.As(werr, &be)) {
@@ -116,7 +151,7 @@ func (c *Client) send(ctx context.Context, pc *conn, o *Outgoing) (ex *Exchange,
 		// broke off: the backend waits for the rest, no answer will come.
 		return fail(werr)
 	}
-	if d > 0 {
+	if d > 0 && !awaited {
 		_ = pc.c.SetDeadline(time.Now().Add(d))
 	}
 	ex = &pc.ex
@@ -158,22 +193,34 @@ func (pc *conn) writeTimed(b []byte, d time.Duration) error {
 }
 
 // copyBody writes body to pc through the pooled copy buffer, each write
-// bounded by d.
-func (pc *conn) copyBody(body io.Reader, d time.Duration) error {
+// bounded by d. With total known, the write that completes it waits for
+// the answer (writeAwait) under one deadline d for both: awaited.
+func (pc *conn) copyBody(body io.Reader, d time.Duration, total int64) (awaited bool, err error) {
 	bp := copyPool.Get().(*[copyBufSize]byte)
 	defer copyPool.Put(bp)
+	var sent int64
 	for {
 		n, rerr := body.Read(bp[:])
 		if n > 0 {
-			if err := pc.writeTimed(bp[:n], d); err != nil {
-				return err
+			sent += int64(n)
+			if total > 0 && sent == total && (rerr == nil || rerr == io.EOF) {
+				if d > 0 {
+					_ = pc.c.SetDeadline(time.Now().Add(d))
+				}
+				awaited = true
+				err = pc.probe.writeAwait(pc, bp[:n])
+			} else {
+				err = pc.writeTimed(bp[:n], d)
+			}
+			if err != nil {
+				return awaited, err
 			}
 		}
-		if rerr == io.EOF {
-			return nil
+		if rerr == io.EOF || awaited {
+			return awaited, nil
 		}
 		if rerr != nil {
-			return &BodyError{Err: rerr}
+			return awaited, &BodyError{Err: rerr}
 		}
 	}
 }

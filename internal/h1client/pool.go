@@ -19,7 +19,9 @@ var aLongTimeAgo = time.Unix(1, 0)
 // they count what the exchange moved and bound the response head.
 type conn struct {
 	c         net.Conn
+	raw       net.Conn // the socket under c (c itself unless TLS): what the prober watches
 	addr      string
+	key       poolKey // the pool it belongs to
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	idleSince time.Time
@@ -29,6 +31,7 @@ type conn struct {
 	limit     int64    // bytes the response head may still take
 	intr      func()   // interrupt, made once rather than per exchange
 	ex        Exchange // Send's, reused by every exchange on the connection
+	probe     prober   // peeks before reuse (peek_unix.go)
 }
 
 func (pc *conn) Read(p []byte) (int, error) {
@@ -110,24 +113,41 @@ func (c *Client) release(pc *conn, stop func() bool, keep bool) {
 	_ = pc.c.Close()
 }
 
-// get takes the most recently used idle connection to addr that is
-// still usable: not expired and not closed by the backend (peekAlive).
+// probeAfter is how long a pooled connection may have been idle and be
+// reused unprobed by a request that can be repeated.
+var probeAfter = time.Millisecond // a variable for the tests
+
+// get takes the most recently used idle connection of key k that is
+// still usable: not expired and not closed by the backend (prober).
 // nil when there is none.
-func (c *Client) get(addr string) *conn {
+//
+// The probe is a system call per exchange, an eighth of a keep-alive
+// request's. A request that can be repeated (repeatable: Replayable, and
+// nothing of it taken from a client yet) skips it on a connection idle
+// less than probeAfter: a connection the backend closed in that moment
+// fails before any response byte and the stale-connection rule sends
+// the request again on a new one. Unsolicited bytes arriving in that
+// moment are misread as the response, as they are today when they
+// arrive a moment after the probe, while the backend works on the
+// request: the probe narrows that window, it cannot close it (HAProxy's
+// is one poll of its event loop). A request that cannot be repeated is
+// always probed, so that a closed connection costs it nothing.
+func (c *Client) get(k poolKey, repeatable bool) *conn {
 	for {
 		c.mu.Lock()
-		list := c.idle[addr]
+		list := c.idle[k]
 		if len(list) == 0 {
 			c.mu.Unlock()
 			return nil
 		}
 		pc := list[len(list)-1]
 		list[len(list)-1] = nil
-		c.idle[addr] = list[:len(list)-1]
+		c.idle[k] = list[:len(list)-1]
 		c.n--
 		maxIdle := c.idleTimeout
 		c.mu.Unlock()
-		if time.Since(pc.idleSince) < maxIdle && peekAlive(pc.c) {
+		idle := time.Since(pc.idleSince)
+		if idle < maxIdle && (repeatable && idle < probeAfter || pc.probe.aliveNow()) {
 			pc.reused = true
 			return pc
 		}
@@ -136,7 +156,7 @@ func (c *Client) get(addr string) *conn {
 }
 
 // put pools pc, idle from now. Past the bounds the longest idle
-// connection goes: of pc's address if that one is full, else of all.
+// connection goes: of pc's pool key if that one is full, else of all.
 func (c *Client) put(pc *conn) {
 	pc.idleSince = time.Now()
 	var evicted *conn
@@ -147,15 +167,27 @@ func (c *Client) put(pc *conn) {
 		return
 	}
 	if c.idle == nil {
-		c.idle = make(map[string][]*conn)
+		c.idle = make(map[poolKey][]*conn)
 	}
-	if len(c.idle[pc.addr]) >= MaxIdlePerAddr {
-		evicted = c.evictLocked(pc.addr)
+	if len(c.idle[pc.key]) >= MaxIdlePerAddr {
+		evicted = c.evictLocked(pc.key, false)
 	} else if c.n >= MaxIdle {
-		evicted = c.evictLocked("")
+		evicted = c.evictLocked(poolKey{}, true)
 	}
-	c.idle[pc.addr] = append(c.idle[pc.addr], pc)
+	c.idle[pc.key] = append(c.idle[pc.key], pc)
 	c.n++
+	if len(c.idle) > 2*MaxIdle {
+		// Keys whose connections all went keep their (empty) lists, so
+		// that a busy key does not allocate one per request; a client
+		// choosing server names (an "original" route's SNI) must not grow
+		// the map without bound, though: the empty ones go once they are
+		// many, which is at most once per MaxIdle new keys.
+		for k, list := range c.idle {
+			if len(list) == 0 {
+				delete(c.idle, k)
+			}
+		}
+	}
 	if !c.armed {
 		c.armed = true
 		if c.reaper == nil {
@@ -170,22 +202,23 @@ func (c *Client) put(pc *conn) {
 	}
 }
 
-// evictLocked takes out the longest idle connection of addr, or of all
-// addresses for "".
-func (c *Client) evictLocked(addr string) *conn {
-	if addr == "" {
+// evictLocked takes out the longest idle connection of key k, or of all
+// keys when all.
+func (c *Client) evictLocked(k poolKey, all bool) *conn {
+	if all {
 		var since time.Time
+		found := false
 		for a, list := range c.idle {
-			if len(list) > 0 && (addr == "" || list[0].idleSince.Before(since)) {
-				addr, since = a, list[0].idleSince
+			if len(list) > 0 && (!found || list[0].idleSince.Before(since)) {
+				k, since, found = a, list[0].idleSince, true
 			}
 		}
 	}
-	list := c.idle[addr]
+	list := c.idle[k]
 	pc := list[0]
 	n := copy(list, list[1:])
 	list[n] = nil
-	c.idle[addr] = list[:n]
+	c.idle[k] = list[:n]
 	c.n--
 	return pc
 }
@@ -199,7 +232,7 @@ func (c *Client) reap() {
 	var next time.Time
 	c.mu.Lock()
 	timeout := c.idleTimeout
-	for addr, list := range c.idle {
+	for key, list := range c.idle {
 		i := 0
 		for i < len(list) && now.Sub(list[i].idleSince) >= timeout {
 			i++
@@ -208,10 +241,10 @@ func (c *Client) reap() {
 		k := copy(list, list[i:])
 		clear(list[k:])
 		if k == 0 {
-			delete(c.idle, addr) // also forgets addresses no longer used
+			delete(c.idle, key) // also forgets addresses no longer used
 			continue
 		}
-		c.idle[addr] = list[:k]
+		c.idle[key] = list[:k]
 		if next.IsZero() || list[0].idleSince.Before(next) {
 			next = list[0].idleSince
 		}

@@ -35,21 +35,28 @@ func trimOWS(b []byte) []byte {
 	return b
 }
 
-// equalFold compares b with the lower-case ASCII s, ignoring case.
-func equalFold(b []byte, s string) bool {
+// EqualFold compares b with s, ignoring ASCII case on both sides: the
+// one field-name and token comparison of this parser and its callers
+// (the proxy's fast path). S is string or []byte, so that neither side
+// is converted (which would allocate).
+func EqualFold[S ~string | ~[]byte](b []byte, s S) bool {
 	if len(b) != len(s) {
 		return false
 	}
 	for i := range b {
-		c := b[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != s[i] {
+		if c, d := b[i], s[i]; c != d && lowerASCII(c) != lowerASCII(d) {
 			return false
 		}
 	}
 	return true
+}
+
+// lowerASCII is c in lower case when it is an ASCII letter.
+func lowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
 }
 
 // validHost reports a Host value made of RFC 3986 reg-name, IP-literal
@@ -74,7 +81,7 @@ func validHost(b []byte) bool {
 // insensitive), nil when there is none.
 func fieldValue(fields []Field, name string) []byte {
 	for i := range fields {
-		if equalFold(fields[i].Name, name) {
+		if EqualFold(fields[i].Name, name) {
 			return fields[i].Value
 		}
 	}

@@ -33,6 +33,10 @@ func NewChunkReader(br *bufio.Reader) *ChunkReader { return &ChunkReader{br: br}
 // every body without allocating.
 func (c *ChunkReader) Reset(br *bufio.Reader) { *c = ChunkReader{br: br} }
 
+// Buffered is how many bytes of the stream the reader holds unread: 0
+// means the next Read may wait for its source.
+func (c *ChunkReader) Buffered() int { return c.br.Buffered() }
+
 // Read returns body data: as many chunks as are buffered and fit p, so
 // that a framing fault in bytes that have arrived is found at once.
 func (c *ChunkReader) Read(p []byte) (int, error) {

@@ -40,17 +40,17 @@ func (fr *framingFields) parse(head []byte, fields *[]Field, other func(Field)) 
 		}
 		*fields = append(*fields, f)
 		switch {
-		case equalFold(f.Name, "content-length"):
+		case EqualFold(f.Name, "content-length"):
 			fr.cl++
 			if fr.length, err = parseContentLength(f.Value, fr.length); err != nil {
 				return err
 			}
-		case equalFold(f.Name, "transfer-encoding"):
+		case EqualFold(f.Name, "transfer-encoding"):
 			fr.te++
-			if fr.te > 1 || !equalFold(f.Value, "chunked") {
+			if fr.te > 1 || !EqualFold(f.Value, "chunked") {
 				return fmt.Errorf("%w: Transfer-Encoding %q", ErrUnsupported, f.Value)
 			}
-		case equalFold(f.Name, "connection"):
+		case EqualFold(f.Name, "connection"):
 			fr.connection(f.Value)
 		default:
 			if other != nil {
@@ -66,11 +66,11 @@ func (fr *framingFields) connection(v []byte) {
 	for tok := range bytes.SplitSeq(v, []byte(",")) {
 		tok = trimOWS(tok)
 		switch {
-		case equalFold(tok, "close"):
+		case EqualFold(tok, "close"):
 			fr.close = true
-		case equalFold(tok, "upgrade"):
+		case EqualFold(tok, "upgrade"):
 			fr.upgrade = true
-		case equalFold(tok, "keep-alive"):
+		case EqualFold(tok, "keep-alive"):
 			fr.keepAlive = true
 		}
 	}

@@ -86,10 +86,10 @@ func Parse(buf []byte, r *Request) error {
 	host := 0
 	err = fr.parse(rest, &r.Fields, func(f Field) {
 		switch {
-		case equalFold(f.Name, "host"):
+		case EqualFold(f.Name, "host"):
 			host++
 			r.Host = f.Value
-		case equalFold(f.Name, "expect"):
+		case EqualFold(f.Name, "expect"):
 			r.Expect = true
 		}
 	})
@@ -186,7 +186,7 @@ func (r *Request) targetForm() bool {
 		return validHost(t) && bytes.IndexByte(t, ':') > 0
 	}
 	i := bytes.Index(t, []byte("://"))
-	return i > 0 && (equalFold(t[:i], "http") || equalFold(t[:i], "https")) && len(t) > i+3
+	return i > 0 && (EqualFold(t[:i], "http") || EqualFold(t[:i], "https")) && len(t) > i+3
 }
 
 // fieldLine parses name ":" OWS value OWS.

@@ -1,0 +1,277 @@
+package smartproxy
+
+import (
+	"bytes"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/gosmartproxy/smartproxy/internal/h1parse"
+	"github.com/gosmartproxy/smartproxy/internal/textmatch"
+	"golang.org/x/net/http/httpguts"
+)
+
+// The fast forward's request head (httpfastforward.go): what
+// rewriteRequest and http.Request.Write would send, serialised once from
+// the parsed fields, and the header templates and hop-by-hop rules the
+// response side (httpfastforwardresp.go) shares.
+
+// fwdTemplate is an expanded header template: value "" deletes.
+type fwdTemplate struct{ name, value string }
+
+// expandTemplates expands the route's request (or response) header
+// templates once, as applyHeaders does.
+func (h *httpLayer) expandTemplates(pr *proxyReq, request bool) []fwdTemplate {
+	hr := pr.route.state.http
+	if hr == nil {
+		return nil
+	}
+	list := hr.respHeaders
+	if request {
+		list = hr.reqHeaders
+	}
+	if len(list) == 0 {
+		return nil
+	}
+	out := make([]fwdTemplate, len(list))
+	for i, ht := range list {
+		v := textmatch.Expand(ht.tmpl, pr.lookup)
+		if !httpguts.ValidHeaderFieldValue(v) {
+			v = "" // applyHeaders deletes a value with a line break; appendField drops other controls
+		}
+		out[i] = fwdTemplate{name: ht.name, value: v}
+	}
+	// Set replaces: the last template of a name wins, as with hdr.Set.
+	return out
+}
+
+// templated reports whether a template names name.
+func templated(tmpl []fwdTemplate, name []byte) bool {
+	for i := range tmpl {
+		if h1parse.EqualFold(name, tmpl[i].name) {
+			return true
+		}
+	}
+	return false
+}
+
+// appendTemplates appends the templates' fields (the last of a name
+// wins; empty ones delete), except names framing or Host: those the
+// writer of the head sets itself, as http.Request.Write ignores them.
+func appendTemplates(b []byte, tmpl []fwdTemplate, skip func(string) bool) []byte {
+	for i, t := range tmpl {
+		if t.value == "" || skip(t.name) {
+			continue
+		}
+		last := true
+		for _, u := range tmpl[i+1:] {
+			if u.name == t.name {
+				last = false
+			}
+		}
+		if last {
+			b = appendField(b, t.name, t.value)
+		}
+	}
+	return b
+}
+
+// hopByHop are the fields a proxy does not forward (RFC 9110 7.6.1, and
+// ReverseProxy's list), lower-case.
+var hopByHop = [...]string{"connection", "proxy-connection", "keep-alive", "proxy-authenticate",
+	"proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"}
+
+// connectionFields returns the Connection fields of fields, appended to
+// buf (a caller's small array: one per head, so that dropField does not
+// rescan every field for each one).
+func connectionFields(fields []h1parse.Field, buf []h1parse.Field) []h1parse.Field {
+	for _, f := range fields {
+		if h1parse.EqualFold(f.Name, "connection") {
+			buf = append(buf, f)
+		}
+	}
+	return buf
+}
+
+// dropField reports a field the forward does not copy: hop-by-hop, named
+// by one of conns (the head's Connection fields, connectionFields), or
+// in extra (lower-case).
+func dropField(name []byte, conns []h1parse.Field, extra []string) bool {
+	for _, s := range hopByHop {
+		if h1parse.EqualFold(name, s) {
+			return true
+		}
+	}
+	for _, s := range extra {
+		if h1parse.EqualFold(name, s) {
+			return true
+		}
+	}
+	for i := range conns {
+		v := conns[i].Value
+		for len(v) > 0 {
+			tok := v
+			if j := bytes.IndexByte(v, ','); j >= 0 {
+				tok, v = v[:j], v[j+1:]
+			} else {
+				v = nil
+			}
+			if tok = bytes.Trim(tok, " \t"); len(tok) > 0 && h1parse.EqualFold(tok, name) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// requestReplaced are the request fields the forward sets itself.
+var requestReplaced = []string{"host", "content-length", "x-forwarded-for", "x-forwarded-host",
+	"x-forwarded-proto", "x-real-ip", "forwarded"}
+
+// appendFastRequest serialises the outgoing head of pr to addr: what
+// rewriteRequest and http.Request.Write would send, fields in the
+// client's order; up is the request's chunked upload, nil for none.
+func appendFastRequest(b []byte, pr *proxyReq, req *h1parse.Request, addr string, tmpl []fwdTemplate, up *chunkedUpload) []byte {
+	r := pr.in
+	b = append(b, r.Method...)
+	b = append(b, ' ')
+	// rewriteRequest takes the path and query of pr.rewritten, and
+	// keeps the rest of the client's URL (ForceQuery included).
+	// ReverseProxy drops the query parameters it cannot parse (a bad
+	// escape, a ';') from the client's query before Rewrite; the same here.
+	u, q := r.URL, cleanQuery(r.URL.RawQuery)
+	if pr.rewritten != nil {
+		u, q = pr.rewritten, pr.rewritten.RawQuery
+	}
+	b = appendRequestURI(b, u.EscapedPath(), q, r.URL.ForceQuery)
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	host := addr
+	if hr := pr.route.state.http; hr != nil && hr.keepHost {
+		host = r.Host
+	}
+	b = append(b, host...)
+	b = append(b, "\r\n"...)
+	trailers := false
+	var connBuf [2]h1parse.Field
+	conns := connectionFields(req.Fields, connBuf[:0])
+	for _, f := range req.Fields {
+		if h1parse.EqualFold(f.Name, "te") && httpguts.HeaderValuesContainsToken([]string{string(f.Value)}, "trailers") {
+			trailers = true
+		}
+		if dropField(f.Name, conns, requestReplaced) || templated(tmpl, f.Name) {
+			continue
+		}
+		if len(f.Value) == 0 && h1parse.EqualFold(f.Name, "user-agent") {
+			continue // Request.Write sends no User-Agent for an empty one
+		}
+		b = append(b, f.Name...)
+		b = append(b, ": "...)
+		b = append(b, f.Value...)
+		b = append(b, "\r\n"...)
+	}
+	if trailers && !templated(tmpl, []byte("Te")) {
+		b = append(b, "Te: trailers\r\n"...)
+	}
+	// setForwarded's values, unless a template replaces them.
+	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		if !templated(tmpl, []byte("X-Forwarded-For")) {
+			b = appendField(b, "X-Forwarded-For", ip)
+		}
+		if !templated(tmpl, []byte("X-Real-Ip")) {
+			b = appendField(b, "X-Real-Ip", ip)
+		}
+	}
+	if !templated(tmpl, []byte("X-Forwarded-Host")) {
+		b = appendField(b, "X-Forwarded-Host", r.Host)
+	}
+	if !templated(tmpl, []byte("X-Forwarded-Proto")) {
+		if r.TLS != nil {
+			b = append(b, "X-Forwarded-Proto: https\r\n"...)
+		} else {
+			b = append(b, "X-Forwarded-Proto: http\r\n"...)
+		}
+	}
+	if !templated(tmpl, []byte("Forwarded")) {
+		b = append(b, "Forwarded: "...)
+		b = appendForwarded(b, pr.rc.ClientIP, r.Host, r.TLS != nil)
+		b = append(b, "\r\n"...)
+	}
+	b = appendTemplates(b, tmpl, requestWriteOwns)
+	// Request.Write's rule: chunked (with the announced trailers) for a
+	// body of unknown length, else a length when there is a body, and 0
+	// for a bodyless POST, PUT or PATCH only.
+	if up != nil {
+		b = append(b, "Transfer-Encoding: chunked\r\n"...)
+		if up.field != "" {
+			b = appendField(b, "Trailer", up.field)
+		}
+	} else if r.ContentLength > 0 || r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch {
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, max(r.ContentLength, 0), 10)
+		b = append(b, "\r\n"...)
+	}
+	return append(b, "\r\n"...)
+}
+
+// requestWriteOwns: the fields http.Request.Write takes from the
+// request, not its header (a template cannot set them).
+func requestWriteOwns(name string) bool {
+	switch name {
+	case "Host", "Content-Length", "Transfer-Encoding", "Trailer":
+		return true
+	}
+	return false
+}
+
+// appendRequestURI appends a request-target as url.URL.RequestURI
+// writes it for an origin-form URL, without allocating.
+func appendRequestURI(b []byte, escapedPath, rawQuery string, forceQuery bool) []byte {
+	if escapedPath != "" {
+		b = append(b, escapedPath...)
+	} else {
+		b = append(b, '/')
+	}
+	if forceQuery || rawQuery != "" {
+		b = append(b, '?')
+		b = append(b, rawQuery...)
+	}
+	return b
+}
+
+// cleanQuery is ReverseProxy's treatment of the client's query: one
+// with a ';' or a malformed escape is parsed and re-encoded, which
+// drops the parameters that do not parse.
+func cleanQuery(q string) string {
+	for i := 0; i < len(q); {
+		switch q[i] {
+		case ';':
+			return reencodeQuery(q)
+		case '%':
+			if i+2 >= len(q) || unhexDigit(q[i+1]) < 0 || unhexDigit(q[i+2]) < 0 {
+				return reencodeQuery(q)
+			}
+			i += 3
+		default:
+			i++
+		}
+	}
+	return q
+}
+
+func reencodeQuery(q string) string {
+	v, _ := url.ParseQuery(q)
+	return v.Encode()
+}
+
+func unhexDigit(c byte) int {
+	switch {
+	case '0' <= c && c <= '9':
+		return int(c - '0')
+	case 'a' <= c && c <= 'f':
+		return int(c - 'a' + 10)
+	case 'A' <= c && c <= 'F':
+		return int(c - 'A' + 10)
+	}
+	return -1
+}
