@@ -64,7 +64,7 @@ func TestReview7EarlyResponseLastWrite(t *testing.T) {
 	body := &slowBody{pieces: []string{"aaaaa", "bbbbb"}, pause: 100 * time.Millisecond}
 	start := time.Now()
 	ex, err := c.Send(t.Context(), ln.Addr().String(), Outgoing{
-		Head: []byte("POST / HTTP/1.1\r\nHost: b\r\nContent-Length: 10\r\n\r\n"), Body: body, BodyLen: 10})
+		Head: []byte("POST / HTTP/1.1\r\nHost: b\r\nContent-Length: 10\r\n\r\n"), Body: body})
 	took := time.Since(start)
 	require.NoError(t, err, "after %v", took)
 	defer ex.Close()
