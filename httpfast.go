@@ -142,6 +142,7 @@ func (fc *fastConn) readHead(req *h1parse.Request, first bool) error {
 		// the idle timeout, holding no more than any other.
 		fc.buf = append(make([]byte, 0, fastHeadBuf), fc.buf[:fc.n]...)[:fastHeadBuf]
 	}
+	var began time.Time // when the head's first bytes were seen
 	for {
 		if fc.n > 0 {
 			if first && bytes.HasPrefix(fc.buf[:fc.n], []byte("PRI ")) {
@@ -169,6 +170,15 @@ func (fc *fastConn) readHead(req *h1parse.Request, first bool) error {
 				wait = h.idleTimeout
 			}
 			fc.idle.Store(true)
+		} else {
+			// The head timeout bounds the whole head, as net/http's
+			// ReadHeaderTimeout does, not each read: a client trickling
+			// a byte at a time must not hold the connection for 64 KiB
+			// of head timeouts.
+			if began.IsZero() {
+				began = time.Now()
+			}
+			wait -= time.Since(began) // <= 0: the read fails at once
 		}
 		fc.armRead(wait)
 		// After the deadline: beginShutdown sets fastStop, then wakes the

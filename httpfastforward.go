@@ -116,7 +116,7 @@ func (h *httpLayer) fastForward(w http.ResponseWriter, fw *fastWriter, lr *logge
 		body = &watchedBody{ReadCloser: fb}
 		src = &fastForwardBody{fb: fb, skip: len(first), w: body}
 		if int64(len(first)) < fb.left {
-			o.Body, o.BodyLen = src, fb.left-int64(len(first))
+			o.Body = src
 		}
 	}
 	rt := h.backendTLS(pr)

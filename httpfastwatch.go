@@ -45,6 +45,12 @@ func (w *fastWatch) arm(fc *fastConn) {
 // run reads the client connection until data, an error, or disarm.
 func (w *fastWatch) run(fc *fastConn) {
 	defer w.wg.Done()
+	// The head's read deadline is still set: past it the read would end,
+	// and a client leaving later go unseen (net/http's background read
+	// has none). Cleared before the stop check: disarm stores stop, then
+	// moves the deadline, so either this sees stop or disarm's deadline
+	// comes after the clear and wakes the read.
+	_ = fc.conn.SetReadDeadline(time.Time{})
 	if w.stop.Load() {
 		return
 	}

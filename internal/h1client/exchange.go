@@ -24,11 +24,6 @@ type Outgoing struct {
 	// Content-Length in Head, or the chunks Body returns, last chunk
 	// included); nil when Head holds all of it.
 	Body io.Reader
-	// BodyLen is how many bytes Body holds, when the caller knows (a
-	// Content-Length less the bytes in Head); 0: not known. Known, the
-	// last write of the body waits for the answer in the same step (see
-	// prober.writeAwait), saving a read.
-	BodyLen int64
 	// Replayable: Head may be sent again on a fresh connection after a
 	// pooled one failed (h1client.Replayable's rule, the caller's to
 	// apply). A request with a Body is sent again only when nothing of
@@ -139,10 +134,14 @@ func (c *Client) send(ctx context.Context, pc *conn, o *Outgoing) (ex *Exchange,
 		}
 		werr = pc.probe.writeAwait(pc, o.Head)
 	} else {
+		// No writeAwait for the body's last write: an answer that came
+		// while the body went out (a 403 before the body was read) set
+		// the poller's readiness, which the wait's start would clear,
+		// and no later edge need come (TestReview7EarlyResponseLastWrite).
 		werr = pc.writeTimed(o.Head, d)
 		if werr == nil {
 			bodyRead = true
-			awaited, werr = pc.copyBody(o.Body, d, o.BodyLen)
+			werr = pc.copyBody(o.Body, d)
 		}
 	}
 	var be *BodyError
@@ -193,34 +192,22 @@ func (pc *conn) writeTimed(b []byte, d time.Duration) error {
 }
 
 // copyBody writes body to pc through the pooled copy buffer, each write
-// bounded by d. With total known, the write that completes it waits for
-// the answer (writeAwait) under one deadline d for both: awaited.
-func (pc *conn) copyBody(body io.Reader, d time.Duration, total int64) (awaited bool, err error) {
+// bounded by d.
+func (pc *conn) copyBody(body io.Reader, d time.Duration) error {
 	bp := copyPool.Get().(*[copyBufSize]byte)
 	defer copyPool.Put(bp)
-	var sent int64
 	for {
 		n, rerr := body.Read(bp[:])
 		if n > 0 {
-			sent += int64(n)
-			if total > 0 && sent == total && (rerr == nil || rerr == io.EOF) {
-				if d > 0 {
-					_ = pc.c.SetDeadline(time.Now().Add(d))
-				}
-				awaited = true
-				err = pc.probe.writeAwait(pc, bp[:n])
-			} else {
-				err = pc.writeTimed(bp[:n], d)
-			}
-			if err != nil {
-				return awaited, err
+			if err := pc.writeTimed(bp[:n], d); err != nil {
+				return err
 			}
 		}
-		if rerr == io.EOF || awaited {
-			return awaited, nil
+		if rerr == io.EOF {
+			return nil
 		}
 		if rerr != nil {
-			return awaited, &BodyError{Err: rerr}
+			return &BodyError{Err: rerr}
 		}
 	}
 }

@@ -68,7 +68,10 @@ func (p *prober) peek(fd uintptr) bool {
 // runtime's poller waits. The poller's readiness mark is cleared when a
 // RawConn read begins (before the callback) and set by every later edge;
 // the write is made in the first call of the callback, so the answer's
-// edge comes after the clear and cannot be lost. What arrived before it
+// edge comes after the clear and cannot be lost. That holds only when b
+// is all of the request (one write): an answer that came while earlier
+// parts went out (a 403 before the body was read) had its edge already,
+// cleared by the wait's start, so the wait would last to the deadline. What arrived before it
 // (stray bytes on a connection taken unprobed) is read with the answer,
 // as it would be without the wait. The caller then reads as usual; an
 // error of the wait (a deadline, the interrupt, a closed connection) is

@@ -106,11 +106,30 @@ func (b *body) finish(reuse bool) {
 // interrupt never ran and no byte beyond the response arrived (a broken
 // backend's); otherwise it is closed.
 func (c *Client) release(pc *conn, stop func() bool, keep bool) {
-	if stop() && keep && pc.br.Buffered() == 0 {
+	if stop() && keep && pc.br.Buffered() == 0 && pc.tlsDrained() {
 		c.put(pc)
 		return
 	}
 	_ = pc.c.Close()
+}
+
+// tlsDrained reports that a TLS connection's tls.Conn holds no record
+// beyond the response: one that came in the same read as the response's
+// last record sits in the tls.Conn's input buffer, where neither br nor
+// the prober (it peeks at the socket under it) sees it, and would be
+// read as the next request's response. A read with a deadline in the
+// past decrypts such a record (no system call) or fails at once; a
+// post-handshake message (a session ticket) is taken in passing.
+// Cleartext connections: true.
+func (pc *conn) tlsDrained() bool {
+	if pc.raw == pc.c {
+		return true
+	}
+	_ = pc.c.SetReadDeadline(aLongTimeAgo)
+	_, err := pc.br.Peek(1)
+	_ = pc.c.SetReadDeadline(time.Time{})
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // probeAfter is how long a pooled connection may have been idle and be
