@@ -137,7 +137,7 @@ func (c *Client) send(ctx context.Context, pc *conn, o *Outgoing) (ex *Exchange,
 		// No writeAwait for the body's last write: an answer that came
 		// while the body went out (a 403 before the body was read) set
 		// the poller's readiness, which the wait's start would clear,
-		// and no later edge need come (TestReview7EarlyResponseLastWrite).
+		// and no later edge need come (TestEarlyResponseLastWrite).
 		werr = pc.writeTimed(o.Head, d)
 		if werr == nil {
 			bodyRead = true

@@ -12,14 +12,14 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestReview7FastForwardEarlyAnswer: the backend answers 403 as soon as
+// TestFastForwardEarlyAnswer: the backend answers 403 as soon as
 // it has a POST's head (nginx's "return 403" does), then discards the
 // body and keeps the connection. The client's body arrives in two parts.
 // The client must get the 403 (net/http's stack relays it), not a 504
-// after the connect timeout: h1client's last body write waits inside
-// writeAwait for an edge that came before it (see
-// internal/h1client TestReview7EarlyResponseLastWrite).
-func TestReview7FastForwardEarlyAnswer(t *testing.T) {
+// after the connect timeout, as when h1client's last body write waited
+// inside writeAwait for an edge that had come before it (see
+// internal/h1client TestEarlyResponseLastWrite).
+func TestFastForwardEarlyAnswer(t *testing.T) {
 	t.Parallel()
 	for _, fast := range []bool{false, true} {
 		t.Run(map[bool]string{false: "nethttp", true: "fast"}[fast], func(t *testing.T) {
@@ -39,7 +39,7 @@ func TestReview7FastForwardEarlyAnswer(t *testing.T) {
 			})
 			lp := newListenerPool(t)
 			port := lp.port(t)
-			startTestProxy(t, lp, Options{HTTPFastPath: fast,
+			startTestProxy(t, lp, Options{DisableHTTPFastPath: !fast,
 				Routes: []Route{httpRouteOn("r", port, be.ln.Addr().String(), "a.test")}})
 			c := dial(t, port)
 			br := bufio.NewReader(c)

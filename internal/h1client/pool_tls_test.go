@@ -105,14 +105,14 @@ func sendBody(t *testing.T, c *Client, addr string, cfg *tls.Config, replayable 
 	return string(b)
 }
 
-// TestReview7TLSStrayRecordDesync: a backend's unsolicited response that
+// TestTLSStrayRecordDesync: a backend's unsolicited response that
 // arrives with the answer is caught in cleartext (it sits in the read
 // buffer: release closes the connection), but on a TLS backend it sits
 // in the tls.Conn's raw input buffer, which neither release's
 // br.Buffered check nor the prober (it peeks at the socket under the
 // tls.Conn) sees: the connection is pooled and the next request, of
 // another client, probed or not, is answered with the stray response.
-func TestReview7TLSStrayRecordDesync(t *testing.T) {
+func TestTLSStrayRecordDesync(t *testing.T) {
 	for _, tlsOn := range []bool{false, true} {
 		name := map[bool]string{false: "cleartext", true: "tls"}[tlsOn]
 		t.Run(name, func(t *testing.T) {

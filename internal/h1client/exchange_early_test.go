@@ -32,7 +32,7 @@ func (b *slowBody) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// TestReview7EarlyResponseLastWrite: a backend that answers as soon as
+// TestEarlyResponseLastWrite: a backend that answers as soon as
 // it has the head (a 403, as nginx's "return 403" does for a POST) and
 // then discards the body and keeps the connection open. The answer is
 // in the socket before Send's last body write, which writeAwait makes
@@ -40,7 +40,7 @@ func (b *slowBody) Read(p []byte) (int, error) {
 // later edge comes, so the wait lasts the whole HeadTimeout and the
 // read after it fails on the expired deadline, although the 403 sat in
 // the socket all along (a 504 where the backend answered 403 at once).
-func TestReview7EarlyResponseLastWrite(t *testing.T) {
+func TestEarlyResponseLastWrite(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	var wg sync.WaitGroup
