@@ -345,6 +345,14 @@ func TestFastEquivSplitWrites(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			slow, fast := stacks[0].split(t, c.parts, c.closeWrite, c.methods...), stacks[1].split(t, c.parts, c.closeWrite, c.methods...)
+			if c.name == "body cut short" {
+				// The fast forward reads a Content-Length body up to maxHeldBody
+				// whole before it connects: a cut one never reaches a backend,
+				// where net/http's stack sends what came and the backend sees
+				// it end early. The client's side is the same.
+				require.Empty(t, fast.beErrs, "the fast forward sent a cut body")
+				slow.beErrs = nil
+			}
 			require.Equal(t, slow.text(stacks[0]), fast.text(stacks[1]))
 			if strings.Contains(c.name, "cut") {
 				require.Empty(t, slow.reqs, "a cut request was served: %s", slow.text(stacks[0]))

@@ -3,6 +3,8 @@ package smartproxy
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -86,7 +88,8 @@ func (h *httpLayer) fastForward(w http.ResponseWriter, fw *fastWriter, lr *logge
 	var body *watchedBody // nil: no body (as RoundTrip's, for retryable)
 	var src *fastForwardBody
 	var up *chunkedUpload
-	var first []byte // body bytes read with the head: sent in its write
+	var first []byte             // body bytes read with the head: sent in its write
+	var held *[heldBodySize]byte // a body read whole (first is in it)
 	if fb, ok := r.Body.(*fastBody); ok && fb.chunks != nil {
 		if !forwardableTrailers(r.Trailer) {
 			h.badBody(w, pr, errTrailerName) // announced: net/http's server refuses the request
@@ -106,6 +109,21 @@ func (h *httpLayer) fastForward(w http.ResponseWriter, fw *fastWriter, lr *logge
 		if !up.ended {
 			o.Body = up
 		}
+	} else if ok && fb.left > 0 && fb.left <= maxHeldBody {
+		// A body that fits is read whole before a backend is chosen, as
+		// nginx does by default (proxy_request_buffering): the request then
+		// goes out in one write, whose answer h1client waits for without a
+		// failed read first (writeAwait), and a connect that fails may go
+		// to another host: the bytes are read from fb, not through body,
+		// which only tells the client's failures from the backend's.
+		held = heldBodyPool.Get().(*[heldBodySize]byte)
+		defer heldBodyPool.Put(held)
+		first = held[heldHeadRoom : heldHeadRoom+int(fb.left)]
+		if _, err := io.ReadFull(fb, first); err != nil {
+			h.badBody(w, pr, fmt.Errorf("%w: %w", errClientBody, err))
+			return
+		}
+		body = &watchedBody{ReadCloser: fb}
 	} else if ok && fb.left > 0 {
 		fc := fb.fc
 		end := min(fc.n, fc.off+fastOutSize/2) // what fits the head's write
@@ -135,8 +153,15 @@ func (h *httpLayer) fastForward(w http.ResponseWriter, fw *fastWriter, lr *logge
 			o.ServerName = rt.backendServerName(host, pr.hc.rc.Domain)
 		}
 		out = appendFastRequest(out[:0], pr, req, addr, tmpl, up)
-		o.Head = append(out, first...)
-		out = o.Head[:len(out)]
+		if held != nil && len(out) <= heldHeadRoom {
+			// The head goes in front of the held body: one write, no copy of it.
+			start := heldHeadRoom - len(out)
+			copy(held[start:], out)
+			o.Head = held[start : heldHeadRoom+len(first)]
+		} else {
+			o.Head = append(out, first...)
+			out = o.Head[:len(out)]
+		}
 		ex, err = h.h1.Send(r.Context(), addr, o)
 		return err
 	})
@@ -150,6 +175,17 @@ func (h *httpLayer) fastForward(w http.ResponseWriter, fw *fastWriter, lr *logge
 	}
 	h.relayResponse(w, fw, lr, pr, ex)
 }
+
+// A Content-Length body up to maxHeldBody is read whole before it is
+// forwarded (fastForward); its buffer keeps heldHeadRoom in front for the
+// outgoing head.
+const (
+	maxHeldBody  = 48 << 10
+	heldHeadRoom = fastOutSize
+	heldBodySize = heldHeadRoom + maxHeldBody
+)
+
+var heldBodyPool = sync.Pool{New: func() any { return new([heldBodySize]byte) }}
 
 // fastFwdState is a forward's tried hosts, lease and chunked upload.
 type fastFwdState struct {
