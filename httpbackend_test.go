@@ -99,21 +99,28 @@ func TestHTTPReencryptOriginalNoCrossSNIReuse(t *testing.T) {
 }
 
 // TestHTTPReencryptOriginalWrongSNIFails: the SNI is really verified: a
-// name the backend's certificate does not cover fails.
+// name the backend's certificate does not cover is a 502 and the backend
+// gets no request, from an HTTP/2 client (net/http's stack and
+// http.Transport) and an HTTP/1.1 one (the fast forward, by default).
 func TestHTTPReencryptOriginalWrongSNIFails(t *testing.T) {
 	t.Parallel()
-	b := startSNIBackend(t)
-	lp := newListenerPool(t)
-	port := lp.port(t)
-	r := originalRoutes(port, b.addr(), "http1")
-	r[0].Match.Domains = []string{"*.test"}
-	startTestProxy(t, lp, Options{Certificates: newTestStore(t), Routes: r})
-	c, _ := proxyClient(t, port, insecureTLS("", "h2"), true)
-	resp, _ := do(t, c, "GET", "https://x.test/", nil, nil)
-	require.Equal(t, http.StatusBadGateway, resp.StatusCode)
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	require.Empty(t, b.byConn, "no request reached the backend")
+	for _, alpn := range []string{"h2", "http/1.1"} {
+		t.Run(alpn, func(t *testing.T) {
+			t.Parallel()
+			b := startSNIBackend(t)
+			lp := newListenerPool(t)
+			port := lp.port(t)
+			r := originalRoutes(port, b.addr(), "http1")
+			r[0].Match.Domains = []string{"*.test"}
+			startTestProxy(t, lp, Options{Certificates: newTestStore(t), Routes: r})
+			c, _ := proxyClient(t, port, insecureTLS("", alpn), alpn == "h2")
+			resp, _ := do(t, c, "GET", "https://x.test/", nil, nil)
+			require.Equal(t, http.StatusBadGateway, resp.StatusCode)
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			require.Empty(t, b.byConn, "no request reached the backend")
+		})
+	}
 }
 
 func TestSNIAddrRoundTrip(t *testing.T) {

@@ -193,25 +193,6 @@ func TestFastForwardReencryptNoCrossSNIReuse(t *testing.T) {
 	require.LessOrEqual(t, len(b.byConn), 2+40, "connections are reused within an SNI")
 }
 
-// TestFastForwardReencryptWrongSNIFails: the fast forward verifies the
-// backend for the client's SNI: a name its certificate does not cover
-// gets a 502 and the backend no request.
-func TestFastForwardReencryptWrongSNIFails(t *testing.T) {
-	t.Parallel()
-	b := startSNIBackend(t)
-	lp := newListenerPool(t)
-	port := lp.port(t)
-	r := originalRoutes(port, b.addr(), "http1")
-	r[0].Match.Domains = []string{"*.test"}
-	startFastTestProxy(t, lp, Options{Certificates: newTestStore(t), Routes: r})
-	c, _ := proxyClient(t, port, insecureTLS("", "http/1.1"), false)
-	resp, _ := do(t, c, "GET", "https://x.test/", nil, nil)
-	require.Equal(t, http.StatusBadGateway, resp.StatusCode)
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	require.Empty(t, b.byConn, "no request reached the backend")
-}
-
 // TestFastForwardReencryptHandshakeTimeout: a backend that accepts but
 // never completes the TLS handshake is a 504 within ConnectTimeout, as
 // http.Transport's TLSHandshakeTimeout makes it on the other stack.

@@ -71,11 +71,11 @@ func (p *prober) peek(fd uintptr) bool {
 // edge comes after the clear and cannot be lost. That holds only when b
 // is all of the request (one write): an answer that came while earlier
 // parts went out (a 403 before the body was read) had its edge already,
-// cleared by the wait's start, so the wait would last to the deadline. What arrived before it
-// (stray bytes on a connection taken unprobed) is read with the answer,
-// as it would be without the wait. The caller then reads as usual; an
-// error of the wait (a deadline, the interrupt, a closed connection) is
-// that read's too.
+// cleared by the wait's start, so the wait would last to the deadline.
+// What arrived before b (stray bytes on a connection taken unprobed) is
+// read with the answer, as it would be without the wait. The caller then
+// reads as usual; an error of the wait (a deadline, the interrupt, a
+// closed connection) is that read's too.
 func (p *prober) writeAwait(w io.Writer, b []byte) error {
 	if p.raw == nil {
 		_, err := w.Write(b)
