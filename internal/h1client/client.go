@@ -213,6 +213,9 @@ func head(pc *conn, r *http.Request) (*http.Response, error) {
 	// User-Agent when the header is present but empty (a reverse proxy
 	// sets it so), Connection: close when r.Close: what the transport
 	// sent. One write system call for a head up to the buffer's size.
+	if pc.bw == nil { // RoundTrip's only: Send writes its head itself
+		pc.bw = bufio.NewWriterSize(pc, 4<<10)
+	}
 	err := r.Write(pc.bw)
 	if err == nil {
 		err = pc.bw.Flush()
@@ -299,7 +302,6 @@ func (e *timeoutError) Temporary() bool { return true } // completes net.Error
 func newConn(c net.Conn, k poolKey) *conn {
 	pc := &conn{c: c, raw: rawConn(c), addr: k.addr, key: k}
 	pc.br = bufio.NewReaderSize(pc, 16<<10)
-	pc.bw = bufio.NewWriterSize(pc, 4<<10)
 	pc.intr = pc.interrupt
 	pc.probe.init(pc.raw)
 	return pc

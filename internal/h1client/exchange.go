@@ -59,7 +59,8 @@ type Interim interface{ Interim(*h1parse.Response) }
 // the next exchange on it.
 type Exchange struct {
 	// Resp is the final response head (1xx heads before it are
-	// skipped). Its slices are valid until Close.
+	// skipped). Its slices point into the connection's read buffer: they
+	// are valid until the first Read of the body.
 	Resp h1parse.Response
 	// Trailer, when set before the body is read, receives a chunked
 	// body's trailer fields (slices valid during the call only).
@@ -74,7 +75,6 @@ type Exchange struct {
 	chunks h1parse.ChunkReader
 	ended  bool  // the body ended cleanly (or there is none)
 	err    error // the body's read error, returned again
-	head   []byte
 }
 
 // Send writes o to a connection to addr (pooled or new) and reads the
@@ -123,9 +123,7 @@ func (c *Client) send(ctx context.Context, pc *conn, o *Outgoing) (ex *Exchange,
 		return nil, bodyRead, headError(ctx, pc, d, err)
 	}
 	var werr error
-	awaited := false // the response head's deadline is set
 	if o.Body == nil {
-		awaited = true
 		// One deadline for the head's write and the response head (a
 		// timer update per exchange saved): the write of a head that
 		// fits the socket buffer takes no time.
@@ -144,17 +142,16 @@ func (c *Client) send(ctx context.Context, pc *conn, o *Outgoing) (ex *Exchange,
 			werr = pc.copyBody(o.Body, d)
 		}
 	}
-	var be *BodyError
-	if werr != nil && (pc.nwritten == 0 || ctx.Err() != nil || errors.As(werr, &be)) {
+	if werr != nil && (pc.nwritten == 0 || ctx.Err() != nil || isBodyError(werr)) {
 		// Nothing went out, the request is over, or the client's body
 		// broke off: the backend waits for the rest, no answer will come.
 		return fail(werr)
 	}
-	if d > 0 && !awaited {
+	if d > 0 && o.Body != nil { // else set before the head's write
 		_ = pc.c.SetDeadline(time.Now().Add(d))
 	}
 	ex = &pc.ex
-	*ex = Exchange{Resp: ex.Resp, c: c, pc: pc, ctx: ctx, stop: stop, head: ex.head[:0]}
+	*ex = Exchange{Resp: ex.Resp, c: c, pc: pc, ctx: ctx, stop: stop}
 	if err := ex.readHead(o.HeadMethod, o.Interim); err != nil {
 		if werr != nil {
 			err = werr // the write failed first: that is the story
@@ -168,7 +165,7 @@ func (c *Client) send(ctx context.Context, pc *conn, o *Outgoing) (ex *Exchange,
 		// The interrupt may have run before the deadline was cleared.
 		return fail(ctx.Err())
 	}
-	ex.keep = werr == nil && !ex.Resp.Close && ex.Resp.Framing != h1parse.UntilClose
+	ex.keep = werr == nil && !ex.Resp.Close // ParseResponse sets Close for UntilClose
 	switch ex.Resp.Framing {
 	case h1parse.NoBody:
 		ex.ended = true
@@ -176,7 +173,6 @@ func (c *Client) send(ctx context.Context, pc *conn, o *Outgoing) (ex *Exchange,
 		ex.left = ex.Resp.ContentLength
 		ex.ended = ex.left == 0
 	case h1parse.Chunked:
-		ex.chunks = h1parse.ChunkReader{}
 		ex.chunks.Reset(pc.br)
 	}
 	return ex, bodyRead, nil
@@ -248,13 +244,11 @@ func (ex *Exchange) readHead(isHead bool, interim Interim) error {
 			return fmt.Errorf("backend %s switched protocols without an upgrade request", ex.pc.addr)
 		}
 		if code >= 200 {
-			// The head is copied out of the read buffer, which the body's
-			// reads will refill, and parsed again there.
-			head, _ := br.Peek(ex.Resp.HeadLen)
-			ex.head = append(ex.head[:0], head...)
+			// Resp's slices stay in the read buffer: valid until the
+			// body's first Read, which may refill it (see Exchange).
 			_, _ = br.Discard(ex.Resp.HeadLen)
 			ex.pc.limit = math.MaxInt64
-			return h1parse.ParseResponse(ex.head, &ex.Resp, isHead)
+			return nil
 		}
 		if interim != nil {
 			interim.Interim(&ex.Resp)
@@ -316,8 +310,20 @@ func (ex *Exchange) Buffered() int { return ex.pc.br.Buffered() }
 // cleanly and the exchange allows another on it, closed otherwise (the
 // rest of a body is never drained).
 func (ex *Exchange) Close() error {
-	ex.c.release(ex.pc, ex.stop, ex.ended && ex.keep)
+	// The Exchange lives in its conn: what it references (the request's
+	// context, the owner's trailer callback and through it the client's
+	// connection) must not stay alive in the pool.
+	stop := ex.stop
+	ex.ctx, ex.stop, ex.Trailer = nil, nil, nil
+	ex.c.release(ex.pc, stop, ex.ended && ex.keep)
 	return nil
+}
+
+// isBodyError reports a failure of the caller's body; a function of its
+// own so that the error target escapes only when there is an error.
+func isBodyError(err error) bool {
+	var be *BodyError
+	return errors.As(err, &be)
 }
 
 // copyBufSize is the request body copy buffer of Send.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync/atomic"
 	"time"
 )
@@ -128,8 +129,7 @@ func (pc *conn) tlsDrained() bool {
 	_ = pc.c.SetReadDeadline(aLongTimeAgo)
 	_, err := pc.br.Peek(1)
 	_ = pc.c.SetReadDeadline(time.Time{})
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+	return errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 // probeAfter is how long a pooled connection may have been idle and be

@@ -15,7 +15,7 @@ const MaxFields = 100
 // close the connection.
 var (
 	ErrIncomplete  = errors.New("h1parse: incomplete head")
-	ErrMalformed   = errors.New("h1parse: malformed request")
+	ErrMalformed   = errors.New("h1parse: malformed head")
 	ErrUnsupported = errors.New("h1parse: unsupported transfer coding")
 )
 
