@@ -6,7 +6,6 @@ import (
 	"context"
 	"net"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -125,34 +124,4 @@ func TestEngineIdleConnectionsHoldNoGoroutine(t *testing.T) {
 	time.Sleep(50 * time.Millisecond) // past IdleParkAfter: nothing may park either
 	require.Equal(t, before, count(), "goroutines for idle engine connections")
 	require.Zero(t, p.parker.Parked())
-}
-
-// A port another engine proxy already serves is an error, as with the goroutine path, not
-// silently shared through SO_REUSEPORT (unless Options.ReusePort asks for that).
-func TestEnginePortTakenIsAnError(t *testing.T) {
-	t.Parallel()
-	be := startBackend(t, "127.0.0.1:0", echo)
-	_, port := startEngineProxy(t, Options{}, func(port int) []Route { return []Route{plainRoute("first", port, be.addr())} })
-	second := newTestProxy(t, nil, Options{ListenAddress: "127.0.0.1", Routes: []Route{plainRoute("second", port, be.addr())}})
-	err := second.Start(context.Background())
-	require.ErrorIs(t, err, syscall.EADDRINUSE)
-}
-
-// With Options.ReusePort each loop binds its own SO_REUSEPORT socket, so a second proxy (an
-// upgrade, a multi-process deployment) can serve the same port alongside.
-func TestEngineReusePortSharesPort(t *testing.T) {
-	t.Parallel()
-	be := startBackend(t, "127.0.0.1:0", echo)
-	first, port := startEngineProxy(t, Options{ReusePort: true}, func(port int) []Route { return []Route{plainRoute("a", port, be.addr())} })
-	second := newTestProxy(t, nil, Options{ReusePort: true, ListenAddress: "127.0.0.1", Routes: []Route{plainRoute("b", port, be.addr())}})
-	require.NoError(t, second.Start(context.Background()))
-	require.True(t, servedByEngine(second, port))
-	for i := range 8 {
-		c := dial(t, port)
-		require.Equal(t, strconv.Itoa(i), roundTrip(t, c, strconv.Itoa(i)))
-		require.NoError(t, c.Close())
-	}
-	requireNoRecords(t, first)
-	requireNoRecords(t, second)
-	require.EqualValues(t, 8, first.Metrics().Total+second.Metrics().Total)
 }

@@ -47,6 +47,9 @@ func (p *Proxy) startEngine(addr netip.AddrPort, lfd int) (*evloop.Server, error
 		ListenSocket:     keepAlive, // accepted sockets inherit it
 		KeepAlive:        enable,
 		KeepAliveIdle:    keepAliveIdle(idle),
+		OnAcceptError: func(err error) { // as acceptLoop logs it; the loop rests until its next tick
+			p.log.Warn("accept failed; listener paused", "addr", addr, "err", err)
+		},
 		OnOpen: func(c *evloop.Conn) evloop.Decision {
 			la := local
 			if wildcard {
@@ -180,12 +183,21 @@ func (p *Proxy) engineOpen(port int, local net.Addr, c *evloop.Conn, eligible fu
 // hello is malformed or over MaxClientHelloBytes. A refused decision ends the connection and
 // OnClose closes its record.
 func (e *engineConn) hello(data []byte) evloop.Decision {
-	if e.scan == nil {
-		e.scan = new(forwarding.HelloScanner)
-	}
 	// Each record is scanned once however the hello trickles in (a loop must not be made to
 	// re-parse a growing hello), and it is refused as soon as its records show it cannot fit.
-	info, err := e.scan.Scan(data, e.p.opts.MaxClientHelloBytes)
+	// A hello that came whole (the usual case) is scanned on the stack; the scanner moves to
+	// the heap only for one that must wait for more.
+	var info forwarding.ClientHelloInfo
+	var err error
+	if e.scan != nil {
+		info, err = e.scan.Scan(data, e.p.opts.MaxClientHelloBytes)
+	} else {
+		var sc forwarding.HelloScanner
+		if info, err = sc.Scan(data, e.p.opts.MaxClientHelloBytes); errors.Is(err, forwarding.ErrNeedMore) {
+			e.scan = new(forwarding.HelloScanner)
+			*e.scan = sc
+		}
+	}
 	switch {
 	case errors.Is(err, forwarding.ErrNeedMore):
 		return evloop.Decision{Sniff: true}

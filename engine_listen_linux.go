@@ -26,7 +26,7 @@ func (p *Proxy) engineListenAddr(set *routeSet, port int) (netip.AddrPort, bool)
 	if p.opts.Engine != EngineEventLoop || p.opts.Dial != nil || !p.engineEligible(set, port) {
 		return netip.AddrPort{}, false
 	}
-	if p.opts.Listen != nil || !p.opts.ReusePort {
+	if !p.opts.ReusePort { // (New refuses ReusePort with Options.Listen)
 		return netip.AddrPort{}, true // one socket, opened as the goroutine path opens it
 	}
 	if p.opts.ListenAddress == "" {

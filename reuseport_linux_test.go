@@ -58,9 +58,8 @@ func TestEngineReusePortShared(t *testing.T) {
 	}
 }
 
-// The engine's sockets always carry SO_REUSEPORT, yet without ReusePort a
-// port another proxy holds is refused as on the goroutine path, not
-// silently shared with it.
+// Without ReusePort a port another proxy holds is refused, on the engine
+// as on the goroutine path, not silently shared with it.
 func TestEngineReusePortOffPortTaken(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -69,8 +68,8 @@ func TestEngineReusePortOffPortTaken(t *testing.T) {
 	}{
 		{"held by an engine", Options{Engine: EngineEventLoop}},
 		{"held by an engine sharing", Options{Engine: EngineEventLoop, ReusePort: true}},
-		{"held by goroutines sharing", Options{ReusePort: true}},
-		{"held by goroutines", Options{}},
+		{"held by goroutines sharing", Options{Engine: EngineGoroutines, ReusePort: true}},
+		{"held by goroutines", Options{Engine: EngineGoroutines}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			port := closedPort(t)

@@ -25,7 +25,9 @@ func newPortProxy(t *testing.T, opts Options, port int, be *backend) *Proxy {
 	t.Helper()
 	opts.ListenAddress = "127.0.0.1"
 	opts.Routes = []Route{plainRoute("tag", port, be.addr())}
-	return newTestProxy(t, nil, opts)
+	p := newTestProxy(t, nil, opts)
+	p.opts.Engine = opts.Engine // as asked, whatever SMARTPROXY_TEST_ENGINE says
+	return p
 }
 
 // tagsSeen dials port n times (each from a new source port, which the

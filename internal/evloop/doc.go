@@ -117,6 +117,10 @@ type Config struct {
 	// written each way and why it ended: nil after both directions ended cleanly, ErrClosed,
 	// a timeout error, or a socket error.
 	OnClose func(c *Conn, clientToBackend, backendToClient int64, err error)
+	// OnAcceptError is called, on the loop, when an accept failed for want of resources
+	// (EMFILE and the like); the listening socket then rests until the next sweep, so it
+	// comes at most once per tick and loop.
+	OnAcceptError func(err error)
 
 	// accept replaces accept4 in tests (failures such as EMFILE on demand).
 	accept func(lfd int) (int, netip.AddrPort, error)

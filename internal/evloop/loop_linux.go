@@ -317,7 +317,9 @@ func (l *loop) accept() {
 				continue
 			}
 			if err != unix.EAGAIN {
-				l.srv.acceptErrors.Add(1)
+				if f := l.srv.cfg.OnAcceptError; f != nil {
+					f(err)
+				}
 				l.pauseAccept()
 			}
 			return

@@ -22,7 +22,6 @@ type Server struct {
 	addr           netip.AddrPort
 	active         atomic.Int64
 	in, out        atomic.Int64
-	acceptErrors   atomic.Int64
 	errMu          sync.Mutex
 	err            error
 	closeOnce      sync.Once
