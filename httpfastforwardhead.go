@@ -248,7 +248,7 @@ func cleanQuery(q string) string {
 		case ';':
 			return reencodeQuery(q)
 		case '%':
-			if i+2 >= len(q) || unhexDigit(q[i+1]) < 0 || unhexDigit(q[i+2]) < 0 {
+			if i+2 >= len(q) || !isHex(q[i+1]) || !isHex(q[i+2]) {
 				return reencodeQuery(q)
 			}
 			i += 3
@@ -262,16 +262,4 @@ func cleanQuery(q string) string {
 func reencodeQuery(q string) string {
 	v, _ := url.ParseQuery(q)
 	return v.Encode()
-}
-
-func unhexDigit(c byte) int {
-	switch {
-	case '0' <= c && c <= '9':
-		return int(c - '0')
-	case 'a' <= c && c <= 'f':
-		return int(c - 'a' + 10)
-	case 'A' <= c && c <= 'F':
-		return int(c - 'A' + 10)
-	}
-	return -1
 }

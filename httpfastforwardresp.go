@@ -3,6 +3,7 @@ package smartproxy
 import (
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/gosmartproxy/smartproxy/internal/h1client"
 	"github.com/gosmartproxy/smartproxy/internal/h1parse"
@@ -50,23 +51,29 @@ func (h *httpLayer) relayResponse(w http.ResponseWriter, fw *fastWriter, lr *log
 	}
 	if resp.Framing == h1parse.Chunked {
 		if announced := resp.Field("trailer"); announced != nil {
-			fw.hdr["Trailer"] = []string{string(announced)}
+			// Names a trailer may not carry (framing, routing: Content-Length,
+			// Transfer-Encoding, Host...) are not relayed, announced or sent;
+			// Go's client, on the other stack, refuses such a response.
+			var names []string
+			for n := range strings.SplitSeq(string(announced), ",") {
+				if n = strings.TrimSpace(n); n != "" && httpguts.ValidTrailerHeader(n) {
+					names = append(names, n)
+				}
+			}
+			if len(names) > 0 {
+				fw.hdr["Trailer"] = []string{strings.Join(names, ", ")}
+			}
 		}
 		ex.Trailer = func(name, value []byte) {
-			k := http.TrailerPrefix + http.CanonicalHeaderKey(string(name))
-			fw.hdr[k] = append(fw.hdr[k], string(value))
+			k := http.CanonicalHeaderKey(string(name))
+			if httpguts.ValidTrailerHeader(k) {
+				fw.hdr[http.TrailerPrefix+k] = append(fw.hdr[http.TrailerPrefix+k], string(value))
+			}
 		}
 	}
 	cl := int64(-1)
 	if resp.Framing == h1parse.Length || resp.Framing == h1parse.NoBody {
 		cl = resp.ContentLength
-	}
-	if httpguts.HeaderValuesContainsToken(fw.hdr["Connection"], "close") {
-		// Set before the forward (a chunked upload's connection closes
-		// after the response): relayHead does not read the header map.
-		fw.mu.Lock()
-		fw.closeAfter = true
-		fw.mu.Unlock()
 	}
 	fw.relayHead(resp.Status, raw, cl, hasDate)
 	if lr != nil && lr.status == 0 {

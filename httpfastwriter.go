@@ -118,6 +118,9 @@ func (w *fastWriter) relayHead(code int, raw []byte, cl int64, hasDate bool) {
 	w.status, w.wroteHeader = code, true
 	w.noBody = w.fc.head || code == http.StatusNoContent || code == http.StatusNotModified
 	w.cl = cl
+	if httpguts.HeaderValuesContainsToken(w.hdr["Connection"], "close") {
+		w.closeAfter = true // set by the handler (a chunked upload's connection ends after it)
+	}
 }
 
 // Header returns the response header map.

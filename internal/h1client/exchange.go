@@ -314,7 +314,7 @@ func (ex *Exchange) Close() error {
 	// context, the owner's trailer callback and through it the client's
 	// connection) must not stay alive in the pool.
 	stop := ex.stop
-	ex.ctx, ex.stop, ex.Trailer = nil, nil, nil
+	ex.ctx, ex.stop, ex.Trailer, ex.chunks.Trailer = nil, nil, nil, nil
 	ex.c.release(ex.pc, stop, ex.ended && ex.keep)
 	return nil
 }
