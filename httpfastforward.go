@@ -95,7 +95,7 @@ func (h *httpLayer) fastForward(w http.ResponseWriter, fw *fastWriter, lr *logge
 			h.badBody(w, pr, errTrailerName) // announced: net/http's server refuses the request
 			return
 		}
-		body = &watchedBody{ReadCloser: fb}
+		body = st.watch(fb)
 		up = &st.up
 		var err error
 		if first, err = up.start(r, fb, body); err != nil {
@@ -123,19 +123,17 @@ func (h *httpLayer) fastForward(w http.ResponseWriter, fw *fastWriter, lr *logge
 			h.badBody(w, pr, fmt.Errorf("%w: %w", errClientBody, err))
 			return
 		}
-		body = &watchedBody{ReadCloser: fb}
+		body = st.watch(fb)
 	} else if ok && fb.left > 0 {
+		// Over maxHeldBody: the bytes that came with the head go in its
+		// write (at most half a head buffer, far less than the body), the
+		// rest streams.
 		fc := fb.fc
-		end := min(fc.n, fc.off+fastOutSize/2) // what fits the head's write
-		if int64(end-fc.off) > fb.left {
-			end = fc.off + int(fb.left)
-		}
-		first = fc.buf[fc.off:end]
-		body = &watchedBody{ReadCloser: fb}
-		src = &fastForwardBody{fb: fb, skip: len(first), w: body}
-		if int64(len(first)) < fb.left {
-			o.Body = src
-		}
+		first = fc.buf[fc.off:min(fc.n, fc.off+fastOutSize/2)]
+		body = st.watch(fb)
+		st.src = fastForwardBody{fb: fb, skip: len(first), w: body}
+		src = &st.src
+		o.Body = src
 	}
 	rt := h.backendTLS(pr)
 	if rt != nil {
@@ -187,17 +185,28 @@ const (
 
 var heldBodyPool = sync.Pool{New: func() any { return new([heldBodySize]byte) }}
 
-// fastFwdState is a forward's tried hosts, lease and chunked upload.
+// fastFwdState is a forward's tried hosts, lease, body watch and readers.
 type fastFwdState struct {
 	tried [4]string
 	lease balance.Lease
 	up    chunkedUpload
+	body  watchedBody     // the request body's watch
+	src   fastForwardBody // a streamed body's reader
 }
 
 // release returns st to its pool, its upload's buffers with it.
 func (st *fastFwdState) release() {
 	st.up.release()
+	st.body.ReadCloser, st.src = nil, fastForwardBody{} // the pool keeps no client connection alive
 	fastFwdStatePool.Put(st)
+}
+
+// watch readies st's body watch over fb.
+func (st *fastFwdState) watch(fb *fastBody) *watchedBody {
+	st.body.ReadCloser = fb
+	st.body.read.Store(false)
+	st.body.failed.Store(false)
+	return &st.body
 }
 
 var fastFwdStatePool = sync.Pool{New: func() any { return new(fastFwdState) }}
