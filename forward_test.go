@@ -419,8 +419,18 @@ func TestRoundRobin(t *testing.T) {
 	named := func(name string) func(net.Conn) {
 		return func(c net.Conn) { _, _ = io.WriteString(c, name) }
 	}
-	a := startBackend(t, "127.0.0.1:0", named("A"))
-	b := startBackend(t, "127.0.0.2:"+strconv.Itoa(a.port), named("B"))
+	// The two hosts share a port: one free on 127.0.0.1 may be held on
+	// 127.0.0.2 by a parallel test's socket, so a taken one is tried again.
+	var a, b *backend
+	for try := 0; b == nil; try++ {
+		a = startBackend(t, "127.0.0.1:0", named("A"))
+		ln, err := net.Listen("tcp", "127.0.0.2:"+strconv.Itoa(a.port))
+		if err != nil && try < 20 {
+			continue // a stays open until cleanup: its port is not handed out again
+		}
+		require.NoError(t, err)
+		b = serveBackend(t, ln, named("B"))
+	}
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	p := startTestProxy(t, lp, Options{Routes: []Route{
