@@ -41,7 +41,9 @@ func TestEngineOpsAccounting(t *testing.T) {
 	require.EqualValues(t, 3, ports.opened.Load())
 	require.EqualValues(t, 3, ports.closed.Load())
 	route := p.ops.routes.get("two")
-	require.EqualValues(t, 2, route.closed.Load())
+	// The route's counters are settled after the record is gone: wait for them.
+	require.Eventually(t, func() bool { return route.closed.Load() == 2 }, 3*time.Second, time.Millisecond,
+		"route closes: %d", route.closed.Load())
 	require.EqualValues(t, 10, route.bytesIn.Load())
 	require.EqualValues(t, 10, route.bytesOut.Load())
 	require.EqualValues(t, 1, p.ops.targets.get(refused).Load(), "the refused host's connect failure")
