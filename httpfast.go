@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync/atomic"
@@ -179,6 +180,17 @@ func (fc *fastConn) readHead(req *h1parse.Request, first bool) error {
 				began = time.Now()
 			}
 			wait -= time.Since(began) // <= 0: the read fails at once
+		}
+		if fc.n == 0 && !first {
+			// The next request of a keep-alive client comes only after
+			// it read the response just written: a read now finds
+			// nothing (EAGAIN), a system call spent before the wait.
+			// Letting the connections that are ready run first gives it
+			// that time, so the read more often finds the request, and
+			// the runtime polls for more of them at once (session 8:
+			// 6.30 -> 5.84 system calls per GET, +3-6 % requests per
+			// CPU-second).
+			runtime.Gosched()
 		}
 		fc.armRead(wait)
 		// After the deadline: beginShutdown sets fastStop, then wakes the
