@@ -11,9 +11,11 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"os"
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -58,7 +60,10 @@ type fastConn struct {
 	// serialises the outgoing head from it); its slices are buf's.
 	req  *h1parse.Request
 	idle atomic.Bool
-	rdl  time.Time // the read deadline set (armRead)
+	// cut: the body's end is taking it from a goroutine still reading it
+	// (fastBody.end).
+	cut atomic.Bool
+	rdl time.Time // the read deadline set (armRead)
 
 	reqTmpl *http.Request // fields every request shares, its context included
 	w       fastWriter    // the current request's; reused
@@ -298,6 +303,7 @@ func (fc *fastConn) serveOne(req *h1parse.Request) (keep, handOff bool) {
 		fc.watch.arm(fc)
 	}
 	v, aborted := fc.run(w, r)
+	whole := body.end() // before the connection is read again: drain, watch, next head
 	if v == ineligible {
 		// Nothing read the body: net/http gets the head again, and what
 		// the watch read goes behind it (disarm keeps buf[off:]).
@@ -312,8 +318,13 @@ func (fc *fastConn) serveOne(req *h1parse.Request) (keep, handOff bool) {
 	if v == ineligible {
 		return false, true
 	}
+	if !whole {
+		// A read of the body was cut off under the goroutine making it:
+		// where the next request starts is not known.
+		w.closeAfter = true
+	}
 	keep = w.finish()
-	if req.Chunked || body.failed {
+	if !whole || req.Chunked || body.failed {
 		return false, false // where the next request starts is not known (or chunked: see refuseFraming)
 	}
 	if body.left > 0 {
@@ -433,9 +444,52 @@ type fastBody struct {
 	left   int64
 	chunks *h1parse.ChunkReader
 	failed bool
+	// mu is held by Read, and ended makes Read fail: a backend
+	// transport may leave a goroutine reading the body after the
+	// response is done (an h2/h2c backend that answered before it took
+	// the whole body: the transport's body writer is still in Read,
+	// waiting for the client's next bytes), and nothing but the fast
+	// path may read the connection after that (end).
+	mu    sync.Mutex
+	ended bool
 }
 
+// Read reads the body for the request's handler.
 func (b *fastBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ended {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	return b.read(p)
+}
+
+// end takes the body from whatever still holds it, once the request's
+// handler returned. A Read still running is woken (its connection
+// read cut off by a past deadline) and waited for; end then reports
+// false, since what that read took from the stream is no longer known.
+func (b *fastBody) end() bool {
+	whole := true
+	if !b.mu.TryLock() {
+		whole = false
+		// cut first: a Read that sets its deadline after this one
+		// (armRead) then sees cut before it reads. Not setReadDeadline:
+		// armRead in that Read keeps rdl.
+		b.fc.cut.Store(true)
+		_ = b.fc.conn.SetReadDeadline(aLongTimeAgo)
+		b.mu.Lock()
+		b.fc.cut.Store(false)
+		b.fc.setReadDeadline(time.Time{})
+	}
+	b.ended = true
+	b.mu.Unlock()
+	return whole
+}
+
+// aLongTimeAgo is a read deadline in the past: a blocked read ends at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+func (b *fastBody) read(p []byte) (int, error) {
 	if b.chunks != nil {
 		n, err := b.chunks.Read(p)
 		if err != nil && err != io.EOF {
@@ -457,7 +511,11 @@ func (b *fastBody) Read(p []byte) (int, error) {
 		fc.off += n
 	} else {
 		fc.armRead(fc.h.idleTimeout)
-		n, err = fc.conn.Read(p)
+		if fc.cut.Load() {
+			err = os.ErrDeadlineExceeded // end takes the body
+		} else {
+			n, err = fc.conn.Read(p)
+		}
 	}
 	if b.left > 0 {
 		b.left -= int64(n)
@@ -482,8 +540,13 @@ func (b *fastBody) drain() bool {
 	if b.left > maxDrain {
 		return false
 	}
-	_, err := io.Copy(io.Discard, b)
-	return err == nil && b.left == 0
+	var buf [4 << 10]byte
+	for b.left > 0 {
+		if _, err := b.read(buf[:]); err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // fastReplayConn gives net/http a connection whose first bytes the fast

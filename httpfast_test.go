@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strconv"
@@ -281,4 +282,58 @@ func requestLineHandler(_ context.Context, c net.Conn, _ *RouteContext) error {
 	line, _, _ := strings.Cut(string(buf[:n]), "\r\n")
 	_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(line))+"\r\nConnection: close\r\n\r\n"+line)
 	return err
+}
+
+// TestFastBodyEndsWithHandler: an h2c backend answers before it took the
+// request body, leaving the transport's body writer inside the body's
+// Read, waiting for the client's next bytes. Once the response is done,
+// only the fast path may read the connection (under -race, a second
+// reader is a data race): the rest of the body and a request pipelined
+// after it are either read by the fast path (the request answered) or
+// the connection ends, and the backend never gets a request the proxy
+// did not answer.
+func TestFastBodyEndsWithHandler(t *testing.T) {
+	t.Parallel()
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	seen := make(chan string, 4)
+	be := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Method + " " + r.URL.Path
+		if r.Method == http.MethodPost {
+			w.WriteHeader(http.StatusForbidden) // the body left unread
+			return
+		}
+		_, _ = io.WriteString(w, "second")
+	}))
+	be.Config.Protocols = new(http.Protocols)
+	be.Config.Protocols.SetUnencryptedHTTP2(true)
+	be.Start()
+	t.Cleanup(be.Close)
+	r := httpRouteOn("r", port, be.Listener.Addr().String(), "a.test")
+	r.Action.Options = &ActionOptions{BackendProtocol: "h2c"}
+	startFastTestProxy(t, lp, Options{Routes: []Route{r}})
+	c := dial(t, port)
+	_, err := io.WriteString(c, "POST /first HTTP/1.1\r\nHost: a.test\r\nContent-Length: 100000\r\n\r\n0123456789")
+	require.NoError(t, err)
+	br := bufio.NewReader(c)
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	_, _ = io.Copy(io.Discard, resp.Body)
+	require.Equal(t, http.StatusForbidden, resp.StatusCode)
+	time.Sleep(100 * time.Millisecond) // the fast path is past the response
+	_, _ = io.WriteString(c, strings.Repeat("x", 100000-10)+"GET /second HTTP/1.1\r\nHost: a.test\r\n\r\n")
+	if resp, err = http.ReadResponse(br, nil); err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		require.Equal(t, "second", string(b))
+		require.Equal(t, "GET /second", <-seen)
+	} else {
+		require.False(t, isTimeout(err), "the connection must end, not stall: %v", err)
+		select {
+		case s := <-seen:
+			require.Equal(t, "POST /first", s)
+		default:
+		}
+		require.Empty(t, seen, "the backend got a request the proxy did not answer")
+	}
 }
