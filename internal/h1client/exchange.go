@@ -78,7 +78,7 @@ type Exchange struct {
 }
 
 // Send writes o to a connection to addr (pooled or new) and reads the
-// response head, as RoundTrip does: a Dial error is returned as it is,
+// response head: a Dial error is returned as it is,
 // a pooled connection found closed is replaced once by a fresh one when
 // o allows, a backend that sends no head within HeadTimeout fails with a
 // net.Error whose Timeout is true, and ctx ending interrupts the
