@@ -119,9 +119,9 @@ func Replayable(r *http.Request) bool {
 	return r.Header["Idempotency-Key"] != nil || r.Header["X-Idempotency-Key"] != nil
 }
 
-// headError is what a failed exchange reports: the request's own end, a
-// head too large, a timeout (a net.Error, so a proxy can answer 504 and
-// try no other target), or the error itself.
+// headError is what a failed exchange reports: the request's own end,
+// heads over maxHeadsBytes, a timeout (a net.Error, so a proxy can
+// answer 504 and try no other target), or the error itself.
 func headError(ctx context.Context, pc *conn, d time.Duration, err error) error {
 	var ne net.Error
 	switch {
