@@ -31,7 +31,7 @@ func header(p *h1parse.Response, te bool) (status string, h http.Header, trailer
 	sb.WriteByte(byte('0' + p.Status/100))
 	sb.WriteByte(byte('0' + p.Status/10%10))
 	sb.WriteByte(byte('0' + p.Status%10))
-	if len(p.Reason) > 0 {
+	if p.Reason != nil { // "200 " has an empty reason, "200" none
 		sb.WriteByte(' ')
 		sb.Write(p.Reason)
 	}

@@ -66,7 +66,7 @@ func (c *Client) RoundTrip(r *http.Request) (*http.Response, error) {
 		ex.keep = false // Connection: close went out: the backend closes
 	}
 	resp := &rt.resp
-	rt.fill(ex, r)
+	rt.fill(&ex.Resp, r)
 	if ex.ended { // no body: HEAD, 1xx, 204, 304, Content-Length: 0
 		_ = ex.Close()
 		resp.Body = http.NoBody
@@ -122,14 +122,13 @@ type roundTrip struct {
 	interim traceInterim
 }
 
-// fill makes rt.resp from ex's final head, as http.ReadResponse would
+// fill makes rt.resp from p, the final head of r's exchange, as http.ReadResponse would
 // have for the same bytes: Transfer-Encoding moves from Header to
 // TransferEncoding, a Trailer field of a chunked response to Trailer's
 // keys, Content-Length is the one parsed value, ContentLength is -1
 // when the body is delimited otherwise, 0 for 1xx, 204 and 304, and the
 // declared length (or -1) for HEAD.
-func (rt *roundTrip) fill(ex *Exchange, r *http.Request) {
-	p := &ex.Resp
+func (rt *roundTrip) fill(p *h1parse.Response, r *http.Request) {
 	resp := &rt.resp
 	resp.Request = r
 	resp.StatusCode = p.Status
