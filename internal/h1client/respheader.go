@@ -17,10 +17,11 @@ import (
 // map. te: the head has Transfer-Encoding (ParseResponse took only
 // "chunked"), which moves to Response.TransferEncoding, and a Trailer
 // field then announces the trailer's keys (returned, with nil values,
-// as http.ReadResponse does) instead of being a field. Duplicate
-// Content-Length fields, which ParseResponse takes when equal, become
-// one field with the parsed value, so that the header cannot say other
-// than the framing.
+// as http.ReadResponse does) instead of being a field. Content-Length
+// is one field with the parsed value, so that the header cannot say
+// other than the framing: equal duplicates ParseResponse takes (as
+// http.ReadResponse does for separate fields, not for "5, 5") become
+// one, and "007" becomes "7" (http.ReadResponse keeps it as sent).
 func header(p *h1parse.Response, te bool) (status string, h http.Header, trailer http.Header) {
 	n := 4 + len(p.Reason)
 	for _, f := range p.Fields {

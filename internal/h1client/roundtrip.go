@@ -37,8 +37,8 @@ var errNotHandled = errors.New("h1client: RoundTrip takes no body, Expect, upgra
 // was sent or r is Replayable. 1xx heads go to the request's
 // ClientTrace.Got1xxResponse (a reverse proxy relays them, 103 Early
 // Hints say), whose error fails the exchange, and are skipped without
-// one. r must be one that Handles; r's context ending interrupts the
-// exchange, body included.
+// one. r must be one that Handles (another fails at once, unsent); r's
+// context ending interrupts the exchange, body included.
 func (c *Client) RoundTrip(r *http.Request) (*http.Response, error) {
 	if !Handles(r) {
 		return nil, errNotHandled
