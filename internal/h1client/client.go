@@ -7,11 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"net/http"
-	"net/http/httptrace"
-	"net/textproto"
 	"sync"
 	"time"
 
@@ -19,8 +16,7 @@ import (
 )
 
 // Bounds of the pool (those the root package gives its http.Transports),
-// and of a response head with the 1xx heads before it unless they are
-// relayed (http.Transport's).
+// and of response heads.
 const (
 	// MaxIdlePerAddr is how many idle connections one backend address
 	// keeps; past it the longest idle of that address is closed.
@@ -29,9 +25,15 @@ const (
 	MaxIdle = 1024
 	// DefaultIdleTimeout is Config.IdleTimeout's zero value.
 	DefaultIdleTimeout = 90 * time.Second
-	// MaxHeaderBytes bounds a response head, and the 1xx heads before it
-	// that no ClientTrace relays.
-	MaxHeaderBytes = 10 << 20
+	// MaxHeaderBytes bounds each response head, 1xx heads included: it
+	// is the size of a connection's read buffer, in which the strict
+	// parser (internal/h1parse) reads a head whole. HAProxy's default
+	// bound (tune.bufsize) is the same; a backend that sends more is
+	// refused (502), on every path of the proxy alike.
+	MaxHeaderBytes = 16 << 10
+	// maxHeadsBytes bounds all the heads of one exchange together: the
+	// 1xx heads a backend may send before the final one, relayed or not.
+	maxHeadsBytes = 10 << 20
 )
 
 // Config is what a Client needs from its owner.
@@ -117,166 +119,27 @@ func Replayable(r *http.Request) bool {
 	return r.Header["Idempotency-Key"] != nil || r.Header["X-Idempotency-Key"] != nil
 }
 
-// RoundTrip sends r to r.URL.Host and reads the response head. The
-// connection goes back to the pool when the response body has been read
-// to its end; a body closed before that closes it. A backend that sends
-// no response head within HeadTimeout fails with a net.Error whose
-// Timeout is true; a Dial error is returned as it is. r must be one that
-// Handles; r's context ending interrupts the exchange, body included.
-func (c *Client) RoundTrip(r *http.Request) (*http.Response, error) {
-	if err := checkRequest(r); err != nil {
-		return nil, err
-	}
-	key := poolKey{addr: r.URL.Host}
-	pc := c.get(key, Replayable(r) && (r.Body == nil || r.Body == http.NoBody))
-	for {
-		fresh := pc == nil
-		if fresh {
-			nc, err := c.dial(r.Context(), "tcp", key.addr)
-			if err != nil {
-				return nil, err // the owner's error: another target may be tried
-			}
-			pc = newConn(nc, key)
-		}
-		resp, err := c.exchange(pc, r)
-		if err == nil || fresh || !retryStale(r, pc, err) {
-			return resp, err
-		}
-		pc = nil // the backend had closed the pooled connection: once more on a new one
-	}
-}
-
-// checkRequest refuses what http.Transport refuses to send: a method that
-// is not a token (the HTTP/2 server lets spaces and tabs through in
-// :method, which would be written into the backend's request line), a
-// field name that is not a token, or a value with control characters
-// other than tab (Request.Write would drop the one and blank line breaks
-// in the other).
-func checkRequest(r *http.Request) error {
-	if !httpguts.ValidHeaderFieldName(r.Method) {
-		return fmt.Errorf("invalid method %q", r.Method)
-	}
-	for k, vv := range r.Header {
-		if !httpguts.ValidHeaderFieldName(k) {
-			return fmt.Errorf("invalid header field name %q", k)
-		}
-		for _, v := range vv {
-			if !httpguts.ValidHeaderFieldValue(v) {
-				return fmt.Errorf("invalid header field value for %q", k)
-			}
-		}
-	}
-	return nil
-}
-
-// exchange writes r on pc and reads the response head within
-// headTimeout. On an error pc is closed.
-func (c *Client) exchange(pc *conn, r *http.Request) (*http.Response, error) {
-	ctx := r.Context()
-	pc.nread, pc.nwritten, pc.limit = 0, 0, MaxHeaderBytes
-	d := c.headTimeout
-	if d > 0 {
-		_ = pc.c.SetDeadline(time.Now().Add(d))
-	}
-	// The request's end (client gone, the owner stopping) interrupts
-	// blocked I/O on pc until the exchange is over: body read to its
-	// end, or closed.
-	stop := context.AfterFunc(ctx, pc.intr)
-	resp, err := head(pc, r)
-	if err == nil && d > 0 {
-		_ = pc.c.SetDeadline(time.Time{})
-	}
-	if err == nil && ctx.Err() != nil {
-		// The interrupt may have run before the deadline was cleared,
-		// and been undone by it: the body read would not be interrupted.
-		err = ctx.Err()
-	}
-	if err != nil {
-		stop()
-		_ = pc.c.Close()
-		return nil, headError(ctx, pc, d, err)
-	}
-	keep := !resp.Close && !r.Close
-	if resp.Body == http.NoBody { // HEAD, 204, 304, Content-Length: 0
-		c.release(pc, stop, keep)
-		return resp, nil
-	}
-	resp.Body = &body{rc: resp.Body, c: c, pc: pc, ctx: ctx, stop: stop, keep: keep}
-	return resp, nil
-}
-
-// head writes r and reads responses up to the final one. 1xx responses
-// go to the request's ClientTrace.Got1xxResponse (a reverse proxy relays
-// them, e.g. 103 Early Hints), as http.Transport does.
-func head(pc *conn, r *http.Request) (*http.Response, error) {
-	// Request.Write sends Host from r.Host or else r.URL.Host, no
-	// User-Agent when the header is present but empty (a reverse proxy
-	// sets it so), Connection: close when r.Close: what the transport
-	// sent. One write system call for a head up to the buffer's size.
-	if pc.bw == nil { // RoundTrip's only: Send writes its head itself
-		pc.bw = bufio.NewWriterSize(pc, 4<<10)
-	}
-	err := r.Write(pc.bw)
-	if err == nil {
-		err = pc.bw.Flush()
-	}
-	if err != nil {
-		return nil, err
-	}
-	trace := httptrace.ContextClientTrace(r.Context())
-	for {
-		resp, err := http.ReadResponse(pc.br, r)
-		if err != nil {
-			return nil, err
-		}
-		code := resp.StatusCode
-		switch {
-		case code == http.StatusSwitchingProtocols:
-			return nil, fmt.Errorf("backend %s switched protocols without an upgrade request", pc.addr)
-		case code >= 100 && code < 200:
-			if trace != nil && trace.Got1xxResponse != nil {
-				if err := trace.Got1xxResponse(code, textproto.MIMEHeader(resp.Header)); err != nil {
-					return nil, err
-				}
-				pc.limit = MaxHeaderBytes // relayed heads are the receiver's to bound
-			}
-		default:
-			pc.limit = math.MaxInt64 // the body is unbounded
-			return resp, nil
-		}
-	}
-}
-
-// headError is what a failed exchange reports: the request's own end, a
-// head too large, a timeout (a net.Error, so a proxy can answer 504 and
-// try no other target), or the error itself.
+// headError is what a failed exchange reports: the request's own end,
+// heads over maxHeadsBytes, a timeout (a net.Error, so a proxy can
+// answer 504 and try no other target), or the error itself.
 func headError(ctx context.Context, pc *conn, d time.Duration, err error) error {
 	var ne net.Error
 	switch {
 	case ctx.Err() != nil:
 		return context.Cause(ctx)
 	case pc.limit <= 0:
-		return fmt.Errorf("backend %s: response head exceeds %d bytes", pc.addr, MaxHeaderBytes)
+		return fmt.Errorf("backend %s: response heads exceed %d bytes", pc.addr, maxHeadsBytes)
 	case errors.As(err, &ne) && ne.Timeout():
 		return &timeoutError{addr: pc.addr, d: d}
 	}
 	return err
 }
 
-// retryStale reports whether r, failed on pc, may be sent again on a
-// new connection: pc came from the pool, nothing of the response
-// arrived, the failure is how a closed connection shows (EOF, or a
-// socket error such as a reset or broken pipe, not a timeout), and
-// either none of the request went out or it is Replayable.
-func retryStale(r *http.Request, pc *conn, err error) bool {
-	return staleFailure(r.Context(), pc, err) && (pc.nwritten == 0 || Replayable(r))
-}
-
 // staleFailure reports how a pooled connection the backend had closed
 // fails: pc came from the pool, nothing of the response arrived, the
 // request is still wanted, and the error is EOF or a socket error (a
 // reset, a broken pipe), not a timeout. Whether the request may then go
-// out again is the caller's rule (retryStale, Send's).
+// out again is Send's rule.
 func staleFailure(ctx context.Context, pc *conn, err error) bool {
 	if !pc.reused || pc.nread > 0 || ctx.Err() != nil {
 		return false
@@ -301,7 +164,7 @@ func (e *timeoutError) Temporary() bool { return true } // completes net.Error
 // newConn wraps a fresh backend connection for k in its buffers.
 func newConn(c net.Conn, k poolKey) *conn {
 	pc := &conn{c: c, raw: rawConn(c), addr: k.addr, key: k}
-	pc.br = bufio.NewReaderSize(pc, 16<<10)
+	pc.br = bufio.NewReaderSize(pc, MaxHeaderBytes)
 	pc.intr = pc.interrupt
 	pc.probe.init(pc.raw)
 	return pc

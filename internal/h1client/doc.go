@@ -25,22 +25,34 @@
 // fails before any byte of the response arrived is replaced by a new
 // one, once, if repeating is safe (Replayable).
 //
-// Send is the raw exchange next to RoundTrip, for a caller that
-// serialises the request head itself (the proxy's HTTP/1.1 fast path):
-// the head, with the first body bytes behind it, goes out in one write,
-// a body the caller framed follows from a reader, and the response head is
-// parsed strictly (internal/h1parse) into the Exchange, with no
-// http.Request or http.Response. It shares the pool, the probe, the
-// stale-connection rule (a pooled connection failing before any
-// response byte is replaced once, when nothing was sent or the caller
-// says the request is replayable and no body byte was taken), the head
-// timeout and the context interrupt with RoundTrip. Lifecycle: Send
-// returns an Exchange that belongs to its connection; the caller reads
-// the body (decoded: Content-Length, chunked, until close) and calls
-// Close exactly once, which pools the connection if the body ended
-// cleanly and both sides allow, and closes it otherwise. 1xx heads are
-// skipped; a request with a body is written in full before the response
-// is read, each write bounded by HeadTimeout.
+// Send is the exchange, for a caller that serialises the request head
+// itself (the proxy's HTTP/1.1 fast path): the head, with the first body
+// bytes behind it, goes out in one write, a body the caller framed
+// follows from a reader, and the response head is parsed strictly
+// (internal/h1parse) into the Exchange, with no http.Request or
+// http.Response. A pooled connection failing before any response byte is
+// replaced once, when nothing was sent or the caller says the request is
+// replayable and no body byte was taken; the head timeout and the
+// context interrupt bound the exchange. Lifecycle: Send returns an
+// Exchange that belongs to its connection; the caller reads the body
+// (decoded: Content-Length, chunked, until close) and calls Close
+// exactly once, which pools the connection if the body ended cleanly
+// and both sides allow, and closes it otherwise. 1xx heads are skipped
+// or given to the caller; a request with a body is written in full
+// before the response is read, each write bounded by HeadTimeout.
+//
+// RoundTrip is Send under a net/http face: it serialises the
+// *http.Request head as http.Transport would (Request.Write), sends it
+// with Send, and makes the *http.Response of the parsed head, its Body
+// the Exchange. There is one exchange loop and one response parser: a
+// backend response that the fast path refuses (Content-Length with
+// Transfer-Encoding, obs-fold, a bare LF, differing Content-Lengths, a
+// bad chunk) RoundTrip refuses too, where http.ReadResponse relayed some
+// of it, so the proxy's paths cannot read one backend's bytes two ways.
+// Each response head, 1xx heads included, is bounded by MaxHeaderBytes
+// (16 KiB, the read buffer's size, HAProxy's default too; net/http's
+// client allowed 10 MiB), and the heads of one exchange together by
+// 10 MiB.
 //
 // TLS backends (Send with Outgoing.TLS): the Client dials, runs the
 // handshake itself with the caller's config, its ServerName set to

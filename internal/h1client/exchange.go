@@ -78,7 +78,7 @@ type Exchange struct {
 }
 
 // Send writes o to a connection to addr (pooled or new) and reads the
-// response head, as RoundTrip does: a Dial error is returned as it is,
+// response head: a Dial error is returned as it is,
 // a pooled connection found closed is replaced once by a fresh one when
 // o allows, a backend that sends no head within HeadTimeout fails with a
 // net.Error whose Timeout is true, and ctx ending interrupts the
@@ -114,7 +114,7 @@ func (c *Client) Send(ctx context.Context, addr string, o Outgoing) (*Exchange, 
 
 // send runs one exchange of o on pc; on an error pc is closed.
 func (c *Client) send(ctx context.Context, pc *conn, o *Outgoing) (ex *Exchange, bodyRead bool, err error) {
-	pc.nread, pc.nwritten, pc.limit = 0, 0, MaxHeaderBytes
+	pc.nread, pc.nwritten, pc.limit = 0, 0, maxHeadsBytes
 	d := c.headTimeout
 	stop := context.AfterFunc(ctx, pc.intr)
 	fail := func(err error) (*Exchange, bool, error) {
@@ -252,6 +252,9 @@ func (ex *Exchange) readHead(isHead bool, interim Interim) error {
 		}
 		if interim != nil {
 			interim.Interim(&ex.Resp)
+			if f, ok := interim.(interimFailer); ok && f.interimErr() != nil {
+				return f.interimErr() // RoundTrip's ClientTrace refused it
+			}
 		}
 		_, _ = br.Discard(ex.Resp.HeadLen)
 	}
@@ -318,6 +321,19 @@ func (ex *Exchange) Close() error {
 	ex.c.release(ex.pc, stop, ex.ended && ex.keep)
 	return nil
 }
+
+// abort closes the exchange's connection, never pooled: RoundTrip's
+// body closed before its end. It may run while Read blocks in another
+// goroutine, so it touches nothing Read writes, and the Exchange is left
+// as it is (its connection is never used again).
+func (ex *Exchange) abort() {
+	ex.stop()
+	_ = ex.pc.c.Close()
+}
+
+// interimFailer is an Interim that can fail the exchange (RoundTrip's
+// relay to a ClientTrace, whose Got1xxResponse returns an error).
+type interimFailer interface{ interimErr() error }
 
 // isBodyError reports a failure of the caller's body; a function of its
 // own so that the error target escapes only when there is an error.

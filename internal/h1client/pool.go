@@ -2,12 +2,9 @@ package h1client
 
 import (
 	"bufio"
-	"context"
 	"errors"
-	"io"
 	"net"
 	"os"
-	"sync/atomic"
 	"time"
 )
 
@@ -24,14 +21,13 @@ type conn struct {
 	addr      string
 	key       poolKey // the pool it belongs to
 	br        *bufio.Reader
-	bw        *bufio.Writer
 	idleSince time.Time
 	reused    bool     // taken from the pool: the backend may have closed it since
 	nread     int64    // bytes read in this exchange
 	nwritten  int64    // bytes written in this exchange
 	limit     int64    // bytes the response head may still take
 	intr      func()   // interrupt, made once rather than per exchange
-	ex        Exchange // Send's, reused by every exchange on the connection
+	ex        Exchange // reused by every exchange on the connection
 	probe     prober   // peeks before reuse (peek_unix.go)
 }
 
@@ -59,47 +55,6 @@ func (pc *conn) Write(p []byte) (int, error) {
 func (pc *conn) interrupt() {
 	if pc.c.SetDeadline(aLongTimeAgo) != nil {
 		_ = pc.c.Close()
-	}
-}
-
-// body is a response body read from its exchange's connection. The
-// connection goes back to the pool when the body ends cleanly, and is
-// closed when the body is abandoned or fails; either happens once.
-type body struct {
-	rc   io.ReadCloser // ReadResponse's body
-	c    *Client
-	pc   *conn
-	ctx  context.Context
-	stop func() bool // ends the exchange's interrupt
-	keep bool        // response and request allow another exchange on pc
-	done atomic.Bool // pc was released
-}
-
-func (b *body) Read(p []byte) (int, error) {
-	n, err := b.rc.Read(p)
-	if err != nil {
-		if err != io.EOF && b.ctx.Err() != nil {
-			// Interrupted: report the cancel, which a reverse proxy does
-			// not log as a read error.
-			err = b.ctx.Err()
-		}
-		b.finish(err == io.EOF && b.keep)
-	}
-	return n, err
-}
-
-// Close before the end closes the connection rather than read an
-// unbounded rest (so ReadResponse's body, whose Close drains, is left
-// alone); after the end it does nothing.
-func (b *body) Close() error {
-	b.finish(false)
-	return nil
-}
-
-// finish releases the connection, the first time only.
-func (b *body) finish(reuse bool) {
-	if !b.done.Swap(true) {
-		b.c.release(b.pc, b.stop, reuse)
 	}
 }
 
