@@ -207,7 +207,9 @@ func (c *Client) exchange(pc *conn, r *http.Request) (*http.Response, error) {
 
 // head writes r and reads responses up to the final one. 1xx responses
 // go to the request's ClientTrace.Got1xxResponse (a reverse proxy relays
-// them, e.g. 103 Early Hints), as http.Transport does.
+// them, e.g. 103 Early Hints), as http.Transport does. Unlike
+// http.Transport's, a response's Connection field stays in its header
+// when it says close (connfield.go).
 func head(pc *conn, r *http.Request) (*http.Response, error) {
 	// Request.Write sends Host from r.Host or else r.URL.Host, no
 	// User-Agent when the header is present but empty (a reverse proxy
@@ -225,8 +227,15 @@ func head(pc *conn, r *http.Request) (*http.Response, error) {
 	}
 	trace := httptrace.ContextClientTrace(r.Context())
 	for {
+		conns, seen, err := peekConnection(pc.br)
+		if err != nil {
+			return nil, err
+		}
 		resp, err := http.ReadResponse(pc.br, r)
 		if err != nil {
+			return nil, err
+		}
+		if err := restoreConnection(resp, conns, seen, pc.addr); err != nil {
 			return nil, err
 		}
 		code := resp.StatusCode
