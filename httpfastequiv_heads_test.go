@@ -41,3 +41,16 @@ func TestFastEquivHeadsExplore(t *testing.T) {
 		}
 	}
 }
+
+func TestFastEquivHeadsExplore2(t *testing.T) {
+	t.Parallel()
+	stacks := startEquivStacks(t, plainRoutes)
+	for _, s := range stacks {
+		o := s.exchange(t, rawReq("POST", "/p", "a.test", "hello", "Content-Length: 5", "X-Script: close-drop"), "POST")
+		t.Logf("POST close-drop %s:\n%s", s.name, o.text(s))
+		o = s.exchange(t, rawReq("POST", "/p", "a.test", "hello", "Content-Length: 5", "X-Script: 1xx-fields"), "POST")
+		t.Logf("POST 1xx %s:\n%s", s.name, o.text(s))
+		o = s.exchange(t, rawReq("POST", "/p", "a.test", "hello", "Content-Length: 5", "X-Script: 304-ct-cl", "User-Agent: a", "User-Agent: b"), "POST")
+		t.Logf("POST 304 %s:\n%s", s.name, o.text(s))
+	}
+}

@@ -235,8 +235,8 @@ func head(pc *conn, r *http.Request) (*http.Response, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := restoreConnection(resp, conns, seen, pc.addr); err != nil {
-			return nil, err
+		if err := RestoreConnection(resp, conns, seen); err != nil {
+			return nil, fmt.Errorf("backend %s: %w", pc.addr, err)
 		}
 		code := resp.StatusCode
 		switch {

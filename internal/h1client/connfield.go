@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 )
@@ -17,9 +16,10 @@ import (
 // raw head before ReadResponse parses it and puts the Connection lines
 // back into the parsed header when ReadResponse took them out.
 
-// errHeadUnseen: a head too large to be peeked at whole said close, and
-// which fields it named hop-by-hop is unknown.
-var errHeadUnseen = errors.New("response head larger than the read buffer with Connection: close")
+// ErrHeadUnseen: a response head that may have said close (Connection:
+// close, or a close-delimited body) could not be seen whole, so which
+// fields it named hop-by-hop is unknown (RestoreConnection).
+var ErrHeadUnseen = errors.New("response head not seen whole with Connection: close")
 
 // peekConnection waits for the next head to be buffered whole in br and
 // returns the values of its Connection field lines (nil when it has
@@ -65,6 +65,28 @@ func headEnd(b []byte, from int) int {
 	return -1
 }
 
+// FinalConnection returns the values of the Connection field lines of
+// the final (not 1xx) response head in b, the bytes a backend connection
+// gave from the start of a response on, 1xx heads first; ok is false
+// when b does not hold that head whole. For a caller whose responses
+// http.ReadResponse parsed (http.Transport's) and that recorded the raw
+// bytes: see peekConnection for why.
+func FinalConnection(b []byte) (vals []string, ok bool) {
+	for {
+		end := headEnd(b, 0)
+		if end < 0 {
+			return nil, false
+		}
+		// "HTTP/1.1 1xx": an interim head, unless 101 (final: the
+		// connection is another protocol's after it).
+		if len(b) > 12 && b[9] == '1' && !(b[10] == '0' && b[11] == '1') && b[8] == ' ' {
+			b = b[end:]
+			continue
+		}
+		return connectionValues(b[:end]), true
+	}
+}
+
 // connectionValues returns the values of head's Connection field lines,
 // an obs-fold continuation joined with a space (as ReadResponse joins
 // it); nil, without allocating, when there is none.
@@ -99,20 +121,20 @@ func connectionValues(head []byte) []string {
 	return vals
 }
 
-// restoreConnection puts vals, a head's Connection values
-// (peekConnection), back into resp's header when ReadResponse deleted
-// them (an HTTP/1.1 head that said close; HTTP/1.0 ones keep theirs). A
-// head that could not be seen whole and may have said close is refused
-// (a close-delimited body's head over 16 KiB too, as the fast path
-// refuses every head over 16 KiB): the fields it named hop-by-hop would
-// reach the client.
-func restoreConnection(resp *http.Response, vals []string, seen bool, addr string) error {
+// RestoreConnection puts vals, a head's Connection values
+// (FinalConnection; RoundTrip's own come from peekConnection), back into
+// resp's header when ReadResponse deleted them (an HTTP/1.1 head that said
+// close; HTTP/1.0 ones keep theirs). A head that was not seen whole and
+// may have said close is refused with ErrHeadUnseen, its body left to
+// the caller to close (a close-delimited body's head over 16 KiB too, as the fast path refuses
+// every head over 16 KiB): the fields it named hop-by-hop would reach
+// the client.
+func RestoreConnection(resp *http.Response, vals []string, seen bool) error {
 	if _, ok := resp.Header["Connection"]; ok || !resp.Close || !resp.ProtoAtLeast(1, 1) {
 		return nil
 	}
 	if !seen {
-		_ = resp.Body.Close()
-		return fmt.Errorf("backend %s: %w", addr, errHeadUnseen)
+		return ErrHeadUnseen
 	}
 	if vals != nil {
 		resp.Header["Connection"] = vals
