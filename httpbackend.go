@@ -311,14 +311,14 @@ func (bt backendTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 	var tap *tapTrace // http.Transport's HTTP/1.1 heads (httpbackendtap.go)
 	if k.proto != "http1" || k.tls != nil || !h1client.Handles(out) {
 		tr = h.transports.get(k)
-		if k.proto == "http1" {
-			out, tap = withTap(out)
-		}
 	}
 	var body *watchedBody
 	if out.Body != nil && out.Body != http.NoBody {
 		body = &watchedBody{ReadCloser: out.Body}
-		out.Body = body
+		out.Body = body // on the reverse proxy's request: proxyError looks (clientBodyFailed)
+	}
+	if tr != h.h1 && k.proto == "http1" {
+		out, tap = withTap(out)
 	}
 	var triedBuf [4]string
 	// One allocation per request holds the lease and, on success, the
