@@ -1,56 +1,215 @@
 package smartproxy
 
 import (
+	"os"
+	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 )
 
+// The equivalence tests of head fields: what each stack forwards of a
+// request head to the backend and of a response head to the client,
+// hop-by-hop fields, fields net/http's server or client would change
+// (a 304's Content-Length and Content-Type, a second User-Agent, a
+// Connection field that says close) and framing fields on bodiless
+// responses. Each case runs through both stacks (requireEquiv) and
+// asserts what the right outcome is, so the two cannot agree on a wrong
+// one. Requests with a body take http.Transport on the net/http stack,
+// bodiless ones internal/h1client: cases come in both kinds.
+
 func init() {
-	for k, v := range map[string]equivScript{
-		"304-ct-cl":  {raw: "HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nContent-Type: text/html\r\nContent-Length: 1234\r\n\r\n"},
-		"304-cl":     {raw: "HTTP/1.1 304 Not Modified\r\nContent-Length: 7\r\n\r\n"},
-		"304-cl0":    {raw: "HTTP/1.1 304 Not Modified\r\nContent-Length: 0\r\n\r\n"},
-		"204-cl0":    {raw: "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"},
-		"close-drop": {raw: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close, X-Drop\r\nX-Drop: secret\r\n\r\nok", close: true},
-		"drop-upper": {raw: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: X-DROP\r\nConnection: close\r\nx-drop: secret\r\n\r\nok", close: true},
-		"hop-fields": {raw: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\nUpgrade: h2c\r\nProxy-Authenticate: Basic\r\nTrailer: X-T\r\nVia: 1.1 be\r\nServer: be\r\n\r\nok"},
-		"1xx-fields": {raw: "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\nConnection: X-H\r\nX-H: h\r\nKeep-Alive: x\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"},
-		"http10":     {raw: "HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, X-Ka\r\nX-Ka: k\r\n\r\nok", close: true},
+	// This file's backend answers, next to the shared ones.
+	for name, s := range map[string]equivScript{
+		"304-ct-cl": {raw: "HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nContent-Type: text/html\r\nContent-Length: 1234\r\n\r\n"},
+		"304-cl0":   {raw: "HTTP/1.1 304 Not Modified\r\nContent-Length: 0\r\n\r\n"},
+		"204-cl0":   {raw: "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nContent-Type: text/plain\r\n\r\n"},
+		"close-drop": {raw: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close, X-Drop\r\nX-Drop: secret\r\n" +
+			"X-Stay: s\r\n\r\nok", close: true},
+		"close-drop-lines": {raw: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: X-DROP\r\nconnection: close\r\n" +
+			"x-drop: secret\r\nX-Stay: s\r\n\r\nok", close: true},
+		"close-delimited-drop": {raw: "HTTP/1.1 200 OK\r\nConnection: close,X-Drop\r\nX-Drop: secret\r\n\r\nuntil the close",
+			close: true},
+		"keep-drop": {raw: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, X-Drop\r\nX-Drop: secret\r\n\r\nok"},
+		"hop-fields": {raw: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\n" +
+			"TE: trailers\r\nUpgrade: h2c\r\nProxy-Authenticate: Basic\r\nTrailer: X-T\r\nVia: 1.1 be\r\nServer: be\r\n" +
+			"Date: Tue, 02 Jan 2024 00:00:00 GMT\r\n\r\nok"},
+		"1xx-hop": {raw: "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\nConnection: X-H\r\nX-H: h\r\nKeep-Alive: x\r\n" +
+			"Content-Length: 5\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"},
+		"http10-drop": {raw: "HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, X-Drop\r\nX-Drop: k\r\n\r\nok",
+			close: true},
+		"big-head-close": {raw: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Big: " + strings.Repeat("b", 17<<10) +
+			"\r\nConnection: close, X-Drop\r\nX-Drop: secret\r\n\r\nok", close: true},
 	} {
-		equivScripts[k] = v
+		equivScripts[name] = s
 	}
 }
 
-func TestFastEquivHeadsExplore(t *testing.T) {
+// TestFastEquivResponseHeads: response heads through both stacks, for a
+// bodiless GET and for a POST with a body, each followed on the same
+// client connection by a plain request.
+func TestFastEquivResponseHeads(t *testing.T) {
 	t.Parallel()
 	stacks := startEquivStacks(t, plainRoutes)
-	for _, script := range []string{"304-ct-cl", "304-cl", "304-cl0", "204-cl0", "close-drop", "drop-upper", "hop-fields", "1xx-fields", "http10"} {
-		for _, s := range stacks {
-			o := s.sequence(t, []string{scripted("GET", script), rawReq("GET", "/after", "a.test", "")}, []string{"GET", "GET"})
-			t.Logf("%s %s:\n%s", script, s.name, o.text(s))
-		}
+	testResponseHeads(t, stacks, "a.test")
+}
+
+// TestFastEquivResponseHeadsReencrypt: the same to a TLS backend (the
+// net/http stack's requests all take http.Transport then).
+func TestFastEquivResponseHeadsReencrypt(t *testing.T) {
+	t.Parallel()
+	stacks := startEquivStacksTLS(t, "a.test", &BackendTLS{CA: pki().ca.pem}, plainRoutes)
+	testResponseHeads(t, stacks, "a.test")
+}
+
+func testResponseHeads(t *testing.T, stacks [2]*equivStack, host string) {
+	noDrop := func(t *testing.T, m wireMsg) {
+		require.Empty(t, m.get("x-drop"), "a field the backend's Connection named reached the client")
+		require.Empty(t, m.get("connection"))
 	}
-	for name, send := range map[string]string{
-		"two UA":           rawReq("GET", "/ua", "a.test", "", "User-Agent: one", "User-Agent: two"),
-		"conn X-Foo":       rawReq("GET", "/c", "a.test", "", "Connection: X-Foo", "X-Foo: f"),
-		"conn close X-Foo": rawReq("GET", "/c", "a.test", "", "Connection: close, X-Foo", "X-Foo: f"),
-		"hop req":          rawReq("GET", "/c", "a.test", "", "Via: 1.0 c", "Date: Mon, 01 Jan 2024 00:00:00 GMT", "Server: c", "Trailer: X-T", "Upgrade: foo", "Proxy-Authenticate: x", "Proxy-Authorization: y", "Keep-Alive: 1"),
+	for _, c := range []struct {
+		script string
+		status int
+		check  func(t *testing.T, m wireMsg)
+	}{
+		// RFC 9110 8.6 and 15.4.5: a 304 may carry the Content-Length
+		// and Content-Type of the selected representation; relayed.
+		{"304-ct-cl", 304, func(t *testing.T, m wireMsg) {
+			require.Equal(t, []string{"1234"}, m.get("content-length"))
+			require.Equal(t, []string{"text/html"}, m.get("content-type"))
+			require.Equal(t, []string{`"v1"`}, m.get("etag"))
+		}},
+		{"304-cl0", 304, func(t *testing.T, m wireMsg) { require.Equal(t, []string{"0"}, m.get("content-length")) }},
+		// RFC 9110 8.6: never a Content-Length on a 204.
+		{"204-cl0", 204, func(t *testing.T, m wireMsg) {
+			require.Empty(t, m.get("content-length"))
+			require.Equal(t, []string{"text/plain"}, m.get("content-type"))
+		}},
+		// RFC 9110 7.6.1: the fields Connection names are hop-by-hop, a
+		// close among them or not, in one line or several.
+		{"close-drop", 200, func(t *testing.T, m wireMsg) { noDrop(t, m); require.Equal(t, []string{"s"}, m.get("x-stay")) }},
+		{"close-drop-lines", 200, func(t *testing.T, m wireMsg) { noDrop(t, m); require.Equal(t, []string{"s"}, m.get("x-stay")) }},
+		{"close-delimited-drop", 200, func(t *testing.T, m wireMsg) { noDrop(t, m); require.Equal(t, "until the close", m.body) }},
+		{"keep-drop", 200, noDrop},
+		{"http10-drop", 200, noDrop},
+		// The hop-by-hop list; Date, Server and Via relayed as they came
+		// (neither stack adds a Via).
+		{"hop-fields", 200, func(t *testing.T, m wireMsg) {
+			for _, f := range []string{"keep-alive", "proxy-connection", "te", "upgrade", "proxy-authenticate", "trailer"} {
+				require.Empty(t, m.get(f), f)
+			}
+			require.Equal(t, []string{"1.1 be"}, m.get("via"))
+			require.Equal(t, []string{"be"}, m.get("server"))
+			require.Equal(t, []string{"Tue, 02 Jan 2024 00:00:00 GMT"}, m.get("date"))
+		}},
+		// A relayed 1xx loses its hop-by-hop and framing fields too.
+		{"1xx-hop", 200, func(t *testing.T, m wireMsg) {
+			require.Equal(t, []string{"HTTP/1.1 103 Early Hints | link: </a>"}, m.interim)
+		}},
+		// A head over 16 KiB: refused (the fast path's bound; on the
+		// net/http stack, a head that says close must be seen whole).
+		{"big-head-close", 502, noDrop},
 	} {
-		for _, s := range stacks {
-			o := s.exchange(t, send, "GET")
-			t.Logf("%s %s:\n%s", name, s.name, o.text(s))
+		for _, withBody := range []bool{false, true} {
+			method := map[bool]string{false: "GET", true: "POST"}[withBody]
+			t.Run(c.script+" "+method, func(t *testing.T) {
+				send := rawReq("GET", "/s/"+c.script, host, "", "X-Script: "+c.script)
+				if withBody {
+					send = rawReq("POST", "/s/"+c.script, host, "hello", "Content-Length: 5", "X-Script: "+c.script)
+				}
+				after := rawReq("GET", "/after", host, "")
+				o := requireEquivSequence(t, stacks, []string{send, after}, []string{method, "GET"})
+				if os.Getenv("EQUIV_DEBUG") != "" {
+					t.Log(o.text(stacks[0]))
+				}
+				require.Len(t, o.resps, 2, o.text(stacks[0]))
+				require.Equal(t, "all read", o.end)
+				require.Equal(t, c.status, o.resps[0].status(), o.text(stacks[0]))
+				c.check(t, o.resps[0])
+			})
 		}
 	}
 }
 
-func TestFastEquivHeadsExplore2(t *testing.T) {
+// TestFastEquivRequestHeads: request heads through both stacks, bodiless
+// and with a body.
+func TestFastEquivRequestHeads(t *testing.T) {
 	t.Parallel()
-	stacks := startEquivStacks(t, plainRoutes)
-	for _, s := range stacks {
-		o := s.exchange(t, rawReq("POST", "/p", "a.test", "hello", "Content-Length: 5", "X-Script: close-drop"), "POST")
-		t.Logf("POST close-drop %s:\n%s", s.name, o.text(s))
-		o = s.exchange(t, rawReq("POST", "/p", "a.test", "hello", "Content-Length: 5", "X-Script: 1xx-fields"), "POST")
-		t.Logf("POST 1xx %s:\n%s", s.name, o.text(s))
-		o = s.exchange(t, rawReq("POST", "/p", "a.test", "hello", "Content-Length: 5", "X-Script: 304-ct-cl", "User-Agent: a", "User-Agent: b"), "POST")
-		t.Logf("POST 304 %s:\n%s", s.name, o.text(s))
+	stacks := startEquivStacks(t, equivRoutes)
+	testRequestHeads(t, stacks)
+}
+
+// TestFastEquivRequestHeadsReencrypt: the same to a TLS backend.
+func TestFastEquivRequestHeadsReencrypt(t *testing.T) {
+	t.Parallel()
+	testRequestHeads(t, startEquivStacksTLS(t, "a.test", &BackendTLS{CA: pki().ca.pem}, equivRoutes))
+}
+
+func testRequestHeads(t *testing.T, stacks [2]*equivStack) {
+	notForwarded := func(names ...string) func(t *testing.T, m wireMsg) {
+		return func(t *testing.T, m wireMsg) {
+			for _, n := range names {
+				require.Empty(t, m.get(n), "%s reached the backend", n)
+			}
+		}
+	}
+	for _, c := range []struct {
+		name   string
+		host   string
+		fields []string
+		close  bool // the client's connection ends after the response
+		check  func(t *testing.T, m wireMsg)
+	}{
+		// Both User-Agent lines, as HAProxy forwards them (net/http's
+		// Request.Write sends the first only).
+		{"two User-Agents", "a.test", []string{"User-Agent: one", "User-Agent: two"}, false, func(t *testing.T, m wireMsg) {
+			require.Equal(t, []string{"one", "two"}, m.get("user-agent"))
+		}},
+		{"two User-Agents, templates", "t.test", []string{"User-Agent: one", "User-Agent: two"}, false, func(t *testing.T, m wireMsg) {
+			require.Equal(t, []string{"one", "two"}, m.get("user-agent"))
+			require.Equal(t, []string{"ua=one"}, m.get("x-agent"))
+		}},
+		// RFC 9110 7.6.1, the request direction.
+		{"Connection names a field", "a.test", []string{"Connection: X-Foo", "X-Foo: f", "X-Stay: s"}, false, func(t *testing.T, m wireMsg) {
+			notForwarded("x-foo", "connection")(t, m)
+			require.Equal(t, []string{"s"}, m.get("x-stay"))
+		}},
+		{"Connection close names a field", "a.test", []string{"Connection: close, X-Foo", "X-Foo: f"}, true, notForwarded("x-foo", "connection")},
+		{"Connection lines name fields", "a.test", []string{"Connection: X-Foo", "connection: keep-alive, x-bar", "x-foo: f",
+			"X-Bar: b"}, false, notForwarded("x-foo", "x-bar", "connection")},
+		{"hop-by-hop fields", "a.test", []string{"Keep-Alive: timeout=5", "Proxy-Connection: close", "Te: gzip", "Trailer: X-T",
+			"Upgrade: foo", "Proxy-Authorization: Basic eDp5"}, false, notForwarded("keep-alive", "proxy-connection", "te", "trailer",
+			"upgrade", "proxy-authorization")},
+		// End-to-end fields a client may send are forwarded as they came.
+		{"end-to-end fields", "a.test", []string{"Via: 1.0 c", "Date: Mon, 01 Jan 2024 00:00:00 GMT", "Server: c", "Max-Forwards: 3"},
+			false, func(t *testing.T, m wireMsg) {
+				require.Equal(t, []string{"1.0 c"}, m.get("via"))
+				require.Equal(t, []string{"Mon, 01 Jan 2024 00:00:00 GMT"}, m.get("date"))
+				require.Equal(t, []string{"c"}, m.get("server"))
+				require.Equal(t, []string{"3"}, m.get("max-forwards"))
+			}},
+	} {
+		for _, withBody := range []bool{false, true} {
+			method := map[bool]string{false: "GET", true: "POST"}[withBody]
+			t.Run(c.name+" "+method, func(t *testing.T) {
+				send := rawReq("GET", "/h", c.host, "", c.fields...)
+				if withBody {
+					send = rawReq("POST", "/h", c.host, "hello", append([]string{"Content-Length: 5"}, c.fields...)...)
+				}
+				o := requireEquiv(t, stacks, send+rawReq("GET", "/after", c.host, ""), method, "GET")
+				if os.Getenv("EQUIV_DEBUG") != "" {
+					t.Log(o.text(stacks[0]))
+				}
+				if c.close {
+					require.Len(t, o.resps, 1, o.text(stacks[0]))
+					require.Len(t, o.reqs, 1, o.text(stacks[0]))
+				} else {
+					require.Len(t, o.resps, 2, o.text(stacks[0]))
+					require.Len(t, o.reqs, 2, o.text(stacks[0]))
+				}
+				require.Equal(t, 200, o.resps[0].status(), o.text(stacks[0]))
+				c.check(t, o.reqs[0])
+			})
+		}
 	}
 }
