@@ -1,0 +1,129 @@
+package h1client
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// Tests of the Connection field that http.ReadResponse deletes when it
+// says close, kept by RoundTrip (peekConnection) and recoverable from
+// recorded bytes (FinalConnection).
+
+func TestFinalConnection(t *testing.T) {
+	for _, c := range []struct {
+		name, raw string
+		vals      []string
+		ok        bool
+	}{
+		{"none", "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", nil, true},
+		{"close and a name", "HTTP/1.1 200 OK\r\nConnection: close, X-A\r\n\r\nbody", []string{"close, X-A"}, true},
+		{"two lines, any case", "HTTP/1.1 200 OK\r\nconnection: X-A\r\nCONNECTION:close\r\n\r\n", []string{"X-A", "close"}, true},
+		{"obs-fold joined", "HTTP/1.1 200 OK\r\nConnection: close,\r\n X-A\r\nX-B: b\r\n\r\n", []string{"close, X-A"}, true},
+		{"bare LF", "HTTP/1.1 200 OK\nConnection: close, X-A\n\n", []string{"close, X-A"}, true},
+		{"1xx skipped", "HTTP/1.1 103 Early Hints\r\nConnection: X-H\r\n\r\nHTTP/1.1 200 OK\r\nConnection: close\r\n\r\n",
+			[]string{"close"}, true},
+		{"101 is final", "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n", []string{"Upgrade"}, true},
+		{"a name in the body is not a field", "HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n\r\nConnection: X-A\r\n\r\n", nil, true},
+		{"field name that only starts so", "HTTP/1.1 200 OK\r\nConnection-X: a\r\n\r\n", nil, true},
+		{"incomplete", "HTTP/1.1 200 OK\r\nConnection: close\r\n", nil, false},
+		{"only a 1xx", "HTTP/1.1 100 Continue\r\n\r\n", nil, false},
+		{"empty", "", nil, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			vals, ok := FinalConnection([]byte(c.raw))
+			require.Equal(t, c.ok, ok)
+			require.Equal(t, c.vals, vals)
+		})
+	}
+}
+
+// TestRoundTripKeepsConnection: a response that says close keeps its
+// Connection field (resp.Close set as well), so that a proxy can remove
+// the fields it names; the 1xx before it are relayed as they came. A head
+// too large to be seen whole fails if it may say close, and is taken if
+// it is HTTP/1.0 or keeps the connection.
+func TestRoundTripKeepsConnection(t *testing.T) {
+	big := "X-Big: " + strings.Repeat("b", 17<<10) + "\r\n"
+	heads := map[string]string{
+		"/close": "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" +
+			"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close, X-Drop\r\nX-Drop: d\r\n\r\nok",
+		"/fold":      "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close,\r\n X-Drop\r\n\r\nok",
+		"/keep":      "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: X-Drop\r\n\r\nok",
+		"/big-close": "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" + big + "Connection: close\r\n\r\nok",
+		"/big-until": "HTTP/1.1 200 OK\r\n" + big + "\r\nok",
+		"/big-keep":  "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" + big + "\r\nok",
+		"/big-10":    "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n" + big + "\r\nok",
+	}
+	srv := startRaw(t, func(c net.Conn, r *http.Request) bool {
+		_, _ = io.WriteString(c, heads[r.URL.Path])
+		return false
+	})
+	c := newTestClient(t, Config{})
+	for path, want := range map[string][]string{"/close": {"close, X-Drop"}, "/fold": {"close, X-Drop"}, "/keep": {"X-Drop"}} {
+		var interim []textproto.MIMEHeader
+		ctx := httptrace.WithClientTrace(t.Context(), &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+			interim = append(interim, h)
+			return nil
+		}})
+		out, err := http.NewRequestWithContext(ctx, "GET", "http://"+srv.addr()+path, nil)
+		require.NoError(t, err)
+		resp, err := c.RoundTrip(out)
+		require.NoError(t, err, path)
+		require.Equal(t, want, resp.Header["Connection"], path)
+		require.Equal(t, path != "/keep", resp.Close, path)
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		require.Equal(t, "ok", string(body))
+		require.NoError(t, resp.Body.Close())
+		if path == "/close" {
+			require.Equal(t, []textproto.MIMEHeader{{"Link": {"</a>"}}}, interim)
+		}
+	}
+	for path, fails := range map[string]bool{"/big-close": true, "/big-until": true, "/big-keep": false, "/big-10": false} {
+		out, err := http.NewRequestWithContext(t.Context(), "GET", "http://"+srv.addr()+path, nil)
+		require.NoError(t, err)
+		resp, err := c.RoundTrip(out)
+		if fails {
+			require.ErrorIs(t, err, ErrHeadUnseen, path)
+			continue
+		}
+		require.NoError(t, err, path)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		require.NoError(t, resp.Body.Close())
+	}
+}
+
+// TestPeekConnectionErrors: a backend that closes before or inside a
+// head gives the error ReadResponse would (io.ErrUnexpectedEOF), and a
+// head that arrives in pieces is waited for.
+func TestPeekConnectionErrors(t *testing.T) {
+	for raw, wantErr := range map[string]error{"": io.ErrUnexpectedEOF, "HTTP/1.1 200 OK\r\nConn": io.ErrUnexpectedEOF} {
+		_, seen, err := peekConnection(bufio.NewReader(strings.NewReader(raw)))
+		require.ErrorIs(t, err, wantErr, "%q", raw)
+		require.False(t, seen)
+	}
+	a, b := net.Pipe()
+	defer func() { _ = a.Close() }()
+	go func() {
+		defer func() { _ = b.Close() }()
+		for _, p := range []string{"HTTP/1.1 200 OK\r\nConnection: cl", "ose, X-A\r", "\n\r", "\n"} {
+			if _, err := io.WriteString(b, p); err != nil {
+				return
+			}
+		}
+	}()
+	br := bufio.NewReader(a)
+	vals, seen, err := peekConnection(br)
+	require.NoError(t, err)
+	require.True(t, seen)
+	require.Equal(t, []string{"close, X-A"}, vals)
+	require.Equal(t, len("HTTP/1.1 200 OK\r\nConnection: close, X-A\r\n\r\n"), br.Buffered(), "nothing consumed")
+}
