@@ -38,6 +38,12 @@ func init() {
 			"Content-Length: 5\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"},
 		"http10-drop": {raw: "HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, X-Drop\r\nX-Drop: k\r\n\r\nok",
 			close: true},
+		"cl-zeros":    {raw: "HTTP/1.1 200 OK\r\nContent-Length: 002\r\n\r\nok"},
+		"cl-list":     {raw: "HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok"},
+		"dup-cl-same": {raw: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok"},
+		"204-te":      {raw: "HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n"},
+		"304-meta": {raw: "HTTP/1.1 304 Not Modified\r\nVary: Accept\r\nLast-Modified: Mon, 01 Jan 2024 00:00:00 GMT\r\n" +
+			"Content-Encoding: gzip\r\nCache-Control: max-age=5\r\nExpires: Mon, 01 Jan 2024 00:00:05 GMT\r\n\r\n"},
 		"big-head-close": {raw: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Big: " + strings.Repeat("b", 17<<10) +
 			"\r\nConnection: close, X-Drop\r\nX-Drop: secret\r\n\r\nok", close: true},
 	} {
@@ -106,6 +112,16 @@ func testResponseHeads(t *testing.T, stacks [2]*equivStack, host string) {
 		{"1xx-hop", 200, func(t *testing.T, m wireMsg) {
 			require.Equal(t, []string{"HTTP/1.1 103 Early Hints | link: </a>"}, m.interim)
 		}},
+		{"304-meta", 304, func(t *testing.T, m wireMsg) {
+			for _, f := range []string{"vary", "last-modified", "content-encoding", "cache-control", "expires"} {
+				require.Len(t, m.get(f), 1, f)
+			}
+		}},
+		// A Content-Length as a plain decimal; identical duplicates as one.
+		{"cl-zeros", 200, func(t *testing.T, m wireMsg) { require.Equal(t, []string{"2"}, m.get("content-length")) }},
+		{"dup-cl-same", 200, func(t *testing.T, m wireMsg) { require.Equal(t, []string{"2"}, m.get("content-length")) }},
+		// RFC 9112 6.1: no Transfer-Encoding on a 204 either.
+		{"204-te", 204, func(t *testing.T, m wireMsg) { require.Empty(t, m.get("transfer-encoding")) }},
 		// A head over 16 KiB: refused (the fast path's bound; on the
 		// net/http stack, a head that says close must be seen whole).
 		{"big-head-close", 502, noDrop},
@@ -169,6 +185,13 @@ func testRequestHeads(t *testing.T, stacks [2]*equivStack) {
 			require.Equal(t, []string{"one", "two"}, m.get("user-agent"))
 			require.Equal(t, []string{"ua=one"}, m.get("x-agent"))
 		}},
+		// An empty one is left out, as Request.Write leaves out an empty first one.
+		{"User-Agent then an empty one", "a.test", []string{"User-Agent: one", "User-Agent:"}, false, func(t *testing.T, m wireMsg) {
+			require.Equal(t, []string{"one"}, m.get("user-agent"))
+		}},
+		{"empty User-Agent then one", "a.test", []string{"User-Agent:", "User-Agent: two"}, false, func(t *testing.T, m wireMsg) {
+			require.Equal(t, []string{"two"}, m.get("user-agent"))
+		}},
 		// RFC 9110 7.6.1, the request direction.
 		{"Connection names a field", "a.test", []string{"Connection: X-Foo", "X-Foo: f", "X-Stay: s"}, false, func(t *testing.T, m wireMsg) {
 			notForwarded("x-foo", "connection")(t, m)
@@ -177,6 +200,8 @@ func testRequestHeads(t *testing.T, stacks [2]*equivStack) {
 		{"Connection close names a field", "a.test", []string{"Connection: close, X-Foo", "X-Foo: f"}, true, notForwarded("x-foo", "connection")},
 		{"Connection lines name fields", "a.test", []string{"Connection: X-Foo", "connection: keep-alive, x-bar", "x-foo: f",
 			"X-Bar: b"}, false, notForwarded("x-foo", "x-bar", "connection")},
+		{"Connection names an end-to-end field", "a.test", []string{"Connection: User-Agent, Cookie", "User-Agent: u", "Cookie: a=1"},
+			false, notForwarded("user-agent", "cookie", "connection")},
 		{"hop-by-hop fields", "a.test", []string{"Keep-Alive: timeout=5", "Proxy-Connection: close", "Te: gzip", "Trailer: X-T",
 			"Upgrade: foo", "Proxy-Authorization: Basic eDp5"}, false, notForwarded("keep-alive", "proxy-connection", "te", "trailer",
 			"upgrade", "proxy-authorization")},
@@ -210,6 +235,35 @@ func testRequestHeads(t *testing.T, stacks [2]*equivStack) {
 				require.Equal(t, 200, o.resps[0].status(), o.text(stacks[0]))
 				c.check(t, o.reqs[0])
 			})
+		}
+	}
+}
+
+// TestFastEquivContentLengthList: a Content-Length that is a list of one
+// value ("5, 5"), which RFC 9110 8.6 lets a recipient take as that value
+// or refuse. The fast path takes it, request or response, as HAProxy
+// does; net/http's server refuses such a request (400) and its client
+// such a response (502). A deliberate difference (README, fast path).
+func TestFastEquivContentLengthList(t *testing.T) {
+	t.Parallel()
+	stacks := startEquivStacks(t, plainRoutes)
+	req := rawReq("POST", "/x", "a.test", "hello", "Content-Length: 5, 5")
+	resp := rawReq("GET", "/x", "a.test", "", "X-Script: cl-list")
+	for i, want := range [2][2]int{{400, 502}, {200, 200}} {
+		s := stacks[i]
+		o := s.exchange(t, req, "POST")
+		require.NotEmpty(t, o.resps, o.text(s))
+		require.Equal(t, want[0], o.resps[0].status(), "%s: %s", s.name, o.text(s))
+		if want[0] == 200 {
+			require.Equal(t, "hello", o.reqs[0].body)
+			require.Equal(t, []string{"5"}, o.reqs[0].get("content-length"))
+		}
+		o = s.exchange(t, resp, "GET")
+		require.NotEmpty(t, o.resps, o.text(s))
+		require.Equal(t, want[1], o.resps[0].status(), "%s: %s", s.name, o.text(s))
+		if want[1] == 200 {
+			require.Equal(t, "ok", o.resps[0].body)
+			require.Equal(t, []string{"2"}, o.resps[0].get("content-length"))
 		}
 	}
 }

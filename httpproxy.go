@@ -249,6 +249,7 @@ func (h *httpLayer) rewriteRequest(r *httputil.ProxyRequest) {
 
 // modifyResponse applies action.headers.response.
 func (h *httpLayer) modifyResponse(resp *http.Response) error {
+	normalizeLength(resp.Header)
 	pr, _ := resp.Request.Context().Value(proxyReqKey{}).(*proxyReq)
 	if pr != nil && pr.route.state.http != nil {
 		pr.applyHeaders(resp.Header, pr.route.state.http.respHeaders)

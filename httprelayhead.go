@@ -3,6 +3,7 @@ package smartproxy
 import (
 	"net/http"
 	"net/textproto"
+	"strconv"
 	"strings"
 )
 
@@ -77,9 +78,34 @@ func removeHopByHop(h http.Header) {
 // would hide what the backend may want to log or refuse).
 const uaRest = "user-agent"
 
-// keepUserAgents makes every User-Agent of h reach the backend (uaRest).
+// keepUserAgents makes every User-Agent of h reach the backend (uaRest),
+// but empty ones: Request.Write sends none for an empty first one, and
+// the fast path leaves out every empty one.
 func keepUserAgents(h http.Header) {
-	if ua := h["User-Agent"]; len(ua) > 1 {
-		h["User-Agent"], h[uaRest] = ua[:1], ua[1:]
+	ua := h["User-Agent"]
+	if len(ua) < 2 {
+		return
+	}
+	var rest []string
+	for _, v := range ua[1:] {
+		if v != "" {
+			rest = append(rest, v)
+		}
+	}
+	h["User-Agent"] = ua[:1]
+	if rest != nil {
+		h[uaRest] = rest
+	}
+}
+
+// normalizeLength writes a response's Content-Length as a plain decimal
+// ("002" as "2"), as the fast path writes the length it parsed; net/http's
+// server would relay the backend's spelling. ReadResponse has refused
+// what is not a length.
+func normalizeLength(h http.Header) {
+	if v := h["Content-Length"]; len(v) == 1 && len(v[0]) > 1 && v[0][0] == '0' {
+		if n, err := strconv.ParseInt(v[0], 10, 64); err == nil {
+			h["Content-Length"] = []string{strconv.FormatInt(n, 10)}
+		}
 	}
 }
