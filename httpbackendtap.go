@@ -68,8 +68,12 @@ func (c *headTap) stop() (rec *[tapSize]byte, n int) {
 }
 
 // tapTrace follows one request's attempts: the tap of the connection the
-// transport chose (its GotConn hook).
-type tapTrace struct{ conn *headTap }
+// transport chose (its GotConn hook; the hooks live in the same
+// allocation).
+type tapTrace struct {
+	hooks httptrace.ClientTrace
+	conn  *headTap
+}
 
 func (t *tapTrace) gotConn(info httptrace.GotConnInfo) {
 	t.release() // the transport retried on another connection
@@ -122,8 +126,8 @@ func (t *tapTrace) done(resp *http.Response, err error) (*http.Response, error) 
 // request (out with the trace in its context) is the one to send.
 func withTap(out *http.Request) (*http.Request, *tapTrace) {
 	t := &tapTrace{}
-	ctx := httptrace.WithClientTrace(out.Context(), &httptrace.ClientTrace{GotConn: t.gotConn})
-	return out.WithContext(ctx), t
+	t.hooks.GotConn = t.gotConn
+	return out.WithContext(httptrace.WithClientTrace(out.Context(), &t.hooks)), t
 }
 
 // tapped wraps a dialer's connections in headTaps.
