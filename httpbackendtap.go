@@ -8,6 +8,7 @@ import (
 	"net/http/httptrace"
 	"sync"
 
+	"github.com/gosmartproxy/smartproxy/forwarding"
 	"github.com/gosmartproxy/smartproxy/internal/h1client"
 )
 
@@ -49,6 +50,13 @@ func (c *headTap) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// CloseWrite half-closes the backend connection: ReverseProxy does so to
+// an upgraded one (a WebSocket) when the client half-closes.
+func (c *headTap) CloseWrite() error { return forwarding.CloseWrite(c.Conn) }
+
+// Unwrap is the connection beneath (forwarding.CloseWrite's chain).
+func (c *headTap) Unwrap() net.Conn { return c.Conn }
 
 // start begins a recording: the transport is about to write a request.
 func (c *headTap) start() {
