@@ -308,7 +308,6 @@ func (bt backendTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 	// Bodyless requests to cleartext HTTP/1.1 backends take the
 	// synchronous client (internal/h1client); the rest http.Transport.
 	var tr http.RoundTripper = h.h1
-	var tap *tapTrace // http.Transport's HTTP/1.1 heads (httpbackendtap.go)
 	if k.proto != "http1" || k.tls != nil || !h1client.Handles(out) {
 		tr = h.transports.get(k)
 	}
@@ -317,6 +316,7 @@ func (bt backendTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 		body = &watchedBody{ReadCloser: out.Body}
 		out.Body = body // on the reverse proxy's request: proxyError looks (clientBodyFailed)
 	}
+	var tap *tapTrace // http.Transport's HTTP/1.1 response heads (httpbackendtap.go)
 	if tr != h.h1 && k.proto == "http1" {
 		out, tap = withTap(out)
 	}
