@@ -30,6 +30,8 @@ func init() {
 			"x-drop: secret\r\nX-Stay: s\r\n\r\nok", close: true},
 		"close-delimited-drop": {raw: "HTTP/1.1 200 OK\r\nConnection: close,X-Drop\r\nX-Drop: secret\r\n\r\nuntil the close",
 			close: true},
+		"fold-drop": {raw: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close,\r\n X-Drop\r\nX-Drop: secret\r\n\r\nok",
+			close: true},
 		"keep-drop": {raw: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, X-Drop\r\nX-Drop: secret\r\n\r\nok"},
 		"hop-fields": {raw: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\n" +
 			"TE: trailers\r\nUpgrade: h2c\r\nProxy-Authenticate: Basic\r\nTrailer: X-T\r\nVia: 1.1 be\r\nServer: be\r\n" +
@@ -265,5 +267,26 @@ func TestFastEquivContentLengthList(t *testing.T) {
 			require.Equal(t, "ok", o.resps[0].body)
 			require.Equal(t, []string{"2"}, o.resps[0].get("content-length"))
 		}
+	}
+}
+
+// TestFastEquivFoldedConnection: a Connection field folded over two lines
+// (obs-fold) that names a field after its close: the fast path refuses
+// the response (502), the net/http stack reads it leniently and must
+// still remove the field, for a bodiless request (h1client) and one with
+// a body (http.Transport).
+func TestFastEquivFoldedConnection(t *testing.T) {
+	t.Parallel()
+	stacks := startEquivStacks(t, plainRoutes)
+	for _, send := range []string{rawReq("GET", "/f", "a.test", "", "X-Script: fold-drop"),
+		rawReq("POST", "/f", "a.test", "hello", "Content-Length: 5", "X-Script: fold-drop")} {
+		method, _, _ := strings.Cut(send, " ")
+		fast := stacks[1].exchange(t, send, method)
+		require.NotEmpty(t, fast.resps, fast.text(stacks[1]))
+		require.Equal(t, 502, fast.resps[0].status(), fast.text(stacks[1]))
+		slow := stacks[0].exchange(t, send, method)
+		require.NotEmpty(t, slow.resps, slow.text(stacks[0]))
+		require.Equal(t, 200, slow.resps[0].status(), slow.text(stacks[0]))
+		require.Empty(t, slow.resps[0].get("x-drop"), slow.text(stacks[0]))
 	}
 }

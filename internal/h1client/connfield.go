@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 )
 
 // http.ReadResponse deletes a response's Connection field when it holds
@@ -87,6 +88,9 @@ func FinalConnection(b []byte) (vals []string, ok bool) {
 	}
 }
 
+// asciiSpace is what textproto trims from a field line.
+const asciiSpace = " \t\r\n"
+
 // connectionValues returns the values of head's Connection field lines,
 // an obs-fold continuation joined with a space (as ReadResponse joins
 // it); nil, without allocating, when there is none.
@@ -101,21 +105,21 @@ func connectionValues(head []byte) []string {
 		} else {
 			head = nil
 		}
-		line = bytes.TrimSuffix(line, []byte("\r"))
 		if first { // the status line
 			first = false
 			continue
 		}
 		if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
-			if inConn {
-				vals[len(vals)-1] += " " + string(bytes.Trim(line, " \t"))
+			if inConn { // textproto's join: one space, then the value's left trimmed
+				v := vals[len(vals)-1] + " " + string(bytes.Trim(line, asciiSpace))
+				vals[len(vals)-1] = strings.TrimLeft(v, " \t")
 			}
 			continue
 		}
 		name, value, ok := bytes.Cut(line, []byte(":"))
 		inConn = ok && bytes.EqualFold(name, []byte("Connection"))
 		if inConn {
-			vals = append(vals, string(bytes.Trim(value, " \t")))
+			vals = append(vals, string(bytes.Trim(value, asciiSpace)))
 		}
 	}
 	return vals

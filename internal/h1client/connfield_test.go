@@ -127,3 +127,45 @@ func TestPeekConnectionErrors(t *testing.T) {
 	require.Equal(t, []string{"close, X-A"}, vals)
 	require.Equal(t, len("HTTP/1.1 200 OK\r\nConnection: close, X-A\r\n\r\n"), br.Buffered(), "nothing consumed")
 }
+
+// FuzzFinalConnection: on any bytes, FinalConnection agrees with
+// http.ReadResponse: where ReadResponse parses a final head and keeps its
+// Connection field, the values are the same; where it deleted the field
+// (it said close), the values hold a close.
+func FuzzFinalConnection(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 OK\r\nConnection: close, X-A\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nConnection: X-A\r\nConnection: close\r\n\r\n",
+		"HTTP/1.1 103 Early Hints\r\nConnection: X-H\r\n\r\nHTTP/1.1 204 No Content\r\nConnection: keep-alive\r\n\r\n",
+		"HTTP/1.1 200 OK\nConnection: close,\n X-A\n\n",
+		"HTTP/1.0 200 OK\r\nConnection: keep-alive, X-A\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		vals, ok := FinalConnection(b)
+		if !ok {
+			return
+		}
+		br := bufio.NewReader(strings.NewReader(string(b)))
+		var resp *http.Response
+		for {
+			r, err := http.ReadResponse(br, nil)
+			if err != nil {
+				return
+			}
+			if r.StatusCode < 100 || r.StatusCode >= 200 || r.StatusCode == http.StatusSwitchingProtocols {
+				resp = r
+				break
+			}
+		}
+		if got, kept := resp.Header["Connection"]; kept {
+			require.Equal(t, got, vals)
+			return
+		}
+		if resp.Close && resp.ProtoAtLeast(1, 1) && !strings.Contains(strings.ToLower(strings.Join(vals, ",")), "close") {
+			// ReadResponse also closes for a body without a length.
+			require.Empty(t, vals)
+		}
+	})
+}
