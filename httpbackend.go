@@ -26,7 +26,7 @@ import (
 //
 // A re-encrypting route with backend serverName "original" verifies each
 // backend connection for the client's SNI, so its connections must not be
-// shared across SNIs. Its one transport dials TLS itself (dialOriginalTLS)
+// shared across SNIs. Its one transport dials TLS itself (dialTLS)
 // and keeps a pool per SNI and target: RoundTrip puts both in the request
 // URL's host as a synthetic address (sniAddr), which is what http.Transport
 // keys its pools on, and the dialer decodes it back. A connection verified
@@ -155,16 +155,27 @@ func (h *httpLayer) newTransport(k transportKey) *http.Transport {
 		protos.SetHTTP1(true)
 	}
 	t.Protocols = &protos
+	original := k.tls != nil && k.tls.backendName == "original"
 	if k.tls != nil {
 		// ServerName "" (backend serverName "target") lets the transport
 		// verify each target by its own host name.
 		t.TLSClientConfig = k.tls.backendConfig("", "")
-		if k.tls.backendName == "original" {
+		if original {
 			var alpn []string
 			if k.proto == "h2" {
 				alpn = []string{"h2"}
 			}
-			t.DialTLSContext = h.dialOriginalTLS(k.tls, alpn)
+			t.DialTLSContext = h.dialTLS(k.tls, alpn, true)
+		}
+	}
+	if k.proto == "http1" {
+		// Connections whose response heads RoundTrip can see
+		// (httpbackendtap.go): for TLS, the tap goes over the TLS
+		// connection, so this transport dials TLS itself as "original"
+		// ones do, with the config it would have used.
+		t.DialContext = tapped(h.dialBackend)
+		if k.tls != nil {
+			t.DialTLSContext = tapped(h.dialTLS(k.tls, nil, original))
 		}
 	}
 	return t
@@ -205,15 +216,21 @@ func parseSNIAddr(s string) (addr, sni string, ok bool) {
 	return string(ab), string(sb), true
 }
 
-// dialOriginalTLS is the TLS dialer of an "original" route's transport:
-// it connects to the target that the synthetic address names and
-// verifies it for the SNI it names (a config per dial, whose ServerName
-// is that SNI, or the target's host for a client without SNI).
-func (h *httpLayer) dialOriginalTLS(rt *routeTLS, alpn []string) func(context.Context, string, string) (net.Conn, error) {
+// dialTLS is the TLS dialer of an "original" route's transport (and of
+// every HTTP/1.1 transport to TLS backends, httpbackendtap.go): it
+// connects to the target that the synthetic address names and verifies
+// it for the SNI it names (a config per dial, whose ServerName is that
+// SNI, or the target's host for a client without SNI); not original, to
+// the address itself, verified as the route's backend serverName says
+// (backendConfig, as the transport's TLSClientConfig).
+func (h *httpLayer) dialTLS(rt *routeTLS, alpn []string, original bool) func(context.Context, string, string) (net.Conn, error) {
 	return func(ctx context.Context, network, synthetic string) (net.Conn, error) {
-		addr, sni, ok := parseSNIAddr(synthetic)
-		if !ok {
-			return nil, fmt.Errorf("dial backend %s: not an SNI address", synthetic)
+		addr, sni := synthetic, ""
+		if original {
+			var ok bool
+			if addr, sni, ok = parseSNIAddr(synthetic); !ok {
+				return nil, fmt.Errorf("dial backend %s: not an SNI address", synthetic)
+			}
 		}
 		host, _, err := net.SplitHostPort(addr)
 		if err != nil {
@@ -297,7 +314,11 @@ func (bt backendTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 	var body *watchedBody
 	if out.Body != nil && out.Body != http.NoBody {
 		body = &watchedBody{ReadCloser: out.Body}
-		out.Body = body
+		out.Body = body // on the reverse proxy's request: proxyError looks (clientBodyFailed)
+	}
+	var tap *tapTrace // http.Transport's HTTP/1.1 response heads (httpbackendtap.go)
+	if tr != h.h1 && k.proto == "http1" {
+		out, tap = withTap(out)
 	}
 	var triedBuf [4]string
 	// One allocation per request holds the lease and, on success, the
@@ -313,6 +334,9 @@ func (bt backendTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 			}
 		}
 		resp, err = tr.RoundTrip(out)
+		if tap != nil {
+			resp, err = tap.done(resp, err)
+		}
 		return err
 	})
 	if err != nil {

@@ -28,6 +28,7 @@ type proxyReq struct {
 	// rewritten is the outgoing URL's path and query after
 	// action.rewrite; nil when the route has none or it did not match.
 	rewritten *url.URL
+	relay     relayWriter // the client's writer on net/http's server (act)
 }
 
 type proxyReqKey struct{}
@@ -143,6 +144,11 @@ func (h *httpLayer) act(w http.ResponseWriter, pr *proxyReq) {
 		}
 		r.Body = body
 	}
+	if fw, _ := fastForwardWriter(w); fw == nil {
+		// net/http's server: the heads it would alter (httprelayhead.go).
+		pr.relay = relayWriter{ResponseWriter: w, http1: r.ProtoMajor == 1}
+		w = &pr.relay
+	}
 	h.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), proxyReqKey{}, pr)))
 }
 
@@ -228,22 +234,22 @@ func (h *httpLayer) rewriteRequest(r *httputil.ProxyRequest) {
 	// transport writes the trailers (Clone gave out a copy whose values
 	// stay empty: the Trailer header went out, the values did not).
 	out.Trailer = r.In.Trailer
-	hr := pr.route.state.http
 	out.Host = "" // the target address, from out.URL.Host
-	if hr == nil {
-		return
+	if hr := pr.route.state.http; hr != nil {
+		if hr.keepHost {
+			out.Host = r.In.Host
+		}
+		if u := pr.rewritten; u != nil {
+			out.URL.Path, out.URL.RawPath, out.URL.RawQuery = u.Path, u.RawPath, u.RawQuery
+		}
+		pr.applyHeaders(out.Header, hr.reqHeaders)
 	}
-	if hr.keepHost {
-		out.Host = r.In.Host
-	}
-	if u := pr.rewritten; u != nil {
-		out.URL.Path, out.URL.RawPath, out.URL.RawQuery = u.Path, u.RawPath, u.RawQuery
-	}
-	pr.applyHeaders(out.Header, hr.reqHeaders)
+	keepUserAgents(out.Header) // after the templates, which may set one
 }
 
 // modifyResponse applies action.headers.response.
 func (h *httpLayer) modifyResponse(resp *http.Response) error {
+	normalizeLength(resp.Header)
 	pr, _ := resp.Request.Context().Value(proxyReqKey{}).(*proxyReq)
 	if pr != nil && pr.route.state.http != nil {
 		pr.applyHeaders(resp.Header, pr.route.state.http.respHeaders)

@@ -139,9 +139,9 @@ func (rt *roundTrip) fill(p *h1parse.Response, r *http.Request) {
 	resp.Close = p.Close
 	te := p.Field("transfer-encoding") != nil // "chunked": ParseResponse takes no other
 	resp.Status, resp.Header, resp.Trailer = header(p, te)
-	if p.Close && p.Minor == 1 && httpguts.HeaderValuesContainsToken(resp.Header["Connection"], "close") {
-		delete(resp.Header, "Connection") // as http.ReadResponse: Close says it
-	}
+	// Unlike http.ReadResponse, Connection stays even when it says close:
+	// the names it lists are hop-by-hop, for the caller to remove
+	// (connfield.go).
 	switch {
 	case r.Method == http.MethodHead:
 		resp.ContentLength = p.ContentLength
