@@ -31,6 +31,8 @@ package evloop
 import (
 	"net/netip"
 	"time"
+
+	"github.com/gosmartproxy/smartproxy/internal/h1parse"
 )
 
 // Defaults for Config's timeouts, the same as the goroutine path's (forwarding package).
@@ -40,6 +42,10 @@ const (
 	DefaultConnectTimeout   = 30 * time.Second
 	DefaultSniffTimeout     = 60 * time.Second
 	DefaultSniffMax         = 64 << 10
+	// HTTP mode's.
+	DefaultHTTPHeadTimeout     = 30 * time.Second
+	DefaultHTTPIdleTimeout     = 120 * time.Second
+	DefaultHTTPResponseTimeout = 60 * time.Second
 )
 
 // Decision is OnOpen's answer for an accepted connection: forward it to Target, hand it off
@@ -51,6 +57,8 @@ type Decision struct {
 	// with them (and again with more, while it answers Sniff), and they reach the target
 	// first. Handing off is not possible after sniffing.
 	Sniff bool
+	// HTTP serves the connection in HTTP mode (http_linux.go): OnRequest decides each request.
+	HTTP bool
 }
 
 // Config configures a Server.
@@ -97,8 +105,10 @@ type Config struct {
 	// decides (admission, routing, the target).
 	OnOpen func(c *Conn) Decision
 	// OnHandOff takes over the socket of a connection OnOpen handed off (a non-blocking,
-	// close-on-exec fd the loop forgets), for example to serve it on the goroutine path.
-	OnHandOff func(fd int, peer netip.AddrPort)
+	// close-on-exec fd the loop forgets), for example to serve it on the goroutine path. data
+	// is what was read from it already (an HTTP-mode connection handed off by
+	// HTTPPlan.HandOff; nil from OnOpen), to be served before the rest.
+	OnHandOff func(fd int, peer netip.AddrPort, data []byte)
 	// OnHello decides for a connection OnOpen asked to sniff, given every byte received so
 	// far (valid only during the call).
 	OnHello func(c *Conn, data []byte) Decision
@@ -121,6 +131,35 @@ type Config struct {
 	// (EMFILE and the like); the listening socket then rests until the next sweep, so it
 	// comes at most once per tick and loop.
 	OnAcceptError func(err error)
+
+	// HTTP mode (Decision.HTTP, http_linux.go). OnRequest decides a request whose head (and
+	// Content-Length body up to HTTPMaxHeld) came; raw is those bytes, valid during the call
+	// only. OnResponse appends to dst the head the client gets for a backend response head
+	// (interim ones included) and returns it; false refuses the response (the exchange fails).
+	// It should say Connection: close where the loop will close after the response: the
+	// request asked (Request.Close), the plan did (HTTPPlan.Close), or the body ends with the
+	// backend's close (Response.Framing UntilClose). OnExchangeEnd is called once per
+	// forwarded request, with the response's status (0 when no final head came), the body
+	// bytes relayed, and err nil when the response was relayed whole; for a failed one whose
+	// response was not started it returns the client's answer (a 502, a 504), written before
+	// the connection closes. OnMalformed words the answer to a head the parser refused (nil: a
+	// bare 400); the connection closes after it.
+	OnRequest     func(c *Conn, req *h1parse.Request, raw []byte) HTTPPlan
+	OnResponse    func(c *Conn, resp *h1parse.Response, dst []byte) ([]byte, bool)
+	OnExchangeEnd func(c *Conn, status int, body int64, err error) []byte
+	OnMalformed   func(c *Conn, err error) []byte
+	// HTTPHeadTimeout bounds a request head from its first byte, HTTPIdleTimeout a keep-alive
+	// connection between requests (and a held body between reads), HTTPResponseTimeout the
+	// wait from the request written to the response head. 0: the defaults, negative: none.
+	HTTPHeadTimeout, HTTPIdleTimeout, HTTPResponseTimeout time.Duration
+	// HTTPMaxHeld is the largest Content-Length body read whole with its head (0:
+	// DefaultHTTPMaxHeld); OnRequest gets larger and chunked ones with the head alone.
+	HTTPMaxHeld int
+	// HTTPIdleConns caps the idle backend connections a loop keeps per target (0:
+	// DefaultHTTPIdleConns); HTTPPoolIdleTimeout is how long one is kept (0:
+	// DefaultHTTPPoolIdle).
+	HTTPIdleConns       int
+	HTTPPoolIdleTimeout time.Duration
 
 	// accept replaces accept4 in tests (failures such as EMFILE on demand).
 	accept func(lfd int) (int, netip.AddrPort, error)

@@ -1,0 +1,443 @@
+//go:build linux
+
+package evloop
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/gosmartproxy/smartproxy/internal/h1parse"
+	"golang.org/x/sys/unix"
+)
+
+// HTTP mode: a connection OnOpen answers with Decision.HTTP is served as HTTP/1.1 keep-alive
+// by the loop itself, with no goroutine: request heads are read and parsed strictly
+// (h1parse.Parse) into the connection's own buffer, a Content-Length body up to HTTPMaxHeld is
+// read whole with its head, OnRequest decides (an answer of its own, a forward, or a hand-off
+// of the connection), a forward goes to a backend connection from the loop's pool, written in
+// one send, and the response is relayed as it comes: its head as OnResponse rewrites it, its
+// body as framed (Content-Length counted, chunked validated by h1parse.ChunkScanner and passed
+// on as it came, or until the backend closes), with back-pressure (a client that does not take
+// the bytes stops the backend's reads). Pipelined requests wait in the buffer until the
+// exchange before them is over: one exchange per connection at a time.
+//
+// What the loop does not carry (a chunked or larger request body, an upgrade: OnRequest sees
+// the head and says), the owner hands off with the bytes read (HTTPPlan.HandOff); the request
+// is then served elsewhere from its first byte.
+
+// HTTPPlan is OnRequest's answer for one request.
+type HTTPPlan struct {
+	// Respond, when set, is the whole answer, written to the client as it is (a refusal, a
+	// redirect); no backend is involved.
+	Respond []byte
+	// Close ends the connection after this request's answer.
+	Close bool
+	// Target and Out: Out (the outgoing head, the held body after it) is sent to Target over a
+	// pooled connection or a new one. Out must stay unchanged until OnExchangeEnd.
+	Target netip.AddrPort
+	Out    []byte
+	// Replayable: the request may be sent again on a new connection when a pooled one turns
+	// out to be closed before it answered (GET, HEAD and the like, as the owner knows them).
+	Replayable bool
+	// Head: the request is HEAD (its response has no body whatever it declares).
+	Head bool
+	// HandOff gives the connection to OnHandOff with every byte read from this request's
+	// first on; nothing of the request has been done.
+	HandOff bool
+}
+
+// DefaultHTTPMaxHeld is the largest Content-Length body the loop reads whole (Config.HTTPMaxHeld).
+const DefaultHTTPMaxHeld = 48 << 10
+
+// httpMaxHead bounds a request head; httpHeadBuf is the client buffer's first size.
+const (
+	httpMaxHead = 64 << 10
+	httpHeadBuf = 8 << 10
+)
+
+// Errors of HTTP mode, reported to OnExchangeEnd or OnClose.
+var (
+	ErrHTTPHeadTimeout     = errors.New("evloop: request head timeout")
+	ErrHTTPIdleTimeout     = errors.New("evloop: keep-alive idle timeout")
+	ErrHTTPResponseTimeout = errors.New("evloop: backend response timeout")
+	ErrHTTPHeadTooLarge    = errors.New("evloop: request head too large")
+	ErrHTTPBackendClosed   = errors.New("evloop: backend closed the connection before the response ended")
+	ErrHTTPBadResponse     = errors.New("evloop: malformed backend response")
+)
+
+// httpState is an HTTP-mode connection's state; c.s[1] is the backend connection of the
+// exchange under way (fd -1 between exchanges).
+type httpState struct {
+	in   []byte // client bytes: in[:n] read, in[:used] consumed by the exchange under way
+	n    int
+	used int
+	req  h1parse.Request
+	plan HTTPPlan
+	busy bool // an exchange is under way; client bytes wait in in
+	// want is how much of in the request being read needs (its head and held body), once its
+	// head came; 0 before: the buffer may grow to httpMaxHead.
+	want int
+	// closing: close once out is written (an answer with Close, a body until close).
+	closing bool
+	// out is what the client has not taken yet; the backend is not read while it holds any.
+	out []byte
+
+	// The exchange: what was sent of plan.Out, the response read so far.
+	sent     int
+	bin      []byte // backend bytes read: bin[:bn]
+	bn       int
+	resp     h1parse.Response
+	headDone bool
+	left     int64 // Content-Length body still to come
+	chunks   h1parse.ChunkScanner
+	relayed  int64 // response body bytes passed on
+	got      bool  // a response byte came
+	reused   bool  // the backend connection came from the pool
+	retried  bool
+
+	at     int64 // the phase's deadline (monoNow; 0: none): head, idle or response
+	atErr  error
+	headAt int64 // when the current head's first byte came
+}
+
+// httpStart readies c for HTTP mode once OnOpen chose it.
+func (l *loop) httpStart(c *Conn) {
+	c.h = &httpState{}
+	l.httpIdle(c)
+}
+
+// httpIdle arms the keep-alive idle deadline between requests.
+func (l *loop) httpIdle(c *Conn) {
+	if t := l.srv.httpIdle; t > 0 {
+		l.httpArm(c, monoNow()+int64(t), ErrHTTPIdleTimeout)
+	} else {
+		l.httpArm(c, 0, nil)
+	}
+}
+
+// httpArm sets c's phase deadline.
+func (l *loop) httpArm(c *Conn, at int64, err error) {
+	h := c.h
+	h.at, h.atErr = at, err
+	if at != 0 {
+		l.time(c)
+	} else if c.writeAt == 0 && c.connectAt == 0 {
+		l.untime(c)
+	}
+}
+
+// httpReady serves one readiness event of an HTTP-mode connection.
+func (l *loop) httpReady(s *sock, events uint32) {
+	c := s.c
+	if s.dir == 1 {
+		l.backendReady(c, events)
+		return
+	}
+	if events&unix.EPOLLOUT != 0 && len(c.h.out) > 0 {
+		if !l.httpFlush(c) {
+			return
+		}
+	}
+	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP) != 0 {
+		l.clientRead(c)
+	}
+}
+
+// clientRead reads what the client sent into its buffer, unless an exchange is under way (the
+// bytes are read once it is over: s.more), then serves the requests buffered.
+func (l *loop) clientRead(c *Conn) {
+	h, s := c.h, &c.s[0]
+	if h.busy || len(h.out) > 0 {
+		s.more = true
+		return
+	}
+	s.more = false
+	for !s.eof {
+		if h.n == len(h.in) {
+			if !l.httpGrow(c) {
+				break // full: the parser decides (a head too large, a body over the cap)
+			}
+		}
+		n, err := recv(s.fd, h.in[h.n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			break
+		}
+		if err != nil {
+			l.closeConn(c, fmt.Errorf("evloop: reading client: %w", err))
+			return
+		}
+		if n == 0 {
+			s.eof = true
+			break
+		}
+		h.n += n
+		if h.n < len(h.in) && !s.rdhup {
+			break // a short read emptied the socket (see pump)
+		}
+	}
+	l.httpServe(c)
+}
+
+// httpGrow makes room in the client buffer: made on first use, doubled up to the head cap
+// plus a held body. It reports false when the buffer is at its cap.
+func (l *loop) httpGrow(c *Conn) bool {
+	h := c.h
+	limit := httpMaxHead
+	if h.want > 0 {
+		limit = max(h.want, httpHeadBuf)
+	}
+	switch {
+	case h.in == nil:
+		h.in = make([]byte, httpHeadBuf)
+	case len(h.in) >= limit:
+		return false
+	default:
+		grown := make([]byte, min(2*len(h.in), limit))
+		copy(grown, h.in[:h.n])
+		h.in = grown
+	}
+	return true
+}
+
+// httpServe serves the requests in the client buffer, one exchange at a time.
+func (l *loop) httpServe(c *Conn) {
+	h, s := c.h, &c.s[0]
+	for !c.closed && !h.busy && len(h.out) == 0 {
+		if h.closing {
+			l.closeConn(c, nil)
+			return
+		}
+		if h.n == 0 {
+			if s.eof || l.srv.shutting.Load() {
+				l.closeConn(c, nil) // the client is done between requests
+				return
+			}
+			h.headAt = 0
+			l.httpIdle(c)
+			if len(h.in) > httpHeadBuf {
+				h.in = nil // a large head or body grew it: an idle connection holds no more than others
+			}
+			return
+		}
+		err := h1parse.Parse(h.in[:h.n], &h.req)
+		if errors.Is(err, h1parse.ErrIncomplete) {
+			if h.n >= httpMaxHead {
+				err = ErrHTTPHeadTooLarge
+			} else {
+				l.httpWaitHead(c)
+				return
+			}
+		}
+		if err == nil && h.req.HeadLen > httpMaxHead {
+			err = ErrHTTPHeadTooLarge
+		}
+		if err != nil {
+			l.httpRefuse(c, err)
+			return
+		}
+		end := h.req.HeadLen
+		if cl := h.req.ContentLength; cl > 0 && !h.req.Chunked && cl <= int64(l.srv.httpMaxHeld) {
+			end += int(cl)
+			h.want = end
+			if h.n < end {
+				if s.eof {
+					l.closeConn(c, fmt.Errorf("evloop: client closed in a request body: %w", unix.ECONNRESET))
+					return
+				}
+				l.httpIdle(c) // body progress: the idle timeout between reads
+				return
+			}
+		}
+		h.used = end
+		h.plan = HTTPPlan{}
+		if f := l.srv.cfg.OnRequest; f != nil {
+			h.plan = f(c, &h.req, h.in[:end])
+		}
+		switch p := &h.plan; {
+		case p.HandOff:
+			l.httpHandOff(c)
+			return
+		case p.Respond != nil:
+			l.httpConsume(c)
+			h.closing = p.Close || h.req.Close
+			l.httpWrite(c, p.Respond)
+		case p.Target.IsValid():
+			h.busy = true
+			l.httpArm(c, 0, nil)
+			l.exchange(c)
+		default:
+			l.closeConn(c, ErrRefused)
+			return
+		}
+	}
+}
+
+// httpWaitHead arms the head deadline, from the head's first byte: the whole head must come in
+// HTTPHeadTimeout, however it trickles.
+func (l *loop) httpWaitHead(c *Conn) {
+	h := c.h
+	if h.headAt == 0 {
+		h.headAt = monoNow()
+		if t := l.srv.httpHead; t > 0 {
+			l.httpArm(c, h.headAt+int64(t), ErrHTTPHeadTimeout)
+		} else {
+			l.httpArm(c, 0, nil)
+		}
+	}
+	if c.s[0].eof {
+		l.closeConn(c, fmt.Errorf("evloop: client closed in a request head: %w", unix.ECONNRESET))
+	}
+}
+
+// httpConsume drops the request just served from the client buffer.
+func (l *loop) httpConsume(c *Conn) {
+	h := c.h
+	h.n = copy(h.in, h.in[h.used:h.n])
+	h.used, h.want = 0, 0
+	h.headAt = 0
+}
+
+// httpRefuse answers a head the parser refused (OnMalformed's answer, or a bare 400) and
+// closes the connection once it is written.
+func (l *loop) httpRefuse(c *Conn, err error) {
+	var b []byte
+	if f := l.srv.cfg.OnMalformed; f != nil {
+		b = f(c, err)
+	}
+	if b == nil {
+		b = []byte("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+	}
+	c.h.n = 0
+	c.h.closing = true
+	c.err = err
+	l.httpWrite(c, b)
+	if !c.closed && len(c.h.out) == 0 {
+		l.closeConn(c, err)
+	}
+}
+
+// httpHandOff gives the client socket, with the bytes of this request and after, to OnHandOff.
+func (l *loop) httpHandOff(c *Conn) {
+	h := c.h
+	fd := c.s[0].fd
+	data := append([]byte(nil), h.in[:h.n]...)
+	if fd < len(l.socks) && l.socks[fd] == &c.s[0] {
+		l.socks[fd] = nil
+	}
+	// The socket outlives its registration: take it out of the epoll set.
+	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	c.s[0].fd = -1
+	peer := c.peer
+	l.closeConn(c, ErrHandedOff)
+	if f := l.srv.cfg.OnHandOff; f != nil {
+		f(fd, peer, data)
+	} else {
+		closeFD(fd)
+	}
+}
+
+// ErrHandedOff is reported to OnClose for an HTTP-mode connection handed off (HTTPPlan.HandOff).
+var ErrHandedOff = errors.New("evloop: handed off")
+
+// httpWrite writes b to the client, keeping what it does not take in out (the backend is not
+// read meanwhile). It reports false when the connection was closed.
+func (l *loop) httpWrite(c *Conn, b []byte) bool {
+	h := c.h
+	if len(h.out) > 0 {
+		h.out = append(h.out, b...)
+		return true
+	}
+	for len(b) > 0 {
+		w, err := send(c.s[0].fd, b)
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			break
+		}
+		if err != nil {
+			l.closeConn(c, fmt.Errorf("evloop: writing client: %w", err))
+			return false
+		}
+		l.moved(&c.s[1], w)
+		b = b[w:]
+	}
+	if len(b) > 0 {
+		h.out = append(h.out[:0], b...)
+		l.armWrite(c)
+	}
+	return true
+}
+
+// httpFlush writes what the client had not taken; once all is written the exchange goes on
+// (the backend is read again) or the next request is served.
+func (l *loop) httpFlush(c *Conn) bool {
+	h := c.h
+	for len(h.out) > 0 {
+		w, err := send(c.s[0].fd, h.out)
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			return true
+		}
+		if err != nil {
+			l.closeConn(c, fmt.Errorf("evloop: writing client: %w", err))
+			return false
+		}
+		l.moved(&c.s[1], w)
+		h.out = h.out[w:]
+		l.armWrite(c)
+	}
+	h.out = nil
+	c.writeAt = 0
+	if h.busy {
+		l.backendRead(c) // it was left unread while the client was behind
+	} else if h.closing {
+		l.closeConn(c, c.err)
+		return false
+	} else {
+		l.httpServe(c)
+		if !c.closed && c.s[0].more {
+			l.clientRead(c)
+		}
+	}
+	return !c.closed
+}
+
+// httpSweep ends an HTTP-mode connection whose phase deadline passed.
+func (l *loop) httpSweep(c *Conn, now int64) {
+	h := c.h
+	if h.at == 0 || now < h.at {
+		return
+	}
+	err := h.atErr
+	h.at = 0
+	if h.busy {
+		l.exchangeFailed(c, err)
+		return
+	}
+	if errors.Is(err, ErrHTTPHeadTimeout) {
+		l.httpRefuse(c, err) // a 408-like end: OnMalformed words it
+		return
+	}
+	l.closeConn(c, err)
+}
+
+// httpShutdown closes the HTTP-mode connections idle between requests (Server.Shutdown); the
+// others close once their exchange is over.
+func (l *loop) httpShutdown() {
+	for _, s := range l.socks {
+		if s == nil || s.pooled != nil || s.dir != 0 || s.c.closed || s.c.h == nil {
+			continue
+		}
+		if h := s.c.h; !h.busy && h.n == 0 && len(h.out) == 0 {
+			l.closeConn(s.c, nil)
+		}
+	}
+	l.poolSweep(monoNow())
+}
