@@ -91,8 +91,9 @@ func httpBackend(t *testing.T) (netip.AddrPort, *atomic.Int64) {
 					w.(http.Flusher).Flush()
 				}
 			}
-		case "echo":
-			_, _ = io.Copy(w, r.Body)
+		case "echo": // read whole first: net/http drops what is unread once the answer starts
+			b, _ := io.ReadAll(r.Body)
+			_, _ = w.Write(b)
 		}
 	}))
 	srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
@@ -340,5 +341,114 @@ func TestHTTPShutdownIdle(t *testing.T) {
 	case <-s.Done():
 	case <-time.After(5 * time.Second):
 		t.Fatal("the loops did not end")
+	}
+}
+
+// A pooled connection that the backend closes as the next request reaches it (the race the
+// idle watch cannot see): a replayable request goes again on a new connection and is
+// answered; one that is not replayable gets the owner's answer.
+func TestHTTPStaleRetry(t *testing.T) {
+	var n atomic.Int64
+	be := backend(t, func(c *net.TCPConn) {
+		first := n.Add(1) == 1
+		br := bufio.NewReader(c)
+		for i := 0; ; i++ {
+			if _, err := http.ReadRequest(br); err != nil {
+				return
+			}
+			if first && i == 1 {
+				return // the second request on the first connection: closed unanswered
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	for _, replayable := range []bool{true, false} {
+		n.Store(0)
+		relay := startRelayPlan(be)
+		s := startRelay(t, be, Config{OnRequest: func(c *Conn, req *h1parse.Request, raw []byte) HTTPPlan {
+			p := relay(c, req, raw)
+			p.Replayable = replayable
+			return p
+		}})
+		c, br := dialHTTP(t, s)
+		want := []int{200, 200}
+		if !replayable {
+			want[1] = 502
+		}
+		for i, status := range want {
+			if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			if resp, _ := readResponse(t, br, "GET"); resp.StatusCode != status {
+				t.Fatalf("replayable=%v request %d: %d, want %d", replayable, i, resp.StatusCode, status)
+			}
+		}
+	}
+}
+
+// A held body that comes in pieces is forwarded whole, in one request, once all of it came.
+func TestHTTPHeldBodyInPieces(t *testing.T) {
+	be, _ := httpBackend(t)
+	s := startRelay(t, be, Config{})
+	c, br := dialHTTP(t, s)
+	body := pattern(30000)
+	if _, err := fmt.Fprintf(c, "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n", len(body)); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < len(body); i += 10000 {
+		time.Sleep(50 * time.Millisecond)
+		if _, err := c.Write(body[i : i+10000]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if resp, b := readResponse(t, br, "POST"); resp.StatusCode != 200 || !bytes.Equal(b, body) {
+		t.Fatalf("status %d, %d bytes back", resp.StatusCode, len(b))
+	}
+}
+
+// A backend that takes the request and never answers: HTTPResponseTimeout ends the exchange
+// with ErrHTTPResponseTimeout and the owner's answer; a client that leaves mid-exchange
+// closes it (its backend connection is not pooled).
+func TestHTTPResponseTimeoutAndClientGone(t *testing.T) {
+	hold := make(chan struct{})
+	be := backend(t, func(c *net.TCPConn) {
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+			<-hold
+		}
+	})
+	t.Cleanup(func() { close(hold) }) // before the backend's cleanup waits for its handlers
+	errs := make(chan error, 4)
+	closed := make(chan error, 4)
+	s := startRelay(t, be, Config{HTTPResponseTimeout: 200 * time.Millisecond,
+		OnExchangeEnd: func(c *Conn, status int, body int64, err error) []byte {
+			errs <- err
+			return []byte("HTTP/1.1 504 Gateway Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+		},
+		OnClose: func(c *Conn, in, out int64, err error) { closed <- err },
+	})
+	c, br := dialHTTP(t, s)
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if resp, _ := readResponse(t, br, "GET"); resp.StatusCode != 504 {
+		t.Fatalf("status %d, want 504", resp.StatusCode)
+	}
+	if err := <-errs; err != ErrHTTPResponseTimeout {
+		t.Fatalf("OnExchangeEnd: %v", err)
+	}
+	<-closed
+	c2, _ := dialHTTP(t, s)
+	if _, err := io.WriteString(c2, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	_ = c2.Close()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a client that left mid-exchange was not closed")
+	}
+	if active, _, _ := s.Stats(); active != 0 {
+		t.Fatalf("%d connections still open", active)
 	}
 }
