@@ -101,9 +101,12 @@ type httpState struct {
 	headAt int64 // when the current head's first byte came
 }
 
-// httpStart readies c for HTTP mode once OnOpen chose it.
+// httpStart readies c for HTTP mode once OnOpen chose it. An HTTP-mode connection stays in
+// the loop's timed set for its lifetime (one of its deadlines is nearly always armed: idle,
+// head, response), rather than entering and leaving it at every phase of every request.
 func (l *loop) httpStart(c *Conn) {
 	c.h = &httpState{}
+	l.time(c)
 	l.httpIdle(c)
 }
 
@@ -116,15 +119,9 @@ func (l *loop) httpIdle(c *Conn) {
 	}
 }
 
-// httpArm sets c's phase deadline.
+// httpArm sets c's phase deadline (0: none).
 func (l *loop) httpArm(c *Conn, at int64, err error) {
-	h := c.h
-	h.at, h.atErr = at, err
-	if at != 0 {
-		l.time(c)
-	} else if c.writeAt == 0 && c.connectAt == 0 {
-		l.untime(c)
-	}
+	c.h.at, c.h.atErr = at, err
 }
 
 // httpReady serves one readiness event of an HTTP-mode connection.

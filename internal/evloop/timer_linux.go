@@ -91,7 +91,7 @@ func (l *loop) disarmWrite(c *Conn) {
 		return
 	}
 	c.writeAt = 0
-	if c.halfAt == 0 && c.connectAt == 0 && c.sniffAt == 0 && (c.h == nil || c.h.at == 0) {
+	if c.halfAt == 0 && c.connectAt == 0 && c.sniffAt == 0 && c.h == nil { // HTTP mode: timed for life
 		l.untime(c)
 	}
 }

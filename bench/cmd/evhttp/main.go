@@ -76,14 +76,23 @@ type relayConn struct {
 
 // hopByHop reports the fields a proxy does not pass on, or sets itself.
 func hopByHop(name []byte) bool {
-	for _, h := range [...]string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding",
-		"Upgrade", "Host", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Real-Ip", "Forwarded"} {
+	for _, h := range hopNames[min(len(name), len(hopNames)-1)] {
 		if h1parse.EqualFold(name, h) {
 			return true
 		}
 	}
 	return false
 }
+
+// hopNames are hopByHop's names by length.
+var hopNames = func() [20][]string {
+	var t [20][]string
+	for _, h := range []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding",
+		"Upgrade", "Host", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Real-Ip", "Forwarded"} {
+		t[len(h)] = append(t[len(h)], h)
+	}
+	return t
+}()
 
 func appendRequest(b []byte, req *h1parse.Request, raw []byte, peer string) []byte {
 	b = append(b, req.Method...)
