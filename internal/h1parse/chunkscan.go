@@ -102,11 +102,12 @@ func (s *ChunkScanner) Scan(p []byte) (n int, done bool, err error) {
 			}
 			continue
 		}
-		if err := s.step(p[i]); err != nil {
+		k, err := s.frame(p[i:])
+		i += k
+		if err != nil {
 			s.err, s.state = err, scanFailed
 			return i, false, err
 		}
-		i++
 		if s.state == scanDone {
 			return i, true, nil
 		}
@@ -114,137 +115,127 @@ func (s *ChunkScanner) Scan(p []byte) (n int, done bool, err error) {
 	return i, false, nil
 }
 
-// step takes one framing byte c (any state but scanData, scanDone and
-// scanFailed).
-func (s *ChunkScanner) step(c byte) error {
-	if c != '\n' {
-		// As ChunkReader: a line of maxChunkLine bytes without its LF is
-		// refused (its bufio.Reader is full).
-		if s.line++; s.line >= maxChunkLine {
-			return errChunkLineLong
-		}
-	}
-	switch s.state {
-	case scanSize:
-		return s.sizeByte(c)
-	case scanSizeOWS:
-		switch c {
-		case ' ', '\t':
-		case ';':
-			s.state = scanExt
-		default: // OWS must lead to ';' (a size with trailing OWS only is refused)
-			return errChunkSize
-		}
-	case scanExt:
-		switch {
-		case c == '\r':
-			s.state = scanSizeLF
-		case c == '\n':
-			return errChunkBareLF
-		case c < ' ' && c != '\t' || c == 0x7f:
-			return errChunkExtControl
-		}
-	case scanSizeLF:
+// frame takes framing bytes from p (in any state but scanData,
+// scanDone and scanFailed) until chunk data starts, the body ends or p
+// does; it returns how many it took and, when it stopped at a byte it
+// refuses, why. One loop over the bytes, not a call per byte: framing
+// is most of what is looked at in a stream of small chunks.
+func (s *ChunkScanner) frame(p []byte) (int, error) {
+	for i, c := range p {
 		if c != '\n' {
-			return errChunkBareCR
+			// As ChunkReader: a line of maxChunkLine bytes without its
+			// LF is refused (its bufio.Reader is full).
+			if s.line++; s.line >= maxChunkLine {
+				return i, errChunkLineLong
+			}
 		}
-		s.line = 0
-		if s.size == 0 {
+		switch s.state {
+		case scanSize:
+			if d := unhex(c); d >= 0 {
+				if s.digits == 15 {
+					return i, errChunkSizeDigits // 15 digits cannot overflow an int64
+				}
+				s.size = s.size<<4 | int64(d)
+				s.digits++
+				continue
+			}
+			switch {
+			case s.digits == 0: // no size: a sign, a prefix, a space or nothing
+				return i, errChunkSize
+			case c == ' ' || c == '\t':
+				s.state = scanSizeOWS
+			case c == ';':
+				s.state = scanExt
+			case c == '\r':
+				s.state = scanSizeLF
+			case c == '\n':
+				return i, errChunkBareLF
+			default:
+				return i, errChunkSize
+			}
+		case scanSizeOWS:
+			switch c {
+			case ' ', '\t':
+			case ';':
+				s.state = scanExt
+			default: // OWS must lead to ';' (a size with trailing OWS only is refused)
+				return i, errChunkSize
+			}
+		case scanExt:
+			switch {
+			case c == '\r':
+				s.state = scanSizeLF
+			case c == '\n':
+				return i, errChunkBareLF
+			case c < ' ' && c != '\t' || c == 0x7f:
+				return i, errChunkExtControl
+			}
+		case scanSizeLF:
+			if c != '\n' {
+				return i, errChunkBareCR
+			}
+			s.line = 0
+			size := s.size
+			s.size, s.digits = 0, 0
+			if size != 0 {
+				s.left, s.state = size, scanData
+				return i + 1, nil
+			}
 			s.state = scanTrailerStart
-		} else {
-			s.left, s.state = s.size, scanData
+		case scanDataCR:
+			if c != '\r' {
+				return i, errChunkDataLong
+			}
+			s.state = scanDataLF
+		case scanDataLF:
+			if c != '\n' {
+				return i, errChunkBareCR
+			}
+			s.line, s.state = 0, scanSize
+		case scanTrailerStart:
+			switch {
+			case c == '\r':
+				s.state = scanEndLF
+			case c == '\n':
+				return i, errChunkBareLF
+			case s.fields == MaxFields:
+				return i, errChunkTrailerCount // this line is not empty: one field too many
+			case c == ' ' || c == '\t':
+				return i, errChunkObsFold
+			case IsTokenChar(c):
+				s.state = scanTrailerName
+			default: // an empty name, or no field name at all
+				return i, errChunkTrailerLine
+			}
+		case scanTrailerName:
+			switch {
+			case c == ':':
+				s.state = scanTrailerValue
+			case !IsTokenChar(c): // whitespace before the colon, a line without one
+				return i, errChunkTrailerLine
+			}
+		case scanTrailerValue:
+			switch {
+			case c == '\r':
+				s.state = scanTrailerLF
+			case c == '\n':
+				return i, errChunkBareLF
+			case c < ' ' && c != '\t' || c == 0x7f:
+				return i, errChunkTrailerCtl
+			}
+		case scanTrailerLF:
+			if c != '\n' {
+				return i, errChunkBareCR
+			}
+			s.fields++
+			s.line, s.state = 0, scanTrailerStart
+		case scanEndLF:
+			if c != '\n' {
+				return i, errChunkBareCR
+			}
+			s.state = scanDone
+			return i + 1, nil
 		}
-		s.size, s.digits = 0, 0
-	case scanDataCR:
-		if c != '\r' {
-			return errChunkDataLong
-		}
-		s.state = scanDataLF
-	case scanDataLF:
-		if c != '\n' {
-			return errChunkBareCR
-		}
-		s.line, s.state = 0, scanSize
-	case scanTrailerStart, scanTrailerName, scanTrailerValue, scanTrailerLF, scanEndLF:
-		return s.trailerByte(c)
 	}
-	return nil
-}
-
-// sizeByte takes a byte of a size line's digits.
-func (s *ChunkScanner) sizeByte(c byte) error {
-	if d := unhex(c); d >= 0 {
-		if s.digits == 15 {
-			return errChunkSizeDigits // 15 digits cannot overflow an int64
-		}
-		s.size = s.size<<4 | int64(d)
-		s.digits++
-		return nil
-	}
-	if s.digits == 0 {
-		return errChunkSize // no size: a sign, a prefix, a space or nothing
-	}
-	switch c {
-	case ' ', '\t':
-		s.state = scanSizeOWS
-	case ';':
-		s.state = scanExt
-	case '\r':
-		s.state = scanSizeLF
-	case '\n':
-		return errChunkBareLF
-	default:
-		return errChunkSize
-	}
-	return nil
-}
-
-// trailerByte takes a byte of the trailer section: field lines under
-// fieldLine's rules, then an empty line.
-func (s *ChunkScanner) trailerByte(c byte) error {
-	switch s.state {
-	case scanTrailerStart:
-		switch {
-		case c == '\r':
-			s.state = scanEndLF
-		case c == '\n':
-			return errChunkBareLF
-		case s.fields == MaxFields:
-			return errChunkTrailerCount // this line is not empty: one field too many
-		case c == ' ' || c == '\t':
-			return errChunkObsFold
-		case IsTokenChar(c):
-			s.state = scanTrailerName
-		default: // an empty name, or no field name at all
-			return errChunkTrailerLine
-		}
-	case scanTrailerName:
-		switch {
-		case c == ':':
-			s.state = scanTrailerValue
-		case !IsTokenChar(c): // whitespace before the colon, a line without one
-			return errChunkTrailerLine
-		}
-	case scanTrailerValue:
-		switch {
-		case c == '\r':
-			s.state = scanTrailerLF
-		case c == '\n':
-			return errChunkBareLF
-		case c < ' ' && c != '\t' || c == 0x7f:
-			return errChunkTrailerCtl
-		}
-	case scanTrailerLF:
-		if c != '\n' {
-			return errChunkBareCR
-		}
-		s.fields++
-		s.line, s.state = 0, scanTrailerStart
-	case scanEndLF:
-		if c != '\n' {
-			return errChunkBareCR
-		}
-		s.state = scanDone
-	}
-	return nil
+	return len(p), nil
 }
