@@ -8,8 +8,10 @@ package h1parse
 // never buffered, and no call allocates.
 //
 // Trailer fields are only validated (under the head's field rules, at
-// most MaxFields, each line at most maxChunkLine bytes like a size line)
-// and stay in the stream the caller forwards; they are not reported.
+// most MaxFields, each line under 4 KiB with its CR, as a size line with
+// its extensions) and stay in the stream the caller forwards; they are
+// not reported, and not checked against a list of fields a trailer may
+// not carry (ChunkReader does not check that either).
 //
 // On a complete stream Scan and ChunkReader agree: both accept it and end
 // it at the same byte, or both refuse it (FuzzChunkScanner checks this).
