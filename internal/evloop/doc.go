@@ -1,5 +1,7 @@
 // Package evloop is the event-loop data path for TCP forwarding and TLS passthrough
-// (issue 16): raw accept4 and connect on non-blocking sockets, one epoll set per loop and one
+// (issue 16), and HTTP/1.1 keep-alive in HTTP mode (Decision.HTTP, http_linux.go: requests
+// decided by OnRequest, backend connections pooled per loop; the proxy does not use it yet,
+// bench/cmd/evhttp does): raw accept4 and connect on non-blocking sockets, one epoll set per loop and one
 // loop per GOMAXPROCS, each with its own SO_REUSEPORT listening socket (no shared accept queue,
 // no lock on the data path), every socket registered once for its lifetime (edge-triggered,
 // EPOLLIN|EPOLLOUT|EPOLLRDHUP; close removes it), bytes moved with recv/send through one
@@ -136,9 +138,13 @@ type Config struct {
 	// Content-Length body up to HTTPMaxHeld) came; raw is those bytes, valid during the call
 	// only. OnResponse appends to dst the head the client gets for a backend response head
 	// (interim ones included) and returns it; false refuses the response (the exchange fails).
-	// It should say Connection: close where the loop will close after the response: the
-	// request asked (Request.Close), the plan did (HTTPPlan.Close), or the body ends with the
-	// backend's close (Response.Framing UntilClose). OnExchangeEnd is called once per
+	// It should say Connection: close where the loop will close after the response (the
+	// request asked, Request.Close, or the plan did, HTTPPlan.Close), and frame the body as
+	// the loop passes it on: as it came for Content-Length and chunked bodies (chunked ones
+	// validated by h1parse.ChunkScanner, trailers included, and otherwise unchanged), and
+	// chunked for a body the backend ends by closing (Response.Framing UntilClose: each piece
+	// a chunk, the close the last chunk), so the client's connection stays open; HTTP mode's
+	// framing is HTTP/1.1's (the owner hands off HTTP/1.0 clients). OnExchangeEnd is called once per
 	// forwarded request, with the response's status (0 when no final head came), the body
 	// bytes relayed, and err nil when the response was relayed whole; for a failed one whose
 	// response was not started it returns the client's answer (a 502, a 504), written before

@@ -46,6 +46,9 @@ func startRelay(t *testing.T, target netip.AddrPort, cfg Config) *Server {
 			for _, f := range resp.Fields {
 				dst = fmt.Appendf(dst, "%s: %s\r\n", f.Name, f.Value)
 			}
+			if resp.Framing == h1parse.UntilClose {
+				dst = append(dst, "Transfer-Encoding: chunked\r\n"...)
+			}
 			return append(dst, "\r\n"...), true
 		}
 	}
@@ -450,5 +453,52 @@ func TestHTTPResponseTimeoutAndClientGone(t *testing.T) {
 	}
 	if active, _, _ := s.Stats(); active != 0 {
 		t.Fatalf("%d connections still open", active)
+	}
+}
+
+// A chunked response with trailers passes on as it came; one the backend ends by closing
+// reaches the client chunked, on a connection that stays open for the next request.
+func TestHTTPResponseFramings(t *testing.T) {
+	var n atomic.Int64
+	be := backend(t, func(c *net.TCPConn) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			switch req.URL.Path {
+			case "/trailers":
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n"+
+					"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-Sum: 5\r\n\r\n")
+			case "/close":
+				n.Add(1)
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\n\r\nuntil")
+				time.Sleep(20 * time.Millisecond)
+				_, _ = io.WriteString(c, " close")
+				return
+			}
+		}
+	})
+	s := startRelay(t, be, Config{})
+	c, br := dialHTTP(t, s)
+	if _, err := io.WriteString(c, "GET /trailers HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, b := readResponse(t, br, "GET")
+	if string(b) != "abcde" || resp.Trailer.Get("X-Sum") != "5" {
+		t.Fatalf("trailers: %q, trailer %q", b, resp.Trailer.Get("X-Sum"))
+	}
+	for range 2 {
+		if _, err := io.WriteString(c, "GET /close HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, b = readResponse(t, br, "GET")
+		if string(b) != "until close" || resp.TransferEncoding == nil || resp.Close {
+			t.Fatalf("until close: %q, TE %v, close %v", b, resp.TransferEncoding, resp.Close)
+		}
+	}
+	if n.Load() != 2 {
+		t.Fatalf("backend answered %d", n.Load())
 	}
 }

@@ -5,6 +5,7 @@ package evloop
 import (
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/gosmartproxy/smartproxy/internal/h1parse"
 	"golang.org/x/sys/unix"
@@ -217,6 +218,13 @@ func (l *loop) relay(c *Conn) bool {
 	}
 	h.relayed += int64(take)
 	clean := take == len(body) // nothing came after the response
+	if h.resp.Framing == h1parse.UntilClose && take > 0 {
+		// Passed on chunked, a piece a chunk: the client's connection outlives the backend's.
+		out = append(strconv.AppendInt(out, int64(take), 16), "\r\n"...)
+		out = append(append(out, body...), "\r\n"...)
+		l.hbuf = out[:0]
+		take = 0
+	}
 	if len(out) == 0 {
 		out = body[:take]
 	} else {
@@ -234,12 +242,17 @@ func (l *loop) relay(c *Conn) bool {
 	return len(h.out) == 0
 }
 
-// backendEOF: a body delimited by the close ends there; anything else was cut off.
+// lastChunk ends a body passed on chunked.
+var lastChunk = []byte("0\r\n\r\n")
+
+// backendEOF: a body delimited by the close ends there (the client gets the last chunk);
+// anything else was cut off.
 func (l *loop) backendEOF(c *Conn) {
 	h := c.h
 	if h.headDone && h.resp.Framing == h1parse.UntilClose {
-		h.closing = true // the client learns the end the same way
-		l.exchangeDone(c, false)
+		if l.httpWrite(c, lastChunk) {
+			l.exchangeDone(c, false)
+		}
 		return
 	}
 	l.exchangeFailed(c, ErrHTTPBackendClosed)

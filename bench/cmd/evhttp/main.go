@@ -121,8 +121,8 @@ func appendResponse(b []byte, resp *h1parse.Response) []byte {
 			b = append(append(append(append(b, f.Name...), ": "...), f.Value...), "\r\n"...)
 		}
 	}
-	if resp.Close {
-		b = append(b, "Connection: close\r\n"...)
+	if resp.Framing == h1parse.UntilClose {
+		b = append(b, "Transfer-Encoding: chunked\r\n"...) // the loop passes it on chunked
 	}
 	return append(b, "\r\n"...)
 }
