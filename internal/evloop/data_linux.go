@@ -336,6 +336,13 @@ func (l *loop) closeConn(c *Conn, err error) {
 	if c.closed {
 		return
 	}
+	if c.h != nil && c.h.busy {
+		cut := err
+		if cut == nil {
+			cut = ErrClosed
+		}
+		l.endExchange(c, cut) // OnExchangeEnd once per forwarded request, also when cut off
+	}
 	c.closed = true
 	c.err = err
 	for i := range c.s {
