@@ -149,11 +149,13 @@ type Config struct {
 	// bytes relayed, and err nil when the response was relayed whole; for a failed one whose
 	// response was not started it returns the client's answer (a 502, a 504), written before
 	// the connection closes. OnMalformed words the answer to a head the parser refused (nil: a
-	// bare 400); the connection closes after it.
+	// bare 400), given the bytes read (valid during the call); the connection closes after it.
+	// For a connection's first bytes (first: no request came before them) it may hand the
+	// connection off instead (another protocol: the HTTP/2 preface, a TLS ClientHello).
 	OnRequest     func(c *Conn, req *h1parse.Request, raw []byte) HTTPPlan
 	OnResponse    func(c *Conn, resp *h1parse.Response, dst []byte) ([]byte, bool)
 	OnExchangeEnd func(c *Conn, status int, body int64, err error) []byte
-	OnMalformed   func(c *Conn, err error) []byte
+	OnMalformed   func(c *Conn, err error, first bool, data []byte) (answer []byte, handOff bool)
 	// HTTPHeadTimeout bounds a request head from its first byte, HTTPIdleTimeout a keep-alive
 	// connection between requests (and a held body between reads), HTTPResponseTimeout the
 	// wait from the request written to the response head. 0: the defaults, negative: none.

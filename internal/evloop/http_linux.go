@@ -75,6 +75,8 @@ type httpState struct {
 	req  h1parse.Request
 	plan HTTPPlan
 	busy bool // an exchange is under way; client bytes wait in in
+	// served: a request of this connection was answered or forwarded (OnMalformed's first).
+	served bool
 	// want is how much of in the request being read needs (its head and held body), once its
 	// head came; 0 before: the buffer may grow to httpMaxHead.
 	want int
@@ -250,6 +252,7 @@ func (l *loop) httpServe(c *Conn) {
 			}
 		}
 		h.used = end
+		h.served = true
 		h.plan = HTTPPlan{}
 		if f := l.srv.cfg.OnRequest; f != nil {
 			h.plan = f(c, &h.req, h.in[:end])
@@ -303,7 +306,13 @@ func (l *loop) httpConsume(c *Conn) {
 func (l *loop) httpRefuse(c *Conn, err error) {
 	var b []byte
 	if f := l.srv.cfg.OnMalformed; f != nil {
-		b = f(c, err)
+		h := c.h
+		var handOff bool
+		b, handOff = f(c, err, !h.served && h.n > 0, h.in[:h.n])
+		if handOff && !h.served && h.n > 0 && !errors.Is(err, ErrHTTPHeadTimeout) {
+			l.httpHandOff(c)
+			return
+		}
 	}
 	if b == nil {
 		b = []byte("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")

@@ -228,8 +228,8 @@ func TestHTTPBadBackend(t *testing.T) {
 func TestHTTPRefusedHead(t *testing.T) {
 	be, conns := httpBackend(t)
 	s := startRelay(t, be, Config{HTTPHeadTimeout: 200 * time.Millisecond,
-		OnMalformed: func(c *Conn, err error) []byte {
-			return []byte("HTTP/1.1 400 Bad Request\r\nX-Why: " + strings.ReplaceAll(err.Error(), "\n", " ") + "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+		OnMalformed: func(c *Conn, err error, _ bool, _ []byte) ([]byte, bool) {
+			return []byte("HTTP/1.1 400 Bad Request\r\nX-Why: " + strings.ReplaceAll(err.Error(), "\n", " ") + "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"), false
 		}})
 	for name, in := range map[string]string{
 		"bare LF":     "GET / HTTP/1.1\nHost: a\n\n",
@@ -500,5 +500,36 @@ func TestHTTPResponseFramings(t *testing.T) {
 	}
 	if n.Load() != 2 {
 		t.Fatalf("backend answered %d", n.Load())
+	}
+}
+
+// OnMalformed may hand a connection's first bytes off when they are another protocol's (the
+// HTTP/2 preface here); once a request was served, a bad head is only answered.
+func TestHTTPMalformedHandOff(t *testing.T) {
+	be, _ := httpBackend(t)
+	got := make(chan string, 2)
+	s := startRelay(t, be, Config{
+		OnMalformed: func(c *Conn, err error, first bool, data []byte) ([]byte, bool) {
+			return nil, first && bytes.HasPrefix(data, []byte("PRI "))
+		},
+		OnHandOff: func(fd int, _ netip.AddrPort, data []byte) {
+			closeFD(fd)
+			got <- string(data)
+		},
+	})
+	c, _ := dialHTTP(t, s)
+	if _, err := io.WriteString(c, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if d := <-got; d != "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" {
+		t.Fatalf("handed off %q", d)
+	}
+	c2, br := dialHTTP(t, s)
+	if _, err := io.WriteString(c2, "GET /len/1 HTTP/1.1\r\nHost: a\r\n\r\nPRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	readResponse(t, br, "GET")
+	if resp, _ := readResponse(t, br, "GET"); resp.StatusCode != 400 {
+		t.Fatalf("PRI after a request: %d, want 400", resp.StatusCode)
 	}
 }
