@@ -152,6 +152,10 @@ type Config struct {
 	// bare 400), given the bytes read (valid during the call); the connection closes after it.
 	// For a connection's first bytes (first: no request came before them) it may hand the
 	// connection off instead (another protocol: the HTTP/2 preface, a TLS ClientHello).
+	//
+	// A request whose body the loop does not hold (chunked, or over HTTPMaxHeld) may be
+	// answered (Respond: the connection closes after it, as the body is left unread) or handed
+	// off, never forwarded: the loop sends Out alone, and the body would be read as requests.
 	OnRequest     func(c *Conn, req *h1parse.Request, raw []byte) HTTPPlan
 	OnResponse    func(c *Conn, resp *h1parse.Response, dst []byte) ([]byte, bool)
 	OnExchangeEnd func(c *Conn, status int, body int64, err error) []byte

@@ -86,17 +86,20 @@ type httpState struct {
 	out []byte
 
 	// The exchange: what was sent of plan.Out, the response read so far.
-	sent     int
-	bin      []byte // backend bytes read: bin[:bn]
-	bn       int
-	resp     h1parse.Response
-	headDone bool
-	left     int64 // Content-Length body still to come
-	chunks   h1parse.ChunkScanner
-	relayed  int64 // response body bytes passed on
-	got      bool  // a response byte came
-	reused   bool  // the backend connection came from the pool
-	retried  bool
+	sent      int
+	bin       []byte // backend bytes read: bin[:bn]
+	bn        int
+	resp      h1parse.Response
+	headDone  bool
+	left      int64 // Content-Length body still to come
+	chunks    h1parse.ChunkScanner
+	relayed   int64 // response body bytes passed on
+	got       bool  // a response byte came
+	reused    bool  // the backend connection came from the pool
+	retried   bool
+	full      bool  // the last backend read filled bin: bytes may wait past it with no new edge
+	continued bool  // 100 Continue written for the request being read
+	sendErr   error // the send failed: the answer already sent is read first
 
 	at     int64 // the phase's deadline (monoNow; 0: none): head, idle or response
 	atErr  error
@@ -147,6 +150,7 @@ func (l *loop) httpReady(s *sock, events uint32) {
 // bytes are read once it is over: s.more), then serves the requests buffered.
 func (l *loop) clientRead(c *Conn) {
 	h, s := c.h, &c.s[0]
+again:
 	if h.busy || len(h.out) > 0 {
 		s.more = true
 		return
@@ -155,7 +159,8 @@ func (l *loop) clientRead(c *Conn) {
 	for !s.eof {
 		if h.n == len(h.in) {
 			if !l.httpGrow(c) {
-				break // full: the parser decides (a head too large, a body over the cap)
+				s.more = true // the socket may hold more, and no edge will say so
+				break         // full: the parser decides (a head too large, a body over the cap)
 			}
 		}
 		n, err := recv(s.fd, h.in[h.n:])
@@ -179,6 +184,9 @@ func (l *loop) clientRead(c *Conn) {
 		}
 	}
 	l.httpServe(c)
+	if !c.closed && s.more {
+		goto again // read what the full buffer left in the socket
+	}
 }
 
 // httpGrow makes room in the client buffer: made on first use, doubled up to the head cap
@@ -222,6 +230,14 @@ func (l *loop) httpServe(c *Conn) {
 			}
 			return
 		}
+		if h.want > 0 && h.n < h.want { // the head parsed already: only body bytes came
+			if s.eof {
+				l.closeConn(c, fmt.Errorf("evloop: client closed in a request body: %w", unix.ECONNRESET))
+				return
+			}
+			l.httpIdle(c)
+			return
+		}
 		err := h1parse.Parse(h.in[:h.n], &h.req)
 		if errors.Is(err, h1parse.ErrIncomplete) {
 			if h.n >= httpMaxHead {
@@ -239,10 +255,17 @@ func (l *loop) httpServe(c *Conn) {
 			return
 		}
 		end := h.req.HeadLen
+		unheld := h.req.Chunked || h.req.ContentLength > int64(l.srv.httpMaxHeld) // a body the loop does not read
 		if cl := h.req.ContentLength; cl > 0 && !h.req.Chunked && cl <= int64(l.srv.httpMaxHeld) {
 			end += int(cl)
 			h.want = end
 			if h.n < end {
+				if h.req.Expect && h.n == h.req.HeadLen && !h.continued { // the client waits for it
+					h.continued = true
+					if !l.httpWrite(c, []byte("HTTP/1.1 100 Continue\r\n\r\n")) {
+						return
+					}
+				}
 				if s.eof {
 					l.closeConn(c, fmt.Errorf("evloop: client closed in a request body: %w", unix.ECONNRESET))
 					return
@@ -263,8 +286,12 @@ func (l *loop) httpServe(c *Conn) {
 			return
 		case p.Respond != nil:
 			l.httpConsume(c)
-			h.closing = p.Close || h.req.Close
+			l.httpArm(c, 0, nil)                         // the head is done; a slow reader is the write timeout's
+			h.closing = p.Close || h.req.Close || unheld // the body left unread is no request (CL.0)
 			l.httpWrite(c, p.Respond)
+		case p.Target.IsValid() && unheld: // only its head would go; its body would be parsed as requests
+			l.closeConn(c, ErrRefused)
+			return
 		case p.Target.IsValid():
 			h.busy = true
 			l.httpArm(c, 0, nil)
@@ -297,7 +324,7 @@ func (l *loop) httpWaitHead(c *Conn) {
 func (l *loop) httpConsume(c *Conn) {
 	h := c.h
 	h.n = copy(h.in, h.in[h.used:h.n])
-	h.used, h.want = 0, 0
+	h.used, h.want, h.continued = 0, 0, false
 	h.headAt = 0
 }
 

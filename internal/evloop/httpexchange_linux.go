@@ -26,6 +26,7 @@ func (l *loop) exchange(c *Conn) {
 	target := h.plan.Target
 	c.target = target
 	h.sent, h.bn, h.headDone, h.left, h.relayed, h.got = 0, 0, false, 0, 0, false
+	h.sendErr, h.full = nil, false
 	if !h.retried {
 		if fd, gen, ok := l.poolGet(target); ok {
 			h.reused = true
@@ -54,8 +55,11 @@ func (l *loop) backendReady(c *Conn, events uint32) {
 		}
 		if !c.connected {
 			err = fmt.Errorf("evloop: connect %v: %w", c.target, err)
+			l.exchangeFailed(c, err)
+			return
 		}
-		l.exchangeFailed(c, err)
+		h.sendErr = err // a reset after an answer: read the answer first
+		l.backendRead(c)
 		return
 	}
 	if events&unix.EPOLLRDHUP != 0 {
@@ -73,7 +77,7 @@ func (l *loop) backendReady(c *Conn, events uint32) {
 		if !l.sendRequest(c) {
 			return
 		}
-	} else if events&unix.EPOLLOUT != 0 && h.sent < len(h.plan.Out) {
+	} else if events&unix.EPOLLOUT != 0 && h.sent < len(h.plan.Out) && h.sendErr == nil {
 		if !l.sendRequest(c) {
 			return
 		}
@@ -97,7 +101,11 @@ func (l *loop) sendRequest(c *Conn) bool {
 			return true
 		}
 		if err != nil {
-			l.exchangeFailed(c, fmt.Errorf("evloop: writing backend: %w", err))
+			// The backend may have answered before it closed (an early refusal of
+			// a large body): what it sent is read first; the write error stands when the
+			// socket holds no whole answer.
+			h.sendErr = fmt.Errorf("evloop: writing backend: %w", err)
+			l.backendRead(c)
 			return false
 		}
 		l.moved(&c.s[0], w)
@@ -118,6 +126,9 @@ func (l *loop) backendRead(c *Conn) {
 	h, s := c.h, &c.s[1]
 	if len(h.out) > 0 || s.fd < 0 {
 		s.more = true
+		if h.headDone {
+			h.at = 0 // the client is behind: the write timeout covers it
+		}
 		return
 	}
 	s.more = false
@@ -134,6 +145,13 @@ func (l *loop) backendRead(c *Conn) {
 			continue
 		}
 		if err == unix.EAGAIN {
+			if h.sendErr != nil { // no answer came before the failed send
+				l.exchangeFailed(c, h.sendErr)
+				return
+			}
+			if t := l.srv.httpResponse; t > 0 && h.headDone { // the body must keep coming
+				l.httpArm(c, monoNow()+int64(t), ErrHTTPResponseTimeout)
+			}
 			return
 		}
 		if err != nil {
@@ -148,8 +166,12 @@ func (l *loop) backendRead(c *Conn) {
 		h.got = true
 		h.bn += n
 		short := h.bn < len(h.bin)
+		h.full = !short // the socket may hold bytes past this read
 		if !l.relay(c) {
 			return // the exchange ended, or the client is behind
+		}
+		if t := l.srv.httpResponse; t > 0 && h.headDone { // the body must keep coming
+			l.httpArm(c, monoNow()+int64(t), ErrHTTPResponseTimeout)
 		}
 		if short && !s.rdhup {
 			return
@@ -164,7 +186,10 @@ func (l *loop) relay(c *Conn) bool {
 	for !h.headDone {
 		err := h1parse.ParseResponse(h.bin[:h.bn], &h.resp, h.plan.Head)
 		if errors.Is(err, h1parse.ErrIncomplete) {
-			return true
+			if len(out) > 0 && !l.httpWrite(c, out) { // interim heads relayed so far
+				return false
+			}
+			return len(h.out) == 0
 		}
 		if err == nil && h.resp.Status == 101 {
 			err = errors.New("101 to a request that asked for no upgrade")
@@ -255,15 +280,21 @@ func (l *loop) backendEOF(c *Conn) {
 		}
 		return
 	}
+	if h.sendErr != nil { // closed with no answer to a request it did not take whole
+		l.exchangeFailed(c, h.sendErr)
+		return
+	}
 	l.exchangeFailed(c, ErrHTTPBackendClosed)
 }
 
 // exchangeDone ends an exchange whose response was relayed whole: the backend connection
-// goes back to the pool when reusable (pool says it may carry another request: the
-// response did not ask to close, was not delimited by the close, and nothing came after it).
+// goes back to the pool when it may carry another request: the response did not ask to
+// close, was not delimited by the close, nothing came after it (reusable) nor may wait past
+// a read that filled the buffer (full), and all of the request went out (a backend that
+// answered early and is still to take the rest would read the next request as its body).
 func (l *loop) exchangeDone(c *Conn, reusable bool) {
 	h, s := c.h, &c.s[1]
-	if reusable && !h.resp.Close && !s.eof && !s.rdhup && s.fd >= 0 {
+	if reusable && !h.resp.Close && !s.eof && !s.rdhup && s.fd >= 0 && h.sent == len(h.plan.Out) && !h.full {
 		l.poolPut(c.target, s.fd, s.gen)
 		s.fd = -1
 	} else {
