@@ -199,7 +199,11 @@ func (l *loop) httpGrow(c *Conn) bool {
 	}
 	switch {
 	case h.in == nil:
-		h.in = make([]byte, httpHeadBuf)
+		if n := len(l.ins); n > 0 {
+			h.in, l.ins = l.ins[n-1], l.ins[:n-1]
+		} else {
+			h.in = make([]byte, httpHeadBuf)
+		}
 	case len(h.in) >= limit:
 		return false
 	default:
@@ -225,9 +229,12 @@ func (l *loop) httpServe(c *Conn) {
 			}
 			h.headAt = 0
 			l.httpIdle(c)
-			if len(h.in) > httpHeadBuf {
-				h.in = nil // a large head or body grew it: an idle connection holds no more than others
+			// An idle connection holds no buffer: it goes back to the loop's spares (one a
+			// large head or body grew is dropped).
+			if len(h.in) == httpHeadBuf && len(l.ins) < 256 {
+				l.ins = append(l.ins, h.in)
 			}
+			h.in = nil
 			return
 		}
 		if h.want > 0 && h.n < h.want { // the head parsed already: only body bytes came
