@@ -60,7 +60,7 @@ func (p *Proxy) startEngine(addr netip.AddrPort, lfd int) (*evloop.Server, error
 		OnHello: func(c *evloop.Conn, data []byte) evloop.Decision {
 			return c.Data.(*engineConn).hello(data)
 		},
-		OnHandOff: func(fd int, _ netip.AddrPort) { p.engineHandOff(fd, port) },
+		OnHandOff: func(fd int, _ netip.AddrPort, _ []byte) { p.engineHandOff(fd, port) },
 		OnConnect: func(c *evloop.Conn) {
 			p.health.Succeeded(c.Data.(*engineConn).addr)
 		},

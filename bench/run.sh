@@ -73,6 +73,10 @@ esac
 # (the goroutine path); it runs only on TCP: HTTP ports are on goroutines with either engine.
 TCP_TARGETS=(direct smartproxy smartproxy-gr haproxy nginx)
 HTTP_TARGETS=(direct smartproxy smartproxy-nethttp haproxy nginx)
+# evloop-floor (http and http-post only: no TLS) is not a proxy: bench/cmd/evhttp, internal/evloop's
+# HTTP mode relaying every request to the backend with no routing, checks, logs or metrics, its
+# heads rewritten as a proxy's are. It is the floor under any proxy built on the loop.
+FLOOR_TARGETS=(evloop-floor)
 
 # ---- processes we start, and cleanup ----------------------------------------
 PIDS=()
@@ -136,7 +140,8 @@ log "open files limit: $(ulimit -n); out: $OUT"
 # ---- build --------------------------------------------------------------------
 log "building smartproxy CLI and bench tools"
 (cd "$REPO" && go build -o "$OUT/bin/smartproxy" ./cmd/smartproxy)
-(cd "$REPO" && go build -o "$OUT/bin/" ./bench/cmd/backend ./bench/cmd/loadgen ./bench/cmd/benchreport ./bench/cmd/profproxy)
+(cd "$REPO" && go build -o "$OUT/bin/" ./bench/cmd/backend ./bench/cmd/loadgen ./bench/cmd/benchreport ./bench/cmd/profproxy \
+  ./bench/cmd/evhttp)
 BIN="$OUT/bin"
 "$BIN/backend" -gencert "$OUT/cert"
 CERT="$OUT/cert/cert.pem" KEY="$OUT/cert/key.pem" COMBINED="$OUT/cert/combined.pem"
@@ -186,6 +191,11 @@ start_proxy() { # name
         -g 'daemon off;' >>"$OUT/logs/nginx.log" 2>&1 &
       PROXY_PID=$!; PIDS+=($PROXY_PID)
       "$BIN/loadgen" -wait "$PROXY_PORTS" ;;
+    evloop-floor)
+      GOMAXPROCS=1 taskset -c $PROXY_CPU "$BIN/evhttp" -listen $H:18080 -target $H:19003 \
+        >>"$OUT/logs/evloop-floor.log" 2>&1 &
+      PROXY_PID=$!; PIDS+=($PROXY_PID)
+      "$BIN/loadgen" -wait $H:18080 ;;
     direct) PROXY_PID="" ;;
   esac
 }
@@ -229,7 +239,8 @@ args_for() {
 targets_for() {
   case "$1" in
     bulk) echo "${TCP_TARGETS[*]} haproxy-splice" ;;
-    http|http-post|https) echo "${HTTP_TARGETS[*]}" ;;
+    http|http-post) echo "${HTTP_TARGETS[*]} ${FLOOR_TARGETS[*]}" ;;
+    https) echo "${HTTP_TARGETS[*]}" ;;
     *) echo "${TCP_TARGETS[*]}" ;;
   esac
 }

@@ -36,6 +36,8 @@ type sock struct {
 	pipe  kpipe
 	pipeN int
 	dir   int // 0: client (bytes read from it go to the backend), 1: backend
+	// pooled: an idle backend connection of HTTP mode (httppool_linux.go), no Conn's.
+	pooled *idleConn
 }
 
 // Conn is one proxied connection: its client and backend sockets. Only Peer and Close may be
@@ -61,6 +63,8 @@ type Conn struct {
 	// until OnHello decides.
 	sniffing bool
 	hello    []byte
+	// h: the connection is served in HTTP mode (Decision.HTTP, http_linux.go).
+	h *httpState
 	// Data is the owner's state for the connection (set in OnOpen); only the loop's
 	// callbacks may use it.
 	Data any
@@ -116,7 +120,26 @@ var ErrWriteTimeout = errors.New("evloop: no write progress")
 
 // ready serves one readiness event of s.
 func (l *loop) ready(s *sock, events uint32) {
+	if s.pooled != nil {
+		l.poolDrop(s.pooled) // an idle connection raised something: closed, reset, or junk
+		return
+	}
 	c := s.c
+	if c.h != nil {
+		if events&unix.EPOLLERR != 0 && s.dir == 0 {
+			err := errors.New("socket error")
+			if v, gerr := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_ERROR); gerr == nil && v != 0 {
+				err = unix.Errno(v)
+			}
+			l.closeConn(c, fmt.Errorf("evloop: client: %w", err))
+			return
+		}
+		if events&unix.EPOLLRDHUP != 0 && s.dir == 0 {
+			s.rdhup = true
+		}
+		l.httpReady(s, events)
+		return
+	}
 	if events&unix.EPOLLERR != 0 {
 		err := errors.New("socket error")
 		if v, gerr := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_ERROR); gerr == nil && v != 0 {
@@ -313,6 +336,13 @@ func (l *loop) closeConn(c *Conn, err error) {
 	if c.closed {
 		return
 	}
+	if c.h != nil && c.h.busy {
+		cut := err
+		if cut == nil {
+			cut = ErrClosed
+		}
+		l.endExchange(c, cut) // OnExchangeEnd once per forwarded request, also when cut off
+	}
 	c.closed = true
 	c.err = err
 	for i := range c.s {
@@ -331,6 +361,10 @@ func (l *loop) closeConn(c *Conn, err error) {
 		}
 	}
 	c.hello = nil
+	if c.h != nil {
+		l.putBin(c.h)
+		c.h.in, c.h.out = nil, nil
+	}
 	l.untime(c)
 	l.conns--
 	l.srv.active.Add(-1)

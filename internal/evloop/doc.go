@@ -1,5 +1,7 @@
 // Package evloop is the event-loop data path for TCP forwarding and TLS passthrough
-// (issue 16): raw accept4 and connect on non-blocking sockets, one epoll set per loop and one
+// (issue 16), and HTTP/1.1 keep-alive in HTTP mode (Decision.HTTP, http_linux.go: requests
+// decided by OnRequest, backend connections pooled per loop; the proxy does not use it yet,
+// bench/cmd/evhttp does): raw accept4 and connect on non-blocking sockets, one epoll set per loop and one
 // loop per GOMAXPROCS, each with its own SO_REUSEPORT listening socket (no shared accept queue,
 // no lock on the data path), every socket registered once for its lifetime (edge-triggered,
 // EPOLLIN|EPOLLOUT|EPOLLRDHUP; close removes it), bytes moved with recv/send through one
@@ -31,6 +33,8 @@ package evloop
 import (
 	"net/netip"
 	"time"
+
+	"github.com/gosmartproxy/smartproxy/internal/h1parse"
 )
 
 // Defaults for Config's timeouts, the same as the goroutine path's (forwarding package).
@@ -40,6 +44,10 @@ const (
 	DefaultConnectTimeout   = 30 * time.Second
 	DefaultSniffTimeout     = 60 * time.Second
 	DefaultSniffMax         = 64 << 10
+	// HTTP mode's.
+	DefaultHTTPHeadTimeout     = 30 * time.Second
+	DefaultHTTPIdleTimeout     = 120 * time.Second
+	DefaultHTTPResponseTimeout = 60 * time.Second
 )
 
 // Decision is OnOpen's answer for an accepted connection: forward it to Target, hand it off
@@ -51,6 +59,8 @@ type Decision struct {
 	// with them (and again with more, while it answers Sniff), and they reach the target
 	// first. Handing off is not possible after sniffing.
 	Sniff bool
+	// HTTP serves the connection in HTTP mode (http_linux.go): OnRequest decides each request.
+	HTTP bool
 }
 
 // Config configures a Server.
@@ -97,8 +107,10 @@ type Config struct {
 	// decides (admission, routing, the target).
 	OnOpen func(c *Conn) Decision
 	// OnHandOff takes over the socket of a connection OnOpen handed off (a non-blocking,
-	// close-on-exec fd the loop forgets), for example to serve it on the goroutine path.
-	OnHandOff func(fd int, peer netip.AddrPort)
+	// close-on-exec fd the loop forgets), for example to serve it on the goroutine path. data
+	// is what was read from it already (an HTTP-mode connection handed off by
+	// HTTPPlan.HandOff; nil from OnOpen), to be served before the rest.
+	OnHandOff func(fd int, peer netip.AddrPort, data []byte)
 	// OnHello decides for a connection OnOpen asked to sniff, given every byte received so
 	// far (valid only during the call).
 	OnHello func(c *Conn, data []byte) Decision
@@ -121,6 +133,45 @@ type Config struct {
 	// (EMFILE and the like); the listening socket then rests until the next sweep, so it
 	// comes at most once per tick and loop.
 	OnAcceptError func(err error)
+
+	// HTTP mode (Decision.HTTP, http_linux.go). OnRequest decides a request whose head (and
+	// Content-Length body up to HTTPMaxHeld) came; raw is those bytes, valid during the call
+	// only. OnResponse appends to dst the head the client gets for a backend response head
+	// (interim ones included) and returns it; false refuses the response (the exchange fails).
+	// It should say Connection: close where the loop will close after the response (the
+	// request asked, Request.Close, or the plan did, HTTPPlan.Close), and frame the body as
+	// the loop passes it on: as it came for Content-Length and chunked bodies (chunked ones
+	// validated by h1parse.ChunkScanner, trailers included, and otherwise unchanged), and
+	// chunked for a body the backend ends by closing (Response.Framing UntilClose: each piece
+	// a chunk, the close the last chunk), so the client's connection stays open; HTTP mode's
+	// framing is HTTP/1.1's (the owner hands off HTTP/1.0 clients). OnExchangeEnd is called once per
+	// forwarded request, with the response's status (0 when no final head came), the body
+	// bytes relayed, and err nil when the response was relayed whole; for a failed one whose
+	// response was not started it returns the client's answer (a 502, a 504), written before
+	// the connection closes. OnMalformed words the answer to a head the parser refused (nil: a
+	// bare 400), given the bytes read (valid during the call); the connection closes after it.
+	// For a connection's first bytes (first: no request came before them) it may hand the
+	// connection off instead (another protocol: the HTTP/2 preface, a TLS ClientHello).
+	//
+	// A request whose body the loop does not hold (chunked, or over HTTPMaxHeld) may be
+	// answered (Respond: the connection closes after it, as the body is left unread) or handed
+	// off, never forwarded: the loop sends Out alone, and the body would be read as requests.
+	OnRequest     func(c *Conn, req *h1parse.Request, raw []byte) HTTPPlan
+	OnResponse    func(c *Conn, resp *h1parse.Response, dst []byte) ([]byte, bool)
+	OnExchangeEnd func(c *Conn, status int, body int64, err error) []byte
+	OnMalformed   func(c *Conn, err error, first bool, data []byte) (answer []byte, handOff bool)
+	// HTTPHeadTimeout bounds a request head from its first byte, HTTPIdleTimeout a keep-alive
+	// connection between requests (and a held body between reads), HTTPResponseTimeout the
+	// wait from the request written to the response head. 0: the defaults, negative: none.
+	HTTPHeadTimeout, HTTPIdleTimeout, HTTPResponseTimeout time.Duration
+	// HTTPMaxHeld is the largest Content-Length body read whole with its head (0:
+	// DefaultHTTPMaxHeld); OnRequest gets larger and chunked ones with the head alone.
+	HTTPMaxHeld int
+	// HTTPIdleConns caps the idle backend connections a loop keeps per target (0:
+	// DefaultHTTPIdleConns); HTTPPoolIdleTimeout is how long one is kept (0:
+	// DefaultHTTPPoolIdle).
+	HTTPIdleConns       int
+	HTTPPoolIdleTimeout time.Duration
 
 	// accept replaces accept4 in tests (failures such as EMFILE on demand).
 	accept func(lfd int) (int, netip.AddrPort, error)

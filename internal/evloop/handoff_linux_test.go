@@ -20,7 +20,7 @@ func TestHandOff(t *testing.T) {
 	served := make(chan error, 1)
 	s := startCfg(t, Config{Loops: 1,
 		OnOpen: func(*Conn) Decision { return Decision{HandOff: true} },
-		OnHandOff: func(fd int, peer netip.AddrPort) {
+		OnHandOff: func(fd int, peer netip.AddrPort, _ []byte) {
 			f := os.NewFile(uintptr(fd), "handed-off")
 			c, err := net.FileConn(f)
 			_ = f.Close()

@@ -47,6 +47,13 @@ type loop struct {
 	timed      map[*Conn]struct{}
 	conns      int     // open connections; a shut-down loop ends when none is left
 	spare      []kpipe // empty splice pipes for reuse (splice_linux.go)
+	// HTTP mode: idle backend connections per target (httppool_linux.go), spare backend read
+	// buffers, and the buffer response heads are written into.
+	pool  map[netip.AddrPort][]*idleConn
+	poolN int
+	bins  [][]byte
+	ins   [][]byte // spare client head buffers
+	hbuf  []byte
 	// acceptPaused: the listening socket is out of the epoll set until the next sweep,
 	// after an accept failed for want of resources (EMFILE and the like; see accept).
 	acceptPaused bool
@@ -193,7 +200,7 @@ func (l *loop) run() {
 	// deadline is never taken back early: once the timed conns are gone it passes with an
 	// empty sweep, one per tick at most, instead of costing an update per connection.
 	arm := func() {
-		if due == 0 && (len(l.timed) > 0 || l.acceptPaused) {
+		if due == 0 && (len(l.timed) > 0 || l.acceptPaused || l.poolN > 0) {
 			due = monoNow() + int64(l.srv.tick)
 			_ = l.epf.SetReadDeadline(time.Now().Add(l.srv.tick))
 		}
@@ -255,10 +262,11 @@ func (l *loop) run() {
 		}
 	}
 	for _, s := range l.socks {
-		if s != nil && !s.c.closed {
+		if s != nil && s.pooled == nil && !s.c.closed {
 			l.closeConn(s.c, ErrClosed)
 		}
 	}
+	l.poolSweep(monoNow()) // closed: every idle connection goes
 	l.closeFDs()
 }
 
@@ -343,9 +351,9 @@ func (l *loop) start(cfd int, peer netip.AddrPort) {
 	switch {
 	case d.HandOff && l.srv.cfg.OnHandOff != nil:
 		c.closed = true // the socket is not ours any more: a later Conn.Close does nothing
-		l.srv.cfg.OnHandOff(cfd, peer)
+		l.srv.cfg.OnHandOff(cfd, peer, nil)
 		return
-	case (!d.Target.IsValid() && !d.Sniff) || d.HandOff:
+	case (!d.Target.IsValid() && !d.Sniff && !d.HTTP) || d.HandOff:
 		c.closed = true
 		closeFD(cfd)
 		return
@@ -355,6 +363,10 @@ func (l *loop) start(cfd int, peer netip.AddrPort) {
 	if err := l.register(&c.s[0]); err != nil {
 		l.closeConn(c, err)
 		return
+	}
+	if d.HTTP {
+		l.httpStart(c)
+		return // ready reads the first request
 	}
 	if d.Sniff {
 		c.sniffing = true

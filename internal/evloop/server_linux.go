@@ -31,8 +31,11 @@ type Server struct {
 	connectTimeout time.Duration // 0: none
 	sniffTimeout   time.Duration // 0: none
 	sniffMax       int
-	shutting       atomic.Bool
-	done           chan struct{}
+	// HTTP mode's settings (0: no timeout).
+	httpHead, httpIdle, httpResponse, httpPoolIdle time.Duration
+	httpMaxHeld, httpIdleConns                     int
+	shutting                                       atomic.Bool
+	done                                           chan struct{}
 }
 
 // Start opens one SO_REUSEPORT listening socket per loop on cfg.Listen (port 0 picks a free
@@ -55,9 +58,24 @@ func Start(cfg Config) (*Server, error) {
 	if s.sniffMax <= 0 {
 		s.sniffMax = DefaultSniffMax
 	}
+	s.httpHead = orDefault(cfg.HTTPHeadTimeout, DefaultHTTPHeadTimeout)
+	s.httpIdle = orDefault(cfg.HTTPIdleTimeout, DefaultHTTPIdleTimeout)
+	s.httpResponse = orDefault(cfg.HTTPResponseTimeout, DefaultHTTPResponseTimeout)
+	s.httpPoolIdle = orDefault(cfg.HTTPPoolIdleTimeout, DefaultHTTPPoolIdle)
+	s.httpMaxHeld, s.httpIdleConns = cfg.HTTPMaxHeld, cfg.HTTPIdleConns
+	if s.httpMaxHeld <= 0 {
+		s.httpMaxHeld = DefaultHTTPMaxHeld
+	}
+	if s.httpIdleConns <= 0 {
+		s.httpIdleConns = DefaultHTTPIdleConns
+	}
 	// Deadlines fire up to a tick late: an eighth of the shorter timeout, 10 ms to 1 s.
 	s.tick = time.Second
-	for _, t := range []time.Duration{s.halfClose, s.writeTimeout, s.connectTimeout, s.sniffTimeout} {
+	timeouts := []time.Duration{s.halfClose, s.writeTimeout, s.connectTimeout, s.sniffTimeout}
+	if cfg.OnRequest != nil {
+		timeouts = append(timeouts, s.httpHead, s.httpIdle, s.httpResponse, s.httpPoolIdle)
+	}
+	for _, t := range timeouts {
 		if t > 0 {
 			s.tick = min(s.tick, max(t/8, 10*time.Millisecond))
 		}

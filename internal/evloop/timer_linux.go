@@ -54,6 +54,9 @@ func (l *loop) commands() {
 	for _, c := range cmds {
 		l.closeConn(c, ErrClosed)
 	}
+	if l.srv.shutting.Load() {
+		l.httpShutdown()
+	}
 	if l.srv.shutting.Load() && l.lfd >= 0 {
 		if l.srv.cfg.SharedListen && !l.acceptPaused {
 			// Other loops hold dups of the same socket: closing this fd alone would leave it
@@ -88,7 +91,7 @@ func (l *loop) disarmWrite(c *Conn) {
 		return
 	}
 	c.writeAt = 0
-	if c.halfAt == 0 && c.connectAt == 0 && c.sniffAt == 0 {
+	if c.halfAt == 0 && c.connectAt == 0 && c.sniffAt == 0 && c.h == nil { // HTTP mode: timed for life
 		l.untime(c)
 	}
 }
@@ -111,7 +114,14 @@ func (l *loop) untime(c *Conn) {
 func (l *loop) sweep() {
 	l.resumeAccept()
 	now := monoNow()
+	if l.poolN > 0 {
+		l.poolSweep(now)
+	}
 	for c := range l.timed {
+		if c.h != nil {
+			l.httpSweepConn(c, now)
+			continue
+		}
 		switch {
 		case c.sniffAt != 0 && now >= c.sniffAt:
 			l.closeConn(c, ErrSniffTimeout)
@@ -124,5 +134,24 @@ func (l *loop) sweep() {
 		case c.halfAt != 0 && now >= c.halfAt:
 			l.closeConn(c, ErrHalfCloseTimeout)
 		}
+	}
+}
+
+// httpSweepConn ends what passed its deadline on an HTTP-mode connection: the backend connect
+// or write progress of an exchange, the client's write progress, or the phase deadline.
+func (l *loop) httpSweepConn(c *Conn, now int64) {
+	switch {
+	case c.connectAt != 0 && now >= c.connectAt:
+		c.connectAt = 0
+		l.exchangeFailed(c, fmt.Errorf("%w (%v)", ErrConnectTimeout, c.target))
+	case c.writeAt != 0 && now >= c.writeAt:
+		c.writeAt = 0
+		if c.h.busy && len(c.h.out) == 0 {
+			l.exchangeFailed(c, ErrWriteTimeout) // the backend took no byte of the request
+		} else {
+			l.closeConn(c, ErrWriteTimeout)
+		}
+	default:
+		l.httpSweep(c, now)
 	}
 }

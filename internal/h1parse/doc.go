@@ -41,5 +41,8 @@
 //
 // The chunked body is read with ChunkReader, equally strict: 1 to 15 hex
 // digits, extensions without control bytes, CRLF after the size and the
-// data, trailer fields under the head's field rules.
+// data, trailer fields under the head's field rules. ChunkScanner applies
+// the same rules to a chunked body fed in pieces, without decoding it: it
+// finds where the body ends, for a relay that passes it on as it came (an
+// event loop's, which has no reader to block on).
 package h1parse

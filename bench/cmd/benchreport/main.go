@@ -42,7 +42,7 @@ type result struct {
 }
 
 var scenarioOrder = []string{"bulk", "connrate", "sni", "tlsterm-full", "tlsterm-resume", "http", "http-post", "https", "idle-rss", "maxconns"}
-var targetOrder = []string{"direct", "smartproxy", "smartproxy-nethttp", "smartproxy-fast", "smartproxy-gr", "smartproxy-ev", "haproxy", "haproxy-splice", "nginx"}
+var targetOrder = []string{"direct", "smartproxy", "smartproxy-nethttp", "smartproxy-fast", "smartproxy-gr", "smartproxy-ev", "haproxy", "haproxy-splice", "nginx", "evloop-floor"}
 
 // peers are the targets "best peer" is taken from. haproxy-splice (HAProxy
 // with option splice-auto) runs in bulk only.
