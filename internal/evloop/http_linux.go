@@ -222,6 +222,20 @@ func (l *loop) httpServe(c *Conn) {
 			l.closeConn(c, nil)
 			return
 		}
+		if h.want == 0 {
+			// Empty lines before a request line are ignored (RFC 9112 2.2), as the
+			// goroutine path's sniffing does.
+			skip := 0
+			for skip < h.n && (h.in[skip] == '\n' || h.in[skip] == '\r' && skip+1 < h.n && h.in[skip+1] == '\n') {
+				skip++
+				if h.in[skip-1] == '\r' {
+					skip++
+				}
+			}
+			if skip > 0 {
+				h.n = copy(h.in, h.in[skip:h.n])
+			}
+		}
 		if h.n == 0 {
 			if s.eof || l.srv.shutting.Load() {
 				l.closeConn(c, nil) // the client is done between requests

@@ -142,12 +142,13 @@ func readResponse(t *testing.T, br *bufio.Reader, method string) (*http.Response
 }
 
 // Pipelined keep-alive requests with and without bodies, Content-Length and chunked
-// responses, HEAD: each answered whole and in order over one backend connection.
+// responses, HEAD, empty lines before a request line (ignored, RFC 9112 2.2): each answered
+// whole and in order over one backend connection.
 func TestHTTPKeepAlivePipelined(t *testing.T) {
 	be, conns := httpBackend(t)
 	s := startRelay(t, be, Config{})
 	c, br := dialHTTP(t, s)
-	_, err := io.WriteString(c, "GET /len/10 HTTP/1.1\r\nHost: a\r\n\r\n"+
+	_, err := io.WriteString(c, "\r\n\nGET /len/10 HTTP/1.1\r\nHost: a\r\n\r\n\r\n"+
 		"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"+
 		"GET /chunked/100000 HTTP/1.1\r\nHost: a\r\n\r\n"+
 		"HEAD /len/10 HTTP/1.1\r\nHost: a\r\n\r\n"+
