@@ -107,6 +107,9 @@ func (h *httpLayer) serveFast(conn net.Conn, hc *httpConn, st *tls.ConnectionSta
 		cancel: cancel, buf: make([]byte, fastHeadBuf)}
 	fc.reqTmpl = (&http.Request{Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Body: http.NoBody,
 		RemoteAddr: fc.remote, TLS: st}).WithContext(ctx)
+	if m, ok := conn.(*meterConn); ok {
+		fc.takeSniffed(m)
+	}
 	h.fastConns.Store(fc, struct{}{})
 	defer h.fastConns.Delete(fc)
 	var req h1parse.Request
@@ -129,6 +132,18 @@ func (h *httpLayer) serveFast(conn net.Conn, hc *httpConn, st *tls.ConnectionSta
 		if !keep || fc.closing() {
 			return nil
 		}
+	}
+}
+
+// takeSniffed reads into buf the bytes a plain connection's sniff left in
+// its PeekConn (the request line and what came with it), then takes the
+// PeekConn out from under the meter: its reads go to the socket directly.
+func (fc *fastConn) takeSniffed(m *meterConn) {
+	if p, ok := m.Conn.(*forwarding.PeekConn); ok {
+		if n := len(p.Buffered()); n > 0 && n <= len(fc.buf) {
+			fc.n, _ = m.Read(fc.buf) // buffered bytes: no read of the socket, counted by the meter
+		}
+		m.dropDrainedPeek()
 	}
 }
 
