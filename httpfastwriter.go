@@ -27,7 +27,11 @@ type fastWriter struct {
 	mu  sync.Mutex
 	fc  *fastConn
 	hdr http.Header
-	out []byte // pending bytes: the head once committed, then body
+	// base is the pooled buffer out lives in: until the head is
+	// committed, the body collects at fastHeadRoom, the head then goes in
+	// front of it (commitInPlace).
+	base *[fastOutSize]byte
+	out  []byte // pending bytes: the head once committed, then body
 
 	status      int
 	wroteHeader bool
@@ -50,6 +54,11 @@ const fastOutSize = 16 << 10
 
 var fastOutPool = sync.Pool{New: func() any { return new([fastOutSize]byte) }}
 
+// fastHeadRoom is the room a response's head has in front of its body in
+// the writer's buffer: heads up to it cost no second buffer and no copy
+// of the body.
+const fastHeadRoom = 2 << 10
+
 // writer readies fc's writer for a new response; the connection's one
 // writer and header map serve all its requests (nothing keeps them past
 // a request: the handlers and the request log return before the next).
@@ -61,18 +70,27 @@ func (fc *fastConn) writer(closeAfter bool) *fastWriter {
 	} else {
 		clear(hdr)
 	}
-	*w = fastWriter{fc: fc, hdr: hdr, out: fastOutPool.Get().(*[fastOutSize]byte)[:0], cl: -1, closeAfter: closeAfter}
+	base := fastOutPool.Get().(*[fastOutSize]byte)
+	*w = fastWriter{fc: fc, hdr: hdr, base: base, out: base[fastHeadRoom:fastHeadRoom], cl: -1, closeAfter: closeAfter}
 	return w
 }
 
 // release returns the buffers to the pool.
 func (w *fastWriter) release() {
-	for _, b := range [2][]byte{w.out, w.raw} {
-		if cap(b) == fastOutSize {
-			fastOutPool.Put((*[fastOutSize]byte)(b[:fastOutSize]))
-		}
+	if w.base != nil {
+		fastOutPool.Put(w.base)
 	}
-	w.out, w.raw = nil, nil
+	w.releaseRaw()
+	w.base, w.out = nil, nil
+}
+
+// releaseRaw returns a relayed head's field lines to the pool once they
+// are in the head.
+func (w *fastWriter) releaseRaw() {
+	if cap(w.raw) == fastOutSize {
+		fastOutPool.Put((*[fastOutSize]byte)(w.raw[:fastOutSize]))
+	}
+	w.raw = nil
 }
 
 // Interim sends a relayed 1xx head (the fast forward's; as ReverseProxy
@@ -177,7 +195,7 @@ func (w *fastWriter) Write(p []byte) (int, error) {
 		p = p[:n]
 	}
 	w.written += int64(n)
-	if !w.committed && len(w.out)+n <= fastOutSize-1024 {
+	if !w.committed && len(w.out)+n <= cap(w.out)-1024 {
 		w.out = append(w.out, p...) // may still go out with a length
 		return n, err
 	}
@@ -186,7 +204,7 @@ func (w *fastWriter) Write(p []byte) (int, error) {
 		w.out = strconv.AppendInt(w.out, int64(n), 16)
 		w.out = append(w.out, "\r\n"...)
 	}
-	if len(w.out)+n+2 <= fastOutSize {
+	if len(w.out)+n+2 <= cap(w.out) {
 		w.out = append(w.out, p...)
 	} else {
 		w.send()
@@ -226,9 +244,10 @@ func (w *fastWriter) FlushError() error {
 	return w.err
 }
 
-// commit puts the head in front of the body collected so far: both go
-// into a second pooled buffer, and the first goes back to the pool (no
-// allocation, and the body copied once).
+// commit puts the head in front of the body collected so far: in the
+// room kept for it (commitInPlace), else both go into a second pooled
+// buffer, and the first goes back to the pool (no allocation, and the
+// body copied once).
 func (w *fastWriter) commit() {
 	if w.committed {
 		return
@@ -238,7 +257,12 @@ func (w *fastWriter) commit() {
 	if w.cl < 0 && !w.noBody {
 		w.chunked = true
 	}
-	out := w.appendHead(fastOutPool.Get().(*[fastOutSize]byte)[:0], w.status, true)
+	if w.commitInPlace(body) {
+		w.releaseRaw()
+		return
+	}
+	next := fastOutPool.Get().(*[fastOutSize]byte)
+	out := w.appendHead(next[:0], w.status, true)
 	if w.chunked && len(body) > 0 {
 		out = strconv.AppendInt(out, int64(len(body)), 16)
 		out = append(out, "\r\n"...)
@@ -248,7 +272,34 @@ func (w *fastWriter) commit() {
 		out = append(out, body...)
 	}
 	w.release()
-	w.out = out
+	w.base, w.out = next, out
+}
+
+// commitInPlace writes the head into the room in front of body, where
+// the writer collects it (fastHeadRoom): head and body then go out from
+// the one buffer. False, having changed nothing but a head built in
+// vain, when body is not there (a 1xx head outgrew it) or the head does
+// not fit.
+func (w *fastWriter) commitInPlace(body []byte) bool {
+	b := w.base
+	if b == nil || cap(body) != fastOutSize-fastHeadRoom || &body[:1][0] != &b[fastHeadRoom] {
+		return false
+	}
+	head := w.appendHead(b[:0:fastHeadRoom], w.status, true)
+	if w.chunked && len(body) > 0 {
+		head = strconv.AppendInt(head, int64(len(body)), 16)
+		head = append(head, "\r\n"...)
+	}
+	if len(head) > fastHeadRoom {
+		return false // it went to a new array: b is untouched past the room
+	}
+	start := fastHeadRoom - len(head)
+	copy(b[start:], head)
+	w.out = b[start : fastHeadRoom+len(body)]
+	if w.chunked && len(body) > 0 {
+		w.out = append(w.out, "\r\n"...)
+	}
+	return true
 }
 
 // finish ends the response: the head with its length when nothing has
