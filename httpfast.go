@@ -65,7 +65,7 @@ type fastConn struct {
 	// cut: the body's end is taking it from a goroutine still reading it
 	// (fastBody.end).
 	cut atomic.Bool
-	rdl time.Time // the read deadline set (armRead)
+	rdl int64 // the read deadline set, on monoNow's clock (armRead); 0: none
 
 	reqTmpl *http.Request // fields every request shares, its context included
 	w       fastWriter    // the current request's; reused
@@ -237,18 +237,22 @@ var errFastHeadTooLarge = errors.New("request head too large")
 // is kept, so a busy keep-alive connection moves its timer once every
 // wait/8 rather than once per request. Every read deadline of a fast
 // connection is set here or through setReadDeadline, which keep rdl.
+// The check reads the monotonic clock alone; the wall clock is read only
+// to move the deadline.
 func (fc *fastConn) armRead(wait time.Duration) {
-	now := time.Now()
-	at := now.Add(wait)
-	if !fc.rdl.Before(at) && fc.rdl.Before(at.Add(wait/8)) {
+	at := monoNow() + int64(wait)
+	if fc.rdl != 0 && fc.rdl >= at && fc.rdl < at+int64(wait/8) {
 		return
 	}
-	fc.setReadDeadline(at.Add(wait / 8))
+	fc.setReadDeadline(time.Now().Add(wait + wait/8))
 }
 
 // setReadDeadline sets the read deadline and records it for armRead.
 func (fc *fastConn) setReadDeadline(t time.Time) {
-	fc.rdl = t
+	fc.rdl = 0
+	if !t.IsZero() {
+		fc.rdl = max(int64(t.Sub(monoBase)), 1)
+	}
 	_ = fc.conn.SetReadDeadline(t)
 }
 

@@ -82,17 +82,29 @@ func (h *httpLayer) relayResponse(w http.ResponseWriter, fw *fastWriter, lr *log
 	if resp.Framing == h1parse.NoBody {
 		return
 	}
-	buf := h.rp.BufferPool.Get()
-	defer h.rp.BufferPool.Put(buf)
+	var buf []byte
 	for {
-		n, err := ex.Read(buf)
-		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				panic(http.ErrAbortHandler) // the client is gone: the connection closes
+		var n int
+		var err error
+		if room := fw.bodyRoom(); room != nil {
+			// The rest of a body of known length fits where the writer
+			// collects it: read there, as Write would have copied it.
+			n, err = ex.Read(room)
+			fw.took(n, lr)
+		} else {
+			if buf == nil {
+				buf = h.rp.BufferPool.Get()
+				defer h.rp.BufferPool.Put(buf)
 			}
-			if err == nil && resp.Framing != h1parse.Length && ex.Buffered() == 0 {
-				fw.Flush() // more would wait for the backend: send what came
+			n, err = ex.Read(buf)
+			if n > 0 {
+				if _, werr := w.Write(buf[:n]); werr != nil {
+					panic(http.ErrAbortHandler) // the client is gone: the connection closes
+				}
 			}
+		}
+		if n > 0 && err == nil && resp.Framing != h1parse.Length && ex.Buffered() == 0 {
+			fw.Flush() // more would wait for the backend: send what came
 		}
 		if err == io.EOF {
 			return

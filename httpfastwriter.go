@@ -224,6 +224,43 @@ func (w *fastWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// bodyRoom returns the free space where the writer collects the body,
+// sized to the rest of a declared length, when all of that rest fits
+// there (the whole response then still goes out in one write); nil
+// otherwise. The caller reads into it and reports what it read (took);
+// meanwhile nothing else writes the response (the fast forward's
+// goroutine relays it alone).
+func (w *fastWriter) bodyRoom() []byte {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.wroteHeader || w.committed || w.err != nil || w.noBody || w.cl < 0 {
+		return nil
+	}
+	rest := w.cl - w.written
+	if rest <= 0 || rest > int64(cap(w.out)-1024-len(w.out)) {
+		return nil
+	}
+	return w.out[len(w.out) : len(w.out)+int(rest)]
+}
+
+// took accounts n body bytes read into bodyRoom's space, as Write
+// would have taken them (and the request log's wrapper counted them).
+func (w *fastWriter) took(n int, lr *loggedResponse) {
+	if n <= 0 {
+		return
+	}
+	w.mu.Lock()
+	w.out = w.out[:len(w.out)+n]
+	w.written += int64(n)
+	w.mu.Unlock()
+	if lr != nil {
+		if lr.status == 0 {
+			lr.status = http.StatusOK
+		}
+		lr.bytes += int64(n)
+	}
+}
+
 // Flush sends what is pending; the response is chunked from here unless
 // it declared its length.
 func (w *fastWriter) Flush() {
