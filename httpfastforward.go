@@ -141,7 +141,11 @@ func (h *httpLayer) fastForward(w http.ResponseWriter, fw *fastWriter, lr *logge
 	}
 	tmpl := h.expandTemplates(pr, true)
 	buf := fastOutPool.Get().(*[fastOutSize]byte)
-	defer fastOutPool.Put(buf) // buf itself: a head that outgrew it went to a new array
+	defer func() {
+		if buf != nil {
+			fastOutPool.Put(buf) // buf itself: a head that outgrew it went to a new array
+		}
+	}()
 	out := buf[:0]
 	lease := &st.lease
 	var ex *h1client.Exchange
@@ -171,7 +175,11 @@ func (h *httpLayer) fastForward(w http.ResponseWriter, fw *fastWriter, lr *logge
 	if src != nil {
 		src.consumeFirst() // sent with the head
 	}
-	h.relayResponse(w, fw, lr, pr, ex)
+	// Send is done with the head: buf takes the response's field lines
+	// (relayResponse's, then the writer's until its head is committed).
+	raw := buf
+	buf = nil
+	h.relayResponse(w, fw, lr, pr, ex, raw)
 }
 
 // A Content-Length body up to maxHeldBody is read whole before it is

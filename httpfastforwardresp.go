@@ -18,18 +18,19 @@ import (
 var responseReplaced = []string{"content-length"}
 
 // relayResponse relays ex to the client through w (fw, or the request
-// log's wrapper around it), then releases ex. The head goes out with the
+// log's wrapper around it), then releases ex. raw is a pooled buffer it
+// owns, for the relayed field lines (the writer returns it). The head goes out with the
 // first body bytes when they fit; a body of unknown length is flushed
 // whenever the backend has nothing more buffered (a stream, SSE), as
 // ReverseProxy flushes such responses. A body that breaks off (or a
 // client that goes away) aborts the request after what came was
 // flushed: the client sees the connection close, never a complete
 // response.
-func (h *httpLayer) relayResponse(w http.ResponseWriter, fw *fastWriter, lr *loggedResponse, pr *proxyReq, ex *h1client.Exchange) {
+func (h *httpLayer) relayResponse(w http.ResponseWriter, fw *fastWriter, lr *loggedResponse, pr *proxyReq, ex *h1client.Exchange, rawBuf *[fastOutSize]byte) {
 	defer ex.Close()
 	resp := &ex.Resp
 	tmpl := h.expandTemplates(pr, false)
-	raw := fastOutPool.Get().(*[fastOutSize]byte)[:0]
+	raw := rawBuf[:0]
 	hasDate := false
 	var connBuf [2]h1parse.Field
 	conns := connectionFields(resp.Fields, connBuf[:0])
