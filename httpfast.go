@@ -70,6 +70,7 @@ type fastConn struct {
 	reqTmpl *http.Request // fields every request shares, its context included
 	w       fastWriter    // the current request's; reused
 	body    fastBody      // the current request's body; reused
+	fwd     fastFwdState  // the current request's fast forward (httpfastforward.go); reused
 
 	cancel context.CancelFunc // ends ctx: the client went away
 	watch  fastWatch
