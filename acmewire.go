@@ -186,6 +186,7 @@ func (p *Proxy) manageACME(ctx context.Context, set *routeSet) (*routeSet, error
 		plan := out.ports[port]
 		plan.acmeHTTP = true
 		out.ports[port] = plan
+		out.acmeHTTP = true
 	}
 	out.acmeALPN = m.TLSALPNEnabled()
 	return &out, nil
@@ -229,7 +230,7 @@ func (h *httpLayer) answerACMEChallenge(w http.ResponseWriter, r *http.Request, 
 	if hc.terminated {
 		return false
 	}
-	if !hc.acmeOnly && !h.px.routes().ports[hc.rc.Port].acmeHTTP {
+	if set := h.px.routes(); !hc.acmeOnly && (!set.acmeHTTP || !set.ports[hc.rc.Port].acmeHTTP) {
 		return false
 	}
 	token, ok := strings.CutPrefix(r.URL.Path, acmeChallengePrefix)

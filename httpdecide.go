@@ -73,12 +73,14 @@ func (h *httpLayer) route(w http.ResponseWriter, r *http.Request, hc *httpConn) 
 			normalized = true
 		}
 	}
-	q := MatchQuery{Port: hc.rc.Port, Domain: host, ClientIP: hc.rc.ClientIP, TLSVersion: hc.rc.TLSVersion, Request: r, Terminated: hc.terminated}
+	s := newRouteScratch(w)
+	q := &s.q
+	*q = MatchQuery{Port: hc.rc.Port, Domain: host, ClientIP: hc.rc.ClientIP, TLSVersion: hc.rc.TLSVersion, Request: r, Terminated: hc.terminated}
 	// Every request is matched against the current routes, not those the
 	// connection was accepted under: UpdateRoutes must be able to revoke
 	// access on keep-alive and HTTP/2 connections too. A route of a newer
 	// generation is not covered by hc.admission, so admit checks it in full.
-	route := h.px.match(set, &q)
+	route := h.px.match(set, q)
 	if route == nil || route.state == nil {
 		h.px.reject(refusal{client: hc.rc.ClientAddr, port: hc.rc.Port, domain: host, req: r}, &RejectError{Reason: RejectNoRoute, IP: hc.rc.ClientIP})
 		http.Error(w, "404 no route for this request", http.StatusNotFound)
@@ -88,9 +90,28 @@ func (h *httpLayer) route(w http.ResponseWriter, r *http.Request, hc *httpConn) 
 		h.badPath(w, r, hc, errNonCanonicalPath)
 		return nil
 	}
-	pr := &proxyReq{hc: hc, w: w, route: route, rc: hc.rc, in: r}
+	pr := &s.pr
+	*pr = proxyReq{hc: hc, w: w, route: route, rc: hc.rc, in: r}
 	pr.rc.Domain, pr.rc.Route, pr.rc.RouteName = host, route, route.Name
 	return pr
+}
+
+// routeScratch is what route needs per request, in one allocation: the
+// match's query (on the heap: a custom Matcher may keep it) and the
+// request's proxyReq.
+type routeScratch struct {
+	q  MatchQuery
+	pr proxyReq
+}
+
+// newRouteScratch returns route's scratch for the request w answers: the
+// fast path's request already holds one (fastReq); other stacks' requests
+// take a new one.
+func newRouteScratch(w http.ResponseWriter) *routeScratch {
+	if fw, _ := fastForwardWriter(w); fw != nil && fw.fc.cur != nil {
+		return &fw.fc.cur.route
+	}
+	return new(routeScratch)
 }
 
 // refusal is where a refusal of this request happened.
@@ -127,7 +148,11 @@ func (h *httpLayer) admit(w http.ResponseWriter, pr *proxyReq) bool {
 // basicAuth/jwtAuth), once per request, after admission; it writes the
 // 401/429 itself.
 func (h *httpLayer) check(w http.ResponseWriter, pr *proxyReq) bool {
-	if err := pr.route.state.sec.checkHTTP(w, pr.in, pr.rc.ClientIP, time.Now()); err != nil {
+	sec := pr.route.state.sec
+	if !sec.hasHTTPChecks() {
+		return true // no clock read for a route without checks
+	}
+	if err := sec.checkHTTP(w, pr.in, pr.rc.ClientIP, time.Now()); err != nil {
 		h.px.reject(pr.refusal(), err)
 		return false
 	}

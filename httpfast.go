@@ -10,11 +10,9 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
-	"net/url"
 	"os"
 	"runtime"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,16 +56,21 @@ type fastConn struct {
 	head bool // the current request is HEAD
 	// req is the current request's parsed head (the fast forward
 	// serialises the outgoing head from it); its slices are buf's.
-	req  *h1parse.Request
+	req *h1parse.Request
+	// cur is the current request's objects (fastReq): route takes its
+	// scratch from it. Cleared after the request, so that an idle
+	// connection keeps none of them alive.
+	cur  *fastReq
 	idle atomic.Bool
 	// cut: the body's end is taking it from a goroutine still reading it
 	// (fastBody.end).
 	cut atomic.Bool
-	rdl time.Time // the read deadline set (armRead)
+	rdl int64 // the read deadline set, on monoNow's clock (armRead); 0: none
 
 	reqTmpl *http.Request // fields every request shares, its context included
 	w       fastWriter    // the current request's; reused
 	body    fastBody      // the current request's body; reused
+	fwd     fastFwdState  // the current request's fast forward (httpfastforward.go); reused
 
 	cancel context.CancelFunc // ends ctx: the client went away
 	watch  fastWatch
@@ -105,6 +108,9 @@ func (h *httpLayer) serveFast(conn net.Conn, hc *httpConn, st *tls.ConnectionSta
 		cancel: cancel, buf: make([]byte, fastHeadBuf)}
 	fc.reqTmpl = (&http.Request{Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Body: http.NoBody,
 		RemoteAddr: fc.remote, TLS: st}).WithContext(ctx)
+	if m, ok := conn.(*meterConn); ok {
+		fc.takeSniffed(m)
+	}
 	h.fastConns.Store(fc, struct{}{})
 	defer h.fastConns.Delete(fc)
 	var req h1parse.Request
@@ -127,6 +133,18 @@ func (h *httpLayer) serveFast(conn net.Conn, hc *httpConn, st *tls.ConnectionSta
 		if !keep || fc.closing() {
 			return nil
 		}
+	}
+}
+
+// takeSniffed reads into buf the bytes a plain connection's sniff left in
+// its PeekConn (the request line and what came with it), then takes the
+// PeekConn out from under the meter: its reads go to the socket directly.
+func (fc *fastConn) takeSniffed(m *meterConn) {
+	if p, ok := m.Conn.(*forwarding.PeekConn); ok {
+		if n := len(p.Buffered()); n > 0 && n <= len(fc.buf) {
+			fc.n, _ = m.Read(fc.buf) // buffered bytes: no read of the socket, counted by the meter
+		}
+		m.dropDrainedPeek()
 	}
 }
 
@@ -220,18 +238,22 @@ var errFastHeadTooLarge = errors.New("request head too large")
 // is kept, so a busy keep-alive connection moves its timer once every
 // wait/8 rather than once per request. Every read deadline of a fast
 // connection is set here or through setReadDeadline, which keep rdl.
+// The check reads the monotonic clock alone; the wall clock is read only
+// to move the deadline.
 func (fc *fastConn) armRead(wait time.Duration) {
-	now := time.Now()
-	at := now.Add(wait)
-	if !fc.rdl.Before(at) && fc.rdl.Before(at.Add(wait/8)) {
+	at := monoNow() + int64(wait)
+	if fc.rdl != 0 && fc.rdl >= at && fc.rdl < at+int64(wait/8) {
 		return
 	}
-	fc.setReadDeadline(at.Add(wait / 8))
+	fc.setReadDeadline(time.Now().Add(wait + wait/8))
 }
 
 // setReadDeadline sets the read deadline and records it for armRead.
 func (fc *fastConn) setReadDeadline(t time.Time) {
-	fc.rdl = t
+	fc.rdl = 0
+	if !t.IsZero() {
+		fc.rdl = max(int64(t.Sub(monoBase)), 1)
+	}
 	_ = fc.conn.SetReadDeadline(t)
 }
 
@@ -304,6 +326,7 @@ func (fc *fastConn) serveOne(req *h1parse.Request) (keep, handOff bool) {
 	}
 	v, aborted := fc.run(w, r)
 	whole := body.end() // before the connection is read again: drain, watch, next head
+	fc.cur = nil
 	if v == ineligible {
 		// Nothing read the body: net/http gets the head again, and what
 		// the watch read goes behind it (disarm keeps buf[off:]).
@@ -352,89 +375,6 @@ func (fc *fastConn) run(w *fastWriter, r *http.Request) (v verdict, aborted bool
 // fastEligibleRoute: decide's hook; a socket-handler route needs the
 // connection hijacked from net/http.
 func fastEligibleRoute(r *Route) bool { return r.Action.Type != ActionSocketHandler }
-
-// request builds the *http.Request the shared request path takes.
-func (fc *fastConn) request(req *h1parse.Request) (*http.Request, error) {
-	target := string(req.Target)
-	u, err := url.ParseRequestURI(target)
-	if err != nil {
-		return nil, err
-	}
-	hdr := make(http.Header, len(req.Fields))
-	// One string holds every value and one array every one-value list
-	// (cap 1: a handler's append copies): two allocations, not two per field.
-	size := 0
-	for _, f := range req.Fields {
-		size += len(f.Value)
-	}
-	all := make([]byte, 0, size)
-	for _, f := range req.Fields {
-		all = append(all, f.Value...)
-	}
-	values, lists := string(all), make([]string, len(req.Fields))
-	at := 0
-	for i, f := range req.Fields {
-		v := values[at : at+len(f.Value)]
-		at += len(f.Value)
-		k := fieldKey(f.Name)
-		if k == "Host" || k == "Transfer-Encoding" {
-			continue // as net/http: Host is r.Host, the framing is the Request's
-		}
-		if old, ok := hdr[k]; ok {
-			hdr[k] = append(old, v)
-			continue
-		}
-		lists[i] = v
-		hdr[k] = lists[i : i+1 : i+1]
-	}
-	// The connection's template carries its context: copying it is one
-	// allocation where WithContext would be a second.
-	r := new(http.Request)
-	*r = *fc.reqTmpl
-	r.Method, r.URL, r.Header, r.Host, r.RequestURI, r.Close = string(req.Method), u, hdr, string(req.Host), target, req.Close
-	if req.Chunked {
-		r.TransferEncoding, r.ContentLength = []string{"chunked"}, -1
-		for _, list := range hdr["Trailer"] { // announced trailers, as net/http keeps them
-			for name := range strings.SplitSeq(list, ",") {
-				if k := textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(name)); k != "" {
-					if r.Trailer == nil {
-						r.Trailer = make(http.Header)
-					}
-					r.Trailer[k] = nil
-				}
-			}
-		}
-		delete(hdr, "Trailer")
-	} else if req.ContentLength > 0 {
-		r.ContentLength = req.ContentLength
-	}
-	fc.off = req.HeadLen // the body follows in buf
-	return r, nil
-}
-
-// fieldKey is a field name in canonical form; the common names cost no
-// allocation.
-func fieldKey(name []byte) string {
-	if k, ok := commonFieldKeys[string(name)]; ok {
-		return k
-	}
-	return textproto.CanonicalMIMEHeaderKey(string(name))
-}
-
-// commonFieldKeys maps the usual spellings of common request field
-// names to their canonical keys.
-var commonFieldKeys = func() map[string]string {
-	m := make(map[string]string)
-	for _, k := range []string{"Accept", "Accept-Encoding", "Accept-Language", "Authorization",
-		"Cache-Control", "Connection", "Content-Length", "Content-Type", "Cookie", "Host",
-		"If-Modified-Since", "If-None-Match", "Origin", "Pragma", "Referer", "Te", "Upgrade",
-		"User-Agent", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-Ip",
-		"X-Request-Id", "Forwarded", "Sec-Fetch-Mode", "Sec-Fetch-Site", "Sec-Fetch-Dest",
-		"Upgrade-Insecure-Requests", "Priority", "Dnt", "Range", "Expect", "Trailer"} {
-		m[k], m[strings.ToLower(k)] = k, k
-	}
-	return m
-}()
 
 // fastBody is a request body: the bytes after the head in buf, then the
 // connection. left is what is still to come of a Content-Length body, -1

@@ -80,9 +80,10 @@ func (h *httpLayer) fastForwardable(fw *fastWriter, pr *proxyReq) bool {
 func (h *httpLayer) fastForward(w http.ResponseWriter, fw *fastWriter, lr *loggedResponse, pr *proxyReq) {
 	r, req := pr.in, fw.fc.req
 	// The tried list, the lease and a chunked upload's state escape (the
-	// balancer keeps the first two, Send the last): pooled, they cost no
-	// allocation per request.
-	st := fastFwdStatePool.Get().(*fastFwdState)
+	// balancer keeps the first two, Send the last): the connection's,
+	// which forwards one request at a time, they cost no allocation and
+	// no pool round trip per request.
+	st := &fw.fc.fwd
 	defer st.release()
 	o := h1client.Outgoing{Replayable: h1client.Replayable(r), HeadMethod: r.Method == http.MethodHead, Interim: fw}
 	var body *watchedBody // nil: no body (as RoundTrip's, for retryable)
@@ -141,7 +142,11 @@ func (h *httpLayer) fastForward(w http.ResponseWriter, fw *fastWriter, lr *logge
 	}
 	tmpl := h.expandTemplates(pr, true)
 	buf := fastOutPool.Get().(*[fastOutSize]byte)
-	defer fastOutPool.Put(buf) // buf itself: a head that outgrew it went to a new array
+	defer func() {
+		if buf != nil {
+			fastOutPool.Put(buf) // buf itself: a head that outgrew it went to a new array
+		}
+	}()
 	out := buf[:0]
 	lease := &st.lease
 	var ex *h1client.Exchange
@@ -171,7 +176,11 @@ func (h *httpLayer) fastForward(w http.ResponseWriter, fw *fastWriter, lr *logge
 	if src != nil {
 		src.consumeFirst() // sent with the head
 	}
-	h.relayResponse(w, fw, lr, pr, ex)
+	// Send is done with the head: buf takes the response's field lines
+	// (relayResponse's, then the writer's until its head is committed).
+	raw := buf
+	buf = nil
+	h.relayResponse(w, fw, lr, pr, ex, raw)
 }
 
 // A Content-Length body up to maxHeldBody is read whole before it is
@@ -194,11 +203,11 @@ type fastFwdState struct {
 	src   fastForwardBody // a streamed body's reader
 }
 
-// release returns st to its pool, its upload's buffers with it.
+// release readies st for the connection's next forward; its upload's
+// buffers go back to their pool.
 func (st *fastFwdState) release() {
 	st.up.release()
-	st.body.ReadCloser, st.src = nil, fastForwardBody{} // the pool keeps no client connection alive
-	fastFwdStatePool.Put(st)
+	st.body.ReadCloser, st.src = nil, fastForwardBody{}
 }
 
 // watch readies st's body watch over fb.
@@ -208,8 +217,6 @@ func (st *fastFwdState) watch(fb *fastBody) *watchedBody {
 	st.body.failed.Store(false)
 	return &st.body
 }
-
-var fastFwdStatePool = sync.Pool{New: func() any { return new(fastFwdState) }}
 
 // fastForwardError answers a failed forward as proxyError does: 400
 // when the client's body broke off, else 502 or 504.

@@ -18,18 +18,19 @@ import (
 var responseReplaced = []string{"content-length"}
 
 // relayResponse relays ex to the client through w (fw, or the request
-// log's wrapper around it), then releases ex. The head goes out with the
+// log's wrapper around it), then releases ex. raw is a pooled buffer it
+// owns, for the relayed field lines (the writer returns it). The head goes out with the
 // first body bytes when they fit; a body of unknown length is flushed
 // whenever the backend has nothing more buffered (a stream, SSE), as
 // ReverseProxy flushes such responses. A body that breaks off (or a
 // client that goes away) aborts the request after what came was
 // flushed: the client sees the connection close, never a complete
 // response.
-func (h *httpLayer) relayResponse(w http.ResponseWriter, fw *fastWriter, lr *loggedResponse, pr *proxyReq, ex *h1client.Exchange) {
+func (h *httpLayer) relayResponse(w http.ResponseWriter, fw *fastWriter, lr *loggedResponse, pr *proxyReq, ex *h1client.Exchange, rawBuf *[fastOutSize]byte) {
 	defer ex.Close()
 	resp := &ex.Resp
 	tmpl := h.expandTemplates(pr, false)
-	raw := fastOutPool.Get().(*[fastOutSize]byte)[:0]
+	raw := rawBuf[:0]
 	hasDate := false
 	var connBuf [2]h1parse.Field
 	conns := connectionFields(resp.Fields, connBuf[:0])
@@ -82,17 +83,29 @@ func (h *httpLayer) relayResponse(w http.ResponseWriter, fw *fastWriter, lr *log
 	if resp.Framing == h1parse.NoBody {
 		return
 	}
-	buf := h.rp.BufferPool.Get()
-	defer h.rp.BufferPool.Put(buf)
+	var buf []byte
 	for {
-		n, err := ex.Read(buf)
-		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				panic(http.ErrAbortHandler) // the client is gone: the connection closes
+		var n int
+		var err error
+		if room := fw.bodyRoom(); room != nil {
+			// The rest of a body of known length fits where the writer
+			// collects it: read there, as Write would have copied it.
+			n, err = ex.Read(room)
+			fw.took(n, lr)
+		} else {
+			if buf == nil {
+				buf = h.rp.BufferPool.Get()
+				defer h.rp.BufferPool.Put(buf)
 			}
-			if err == nil && resp.Framing != h1parse.Length && ex.Buffered() == 0 {
-				fw.Flush() // more would wait for the backend: send what came
+			n, err = ex.Read(buf)
+			if n > 0 {
+				if _, werr := w.Write(buf[:n]); werr != nil {
+					panic(http.ErrAbortHandler) // the client is gone: the connection closes
+				}
 			}
+		}
+		if n > 0 && err == nil && resp.Framing != h1parse.Length && ex.Buffered() == 0 {
+			fw.Flush() // more would wait for the backend: send what came
 		}
 		if err == io.EOF {
 			return

@@ -2,15 +2,11 @@ package smartproxy
 
 import (
 	"io"
+	"net/http"
+	"strconv"
+	"sync"
 
 	"github.com/gosmartproxy/smartproxy/internal/h1parse"
-	"net/http"
-	"slices"
-	"strconv"
-	"strings"
-	"sync"
-	"time"
-
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -27,7 +23,11 @@ type fastWriter struct {
 	mu  sync.Mutex
 	fc  *fastConn
 	hdr http.Header
-	out []byte // pending bytes: the head once committed, then body
+	// base is the pooled buffer out lives in: until the head is
+	// committed, the body collects at fastHeadRoom, the head then goes in
+	// front of it (commitInPlace).
+	base *[fastOutSize]byte
+	out  []byte // pending bytes: the head once committed, then body
 
 	status      int
 	wroteHeader bool
@@ -50,6 +50,11 @@ const fastOutSize = 16 << 10
 
 var fastOutPool = sync.Pool{New: func() any { return new([fastOutSize]byte) }}
 
+// fastHeadRoom is the room a response's head has in front of its body in
+// the writer's buffer: heads up to it cost no second buffer and no copy
+// of the body.
+const fastHeadRoom = 2 << 10
+
 // writer readies fc's writer for a new response; the connection's one
 // writer and header map serve all its requests (nothing keeps them past
 // a request: the handlers and the request log return before the next).
@@ -61,18 +66,27 @@ func (fc *fastConn) writer(closeAfter bool) *fastWriter {
 	} else {
 		clear(hdr)
 	}
-	*w = fastWriter{fc: fc, hdr: hdr, out: fastOutPool.Get().(*[fastOutSize]byte)[:0], cl: -1, closeAfter: closeAfter}
+	base := fastOutPool.Get().(*[fastOutSize]byte)
+	*w = fastWriter{fc: fc, hdr: hdr, base: base, out: base[fastHeadRoom:fastHeadRoom], cl: -1, closeAfter: closeAfter}
 	return w
 }
 
 // release returns the buffers to the pool.
 func (w *fastWriter) release() {
-	for _, b := range [2][]byte{w.out, w.raw} {
-		if cap(b) == fastOutSize {
-			fastOutPool.Put((*[fastOutSize]byte)(b[:fastOutSize]))
-		}
+	if w.base != nil {
+		fastOutPool.Put(w.base)
 	}
-	w.out, w.raw = nil, nil
+	w.releaseRaw()
+	w.base, w.out = nil, nil
+}
+
+// releaseRaw returns a relayed head's field lines to the pool once they
+// are in the head.
+func (w *fastWriter) releaseRaw() {
+	if cap(w.raw) == fastOutSize {
+		fastOutPool.Put((*[fastOutSize]byte)(w.raw[:fastOutSize]))
+	}
+	w.raw = nil
 }
 
 // Interim sends a relayed 1xx head (the fast forward's; as ReverseProxy
@@ -177,7 +191,7 @@ func (w *fastWriter) Write(p []byte) (int, error) {
 		p = p[:n]
 	}
 	w.written += int64(n)
-	if !w.committed && len(w.out)+n <= fastOutSize-1024 {
+	if !w.committed && len(w.out)+n <= cap(w.out)-1024 {
 		w.out = append(w.out, p...) // may still go out with a length
 		return n, err
 	}
@@ -186,7 +200,7 @@ func (w *fastWriter) Write(p []byte) (int, error) {
 		w.out = strconv.AppendInt(w.out, int64(n), 16)
 		w.out = append(w.out, "\r\n"...)
 	}
-	if len(w.out)+n+2 <= fastOutSize {
+	if len(w.out)+n+2 <= cap(w.out) {
 		w.out = append(w.out, p...)
 	} else {
 		w.send()
@@ -204,6 +218,43 @@ func (w *fastWriter) Write(p []byte) (int, error) {
 		return n, w.err
 	}
 	return n, err
+}
+
+// bodyRoom returns the free space where the writer collects the body,
+// sized to the rest of a declared length, when all of that rest fits
+// there (the whole response then still goes out in one write); nil
+// otherwise. The caller reads into it and reports what it read (took);
+// meanwhile nothing else writes the response (the fast forward's
+// goroutine relays it alone).
+func (w *fastWriter) bodyRoom() []byte {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.wroteHeader || w.committed || w.err != nil || w.noBody || w.cl < 0 {
+		return nil
+	}
+	rest := w.cl - w.written
+	if rest <= 0 || rest > int64(cap(w.out)-1024-len(w.out)) {
+		return nil
+	}
+	return w.out[len(w.out) : len(w.out)+int(rest)]
+}
+
+// took accounts n body bytes read into bodyRoom's space, as Write
+// would have taken them (and the request log's wrapper counted them).
+func (w *fastWriter) took(n int, lr *loggedResponse) {
+	if n <= 0 {
+		return
+	}
+	w.mu.Lock()
+	w.out = w.out[:len(w.out)+n]
+	w.written += int64(n)
+	w.mu.Unlock()
+	if lr != nil {
+		if lr.status == 0 {
+			lr.status = http.StatusOK
+		}
+		lr.bytes += int64(n)
+	}
 }
 
 // Flush sends what is pending; the response is chunked from here unless
@@ -226,9 +277,10 @@ func (w *fastWriter) FlushError() error {
 	return w.err
 }
 
-// commit puts the head in front of the body collected so far: both go
-// into a second pooled buffer, and the first goes back to the pool (no
-// allocation, and the body copied once).
+// commit puts the head in front of the body collected so far: in the
+// room kept for it (commitInPlace), else both go into a second pooled
+// buffer, and the first goes back to the pool (no allocation, and the
+// body copied once).
 func (w *fastWriter) commit() {
 	if w.committed {
 		return
@@ -238,7 +290,12 @@ func (w *fastWriter) commit() {
 	if w.cl < 0 && !w.noBody {
 		w.chunked = true
 	}
-	out := w.appendHead(fastOutPool.Get().(*[fastOutSize]byte)[:0], w.status, true)
+	if w.commitInPlace(body) {
+		w.releaseRaw()
+		return
+	}
+	next := fastOutPool.Get().(*[fastOutSize]byte)
+	out := w.appendHead(next[:0], w.status, true)
 	if w.chunked && len(body) > 0 {
 		out = strconv.AppendInt(out, int64(len(body)), 16)
 		out = append(out, "\r\n"...)
@@ -248,7 +305,34 @@ func (w *fastWriter) commit() {
 		out = append(out, body...)
 	}
 	w.release()
-	w.out = out
+	w.base, w.out = next, out
+}
+
+// commitInPlace writes the head into the room in front of body, where
+// the writer collects it (fastHeadRoom): head and body then go out from
+// the one buffer. False, having changed nothing but a head built in
+// vain, when body is not there (a 1xx head outgrew it) or the head does
+// not fit.
+func (w *fastWriter) commitInPlace(body []byte) bool {
+	b := w.base
+	if b == nil || cap(body) != fastOutSize-fastHeadRoom || &body[:1][0] != &b[fastHeadRoom] {
+		return false
+	}
+	head := w.appendHead(b[:0:fastHeadRoom], w.status, true)
+	if w.chunked && len(body) > 0 {
+		head = strconv.AppendInt(head, int64(len(body)), 16)
+		head = append(head, "\r\n"...)
+	}
+	if len(head) > fastHeadRoom {
+		return false // it went to a new array: b is untouched past the room
+	}
+	start := fastHeadRoom - len(head)
+	copy(b[start:], head)
+	w.out = b[start : fastHeadRoom+len(body)]
+	if w.chunked && len(body) > 0 {
+		w.out = append(w.out, "\r\n"...)
+	}
+	return true
 }
 
 // finish ends the response: the head with its length when nothing has
@@ -280,104 +364,6 @@ func (w *fastWriter) send() {
 		_, w.err = w.fc.conn.Write(w.out)
 	}
 	w.out = w.out[:0]
-}
-
-func (w *fastWriter) hasTrailers() bool {
-	if len(w.hdr["Trailer"]) > 0 {
-		return true
-	}
-	for k := range w.hdr {
-		if strings.HasPrefix(k, http.TrailerPrefix) {
-			return true
-		}
-	}
-	return false
-}
-
-// fastSkip are the fields the writer frames itself.
-var fastSkip = []string{"Connection", "Content-Length", "Transfer-Encoding", "Trailer", "Keep-Alive"}
-
-// appendHead appends a status line and the header; final heads get the
-// framing fields and Date.
-func (w *fastWriter) appendHead(b []byte, code int, final bool) []byte {
-	b = append(b, "HTTP/1.1 "...)
-	b = strconv.AppendInt(b, int64(code), 10)
-	b = append(b, ' ')
-	b = append(b, http.StatusText(code)...)
-	b = append(b, "\r\n"...)
-	if final {
-		// Framing first, then Date, then the rest (net/http's order for
-		// the usual fields).
-		switch {
-		case w.chunked:
-			b = append(b, "Transfer-Encoding: chunked\r\n"...)
-			for _, v := range w.hdr["Trailer"] {
-				b = appendField(b, "Trailer", v)
-			}
-		case w.cl >= 0 && code != http.StatusNoContent:
-			b = append(b, "Content-Length: "...)
-			b = strconv.AppendInt(b, w.cl, 10)
-			b = append(b, "\r\n"...)
-		}
-		if _, ok := w.hdr["Date"]; !ok && !w.rawDate {
-			b = append(b, "Date: "...)
-			b = time.Now().UTC().AppendFormat(b, http.TimeFormat)
-			b = append(b, "\r\n"...)
-		}
-	}
-	for k, vs := range w.hdr {
-		if final && slices.Contains(fastSkip, k) || strings.HasPrefix(k, http.TrailerPrefix) || !httpguts.ValidHeaderFieldName(k) {
-			continue
-		}
-		for _, v := range vs {
-			b = appendField(b, k, v)
-		}
-	}
-	if !final {
-		return append(b, "\r\n"...)
-	}
-	b = append(b, w.raw...)
-	if w.closeAfter || w.fc.closing() {
-		w.closeAfter = true
-		b = append(b, "Connection: close\r\n"...)
-	}
-	return append(b, "\r\n"...)
-}
-
-// appendTrailers appends the trailer fields: those the Trailer field
-// announced and those set with http.TrailerPrefix.
-func (w *fastWriter) appendTrailers(b []byte) []byte {
-	for _, list := range w.hdr["Trailer"] {
-		for name := range strings.SplitSeq(list, ",") {
-			k := http.CanonicalHeaderKey(strings.TrimSpace(name))
-			if !httpguts.ValidTrailerHeader(k) {
-				continue
-			}
-			for _, v := range w.hdr[k] {
-				b = appendField(b, k, v)
-			}
-		}
-	}
-	for k, vs := range w.hdr {
-		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && httpguts.ValidTrailerHeader(name) {
-			for _, v := range vs {
-				b = appendField(b, name, v)
-			}
-		}
-	}
-	return b
-}
-
-// appendField appends "k: v\r\n", dropping a value with a line break or
-// other byte no field may carry.
-func appendField(b []byte, k, v string) []byte {
-	if !httpguts.ValidHeaderFieldValue(v) {
-		return b
-	}
-	b = append(b, k...)
-	b = append(b, ": "...)
-	b = append(b, v...)
-	return append(b, "\r\n"...)
 }
 
 var _ io.Writer = (*fastWriter)(nil)

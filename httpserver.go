@@ -120,6 +120,9 @@ type httpConnKey struct{}
 func (h *httpLayer) serve(conn net.Conn, hc *httpConn) {
 	if hc.meter != nil {
 		hc.meter.wt = h.px.writeTimeout
+		if hc.terminated {
+			hc.meter.dropDrainedPeek() // the handshake read the sniffed hello
+		}
 	}
 	if st, ok := fastEligibleConn(conn); ok && h.px.fastPath && !h.fastStop.Load() {
 		if conn = h.serveFast(conn, hc, st); conn == nil {

@@ -137,6 +137,28 @@ var monoBase = time.Now()
 
 func monoNow() int64 { return int64(time.Since(monoBase)) }
 
+// dropDrainedPeek takes the PeekConn the connection was sniffed through
+// out from under the meter once every sniffed byte has been read: from
+// then on it only adds a call to each read and write. Only over a
+// *net.TCPConn (or a PROXY header's client address around one), which
+// never returns bytes together with an error, so the PeekConn holds no
+// error still to deliver either. The caller is the only goroutine using
+// c (before the connection is served).
+func (c *meterConn) dropDrainedPeek() {
+	p, ok := c.Conn.(*forwarding.PeekConn)
+	if !ok || len(p.Buffered()) > 0 {
+		return
+	}
+	inner := p.Conn
+	if pc, ok := inner.(*proxyClientConn); ok {
+		inner = pc.Conn
+	}
+	if _, ok := inner.(*net.TCPConn); ok {
+		p.Release()
+		c.Conn = p.Conn
+	}
+}
+
 // CloseWrite half-closes when the conn beneath can (an error wrapping
 // errors.ErrUnsupported otherwise): http.Server uses it to close
 // gracefully, socket handlers to linger.

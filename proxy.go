@@ -66,6 +66,9 @@ type routeSet struct {
 	acmeDomains []acme.Domain
 	acmeNames   map[string]bool
 	acmeALPN    bool
+	// acmeHTTP: some port answers HTTP-01 challenges (a port plan's
+	// acmeHTTP), so that requests elsewhere skip the port lookup.
+	acmeHTTP bool
 	// kernel are the routes the kernel forwards (kernelproxy.go).
 	kernel []nftables.Route
 }
