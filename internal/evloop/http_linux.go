@@ -207,11 +207,33 @@ func (l *loop) httpGrow(c *Conn) bool {
 	case len(h.in) >= limit:
 		return false
 	default:
-		grown := make([]byte, min(2*len(h.in), limit))
+		// One step to the largest size any request needs (a head at its cap, or a head and a
+		// held body), from the loop's spares: a held body then costs no allocation, and is
+		// read in as few reads as it came in.
+		var grown []byte
+		if n := len(l.bigs); n > 0 {
+			grown, l.bigs = l.bigs[n-1], l.bigs[:n-1]
+		} else {
+			grown = make([]byte, l.httpBig())
+		}
 		copy(grown, h.in[:h.n])
+		l.spareIn(h.in)
 		h.in = grown
 	}
 	return true
+}
+
+// httpBig is the size of a grown client buffer: a head at its cap and a held body.
+func (l *loop) httpBig() int { return httpMaxHead + l.srv.httpMaxHeld }
+
+// spareIn keeps a client buffer for the next connection that needs one (a few of each size).
+func (l *loop) spareIn(b []byte) {
+	switch {
+	case len(b) == httpHeadBuf && len(l.ins) < 256:
+		l.ins = append(l.ins, b)
+	case len(b) == l.httpBig() && len(l.bigs) < 128: // up to 14 MiB at the default sizes, held only after a peak needed them
+		l.bigs = append(l.bigs, b)
+	}
 }
 
 // httpServe serves the requests in the client buffer, one exchange at a time.
@@ -243,11 +265,8 @@ func (l *loop) httpServe(c *Conn) {
 			}
 			h.headAt = 0
 			l.httpIdle(c)
-			// An idle connection holds no buffer: it goes back to the loop's spares (one a
-			// large head or body grew is dropped).
-			if len(h.in) == httpHeadBuf && len(l.ins) < 256 {
-				l.ins = append(l.ins, h.in)
-			}
+			// An idle connection holds no buffer: it goes back to the loop's spares.
+			l.spareIn(h.in)
 			h.in = nil
 			return
 		}

@@ -52,7 +52,8 @@ type loop struct {
 	pool  map[netip.AddrPort][]*idleConn
 	poolN int
 	bins  [][]byte
-	ins   [][]byte // spare client head buffers
+	ins   [][]byte // spare client buffers: httpHeadBuf, and grown ones (httpBig)
+	bigs  [][]byte
 	hbuf  []byte
 	// acceptPaused: the listening socket is out of the epoll set until the next sweep,
 	// after an accept failed for want of resources (EMFILE and the like; see accept).
