@@ -114,7 +114,15 @@ func TestEngineIdleConnectionsHoldNoGoroutine(t *testing.T) {
 	count := func() int {
 		return goroutinesIn("smartproxy.(*Proxy)") + goroutinesIn("forwarding.") + goroutinesIn("evloop.")
 	}
+	// Start's runner goroutines (the reject log, ticket rotation) start after it returns:
+	// counted from when the count stops moving.
 	before := count()
+	require.Eventually(t, func() bool {
+		b := count()
+		time.Sleep(20 * time.Millisecond)
+		before = count()
+		return before == b
+	}, 5*time.Second, time.Millisecond)
 	const n = 20
 	for i := range n {
 		c := dial(t, port)

@@ -9,7 +9,6 @@ import (
 	"sync"
 
 	"github.com/gosmartproxy/smartproxy/forwarding"
-	"github.com/gosmartproxy/smartproxy/internal/h1client"
 )
 
 // http.Transport parses response heads with http.ReadResponse, which
@@ -21,10 +20,10 @@ import (
 // are headTaps: while a request waits for its response head, the tap
 // keeps a copy of what the transport reads, and RoundTrip puts the
 // Connection lines of that raw head back when ReadResponse took them
-// out (h1client.FinalConnection, h1client.RestoreConnection).
+// out (finalConnection, restoreConnection).
 
 // tapSize bounds the bytes a tap keeps for one response: heads over it
-// that say close are refused (h1client.ErrHeadUnseen), as the fast path
+// that say close are refused (errHeadUnseen), as the fast path
 // refuses every head over 16 KiB.
 const tapSize = 16 << 10
 
@@ -121,9 +120,9 @@ func (t *tapTrace) done(resp *http.Response, err error) (*http.Response, error) 
 	var vals []string
 	seen := false
 	if rec != nil {
-		vals, seen = h1client.FinalConnection(rec[:n])
+		vals, seen = finalConnection(rec[:n])
 	}
-	if err := h1client.RestoreConnection(resp, vals, seen); err != nil {
+	if err := restoreConnection(resp, vals, seen); err != nil {
 		_ = resp.Body.Close()
 		return nil, fmt.Errorf("backend response: %w", err)
 	}

@@ -1,4 +1,4 @@
-package h1client
+package smartproxy
 
 import (
 	"bytes"
@@ -11,16 +11,16 @@ import (
 // "close" (it reports Response.Close instead), and with it the names of
 // the other fields the backend marked hop-by-hop ("Connection: close,
 // X-Internal"): a reverse proxy could then not remove them (RFC 9110
-// 7.6.1) and relayed X-Internal to the client. RoundTrip keeps the field
-// (it parses with h1parse); for http.Transport's responses, the proxy
-// records each raw head and puts the Connection lines back into the
-// parsed header when ReadResponse took them out (FinalConnection,
-// RestoreConnection).
+// 7.6.1) and relayed X-Internal to the client. h1client's RoundTrip keeps
+// the field (it parses with h1parse); for http.Transport's responses,
+// the backend tap (httpbackendtap.go) records each raw head and puts the
+// Connection lines back into the parsed header when ReadResponse took
+// them out (finalConnection, restoreConnection).
 
-// ErrHeadUnseen: a response head that may have said close (Connection:
+// errHeadUnseen: a response head that may have said close (Connection:
 // close, or a close-delimited body) could not be seen whole, so which
-// fields it named hop-by-hop is unknown (RestoreConnection).
-var ErrHeadUnseen = errors.New("response head not seen whole with Connection: close")
+// fields it named hop-by-hop is unknown (restoreConnection).
+var errHeadUnseen = errors.New("response head not seen whole with Connection: close")
 
 // headEnd returns the length of the head at the start of b up to its
 // empty line (CRLF or, as ReadResponse accepts it, bare LF), -1 when b
@@ -41,13 +41,13 @@ func headEnd(b []byte, from int) int {
 	return -1
 }
 
-// FinalConnection returns the values of the Connection field lines of
+// finalConnection returns the values of the Connection field lines of
 // the final (not 1xx) response head in b, the bytes a backend connection
 // gave from the start of a response on, 1xx heads first; ok is false
 // when b does not hold that head whole. For a caller whose responses
 // http.ReadResponse parsed (http.Transport's) and that recorded the raw
 // bytes: see the top of this file for why.
-func FinalConnection(b []byte) (vals []string, ok bool) {
+func finalConnection(b []byte) (vals []string, ok bool) {
 	for {
 		end := headEnd(b, 0)
 		if end < 0 {
@@ -100,20 +100,20 @@ func connectionValues(head []byte) []string {
 	return vals
 }
 
-// RestoreConnection puts vals, a head's Connection values
-// (FinalConnection), back into
+// restoreConnection puts vals, a head's Connection values
+// (finalConnection), back into
 // resp's header when ReadResponse deleted them (an HTTP/1.1 head that said
 // close; HTTP/1.0 ones keep theirs). A head that was not seen whole and
-// may have said close is refused with ErrHeadUnseen, its body left to
+// may have said close is refused with errHeadUnseen, its body left to
 // the caller to close (a close-delimited body's head over 16 KiB too, as the fast path refuses
 // every head over 16 KiB): the fields it named hop-by-hop would reach
 // the client.
-func RestoreConnection(resp *http.Response, vals []string, seen bool) error {
+func restoreConnection(resp *http.Response, vals []string, seen bool) error {
 	if _, ok := resp.Header["Connection"]; ok || !resp.Close || !resp.ProtoAtLeast(1, 1) {
 		return nil
 	}
 	if !seen {
-		return ErrHeadUnseen
+		return errHeadUnseen
 	}
 	if vals != nil {
 		resp.Header["Connection"] = vals
