@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -137,18 +136,12 @@ func TestHTTPRequestTrailers(t *testing.T) {
 			lp := newListenerPool(t)
 			port := lp.port(t)
 			got := make(chan string, 1)
-			be := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// Both protocols served: the route's BackendProtocol picks one.
+			be := startH2CEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				b, _ := io.ReadAll(r.Body)
 				got <- string(b) + "|" + r.Proto + "|" + r.Trailer.Get("X-Checksum") + "|" + r.Trailer.Get("X-Other")
 			}))
-			if backend == "h2c" {
-				be.Config.Protocols = new(http.Protocols)
-				be.Config.Protocols.SetHTTP1(true)
-				be.Config.Protocols.SetUnencryptedHTTP2(true)
-			}
-			be.Start()
-			t.Cleanup(be.Close)
-			r := httpRouteOn("r", port, be.Listener.Addr().String(), "a.test")
+			r := httpRouteOn("r", port, be.addr(), "a.test")
 			r.Action.Options = &ActionOptions{BackendProtocol: BackendProtocol(backend)}
 			startTestProxy(t, lp, Options{Routes: []Route{r}})
 			c := dial(t, port)
@@ -268,15 +261,11 @@ func TestHTTPMalformedChunkedBodyH2Backend(t *testing.T) {
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	got := make(chan string, 1)
-	be := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	be := startH2CEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, err := io.ReadAll(r.Body)
 		got <- fmt.Sprintf("%s %q err=%v", r.Proto, b, err != nil)
 	}))
-	be.Config.Protocols = new(http.Protocols)
-	be.Config.Protocols.SetUnencryptedHTTP2(true)
-	be.Start()
-	t.Cleanup(be.Close)
-	r := httpRouteOn("r", port, be.Listener.Addr().String(), "a.test")
+	r := httpRouteOn("r", port, be.addr(), "a.test")
 	r.Action.Options = &ActionOptions{BackendProtocol: "h2c"}
 	startTestProxy(t, lp, Options{Routes: []Route{r}})
 	c := dial(t, port)

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strconv"
@@ -87,14 +86,9 @@ func TestHTTPFastPathHandsOff(t *testing.T) {
 	t.Parallel()
 	lp := newListenerPool(t)
 	port := lp.port(t)
-	be := newEchoServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	be := startH2CEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, r.Proto+" "+r.RequestURI)
 	}))
-	be.Config.Protocols = new(http.Protocols)
-	be.Config.Protocols.SetHTTP1(true)
-	be.Config.Protocols.SetUnencryptedHTTP2(true)
-	be.Start()
-	t.Cleanup(be.Close)
 	handler := NewRoute("handler").Ports(port).Domains("a.test").Path("/handler").
 		HandleWith(requestLineHandler).Route()
 	fwd := NewRoute("fwd").Ports(port).Domains("a.test").ForwardTo(be.addr()).
@@ -297,7 +291,7 @@ func TestFastBodyEndsWithHandler(t *testing.T) {
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	seen := make(chan string, 4)
-	be := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	be := startH2CEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		seen <- r.Method + " " + r.URL.Path
 		if r.Method == http.MethodPost {
 			w.WriteHeader(http.StatusForbidden) // the body left unread
@@ -305,11 +299,7 @@ func TestFastBodyEndsWithHandler(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, "second")
 	}))
-	be.Config.Protocols = new(http.Protocols)
-	be.Config.Protocols.SetUnencryptedHTTP2(true)
-	be.Start()
-	t.Cleanup(be.Close)
-	r := httpRouteOn("r", port, be.Listener.Addr().String(), "a.test")
+	r := httpRouteOn("r", port, be.addr(), "a.test")
 	r.Action.Options = &ActionOptions{BackendProtocol: "h2c"}
 	startFastTestProxy(t, lp, Options{Routes: []Route{r}})
 	c := dial(t, port)

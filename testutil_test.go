@@ -554,6 +554,19 @@ func startEchoServer(t testing.TB, h http.Handler) *echoServer {
 	return b
 }
 
+// startH2CEchoServer serves h on loopback in HTTP/1.1 and in cleartext
+// HTTP/2 with prior knowledge (an h2c backend).
+func startH2CEchoServer(t testing.TB, h http.Handler) *echoServer {
+	t.Helper()
+	b := newEchoServer(h)
+	b.Config.Protocols = new(http.Protocols)
+	b.Config.Protocols.SetHTTP1(true)
+	b.Config.Protocols.SetUnencryptedHTTP2(true)
+	b.Start()
+	t.Cleanup(b.Close)
+	return b
+}
+
 // startTLSEchoServer serves h on loopback over TLS with cert (nil:
 // httptest's own), offering h2 and http/1.1.
 func startTLSEchoServer(t testing.TB, h http.Handler, cert *tls.Certificate) *echoServer {
