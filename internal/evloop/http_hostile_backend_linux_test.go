@@ -81,7 +81,7 @@ func TestHTTPHostileNoFDLeak(t *testing.T) {
 
 // The head deadline must not stay armed while an answer of the owner's waits for a slow
 // client: a 400 appended after the answer would be a response to no request.
-func TestHTTPHostileHeadTimeoutAfterAnswer(t *testing.T) {
+func TestHTTPHostileNoHeadTimeoutAfterAnswer(t *testing.T) {
 	big := append([]byte(fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", 8<<20)), pattern(8<<20)...)
 	s := startRelay(t, netip.AddrPort{}, Config{HTTPHeadTimeout: 200 * time.Millisecond, WriteTimeout: 5 * time.Second,
 		OnRequest: func(c *Conn, req *h1parse.Request, raw []byte) HTTPPlan { return HTTPPlan{Respond: big} }})
@@ -163,7 +163,7 @@ func BenchmarkHTTPParseLargeHead(b *testing.B) {
 
 // An interim response that arrives alone (103 Early Hints, sent before the final one is
 // ready) is relayed at once, not held until the final head.
-func TestHTTPHostileInterimAloneDropped(t *testing.T) {
+func TestHTTPHostileInterimAloneRelayed(t *testing.T) {
 	be := backend(t, func(c *net.TCPConn) {
 		if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
 			io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
@@ -242,7 +242,7 @@ func TestHTTPHostileTimeoutsFire(t *testing.T) {
 // A backend that refuses a large body early (413, Connection: close) and closes: the send
 // that fails must not end the exchange before the answer waiting in the socket is read: the
 // client gets the backend's 413, not the owner's 502.
-func TestHTTPHostileEarlyRefusalLost(t *testing.T) {
+func TestHTTPHostileEarlyRefusalRelayed(t *testing.T) {
 	be := backend(t, func(c *net.TCPConn) {
 		if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
 			io.WriteString(c, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")

@@ -19,7 +19,7 @@ import (
 
 // A held body whose request fills the client buffer to its cap (want) must not leave the
 // request pipelined after it unread in the socket (no new edge comes for it).
-func TestHTTPHostilePipelinedAfterHeldBodyHangs(t *testing.T) {
+func TestHTTPHostilePipelinedAfterHeldBody(t *testing.T) {
 	be, _ := httpBackend(t)
 	s := startRelay(t, be, Config{})
 	c, br := dialHTTP(t, s)
@@ -39,7 +39,7 @@ func TestHTTPHostilePipelinedAfterHeldBodyHangs(t *testing.T) {
 }
 
 // The same with requests the owner answers itself: more pipelined bytes than the head cap.
-func TestHTTPHostilePipelinedOverHeadCapHangs(t *testing.T) {
+func TestHTTPHostilePipelinedOverHeadCap(t *testing.T) {
 	s := startRelay(t, netip.AddrPort{}, Config{Loops: 1, OnRequest: func(c *Conn, req *h1parse.Request, raw []byte) HTTPPlan {
 		return HTTPPlan{Respond: []byte("HTTP/1.1 204 No Content\r\n\r\n")}
 	}})
@@ -59,7 +59,7 @@ func TestHTTPHostilePipelinedOverHeadCapHangs(t *testing.T) {
 
 // A backend that answers before it read the whole request: its connection, with the rest of
 // the request unsent, must not be pooled (the next request would be read as the first body).
-func TestHTTPHostileEarlyResponsePoolsHalfSentRequest(t *testing.T) {
+func TestHTTPHostileHalfSentRequestNotPooled(t *testing.T) {
 	var conns atomic.Int64
 	const bodyLen = 8 << 20
 	be := backend(t, func(c *net.TCPConn) {
@@ -103,7 +103,7 @@ func TestHTTPHostileEarlyResponsePoolsHalfSentRequest(t *testing.T) {
 // A response that ends exactly where a full read of the backend buffer ends, with bytes
 // after it: the connection must not be pooled with those bytes unread (no new edge comes),
 // or the next request would get them as its response.
-func TestHTTPHostilePooledWithUnreadBytes(t *testing.T) {
+func TestHTTPHostileUnreadBytesNotPooled(t *testing.T) {
 	var reqs atomic.Int64
 	be := backend(t, func(c *net.TCPConn) {
 		br := bufio.NewReader(c)
@@ -134,7 +134,7 @@ func TestHTTPHostilePooledWithUnreadBytes(t *testing.T) {
 }
 
 // OnExchangeEnd is called for an exchange the client ends (RST) or Server.Close ends.
-func TestHTTPHostileExchangeEndMissed(t *testing.T) {
+func TestHTTPHostileExchangeEndOnCut(t *testing.T) {
 	hold := make(chan struct{})
 	be := backend(t, func(c *net.TCPConn) {
 		if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
@@ -160,7 +160,7 @@ func TestHTTPHostileExchangeEndMissed(t *testing.T) {
 
 // OnRequest answers a request whose body the loop did not hold (over HTTPMaxHeld) without
 // Close: the body must not be parsed as the next request (CL.0 desync); the connection closes.
-func TestHTTPHostileRespondToUnheldBodyDesync(t *testing.T) {
+func TestHTTPHostileUnheldBodyNotARequest(t *testing.T) {
 	var seen atomic.Value
 	seen.Store("")
 	s := startRelay(t, netip.AddrPort{}, Config{OnRequest: func(c *Conn, req *h1parse.Request, raw []byte) HTTPPlan {
@@ -182,7 +182,7 @@ func TestHTTPHostileRespondToUnheldBodyDesync(t *testing.T) {
 
 // A backend that stalls mid-body while the client has gone: the response timeout, re-armed
 // by every body read, ends it.
-func TestHTTPHostileBodyStallNeverEnds(t *testing.T) {
+func TestHTTPHostileBodyStallTimesOut(t *testing.T) {
 	hold := make(chan struct{})
 	be := backend(t, func(c *net.TCPConn) {
 		if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
@@ -212,7 +212,7 @@ func TestHTTPHostileBodyStallNeverEnds(t *testing.T) {
 // An answer with Close to a request whose body the client is still sending (a 413 for a
 // body over the cap): the client reads the answer (a close with unread bytes resets the
 // connection, which could lose it: RFC 9112 9.6's lingering close).
-func TestHTTPHostileCloseWithoutLinger(t *testing.T) {
+func TestHTTPHostileAnswerBeforeClose(t *testing.T) {
 	s := startRelay(t, netip.AddrPort{}, Config{OnRequest: func(c *Conn, req *h1parse.Request, raw []byte) HTTPPlan {
 		return HTTPPlan{Respond: []byte("HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"), Close: true}
 	}})
@@ -237,7 +237,7 @@ func TestHTTPHostileCloseWithoutLinger(t *testing.T) {
 
 // Expect: 100-continue with a body the loop holds: the loop answers 100 Continue while it
 // waits for the body (the client would otherwise wait: curl, 1 s per upload).
-func TestHTTPHostileExpectContinueStalls(t *testing.T) {
+func TestHTTPHostileExpectContinue(t *testing.T) {
 	be, _ := httpBackend(t)
 	s := startRelay(t, be, Config{})
 	c, br := dialHTTP(t, s)
