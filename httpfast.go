@@ -69,7 +69,6 @@ type fastConn struct {
 
 	reqTmpl *http.Request // fields every request shares, its context included
 	w       fastWriter    // the current request's; reused
-	body    fastBody      // the current request's body; reused
 	fwd     fastFwdState  // the current request's fast forward (httpfastforward.go); reused
 
 	cancel context.CancelFunc // ends ctx: the client went away
@@ -303,8 +302,11 @@ func (fc *fastConn) serveOne(req *h1parse.Request) (keep, handOff bool) {
 		return false, false
 	}
 	fc.head, fc.req = r.Method == http.MethodHead, req
-	body := &fc.body
-	*body = fastBody{fc: fc}
+	// The request's own body, never reused: a backend transport's goroutine
+	// that comes back to Read after end (between two reads when end ran)
+	// finds it ended, not the next request's.
+	body := &fc.cur.body
+	body.fc = fc
 	switch {
 	case req.Chunked:
 		body.chunks = h1parse.NewChunkReader(bufio.NewReader(&fastBody{fc: fc, left: -1}))

@@ -311,6 +311,7 @@ func TestFastBodyEndsWithHandler(t *testing.T) {
 	require.NoError(t, err)
 	_, _ = io.Copy(io.Discard, resp.Body)
 	require.Equal(t, http.StatusForbidden, resp.StatusCode)
+	require.Equal(t, "POST /first", <-seen)
 	time.Sleep(100 * time.Millisecond) // the fast path is past the response
 	_, _ = io.WriteString(c, strings.Repeat("x", 100000-10)+"GET /second HTTP/1.1\r\nHost: a.test\r\n\r\n")
 	if resp, err = http.ReadResponse(br, nil); err == nil {
@@ -319,11 +320,6 @@ func TestFastBodyEndsWithHandler(t *testing.T) {
 		require.Equal(t, "GET /second", <-seen)
 	} else {
 		require.False(t, isTimeout(err), "the connection must end, not stall: %v", err)
-		select {
-		case s := <-seen:
-			require.Equal(t, "POST /first", s)
-		default:
-		}
 		require.Empty(t, seen, "the backend got a request the proxy did not answer")
 	}
 }

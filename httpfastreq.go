@@ -13,13 +13,15 @@ import (
 // allocation: the *http.Request, its URL, the one-value lists of its
 // header and route's scratch (its MatchQuery and proxyReq). It is new for
 // every request, never reused: whatever keeps a part past its request (a
-// custom Matcher its query, a handler its request) keeps values no later
-// request changes, and the whole stays alive with it.
+// custom Matcher its query, a handler its request, a backend transport
+// its body) keeps values no later request changes, and the whole stays
+// alive with it.
 type fastReq struct {
 	r     http.Request
 	u     url.URL
 	route routeScratch
 	lists [fastReqLists]string
+	body  fastBody // the request's body (serveOne)
 }
 
 // fastReqLists is how many fields a head may have for their one-value
