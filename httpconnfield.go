@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // http.ReadResponse deletes a response's Connection field when it holds
@@ -24,10 +26,9 @@ var errHeadUnseen = errors.New("response head not seen whole with Connection: cl
 
 // headEnd returns the length of the head at the start of b up to its
 // empty line (CRLF or, as ReadResponse accepts it, bare LF), -1 when b
-// does not hold all of it yet; from is where the search may start (no
-// end before it).
-func headEnd(b []byte, from int) int {
-	for i := from; i < len(b); i++ {
+// does not hold all of it yet.
+func headEnd(b []byte) int {
+	for i := range b {
 		if b[i] != '\n' || i == 0 {
 			continue
 		}
@@ -49,13 +50,17 @@ func headEnd(b []byte, from int) int {
 // bytes: see the top of this file for why.
 func finalConnection(b []byte) (vals []string, ok bool) {
 	for {
-		end := headEnd(b, 0)
+		end := headEnd(b)
 		if end < 0 {
 			return nil, false
 		}
-		// "HTTP/1.1 1xx": an interim head, unless 101 (final: the
-		// connection is another protocol's after it).
-		if len(b) > 12 && b[9] == '1' && !(b[10] == '0' && b[11] == '1') && b[8] == ' ' {
+		// A 1xx is an interim head, unless 101 (final: the connection is
+		// another protocol's after it). The status is read as ReadResponse
+		// reads it: after the first space, more spaces trimmed ("HTTP/1.1
+		// 103" with two spaces is its 103 too).
+		_, st, _ := bytes.Cut(b[:end], []byte(" "))
+		st = bytes.TrimLeft(st, " ")
+		if len(st) >= 3 && st[0] == '1' && !(st[1] == '0' && st[2] == '1') {
 			b = b[end:]
 			continue
 		}
@@ -113,6 +118,12 @@ func restoreConnection(resp *http.Response, vals []string, seen bool) error {
 		return nil
 	}
 	if !seen {
+		return errHeadUnseen
+	}
+	// ReadResponse deleted the field because it said close, unless the
+	// body is delimited by the close: values without close are another
+	// head's (the recording and the parse disagree), and their names unknown.
+	if (resp.ContentLength >= 0 || resp.TransferEncoding != nil) && !httpguts.HeaderValuesContainsToken(vals, "close") {
 		return errHeadUnseen
 	}
 	if vals != nil {

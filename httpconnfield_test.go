@@ -25,6 +25,8 @@ func TestFinalConnection(t *testing.T) {
 		{"bare LF", "HTTP/1.1 200 OK\nConnection: close, X-A\n\n", []string{"close, X-A"}, true},
 		{"1xx skipped", "HTTP/1.1 103 Early Hints\r\nConnection: X-H\r\n\r\nHTTP/1.1 200 OK\r\nConnection: close\r\n\r\n",
 			[]string{"close"}, true},
+		{"1xx with two spaces skipped, as ReadResponse reads it", "HTTP/1.1  103 Early Hints\r\nLink: <x>\r\n\r\nHTTP/1.1 200 OK\r\nConnection: close, X-Drop\r\n\r\n",
+			[]string{"close, X-Drop"}, true},
 		{"101 is final", "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n", []string{"Upgrade"}, true},
 		{"a name in the body is not a field", "HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n\r\nConnection: X-A\r\n\r\n", nil, true},
 		{"field name that only starts so", "HTTP/1.1 200 OK\r\nConnection-X: a\r\n\r\n", nil, true},
@@ -80,4 +82,17 @@ func FuzzFinalConnection(f *testing.F) {
 			require.Empty(t, vals)
 		}
 	})
+}
+
+// TestRestoreConnectionRefusesAMismatch: values recovered without close,
+// for a response ReadResponse marked close with a length, are another
+// head's: refused rather than guessed.
+func TestRestoreConnectionRefusesAMismatch(t *testing.T) {
+	resp := &http.Response{ProtoMajor: 1, ProtoMinor: 1, Close: true, ContentLength: 2, Header: http.Header{}}
+	require.ErrorIs(t, restoreConnection(resp, []string{"X-A"}, true), errHeadUnseen)
+	require.ErrorIs(t, restoreConnection(resp, nil, true), errHeadUnseen)
+	require.NoError(t, restoreConnection(resp, []string{"close, X-A"}, true))
+	require.Equal(t, []string{"close, X-A"}, resp.Header["Connection"])
+	untilClose := &http.Response{ProtoMajor: 1, ProtoMinor: 1, Close: true, ContentLength: -1, Header: http.Header{}}
+	require.NoError(t, restoreConnection(untilClose, nil, true))
 }
