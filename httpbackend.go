@@ -301,6 +301,13 @@ func (bt backendTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 	if hr := pr.route.state.http; hr != nil && !isUpgrade(out) {
 		k.proto = hr.backend // upgrades need HTTP/1.1
 	}
+	if k.proto == "http1" {
+		// Every User-Agent to an HTTP/1.1 backend; Go's HTTP/2 encoder
+		// would send one value of each spelling, in map order. After the
+		// templates (rewriteRequest), which may set one; a retry's second
+		// call changes nothing.
+		keepUserAgents(out.Header)
+	}
 	// An "original" route's transport pools per client SNI, through the
 	// synthetic address that RoundTrip gives each attempt (see sniAddr).
 	original := k.tls != nil && k.tls.backendName == "original"

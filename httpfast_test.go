@@ -323,3 +323,29 @@ func TestFastBodyEndsWithHandler(t *testing.T) {
 		require.Empty(t, seen, "the backend got a request the proxy did not answer")
 	}
 }
+
+// TestUserAgentsToH2Backend: an HTTP/2 backend gets the first User-Agent
+// only, every time (Go's HTTP/2 encoder sends one value per spelling, in
+// map order: keeping the others under another spelling, as for HTTP/1.1
+// backends, sent them in random order).
+func TestUserAgentsToH2Backend(t *testing.T) {
+	t.Parallel()
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	be := startH2CEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, r.Proto+" "+strings.Join(r.Header.Values("User-Agent"), "|"))
+	}))
+	r := httpRouteOn("r", port, be.addr(), "a.test")
+	r.Action.Options = &ActionOptions{BackendProtocol: "h2c"}
+	startTestProxy(t, lp, Options{Routes: []Route{r}})
+	c := dial(t, port)
+	br := bufio.NewReader(c)
+	for range 20 {
+		_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: a.test\r\nUser-Agent: a\r\nUser-Agent: b\r\n\r\n")
+		require.NoError(t, err)
+		resp, err := http.ReadResponse(br, nil)
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		require.Equal(t, "HTTP/2.0 a", string(body))
+	}
+}

@@ -244,7 +244,6 @@ func (h *httpLayer) rewriteRequest(r *httputil.ProxyRequest) {
 		}
 		pr.applyHeaders(out.Header, hr.reqHeaders)
 	}
-	keepUserAgents(out.Header) // after the templates, which may set one
 }
 
 // modifyResponse applies action.headers.response.
