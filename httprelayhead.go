@@ -12,7 +12,8 @@ import (
 // (httpfastequiv_heads_test.go pins both): the hop-by-hop fields of a
 // relayed 1xx, a 304's Content-Length and Content-Type, a request's
 // second User-Agent. (A response's "Connection: close, X-Name" keeps its
-// X-Name out through internal/h1client, connfield.go.)
+// X-Name out: h1client's RoundTrip keeps the field, and http.Transport's
+// heads are recovered by the tap, httpconnfield.go.)
 
 // relayWriter is the client's ResponseWriter on net/http's server while
 // the reverse proxy relays a backend's response.

@@ -12,14 +12,10 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// RoundTrip keeps a response's Connection field even when it says close
-// (http.ReadResponse deletes it): the names it lists are the caller's to
-// remove.
 // TestRoundTripKeepsConnection: a response that says close keeps its
-// Connection field (resp.Close set as well), so that a proxy can remove
-// the fields it names; the 1xx before it are relayed as they came. A head
-// too large to be seen whole fails if it may say close, and is taken if
-// it is HTTP/1.0 or keeps the connection.
+// Connection field (resp.Close set as well; http.ReadResponse deletes
+// it), so that a proxy can remove the fields it names; the 1xx before it
+// are relayed as they came. Heads over MaxHeaderBytes are refused.
 func TestRoundTripKeepsConnection(t *testing.T) {
 	big := "X-Big: " + strings.Repeat("b", 17<<10) + "\r\n"
 	heads := map[string]string{

@@ -55,7 +55,7 @@ func FuzzResponseAsReadResponse(f *testing.F) {
 		var rt roundTrip
 		rt.fill(&p, r)
 		got := &rt.resp
-		// And Connection stays when it says close (connfield.go): ReadResponse drops it.
+		// And Connection stays when it says close (roundtrip.go): ReadResponse drops it.
 		if _, ok := want.Header["Connection"]; !ok {
 			if v, ok := got.Header["Connection"]; ok && want.Close {
 				want.Header["Connection"] = v

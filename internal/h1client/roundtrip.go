@@ -140,8 +140,7 @@ func (rt *roundTrip) fill(p *h1parse.Response, r *http.Request) {
 	te := p.Field("transfer-encoding") != nil // "chunked": ParseResponse takes no other
 	resp.Status, resp.Header, resp.Trailer = header(p, te)
 	// Unlike http.ReadResponse, Connection stays even when it says close:
-	// the names it lists are hop-by-hop, for the caller to remove
-	// (connfield.go).
+	// the names it lists are hop-by-hop, for the caller to remove.
 	switch {
 	case r.Method == http.MethodHead:
 		resp.ContentLength = p.ContentLength

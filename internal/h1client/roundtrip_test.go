@@ -142,7 +142,7 @@ func TestRoundTripResponseAsReadResponse(t *testing.T) {
 		got, gotBody, err := getRT(t, c, be.addr(), method, path)
 		require.NoError(t, err, path)
 		if v, ok := got.Header["Connection"]; ok && want.Close && want.Header["Connection"] == nil {
-			want.Header["Connection"] = v // kept on purpose (connfield.go)
+			want.Header["Connection"] = v // kept on purpose (roundtrip.go)
 		}
 		require.Equal(t, string(wantBody), gotBody, path)
 		require.Equal(t, want.Status, got.Status, path)
