@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"sync"
+	"sync/atomic"
 
 	"github.com/gosmartproxy/smartproxy/forwarding"
 )
@@ -35,12 +36,16 @@ type headTap struct {
 	mu  sync.Mutex
 	rec *[tapSize]byte // non-nil while a request waits for its head
 	n   int            // bytes in rec
+	// on says rec is set: the reads of a connection's life past its heads
+	// (bodies, an upgraded stream) take no lock. Set by start before the
+	// request is written, so the answer's reads see it.
+	on atomic.Bool
 }
 
 // Read copies what the transport reads while a head is awaited.
 func (c *headTap) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if n > 0 {
+	if n > 0 && c.on.Load() {
 		c.mu.Lock()
 		if c.rec != nil {
 			c.n += copy(c.rec[c.n:], p[:n])
@@ -62,6 +67,7 @@ func (c *headTap) start() {
 	rec := tapPool.Get().(*[tapSize]byte)
 	c.mu.Lock()
 	c.rec, c.n = rec, 0
+	c.on.Store(true)
 	c.mu.Unlock()
 }
 
@@ -71,6 +77,7 @@ func (c *headTap) stop() (rec *[tapSize]byte, n int) {
 	defer c.mu.Unlock()
 	rec, n = c.rec, c.n
 	c.rec, c.n = nil, 0
+	c.on.Store(false)
 	return rec, n
 }
 
