@@ -66,10 +66,9 @@ func (h *httpLayer) relayResponse(w http.ResponseWriter, fw *fastWriter, lr *log
 			}
 		}
 		ex.Trailer = func(name, value []byte) {
-			k := http.CanonicalHeaderKey(string(name))
-			if httpguts.ValidTrailerHeader(k) {
-				fw.hdr[http.TrailerPrefix+k] = append(fw.hdr[http.TrailerPrefix+k], string(value))
-			}
+			// Names no trailer may carry are left out when written (appendTrailers).
+			k := http.TrailerPrefix + http.CanonicalHeaderKey(string(name))
+			fw.hdr[k] = append(fw.hdr[k], string(value))
 		}
 	}
 	cl := int64(-1)
