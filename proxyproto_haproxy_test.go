@@ -24,15 +24,36 @@ import (
 
 const haproxyPath = "/usr/sbin/haproxy"
 
-// startHAProxy runs haproxy with cfg (after a global section with
-// noreuseport, so a leftover process cannot share its ports silently) as
-// a child process, waits until it holds every port in ports, and kills
-// it when the test ends.
-func startHAProxy(t *testing.T, cfg string, ports ...int) {
+// startHAProxy runs haproxy with the config build makes for n free ports
+// (after a global section with noreuseport, so a leftover process cannot
+// share its ports silently) as a child process, waits until it holds
+// every one, and kills it when the test ends. It returns the ports. A
+// port that a parallel test took between closedPort and haproxy's bind
+// (EADDRINUSE) is a new try with new ports, up to five.
+func startHAProxy(t *testing.T, n int, build func(ports []int) string) []int {
 	t.Helper()
 	if _, err := os.Stat(haproxyPath); err != nil {
 		t.Skipf("haproxy not installed (%v): apt-get install haproxy, as .ci/run does", err)
 	}
+	for try := 1; ; try++ {
+		ports := make([]int, n)
+		for i := range ports {
+			ports[i] = closedPort(t)
+		}
+		out, ok := runHAProxy(t, build(ports), ports)
+		if ok {
+			return ports
+		}
+		if try == 5 || !strings.Contains(out, "Address already in use") {
+			t.Fatalf("haproxy did not start: %s", out)
+		}
+	}
+}
+
+// runHAProxy starts haproxy with cfg and waits until it holds ports; ok
+// false with its output when it exited first.
+func runHAProxy(t *testing.T, cfg string, ports []int) (string, bool) {
+	t.Helper()
 	dir := t.TempDir()
 	file := filepath.Join(dir, "haproxy.cfg")
 	cfg = "global\n    noreuseport\ndefaults\n    timeout connect 2s\n    timeout client 10s\n    timeout server 10s\n" + cfg
@@ -53,10 +74,12 @@ func startHAProxy(t *testing.T, cfg string, ports ...int) {
 	// Ready when every port is taken: binding it fails (no probe
 	// connection, which HAProxy would proxy or log).
 	for _, port := range ports {
+		gone := false
 		require.Eventually(t, func() bool {
 			select {
 			case <-exited:
-				t.Fatalf("haproxy exited: %s", out.String())
+				gone = true
+				return true
 			default:
 			}
 			ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
@@ -66,7 +89,11 @@ func startHAProxy(t *testing.T, cfg string, ports ...int) {
 			}
 			return errors.Is(err, syscall.EADDRINUSE)
 		}, 5*time.Second, 20*time.Millisecond, "haproxy did not bind port %d: %s", port, &out)
+		if gone {
+			return out.String(), false
+		}
 	}
+	return "", true
 }
 
 // HAProxy sends (send-proxy, send-proxy-v2, send-proxy-v2-ssl): the
@@ -81,22 +108,25 @@ func TestProxyProtocolFromHAProxy(t *testing.T) {
 	pemFile := filepath.Join(dir, "cert.pem")
 	spec := testCertPEM(t)
 	require.NoError(t, os.WriteFile(pemFile, []byte(spec.Cert+spec.Key), 0o600))
-	v1, v2, v2ssl, v2tls := closedPort(t), closedPort(t), closedPort(t), closedPort(t)
-	cfg := ""
-	for _, l := range []struct {
-		name string
-		port int
-		bind string
-		send string
-	}{
-		{"v1", v1, "", "send-proxy"},
-		{"v2", v2, "", "send-proxy-v2"},
-		{"v2ssl", v2ssl, "", "send-proxy-v2-ssl"},
-		{"v2tls", v2tls, " ssl crt " + pemFile, "send-proxy-v2-ssl"},
-	} {
-		cfg += fmt.Sprintf("listen %s\n    mode tcp\n    bind 127.0.0.1:%d%s\n    server s 127.0.0.1:%d %s\n", l.name, l.port, l.bind, port, l.send)
-	}
-	startHAProxy(t, cfg, v1, v2, v2ssl, v2tls)
+	ports := startHAProxy(t, 4, func(ports []int) string {
+		v1, v2, v2ssl, v2tls := ports[0], ports[1], ports[2], ports[3]
+		cfg := ""
+		for _, l := range []struct {
+			name string
+			port int
+			bind string
+			send string
+		}{
+			{"v1", v1, "", "send-proxy"},
+			{"v2", v2, "", "send-proxy-v2"},
+			{"v2ssl", v2ssl, "", "send-proxy-v2-ssl"},
+			{"v2tls", v2tls, " ssl crt " + pemFile, "send-proxy-v2-ssl"},
+		} {
+			cfg += fmt.Sprintf("listen %s\n    mode tcp\n    bind 127.0.0.1:%d%s\n    server s 127.0.0.1:%d %s\n", l.name, l.port, l.bind, port, l.send)
+		}
+		return cfg
+	})
+	v1, v2, v2ssl, v2tls := ports[0], ports[1], ports[2], ports[3]
 	for _, tc := range []struct {
 		port int
 		tls  bool
@@ -127,9 +157,10 @@ func TestProxyProtocolFromHAProxy(t *testing.T) {
 // it took from the header, which must be the client of the proxy.
 func TestProxyProtocolToHAProxy(t *testing.T) {
 	t.Parallel()
-	hp := closedPort(t)
-	startHAProxy(t, fmt.Sprintf("frontend pp\n    mode http\n    bind 127.0.0.1:%d accept-proxy\n"+
-		"    http-request return status 200 content-type text/plain lf-string \"%%[src]:%%[src_port]\\n\"\n", hp), hp)
+	hp := startHAProxy(t, 1, func(ports []int) string {
+		return fmt.Sprintf("frontend pp\n    mode http\n    bind 127.0.0.1:%d accept-proxy\n"+
+			"    http-request return status 200 content-type text/plain lf-string \"%%[src]:%%[src_port]\\n\"\n", ports[0])
+	})[0]
 	lp := newListenerPool(t)
 	p1, p2 := lp.port(t), lp.port(t)
 	r1 := NewRoute("v1").Ports(p1).ForwardTo("127.0.0.1:" + strconv.Itoa(hp)).Route()
