@@ -14,6 +14,8 @@ import (
 	"github.com/gosmartproxy/smartproxy/forwarding"
 	"github.com/gosmartproxy/smartproxy/internal/balance"
 	"github.com/gosmartproxy/smartproxy/internal/evloop"
+	"github.com/gosmartproxy/smartproxy/internal/h1parse"
+	"golang.org/x/net/http/httpguts"
 )
 
 // startEngine starts the loops of port addr.Port() on addr, sharing lfd when it is a socket.
@@ -26,13 +28,13 @@ func (p *Proxy) startEngine(addr netip.AddrPort, lfd int) (*evloop.Server, error
 	// Whether the port's routes can be served in the loop, for the route generation it was
 	// computed for (one atomic load per connection; recomputed after UpdateRoutes).
 	var elig atomic.Pointer[eligibility]
-	eligible := func(set *routeSet) bool {
+	eligible := func(set *routeSet) *eligibility {
 		if e := elig.Load(); e != nil && e.set == set {
-			return e.ok
+			return e
 		}
-		e := &eligibility{set: set, ok: p.engineEligible(set, port)}
+		e := &eligibility{set: set, ok: p.engineEligible(set, port), http: p.engineHTTPPort(set, port)}
 		elig.Store(e)
-		return e.ok
+		return e
 	}
 	return evloop.Start(evloop.Config{
 		Listen:           addr,
@@ -62,28 +64,69 @@ func (p *Proxy) startEngine(addr netip.AddrPort, lfd int) (*evloop.Server, error
 		},
 		OnHandOff: func(fd int, _ netip.AddrPort, _ []byte) { p.engineHandOff(fd, port) },
 		OnConnect: func(c *evloop.Conn) {
-			p.health.Succeeded(c.Data.(*engineConn).addr)
+			if e, ok := c.Data.(*engineConn); ok { // HTTP mode counts a success at the response
+				p.health.Succeeded(e.addr)
+			}
 		},
 		OnDialError: func(c *evloop.Conn, err error) (netip.AddrPort, bool) {
 			return c.Data.(*engineConn).dialFailed(err)
 		},
 		OnData: func(c *evloop.Conn, clientToBackend bool, n int) {
-			if rec := c.Data.(*engineConn).rec; clientToBackend {
+			if rec := c.Data.(recorded).record(); clientToBackend {
 				rec.AddIn(n)
 			} else {
 				rec.AddOut(n)
 			}
 		},
 		OnClose: func(c *evloop.Conn, in, out int64, err error) {
-			c.Data.(*engineConn).closed(in, out, err)
+			switch e := c.Data.(type) {
+			case *engineConn:
+				e.closed(in, out, err)
+			case *loopHTTP:
+				e.closed(in, out, err)
+			}
+		},
+		// HTTP mode (enginehttp_linux.go).
+		HTTPHeadTimeout:     p.http.headTimeout(),
+		HTTPIdleTimeout:     p.http.idleTimeout,
+		HTTPFirstTimeout:    p.opts.InitialDataTimeout, // as serve's sniff waits for the first bytes
+		HTTPResponseTimeout: p.http.px.connectTimeout, // as the fast forward's h1client: ConnectTimeout bounds the wait for a head
+		HTTPBodyTimeout:     -1,
+		HTTPMaxHeld:         maxHeldBody,
+		// As relayResponse: names no trailer may carry are not passed on.
+		HTTPTrailerName: func(name []byte) bool { return httpguts.ValidTrailerHeader(string(name)) },
+		OnRequest: func(c *evloop.Conn, req *h1parse.Request, raw []byte) evloop.HTTPPlan {
+			return c.Data.(*loopHTTP).request(req, raw)
+		},
+		OnResponse: func(c *evloop.Conn, resp *h1parse.Response, dst []byte) ([]byte, bool) {
+			return c.Data.(*loopHTTP).response(resp, dst), true
+		},
+		OnExchangeEnd: func(c *evloop.Conn, status int, body int64, err error) []byte {
+			return c.Data.(*loopHTTP).exchangeEnd(status, body, err)
+		},
+		OnHTTPRetry: func(c *evloop.Conn, err error, connected bool) (evloop.HTTPPlan, bool) {
+			return c.Data.(*loopHTTP).retry(err, connected)
+		},
+		OnMalformed: func(c *evloop.Conn, err error, first bool, data []byte) ([]byte, bool) {
+			return c.Data.(*loopHTTP).malformed(err, first, data)
+		},
+		OnHTTPHandOff: func(c *evloop.Conn, fd int, data []byte) {
+			c.Data.(*loopHTTP).handOff(fd, data)
 		},
 	})
 }
 
 type eligibility struct {
-	set *routeSet
-	ok  bool
+	set  *routeSet
+	ok   bool // the loop forwards the port's connections (engineEligible)
+	http bool // the loop serves them in HTTP mode (engineHTTPPort)
 }
+
+// recorded is a loop connection's owner: its record takes the byte counts.
+type recorded interface{ record() *connection.Record }
+
+func (e *engineConn) record() *connection.Record { return e.rec }
+func (lh *loopHTTP) record() *connection.Record  { return lh.hc.rec }
 
 // engineEligible reports whether the loop can serve every route on port in set by itself:
 // no HTTP on the port, the built-in matcher and connection manager, and each route an
@@ -148,9 +191,12 @@ func (e *engineConn) Close() error {
 // (admitConn, then the target as dialBackend picks it) or, on ports that route by SNI, after
 // its ClientHello (hello). A connection the loop cannot forward by itself is handed off before
 // anything is recorded, so serve then does all of it.
-func (p *Proxy) engineOpen(port int, local net.Addr, c *evloop.Conn, eligible func(*routeSet) bool) evloop.Decision {
+func (p *Proxy) engineOpen(port int, local net.Addr, c *evloop.Conn, eligible func(*routeSet) *eligibility) evloop.Decision {
 	set := p.set.Load()
-	if !eligible(set) {
+	switch e := eligible(set); {
+	case e.http:
+		return p.engineOpenHTTP(port, local, c)
+	case !e.ok:
 		return evloop.Decision{HandOff: true}
 	}
 	client := c.Peer()

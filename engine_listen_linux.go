@@ -23,7 +23,7 @@ import (
 // Options.ReusePort, each loop binds its own socket to an IP-literal (or empty: every
 // interface) ListenAddress.
 func (p *Proxy) engineListenAddr(set *routeSet, port int) (netip.AddrPort, bool) {
-	if p.opts.Engine != EngineEventLoop || p.opts.Dial != nil || !p.engineEligible(set, port) {
+	if p.opts.Engine != EngineEventLoop || p.opts.Dial != nil || !p.engineEligible(set, port) && !p.engineHTTPPort(set, port) {
 		return netip.AddrPort{}, false
 	}
 	if !p.opts.ReusePort { // (New refuses ReusePort with Options.Listen)

@@ -39,6 +39,9 @@ func h1Proxy(t *testing.T, target string, opts Options) (*Proxy, *http.Client) {
 	lp := newListenerPool(t)
 	port := lp.port(t)
 	opts.Routes = []Route{httpRouteOn("h1", port, target, "h1.test")}
+	// h1client is the goroutine path's backend client; on the event loops (the default for
+	// such a port) requests take the loop's own pool, tested in internal/evloop.
+	opts.Engine = EngineGoroutines
 	p := startTestProxy(t, lp, opts)
 	c, _ := proxyClient(t, port, nil, false)
 	return p, c

@@ -217,7 +217,9 @@ func TestHTTPFastPathIdleBufferShrinks(t *testing.T) {
 	be := startEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "ok")
 	}))
-	p := startFastTestProxy(t, lp, Options{Routes: []Route{httpRouteOn("r", port, be.addr(), "a.test")}})
+	// The goroutine path's buffers (the event loop gives an idle connection's back to its
+	// spares: internal/evloop's tests).
+	p := startFastTestProxy(t, lp, Options{Engine: EngineGoroutines, Routes: []Route{httpRouteOn("r", port, be.addr(), "a.test")}})
 
 	c := dial(t, port)
 	big := "GET / HTTP/1.1\r\nHost: a.test\r\nX-Big: " + strings.Repeat("a", 40<<10) + "\r\n\r\n"

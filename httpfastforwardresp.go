@@ -30,40 +30,10 @@ func (h *httpLayer) relayResponse(w http.ResponseWriter, fw *fastWriter, lr *log
 	defer ex.Close()
 	resp := &ex.Resp
 	tmpl := h.expandTemplates(pr, false)
-	raw := rawBuf[:0]
-	hasDate := false
-	var connBuf [2]h1parse.Field
-	conns := connectionFields(resp.Fields, connBuf[:0])
-	for _, f := range resp.Fields {
-		if dropField(f.Name, conns, responseReplaced) || templated(tmpl, f.Name) {
-			continue
-		}
-		hasDate = hasDate || h1parse.EqualFold(f.Name, "date")
-		raw = append(raw, f.Name...)
-		raw = append(raw, ": "...)
-		raw = append(raw, f.Value...)
-		raw = append(raw, "\r\n"...)
-	}
-	raw = appendTemplates(raw, tmpl, fastWriterOwns)
-	for _, t := range tmpl {
-		if t.name == "Date" {
-			hasDate = t.value != "" // set by the template, or deleted (the writer then adds its own)
-		}
-	}
+	raw, hasDate := appendRelayedFields(rawBuf[:0], resp.Fields, tmpl)
 	if resp.Framing == h1parse.Chunked {
-		if announced := resp.Field("trailer"); announced != nil {
-			// Names a trailer may not carry (framing, routing: Content-Length,
-			// Transfer-Encoding, Host...) are not relayed, announced or sent;
-			// Go's client, on the other stack, refuses such a response.
-			var names []string
-			for n := range strings.SplitSeq(string(announced), ",") {
-				if n = strings.TrimSpace(n); n != "" && httpguts.ValidTrailerHeader(n) {
-					names = append(names, n)
-				}
-			}
-			if len(names) > 0 {
-				fw.hdr["Trailer"] = []string{strings.Join(names, ", ")}
-			}
+		if names := relayedTrailers(resp.Field("trailer")); names != "" {
+			fw.hdr["Trailer"] = []string{names}
 		}
 		ex.Trailer = func(name, value []byte) {
 			// Names no trailer may carry are left out when written (appendTrailers).
@@ -116,6 +86,50 @@ func (h *httpLayer) relayResponse(w http.ResponseWriter, fw *fastWriter, lr *log
 			panic(http.ErrAbortHandler)
 		}
 	}
+}
+
+// appendRelayedFields appends a backend response's field lines as the client gets them, each
+// CRLF-terminated: framing and hop-by-hop fields (and the names Connection lists) left out,
+// fields a response template sets replaced by the template's. hasDate: the lines hold a Date.
+// The fast forward (relayResponse) and the event loop's HTTP mode (enginehttp_linux.go) both
+// relay heads through it.
+func appendRelayedFields(raw []byte, fields []h1parse.Field, tmpl []fwdTemplate) (_ []byte, hasDate bool) {
+	var connBuf [2]h1parse.Field
+	conns := connectionFields(fields, connBuf[:0])
+	for _, f := range fields {
+		if dropField(f.Name, conns, responseReplaced) || templated(tmpl, f.Name) {
+			continue
+		}
+		hasDate = hasDate || h1parse.EqualFold(f.Name, "date")
+		raw = append(raw, f.Name...)
+		raw = append(raw, ": "...)
+		raw = append(raw, f.Value...)
+		raw = append(raw, "\r\n"...)
+	}
+	raw = appendTemplates(raw, tmpl, fastWriterOwns)
+	for _, t := range tmpl {
+		if t.name == "Date" {
+			hasDate = t.value != "" // set by the template, or deleted (the writer then adds its own)
+		}
+	}
+	return raw, hasDate
+}
+
+// relayedTrailers is the Trailer field a relayed chunked response announces: the names the
+// backend's announced, less those a trailer may not carry (framing, routing: Content-Length,
+// Transfer-Encoding, Host...), which are not relayed, announced or sent (Go's client, on the
+// other stack, refuses such a response). "" when none is left.
+func relayedTrailers(announced []byte) string {
+	if announced == nil {
+		return ""
+	}
+	var names []string
+	for n := range strings.SplitSeq(string(announced), ",") {
+		if n = strings.TrimSpace(n); n != "" && httpguts.ValidTrailerHeader(n) {
+			names = append(names, n)
+		}
+	}
+	return strings.Join(names, ", ")
 }
 
 // fastWriterOwns: the fields the fastWriter sets itself (fastSkip), which

@@ -144,6 +144,16 @@ func (p *Proxy) serve(conn net.Conn, port int, detach bool) {
 		return
 	}
 	p.ops.opened(port)
+	p.serveOpened(conn, peek, port, detach, set, rec, pc, hdr)
+}
+
+// serveOpened is serve's part after the connection's record was opened: the first bytes,
+// admission, routing, security, the route's action, and the end of the record and the
+// connection (unless a detached pipe owns them). The event loop's HTTP mode hands the
+// connections whose first bytes are not a request to it (enginehttp_linux.go).
+func (p *Proxy) serveOpened(conn net.Conn, peek *forwarding.PeekConn, port int, detach bool, set *routeSet,
+	rec *connection.Record, pc *proxiedConn, hdr *ProxyHeader) {
+	client := rec.Client()
 	owner := ownedByServe
 	defer func() {
 		if owner == ownedByServe {

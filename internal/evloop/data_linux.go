@@ -341,7 +341,8 @@ func (l *loop) closeConn(c *Conn, err error) {
 		if cut == nil {
 			cut = ErrClosed
 		}
-		l.endExchange(c, cut) // OnExchangeEnd once per forwarded request, also when cut off
+		// OnExchangeEnd once per forwarded request, also when cut off (no answer is written).
+		l.endExchange(c, fmt.Errorf("%w: %w", ErrHTTPCut, cut))
 	}
 	c.closed = true
 	c.err = err

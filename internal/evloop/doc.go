@@ -111,6 +111,11 @@ type Config struct {
 	// is what was read from it already (an HTTP-mode connection handed off by
 	// HTTPPlan.HandOff; nil from OnOpen), to be served before the rest.
 	OnHandOff func(fd int, peer netip.AddrPort, data []byte)
+	// OnHTTPHandOff, when set, takes HTTP-mode hand-offs (HTTPPlan.HandOff, OnMalformed's)
+	// instead of OnHandOff, with the connection they come from (after OnClose reported it
+	// ended with ErrHandedOff; c.Data is still the owner's), so that the owner can go on with
+	// what it kept for the connection.
+	OnHTTPHandOff func(c *Conn, fd int, data []byte)
 	// OnHello decides for a connection OnOpen asked to sniff, given every byte received so
 	// far (valid only during the call).
 	OnHello func(c *Conn, data []byte) Decision
@@ -150,8 +155,10 @@ type Config struct {
 	// response was not started it returns the client's answer (a 502, a 504), written before
 	// the connection closes. OnMalformed words the answer to a head the parser refused (nil: a
 	// bare 400), given the bytes read (valid during the call); the connection closes after it.
-	// For a connection's first bytes (first: no request came before them) it may hand the
-	// connection off instead (another protocol: the HTTP/2 preface, a TLS ClientHello).
+	// For a connection's first bytes (first: no request came before them), and for a request
+	// whose body the client cut short (ErrHTTPBodyCut), it may hand the connection off instead
+	// (another protocol: the HTTP/2 preface, a TLS ClientHello; a path that answers the cut
+	// request as it would).
 	//
 	// A request whose body the loop does not hold (chunked, or over HTTPMaxHeld) may be
 	// answered (Respond: the connection closes after it, as the body is left unread) or handed
@@ -160,10 +167,27 @@ type Config struct {
 	OnResponse    func(c *Conn, resp *h1parse.Response, dst []byte) ([]byte, bool)
 	OnExchangeEnd func(c *Conn, status int, body int64, err error) []byte
 	OnMalformed   func(c *Conn, err error, first bool, data []byte) (answer []byte, handOff bool)
+	// OnHTTPRetry, when set, is asked about a forwarded request that failed before any byte
+	// of its response came (after the pool's own retry of a stale connection), before
+	// OnExchangeEnd: it may plan the request again (another target, its own Out), which the
+	// loop then sends as it sent the first; false ends the exchange as failed. connected
+	// reports whether the failed attempt's connect had succeeded (when it had not, nothing of
+	// the request reached a backend).
+	OnHTTPRetry func(c *Conn, err error, connected bool) (HTTPPlan, bool)
+	// HTTPTrailerName, when set, says which trailer fields of a chunked response are passed
+	// on (given the name as it came; false drops the field): the trailer section is then held
+	// until whole (up to 16 KiB; more fails the exchange) instead of passing as it comes.
+	HTTPTrailerName func(name []byte) bool
 	// HTTPHeadTimeout bounds a request head from its first byte, HTTPIdleTimeout a keep-alive
 	// connection between requests (and a held body between reads), HTTPResponseTimeout the
 	// wait from the request written to the response head. 0: the defaults, negative: none.
 	HTTPHeadTimeout, HTTPIdleTimeout, HTTPResponseTimeout time.Duration
+	// HTTPFirstTimeout bounds the wait for a connection's first byte (0: HTTPIdleTimeout's,
+	// negative: none).
+	HTTPFirstTimeout time.Duration
+	// HTTPBodyTimeout bounds the wait for each piece of a response body once its head came
+	// (0: HTTPResponseTimeout's, negative: none).
+	HTTPBodyTimeout time.Duration
 	// HTTPMaxHeld is the largest Content-Length body read whole with its head (0:
 	// DefaultHTTPMaxHeld); OnRequest gets larger and chunked ones with the head alone.
 	HTTPMaxHeld int

@@ -62,6 +62,10 @@ var (
 	ErrHTTPIdleTimeout     = errors.New("evloop: keep-alive idle timeout")
 	ErrHTTPResponseTimeout = errors.New("evloop: backend response timeout")
 	ErrHTTPHeadTooLarge    = errors.New("evloop: request head too large")
+	ErrHTTPBodyCut         = errors.New("evloop: client closed in a request body")
+	ErrHTTPClientGone      = errors.New("evloop: client closed the connection during the exchange")
+	// ErrHTTPCut wraps why a connection closed during an exchange, for OnExchangeEnd.
+	ErrHTTPCut = errors.New("evloop: connection closed during the exchange")
 	ErrHTTPBackendClosed   = errors.New("evloop: backend closed the connection before the response ended")
 	ErrHTTPBadResponse     = errors.New("evloop: malformed backend response")
 )
@@ -93,9 +97,10 @@ type httpState struct {
 	headDone  bool
 	left      int64 // Content-Length body still to come
 	chunks    h1parse.ChunkScanner
-	relayed   int64 // response body bytes passed on
-	got       bool  // a response byte came
-	reused    bool  // the backend connection came from the pool
+	trail     []byte // a chunked response's trailer section, held (Config.HTTPTrailerName)
+	relayed   int64  // response body bytes passed on
+	got       bool   // a response byte came
+	reused    bool   // the backend connection came from the pool
 	retried   bool
 	full      bool  // the last backend read filled bin: bytes may wait past it with no new edge
 	continued bool  // 100 Continue written for the request being read
@@ -112,6 +117,10 @@ type httpState struct {
 func (l *loop) httpStart(c *Conn) {
 	c.h = &httpState{}
 	l.time(c)
+	if t := l.srv.httpFirst; t > 0 {
+		l.httpArm(c, monoNow()+int64(t), ErrHTTPIdleTimeout)
+		return
+	}
 	l.httpIdle(c)
 }
 
@@ -142,7 +151,33 @@ func (l *loop) httpReady(s *sock, events uint32) {
 		}
 	}
 	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP) != 0 {
+		if c.h.busy && events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && clientGone(c.s[0].fd) {
+			// The client left while its request is out: the exchange is abandoned (its
+			// backend connection closed), as net/http's server cancels a request whose
+			// connection reads EOF.
+			l.closeConn(c, ErrHTTPClientGone)
+			return
+		}
 		l.clientRead(c)
+	}
+}
+
+// clientGone reports a client socket whose peer closed with nothing left unread (a pipelined
+// request waiting in it keeps the exchange going, as net/http's background read stops
+// watching once it reads one).
+func clientGone(fd int) bool {
+	var b [1]byte
+	for {
+		n, _, err := unix.Recvfrom(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return false
+		case err != nil:
+			return true
+		}
+		return n == 0
 	}
 }
 
@@ -236,7 +271,9 @@ func (l *loop) spareIn(b []byte) {
 	}
 }
 
-// httpServe serves the requests in the client buffer, one exchange at a time.
+// httpServe serves the requests in the client buffer, one exchange at a time. The client's
+// bytes are counted (OnData, OnClose's totals) as the requests they carry are served, so that
+// bytes handed off (HTTPPlan.HandOff) are left for the new owner to count.
 func (l *loop) httpServe(c *Conn) {
 	h, s := c.h, &c.s[0]
 	for !c.closed && !h.busy && len(h.out) == 0 {
@@ -255,6 +292,7 @@ func (l *loop) httpServe(c *Conn) {
 				}
 			}
 			if skip > 0 {
+				l.moved(&c.s[0], skip)
 				h.n = copy(h.in, h.in[skip:h.n])
 			}
 		}
@@ -272,7 +310,7 @@ func (l *loop) httpServe(c *Conn) {
 		}
 		if h.want > 0 && h.n < h.want { // the head parsed already: only body bytes came
 			if s.eof {
-				l.closeConn(c, fmt.Errorf("evloop: client closed in a request body: %w", unix.ECONNRESET))
+				l.httpRefuse(c, ErrHTTPBodyCut)
 				return
 			}
 			l.httpIdle(c)
@@ -307,7 +345,7 @@ func (l *loop) httpServe(c *Conn) {
 					}
 				}
 				if s.eof {
-					l.closeConn(c, fmt.Errorf("evloop: client closed in a request body: %w", unix.ECONNRESET))
+					l.httpRefuse(c, ErrHTTPBodyCut)
 					return
 				}
 				l.httpIdle(c) // body progress: the idle timeout between reads

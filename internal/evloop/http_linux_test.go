@@ -188,7 +188,7 @@ func TestHTTPBackPressure(t *testing.T) {
 }
 
 // A response framed two ways, a backend that refuses connections, a response head over the
-// cap: the client gets the owner's 502 and the connection closes.
+// cap: the client gets the owner's 502, and its connection goes on.
 func TestHTTPBadBackend(t *testing.T) {
 	raw := func(answer string) netip.AddrPort {
 		return backend(t, func(c *net.TCPConn) {
@@ -217,8 +217,16 @@ func TestHTTPBadBackend(t *testing.T) {
 			if resp.StatusCode != 502 {
 				t.Fatalf("status %d, want 502", resp.StatusCode)
 			}
+			// The request was read whole: the connection carries the next one, and closes
+			// after the answer to one that asks.
+			if _, err := io.WriteString(c, "GET /y HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			if resp, _ = readResponse(t, br, "GET"); resp.StatusCode != 502 {
+				t.Fatalf("second status %d, want 502", resp.StatusCode)
+			}
 			if _, err := br.ReadByte(); err != io.EOF {
-				t.Fatalf("after the 502: %v, want EOF", err)
+				t.Fatalf("after the second 502: %v, want EOF", err)
 			}
 		})
 	}

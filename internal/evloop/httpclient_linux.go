@@ -32,6 +32,7 @@ func (l *loop) httpWaitHead(c *Conn) {
 // httpConsume drops the request just served from the client buffer.
 func (l *loop) httpConsume(c *Conn) {
 	h := c.h
+	l.moved(&c.s[0], h.used) // a request's bytes count once it is served (see httpServe)
 	h.n = copy(h.in, h.in[h.used:h.n])
 	h.used, h.want, h.continued = 0, 0, false
 	h.headAt = 0
@@ -45,7 +46,9 @@ func (l *loop) httpRefuse(c *Conn, err error) {
 		h := c.h
 		var handOff bool
 		b, handOff = f(c, err, !h.served && h.n > 0, h.in[:h.n])
-		if handOff && !h.served && h.n > 0 && !errors.Is(err, ErrHTTPHeadTimeout) {
+		// A connection's first bytes, or a request whose body was cut (its head and what came
+		// of the body), may go to the owner's other path, which then answers them.
+		if handOff && h.n > 0 && (!h.served || errors.Is(err, ErrHTTPBodyCut)) && !errors.Is(err, ErrHTTPHeadTimeout) {
 			l.httpHandOff(c)
 			return
 		}
@@ -75,7 +78,9 @@ func (l *loop) httpHandOff(c *Conn) {
 	c.s[0].fd = -1
 	peer := c.peer
 	l.closeConn(c, ErrHandedOff)
-	if f := l.srv.cfg.OnHandOff; f != nil {
+	if f := l.srv.cfg.OnHTTPHandOff; f != nil {
+		f(c, fd, data)
+	} else if f := l.srv.cfg.OnHandOff; f != nil {
 		f(fd, peer, data)
 	} else {
 		closeFD(fd)

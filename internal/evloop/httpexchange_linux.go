@@ -3,6 +3,7 @@
 package evloop
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strconv"
@@ -27,6 +28,7 @@ func (l *loop) exchange(c *Conn) {
 	c.target = target
 	h.sent, h.bn, h.headDone, h.left, h.relayed, h.got = 0, 0, false, 0, 0, false
 	h.sendErr, h.full = nil, false
+	h.trail = h.trail[:0]
 	if !h.retried {
 		if fd, gen, ok := l.poolGet(target); ok {
 			h.reused = true
@@ -108,7 +110,6 @@ func (l *loop) sendRequest(c *Conn) bool {
 			l.backendRead(c)
 			return false
 		}
-		l.moved(&c.s[0], w)
 		h.sent += w
 	}
 	c.writeAt = 0
@@ -149,7 +150,7 @@ func (l *loop) backendRead(c *Conn) {
 				l.exchangeFailed(c, h.sendErr)
 				return
 			}
-			if t := l.srv.httpResponse; t > 0 && h.headDone { // the body must keep coming
+			if t := l.srv.httpBody; t > 0 && h.headDone { // the body must keep coming
 				l.httpArm(c, monoNow()+int64(t), ErrHTTPResponseTimeout)
 			}
 			return
@@ -170,7 +171,7 @@ func (l *loop) backendRead(c *Conn) {
 		if !l.relay(c) {
 			return // the exchange ended, or the client is behind
 		}
-		if t := l.srv.httpResponse; t > 0 && h.headDone { // the body must keep coming
+		if t := l.srv.httpBody; t > 0 && h.headDone { // the body must keep coming
 			l.httpArm(c, monoNow()+int64(t), ErrHTTPResponseTimeout)
 		}
 		if short && !s.rdhup {
@@ -224,6 +225,8 @@ func (l *loop) relay(c *Conn) bool {
 	}
 	body := h.bin[:h.bn]
 	take, done := len(body), false
+	consumed := 0   // bytes of body that are the response's, when more than take (held trailers)
+	var tail []byte // a held trailer section, filtered, passed on after body[:take]
 	switch h.resp.Framing {
 	case h1parse.NoBody:
 		take, done = 0, true
@@ -233,7 +236,12 @@ func (l *loop) relay(c *Conn) bool {
 		done = h.left == 0
 	case h1parse.Chunked:
 		var err error
-		if take, done, err = h.chunks.Scan(body); err != nil {
+		if l.srv.cfg.HTTPTrailerName == nil {
+			take, done, err = h.chunks.Scan(body)
+		} else {
+			take, consumed, done, tail, err = l.scanTrailers(h, body)
+		}
+		if err != nil {
 			if len(out) > 0 && !l.httpWrite(c, out) {
 				return false
 			}
@@ -242,7 +250,10 @@ func (l *loop) relay(c *Conn) bool {
 		}
 	}
 	h.relayed += int64(take)
-	clean := take == len(body) // nothing came after the response
+	if consumed < take {
+		consumed = take
+	}
+	clean := consumed == len(body) // nothing came after the response
 	if h.resp.Framing == h1parse.UntilClose && take > 0 {
 		// Passed on chunked, a piece a chunk: the client's connection outlives the backend's.
 		out = append(strconv.AppendInt(out, int64(take), 16), "\r\n"...)
@@ -250,11 +261,13 @@ func (l *loop) relay(c *Conn) bool {
 		l.hbuf = out[:0]
 		take = 0
 	}
-	if len(out) == 0 {
+	switch {
+	case len(out) == 0 && tail == nil:
 		out = body[:take]
-	} else {
+	default:
 		out = append(out, body[:take]...) // head and body in one send
-		l.hbuf = out[:0]                  // keep a grown buffer
+		out = append(out, tail...)
+		l.hbuf = out[:0] // keep a grown buffer
 	}
 	h.bn = 0
 	if len(out) > 0 && !l.httpWrite(c, out) {
@@ -265,6 +278,48 @@ func (l *loop) relay(c *Conn) bool {
 		return false
 	}
 	return len(h.out) == 0
+}
+
+// httpMaxTrailers bounds a chunked response's trailer section, held until whole when trailers
+// are filtered (Config.HTTPTrailerName).
+const httpMaxTrailers = 16 << 10
+
+var errTrailersTooLarge = fmt.Errorf("trailer section over %d bytes", httpMaxTrailers)
+
+// scanTrailers scans a chunked body's piece when trailers are filtered: the chunks pass as
+// they come (take), the trailer section is held in h.trail until it ended (consumed counts
+// the piece's bytes that were the response's), then passed on (tail) without the fields
+// HTTPTrailerName refuses.
+func (l *loop) scanTrailers(h *httpState, body []byte) (take, consumed int, done bool, tail []byte, err error) {
+	if !h.chunks.InTrailers() {
+		if take, done, err = h.chunks.ScanChunks(body); err != nil || done || !h.chunks.InTrailers() {
+			return take, take, done, nil, err
+		}
+	}
+	t, end, err := h.chunks.Scan(body[take:])
+	if err == nil && len(h.trail)+t > httpMaxTrailers {
+		err = errTrailersTooLarge
+	}
+	if err != nil {
+		return take, take, false, nil, err
+	}
+	h.trail = append(h.trail, body[take:take+t]...)
+	if !end {
+		return take, take + t, false, nil, nil
+	}
+	ok := l.srv.cfg.HTTPTrailerName
+	section := h.trail
+	for len(section) > 0 { // lines the scanner validated: "name: value" CRLF, then CRLF
+		i := bytes.IndexByte(section, '\n')
+		line := section[:i+1]
+		section = section[i+1:]
+		if colon := bytes.IndexByte(line, ':'); colon > 0 && !ok(line[:colon]) {
+			continue
+		}
+		tail = append(tail, line...)
+	}
+	h.trail = h.trail[:0]
+	return take, take + t, true, tail, nil
 }
 
 // lastChunk ends a body passed on chunked.
@@ -317,8 +372,10 @@ func (l *loop) exchangeDone(c *Conn, reusable bool) {
 }
 
 // exchangeFailed ends an exchange that broke: a stale pooled connection (closed before it
-// answered a byte) is replaced by a new one for a replayable request; otherwise OnExchangeEnd
-// words the answer when nothing of the response was written yet, and the connection closes.
+// answered a byte) is replaced by a new one for a replayable request, or OnHTTPRetry plans
+// another attempt; otherwise OnExchangeEnd words the answer when nothing of the response was
+// written yet (the connection then carries on, unless the request or plan said close), and a
+// response cut after its head closes the connection.
 func (l *loop) exchangeFailed(c *Conn, err error) {
 	h := c.h
 	l.dropBackend(c)
@@ -326,6 +383,15 @@ func (l *loop) exchangeFailed(c *Conn, err error) {
 		h.retried = true
 		l.exchange(c)
 		return
+	}
+	if f := l.srv.cfg.OnHTTPRetry; f != nil && !h.got {
+		if plan, ok := f(c, err, c.connected); ok {
+			plan.HandOff, plan.Respond = false, nil
+			h.plan = plan
+			h.retried = false
+			l.exchange(c)
+			return
+		}
 	}
 	answer := l.endExchange(c, err)
 	if c.closed {
@@ -335,12 +401,19 @@ func (l *loop) exchangeFailed(c *Conn, err error) {
 		l.closeConn(c, err) // the response is cut: the client sees it end early
 		return
 	}
-	c.err = err
-	h.closing = true
-	h.n = 0
-	l.httpWrite(c, answer)
-	if !c.closed && len(h.out) == 0 {
-		l.closeConn(c, err)
+	// The request was read whole before it went out: the client's stream is where the next
+	// request starts, and the connection carries on after the answer unless it was to close.
+	if h.plan.Close || h.req.Close {
+		c.err = err
+		h.closing = true
+	}
+	l.httpConsume(c)
+	if !l.httpWrite(c, answer) || len(h.out) > 0 {
+		return // httpFlush goes on once the client took it
+	}
+	l.httpServe(c)
+	if !c.closed && c.s[0].more {
+		l.clientRead(c)
 	}
 }
 

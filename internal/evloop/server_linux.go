@@ -32,10 +32,10 @@ type Server struct {
 	sniffTimeout   time.Duration // 0: none
 	sniffMax       int
 	// HTTP mode's settings (0: no timeout).
-	httpHead, httpIdle, httpResponse, httpPoolIdle time.Duration
-	httpMaxHeld, httpIdleConns                     int
-	shutting                                       atomic.Bool
-	done                                           chan struct{}
+	httpHead, httpIdle, httpFirst, httpResponse, httpBody, httpPoolIdle time.Duration
+	httpMaxHeld, httpIdleConns                               int
+	shutting                                                 atomic.Bool
+	done                                                     chan struct{}
 }
 
 // Start opens one SO_REUSEPORT listening socket per loop on cfg.Listen (port 0 picks a free
@@ -60,7 +60,15 @@ func Start(cfg Config) (*Server, error) {
 	}
 	s.httpHead = orDefault(cfg.HTTPHeadTimeout, DefaultHTTPHeadTimeout)
 	s.httpIdle = orDefault(cfg.HTTPIdleTimeout, DefaultHTTPIdleTimeout)
+	s.httpFirst = s.httpIdle
+	if cfg.HTTPFirstTimeout != 0 {
+		s.httpFirst = orDefault(cfg.HTTPFirstTimeout, 0)
+	}
 	s.httpResponse = orDefault(cfg.HTTPResponseTimeout, DefaultHTTPResponseTimeout)
+	s.httpBody = s.httpResponse
+	if cfg.HTTPBodyTimeout != 0 {
+		s.httpBody = orDefault(cfg.HTTPBodyTimeout, 0)
+	}
 	s.httpPoolIdle = orDefault(cfg.HTTPPoolIdleTimeout, DefaultHTTPPoolIdle)
 	s.httpMaxHeld, s.httpIdleConns = cfg.HTTPMaxHeld, cfg.HTTPIdleConns
 	if s.httpMaxHeld <= 0 {
@@ -73,7 +81,7 @@ func Start(cfg Config) (*Server, error) {
 	s.tick = time.Second
 	timeouts := []time.Duration{s.halfClose, s.writeTimeout, s.connectTimeout, s.sniffTimeout}
 	if cfg.OnRequest != nil {
-		timeouts = append(timeouts, s.httpHead, s.httpIdle, s.httpResponse, s.httpPoolIdle)
+		timeouts = append(timeouts, s.httpHead, s.httpIdle, s.httpFirst, s.httpResponse, s.httpBody, s.httpPoolIdle)
 	}
 	for _, t := range timeouts {
 		if t > 0 {

@@ -82,6 +82,31 @@ func (s *ChunkScanner) DataLen() int64 { return s.data }
 // one; the error stays, and every later call returns it. After the body
 // ended a call takes nothing: it returns 0 and true.
 func (s *ChunkScanner) Scan(p []byte) (n int, done bool, err error) {
+	return s.scan(p, false)
+}
+
+// ScanChunks is Scan stopping where the trailer section starts (after the
+// last chunk's size line): n then counts the bytes up to there, and
+// InTrailers reports it. A relay that filters trailers holds what follows
+// and scans it with Scan; the two together take what Scan alone takes.
+func (s *ChunkScanner) ScanChunks(p []byte) (n int, done bool, err error) {
+	if s.InTrailers() {
+		return 0, false, nil
+	}
+	return s.scan(p, true)
+}
+
+// InTrailers reports a scanner past the last chunk, in its trailer
+// section (the final CRLF not yet seen).
+func (s *ChunkScanner) InTrailers() bool {
+	switch s.state {
+	case scanTrailerStart, scanTrailerName, scanTrailerValue, scanTrailerLF, scanEndLF:
+		return true
+	}
+	return false
+}
+
+func (s *ChunkScanner) scan(p []byte, chunksOnly bool) (n int, done bool, err error) {
 	switch s.state {
 	case scanFailed:
 		return 0, false, s.err
@@ -112,6 +137,9 @@ func (s *ChunkScanner) Scan(p []byte) (n int, done bool, err error) {
 		}
 		if s.state == scanDone {
 			return i, true, nil
+		}
+		if chunksOnly && s.state == scanTrailerStart && s.fields == 0 && s.line == 0 {
+			return i, false, nil // frame stops right after the last size line
 		}
 	}
 	return i, false, nil
@@ -184,6 +212,7 @@ func (s *ChunkScanner) frame(p []byte) (int, error) {
 				return i + 1, nil
 			}
 			s.state = scanTrailerStart
+			return i + 1, nil // where ScanChunks stops
 		case scanDataCR:
 			if c != '\r' {
 				return i, errChunkDataLong

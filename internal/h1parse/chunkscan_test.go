@@ -318,3 +318,54 @@ func BenchmarkChunkScanner(b *testing.B) {
 		})
 	}
 }
+
+// TestScanChunksStopsAtTrailers: ScanChunks, fed a body in two pieces cut at every byte, stops
+// right after the last chunk's size line (InTrailers), and Scan then takes the trailer section
+// to the body's end, as Scan alone does.
+func TestScanChunksStopsAtTrailers(t *testing.T) {
+	for _, body := range []string{
+		"3\r\nabc\r\n0\r\nX-Sum: 6\r\nContent-Length: 99\r\n\r\nNEXT",
+		"3;ext=1\r\nabc\r\n000\r\n\r\nNEXT",
+		"0\r\n\r\n",
+	} {
+		last := strings.Index(body, "\r\n0") + 3
+		if strings.HasPrefix(body, "0") {
+			last = 0
+		}
+		last += strings.Index(body[last:], "\r\n") + 2 // past the last size line
+		end := strings.Index(body, "\r\n\r\n") + 4
+		if strings.HasPrefix(body, "0\r\n\r\n") {
+			end = 5
+		}
+		for cut := 0; cut <= len(body); cut++ {
+			var s ChunkScanner
+			a, b := []byte(body[:cut]), []byte(body[cut:])
+			n, done, err := s.ScanChunks(a)
+			if err != nil || done {
+				t.Fatalf("%q cut %d: ScanChunks %d %v %v", body, cut, n, done, err)
+			}
+			at := n
+			if !s.InTrailers() {
+				if n != len(a) {
+					t.Fatalf("%q cut %d: ScanChunks took %d of %d outside the trailers", body, cut, n, len(a))
+				}
+				m, _, err := s.ScanChunks(b)
+				if err != nil || !s.InTrailers() {
+					t.Fatalf("%q cut %d: second ScanChunks: %v, in trailers %v", body, cut, err, s.InTrailers())
+				}
+				at = len(a) + m
+				a, b = nil, b[m:]
+			} else {
+				a = a[n:]
+			}
+			if at != last {
+				t.Fatalf("%q cut %d: stopped at %d, want %d", body, cut, at, last)
+			}
+			rest := append(append([]byte(nil), a...), b...)
+			m, done, err := s.Scan(rest)
+			if err != nil || !done || at+m != end {
+				t.Fatalf("%q cut %d: Scan took %d (end %d), done %v, %v", body, cut, m, at+m, done, err)
+			}
+		}
+	}
+}
