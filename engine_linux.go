@@ -90,7 +90,7 @@ func (p *Proxy) startEngine(addr netip.AddrPort, lfd int) (*evloop.Server, error
 		HTTPHeadTimeout:     p.http.headTimeout(),
 		HTTPIdleTimeout:     p.http.idleTimeout,
 		HTTPFirstTimeout:    p.opts.InitialDataTimeout, // as serve's sniff waits for the first bytes
-		HTTPResponseTimeout: p.http.px.connectTimeout, // as the fast forward's h1client: ConnectTimeout bounds the wait for a head
+		HTTPResponseTimeout: p.http.px.connectTimeout,  // as the fast forward's h1client: ConnectTimeout bounds the wait for a head
 		HTTPBodyTimeout:     -1,
 		HTTPMaxHeld:         maxHeldBody,
 		// As relayResponse: names no trailer may carry are not passed on.

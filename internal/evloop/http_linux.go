@@ -65,9 +65,9 @@ var (
 	ErrHTTPBodyCut         = errors.New("evloop: client closed in a request body")
 	ErrHTTPClientGone      = errors.New("evloop: client closed the connection during the exchange")
 	// ErrHTTPCut wraps why a connection closed during an exchange, for OnExchangeEnd.
-	ErrHTTPCut = errors.New("evloop: connection closed during the exchange")
-	ErrHTTPBackendClosed   = errors.New("evloop: backend closed the connection before the response ended")
-	ErrHTTPBadResponse     = errors.New("evloop: malformed backend response")
+	ErrHTTPCut           = errors.New("evloop: connection closed during the exchange")
+	ErrHTTPBackendClosed = errors.New("evloop: backend closed the connection before the response ended")
+	ErrHTTPBadResponse   = errors.New("evloop: malformed backend response")
 )
 
 // httpState is an HTTP-mode connection's state; c.s[1] is the backend connection of the

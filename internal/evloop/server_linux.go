@@ -33,9 +33,9 @@ type Server struct {
 	sniffMax       int
 	// HTTP mode's settings (0: no timeout).
 	httpHead, httpIdle, httpFirst, httpResponse, httpBody, httpPoolIdle time.Duration
-	httpMaxHeld, httpIdleConns                               int
-	shutting                                                 atomic.Bool
-	done                                                     chan struct{}
+	httpMaxHeld, httpIdleConns                                          int
+	shutting                                                            atomic.Bool
+	done                                                                chan struct{}
 }
 
 // Start opens one SO_REUSEPORT listening socket per loop on cfg.Listen (port 0 picks a free
