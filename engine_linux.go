@@ -93,6 +93,7 @@ func (p *Proxy) startEngine(addr netip.AddrPort, lfd int) (*evloop.Server, error
 		HTTPResponseTimeout: p.http.px.connectTimeout,  // as the fast forward's h1client: ConnectTimeout bounds the wait for a head
 		HTTPBodyTimeout:     -1,
 		HTTPMaxHeld:         maxHeldBody,
+		HTTPExpectUnheld:    true, // handed off (fastEligibleHead): the 100 is not the loop's to send before the checks
 		// As relayResponse: names no trailer may carry are not passed on.
 		HTTPTrailerName: func(name []byte) bool { return httpguts.ValidTrailerHeader(string(name)) },
 		OnRequest: func(c *evloop.Conn, req *h1parse.Request, raw []byte) evloop.HTTPPlan {

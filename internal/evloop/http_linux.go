@@ -333,8 +333,10 @@ func (l *loop) httpServe(c *Conn) {
 			return
 		}
 		end := h.req.HeadLen
-		unheld := h.req.Chunked || h.req.ContentLength > int64(l.srv.httpMaxHeld) // a body the loop does not read
-		if cl := h.req.ContentLength; cl > 0 && !h.req.Chunked && cl <= int64(l.srv.httpMaxHeld) {
+		// A body the loop does not read: chunked, over the cap, or awaited with Expect where
+		// the owner decides from the head alone.
+		unheld := h.req.Chunked || h.req.ContentLength > int64(l.srv.httpMaxHeld) || h.req.Expect && l.srv.cfg.HTTPExpectUnheld
+		if cl := h.req.ContentLength; cl > 0 && !unheld {
 			end += int(cl)
 			h.want = end
 			if h.n < end {
