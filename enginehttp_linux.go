@@ -101,6 +101,7 @@ type loopHTTP struct {
 	// handed is the goroutine path's conn once the connection was handed off: Close closes
 	// it then, not the loop's.
 	handed atomic.Pointer[net.Conn]
+	killed atomic.Bool // Close was called
 
 	// The forward under way (OnRequest to OnExchangeEnd).
 	pr    *proxyReq
@@ -122,6 +123,7 @@ type loopHTTP struct {
 
 // Close kills the connection from any goroutine (timeouts, Stop).
 func (lh *loopHTTP) Close() error {
+	lh.killed.Store(true) // a hand-off under way closes what it hands (handOff)
 	if c := lh.handed.Load(); c != nil {
 		return (*c).Close()
 	}
@@ -479,6 +481,9 @@ func (lh *loopHTTP) handOff(fd int, data []byte) {
 		return
 	}
 	lh.handed.Store(&conn)
+	if lh.killed.Load() { // killed while the loop was handing it over
+		_ = conn.Close()
+	}
 	replay := &fastReplayConn{Conn: conn, pending: data}
 	rec := lh.hc.rec
 	p.handlers.Add(1)
