@@ -98,9 +98,9 @@ type loopHTTP struct {
 	// out collects what the fastWriter writes: the loop sends it.
 	out    captureConn
 	cancel context.CancelFunc
-	// handed is the goroutine path's conn once the connection was handed off: Close closes
-	// it then, not the loop's.
-	handed atomic.Pointer[net.Conn]
+	// handed owns the sockets once the connection was handed off to the goroutine path:
+	// Close closes them then (the client's and any backend's), not the loop's.
+	handed atomic.Pointer[proxiedConn]
 	killed atomic.Bool // Close was called
 
 	// The forward under way (OnRequest to OnExchangeEnd).
@@ -124,8 +124,8 @@ type loopHTTP struct {
 // Close kills the connection from any goroutine (timeouts, Stop).
 func (lh *loopHTTP) Close() error {
 	lh.killed.Store(true) // a hand-off under way closes what it hands (handOff)
-	if c := lh.handed.Load(); c != nil {
-		return (*c).Close()
+	if pc := lh.handed.Load(); pc != nil {
+		return pc.Close()
 	}
 	lh.ec.Close()
 	return nil
@@ -480,9 +480,10 @@ func (lh *loopHTTP) handOff(fd int, data []byte) {
 		p.ops.connDone(lh.hc.rec, lh)
 		return
 	}
-	lh.handed.Store(&conn)
+	pc := &proxiedConn{client: conn, initialDeadline: time.Now().Add(p.opts.InitialDataTimeout)}
+	lh.handed.Store(pc)
 	if lh.killed.Load() { // killed while the loop was handing it over
-		_ = conn.Close()
+		_ = pc.Close()
 	}
 	replay := &fastReplayConn{Conn: conn, pending: data}
 	rec := lh.hc.rec
@@ -492,7 +493,6 @@ func (lh *loopHTTP) handOff(fd int, data []byte) {
 			defer p.handlers.Done()
 			peek := forwarding.NewPeekConn(replay)
 			defer peek.Release()
-			pc := &proxiedConn{client: conn, initialDeadline: time.Now().Add(p.opts.InitialDataTimeout)}
 			p.serveOpened(conn, peek, lh.hc.rc.Port, true, p.set.Load(), rec, pc, nil)
 		}()
 		return
@@ -502,11 +502,7 @@ func (lh *loopHTTP) handOff(fd int, data []byte) {
 	lh.hc.meter = meter
 	go func() {
 		defer p.handlers.Done()
-		defer func() {
-			p.conns.Close(rec)
-			_ = conn.Close()
-			p.ops.connDone(rec, lh)
-		}()
+		defer p.finish(rec, pc)
 		if p.baseCtx.Err() == nil {
 			p.http.serve(meter, &lh.hc)
 		}
