@@ -350,6 +350,15 @@ func (bt backendTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 		return nil, err
 	}
 	resp.Body = lb.wrap(resp.Body)
+	if rw, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
+		// The relay (httpupgrade.go) needs the connection beneath for
+		// deadlines and the half-close; takeUpgrade refuses a 101 without.
+		ub := &upgradedBackend{body: rw}
+		if tap != nil && tap.used != nil {
+			ub.Conn = tap.used
+		}
+		resp.Body = ub
+	}
 	return resp, nil
 }
 
