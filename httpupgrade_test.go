@@ -3,6 +3,7 @@ package smartproxy
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
@@ -45,6 +46,13 @@ func upgradeBackend(t *testing.T, stream func(c *net.TCPConn, br *bufio.Reader))
 func upgradeClient(t *testing.T, port int, early string) (*net.TCPConn, *bufio.Reader, int) {
 	t.Helper()
 	c := dial(t, port)
+	br, headLen := upgradeOn(t, c, early)
+	return c, br, headLen
+}
+
+// upgradeOn is upgradeClient on a connection of the caller's.
+func upgradeOn(t *testing.T, c net.Conn, early string) (*bufio.Reader, int) {
+	t.Helper()
 	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
 	_, err := io.WriteString(c, upgradeHead+early)
 	require.NoError(t, err)
@@ -56,11 +64,12 @@ func upgradeClient(t *testing.T, port int, early string) (*net.TCPConn, *bufio.R
 		head.WriteString(line)
 	}
 	require.True(t, strings.HasPrefix(head.String(), "HTTP/1.1 101 "), "%q", head.String())
-	return c, br, head.Len()
+	return br, head.Len()
 }
 
 // bothStacks runs test on net/http's server and on the fast path, each
-// with its own proxy built from opts (the route added).
+// with its own proxy built from opts with an HTTP route for a.test to be
+// (terminating TLS when opts has certificates).
 func bothStacks(t *testing.T, be *backend, opts Options, test func(t *testing.T, p *Proxy, port int)) {
 	for _, fast := range []bool{false, true} {
 		t.Run(map[bool]string{false: "nethttp", true: "fast"}[fast], func(t *testing.T) {
@@ -69,6 +78,9 @@ func bothStacks(t *testing.T, be *backend, opts Options, test func(t *testing.T,
 			port := lp.port(t)
 			o := opts
 			o.Routes = []Route{httpRouteOn("ws", port, be.addr(), "a.test")}
+			if o.Certificates != nil {
+				o.Routes[0] = terminateRouteOn("ws", port, be.addr(), "a.test")
+			}
 			test(t, startStackTestProxy(t, lp, o, fast), port)
 		})
 	}
@@ -209,5 +221,32 @@ func TestUpgradeKill(t *testing.T) {
 		awaitClose(t, c, 5*time.Second)
 		requireNoRecords(t, p)
 		require.Equal(t, uint64(1), p.Metrics().Closed[connection.ReasonInactivity], "killed, not ended by the proxy's own means")
+	})
+}
+
+// TestUpgradeTLSHalfClose: on a terminated TLS connection, the client's
+// half-close (close_notify) reaches the backend as EOF, and the backend's
+// answer written after it reaches the client, then its close_notify.
+func TestUpgradeTLSHalfClose(t *testing.T) {
+	t.Parallel()
+	be := upgradeBackend(t, func(c *net.TCPConn, br *bufio.Reader) {
+		if _, err := io.WriteString(c, switched101); err != nil {
+			return
+		}
+		got, err := io.ReadAll(br)
+		if err == nil {
+			_, _ = io.WriteString(c, "answer to "+string(got))
+		}
+	})
+	bothStacks(t, be, Options{Certificates: testCertStore(t)}, func(t *testing.T, p *Proxy, port int) {
+		c := tls.Client(dial(t, port), insecureTLS("a.test", "http/1.1"))
+		br, _ := upgradeOn(t, c, "")
+		_, err := io.WriteString(c, "question")
+		require.NoError(t, err)
+		require.NoError(t, c.CloseWrite())
+		got, err := io.ReadAll(br)
+		require.NoError(t, err, "the answer, then close_notify")
+		require.Equal(t, "answer to question", string(got))
+		requireNoRecords(t, p)
 	})
 }
