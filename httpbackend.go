@@ -461,8 +461,8 @@ type leasedBody struct {
 }
 
 // wrap makes lb the holder of body and returns what stands for body. An
-// upgraded connection's body is writable and stays so, since the reverse
-// proxy relays the WebSocket through it.
+// upgraded connection's body is writable and stays so, since the upgrade
+// relay (httpupgrade.go) writes the WebSocket through it.
 func (lb *leasedBody) wrap(body io.ReadCloser) io.ReadCloser {
 	lb.ReadCloser = body
 	if _, ok := body.(io.ReadWriteCloser); ok {

@@ -96,7 +96,7 @@ func (h *httpLayer) relayUpgrade(w http.ResponseWriter, pr *proxyReq) {
 		hdr[k] = append(hdr[k], vv...)
 	}
 	resp.Header, resp.Body = hdr, nil
-	if err := resp.Write(brw); err == nil {
+	if err = resp.Write(brw); err == nil {
 		err = brw.Flush()
 	}
 	if err != nil {
