@@ -250,3 +250,43 @@ func TestUpgradeTLSHalfClose(t *testing.T) {
 		requireNoRecords(t, p)
 	})
 }
+
+// TestUpgradeSwitchChecked: a 101 that switches to a protocol the request
+// did not ask for is a bad response, 502, on both stacks, and nothing of
+// the stream behind it is relayed: to a request that asked for no upgrade
+// (a POST: http.Transport carries it on net/http's stack, the fast
+// forward on the fast path), or to another protocol than the one asked.
+// ReverseProxy made these checks before the proxy relayed upgrades
+// itself (takeUpgrade).
+func TestUpgradeSwitchChecked(t *testing.T) {
+	t.Parallel()
+	be := startBackend(t, "127.0.0.1:0", func(c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		_, _ = io.Copy(io.Discard, req.Body)
+		_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+
+			req.Header.Get("X-Switch-To")+"\r\n\r\nraw stream")
+		_, _ = io.Copy(io.Discard, br)
+	})
+	for name, req := range map[string]string{
+		"unasked": rawReq("POST", "/", "a.test", "body", "Content-Length: 4", "X-Switch-To: websocket"),
+		"other":   rawReq("GET", "/ws", "a.test", "", "Connection: Upgrade", "Upgrade: websocket", "X-Switch-To: h2c"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			bothStacks(t, be, Options{}, func(t *testing.T, p *Proxy, port int) {
+				c := dial(t, port)
+				require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+				_, err := io.WriteString(c, req)
+				require.NoError(t, err)
+				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+				require.NoError(t, err)
+				require.Equal(t, http.StatusBadGateway, resp.StatusCode)
+			})
+		})
+	}
+}
