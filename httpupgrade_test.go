@@ -68,22 +68,24 @@ func upgradeOn(t *testing.T, c net.Conn, early string) (*bufio.Reader, int) {
 }
 
 // bothStacks runs test on net/http's server and on the fast path, each
-// with its own proxy built from opts with an HTTP route for a.test to be
-// (terminating TLS when opts has certificates).
-func bothStacks(t *testing.T, be *backend, opts Options, test func(t *testing.T, p *Proxy, port int)) {
+// with its own proxy built from opts and the route that route builds for
+// its port.
+func bothStacks(t *testing.T, opts Options, route func(port int) Route, test func(t *testing.T, p *Proxy, port int)) {
 	for _, fast := range []bool{false, true} {
 		t.Run(map[bool]string{false: "nethttp", true: "fast"}[fast], func(t *testing.T) {
 			t.Parallel()
 			lp := newListenerPool(t)
 			port := lp.port(t)
 			o := opts
-			o.Routes = []Route{httpRouteOn("ws", port, be.addr(), "a.test")}
-			if o.Certificates != nil {
-				o.Routes[0] = terminateRouteOn("ws", port, be.addr(), "a.test")
-			}
+			o.Routes = []Route{route(port)}
 			test(t, startStackTestProxy(t, lp, o, fast), port)
 		})
 	}
+}
+
+// plainTo is the HTTP route for a.test to addr.
+func plainTo(addr string) func(port int) Route {
+	return func(port int) Route { return httpRouteOn("ws", port, addr, "a.test") }
 }
 
 // TestUpgradeClientHalfClose: the client sends 1 MiB after the 101 and
@@ -105,7 +107,7 @@ func TestUpgradeClientHalfClose(t *testing.T) {
 		}
 		_, _ = c.Write(got)
 	})
-	bothStacks(t, be, Options{}, func(t *testing.T, p *Proxy, port int) {
+	bothStacks(t, Options{}, plainTo(be.addr()), func(t *testing.T, p *Proxy, port int) {
 		c, br, headLen := upgradeClient(t, port, "")
 		_, err := c.Write(payload)
 		require.NoError(t, err)
@@ -132,7 +134,7 @@ func TestUpgradeEarlyBytes(t *testing.T) {
 			_, _ = io.Copy(c, br) // echo
 		}
 	})
-	bothStacks(t, be, Options{}, func(t *testing.T, p *Proxy, port int) {
+	bothStacks(t, Options{}, plainTo(be.addr()), func(t *testing.T, p *Proxy, port int) {
 		c, br, _ := upgradeClient(t, port, "early ")
 		_, err := io.WriteString(c, "later")
 		require.NoError(t, err)
@@ -162,7 +164,7 @@ func TestUpgradeBackendHalfClose(t *testing.T) {
 		}
 		got <- string(b)
 	})
-	bothStacks(t, be, Options{}, func(t *testing.T, p *Proxy, port int) {
+	bothStacks(t, Options{}, plainTo(be.addr()), func(t *testing.T, p *Proxy, port int) {
 		c, br, _ := upgradeClient(t, port, "")
 		last, err := io.ReadAll(br)
 		require.NoError(t, err, "the backend's last bytes, then EOF")
@@ -197,7 +199,7 @@ func silentBackend(t *testing.T) *backend {
 func TestUpgradeHalfCloseTimeout(t *testing.T) {
 	t.Parallel()
 	const timeout = 300 * time.Millisecond
-	bothStacks(t, silentBackend(t), Options{HalfCloseTimeout: timeout}, func(t *testing.T, p *Proxy, port int) {
+	bothStacks(t, Options{HalfCloseTimeout: timeout}, plainTo(silentBackend(t).addr()), func(t *testing.T, p *Proxy, port int) {
 		c, _, _ := upgradeClient(t, port, "")
 		_, err := io.WriteString(c, "last words")
 		require.NoError(t, err)
@@ -215,7 +217,7 @@ func TestUpgradeHalfCloseTimeout(t *testing.T) {
 func TestUpgradeKill(t *testing.T) {
 	t.Parallel()
 	opts := Options{HalfCloseTimeout: time.Minute, InactivityTimeout: 400 * time.Millisecond}
-	bothStacks(t, silentBackend(t), opts, func(t *testing.T, p *Proxy, port int) {
+	bothStacks(t, opts, plainTo(silentBackend(t).addr()), func(t *testing.T, p *Proxy, port int) {
 		c, _, _ := upgradeClient(t, port, "")
 		require.NoError(t, c.CloseWrite())
 		awaitClose(t, c, 5*time.Second)
@@ -225,11 +227,12 @@ func TestUpgradeKill(t *testing.T) {
 }
 
 // TestUpgradeTLSHalfClose: on a terminated TLS connection, the client's
-// half-close (close_notify) reaches the backend as EOF, and the backend's
-// answer written after it reaches the client, then its close_notify.
+// half-close (close_notify) reaches the backend as EOF, cleartext or
+// re-encrypted (close_notify again), and the backend's answer written
+// after it reaches the client, then its close_notify.
 func TestUpgradeTLSHalfClose(t *testing.T) {
 	t.Parallel()
-	be := upgradeBackend(t, func(c *net.TCPConn, br *bufio.Reader) {
+	answer := func(c net.Conn, br *bufio.Reader) {
 		if _, err := io.WriteString(c, switched101); err != nil {
 			return
 		}
@@ -237,18 +240,40 @@ func TestUpgradeTLSHalfClose(t *testing.T) {
 		if err == nil {
 			_, _ = io.WriteString(c, "answer to "+string(got))
 		}
-	})
-	bothStacks(t, be, Options{Certificates: testCertStore(t)}, func(t *testing.T, p *Proxy, port int) {
-		c := tls.Client(dial(t, port), insecureTLS("a.test", "http/1.1"))
-		br, _ := upgradeOn(t, c, "")
-		_, err := io.WriteString(c, "question")
-		require.NoError(t, err)
-		require.NoError(t, c.CloseWrite())
-		got, err := io.ReadAll(br)
-		require.NoError(t, err, "the answer, then close_notify")
-		require.Equal(t, "answer to question", string(got))
-		requireNoRecords(t, p)
-	})
+	}
+	plain := upgradeBackend(t, func(c *net.TCPConn, br *bufio.Reader) { answer(c, br) })
+	cert := testCert()
+	sealed := startTLSEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			defer c.Close()
+			answer(c, brw.Reader)
+		}
+	}), &cert)
+	for name, route := range map[string]func(port int) Route{
+		"terminate": func(port int) Route { return terminateRouteOn("ws", port, plain.addr(), "a.test") },
+		"reencrypt": func(port int) Route {
+			r := terminateRouteOn("ws", port, sealed.addr(), "a.test")
+			r.Action.TLS.Mode = TLSTerminateAndReencrypt
+			r.Action.TLS.Backend = &BackendTLS{InsecureSkipVerify: true}
+			return r
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			bothStacks(t, Options{Certificates: testCertStore(t)}, route, func(t *testing.T, p *Proxy, port int) {
+				c := tls.Client(dial(t, port), insecureTLS("a.test", "http/1.1"))
+				br, _ := upgradeOn(t, c, "")
+				_, err := io.WriteString(c, "question")
+				require.NoError(t, err)
+				require.NoError(t, c.CloseWrite())
+				got, err := io.ReadAll(br)
+				require.NoError(t, err, "the answer, then close_notify")
+				require.Equal(t, "answer to question", string(got))
+				requireNoRecords(t, p)
+			})
+		})
+	}
 }
 
 // TestUpgradeSwitchChecked: a 101 that switches to a protocol the request
@@ -278,7 +303,7 @@ func TestUpgradeSwitchChecked(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			bothStacks(t, be, Options{}, func(t *testing.T, p *Proxy, port int) {
+			bothStacks(t, Options{}, plainTo(be.addr()), func(t *testing.T, p *Proxy, port int) {
 				c := dial(t, port)
 				require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
 				_, err := io.WriteString(c, req)
