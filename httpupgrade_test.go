@@ -193,13 +193,21 @@ func silentBackend(t *testing.T) *backend {
 	return be
 }
 
+// requireNoLease: nothing holds addr any more (least-connections' count),
+// so the upgraded stream's backend side was closed.
+func requireNoLease(t *testing.T, p *Proxy, addr string) {
+	t.Helper()
+	require.Eventually(t, func() bool { return statusOf(t, p, addr).ActiveConnections == 0 }, 5*time.Second, 5*time.Millisecond)
+}
+
 // TestUpgradeHalfCloseTimeout: once the client has half-closed, a backend
 // that neither answers nor closes is cut after HalfCloseTimeout, as a
 // forwarded TCP connection is (TestHalfCloseTimeout), not at once.
 func TestUpgradeHalfCloseTimeout(t *testing.T) {
 	t.Parallel()
 	const timeout = 300 * time.Millisecond
-	bothStacks(t, Options{HalfCloseTimeout: timeout}, plainTo(silentBackend(t).addr()), func(t *testing.T, p *Proxy, port int) {
+	be := silentBackend(t)
+	bothStacks(t, Options{HalfCloseTimeout: timeout}, plainTo(be.addr()), func(t *testing.T, p *Proxy, port int) {
 		c, _, _ := upgradeClient(t, port, "")
 		_, err := io.WriteString(c, "last words")
 		require.NoError(t, err)
@@ -208,6 +216,7 @@ func TestUpgradeHalfCloseTimeout(t *testing.T) {
 		require.Empty(t, got)
 		require.Greater(t, el, timeout*3/4, "the half-closed stream waits for the backend's answer")
 		requireNoRecords(t, p)
+		requireNoLease(t, p, be.addr())
 	})
 }
 
@@ -217,12 +226,15 @@ func TestUpgradeHalfCloseTimeout(t *testing.T) {
 func TestUpgradeKill(t *testing.T) {
 	t.Parallel()
 	opts := Options{HalfCloseTimeout: time.Minute, InactivityTimeout: 400 * time.Millisecond}
-	bothStacks(t, opts, plainTo(silentBackend(t).addr()), func(t *testing.T, p *Proxy, port int) {
+	be := silentBackend(t)
+	bothStacks(t, opts, plainTo(be.addr()), func(t *testing.T, p *Proxy, port int) {
 		c, _, _ := upgradeClient(t, port, "")
+		require.EqualValues(t, 1, statusOf(t, p, be.addr()).ActiveConnections, "the stream holds its target")
 		require.NoError(t, c.CloseWrite())
 		awaitClose(t, c, 5*time.Second)
 		requireNoRecords(t, p)
 		require.Equal(t, uint64(1), p.Metrics().Closed[connection.ReasonInactivity], "killed, not ended by the proxy's own means")
+		requireNoLease(t, p, be.addr())
 	})
 }
 
