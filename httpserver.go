@@ -105,6 +105,10 @@ type httpConn struct {
 	acmeOnly bool
 	rec      *connection.Record
 	meter    *meterConn
+	// owner holds the connection's sockets as the connection manager
+	// kills them; an upgraded stream adds its backend (relayUpgrade).
+	// nil in tests that serve a bare conn.
+	owner *proxiedConn
 
 	hijacked atomic.Bool
 	once     sync.Once
