@@ -499,7 +499,7 @@ func (lh *loopHTTP) handOff(fd int, data []byte) {
 	}
 	meter := &meterConn{Conn: replay, rec: rec}
 	meter.on.Store(true)
-	lh.hc.meter = meter
+	lh.hc.meter, lh.hc.owner = meter, pc
 	go func() {
 		defer p.handlers.Done()
 		defer p.finish(rec, pc)
