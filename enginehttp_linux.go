@@ -119,6 +119,9 @@ type loopHTTP struct {
 	closeAfter bool
 	// first: the connection is handed off on its first bytes, which were not a request.
 	first bool
+	// lastAddr is the last backend address planned, lastAP it parsed.
+	lastAddr string
+	lastAP   netip.AddrPort
 }
 
 // Close kills the connection from any goroutine (timeouts, Stop).
@@ -244,9 +247,12 @@ func (lh *loopHTTP) plan() (loopPlan, bool) {
 	if err != nil {
 		return loopPlan{err: err}, false
 	}
-	ap, err := netip.ParseAddrPort(addr)
-	if err != nil { // loopHTTPRoute let only IP-literal hosts through
-		return loopPlan{err: fmt.Errorf("backend address %q: %w", addr, err)}, false
+	ap := lh.lastAP
+	if addr != lh.lastAddr { // most requests of a connection go where the one before went
+		if ap, err = netip.ParseAddrPort(addr); err != nil { // loopHTTPRoute let only IP-literal hosts through
+			return loopPlan{err: fmt.Errorf("backend address %q: %w", addr, err)}, false
+		}
+		lh.lastAddr, lh.lastAP = addr, ap
 	}
 	lh.tried[lh.nt] = addr
 	lh.nt++
