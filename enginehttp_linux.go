@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gosmartproxy/smartproxy/connection"
 	"github.com/gosmartproxy/smartproxy/forwarding"
 	"github.com/gosmartproxy/smartproxy/internal/balance"
 	"github.com/gosmartproxy/smartproxy/internal/evloop"
@@ -44,16 +43,7 @@ import (
 // its other routes) go to serve's classification on the goroutine path (malformed).
 func (p *Proxy) engineHTTPPort(set *routeSet, port int) bool {
 	plan, ok := set.ports[port]
-	if !ok || !plan.plainHTTP || !p.fastPath() {
-		return false
-	}
-	if p.proxyIn != nil {
-		return false
-	}
-	if _, ok := set.matcher.(*RouteTable); !ok {
-		return false
-	}
-	if _, ok := p.conns.(*connection.Manager); !ok {
+	if !ok || !plan.plainHTTP || !p.fastPath() || !p.loopParts(set) {
 		return false
 	}
 	_, ok = p.sec.(DefaultSecurityChecker)
@@ -74,14 +64,8 @@ func loopHTTPRoute(r *Route) bool {
 		return false
 	}
 	for i := range st.targets {
-		t := &st.targets[i]
-		if t.HostFunc != nil || t.PortFunc != nil || len(t.Host) == 0 {
+		if !ipTarget(&st.targets[i]) {
 			return false
-		}
-		for _, h := range t.Host {
-			if _, err := netip.ParseAddr(h); err != nil {
-				return false
-			}
 		}
 	}
 	return true
