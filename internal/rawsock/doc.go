@@ -12,4 +12,9 @@
 // TCP stack inline), handing it to another thread: context switches on
 // the proxy's one core that an event loop does not pay. internal/evloop
 // makes its calls raw for the same reason.
+//
+// Under -race, syscall.Read and Write also tell the race detector that
+// the kernel wrote or read the buffer, and order a write before a later
+// read in the same process; raw calls do neither, so a race through the
+// bytes of these sockets goes unseen (as for internal/evloop).
 package rawsock
