@@ -126,6 +126,7 @@ func (h *httpLayer) serve(conn net.Conn, hc *httpConn) {
 		hc.meter.wt = h.px.writeTimeout
 		if hc.terminated {
 			hc.meter.dropDrainedPeek() // the handshake read the sniffed hello
+			hc.meter.rawCalls()
 		}
 	}
 	if st, ok := fastEligibleConn(conn); ok && h.px.fastPath && !h.fastStop.Load() {
