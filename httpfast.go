@@ -144,6 +144,7 @@ func (fc *fastConn) takeSniffed(m *meterConn) {
 			fc.n, _ = m.Read(fc.buf) // buffered bytes: no read of the socket, counted by the meter
 		}
 		m.dropDrainedPeek()
+		m.rawCalls() // as for terminated connections (httpLayer.serve): no sysmon wake-ups per call
 	}
 }
 

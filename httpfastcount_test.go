@@ -1,6 +1,7 @@
 package smartproxy
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"strings"
@@ -39,7 +40,9 @@ func TestFastPathCountsEveryByte(t *testing.T) {
 				opts.AcceptProxyProtocol, opts.ProxyIPs = true, []string{"127.0.0.1"}
 				header, from = "PROXY TCP4 203.0.113.7 127.0.0.1 4242 80\r\n", "203.0.113.7;"
 			}
-			p := startFastTestProxy(t, lp, opts)
+			p := newTestProxyAsIs(t, lp, opts)
+			p.opts.Engine = tc.engine // also under SMARTPROXY_TEST_ENGINE=goroutines
+			require.NoError(t, p.Start(context.Background()))
 
 			first := "GET /a HTTP/1.1\r\nHost: count.test\r\n\r\n" +
 				"POST /b HTTP/1.1\r\nHost: count.test\r\nContent-Length: 5\r\n\r\nhello"

@@ -164,8 +164,8 @@ func (c *meterConn) dropDrainedPeek() {
 // (internal/rawsock: no entersyscall, so the runtime's sysmon neither
 // wakes for them nor hands the P to another thread mid-call), once the
 // meter sits right on the *net.TCPConn (dropDrainedPeek). For the
-// TLS-terminated HTTP connections, which stay on goroutines; the caller
-// is the only goroutine using c.
+// HTTP connections served on goroutines (TLS-terminated ones, and plain
+// ones on the goroutine path); the caller is the only goroutine using c.
 func (c *meterConn) rawCalls() {
 	if tc, ok := c.Conn.(*net.TCPConn); ok {
 		c.Conn = rawsock.Wrap(tc)
