@@ -255,6 +255,11 @@ func (lh *loopHTTP) plan() (loopPlan, bool) {
 	// The body is copied behind the head: OnRequest's bytes are the loop's, valid during the
 	// call only, and Out must stay as it is until the exchange ends.
 	body := lh.body
+	if lh.nt > 1 && len(body) > 0 {
+		// A retry's: the body is within lh.req, behind the last head, which the new head
+		// overwrites as it is written (a longer Host: the next address is longer).
+		body = append([]byte(nil), body...)
+	}
 	lh.req = appendFastRequest(lh.req[:0], pr, fc.req, addr, tmpl, nil)
 	lh.req = append(lh.req, body...)
 	lh.body = lh.req[len(lh.req)-len(body):]
