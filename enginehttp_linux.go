@@ -264,7 +264,10 @@ func (lh *loopHTTP) plan() (loopPlan, bool) {
 	lh.req = append(lh.req, body...)
 	lh.body = lh.req[len(lh.req)-len(body):]
 	lh.closeAfter = fc.req.Close || fc.closing()
-	return loopPlan{HTTPPlan: evloop.HTTPPlan{Target: ap, Out: lh.req, Replayable: h1client.Replayable(pr.in),
+	// pr.in has no Body on the loop (the body is held here): h1client.Replayable alone would
+	// take a request with one for replayable, as the goroutine path's never is.
+	replayable := len(body) == 0 && h1client.Replayable(pr.in)
+	return loopPlan{HTTPPlan: evloop.HTTPPlan{Target: ap, Out: lh.req, Replayable: replayable,
 		Head: fc.head, Close: lh.closeAfter}}, true
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -60,6 +61,44 @@ func TestHTTPRetriedBodyIsTheClients(t *testing.T) {
 				require.Equal(t, 200, resp.StatusCode, "request %d", i)
 				require.Equal(t, body, got, "request %d: the body the backend got", i)
 			}
+		})
+	}
+}
+
+// TestHTTPStaleReplayOnlyWithoutBody: a GET with a body, sent on a pooled backend connection
+// that the backend closes after reading it, is not sent again on a new connection (the
+// backend may have acted on it, and a request with a body is not replayable: h1client's
+// rule): the backend sees it once, the client gets the 502.
+func TestHTTPStaleReplayOnlyWithoutBody(t *testing.T) {
+	t.Parallel()
+	for _, engine := range engines {
+		t.Run(engine.String(), func(t *testing.T) {
+			t.Parallel()
+			var seen atomic.Int64 // requests for /again the backend read
+			be := startBackend(t, "127.0.0.1:0", func(c net.Conn) {
+				br := bufio.NewReader(c)
+				for {
+					r, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					_, _ = io.Copy(io.Discard, r.Body)
+					if r.URL.Path == "/again" && seen.Add(1) == 1 {
+						return // read, then closed unanswered: a pooled connection gone stale
+					}
+					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			})
+			lp := newListenerPool(t)
+			port := lp.port(t)
+			startTestProxy(t, lp, Options{Engine: engine, Routes: []Route{httpRouteOn("r", port, be.addr(), "a.test")}})
+			c := dial(t, port)
+			br := bufio.NewReader(c)
+			resp, _ := exchangeKeep(t, c, br, "GET /first HTTP/1.1\r\nHost: a.test\r\n\r\n", "GET")
+			require.Equal(t, 200, resp.StatusCode)
+			resp, _ = exchangeKeep(t, c, br, "GET /again HTTP/1.1\r\nHost: a.test\r\nContent-Length: 4\r\n\r\nbody", "GET")
+			require.Equal(t, 502, resp.StatusCode)
+			require.Equal(t, int64(1), seen.Load(), "times the backend read the request")
 		})
 	}
 }
