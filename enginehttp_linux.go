@@ -64,10 +64,14 @@ func (p *Proxy) engineHTTPPort(set *routeSet, port int) bool {
 func (p *Proxy) fastPath() bool { return p.http.px.fastPath }
 
 // loopHTTPRoute reports whether the loop can forward a request of route r by itself: a
-// forward to cleartext HTTP/1.1 backends at IP-literal hosts, sending no PROXY header.
+// forward to cleartext HTTP/1.1 backends at IP-literal hosts, sending no PROXY header, whose
+// checks do not block (a JWKS fetch, bcrypt: the loop would stall every connection it serves).
 func loopHTTPRoute(r *Route) bool {
 	st := r.state
 	if r.Action.Type != ActionForward || st == nil || st.tls != nil || st.sendPP != 0 || len(st.targets) == 0 {
+		return false
+	}
+	if st.sec.mayBlock() {
 		return false
 	}
 	if st.http != nil && st.http.backend != "http1" {

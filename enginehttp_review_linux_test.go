@@ -7,10 +7,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -99,6 +102,65 @@ func TestHTTPStaleReplayOnlyWithoutBody(t *testing.T) {
 			resp, _ = exchangeKeep(t, c, br, "GET /again HTTP/1.1\r\nHost: a.test\r\nContent-Length: 4\r\n\r\nbody", "GET")
 			require.Equal(t, 502, resp.StatusCode)
 			require.Equal(t, int64(1), seen.Load(), "times the backend read the request")
+		})
+	}
+}
+
+// TestHTTPBlockingCheckStallsNoOtherClient: a route whose check may block its caller (a
+// jwtAuth key set fetched from a server that does not answer) holds up no other client's
+// request: on the event loops such a route is the goroutine path's, as a loop blocked in it
+// would stall every connection it serves. Half the connections send a token (each waits for
+// the one fetch), the other half a request for another route on the same port, which must all
+// be answered while the fetch hangs.
+func TestHTTPBlockingCheckStallsNoOtherClient(t *testing.T) {
+	t.Parallel()
+	for _, engine := range engines {
+		t.Run(engine.String(), func(t *testing.T) {
+			t.Parallel()
+			release := make(chan struct{})
+			var once sync.Once
+			free := func() { once.Do(func() { close(release) }) }
+			jwks := startEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				select {
+				case <-release:
+				case <-r.Context().Done():
+				}
+				http.Error(w, "no keys", http.StatusServiceUnavailable)
+			}))
+			be := echoBackend(t, "be")
+			lp := newListenerPool(t)
+			port := lp.port(t)
+			guarded := httpRouteOn("guarded", port, be.addr(), "jwt.test")
+			guarded.Security = &RouteSecurity{JWTAuth: &JWTAuth{JWKSURL: jwks.URL, Algorithm: []string{"RS256"}}}
+			open := httpRouteOn("open", port, be.addr(), "open.test")
+			startTestProxy(t, lp, Options{Engine: engine, Routes: []Route{guarded, open}})
+			t.Cleanup(free) // before the proxy's Stop and the server's Close (cleanups run last first)
+			n := 8 * runtime.GOMAXPROCS(0) // enough for each loop to serve both kinds
+			conns := make([]net.Conn, n)
+			brs := make([]*bufio.Reader, n)
+			for i := range conns {
+				conns[i] = dial(t, port)
+				brs[i] = bufio.NewReader(conns[i])
+				resp, _ := exchangeKeep(t, conns[i], brs[i], "GET / HTTP/1.1\r\nHost: open.test\r\n\r\n", "GET")
+				require.Equal(t, 200, resp.StatusCode)
+			}
+			// {"alg":"RS256","kid":"k"}.{}.sig
+			token := "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsifQ.e30.c2ln"
+			for i := 0; i < n; i += 2 {
+				_, err := io.WriteString(conns[i], "GET / HTTP/1.1\r\nHost: jwt.test\r\nAuthorization: Bearer "+token+"\r\n\r\n")
+				require.NoError(t, err)
+			}
+			for i := 1; i < n; i += 2 {
+				resp, _ := exchangeKeep(t, conns[i], brs[i], "GET / HTTP/1.1\r\nHost: open.test\r\n\r\n", "GET")
+				require.Equal(t, 200, resp.StatusCode, "connection %d", i)
+			}
+			free()
+			for i := 0; i < n; i += 2 {
+				require.NoError(t, conns[i].SetDeadline(time.Now().Add(5*time.Second)))
+				resp, err := http.ReadResponse(brs[i], &http.Request{Method: "GET"})
+				require.NoError(t, err)
+				require.Equal(t, 401, resp.StatusCode)
+			}
 		})
 	}
 }
