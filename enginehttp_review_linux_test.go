@@ -134,7 +134,7 @@ func TestHTTPBlockingCheckStallsNoOtherClient(t *testing.T) {
 			guarded.Security = &RouteSecurity{JWTAuth: &JWTAuth{JWKSURL: jwks.URL, Algorithm: []string{"RS256"}}}
 			open := httpRouteOn("open", port, be.addr(), "open.test")
 			startTestProxy(t, lp, Options{Engine: engine, Routes: []Route{guarded, open}})
-			t.Cleanup(free) // before the proxy's Stop and the server's Close (cleanups run last first)
+			t.Cleanup(free)                // before the proxy's Stop and the server's Close (cleanups run last first)
 			n := 8 * runtime.GOMAXPROCS(0) // enough for each loop to serve both kinds
 			conns := make([]net.Conn, n)
 			brs := make([]*bufio.Reader, n)
