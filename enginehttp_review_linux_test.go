@@ -4,6 +4,7 @@ package smartproxy
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -163,4 +164,85 @@ func TestHTTPBlockingCheckStallsNoOtherClient(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestHTTPLeasesEndWithTheirRequests: on a least-connections route whose first host refuses
+// connects, requests that retried, one abandoned by its client while the backend works on it,
+// and one in flight when another goroutine kills the connection (Stop past its deadline)
+// leave no host counted active, and the refused host counted failed as often on both engines.
+func TestHTTPLeasesEndWithTheirRequests(t *testing.T) {
+	t.Parallel()
+	failures := map[Engine]int{}
+	var mu sync.Mutex
+	t.Run("engines", func(t *testing.T) {
+		for _, engine := range engines {
+			t.Run(engine.String(), func(t *testing.T) {
+				t.Parallel()
+				hang := make(chan struct{})
+				ln, err := net.Listen("tcp", "127.0.0.10:0")
+				require.NoError(t, err)
+				arrived := make(chan struct{}, 4)
+				be := newEchoServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if r.URL.Path == "/hang" {
+						arrived <- struct{}{}
+						select {
+						case <-hang:
+						case <-r.Context().Done():
+						}
+					}
+					_, _ = io.WriteString(w, "ok")
+				}))
+				_ = be.Listener.Close()
+				be.Listener = ln
+				be.Start()
+				t.Cleanup(be.Close)
+				t.Cleanup(func() { close(hang) })
+				bport := ln.Addr().(*net.TCPAddr).Port
+				lp := newListenerPool(t)
+				port := lp.port(t)
+				r := NewRoute("lc").Ports(port).Domains("lc.test").
+					Target(Target{Host: StringList{"127.0.0.1", "127.0.0.10"}, Port: TargetPort(bport)}).Route()
+				r.Action.LoadBalancing = &LoadBalancing{Algorithm: AlgorithmLeastConnections}
+				p := startTestProxy(t, lp, Options{Engine: engine, Routes: []Route{r}})
+				idle := func() bool {
+					for _, s := range p.TargetHealth() {
+						if s.ActiveConnections != 0 {
+							return false
+						}
+					}
+					return true
+				}
+				c := dial(t, port)
+				br := bufio.NewReader(c)
+				for range 3 {
+					resp, _ := exchangeKeep(t, c, br, "GET / HTTP/1.1\r\nHost: lc.test\r\n\r\n", "GET")
+					require.Equal(t, 200, resp.StatusCode)
+				}
+				// Abandoned: the client leaves while the backend works on it.
+				gone := dial(t, port)
+				_, err = io.WriteString(gone, "GET /hang HTTP/1.1\r\nHost: lc.test\r\n\r\n")
+				require.NoError(t, err)
+				<-arrived
+				require.False(t, idle(), "the request under way counts")
+				require.NoError(t, gone.Close())
+				require.Eventually(t, idle, 5*time.Second, 5*time.Millisecond, "%+v", p.TargetHealth())
+				// Killed: Stop's deadline passes with the request under way.
+				_, err = io.WriteString(c, "GET /hang HTTP/1.1\r\nHost: lc.test\r\n\r\n")
+				require.NoError(t, err)
+				<-arrived
+				ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+				defer cancel()
+				require.ErrorIs(t, p.Stop(ctx), context.DeadlineExceeded)
+				require.True(t, idle(), "%+v", p.TargetHealth())
+				for _, s := range p.TargetHealth() {
+					if strings.HasPrefix(s.Addr, "127.0.0.1:") {
+						mu.Lock()
+						failures[engine] = s.ConsecutiveFailures
+						mu.Unlock()
+					}
+				}
+			})
+		}
+	})
+	require.Equal(t, failures[EngineGoroutines], failures[EngineEventLoop], "the refused host's failures")
 }
