@@ -246,3 +246,47 @@ func TestHTTPLeasesEndWithTheirRequests(t *testing.T) {
 	})
 	require.Equal(t, failures[EngineGoroutines], failures[EngineEventLoop], "the refused host's failures")
 }
+
+// TestHTTPUpdateRoutesRulesKeepAlive: UpdateRoutes between requests of one keep-alive
+// connection served on the loop applies to its next request as on the goroutine path: new
+// checks answer it, an IP list refuses it, a removed route is no route, a redirect (not the
+// loop's) is handed off and answered.
+func TestHTTPUpdateRoutesRulesKeepAlive(t *testing.T) {
+	t.Parallel()
+	outcomes := map[Engine][]string{}
+	var mu sync.Mutex
+	t.Run("engines", func(t *testing.T) {
+		for _, engine := range engines {
+			t.Run(engine.String(), func(t *testing.T) {
+				t.Parallel()
+				be := echoBackend(t, "be")
+				lp := newListenerPool(t)
+				port := lp.port(t)
+				route := func() *RouteBuilder { return NewRoute("r").Ports(port).Domains("u.test").ForwardTo(be.addr()) }
+				p := startTestProxy(t, lp, Options{Engine: engine, Routes: []Route{route().Route()}})
+				c := dial(t, port)
+				br := bufio.NewReader(c)
+				var got []string
+				for _, r := range []Route{
+					route().Route(),
+					route().BasicAuth(&BasicAuth{Users: []BasicAuthUser{{Username: "u", Password: "p"}}}).Route(),
+					route().AllowIPs("10.0.0.0/8").Route(),
+					NewRoute("other").Ports(port).Domains("other.test").ForwardTo(be.addr()).Route(),
+					route().MaxConnections(1).Route(),
+					route().Redirect("https://elsewhere.test{path}", 308).Route(),
+					route().Route(),
+				} {
+					require.NoError(t, p.UpdateRoutes([]Route{r}))
+					resp, _ := exchangeKeep(t, c, br, "GET /x HTTP/1.1\r\nHost: u.test\r\n\r\n", "GET")
+					got = append(got, strconv.Itoa(resp.StatusCode)+" "+resp.Header.Get("Location")+" "+resp.Header.Get("Connection"))
+				}
+				mu.Lock()
+				outcomes[engine] = got
+				mu.Unlock()
+			})
+		}
+	})
+	require.Equal(t, []string{"200  ", "401  ", "403  ", "404  ", "200  ", "308 https://elsewhere.test/x ", "200  "},
+		outcomes[EngineGoroutines])
+	require.Equal(t, outcomes[EngineGoroutines], outcomes[EngineEventLoop])
+}
