@@ -93,6 +93,9 @@ func (p *Proxy) startEngine(addr netip.AddrPort, lfd int) (*evloop.Server, error
 		HTTPResponseTimeout: p.http.px.connectTimeout,  // as the fast forward's h1client: ConnectTimeout bounds the wait for a head
 		HTTPBodyTimeout:     -1,
 		HTTPMaxHeld:         maxHeldBody,
+		// Expect is the goroutine path's (request hands it off), which answers 100 Continue
+		// only once the route's checks passed and the backend asks for the body.
+		HTTPExpectAtHead: true,
 		// As relayResponse: names no trailer may carry are not passed on.
 		HTTPTrailerName: func(name []byte) bool { return httpguts.ValidTrailerHeader(string(name)) },
 		OnRequest: func(c *evloop.Conn, req *h1parse.Request, raw []byte) evloop.HTTPPlan {

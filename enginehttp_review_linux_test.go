@@ -290,3 +290,55 @@ func TestHTTPUpdateRoutesRulesKeepAlive(t *testing.T) {
 		outcomes[EngineGoroutines])
 	require.Equal(t, outcomes[EngineGoroutines], outcomes[EngineEventLoop])
 }
+
+// TestHTTPExpectContinueOnce: a client that sends its head with Expect: 100-continue and
+// waits gets one 100 Continue before it sends the body, and then the final response, as on the
+// goroutine path; a request its route refuses gets the refusal, never a 100 first.
+func TestHTTPExpectContinueOnce(t *testing.T) {
+	t.Parallel()
+	outcomes := map[Engine][]string{}
+	var mu sync.Mutex
+	t.Run("engines", func(t *testing.T) {
+		for _, engine := range engines {
+			t.Run(engine.String(), func(t *testing.T) {
+				t.Parallel()
+				be := echoBackend(t, "be")
+				lp := newListenerPool(t)
+				port := lp.port(t)
+				open := NewRoute("open").Ports(port).Domains("e.test").ForwardTo(be.addr()).Route()
+				closed := NewRoute("closed").Ports(port).Domains("auth.test").ForwardTo(be.addr()).
+					BasicAuth(&BasicAuth{Users: []BasicAuthUser{{Username: "u", Password: "p"}}}).Route()
+				startTestProxy(t, lp, Options{Engine: engine, Routes: []Route{open, closed}})
+				var got []string
+				for _, host := range []string{"e.test", "auth.test"} {
+					c := dial(t, port)
+					require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+					br := bufio.NewReader(c)
+					_, err := io.WriteString(c, "POST /x HTTP/1.1\r\nHost: "+host+"\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+					require.NoError(t, err)
+					resp, err := http.ReadResponse(br, &http.Request{Method: "POST"})
+					require.NoError(t, err)
+					got = append(got, host+" "+strconv.Itoa(resp.StatusCode))
+					if resp.StatusCode == 100 {
+						_, err = io.WriteString(c, "hello")
+						require.NoError(t, err)
+						for {
+							resp, err = http.ReadResponse(br, &http.Request{Method: "POST"})
+							require.NoError(t, err)
+							got = append(got, strconv.Itoa(resp.StatusCode))
+							if resp.StatusCode >= 200 {
+								break
+							}
+						}
+					}
+					_ = c.Close()
+				}
+				mu.Lock()
+				outcomes[engine] = got
+				mu.Unlock()
+			})
+		}
+	})
+	require.Equal(t, []string{"e.test 100", "200", "auth.test 401"}, outcomes[EngineGoroutines])
+	require.Equal(t, outcomes[EngineGoroutines], outcomes[EngineEventLoop])
+}

@@ -191,6 +191,12 @@ type Config struct {
 	// HTTPMaxHeld is the largest Content-Length body read whole with its head (0:
 	// DefaultHTTPMaxHeld); OnRequest gets larger and chunked ones with the head alone.
 	HTTPMaxHeld int
+	// HTTPExpectAtHead: a request with Expect: 100-continue whose held body has not all come
+	// goes to OnRequest with its head alone, as an unheld body (answered or handed off), and
+	// the loop sends no 100 Continue of its own: for an owner that hands such requests to a
+	// path that answers the expectation after its own checks. Otherwise the loop answers 100
+	// Continue once the head came and reads the body before OnRequest.
+	HTTPExpectAtHead bool
 	// HTTPIdleConns caps the idle backend connections a loop keeps per target (0:
 	// DefaultHTTPIdleConns); HTTPPoolIdleTimeout is how long one is kept (0:
 	// DefaultHTTPPoolIdle).

@@ -334,7 +334,10 @@ func (l *loop) httpServe(c *Conn) {
 		}
 		end := h.req.HeadLen
 		unheld := h.req.Chunked || h.req.ContentLength > int64(l.srv.httpMaxHeld) // a body the loop does not read
-		if cl := h.req.ContentLength; cl > 0 && !h.req.Chunked && cl <= int64(l.srv.httpMaxHeld) {
+		if h.req.Expect && l.srv.cfg.HTTPExpectAtHead && h.req.ContentLength > 0 && h.n < end+int(min(h.req.ContentLength, int64(l.srv.httpMaxHeld))) {
+			unheld = true // the owner answers the expectation (Config.HTTPExpectAtHead)
+		}
+		if cl := h.req.ContentLength; cl > 0 && !unheld {
 			end += int(cl)
 			h.want = end
 			if h.n < end {
