@@ -474,6 +474,19 @@ func (lh *loopHTTP) malformed(err error, first bool, _ []byte) ([]byte, bool) {
 	return w.bytes(), false
 }
 
+// firstBytes is evloop's OnHTTPFirst, for a connection's first bytes that are no whole head
+// yet: serve's classification of them (sniffStream's on a plain-HTTP port: strict). A TLS
+// record, or a first line that is no request line, goes to serveOpened, which routes it (the
+// port's TLS and raw TCP routes) or closes it (a lookalike); what may still become a request
+// line waits for the head.
+func (lh *loopHTTP) firstBytes(b []byte) bool {
+	if v, decided, _ := classifyHTTP(b, true); b[0] == 0x16 || decided && v != verdictHTTP {
+		lh.first = true
+		return true
+	}
+	return false
+}
+
 // handOff serves a connection the loop handed off on the goroutine path, from the bytes the
 // loop read, under the same record: from its first bytes (serveOpened), or from a request
 // the loop does not carry, with the same httpConn (admission, route counts; nothing of that
