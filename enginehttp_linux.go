@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -102,9 +103,10 @@ type loopHTTP struct {
 	// out collects what the fastWriter writes: the loop sends it.
 	out    captureConn
 	cancel context.CancelFunc
-	// handed is the goroutine path's conn once the connection was handed off: Close closes
-	// it then, not the loop's.
-	handed atomic.Pointer[net.Conn]
+	// handed is what the goroutine path closes the connection with once it was handed off
+	// (its conn, or serveOpened's proxiedConn: the backend and a detached pipe with it):
+	// Close closes it then, not the loop's.
+	handed atomic.Pointer[io.Closer]
 
 	// The forward under way (OnRequest to OnExchangeEnd).
 	pr    *proxyReq
@@ -503,20 +505,25 @@ func (lh *loopHTTP) handOff(fd int, data []byte) {
 		p.ops.connDone(lh.hc.rec, lh)
 		return
 	}
-	lh.handed.Store(&conn)
 	replay := &fastReplayConn{Conn: conn, pending: data}
 	rec := lh.hc.rec
 	p.handlers.Add(1)
 	if lh.first {
+		// The connection manager's kill must reach what serveOpened attaches to pc (the
+		// backend, a detached pipe), as it does for serve's connections.
+		pc := &proxiedConn{client: conn, initialDeadline: time.Now().Add(p.opts.InitialDataTimeout)}
+		var closer io.Closer = pc
+		lh.handed.Store(&closer)
 		go func() {
 			defer p.handlers.Done()
 			peek := forwarding.NewPeekConn(replay)
 			defer peek.Release()
-			pc := &proxiedConn{client: conn, initialDeadline: time.Now().Add(p.opts.InitialDataTimeout)}
 			p.serveOpened(conn, peek, lh.hc.rc.Port, true, p.set.Load(), rec, pc, nil)
 		}()
 		return
 	}
+	var closer io.Closer = conn
+	lh.handed.Store(&closer)
 	meter := &meterConn{Conn: replay, rec: rec}
 	meter.on.Store(true)
 	lh.hc.meter = meter
