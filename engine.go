@@ -19,10 +19,20 @@ const (
 	// Ports whose routes are all plain TCP forwards or TLS passthrough (routed by SNI in the
 	// loop) to IP-literal targets, with the default security checker, route matcher and
 	// connection manager (the loop must never call code that may block), get event loops; the
-	// others keep the goroutine path: ports with HTTP (plain, terminated or ACME HTTP-01),
-	// TLS termination, socket handlers, host-name targets or target functions, ports that
-	// receive PROXY headers and routes sending them. Should UpdateRoutes put such a route on
-	// a port that has loops, its connections are handed to the goroutine path on accept.
+	// others keep the goroutine path: ports with TLS termination, socket handlers, host-name
+	// targets or target functions, ports that receive PROXY headers and routes sending them.
+	// Should UpdateRoutes put such a route on a port that has loops, its connections are
+	// handed to the goroutine path on accept.
+	//
+	// Plain-HTTP ports (on the HTTP/1.1 fast path, with those same built-in parts and no
+	// PROXY headers in) get event loops in HTTP mode: each HTTP/1.1 keep-alive request is
+	// parsed, routed, checked and answered in the loop by the fast path's own code, and
+	// forwarded over the loop's pooled backend connections when its route forwards to
+	// cleartext HTTP/1.1 backends at IP-literal hosts. A connection goes on on the goroutine
+	// path, with the bytes read and under the same record, from the first request the loop
+	// does not carry: HTTP/1.0, upgrades, Expect, a chunked body or one over 48 KiB, a
+	// non-origin-form target, another route; and from its first bytes when they are no request
+	// (TLS for the port's TLS routes, the h2c preface, raw TCP).
 	//
 	// Behaviour is the goroutine path's (half-close, byte counts, limits, timeouts, metrics,
 	// access logs, failover with ConnectTimeout shared among the hosts tried); the

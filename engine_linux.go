@@ -93,9 +93,7 @@ func (p *Proxy) startEngine(addr netip.AddrPort, lfd int) (*evloop.Server, error
 		HTTPResponseTimeout: p.http.px.connectTimeout,  // as the fast forward's h1client: ConnectTimeout bounds the wait for a head
 		HTTPBodyTimeout:     -1,
 		HTTPMaxHeld:         maxHeldBody,
-		// Expect is the goroutine path's (request hands it off), which answers 100 Continue
-		// only once the route's checks passed and the backend asks for the body.
-		HTTPExpectAtHead: true,
+		HTTPExpectUnheld:    true, // handed off (fastEligibleHead): the 100 is not the loop's to send before the checks
 		// As relayResponse: names no trailer may carry are not passed on.
 		HTTPTrailerName: func(name []byte) bool { return httpguts.ValidTrailerHeader(string(name)) },
 		OnRequest: func(c *evloop.Conn, req *h1parse.Request, raw []byte) evloop.HTTPPlan {
@@ -142,18 +140,7 @@ func (p *Proxy) engineEligible(set *routeSet, port int) bool {
 	if !ok || plan.plainHTTP || plan.termHTTP || plan.acmeHTTP {
 		return false
 	}
-	// PROXY headers are read and checked by the goroutine path (proxyproto.go);
-	// the loop would forward them as data.
-	if p.proxyIn != nil {
-		return false
-	}
-	// The loop calls the matcher and the connection manager: only the built-in ones, whose
-	// calls never block (a custom one may do I/O, which would stall every connection of the
-	// loop).
-	if _, ok := set.matcher.(*RouteTable); !ok {
-		return false
-	}
-	if _, ok := p.conns.(*connection.Manager); !ok {
+	if !p.loopParts(set) {
 		return false
 	}
 	for _, r := range set.routes {
@@ -163,6 +150,35 @@ func (p *Proxy) engineEligible(set *routeSet, port int) bool {
 			return !on
 		})
 		if on && !p.engineRoute(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// loopParts reports whether the loops may serve set's connections at all: no PROXY headers
+// in (the goroutine path reads and checks them, proxyproto.go; the loop would forward them as
+// data), and the built-in matcher and connection manager, which the loop calls and whose
+// calls never block (a custom one may do I/O, which would stall every connection of the
+// loop).
+func (p *Proxy) loopParts(set *routeSet) bool {
+	if p.proxyIn != nil {
+		return false
+	}
+	if _, ok := set.matcher.(*RouteTable); !ok {
+		return false
+	}
+	_, ok := p.conns.(*connection.Manager)
+	return ok
+}
+
+// ipTarget reports a target the loop can dial by itself: fixed hosts, each an IP literal.
+func ipTarget(t *Target) bool {
+	if t.HostFunc != nil || t.PortFunc != nil || len(t.Host) == 0 {
+		return false
+	}
+	for _, h := range t.Host {
+		if _, err := netip.ParseAddr(h); err != nil {
 			return false
 		}
 	}
@@ -307,16 +323,7 @@ func (p *Proxy) engineRoute(r *Route) bool {
 	if _, ok := p.sec.(DefaultSecurityChecker); !ok {
 		return false
 	}
-	t := &r.state.targets[0]
-	if t.HostFunc != nil || t.PortFunc != nil || len(t.Host) == 0 {
-		return false
-	}
-	for _, h := range t.Host {
-		if _, err := netip.ParseAddr(h); err != nil {
-			return false
-		}
-	}
-	return true
+	return ipTarget(&r.state.targets[0])
 }
 
 // next picks the next host (as dialBackend does) and takes its lease. Like dialBackend, it

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -15,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gosmartproxy/smartproxy/connection"
 	"github.com/gosmartproxy/smartproxy/forwarding"
 	"github.com/gosmartproxy/smartproxy/internal/balance"
 	"github.com/gosmartproxy/smartproxy/internal/evloop"
@@ -45,16 +43,7 @@ import (
 // its other routes) go to serve's classification on the goroutine path (malformed).
 func (p *Proxy) engineHTTPPort(set *routeSet, port int) bool {
 	plan, ok := set.ports[port]
-	if !ok || !plan.plainHTTP || !p.fastPath() {
-		return false
-	}
-	if p.proxyIn != nil {
-		return false
-	}
-	if _, ok := set.matcher.(*RouteTable); !ok {
-		return false
-	}
-	if _, ok := p.conns.(*connection.Manager); !ok {
+	if !ok || !plan.plainHTTP || !p.fastPath() || !p.loopParts(set) {
 		return false
 	}
 	_, ok = p.sec.(DefaultSecurityChecker)
@@ -79,14 +68,8 @@ func loopHTTPRoute(r *Route) bool {
 		return false
 	}
 	for i := range st.targets {
-		t := &st.targets[i]
-		if t.HostFunc != nil || t.PortFunc != nil || len(t.Host) == 0 {
+		if !ipTarget(&st.targets[i]) {
 			return false
-		}
-		for _, h := range t.Host {
-			if _, err := netip.ParseAddr(h); err != nil {
-				return false
-			}
 		}
 	}
 	return true
@@ -103,10 +86,10 @@ type loopHTTP struct {
 	// out collects what the fastWriter writes: the loop sends it.
 	out    captureConn
 	cancel context.CancelFunc
-	// handed is what the goroutine path closes the connection with once it was handed off
-	// (its conn, or serveOpened's proxiedConn: the backend and a detached pipe with it):
-	// Close closes it then, not the loop's.
-	handed atomic.Pointer[io.Closer]
+	// handed owns the sockets once the connection was handed off to the goroutine path:
+	// Close closes them then (the client's and any backend's), not the loop's.
+	handed atomic.Pointer[proxiedConn]
+	killed atomic.Bool // Close was called
 
 	// The forward under way (OnRequest to OnExchangeEnd).
 	pr    *proxyReq
@@ -124,12 +107,16 @@ type loopHTTP struct {
 	closeAfter bool
 	// first: the connection is handed off on its first bytes, which were not a request.
 	first bool
+	// lastAddr is the last backend address planned, lastAP it parsed.
+	lastAddr string
+	lastAP   netip.AddrPort
 }
 
 // Close kills the connection from any goroutine (timeouts, Stop).
 func (lh *loopHTTP) Close() error {
-	if c := lh.handed.Load(); c != nil {
-		return (*c).Close()
+	lh.killed.Store(true) // a hand-off under way closes what it hands (handOff)
+	if pc := lh.handed.Load(); pc != nil {
+		return pc.Close()
 	}
 	lh.ec.Close()
 	return nil
@@ -248,9 +235,12 @@ func (lh *loopHTTP) plan() (loopPlan, bool) {
 	if err != nil {
 		return loopPlan{err: err}, false
 	}
-	ap, err := netip.ParseAddrPort(addr)
-	if err != nil { // loopHTTPRoute let only IP-literal hosts through
-		return loopPlan{err: fmt.Errorf("backend address %q: %w", addr, err)}, false
+	ap := lh.lastAP
+	if addr != lh.lastAddr { // most requests of a connection go where the one before went
+		if ap, err = netip.ParseAddrPort(addr); err != nil { // loopHTTPRoute let only IP-literal hosts through
+			return loopPlan{err: fmt.Errorf("backend address %q: %w", addr, err)}, false
+		}
+		lh.lastAddr, lh.lastAP = addr, ap
 	}
 	lh.tried[lh.nt] = addr
 	lh.nt++
@@ -505,15 +495,15 @@ func (lh *loopHTTP) handOff(fd int, data []byte) {
 		p.ops.connDone(lh.hc.rec, lh)
 		return
 	}
+	pc := &proxiedConn{client: conn, initialDeadline: time.Now().Add(p.opts.InitialDataTimeout)}
+	lh.handed.Store(pc)
+	if lh.killed.Load() { // killed while the loop was handing it over
+		_ = pc.Close()
+	}
 	replay := &fastReplayConn{Conn: conn, pending: data}
 	rec := lh.hc.rec
 	p.handlers.Add(1)
 	if lh.first {
-		// The connection manager's kill must reach what serveOpened attaches to pc (the
-		// backend, a detached pipe), as it does for serve's connections.
-		pc := &proxiedConn{client: conn, initialDeadline: time.Now().Add(p.opts.InitialDataTimeout)}
-		var closer io.Closer = pc
-		lh.handed.Store(&closer)
 		go func() {
 			defer p.handlers.Done()
 			peek := forwarding.NewPeekConn(replay)
@@ -522,18 +512,12 @@ func (lh *loopHTTP) handOff(fd int, data []byte) {
 		}()
 		return
 	}
-	var closer io.Closer = conn
-	lh.handed.Store(&closer)
 	meter := &meterConn{Conn: replay, rec: rec}
 	meter.on.Store(true)
-	lh.hc.meter = meter
+	lh.hc.meter, lh.hc.owner = meter, pc
 	go func() {
 		defer p.handlers.Done()
-		defer func() {
-			p.conns.Close(rec)
-			_ = conn.Close()
-			p.ops.connDone(rec, lh)
-		}()
+		defer p.finish(rec, pc)
 		if p.baseCtx.Err() == nil {
 			p.http.serve(meter, &lh.hc)
 		}

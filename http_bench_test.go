@@ -99,6 +99,42 @@ func BenchmarkHTTPKeepAliveReencrypt(b *testing.B) {
 	}
 }
 
+// BenchmarkHTTPKeepAliveTLS is BenchmarkHTTPKeepAlive over TLS 1.3
+// terminated by the proxy (ALPN http/1.1), with a plain HTTP backend:
+// bench/run.sh's https scenario in-process, for allocations per request.
+func BenchmarkHTTPKeepAliveTLS(b *testing.B) {
+	payload := bytes.Repeat([]byte("x"), 1024)
+	be := startEchoServer(b, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write(payload)
+	}))
+	lp := newListenerPool(b)
+	for _, fast := range []bool{false, true} {
+		name := map[bool]string{false: "proxy", true: "proxy-fast"}[fast]
+		port := lp.port(b)
+		startStackTestProxy(b, lp, Options{Certificates: newTestStore(b),
+			Routes: []Route{terminateRouteOn("bench", port, be.addr(), "bench.example.com")}}, fast)
+		b.Run(name, func(b *testing.B) {
+			c, _ := proxyClient(b, port, insecureTLS("", "http/1.1"), false)
+			c.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
+			b.ReportAllocs()
+			b.SetBytes(int64(len(payload)))
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					resp, err := c.Get("https://bench.example.com/")
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					_ = resp.Body.Close()
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+			c.Transport.(*http.Transport).CloseIdleConnections()
+		})
+	}
+}
+
 // BenchmarkHTTPChunkedUpload: 16 KiB chunked uploads (the client's
 // connection closes after each: a chunked request ends it on both
 // stacks), through net/http's stack and the fast path, whose forward

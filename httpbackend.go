@@ -350,6 +350,15 @@ func (bt backendTransport) RoundTrip(out *http.Request) (*http.Response, error) 
 		return nil, err
 	}
 	resp.Body = lb.wrap(resp.Body)
+	if rw, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
+		// The relay (httpupgrade.go) needs the connection beneath for
+		// deadlines and the half-close; takeUpgrade refuses a 101 without.
+		ub := &upgradedBackend{body: rw}
+		if tap != nil && tap.used != nil {
+			ub.Conn = tap.used
+		}
+		resp.Body = ub
+	}
 	return resp, nil
 }
 
@@ -452,8 +461,8 @@ type leasedBody struct {
 }
 
 // wrap makes lb the holder of body and returns what stands for body. An
-// upgraded connection's body is writable and stays so, since the reverse
-// proxy relays the WebSocket through it.
+// upgraded connection's body is writable and stays so, since the upgrade
+// relay (httpupgrade.go) writes the WebSocket through it.
 func (lb *leasedBody) wrap(body io.ReadCloser) io.ReadCloser {
 	lb.ReadCloser = body
 	if _, ok := body.(io.ReadWriteCloser); ok {

@@ -55,8 +55,9 @@ func (c *headTap) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// CloseWrite half-closes the backend connection: ReverseProxy does so to
-// an upgraded one (a WebSocket) when the client half-closes.
+// CloseWrite half-closes the backend connection: the upgrade relay
+// (httpupgrade.go) does so to an upgraded one (a WebSocket) when the
+// client half-closes.
 func (c *headTap) CloseWrite() error { return forwarding.CloseWrite(c.Conn) }
 
 // Unwrap is the connection beneath (forwarding.CloseWrite's chain).
@@ -87,6 +88,7 @@ func (c *headTap) stop() (rec *[tapSize]byte, n int) {
 type tapTrace struct {
 	hooks httptrace.ClientTrace
 	conn  *headTap
+	used  *headTap // the connection of the attempt that succeeded (an upgrade's relay)
 }
 
 func (t *tapTrace) gotConn(info httptrace.GotConnInfo) {
@@ -124,6 +126,7 @@ func (t *tapTrace) done(resp *http.Response, err error) (*http.Response, error) 
 	if err != nil {
 		return nil, err
 	}
+	t.used = c
 	var vals []string
 	seen := false
 	if rec != nil {

@@ -70,7 +70,7 @@ func TestHeadTap(t *testing.T) {
 }
 
 // TestBackendTapUpgrade: an upgraded connection (WebSocket), which both
-// stacks relay through ReverseProxy over http.Transport's HTTP/1.1
+// stacks relay (relayUpgrade) over http.Transport's HTTP/1.1
 // connections (headTaps), carries the client's bytes and its half-close
 // to the backend.
 func TestBackendTapUpgrade(t *testing.T) {

@@ -491,8 +491,9 @@ func (b *fastBody) drain() bool {
 	return true
 }
 
-// fastReplayConn gives net/http a connection whose first bytes the fast
-// path read already.
+// fastReplayConn is a connection whose first bytes were read already:
+// the fast path's, handed to net/http, and an upgraded stream's, which
+// net/http's server read behind the request head (relayUpgrade).
 type fastReplayConn struct {
 	net.Conn
 	pending []byte

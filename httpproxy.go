@@ -29,6 +29,9 @@ type proxyReq struct {
 	// action.rewrite; nil when the route has none or it did not match.
 	rewritten *url.URL
 	relay     relayWriter // the client's writer on net/http's server (act)
+	// upgraded is a backend's 101 that modifyResponse took for the
+	// proxy's own relay (httpupgrade.go), which act runs.
+	upgraded *upgradedBackend
 }
 
 type proxyReqKey struct{}
@@ -150,6 +153,9 @@ func (h *httpLayer) act(w http.ResponseWriter, pr *proxyReq) {
 		w = &pr.relay
 	}
 	h.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), proxyReqKey{}, pr)))
+	if pr.upgraded != nil {
+		h.relayUpgrade(w, pr)
+	}
 }
 
 // badPath answers 400 to a request whose path the proxy will not
@@ -246,12 +252,16 @@ func (h *httpLayer) rewriteRequest(r *httputil.ProxyRequest) {
 	}
 }
 
-// modifyResponse applies action.headers.response.
+// modifyResponse applies action.headers.response, and takes a 101 for
+// the proxy's own relay (takeUpgrade).
 func (h *httpLayer) modifyResponse(resp *http.Response) error {
 	normalizeLength(resp.Header)
 	pr, _ := resp.Request.Context().Value(proxyReqKey{}).(*proxyReq)
 	if pr != nil && pr.route.state.http != nil {
 		pr.applyHeaders(resp.Header, pr.route.state.http.respHeaders)
+	}
+	if pr != nil && resp.StatusCode == http.StatusSwitchingProtocols {
+		return takeUpgrade(resp, pr)
 	}
 	return nil
 }
@@ -261,6 +271,9 @@ func (h *httpLayer) modifyResponse(resp *http.Response) error {
 // and for the response head), 502 otherwise (refused, reset, no healthy
 // target, bad response).
 func (h *httpLayer) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, errUpgradeTaken) {
+		return // not an error: act relays the 101
+	}
 	if clientBodyFailed(r) {
 		if pr, ok := r.Context().Value(proxyReqKey{}).(*proxyReq); ok {
 			h.badBody(w, pr, err)

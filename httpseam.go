@@ -78,6 +78,9 @@ type proxySeam struct {
 	// writeTimeout is the write-progress timeout to clients, 0 for none
 	// (Options.WriteTimeout).
 	writeTimeout time.Duration
+	// halfCloseTimeout bounds the direction of an upgraded stream left
+	// once the other ended (Options.HalfCloseTimeout).
+	halfCloseTimeout time.Duration
 	// initialDataTimeout bounds the wait for a connection's first bytes
 	// (Options.InitialDataTimeout).
 	initialDataTimeout time.Duration
@@ -121,6 +124,7 @@ func newProxySeam(p *Proxy) proxySeam {
 		baseCtx:            p.baseCtx,
 		connectTimeout:     p.opts.ConnectTimeout,
 		writeTimeout:       p.opts.writeTimeout(),
+		halfCloseTimeout:   p.opts.HalfCloseTimeout,
 		initialDataTimeout: p.opts.InitialDataTimeout,
 		inactivityTimeout:  p.opts.connectionConfig().InactivityTimeout,
 	}

@@ -105,6 +105,10 @@ type httpConn struct {
 	acmeOnly bool
 	rec      *connection.Record
 	meter    *meterConn
+	// owner holds the connection's sockets as the connection manager
+	// kills them; an upgraded stream adds its backend (relayUpgrade).
+	// nil in tests that serve a bare conn.
+	owner *proxiedConn
 
 	hijacked atomic.Bool
 	once     sync.Once
@@ -122,6 +126,7 @@ func (h *httpLayer) serve(conn net.Conn, hc *httpConn) {
 		hc.meter.wt = h.px.writeTimeout
 		if hc.terminated {
 			hc.meter.dropDrainedPeek() // the handshake read the sniffed hello
+			hc.meter.rawCalls()
 		}
 	}
 	if st, ok := fastEligibleConn(conn); ok && h.px.fastPath && !h.fastStop.Load() {

@@ -153,13 +153,27 @@ func appendForwarded(b []byte, ip netip.Addr, host string, https bool) []byte {
 	}
 	if host != "" {
 		b = append(b, "host="...)
-		b = strconv.AppendQuote(b, host)
+		b = appendQuotedHost(b, host)
 		b = append(b, ';')
 	}
 	if https {
 		return append(b, "proto=https"...)
 	}
 	return append(b, "proto=http"...)
+}
+
+// appendQuotedHost appends host as strconv.AppendQuote quotes it; a host of printable ASCII
+// with no quote or backslash (every valid one) is copied between quotes, without
+// AppendQuote's rune-by-rune pass.
+func appendQuotedHost(b []byte, host string) []byte {
+	for i := 0; i < len(host); i++ {
+		if c := host[i]; c < ' ' || c > '~' || c == '"' || c == '\\' {
+			return strconv.AppendQuote(b, host)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, host...)
+	return append(b, '"')
 }
 
 // rewriteURL applies action.rewrite: the pattern is matched against the

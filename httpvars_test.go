@@ -102,3 +102,11 @@ func TestForwardedAllocations(t *testing.T) {
 	require.Equal(t, 2.0, testing.AllocsPerRun(100, func() { setForwarded(out, in, pr) }),
 		"setForwarded: one array for the four values, and the Forwarded string")
 }
+
+// TestAppendQuotedHost: the fast quoting gives what strconv.AppendQuote gives, for plain hosts
+// and for those it must escape.
+func TestAppendQuotedHost(t *testing.T) {
+	for _, h := range []string{"a.test", "a.test:8080", "[::1]:80", "", "a\"b", "a\\b", "caf\xe9", "café", "a\tb", "~x"} {
+		require.Equal(t, string(strconv.AppendQuote(nil, h)), string(appendQuotedHost(nil, h)), "%q", h)
+	}
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gosmartproxy/smartproxy/connection"
 	"github.com/gosmartproxy/smartproxy/forwarding"
+	"github.com/gosmartproxy/smartproxy/internal/rawsock"
 )
 
 // meterConn is the proxy's one counting connection: it counts a client
@@ -156,6 +157,18 @@ func (c *meterConn) dropDrainedPeek() {
 	if _, ok := inner.(*net.TCPConn); ok {
 		p.Release()
 		c.Conn = p.Conn
+	}
+}
+
+// rawCalls makes the socket's reads and writes raw system calls
+// (internal/rawsock: no entersyscall, so the runtime's sysmon neither
+// wakes for them nor hands the P to another thread mid-call), once the
+// meter sits right on the *net.TCPConn (dropDrainedPeek). For the
+// TLS-terminated HTTP connections, which stay on goroutines; the caller
+// is the only goroutine using c.
+func (c *meterConn) rawCalls() {
+	if tc, ok := c.Conn.(*net.TCPConn); ok {
+		c.Conn = rawsock.Wrap(tc)
 	}
 }
 

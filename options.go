@@ -62,8 +62,9 @@ type Options struct {
 	// 24 h; negative means unlimited.
 	MaxConnectionLifetime time.Duration
 	// HalfCloseTimeout bounds how long a half-closed connection may stay
-	// idle in the direction that is still open. 0 means 30 s; negative is
-	// refused.
+	// idle in the direction that is still open: a forwarded TCP
+	// connection, or an upgraded HTTP stream (WebSocket). 0 means 30 s;
+	// negative is refused.
 	HalfCloseTimeout time.Duration
 	// WriteTimeout closes a connection when a write to it makes no
 	// progress for this long (nginx's send_timeout): a client that stops

@@ -221,7 +221,7 @@ func (p *Proxy) serveOpened(conn net.Conn, peek *forwarding.PeekConn, port int, 
 				// Plain HTTP is routed per request, checks included.
 				meter := &meterConn{Conn: peek, rec: rec}
 				meter.on.Store(true)
-				p.http.serve(meter, &httpConn{rc: *rc, admission: admissionDeferred, rec: rec, meter: meter, acmeOnly: acmeOnly})
+				p.http.serve(meter, &httpConn{rc: *rc, admission: admissionDeferred, rec: rec, meter: meter, acmeOnly: acmeOnly, owner: pc})
 				return
 			}
 		}

@@ -101,7 +101,7 @@ func (p *Proxy) terminate(set *routeSet, pc *proxiedConn, peek *forwarding.PeekC
 		}
 		if hconn != nil {
 			meter.on.Store(true)
-			p.http.serve(hconn, &httpConn{rc: *rc, admission: adm, terminated: true, rec: rec, meter: meter})
+			p.http.serve(hconn, &httpConn{rc: *rc, admission: adm, terminated: true, rec: rec, meter: meter, owner: pc})
 			return
 		}
 		if h != nil && h.httpOnly {

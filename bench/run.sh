@@ -69,10 +69,12 @@ esac
 # "httpFastPath": false (HTTP/1.1 on net/http's server); it runs only here, since the fast
 # path changes nothing on a TCP port.
 # smartproxy is the CLI at its defaults: the event-loop engine on TCP forwarding and TLS
-# passthrough ports, the HTTP/1.1 fast path on HTTP ports. smartproxy-gr is the same config with Options.Engine = EngineGoroutines
-# (the goroutine path); it runs only on TCP: HTTP ports are on goroutines with either engine.
+# passthrough ports and on plain-HTTP ports (HTTP mode: http, http-post), the HTTP/1.1 fast
+# path on goroutines for TLS-terminated ones (https). smartproxy-gr is the same config with
+# Options.Engine = EngineGoroutines: the goroutine path everywhere (the HTTP/1.1 fast path on
+# goroutines for http and http-post too).
 TCP_TARGETS=(direct smartproxy smartproxy-gr haproxy nginx)
-HTTP_TARGETS=(direct smartproxy smartproxy-nethttp haproxy nginx)
+HTTP_TARGETS=(direct smartproxy smartproxy-gr smartproxy-nethttp haproxy nginx)
 # evloop-floor (http and http-post only: no TLS) is not a proxy: bench/cmd/evhttp, internal/evloop's
 # HTTP mode relaying every request to the backend with no routing, checks, logs or metrics, its
 # heads rewritten as a proxy's are. It is the floor under any proxy built on the loop.

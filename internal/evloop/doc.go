@@ -1,7 +1,7 @@
 // Package evloop is the event-loop data path for TCP forwarding and TLS passthrough
 // (issue 16), and HTTP/1.1 keep-alive in HTTP mode (Decision.HTTP, http_linux.go: requests
-// decided by OnRequest, backend connections pooled per loop; the proxy does not use it yet,
-// bench/cmd/evhttp does): raw accept4 and connect on non-blocking sockets, one epoll set per loop and one
+// decided by OnRequest, backend connections pooled per loop; the proxy's plain-HTTP ports,
+// enginehttp_linux.go, and bench/cmd/evhttp): raw accept4 and connect on non-blocking sockets, one epoll set per loop and one
 // loop per GOMAXPROCS, each with its own SO_REUSEPORT listening socket (no shared accept queue,
 // no lock on the data path), every socket registered once for its lifetime (edge-triggered,
 // EPOLLIN|EPOLLOUT|EPOLLRDHUP; close removes it), bytes moved with recv/send through one
@@ -194,15 +194,13 @@ type Config struct {
 	// HTTPBodyTimeout bounds the wait for each piece of a response body once its head came
 	// (0: HTTPResponseTimeout's, negative: none).
 	HTTPBodyTimeout time.Duration
+	// HTTPExpectUnheld gives OnRequest a request with Expect (100-continue) at once, with its
+	// head alone, as a body the loop does not hold: no 100 Continue is sent for it, and the
+	// owner answers or hands it off. Otherwise the loop sends 100 Continue for a body it holds.
+	HTTPExpectUnheld bool
 	// HTTPMaxHeld is the largest Content-Length body read whole with its head (0:
 	// DefaultHTTPMaxHeld); OnRequest gets larger and chunked ones with the head alone.
 	HTTPMaxHeld int
-	// HTTPExpectAtHead: a request with Expect: 100-continue whose held body has not all come
-	// goes to OnRequest with its head alone, as an unheld body (answered or handed off), and
-	// the loop sends no 100 Continue of its own: for an owner that hands such requests to a
-	// path that answers the expectation after its own checks. Otherwise the loop answers 100
-	// Continue once the head came and reads the body before OnRequest.
-	HTTPExpectAtHead bool
 	// HTTPIdleConns caps the idle backend connections a loop keeps per target (0:
 	// DefaultHTTPIdleConns); HTTPPoolIdleTimeout is how long one is kept (0:
 	// DefaultHTTPPoolIdle).

@@ -248,13 +248,13 @@ func TestHTTPHostileExpectContinue(t *testing.T) {
 	}
 }
 
-// With HTTPExpectAtHead, an Expect: 100-continue request whose body has not come goes to
+// With HTTPExpectUnheld, an Expect: 100-continue request whose body has not come goes to
 // OnRequest with its head alone (raw is the head), and the loop sends no 100 Continue: the
 // owner's answer is the first the client gets.
 func TestHTTPExpectAtHead(t *testing.T) {
 	be, _ := httpBackend(t)
 	var heads atomic.Int64
-	s := startRelay(t, be, Config{HTTPExpectAtHead: true, OnRequest: func(c *Conn, req *h1parse.Request, raw []byte) HTTPPlan {
+	s := startRelay(t, be, Config{HTTPExpectUnheld: true, OnRequest: func(c *Conn, req *h1parse.Request, raw []byte) HTTPPlan {
 		if req.Expect && len(raw) == req.HeadLen {
 			heads.Add(1)
 		}

@@ -339,10 +339,9 @@ func (l *loop) httpServe(c *Conn) {
 			return
 		}
 		end := h.req.HeadLen
-		unheld := h.req.Chunked || h.req.ContentLength > int64(l.srv.httpMaxHeld) // a body the loop does not read
-		if h.req.Expect && l.srv.cfg.HTTPExpectAtHead && h.req.ContentLength > 0 && h.n < end+int(min(h.req.ContentLength, int64(l.srv.httpMaxHeld))) {
-			unheld = true // the owner answers the expectation (Config.HTTPExpectAtHead)
-		}
+		// A body the loop does not read: chunked, over the cap, or awaited with Expect where
+		// the owner decides from the head alone.
+		unheld := h.req.Chunked || h.req.ContentLength > int64(l.srv.httpMaxHeld) || h.req.Expect && l.srv.cfg.HTTPExpectUnheld
 		if cl := h.req.ContentLength; cl > 0 && !unheld {
 			end += int(cl)
 			h.want = end

@@ -49,12 +49,14 @@ type loop struct {
 	spare      []kpipe // empty splice pipes for reuse (splice_linux.go)
 	// HTTP mode: idle backend connections per target (httppool_linux.go), spare backend read
 	// buffers, and the buffer response heads are written into.
-	pool  map[netip.AddrPort][]*idleConn
-	poolN int
-	bins  [][]byte
-	ins   [][]byte // spare client buffers: httpHeadBuf, and grown ones (httpBig)
-	bigs  [][]byte
-	hbuf  []byte
+	pool     map[netip.AddrPort]*idlePool
+	lastPool *idlePool   // the one used last (see idlePool)
+	freeIdle []*idleConn // spares for poolPut
+	poolN    int
+	bins     [][]byte
+	ins      [][]byte // spare client buffers: httpHeadBuf, and grown ones (httpBig)
+	bigs     [][]byte
+	hbuf     []byte
 	// acceptPaused: the listening socket is out of the epoll set until the next sweep,
 	// after an accept failed for want of resources (EMFILE and the like; see accept).
 	acceptPaused bool
@@ -183,7 +185,11 @@ func (l *loop) closeFDs() {
 // came during the batch: as many epoll calls, more scheduling), and a blocking epoll_pwait in
 // the loop's own set that keeps the P for up to 1 ms (epoll calls 5.5 -> 3.4 per connection,
 // but sysmon, which never sleeps while a P is held, woke 4x as often, and the CPU per
-// connection did not go down).
+// connection did not go down). Measured again on HTTP mode (issue 17, evhttp, wrk -c50,
+// interleaved 4 s runs, +-10% noise): going back to the netpoller after a harvest that was
+// not full cut epoll_pwait per GET by 0.1-0.3 with the same CPU per request, and polling
+// the set for up to 20 us before waiting halved the sleeps but added 5-14 epoll_pwait per
+// GET, again for the same CPU per request. Neither is worth its change.
 func (l *loop) run() {
 	defer close(l.done)
 	events := make([]unix.EpollEvent, maxEvents)

@@ -59,10 +59,14 @@ func ntohs(p uint16) uint16 {
 	return uint16(b[0])<<8 | uint16(b[1])
 }
 
-// recv reads into b.
+// recv reads from a socket into b. recvfrom rather than read: read goes through vfs_read
+// (permission hook, fsnotify) before it reaches the socket, recvfrom goes to it directly.
 func recv(fd int, b []byte) (int, error) {
-	r, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-	return int(r), errnoErr(e)
+	r, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
 }
 
 // send writes b without raising SIGPIPE on a reset peer.

@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+
+	"github.com/gosmartproxy/smartproxy/internal/rawsock"
 )
 
 // poolKey is what makes backend connections interchangeable: the same
@@ -25,8 +27,14 @@ type poolKey struct {
 // connection and is wrapped.
 func (c *Client) connect(ctx context.Context, k poolKey) (net.Conn, error) {
 	nc, err := c.dial(ctx, "tcp", k.addr)
-	if err != nil || k.tls == nil {
-		return nc, err
+	if err != nil {
+		return nil, err
+	}
+	// Raw reads and writes (internal/rawsock): the exchange's calls then
+	// never hand the P of a GOMAXPROCS=1 proxy to another thread.
+	nc = rawsock.Wrap(nc)
+	if k.tls == nil {
+		return nc, nil
 	}
 	// One clone per new connection: the pooled ones need none.
 	cfg := k.tls.Clone()

@@ -50,7 +50,7 @@ func (p *prober) aliveNow() bool {
 
 func (p *prober) peek(fd uintptr) bool {
 	for {
-		_, _, err := syscall.Recvfrom(int(fd), p.b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		err := peekNow(fd, p.b[:])
 		if err == syscall.EINTR {
 			continue
 		}

@@ -54,7 +54,7 @@ func main() {
 		},
 		OnExchangeEnd: func(c *evloop.Conn, status int, body int64, err error) []byte {
 			if err != nil {
-				return []byte("HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+				return []byte("HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n") // the loop keeps the connection (the request was read whole)
 			}
 			return nil
 		},
