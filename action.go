@@ -38,11 +38,17 @@ func (p *Proxy) forward(pc *proxiedConn, peek *forwarding.PeekConn, rec *connect
 	// Everything read for routing now sits at the backend: the rest of the
 	// stream is the bare socket, which lets the copier splice.
 	peek.Release()
+	client := peek.Unwrap()
+	if r, ok := client.(*fastReplayConn); ok && len(r.pending) == 0 {
+		// The event loop's hand-off (enginehttp_linux.go) replayed all it had read: the bare
+		// socket again, which the parker can watch and the copier splice.
+		client = r.Conn
+	}
 	if detach && p.parker != nil {
-		p.pipeDetached(pc, peek.Unwrap(), backend, rec, rc)
+		p.pipeDetached(pc, client, backend, rec, rc)
 		return ownedByPipe
 	}
-	p.pipe(peek.Unwrap(), backend, rec, rc)
+	p.pipe(client, backend, rec, rc)
 	return ownedByServe
 }
 

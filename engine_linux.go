@@ -111,6 +111,9 @@ func (p *Proxy) startEngine(addr netip.AddrPort, lfd int) (*evloop.Server, error
 		OnMalformed: func(c *evloop.Conn, err error, first bool, data []byte) ([]byte, bool) {
 			return c.Data.(*loopHTTP).malformed(err, first, data)
 		},
+		OnHTTPFirst: func(c *evloop.Conn, data []byte) bool {
+			return c.Data.(*loopHTTP).firstBytes(data)
+		},
 		OnHTTPHandOff: func(c *evloop.Conn, fd int, data []byte) {
 			c.Data.(*loopHTTP).handOff(fd, data)
 		},

@@ -54,10 +54,14 @@ func (p *Proxy) engineHTTPPort(set *routeSet, port int) bool {
 func (p *Proxy) fastPath() bool { return p.http.px.fastPath }
 
 // loopHTTPRoute reports whether the loop can forward a request of route r by itself: a
-// forward to cleartext HTTP/1.1 backends at IP-literal hosts, sending no PROXY header.
+// forward to cleartext HTTP/1.1 backends at IP-literal hosts, sending no PROXY header, whose
+// checks do not block (a JWKS fetch, bcrypt: the loop would stall every connection it serves).
 func loopHTTPRoute(r *Route) bool {
 	st := r.state
 	if r.Action.Type != ActionForward || st == nil || st.tls != nil || st.sendPP != 0 || len(st.targets) == 0 {
+		return false
+	}
+	if st.sec.mayBlock() {
 		return false
 	}
 	if st.http != nil && st.http.backend != "http1" {
@@ -247,11 +251,19 @@ func (lh *loopHTTP) plan() (loopPlan, bool) {
 	// The body is copied behind the head: OnRequest's bytes are the loop's, valid during the
 	// call only, and Out must stay as it is until the exchange ends.
 	body := lh.body
+	if lh.nt > 1 && len(body) > 0 {
+		// A retry's: the body is within lh.req, behind the last head, which the new head
+		// overwrites as it is written (a longer Host: the next address is longer).
+		body = append([]byte(nil), body...)
+	}
 	lh.req = appendFastRequest(lh.req[:0], pr, fc.req, addr, tmpl, nil)
 	lh.req = append(lh.req, body...)
 	lh.body = lh.req[len(lh.req)-len(body):]
 	lh.closeAfter = fc.req.Close || fc.closing()
-	return loopPlan{HTTPPlan: evloop.HTTPPlan{Target: ap, Out: lh.req, Replayable: h1client.Replayable(pr.in),
+	// pr.in has no Body on the loop (the body is held here): h1client.Replayable alone would
+	// take a request with one for replayable, as the goroutine path's never is.
+	replayable := len(body) == 0 && h1client.Replayable(pr.in)
+	return loopPlan{HTTPPlan: evloop.HTTPPlan{Target: ap, Out: lh.req, Replayable: replayable,
 		Head: fc.head, Close: lh.closeAfter}}, true
 }
 
@@ -452,6 +464,19 @@ func (lh *loopHTTP) malformed(err error, first bool, _ []byte) ([]byte, bool) {
 	var w rawResponse
 	http.Error(&w, http.StatusText(status), status)
 	return w.bytes(), false
+}
+
+// firstBytes is evloop's OnHTTPFirst, for a connection's first bytes that are no whole head
+// yet: serve's classification of them (sniffStream's on a plain-HTTP port: strict). A TLS
+// record, or a first line that is no request line, goes to serveOpened, which routes it (the
+// port's TLS and raw TCP routes) or closes it (a lookalike); what may still become a request
+// line waits for the head.
+func (lh *loopHTTP) firstBytes(b []byte) bool {
+	if v, decided, _ := classifyHTTP(b, true); b[0] == 0x16 || decided && v != verdictHTTP {
+		lh.first = true
+		return true
+	}
+	return false
 }
 
 // handOff serves a connection the loop handed off on the goroutine path, from the bytes the

@@ -87,6 +87,11 @@ func (cs *compiledSecurity) hasHTTPChecks() bool {
 	return cs != nil && cs.http != nil
 }
 
+// mayBlock reports HTTP checks that may block their caller (auth.Checker.MayBlock).
+func (cs *compiledSecurity) mayBlock() bool {
+	return cs != nil && cs.http.MayBlock()
+}
+
 // checkHTTP applies the route's HTTP checks (auth.Checker.Check) to one
 // request. On refusal the response is written and the refusal returned as
 // a *RejectError (Route unset) whose Reason, the auth.Reason's string, is

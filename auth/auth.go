@@ -83,6 +83,15 @@ func (c *Checker) PathDependent() bool {
 		c.rate != nil && c.rate.keyBy == KeyByPath
 }
 
+// MayBlock reports whether Check may hold its caller up for long: a JWT key
+// set fetched over the network (up to its fetch timeout, and requests wait
+// for a fetch under way), or bcrypt hashes (tens of milliseconds a check,
+// and every wrong password pays it). A caller that must not block (an
+// event loop serving many connections) leaves such checks to a goroutine.
+func (c *Checker) MayBlock() bool {
+	return c != nil && (c.jwt != nil && c.jwt.jwks != nil || c.basic != nil && c.basic.dummy.bcrypt != nil)
+}
+
 // Check applies the checks to one request: the rate limit first (so
 // credential guessing is throttled too), then authentication, where
 // either Basic or JWT suffices when both are configured. On refusal it

@@ -57,6 +57,25 @@ func TestPathDependent(t *testing.T) {
 	}
 }
 
+// TestMayBlock: a JWKS fetch and bcrypt hashes may block Check's caller; plaintext passwords,
+// a JWT secret and a rate limit do not.
+func TestMayBlock(t *testing.T) {
+	require.False(t, (*Checker)(nil).MayBlock())
+	for _, c := range []struct {
+		cfg  Config
+		want bool
+	}{
+		{Config{RateLimit: &RateLimit{MaxRequests: 1, Window: 1}}, false},
+		{Config{BasicAuth: &BasicAuth{Users: []BasicAuthUser{{Username: "u", Password: "p"}}}}, false},
+		{Config{BasicAuth: &BasicAuth{Users: []BasicAuthUser{{Username: "u", Password: "p"},
+			{Username: "b", Password: bcryptHash(t, "p")}}}}, true},
+		{Config{JWTAuth: &JWTAuth{Secret: "s", Algorithm: []string{"HS256"}}}, false},
+		{Config{JWTAuth: &JWTAuth{JWKSURL: "https://idp.example/jwks", Algorithm: []string{"RS256"}}}, true},
+	} {
+		require.Equal(t, c.want, mustCompile(t, c.cfg).MayBlock(), "%+v", c.cfg)
+	}
+}
+
 func TestErrorsAndWriteTooManyRequests(t *testing.T) {
 	e := &Error{Reason: ReasonBasicAuth, Err: errNoCredentials}
 	require.Equal(t, "request refused: basic-auth: no credentials", e.Error())

@@ -344,6 +344,13 @@ func (l *loop) closeConn(c *Conn, err error) {
 		// OnExchangeEnd once per forwarded request, also when cut off (no answer is written).
 		l.endExchange(c, fmt.Errorf("%w: %w", ErrHTTPCut, cut))
 	}
+	if c.h != nil && !errors.Is(err, ErrHandedOff) {
+		// Client bytes read and not served (what came after a request that closes, a
+		// request cut off) count as read, as the goroutine path's reads count them; handed
+		// off, they are the new owner's to count.
+		l.moved(&c.s[0], c.h.n)
+		c.h.n = 0
+	}
 	c.closed = true
 	c.err = err
 	for i := range c.s {

@@ -116,6 +116,12 @@ type Config struct {
 	// ended with ErrHandedOff; c.Data is still the owner's), so that the owner can go on with
 	// what it kept for the connection.
 	OnHTTPHandOff func(c *Conn, fd int, data []byte)
+	// OnHTTPFirst, when set, is asked about an HTTP-mode connection's first bytes while they
+	// are not yet a whole request head (again as more come; data is valid during the call):
+	// true hands the connection off (OnHTTPHandOff, with every byte read), for first bytes
+	// that will never be a request (a TLS ClientHello, another protocol), on which the parser
+	// would wait for a head until its timeout.
+	OnHTTPFirst func(c *Conn, data []byte) bool
 	// OnHello decides for a connection OnOpen asked to sniff, given every byte received so
 	// far (valid only during the call).
 	OnHello func(c *Conn, data []byte) Decision

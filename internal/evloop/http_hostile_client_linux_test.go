@@ -247,3 +247,24 @@ func TestHTTPHostileExpectContinue(t *testing.T) {
 		t.Fatalf("no 100 Continue nor answer within 1 s: %v", err)
 	}
 }
+
+// With HTTPExpectUnheld, an Expect: 100-continue request whose body has not come goes to
+// OnRequest with its head alone (raw is the head), and the loop sends no 100 Continue: the
+// owner's answer is the first the client gets.
+func TestHTTPExpectAtHead(t *testing.T) {
+	be, _ := httpBackend(t)
+	var heads atomic.Int64
+	s := startRelay(t, be, Config{HTTPExpectUnheld: true, OnRequest: func(c *Conn, req *h1parse.Request, raw []byte) HTTPPlan {
+		if req.Expect && len(raw) == req.HeadLen {
+			heads.Add(1)
+		}
+		return HTTPPlan{Respond: []byte("HTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\n\r\n")}
+	}})
+	c, br := dialHTTP(t, s)
+	io.WriteString(c, "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(br, &http.Request{Method: "POST"})
+	if err != nil || resp.StatusCode != 417 || heads.Load() != 1 {
+		t.Fatalf("first answer %v %v, heads alone %d: want the owner's 417 to the head", resp, err, heads.Load())
+	}
+}

@@ -317,6 +317,12 @@ func (l *loop) httpServe(c *Conn) {
 			return
 		}
 		err := h1parse.Parse(h.in[:h.n], &h.req)
+		if errors.Is(err, h1parse.ErrIncomplete) && !h.served {
+			if f := l.srv.cfg.OnHTTPFirst; f != nil && f(c, h.in[:h.n]) {
+				l.httpHandOff(c) // never a request (TLS, another protocol): the owner's
+				return
+			}
+		}
 		if errors.Is(err, h1parse.ErrIncomplete) {
 			if h.n >= httpMaxHead {
 				err = ErrHTTPHeadTooLarge

@@ -56,6 +56,7 @@ func (l *loop) httpRefuse(c *Conn, err error) {
 	if b == nil {
 		b = []byte("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 	}
+	l.moved(&c.s[0], c.h.n) // the refused bytes were read (see closeConn)
 	c.h.n = 0
 	c.h.closing = true
 	c.err = err
