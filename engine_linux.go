@@ -96,14 +96,36 @@ func (p *Proxy) startEngine(addr netip.AddrPort, lfd int) (*evloop.Server, error
 		HTTPExpectUnheld:    true, // handed off (fastEligibleHead): the 100 is not the loop's to send before the checks
 		// As relayResponse: names no trailer may carry are not passed on.
 		HTTPTrailerName: func(name []byte) bool { return httpguts.ValidTrailerHeader(string(name)) },
-		OnRequest: func(c *evloop.Conn, req *h1parse.Request, raw []byte) evloop.HTTPPlan {
-			return c.Data.(*loopHTTP).request(req, raw)
+		// A panic in the request's code ends that request (a 500 and a close, or a failed
+		// exchange), as the goroutine path's recover does (fastConn.run), not the process.
+		OnRequest: func(c *evloop.Conn, req *h1parse.Request, raw []byte) (plan evloop.HTTPPlan) {
+			lh := c.Data.(*loopHTTP)
+			defer func() {
+				if v := recover(); v != nil {
+					plan = evloop.HTTPPlan{Respond: lh.panicked(v), Close: true}
+				}
+			}()
+			return lh.request(req, raw)
 		},
-		OnResponse: func(c *evloop.Conn, resp *h1parse.Response, dst []byte) ([]byte, bool) {
-			return c.Data.(*loopHTTP).response(resp, dst), true
+		OnResponse: func(c *evloop.Conn, resp *h1parse.Response, dst []byte) (head []byte, ok bool) {
+			lh := c.Data.(*loopHTTP)
+			defer func() {
+				if v := recover(); v != nil {
+					lh.panicked(v)
+					head, ok = nil, false
+				}
+			}()
+			return lh.response(resp, dst), true
 		},
-		OnExchangeEnd: func(c *evloop.Conn, status int, body int64, err error) []byte {
-			return c.Data.(*loopHTTP).exchangeEnd(status, body, err)
+		OnExchangeEnd: func(c *evloop.Conn, status int, body int64, err error) (answer []byte) {
+			lh := c.Data.(*loopHTTP)
+			defer func() {
+				if v := recover(); v != nil {
+					lh.panicked(v)
+					answer = nil
+				}
+			}()
+			return lh.exchangeEnd(status, body, err)
 		},
 		OnHTTPRetry: func(c *evloop.Conn, err error, connected bool) (evloop.HTTPPlan, bool) {
 			return c.Data.(*loopHTTP).retry(err, connected)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/gosmartproxy/smartproxy/internal/h1parse"
 	"golang.org/x/sys/unix"
@@ -78,7 +79,9 @@ type httpState struct {
 	used int
 	req  h1parse.Request
 	plan HTTPPlan
-	busy bool // an exchange is under way; client bytes wait in in
+	busy bool  // an exchange is under way; client bytes wait in in
+	xAt  int64 // when it started (monoNow)
+	fin  bool  // the client's FIN came during it, within httpGoneGrace
 	// served: a request of this connection was answered or forwarded (OnMalformed's first).
 	served bool
 	// want is how much of in the request being read needs (its head and held body), once its
@@ -151,16 +154,26 @@ func (l *loop) httpReady(s *sock, events uint32) {
 		}
 	}
 	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP) != 0 {
-		if c.h.busy && events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && clientGone(c.s[0].fd) {
+		if h := c.h; h.busy && events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && clientGone(c.s[0].fd) {
 			// The client left while its request is out: the exchange is abandoned (its
 			// backend connection closed), as net/http's server cancels a request whose
-			// connection reads EOF.
-			l.closeConn(c, ErrHTTPClientGone)
+			// connection reads EOF; a FIN in the first httpGoneGrace is taken for a client
+			// that half-closed after its request (the sweep abandons it after that).
+			if events&(unix.EPOLLHUP|unix.EPOLLERR) != 0 || monoNow()-h.xAt >= int64(httpGoneGrace) {
+				l.closeConn(c, ErrHTTPClientGone)
+				return
+			}
+			h.fin = true
 			return
 		}
 		l.clientRead(c)
 	}
 }
+
+// httpGoneGrace is how long into an exchange a client's FIN is taken for a half-close, as the
+// proxy's goroutine path starts watching a client only after 20 ms (fastWatchAfter): a quick
+// exchange is still answered to a client that shut down its side after the request.
+const httpGoneGrace = 20 * time.Millisecond
 
 // clientGone reports a client socket whose peer closed with nothing left unread (a pipelined
 // request waiting in it keeps the exchange going, as net/http's background read stops
@@ -379,7 +392,7 @@ func (l *loop) httpServe(c *Conn) {
 			l.closeConn(c, ErrRefused)
 			return
 		case p.Target.IsValid():
-			h.busy = true
+			h.busy, h.fin, h.xAt = true, false, monoNow()
 			l.httpArm(c, 0, nil)
 			l.exchange(c)
 		default:

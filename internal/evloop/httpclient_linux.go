@@ -160,6 +160,10 @@ func (l *loop) httpFlush(c *Conn) bool {
 // httpSweep ends an HTTP-mode connection whose phase deadline passed.
 func (l *loop) httpSweep(c *Conn, now int64) {
 	h := c.h
+	if h.busy && h.fin && now-h.xAt >= int64(httpGoneGrace) {
+		l.closeConn(c, ErrHTTPClientGone) // it half-closed early and the exchange outlasted the grace
+		return
+	}
 	if h.at == 0 || now < h.at {
 		return
 	}
