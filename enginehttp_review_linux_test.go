@@ -25,6 +25,24 @@ import (
 // engines are the two engines a plain-HTTP port may be served on.
 var engines = []Engine{EngineEventLoop, EngineGoroutines}
 
+// onEngines runs f on each engine, in parallel subtests, and returns what each gave.
+func onEngines(t *testing.T, f func(t *testing.T, engine Engine) []string) map[Engine][]string {
+	outcomes := map[Engine][]string{}
+	var mu sync.Mutex
+	t.Run("engines", func(t *testing.T) {
+		for _, engine := range engines {
+			t.Run(engine.String(), func(t *testing.T) {
+				t.Parallel()
+				got := f(t, engine)
+				mu.Lock()
+				outcomes[engine] = got
+				mu.Unlock()
+			})
+		}
+	})
+	return outcomes
+}
+
 // TestHTTPRetriedBodyIsTheClients: a POST whose first host refuses the connect is sent to the
 // next host with its body as the client sent it, also when that host's address (the Host
 // field) is longer than the first's, so the outgoing head is too.
@@ -253,38 +271,29 @@ func TestHTTPLeasesEndWithTheirRequests(t *testing.T) {
 // loop's) is handed off and answered.
 func TestHTTPUpdateRoutesRulesKeepAlive(t *testing.T) {
 	t.Parallel()
-	outcomes := map[Engine][]string{}
-	var mu sync.Mutex
-	t.Run("engines", func(t *testing.T) {
-		for _, engine := range engines {
-			t.Run(engine.String(), func(t *testing.T) {
-				t.Parallel()
-				be := echoBackend(t, "be")
-				lp := newListenerPool(t)
-				port := lp.port(t)
-				route := func() *RouteBuilder { return NewRoute("r").Ports(port).Domains("u.test").ForwardTo(be.addr()) }
-				p := startTestProxy(t, lp, Options{Engine: engine, Routes: []Route{route().Route()}})
-				c := dial(t, port)
-				br := bufio.NewReader(c)
-				var got []string
-				for _, r := range []Route{
-					route().Route(),
-					route().BasicAuth(&BasicAuth{Users: []BasicAuthUser{{Username: "u", Password: "p"}}}).Route(),
-					route().AllowIPs("10.0.0.0/8").Route(),
-					NewRoute("other").Ports(port).Domains("other.test").ForwardTo(be.addr()).Route(),
-					route().MaxConnections(1).Route(),
-					route().Redirect("https://elsewhere.test{path}", 308).Route(),
-					route().Route(),
-				} {
-					require.NoError(t, p.UpdateRoutes([]Route{r}))
-					resp, _ := exchangeKeep(t, c, br, "GET /x HTTP/1.1\r\nHost: u.test\r\n\r\n", "GET")
-					got = append(got, strconv.Itoa(resp.StatusCode)+" "+resp.Header.Get("Location")+" "+resp.Header.Get("Connection"))
-				}
-				mu.Lock()
-				outcomes[engine] = got
-				mu.Unlock()
-			})
+	outcomes := onEngines(t, func(t *testing.T, engine Engine) []string {
+		be := echoBackend(t, "be")
+		lp := newListenerPool(t)
+		port := lp.port(t)
+		route := func() *RouteBuilder { return NewRoute("r").Ports(port).Domains("u.test").ForwardTo(be.addr()) }
+		p := startTestProxy(t, lp, Options{Engine: engine, Routes: []Route{route().Route()}})
+		c := dial(t, port)
+		br := bufio.NewReader(c)
+		var got []string
+		for _, r := range []Route{
+			route().Route(),
+			route().BasicAuth(&BasicAuth{Users: []BasicAuthUser{{Username: "u", Password: "p"}}}).Route(),
+			route().AllowIPs("10.0.0.0/8").Route(),
+			NewRoute("other").Ports(port).Domains("other.test").ForwardTo(be.addr()).Route(),
+			route().MaxConnections(1).Route(),
+			route().Redirect("https://elsewhere.test{path}", 308).Route(),
+			route().Route(),
+		} {
+			require.NoError(t, p.UpdateRoutes([]Route{r}))
+			resp, _ := exchangeKeep(t, c, br, "GET /x HTTP/1.1\r\nHost: u.test\r\n\r\n", "GET")
+			got = append(got, strconv.Itoa(resp.StatusCode)+" "+resp.Header.Get("Location")+" "+resp.Header.Get("Connection"))
 		}
+		return got
 	})
 	require.Equal(t, []string{"200  ", "401  ", "403  ", "404  ", "200  ", "308 https://elsewhere.test/x ", "200  "},
 		outcomes[EngineGoroutines])
@@ -297,48 +306,39 @@ func TestHTTPUpdateRoutesRulesKeepAlive(t *testing.T) {
 // loop's own, before the route's checks).
 func TestHTTPExpectContinueOnce(t *testing.T) {
 	t.Parallel()
-	outcomes := map[Engine][]string{}
-	var mu sync.Mutex
-	t.Run("engines", func(t *testing.T) {
-		for _, engine := range engines {
-			t.Run(engine.String(), func(t *testing.T) {
-				t.Parallel()
-				be := echoBackend(t, "be")
-				lp := newListenerPool(t)
-				port := lp.port(t)
-				open := NewRoute("open").Ports(port).Domains("e.test").ForwardTo(be.addr()).Route()
-				closed := NewRoute("closed").Ports(port).Domains("auth.test").ForwardTo(be.addr()).
-					BasicAuth(&BasicAuth{Users: []BasicAuthUser{{Username: "u", Password: "p"}}}).Route()
-				startTestProxy(t, lp, Options{Engine: engine, Routes: []Route{open, closed}})
-				var got []string
-				for _, host := range []string{"e.test", "auth.test"} {
-					c := dial(t, port)
-					require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
-					br := bufio.NewReader(c)
-					_, err := io.WriteString(c, "POST /x HTTP/1.1\r\nHost: "+host+"\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+	outcomes := onEngines(t, func(t *testing.T, engine Engine) []string {
+		be := echoBackend(t, "be")
+		lp := newListenerPool(t)
+		port := lp.port(t)
+		open := NewRoute("open").Ports(port).Domains("e.test").ForwardTo(be.addr()).Route()
+		closed := NewRoute("closed").Ports(port).Domains("auth.test").ForwardTo(be.addr()).
+			BasicAuth(&BasicAuth{Users: []BasicAuthUser{{Username: "u", Password: "p"}}}).Route()
+		startTestProxy(t, lp, Options{Engine: engine, Routes: []Route{open, closed}})
+		var got []string
+		for _, host := range []string{"e.test", "auth.test"} {
+			c := dial(t, port)
+			require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+			br := bufio.NewReader(c)
+			_, err := io.WriteString(c, "POST /x HTTP/1.1\r\nHost: "+host+"\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+			require.NoError(t, err)
+			resp, err := http.ReadResponse(br, &http.Request{Method: "POST"})
+			require.NoError(t, err)
+			got = append(got, host+" "+strconv.Itoa(resp.StatusCode))
+			if resp.StatusCode == 100 {
+				_, err = io.WriteString(c, "hello")
+				require.NoError(t, err)
+				for {
+					resp, err = http.ReadResponse(br, &http.Request{Method: "POST"})
 					require.NoError(t, err)
-					resp, err := http.ReadResponse(br, &http.Request{Method: "POST"})
-					require.NoError(t, err)
-					got = append(got, host+" "+strconv.Itoa(resp.StatusCode))
-					if resp.StatusCode == 100 {
-						_, err = io.WriteString(c, "hello")
-						require.NoError(t, err)
-						for {
-							resp, err = http.ReadResponse(br, &http.Request{Method: "POST"})
-							require.NoError(t, err)
-							if resp.StatusCode >= 200 { // (a 100 the backend sends may be relayed too)
-								got = append(got, strconv.Itoa(resp.StatusCode))
-								break
-							}
-						}
+					if resp.StatusCode >= 200 { // (a 100 the backend sends may be relayed too)
+						got = append(got, strconv.Itoa(resp.StatusCode))
+						break
 					}
-					_ = c.Close()
 				}
-				mu.Lock()
-				outcomes[engine] = got
-				mu.Unlock()
-			})
+			}
+			_ = c.Close()
 		}
+		return got
 	})
 	require.Equal(t, []string{"e.test 100", "200", "auth.test 401"}, outcomes[EngineGoroutines])
 	require.Equal(t, outcomes[EngineGoroutines], outcomes[EngineEventLoop])

@@ -77,25 +77,7 @@ func BenchmarkHTTPKeepAliveReencrypt(b *testing.B) {
 		name := map[bool]string{false: "proxy", true: "proxy-fast"}[fast]
 		port := lp.port(b)
 		startStackTestProxy(b, lp, Options{Certificates: newTestStore(b), Routes: route(port)}, fast)
-		b.Run(name, func(b *testing.B) {
-			c, _ := proxyClient(b, port, insecureTLS("", "http/1.1"), false)
-			c.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
-			b.ReportAllocs()
-			b.SetBytes(int64(len(payload)))
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					resp, err := c.Get("https://bench.example.com/")
-					if err != nil {
-						b.Error(err)
-						return
-					}
-					_, _ = io.Copy(io.Discard, resp.Body)
-					_ = resp.Body.Close()
-				}
-			})
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
-			c.Transport.(*http.Transport).CloseIdleConnections()
-		})
+		b.Run(name, func(b *testing.B) { benchTLSGets(b, port, len(payload)) })
 	}
 }
 
@@ -113,26 +95,30 @@ func BenchmarkHTTPKeepAliveTLS(b *testing.B) {
 		port := lp.port(b)
 		startStackTestProxy(b, lp, Options{Certificates: newTestStore(b),
 			Routes: []Route{terminateRouteOn("bench", port, be.addr(), "bench.example.com")}}, fast)
-		b.Run(name, func(b *testing.B) {
-			c, _ := proxyClient(b, port, insecureTLS("", "http/1.1"), false)
-			c.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
-			b.ReportAllocs()
-			b.SetBytes(int64(len(payload)))
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					resp, err := c.Get("https://bench.example.com/")
-					if err != nil {
-						b.Error(err)
-						return
-					}
-					_, _ = io.Copy(io.Discard, resp.Body)
-					_ = resp.Body.Close()
-				}
-			})
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
-			c.Transport.(*http.Transport).CloseIdleConnections()
-		})
+		b.Run(name, func(b *testing.B) { benchTLSGets(b, port, len(payload)) })
 	}
+}
+
+// benchTLSGets runs parallel keep-alive GETs of https://bench.example.com/ through the
+// proxy's TLS port, each answered with size bytes, and reports requests per second.
+func benchTLSGets(b *testing.B, port, size int) {
+	c, _ := proxyClient(b, port, insecureTLS("", "http/1.1"), false)
+	c.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
+	b.ReportAllocs()
+	b.SetBytes(int64(size))
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := c.Get("https://bench.example.com/")
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+	c.Transport.(*http.Transport).CloseIdleConnections()
 }
 
 // BenchmarkHTTPChunkedUpload: 16 KiB chunked uploads (the client's
