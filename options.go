@@ -137,9 +137,10 @@ type Options struct {
 	// HTTP request, written off the data path; nil: off (accesslog.go).
 	AccessLog *AccessLogOptions
 
-	// Engine selects the data path of plain TCP forwarding ports: the
-	// zero value, EngineEventLoop (event loops where a port allows them,
-	// on Linux; see Engine), or EngineGoroutines, the opt-out.
+	// Engine selects the data path of plain TCP forwarding, TLS
+	// passthrough and plain-HTTP ports: the zero value, EngineEventLoop
+	// (event loops where a port allows them, on Linux; see Engine), or
+	// EngineGoroutines, the opt-out.
 	Engine Engine
 
 	// ReusePort opens the proxy's listening sockets with SO_REUSEPORT, so
