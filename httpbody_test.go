@@ -399,3 +399,36 @@ func TestHTTPHandoverUpgrade(t *testing.T) {
 		})
 	}
 }
+
+// TestChunkedPrefetchTrailersUnshared: a chunked request whose body (with trailers) comes
+// after the prefetch stopped waiting is forwarded while the prefetch's read is still under
+// way, on a trailer map of its own (the server fills the client request's when that read
+// reaches the body's end, which raced with the transport's validation of a shared map: seen
+// once under -race with an h2c backend; the race detector orders socket I/O, so this test
+// cannot show it reliably). The trailer values that came are still forwarded.
+func TestChunkedPrefetchTrailersUnshared(t *testing.T) {
+	// Not parallel: it sets the package variable chunkPrefetchWait.
+	old := chunkPrefetchWait
+	chunkPrefetchWait = time.Millisecond
+	t.Cleanup(func() { chunkPrefetchWait = old })
+	got := make(chan string, 1)
+	be := startEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- string(b) + " " + r.Trailer.Get("X-T")
+	}))
+	lp := newListenerPool(t)
+	port := lp.port(t)
+	startStackTestProxy(t, lp, Options{Routes: []Route{httpRouteOn("r", port, be.addr(), "a.test")}}, false)
+	c := dial(t, port)
+	_, err := io.WriteString(c, "POST /up HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n")
+	require.NoError(t, err)
+	time.Sleep(50 * time.Millisecond) // the prefetch gave up waiting: the request is forwarded
+	_, err = io.WriteString(c, "5\r\nhello\r\n0\r\nX-T: v\r\n\r\n")
+	require.NoError(t, err)
+	select {
+	case s := <-got:
+		require.Equal(t, "hello v", s)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the backend got no request")
+	}
+}

@@ -36,7 +36,16 @@ var errClientBody = errors.New("malformed or broken request body")
 // to chunkPrefetchWait for it. It returns the body to forward instead of
 // r.Body, or an error when the read found the framing broken.
 func prefetchChunked(r *http.Request) (io.ReadCloser, error) {
-	pf := &prefetchBody{src: r.Body, done: make(chan struct{})}
+	// The server fills r.Trailer when a read reaches the body's end. Should the first read
+	// still run after the wait below, it may do so while a transport walks the outgoing
+	// request's trailer map (validating it as the request starts): that request then gets a
+	// map of its own (rewriteRequest), made before the read began and given the values once
+	// the body ended (Read). Otherwise it shares r's, as it does without the prefetch.
+	own := r.Trailer.Clone()
+	if own == nil {
+		own = make(http.Header)
+	}
+	pf := &prefetchBody{src: r.Body, done: make(chan struct{}), req: r}
 	go pf.first()
 	t := time.NewTimer(chunkPrefetchWait)
 	select {
@@ -46,6 +55,7 @@ func prefetchChunked(r *http.Request) (io.ReadCloser, error) {
 			return nil, fmt.Errorf("%w: %w", errClientBody, pf.err)
 		}
 	case <-t.C:
+		pf.trailer = own
 	}
 	return pf, nil
 }
@@ -57,6 +67,11 @@ type prefetchBody struct {
 	buf  []byte        // what it read, not yet returned
 	err  error         // and its error, returned after buf
 	seen bool          // done was waited for
+	// req is the client's request, whose Trailer the server fills at the body's end;
+	// trailer, when the first read outlasted the wait, is the outgoing request's, given
+	// req.Trailer's fields when Read returns io.EOF (nil: it shares req.Trailer).
+	req     *http.Request
+	trailer http.Header
 }
 
 func (b *prefetchBody) first() {
@@ -77,9 +92,23 @@ func (b *prefetchBody) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	if b.err != nil {
+		b.ended(b.err)
 		return 0, b.err
 	}
-	return b.src.Read(p)
+	n, err := b.src.Read(p)
+	b.ended(err)
+	return n, err
+}
+
+// ended gives the outgoing request's trailer the values the server read, at the body's end
+// (after done, or in the reading goroutine itself: the server's writes happen before).
+func (b *prefetchBody) ended(err error) {
+	if err != io.EOF || b.trailer == nil {
+		return
+	}
+	for k, vv := range b.req.Trailer {
+		b.trailer[k] = vv
+	}
 }
 
 // Close closes the client's body; the server does that itself too.

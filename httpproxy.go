@@ -240,6 +240,9 @@ func (h *httpLayer) rewriteRequest(r *httputil.ProxyRequest) {
 	// transport writes the trailers (Clone gave out a copy whose values
 	// stay empty: the Trailer header went out, the values did not).
 	out.Trailer = r.In.Trailer
+	if pf, ok := r.In.Body.(*prefetchBody); ok && pf.trailer != nil {
+		out.Trailer = pf.trailer // not the map the prefetch's read may still fill (prefetchChunked)
+	}
 	out.Host = "" // the target address, from out.URL.Host
 	if hr := pr.route.state.http; hr != nil {
 		if hr.keepHost {
