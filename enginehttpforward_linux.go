@@ -130,15 +130,8 @@ func (lh *loopHTTP) response(resp *h1parse.Response, dst []byte) []byte {
 	dst = append(dst, "HTTP/1.1 "...)
 	dst = strconv.AppendInt(dst, int64(resp.Status), 10)
 	dst = append(append(append(dst, ' '), http.StatusText(resp.Status)...), "\r\n"...)
-	if resp.Status < 200 {
-		var connBuf [2]h1parse.Field
-		conns := connectionFields(resp.Fields, connBuf[:0])
-		for _, f := range resp.Fields {
-			if dropField(f.Name, conns, responseReplaced) {
-				continue
-			}
-			dst = append(append(append(append(dst, f.Name...), ": "...), f.Value...), "\r\n"...)
-		}
+	if resp.Status < 200 { // relayed as the fastWriter relays one (Interim): no templates
+		dst, _ = appendRelayedFields(dst, resp.Fields, nil)
 		return append(dst, "\r\n"...)
 	}
 	if !lh.began {
@@ -161,13 +154,11 @@ func (lh *loopHTTP) response(resp *h1parse.Response, dst []byte) []byte {
 			dst = append(dst, "\r\n"...)
 		}
 	}
-	at := len(dst)
 	dst, hasDate := appendRelayedFields(dst, resp.Fields, h.expandTemplates(pr, false))
-	if !hasDate {
-		fields := append([]byte(nil), dst[at:]...) // Date goes first, as the fastWriter puts it
-		dst = append(dst[:at], "Date: "...)
+	if !hasDate { // after the relayed fields (their order is theirs): no copy of them
+		dst = append(dst, "Date: "...)
 		dst = time.Now().UTC().AppendFormat(dst, http.TimeFormat)
-		dst = append(append(dst, "\r\n"...), fields...)
+		dst = append(dst, "\r\n"...)
 	}
 	if lh.closeAfter {
 		dst = append(dst, "Connection: close\r\n"...)

@@ -100,19 +100,9 @@ func (w *fastWriter) Interim(r *h1parse.Response) {
 	}
 	b := w.appendHead(w.out[:0], r.Status, false)
 	b = b[:len(b)-2] // before the blank line
-	var connBuf [2]h1parse.Field
-	conns := connectionFields(r.Fields, connBuf[:0])
-	for _, f := range r.Fields {
-		// As for the final head: no framing or hop-by-hop field (a Content-Length on a
-		// 1xx could make a lenient client take the next response's bytes for its body).
-		if dropField(f.Name, conns, responseReplaced) {
-			continue
-		}
-		b = append(b, f.Name...)
-		b = append(b, ": "...)
-		b = append(b, f.Value...)
-		b = append(b, "\r\n"...)
-	}
+	// As for the final head: no framing or hop-by-hop field (a Content-Length on a 1xx could
+	// make a lenient client take the next response's bytes for its body); no templates.
+	b, _ = appendRelayedFields(b, r.Fields, nil)
 	w.out = append(b, "\r\n"...)
 	w.send()
 }
