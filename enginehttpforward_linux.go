@@ -196,7 +196,14 @@ func (lh *loopHTTP) done(body int64) {
 		lh.p.http.requestDone(lh.lr, lh.pr.in, &lh.hc, lh.pr)
 	}
 	lh.pr, lh.lr, lh.fc.cur, lh.body = nil, nil, nil, nil
+	if cap(lh.req) > loopKeptBuf {
+		lh.req = nil // a held body grew it: an idle connection keeps no more than a head's room
+	}
 }
+
+// loopKeptBuf is the largest outgoing-request or answer buffer a loop connection keeps
+// between requests (a usual head fits; one that carried a held body, up to 48 KiB, does not).
+const loopKeptBuf = 4 << 10
 
 // answerFailed is the client's answer to a forward that failed before its response
 // started: proxyError's 502 or 504 (or a 404/503 for no host), with Connection: close.
