@@ -405,3 +405,32 @@ func TestH2GuardStopKeepsGoAway(t *testing.T) {
 	require.NoError(t, client.Close())
 	<-stopped
 }
+
+// TestH2StreamResetDuringBodyKeepsConnection: a client that resets a
+// stream while its request body is on the way to the backend costs that
+// stream alone. The proxy's answer to the failed body once carried
+// "Connection: close", on which the standard library's HTTP/2 server
+// shuts the whole connection down (GOAWAY NO_ERROR); a CONTINUATION sent
+// after the reset then got no GOAWAY PROTOCOL_ERROR of its own (h2spec
+// 5.1 #10 failed now and then).
+func TestH2StreamResetDuringBodyKeepsConnection(t *testing.T) {
+	t.Parallel()
+	port, requests := h2FloodProxy(t)
+	c := dialH2C(t, port)
+	cancel := make([]byte, 4)
+	binary.BigEndian.PutUint32(cancel, 0x8) // CANCEL
+	require.True(t, c.send(
+		h2Frame(h2FrameHeaders, 0x4, 1, h2RequestBlock(true)), // END_HEADERS: a body follows
+		h2Frame(h2FrameData, 0, 1, []byte("part of a body"))))
+	require.NoError(t, c.bw.Flush())
+	require.Eventually(t, func() bool { return requests.Load() == 1 }, 5*time.Second, 5*time.Millisecond,
+		"the backend reads the body")
+	require.True(t, c.send(h2Frame(h2FrameRSTStream, 0, 1, cancel)))
+	require.NoError(t, c.bw.Flush())
+	time.Sleep(200 * time.Millisecond) // the handler answers the failed body meanwhile
+	require.True(t, c.send(h2Frame(h2FrameHeaders, 0x4|h2FlagEndStream, 3, h2RequestBlock(false))))
+	require.NoError(t, c.bw.Flush())
+	require.Eventually(t, func() bool { return requests.Load() == 2 }, 5*time.Second, 5*time.Millisecond,
+		"a stream opened after the reset reaches the backend")
+	require.Equal(t, int64(-1), c.goaway.Load(), "GOAWAY received")
+}

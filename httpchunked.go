@@ -121,10 +121,18 @@ func clientBodyFailed(out *http.Request) bool {
 	return ok && wb.failed.Load()
 }
 
-// badBody answers 400 to a request whose body framing is broken, and
-// closes the connection: where the next request would begin is unknown.
+// badBody answers 400 to a request whose body framing is broken. On
+// HTTP/1.x it closes the connection: where the next request would begin
+// is unknown. On HTTP/2 the failure is the stream's alone (a client that
+// resets a stream while its body is out lands here too), and "Connection:
+// close" would make the standard library's server shut the whole
+// connection down gracefully, ending every other stream's chance and
+// replacing the GOAWAY a later protocol error owes the client with a
+// NO_ERROR one.
 func (h *httpLayer) badBody(w http.ResponseWriter, pr *proxyReq, err error) {
 	h.px.logConn("request body refused", "id", pr.rc.ConnectionID, "route", pr.rc.RouteName, "err", err)
-	w.Header().Set("Connection", "close")
+	if pr.in.ProtoMajor < 2 {
+		w.Header().Set("Connection", "close")
+	}
 	http.Error(w, "400 malformed request body", http.StatusBadRequest)
 }
