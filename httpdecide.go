@@ -171,7 +171,7 @@ func (h *httpLayer) plan(w http.ResponseWriter, pr *proxyReq) bool {
 	case hr != nil && hr.redirect != nil:
 		h.redirect(w, pr)
 		return false
-	case isUpgrade(r) && hr != nil && hr.noWebSocket:
+	case hr != nil && hr.noWebSocket && isUpgrade(r):
 		http.Error(w, "403 WebSocket upgrades are disabled for this route", http.StatusForbidden)
 		return false
 	}

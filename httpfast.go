@@ -60,7 +60,11 @@ type fastConn struct {
 	// cur is the current request's objects (fastReq): route takes its
 	// scratch from it. Cleared after the request, so that an idle
 	// connection keeps none of them alive.
-	cur  *fastReq
+	cur *fastReq
+	// own, when set, is the one fastReq every request of the connection
+	// reuses (the event loop's connections: what they serve keeps no part
+	// of a request past it, see loopHTTP); nil: a new one per request.
+	own  *fastReq
 	idle atomic.Bool
 	// cut: the body's end is taking it from a goroutine still reading it
 	// (fastBody.end).

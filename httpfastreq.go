@@ -11,11 +11,15 @@ import (
 
 // fastReq is a fast-path request's per-request objects in one
 // allocation: the *http.Request, its URL, the one-value lists of its
-// header and route's scratch (its MatchQuery and proxyReq). It is new for
-// every request, never reused: whatever keeps a part past its request (a
-// custom Matcher its query, a handler its request, a backend transport
-// its body) keeps values no later request changes, and the whole stays
-// alive with it.
+// header and route's scratch (its MatchQuery and proxyReq). On the
+// goroutine path it is new for every request, never reused: whatever
+// keeps a part past its request (a custom Matcher its query, a handler
+// its request, a backend transport its body) keeps values no later
+// request changes, and the whole stays alive with it. A connection on the
+// event loops reuses one (fastConn.own), header map included: the loop
+// serves only what keeps nothing (the built-in matcher and security
+// checker, its own backend exchange, the request log and rejections,
+// which copy what they keep); the strings stay new for every request.
 type fastReq struct {
 	r     http.Request
 	u     url.URL
@@ -32,7 +36,14 @@ const fastReqLists = 8
 // request builds the *http.Request the shared request path takes, and
 // makes it fc's current request (fc.cur).
 func (fc *fastConn) request(req *h1parse.Request) (*http.Request, error) {
-	fr := new(fastReq)
+	fr := fc.own
+	var hdr http.Header
+	if fr == nil {
+		fr = new(fastReq)
+	} else {
+		hdr = fr.r.Header // the last request's map, emptied below
+		*fr = fastReq{}
+	}
 	// One string holds the target, the host and every value, and one
 	// array every one-value list (cap 1: a handler's append copies).
 	size := len(req.Target) + len(req.Host)
@@ -55,7 +66,11 @@ func (fc *fastConn) request(req *h1parse.Request) (*http.Request, error) {
 		}
 		fr.u = *u
 	}
-	hdr := make(http.Header, len(req.Fields))
+	if hdr == nil {
+		hdr = make(http.Header, len(req.Fields))
+	} else {
+		clear(hdr)
+	}
 	lists := fr.lists[:]
 	if len(req.Fields) > len(lists) {
 		lists = make([]string, len(req.Fields))

@@ -63,7 +63,7 @@ func (fc *fastConn) writer(closeAfter bool) *fastWriter {
 	hdr := w.hdr
 	if hdr == nil {
 		hdr = make(http.Header)
-	} else {
+	} else if len(hdr) > 0 { // a forward's answer set none
 		clear(hdr)
 	}
 	base := fastOutPool.Get().(*[fastOutSize]byte)

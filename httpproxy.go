@@ -201,7 +201,10 @@ func requestHost(r *http.Request, sni string) string {
 
 // isUpgrade reports an HTTP/1.1 Upgrade request (WebSocket).
 func isUpgrade(r *http.Request) bool {
-	return r.Header.Get("Upgrade") != "" && httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade")
+	// The map read directly: a request's header keys are canonical (both
+	// servers make them so), and Get would canonicalise "Upgrade" again.
+	up := r.Header["Upgrade"]
+	return len(up) > 0 && up[0] != "" && httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade")
 }
 
 // newReverseProxy builds the proxy's one ReverseProxy; everything per
