@@ -194,19 +194,6 @@ func (p *Proxy) loopParts(set *routeSet) bool {
 	return ok
 }
 
-// ipTarget reports a target the loop can dial by itself: fixed hosts, each an IP literal.
-func ipTarget(t *Target) bool {
-	if t.HostFunc != nil || t.PortFunc != nil || len(t.Host) == 0 {
-		return false
-	}
-	for _, h := range t.Host {
-		if _, err := netip.ParseAddr(h); err != nil {
-			return false
-		}
-	}
-	return true
-}
-
 // engineConn is a connection the event loop forwards: what serve, admitConn and
 // dialBackend keep for a goroutine-path connection. It is the connection manager's closer.
 type engineConn struct {

@@ -56,21 +56,13 @@ func (p *Proxy) fastPath() bool { return p.http.px.fastPath }
 // checks do not block (a JWKS fetch, bcrypt: the loop would stall every connection it serves).
 func loopHTTPRoute(r *Route) bool {
 	st := r.state
-	if r.Action.Type != ActionForward || st == nil || st.tls != nil || st.sendPP != 0 || len(st.targets) == 0 {
+	if r.Action.Type != ActionForward || st == nil || st.tls != nil || st.sendPP != 0 || !st.ipTargets {
 		return false
 	}
 	if st.sec.mayBlock() {
 		return false
 	}
-	if st.http != nil && st.http.backend != "http1" {
-		return false
-	}
-	for i := range st.targets {
-		if !ipTarget(&st.targets[i]) {
-			return false
-		}
-	}
-	return true
+	return st.http == nil || st.http.backend == "http1"
 }
 
 // loopHTTP is a connection the loop serves in HTTP mode: what serve and httpLayer.serve keep

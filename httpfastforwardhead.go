@@ -96,15 +96,21 @@ func connectionFields(fields []h1parse.Field, buf []h1parse.Field) []h1parse.Fie
 
 // dropField reports a field the forward does not copy: hop-by-hop, named
 // by one of conns (the head's Connection fields, connectionFields), or
-// in extra (lower-case).
-func dropField(name []byte, conns []h1parse.Field, extra []string) bool {
-	for _, s := range hopByHop {
-		if h1parse.EqualFold(name, s) {
-			return true
+// in extra (lower-case). The hop-by-hop names and the two lists of
+// replaced fields are tested by one switch on the lower-cased name
+// (fieldSet), not compared one by one: this runs for every field of
+// every request and response.
+func dropField(name []byte, conns []h1parse.Field, extra fieldSet) bool {
+	var buf [24]byte // longer than any name in the sets
+	if len(name) <= len(buf) {
+		lower := buf[:len(name)]
+		for i, c := range name {
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			lower[i] = c
 		}
-	}
-	for _, s := range extra {
-		if h1parse.EqualFold(name, s) {
+		if extra.has(lower) {
 			return true
 		}
 	}
@@ -125,9 +131,28 @@ func dropField(name []byte, conns []h1parse.Field, extra []string) bool {
 	return false
 }
 
-// requestReplaced are the request fields the forward sets itself.
-var requestReplaced = []string{"host", "content-length", "x-forwarded-for", "x-forwarded-host",
-	"x-forwarded-proto", "x-real-ip", "forwarded"}
+// fieldSet is which names, besides the hop-by-hop ones, dropField drops.
+type fieldSet uint8
+
+const (
+	requestReplaced  fieldSet = iota // the request fields the forward sets itself
+	responseReplaced                 // the response fields the fastWriter frames itself
+)
+
+// has reports whether lower, a lower-cased field name, is hop-by-hop
+// (hopByHop) or in the set.
+func (s fieldSet) has(lower []byte) bool {
+	switch string(lower) {
+	case "connection", "proxy-connection", "keep-alive", "proxy-authenticate",
+		"proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade":
+		return true
+	case "content-length":
+		return true // both sets
+	case "host", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip", "forwarded":
+		return s == requestReplaced
+	}
+	return false
+}
 
 // appendFastRequest serialises the outgoing head of pr to addr: what
 // rewriteRequest and http.Request.Write would send, fields in the

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gosmartproxy/smartproxy/internal/h1parse"
 )
 
 // TestRewriteQueryBytesEscaped: a rewrite whose template puts a client's
@@ -72,4 +74,30 @@ func TestTrailerNames(t *testing.T) {
 	for _, k := range []string{"content-length", "Transfer-Encoding", "Trailer"} {
 		require.False(t, forwardableTrailers(http.Header{k: nil}), k)
 	}
+}
+
+// TestDropFieldSets: dropField's switch drops exactly the hop-by-hop
+// names (the list relayHead uses too) and each set's replaced names, in
+// any letter case, and no allocation is made for it.
+func TestDropFieldSets(t *testing.T) { // not parallel: AllocsPerRun
+	request := []string{"host", "content-length", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip", "forwarded"}
+	response := []string{"content-length"}
+	kept := []string{"accept", "content-type", "x-forwarded", "hosts", "te2", "connection-x", "", "x-forwarded-for-me-too-please"}
+	check := func(set fieldSet, drop []string) {
+		for _, n := range append(append([]string(nil), hopByHop[:]...), drop...) {
+			for _, name := range []string{n, strings.ToUpper(n), http.CanonicalHeaderKey(n)} {
+				require.True(t, dropField([]byte(name), nil, set), "%q dropped (set %d)", name, set)
+			}
+		}
+		for _, n := range kept {
+			require.False(t, dropField([]byte(n), nil, set), "%q kept (set %d)", n, set)
+		}
+	}
+	check(requestReplaced, request)
+	check(responseReplaced, response)
+	require.False(t, dropField([]byte("Host"), nil, responseReplaced), "Host is a request's only")
+	conns := []h1parse.Field{{Name: []byte("Connection"), Value: []byte("close, X-Hop")}}
+	require.True(t, dropField([]byte("x-hop"), conns, responseReplaced), "named by Connection")
+	name := []byte("X-Forwarded-Proto")
+	require.Zero(t, testing.AllocsPerRun(100, func() { dropField(name, conns, requestReplaced) }))
 }

@@ -14,9 +14,6 @@ import (
 // backend's head relayed field by field, the body copied through the
 // fastWriter, which frames it as it frames every response.
 
-// responseReplaced are the response fields the fastWriter frames itself.
-var responseReplaced = []string{"content-length"}
-
 // relayResponse relays ex to the client through w (fw, or the request
 // log's wrapper around it), then releases ex. raw is a pooled buffer it
 // owns, for the relayed field lines (the writer returns it). The head goes out with the

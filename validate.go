@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -53,6 +54,9 @@ type routeState struct {
 	http       *httpRoute        // HTTP criteria and actions; nil when none
 	sendPP     byte              // PROXY header version sent to backends; 0: none (proxyproto_send.go)
 	kernel     *nftables.Route   // forwardingEngine "nftables": the kernel's route
+	// ipTargets: every target has fixed hosts, each an IP literal (ipTarget), which the
+	// event loops can dial by themselves; decided once here, not per request.
+	ipTargets bool
 }
 
 // domainPattern is one compiled entry of match.domains.
@@ -186,6 +190,10 @@ func (v *routeValidator) compile(r *Route, defaults Defaults, defs compiledDefau
 	st.needsHello = len(st.domains) > 0 || len(st.tlsVersion) > 0
 	st.tls = v.checkTLS(r.Action.TLS)
 	st.targets = v.checkAction(&r.Action, defaults.Target)
+	st.ipTargets = len(st.targets) > 0
+	for i := range st.targets {
+		st.ipTargets = st.ipTargets && ipTarget(&st.targets[i])
+	}
 	st.http = v.compileHTTP(r, st)
 	st.lb = v.compileLB(r, st.targets)
 	if s := r.Security; s != nil {
@@ -341,4 +349,17 @@ func (v *routeValidator) checkTarget(field string, t *Target) {
 	if t.PortFunc == nil && t.Port != PreservePort && (t.Port < 1 || t.Port > 65535) {
 		v.fail(field+".port", fmt.Errorf("port %d out of range 1-65535 (or \"preserve\")", t.Port))
 	}
+}
+
+// ipTarget reports a target the loop can dial by itself: fixed hosts, each an IP literal.
+func ipTarget(t *Target) bool {
+	if t.HostFunc != nil || t.PortFunc != nil || len(t.Host) == 0 {
+		return false
+	}
+	for _, h := range t.Host {
+		if _, err := netip.ParseAddr(h); err != nil {
+			return false
+		}
+	}
+	return true
 }
