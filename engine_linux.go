@@ -136,6 +136,9 @@ func (p *Proxy) startEngine(addr netip.AddrPort, lfd int) (*evloop.Server, error
 		OnHTTPFirst: func(c *evloop.Conn, data []byte) bool {
 			return c.Data.(*loopHTTP).firstBytes(data)
 		},
+		// A request coming in pieces (a held body trickling) is activity before it is counted,
+		// as meterConn's reads mark it on the goroutine path: the inactivity timeout sees it.
+		OnHTTPReading: func(c *evloop.Conn) { c.Data.(*loopHTTP).hc.rec.Touch() },
 		OnHTTPHandOff: func(c *evloop.Conn, fd int, data []byte) {
 			c.Data.(*loopHTTP).handOff(fd, data)
 		},

@@ -84,6 +84,10 @@ type loopHTTP struct {
 	// Close closes them then (the client's and any backend's), not the loop's.
 	handed atomic.Pointer[proxiedConn]
 	killed atomic.Bool // Close was called
+	// initialDeadline is serve's (proxiedConn's): the accept time and InitialDataTimeout. A
+	// connection handed off on its first bytes gets it, not a new one, so that the wait on
+	// the loop and the goroutine path's sniff and ClientHello share one InitialDataTimeout.
+	initialDeadline time.Time
 
 	// The forward under way (OnRequest to OnExchangeEnd).
 	pr    *proxyReq
@@ -129,7 +133,7 @@ func (lh *loopHTTP) backendAddr() string {
 // HTTP: the record and the open gauge, the checks deferred to its requests.
 func (p *Proxy) engineOpenHTTP(port int, local net.Addr, c *evloop.Conn) evloop.Decision {
 	client := c.Peer()
-	lh := &loopHTTP{p: p, ec: c}
+	lh := &loopHTTP{p: p, ec: c, initialDeadline: time.Now().Add(p.opts.InitialDataTimeout)}
 	rec, err := p.conns.Open(client, port, lh)
 	if err != nil {
 		p.reject(refusal{client: client, port: port}, err)
@@ -295,7 +299,7 @@ func (lh *loopHTTP) handOff(fd int, data []byte) {
 		p.ops.connDone(lh.hc.rec, lh)
 		return
 	}
-	pc := &proxiedConn{client: conn, initialDeadline: time.Now().Add(p.opts.InitialDataTimeout)}
+	pc := &proxiedConn{client: conn, initialDeadline: lh.initialDeadline}
 	lh.handed.Store(pc)
 	if lh.killed.Load() { // killed while the loop was handing it over
 		_ = pc.Close()

@@ -122,6 +122,11 @@ type Config struct {
 	// that will never be a request (a TLS ClientHello, another protocol), on which the parser
 	// would wait for a head until its timeout.
 	OnHTTPFirst func(c *Conn, data []byte) bool
+	// OnHTTPReading, when set, is called when an HTTP-mode connection's client bytes were
+	// read that wait for the rest of their request (a head or a held body coming in pieces).
+	// OnData counts a request's bytes only once it is served (a hand-off leaves them to the
+	// new owner); this says the client is active meanwhile, for an owner's inactivity timeout.
+	OnHTTPReading func(c *Conn)
 	// OnHello decides for a connection OnOpen asked to sniff, given every byte received so
 	// far (valid only during the call).
 	OnHello func(c *Conn, data []byte) Decision

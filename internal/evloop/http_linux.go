@@ -326,6 +326,7 @@ func (l *loop) httpServe(c *Conn) {
 				l.httpRefuse(c, ErrHTTPBodyCut)
 				return
 			}
+			l.httpReading(c)
 			l.httpIdle(c)
 			return
 		}
@@ -369,6 +370,7 @@ func (l *loop) httpServe(c *Conn) {
 					l.httpRefuse(c, ErrHTTPBodyCut)
 					return
 				}
+				l.httpReading(c)
 				l.httpIdle(c) // body progress: the idle timeout between reads
 				return
 			}

@@ -26,6 +26,18 @@ func (l *loop) httpWaitHead(c *Conn) {
 	}
 	if c.s[0].eof {
 		l.closeConn(c, fmt.Errorf("evloop: client closed in a request head: %w", unix.ECONNRESET))
+		return
+	}
+	l.httpReading(c)
+}
+
+// httpReading tells the owner (OnHTTPReading) that client bytes wait in the buffer for the
+// rest of their request. They are counted (OnData) only once the request is served, so that
+// a hand-off leaves them to the new owner to count; a client sending a head or a held body
+// slowly is active meanwhile all the same. Only a request that came in pieces costs the call.
+func (l *loop) httpReading(c *Conn) {
+	if f := l.srv.cfg.OnHTTPReading; f != nil {
+		f(c)
 	}
 }
 
