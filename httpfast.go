@@ -64,8 +64,14 @@ type fastConn struct {
 	// own, when set, is the one fastReq every request of the connection
 	// reuses (the event loop's connections: what they serve keeps no part
 	// of a request past it, see loopHTTP); nil: a new one per request.
-	own  *fastReq
-	idle atomic.Bool
+	own *fastReq
+	// spare is the last request's fastReq, which the next request reuses, when nothing can
+	// hold a part of it: a bodyless request that fastForward carried (h1client keeps none of
+	// it, no handler or transport saw it) on the built-in matcher. nil: a new one.
+	spare *fastReq
+	// forwarded: fastForward carried the current request (act).
+	forwarded bool
+	idle      atomic.Bool
 	// cut: the body's end is taking it from a goroutine still reading it
 	// (fastBody.end).
 	cut atomic.Bool
@@ -331,8 +337,12 @@ func (fc *fastConn) serveOne(req *h1parse.Request) (keep, handOff bool) {
 	if r.Body == http.NoBody {
 		fc.watch.arm(fc)
 	}
+	fc.forwarded = false
 	v, aborted := fc.run(w, r)
 	whole := body.end() // before the connection is read again: drain, watch, next head
+	if fc.forwarded && !aborted && r.Body == http.NoBody && fc.builtinMatcher() {
+		fc.spare = fc.cur
+	}
 	fc.cur = nil
 	if v == ineligible {
 		// Nothing read the body: net/http gets the head again, and what
@@ -525,3 +535,10 @@ type fastReplayTLSConn struct {
 
 // ConnectionState returns the TLS state of the terminated connection.
 func (c *fastReplayTLSConn) ConnectionState() tls.ConnectionState { return c.state }
+
+// builtinMatcher reports that requests are matched by the built-in route table, which keeps
+// no MatchQuery (and so no request) past a match; a custom Matcher might.
+func (fc *fastConn) builtinMatcher() bool {
+	_, ok := fc.h.px.routes().matcher.(*RouteTable)
+	return ok
+}

@@ -11,15 +11,18 @@ import (
 
 // fastReq is a fast-path request's per-request objects in one
 // allocation: the *http.Request, its URL, the one-value lists of its
-// header and route's scratch (its MatchQuery and proxyReq). On the
-// goroutine path it is new for every request, never reused: whatever
-// keeps a part past its request (a custom Matcher its query, a handler
-// its request, a backend transport its body) keeps values no later
-// request changes, and the whole stays alive with it. A connection on the
-// event loops reuses one (fastConn.own), header map included: the loop
-// serves only what keeps nothing (the built-in matcher and security
-// checker, its own backend exchange, the request log and rejections,
-// which copy what they keep); the strings stay new for every request.
+// header and route's scratch (its MatchQuery and proxyReq). It is reused
+// only where nothing can keep a part of it past its request: whatever
+// does (a custom Matcher its query, a handler its request, a backend
+// transport its body) must keep values no later request changes. A
+// connection on the event loops reuses one for all its requests
+// (fastConn.own): the loop serves only what keeps nothing (the built-in
+// matcher and security checker, its own backend exchange, the request
+// log and rejections, which copy what they keep). On the goroutine path a
+// request reuses the last one's only when that was a bodyless request
+// fastForward carried on the built-in matcher (fastConn.spare); otherwise
+// it is new. The header map goes with it; the strings are new for every
+// request.
 type fastReq struct {
 	r     http.Request
 	u     url.URL
@@ -37,6 +40,9 @@ const fastReqLists = 8
 // makes it fc's current request (fc.cur).
 func (fc *fastConn) request(req *h1parse.Request) (*http.Request, error) {
 	fr := fc.own
+	if fr == nil {
+		fr, fc.spare = fc.spare, nil
+	}
 	var hdr http.Header
 	if fr == nil {
 		fr = new(fastReq)

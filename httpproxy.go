@@ -135,6 +135,7 @@ func (h *httpLayer) act(w http.ResponseWriter, pr *proxyReq) {
 	}
 	if fw, lr := fastForwardWriter(w); fw != nil && h.fastForwardable(fw, pr) {
 		h.fastForward(w, fw, lr, pr) // the fast path's backend side (httpfastforward.go)
+		fw.fc.forwarded = true
 		return
 	}
 	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 && len(r.Header["Expect"]) == 0 {

@@ -1,0 +1,57 @@
+package smartproxy
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestFastRequestReuseKeepsNothing: a connection's requests reuse one set of request objects
+// (the event loop's always, the goroutine fast path's after a bodyless forward), header map
+// and URL included. Each request must be routed and forwarded on its own fields alone: a
+// header or query left over from the request before would route the next one to the
+// header-matched route or forward the old query.
+func TestFastRequestReuseKeepsNothing(t *testing.T) {
+	t.Parallel()
+	for _, engine := range engines {
+		t.Run(engine.String(), func(t *testing.T) {
+			t.Parallel()
+			a, dflt := echoBackend(t, "a"), echoBackend(t, "dflt")
+			_, port := startHTTPPortOn(t, engine, Options{}, func(port int) []Route {
+				ra := httpRouteOn("a", port, a.addr())
+				ra.Match.Headers = map[string]string{"X-Route": "a"}
+				ra.Priority = 10
+				rd := httpRouteOn("dflt", port, dflt.addr())
+				rd.Match.Path = "/*"
+				return []Route{ra, rd}
+			})
+			c := dial(t, port)
+			br := bufio.NewReader(c)
+			for i, step := range []struct{ target, extra, backend, path, query string }{
+				{"/x?q=1", "X-Route: a\r\nX-One: 1\r\n", "a", "/x", "q=1"},
+				{"/y", "", "dflt", "/y", ""},
+				{"/z?r=2", "X-Route: a\r\n", "a", "/z", "r=2"},
+				{"/", "", "dflt", "/", ""},
+			} {
+				_, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: reuse.test\r\n%s\r\n", step.target, step.extra)
+				require.NoError(t, err)
+				resp, err := http.ReadResponse(br, nil)
+				require.NoError(t, err, "request %d", i)
+				var got echoed
+				require.NoError(t, json.NewDecoder(resp.Body).Decode(&got))
+				_ = resp.Body.Close()
+				require.Equal(t, step.backend, got.Backend, "request %d: route", i)
+				require.Equal(t, step.path, got.Path, "request %d", i)
+				require.Equal(t, step.query, got.Query, "request %d", i)
+				if step.extra == "" {
+					require.Empty(t, got.Header.Get("X-Route"), "request %d: a field of the request before", i)
+					require.Empty(t, got.Header.Get("X-One"), "request %d: a field of the request before", i)
+				}
+			}
+		})
+	}
+}
