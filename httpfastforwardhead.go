@@ -96,23 +96,13 @@ func connectionFields(fields []h1parse.Field, buf []h1parse.Field) []h1parse.Fie
 
 // dropField reports a field the forward does not copy: hop-by-hop, named
 // by one of conns (the head's Connection fields, connectionFields), or
-// in extra (lower-case). The hop-by-hop names and the two lists of
-// replaced fields are tested by one switch on the lower-cased name
-// (fieldSet), not compared one by one: this runs for every field of
-// every request and response.
+// in extra. The hop-by-hop names and the sets' replaced names are found
+// by the name's length first (fieldSet.has): this runs for every field of
+// every request and response, and most names have a length none of them
+// has, or differ from the one or two that do in their first byte.
 func dropField(name []byte, conns []h1parse.Field, extra fieldSet) bool {
-	var buf [24]byte // longer than any name in the sets
-	if len(name) <= len(buf) {
-		lower := buf[:len(name)]
-		for i, c := range name {
-			if 'A' <= c && c <= 'Z' {
-				c += 'a' - 'A'
-			}
-			lower[i] = c
-		}
-		if extra.has(lower) {
-			return true
-		}
+	if extra.has(name) {
+		return true
 	}
 	for i := range conns {
 		v := conns[i].Value
@@ -139,17 +129,33 @@ const (
 	responseReplaced                 // the response fields the fastWriter frames itself
 )
 
-// has reports whether lower, a lower-cased field name, is hop-by-hop
-// (hopByHop) or in the set.
-func (s fieldSet) has(lower []byte) bool {
-	switch string(lower) {
-	case "connection", "proxy-connection", "keep-alive", "proxy-authenticate",
-		"proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade":
-		return true
-	case "content-length":
-		return true // both sets
-	case "host", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip", "forwarded":
-		return s == requestReplaced
+// has reports whether name (any letter case) is hop-by-hop (the names of
+// hopByHop) or in the set.
+func (s fieldSet) has(name []byte) bool {
+	req := s == requestReplaced
+	switch len(name) {
+	case 2:
+		return h1parse.EqualFold(name, "te")
+	case 4:
+		return req && h1parse.EqualFold(name, "host")
+	case 7:
+		return h1parse.EqualFold(name, "trailer") || h1parse.EqualFold(name, "upgrade")
+	case 9:
+		return req && (h1parse.EqualFold(name, "x-real-ip") || h1parse.EqualFold(name, "forwarded"))
+	case 10:
+		return h1parse.EqualFold(name, "connection") || h1parse.EqualFold(name, "keep-alive")
+	case 14:
+		return h1parse.EqualFold(name, "content-length") // both sets
+	case 15:
+		return req && h1parse.EqualFold(name, "x-forwarded-for")
+	case 16:
+		return h1parse.EqualFold(name, "proxy-connection") || req && h1parse.EqualFold(name, "x-forwarded-host")
+	case 17:
+		return h1parse.EqualFold(name, "transfer-encoding") || req && h1parse.EqualFold(name, "x-forwarded-proto")
+	case 18:
+		return h1parse.EqualFold(name, "proxy-authenticate")
+	case 19:
+		return h1parse.EqualFold(name, "proxy-authorization")
 	}
 	return false
 }
