@@ -97,10 +97,9 @@ type loopHTTP struct {
 	held  bool
 	tried [4]string
 	nt    int
-	req   []byte            // the outgoing request (HTTPPlan.Out) when it has no held body, reused
-	big   *[loopBigBuf]byte // the outgoing request with its held body (loopBigBufs), for one exchange
-	body  []byte            // its held body, within req
-	began bool              // the final head came (health counted)
+	req   []byte // the outgoing head (HTTPPlan.Out), reused
+	body  []byte // its held body (HTTPPlan.Body): the loop's bytes of the request
+	began bool   // the final head came (health counted)
 	// closeAfter: the loop closes the connection after this response (the request or the
 	// plan said so); the head says Connection: close.
 	closeAfter bool

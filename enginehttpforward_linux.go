@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/gosmartproxy/smartproxy/internal/evloop"
@@ -51,33 +50,15 @@ func (lh *loopHTTP) plan() (loopPlan, bool) {
 	h.px.acquire(&lh.lease, addr)
 	lh.held = true
 	tmpl := h.expandTemplates(pr, true)
-	// The body is copied behind the head: OnRequest's bytes are the loop's, valid during the
-	// call only, and Out must stay as it is until the exchange ends.
-	body := lh.body
-	if lh.nt > 1 && len(body) > 0 {
-		// A retry's: the body is within the last Out, behind the last head, which the new head
-		// overwrites as it is written (a longer Host: the next address is longer).
-		body = append([]byte(nil), body...)
-	}
-	dst := lh.req[:0]
-	switch {
-	case lh.big != nil: // a retry's: the buffer is the request's until it ends
-		dst = lh.big[:0]
-	case len(body) > 0 && len(body)+loopHeadRoom > cap(dst) && len(body)+loopHeadRoom <= len(lh.big):
-		lh.big = loopBigBufs.Get().(*[loopBigBuf]byte)
-		dst = lh.big[:0]
-	}
-	out := appendFastRequest(dst, pr, fc.req, addr, tmpl, nil)
-	out = append(out, body...)
-	if lh.big == nil || &out[0] != &lh.big[0] { // (a head that outgrew the pooled buffer: a new one)
-		lh.req = out
-	}
-	lh.body = out[len(out)-len(body):]
+	// The held body goes as it came: the loop sends it from its own buffer after the head
+	// (HTTPPlan.Body), on every attempt (those bytes stay as they are until the exchange
+	// ends), so the head is all that is written here.
+	lh.req = appendFastRequest(lh.req[:0], pr, fc.req, addr, tmpl, nil)
 	lh.closeAfter = fc.req.Close || fc.closing()
 	// pr.in has no Body on the loop (the body is held here): h1client.Replayable alone would
 	// take a request with one for replayable, as the goroutine path's never is.
-	replayable := len(body) == 0 && h1client.Replayable(pr.in)
-	return loopPlan{HTTPPlan: evloop.HTTPPlan{Target: ap, Out: out, Replayable: replayable,
+	replayable := len(lh.body) == 0 && h1client.Replayable(pr.in)
+	return loopPlan{HTTPPlan: evloop.HTTPPlan{Target: ap, Out: lh.req, Body: lh.body, Replayable: replayable,
 		Head: fc.head, Close: lh.closeAfter}}, true
 }
 
@@ -208,30 +189,13 @@ func (lh *loopHTTP) done(body int64) {
 		lh.p.http.requestDone(lh.lr, lh.pr.in, &lh.hc, lh.pr)
 	}
 	lh.pr, lh.lr, lh.fc.cur, lh.body = nil, nil, nil, nil
-	if lh.big != nil {
-		loopBigBufs.Put(lh.big)
-		lh.big = nil
-	}
 	if cap(lh.req) > loopKeptBuf {
 		lh.req = nil // a long head grew it: an idle connection keeps no more than a head's room
 	}
 }
 
-// loopKeptBuf is the largest outgoing-request or answer buffer a loop connection keeps
-// between requests (a usual head fits; one that carried a held body, up to 48 KiB, does not).
+// loopKeptBuf is the largest outgoing-head buffer a loop connection keeps between requests.
 const loopKeptBuf = 4 << 10
-
-// A request with a held body is written into a pooled buffer (lh.big) for its exchange: a
-// connection keeps no such buffer while idle, and a body does not cost an allocation of its
-// size per request (17 KiB per 16 KiB POST, which made the collector the POST path's
-// largest cost). loopBigBuf holds the largest held body (evloop's 48 KiB) and a head of up
-// to 16 KiB; loopHeadRoom is what a head is taken to need beside its body.
-const (
-	loopBigBuf   = 64 << 10
-	loopHeadRoom = 2 << 10
-)
-
-var loopBigBufs = sync.Pool{New: func() any { return new([loopBigBuf]byte) }}
 
 // answerFailed is the client's answer to a forward that failed before its response
 // started: proxyError's 502 or 504 (or a 404/503 for no host), with Connection: close.

@@ -38,6 +38,12 @@ type HTTPPlan struct {
 	// pooled connection or a new one. Out must stay unchanged until OnExchangeEnd.
 	Target netip.AddrPort
 	Out    []byte
+	// Body, when set, is sent after Out, in the same system call (sendmsg) as far as the
+	// socket takes it: the held body as OnRequest passed it (those bytes of the loop's stay
+	// unchanged until OnExchangeEnd: the client is not read during an exchange), so that the
+	// owner need not copy a body behind its head. Out holds the whole request when Body is
+	// nil.
+	Body []byte
 	// Replayable: the request may be sent again on a new connection when a pooled one turns
 	// out to be closed before it answered (GET, HEAD and the like, as the owner knows them).
 	Replayable bool
@@ -92,7 +98,7 @@ type httpState struct {
 	// out is what the client has not taken yet; the backend is not read while it holds any.
 	out []byte
 
-	// The exchange: what was sent of plan.Out, the response read so far.
+	// The exchange: what was sent of plan.Out and plan.Body, the response read so far.
 	sent      int
 	bin       []byte // backend bytes read: bin[:bn]
 	bn        int

@@ -79,7 +79,7 @@ func (l *loop) backendReady(c *Conn, events uint32) {
 		if !l.sendRequest(c) {
 			return
 		}
-	} else if events&unix.EPOLLOUT != 0 && h.sent < len(h.plan.Out) && h.sendErr == nil {
+	} else if events&unix.EPOLLOUT != 0 && h.sent < h.plan.size() && h.sendErr == nil {
 		if !l.sendRequest(c) {
 			return
 		}
@@ -93,8 +93,18 @@ func (l *loop) backendReady(c *Conn, events uint32) {
 // is written. It reports false when the exchange ended.
 func (l *loop) sendRequest(c *Conn) bool {
 	h := c.h
-	for h.sent < len(h.plan.Out) {
-		w, err := send(c.s[1].fd, h.plan.Out[h.sent:])
+	out, body := h.plan.Out, h.plan.Body
+	for h.sent < len(out)+len(body) {
+		var w int
+		var err error
+		switch {
+		case h.sent >= len(out):
+			w, err = send(c.s[1].fd, body[h.sent-len(out):])
+		case len(body) > 0:
+			w, err = l.sendTwo(c.s[1].fd, out[h.sent:], body)
+		default:
+			w, err = send(c.s[1].fd, out[h.sent:])
+		}
 		if err == unix.EINTR {
 			continue
 		}
@@ -349,7 +359,7 @@ func (l *loop) backendEOF(c *Conn) {
 // answered early and is still to take the rest would read the next request as its body).
 func (l *loop) exchangeDone(c *Conn, reusable bool) {
 	h, s := c.h, &c.s[1]
-	if reusable && !h.resp.Close && !s.eof && !s.rdhup && s.fd >= 0 && h.sent == len(h.plan.Out) && !h.full {
+	if reusable && !h.resp.Close && !s.eof && !s.rdhup && s.fd >= 0 && h.sent == h.plan.size() && !h.full {
 		l.poolPut(c.target, s.fd, s.gen)
 		s.fd = -1
 	} else {
@@ -437,7 +447,7 @@ func (l *loop) endExchange(c *Conn, err error) []byte {
 		}
 		answer = f(c, status, h.relayed, err)
 	}
-	h.plan.Out = nil
+	h.plan.Out, h.plan.Body = nil, nil
 	h.retried = false
 	l.putBin(h)
 	return answer
@@ -473,3 +483,6 @@ func (l *loop) putBin(h *httpState) {
 	}
 	h.bin, h.bn = nil, 0
 }
+
+// size is how many bytes the plan's request is: Out and Body.
+func (p *HTTPPlan) size() int { return len(p.Out) + len(p.Body) }

@@ -24,7 +24,10 @@ const maxEvents = 256
 // loop is one event loop: an epoll set, its own SO_REUSEPORT listening socket, and the
 // connections it accepted, which it serves alone (no locks on the data path).
 type loop struct {
-	srv    *Server
+	srv *Server
+	// iov and msg are sendTwo's: a request's head and held body in one sendmsg.
+	iov    [2]unix.Iovec
+	msg    unix.Msghdr
 	epf    *os.File // the epoll fd, non-blocking and registered with Go's netpoller
 	epfd   int
 	lfd    int // listening socket
