@@ -61,9 +61,9 @@ for t in $TARGETS; do
     pids+=($vp)
     "$OUT/bin/loadgen" -wait $H:$P_PX -wait-timeout 60s
     "$OUT/bin/loadgen" -scenario "$s" -addr $H:$P_PX -c 64 -count 2000 >/dev/null
-    callgrind_control -z "$vp" >/dev/null
+    callgrind_control -z "$vp" >/dev/null 2>&1
     "$OUT/bin/loadgen" -scenario "$s" -addr $H:$P_PX -c 64 -count "$N" >"$OUT/loadgen.$t.$s.json"
-    callgrind_control -d "$vp" >/dev/null
+    callgrind_control -d "$vp" >/dev/null 2>&1
     kill -INT "$vp"
     wait "$vp" 2>/dev/null || true
     total=$(awk '/^summary:/ {print $2; exit}' "$f.1")
