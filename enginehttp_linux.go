@@ -76,10 +76,6 @@ type loopHTTP struct {
 	// out collects what the fastWriter writes: the loop sends it.
 	out    captureConn
 	cancel context.CancelFunc
-	// req1 is the one fastReq its requests reuse (fastConn.own): nothing the loop runs keeps
-	// a request past its exchange, and a new one (1 KiB, zeroed, collected) per request cost
-	// the most of the loop's allocation.
-	req1 fastReq
 	// handed owns the sockets once the connection was handed off to the goroutine path:
 	// Close closes them then (the client's and any backend's), not the loop's.
 	handed atomic.Pointer[proxiedConn]
@@ -154,8 +150,7 @@ func (p *Proxy) engineOpenHTTP(port int, local net.Addr, c *evloop.Conn) evloop.
 	ctx = context.WithValue(ctx, http.ServerContextKey, fastServerMarker)
 	ctx, lh.cancel = context.WithCancel(ctx)
 	lh.out.remote = net.TCPAddrFromAddrPort(client)
-	lh.fc = fastConn{h: h, hc: &lh.hc, conn: &lh.out, remote: lh.out.remote.String(), ctx: ctx, cancel: lh.cancel,
-		own: &lh.req1}
+	lh.fc = fastConn{h: h, hc: &lh.hc, conn: &lh.out, remote: lh.out.remote.String(), ctx: ctx, cancel: lh.cancel}
 	lh.fc.reqTmpl = (&http.Request{Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Body: http.NoBody,
 		RemoteAddr: lh.fc.remote}).WithContext(ctx)
 	c.Data = lh
@@ -192,7 +187,7 @@ func (lh *loopHTTP) request(req *h1parse.Request, raw []byte) evloop.HTTPPlan {
 	switch v {
 	case ineligible: // nothing was done: the goroutine path serves it from its first byte
 		w.release()
-		fc.cur = nil
+		fc.releaseRequest()
 		return evloop.HTTPPlan{HandOff: true}
 	case answered:
 		keep := w.finish()
@@ -200,7 +195,7 @@ func (lh *loopHTTP) request(req *h1parse.Request, raw []byte) evloop.HTTPPlan {
 		if lh.lr != nil {
 			h.requestDone(lh.lr, r, &lh.hc, pr)
 		}
-		fc.cur = nil
+		fc.releaseRequest()
 		return evloop.HTTPPlan{Respond: lh.out.bytes(), Close: !keep}
 	}
 	w.release()

@@ -188,7 +188,8 @@ func (lh *loopHTTP) done(body int64) {
 		lh.lr.bytes += body
 		lh.p.http.requestDone(lh.lr, lh.pr.in, &lh.hc, lh.pr)
 	}
-	lh.pr, lh.lr, lh.fc.cur, lh.body = nil, nil, nil, nil
+	lh.fc.releaseRequest() // nothing the loop ran keeps a part of it (fastReq)
+	lh.pr, lh.lr, lh.body = nil, nil, nil
 	if cap(lh.req) > loopKeptBuf {
 		lh.req = nil // a long head grew it: an idle connection keeps no more than a head's room
 	}

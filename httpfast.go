@@ -61,14 +61,6 @@ type fastConn struct {
 	// scratch from it. Cleared after the request, so that an idle
 	// connection keeps none of them alive.
 	cur *fastReq
-	// own, when set, is the one fastReq every request of the connection
-	// reuses (the event loop's connections: what they serve keeps no part
-	// of a request past it, see loopHTTP); nil: a new one per request.
-	own *fastReq
-	// spare is the last request's fastReq, which the next request reuses, when nothing can
-	// hold a part of it: a bodyless request that fastForward carried (h1client keeps none of
-	// it, no handler or transport saw it) on the built-in matcher. nil: a new one.
-	spare *fastReq
 	// forwarded: fastForward carried the current request (act).
 	forwarded bool
 	idle      atomic.Bool
@@ -341,7 +333,9 @@ func (fc *fastConn) serveOne(req *h1parse.Request) (keep, handOff bool) {
 	v, aborted := fc.run(w, r)
 	whole := body.end() // before the connection is read again: drain, watch, next head
 	if fc.forwarded && !aborted && r.Body == http.NoBody && fc.builtinMatcher() {
-		fc.spare = fc.cur
+		// h1client keeps none of it, no handler or transport saw it; released once this
+		// function is done with body (fastReq).
+		defer fastReqs.Put(fc.cur)
 	}
 	fc.cur = nil
 	if v == ineligible {

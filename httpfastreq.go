@@ -5,6 +5,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"strings"
+	"sync"
 
 	"github.com/gosmartproxy/smartproxy/internal/h1parse"
 )
@@ -15,20 +16,32 @@ import (
 // only where nothing can keep a part of it past its request: whatever
 // does (a custom Matcher its query, a handler its request, a backend
 // transport its body) must keep values no later request changes. A
-// connection on the event loops reuses one for all its requests
-// (fastConn.own): the loop serves only what keeps nothing (the built-in
-// matcher and security checker, its own backend exchange, the request
-// log and rejections, which copy what they keep). On the goroutine path a
-// request reuses the last one's only when that was a bodyless request
-// fastForward carried on the built-in matcher (fastConn.spare); otherwise
-// it is new. The header map goes with it; the strings are new for every
-// request.
+// request's objects go back to fastReqs (releaseRequest) only when its
+// path kept nothing: on the event loops every request (the loop serves
+// only the built-in matcher and security checker, its own backend
+// exchange, and a request log and rejections that copy what they keep),
+// on the goroutine path a bodyless request fastForward carried on the
+// built-in matcher; any other is left to the collector. The header map
+// goes with it; the strings are new for every request. Pooled, not kept
+// per connection: an idle connection holds none.
 type fastReq struct {
 	r     http.Request
 	u     url.URL
 	route routeScratch
 	lists [fastReqLists]string
 	body  fastBody // the request's body (serveOne)
+}
+
+// fastReqs holds released requests' objects (fastConn.releaseRequest).
+var fastReqs = sync.Pool{New: func() any { return new(fastReq) }}
+
+// releaseRequest gives the current request's objects back to fastReqs and clears fc.cur. The
+// caller knows that nothing holds a part of them any more (see fastReq).
+func (fc *fastConn) releaseRequest() {
+	if fc.cur != nil {
+		fastReqs.Put(fc.cur)
+		fc.cur = nil
+	}
 }
 
 // fastReqLists is how many fields a head may have for their one-value
@@ -39,17 +52,9 @@ const fastReqLists = 8
 // request builds the *http.Request the shared request path takes, and
 // makes it fc's current request (fc.cur).
 func (fc *fastConn) request(req *h1parse.Request) (*http.Request, error) {
-	fr := fc.own
-	if fr == nil {
-		fr, fc.spare = fc.spare, nil
-	}
-	var hdr http.Header
-	if fr == nil {
-		fr = new(fastReq)
-	} else {
-		hdr = fr.r.Header // the last request's map, emptied below
-		*fr = fastReq{}
-	}
+	fr := fastReqs.Get().(*fastReq)
+	hdr := fr.r.Header // a released request's map, emptied below; nil in a new one
+	*fr = fastReq{}
 	// One string holds the target, the host and every value, and one
 	// array every one-value list (cap 1: a handler's append copies).
 	size := len(req.Target) + len(req.Host)
