@@ -15,9 +15,26 @@ import (
 
 // normalizeDomain lower-cases a name and drops one trailing dot.
 func normalizeDomain(d string) string {
+	if isNormalDomain(d) {
+		return d // the usual Host: one pass, where the three below make three
+	}
 	d = strings.TrimSpace(d)
 	d = strings.TrimSuffix(d, ".")
 	return strings.ToLower(d)
+}
+
+// isNormalDomain reports a d that normalizeDomain returns unchanged: no upper-case letter,
+// no space or control byte, and no trailing dot.
+func isNormalDomain(d string) bool {
+	if d == "" || d[len(d)-1] == '.' {
+		return false
+	}
+	for i := 0; i < len(d); i++ {
+		if c := d[i]; c <= ' ' || 'A' <= c && c <= 'Z' || c >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // globMeta are the characters that make a pattern a glob (gobwas/glob

@@ -205,12 +205,12 @@ func appendFastRequest(b []byte, pr *proxyReq, req *h1parse.Request, addr string
 		b = append(b, "Te: trailers\r\n"...)
 	}
 	// setForwarded's values, unless a template replaces them.
-	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil && httpguts.ValidHeaderFieldValue(ip) {
 		if !templated(tmpl, []byte("X-Forwarded-For")) {
-			b = appendField(b, "X-Forwarded-For", ip)
+			b = appendTrusted(b, "X-Forwarded-For: ", ip)
 		}
 		if !templated(tmpl, []byte("X-Real-Ip")) {
-			b = appendField(b, "X-Real-Ip", ip)
+			b = appendTrusted(b, "X-Real-Ip: ", ip)
 		}
 	}
 	if !templated(tmpl, []byte("X-Forwarded-Host")) {
@@ -242,6 +242,14 @@ func appendFastRequest(b []byte, pr *proxyReq, req *h1parse.Request, addr string
 		b = strconv.AppendInt(b, max(r.ContentLength, 0), 10)
 		b = append(b, "\r\n"...)
 	}
+	return append(b, "\r\n"...)
+}
+
+// appendTrusted appends a field line whose value the caller checked: prefix is the name with
+// its ": ".
+func appendTrusted(b []byte, prefix, v string) []byte {
+	b = append(b, prefix...)
+	b = append(b, v...)
 	return append(b, "\r\n"...)
 }
 

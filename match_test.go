@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -102,6 +103,12 @@ func TestRouteTableSkipsDisabled(t *testing.T) {
 func TestNormalizeDomain(t *testing.T) {
 	t.Parallel()
 	require.Equal(t, "www.example.com", normalizeDomain(" WWW.Example.COM. "))
+	// The fast path for names already normal gives what the full one gives.
+	full := func(d string) string { return strings.ToLower(strings.TrimSuffix(strings.TrimSpace(d), ".")) }
+	for _, d := range []string{"", ".", "a", "a.", "example.com", "Example.com", "exa mple", "a\tb",
+		"\u00a0a.test", "a.test\u0085", "xn--bcher-kva.test", "[::1]", "a..", "B"} {
+		require.Equal(t, full(d), normalizeDomain(d), "%q", d)
+	}
 	m := mustTable(t, fwd("x").Ports(443).Domains("WWW.Example.com.").Route())
 	require.NotNil(t, m.Match(&MatchQuery{Port: 443, Domain: "www.example.com"}))
 }

@@ -127,7 +127,7 @@ func (l *loop) httpStart(c *Conn) {
 	c.h = &httpState{}
 	l.time(c)
 	if t := l.srv.httpFirst; t > 0 {
-		l.httpArm(c, monoNow()+int64(t), ErrHTTPIdleTimeout)
+		l.httpArm(c, l.clock()+int64(t), ErrHTTPIdleTimeout)
 		return
 	}
 	l.httpIdle(c)
@@ -136,7 +136,7 @@ func (l *loop) httpStart(c *Conn) {
 // httpIdle arms the keep-alive idle deadline between requests.
 func (l *loop) httpIdle(c *Conn) {
 	if t := l.srv.httpIdle; t > 0 {
-		l.httpArm(c, monoNow()+int64(t), ErrHTTPIdleTimeout)
+		l.httpArm(c, l.clock()+int64(t), ErrHTTPIdleTimeout)
 	} else {
 		l.httpArm(c, 0, nil)
 	}
@@ -165,7 +165,7 @@ func (l *loop) httpReady(s *sock, events uint32) {
 			// backend connection closed), as net/http's server cancels a request whose
 			// connection reads EOF; a FIN in the first httpGoneGrace is taken for a client
 			// that half-closed after its request (the sweep abandons it after that).
-			if events&(unix.EPOLLHUP|unix.EPOLLERR) != 0 || monoNow()-h.xAt >= int64(httpGoneGrace) {
+			if events&(unix.EPOLLHUP|unix.EPOLLERR) != 0 || l.clock()-h.xAt >= int64(httpGoneGrace) {
 				l.closeConn(c, ErrHTTPClientGone)
 				return
 			}
@@ -400,7 +400,7 @@ func (l *loop) httpServe(c *Conn) {
 			l.closeConn(c, ErrRefused)
 			return
 		case p.Target.IsValid():
-			h.busy, h.fin, h.xAt = true, false, monoNow()
+			h.busy, h.fin, h.xAt = true, false, l.clock()
 			l.httpArm(c, 0, nil)
 			l.exchange(c)
 		default:

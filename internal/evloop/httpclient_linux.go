@@ -17,7 +17,7 @@ import (
 func (l *loop) httpWaitHead(c *Conn) {
 	h := c.h
 	if h.headAt == 0 {
-		h.headAt = monoNow()
+		h.headAt = l.clock()
 		if t := l.srv.httpHead; t > 0 {
 			l.httpArm(c, h.headAt+int64(t), ErrHTTPHeadTimeout)
 		} else {

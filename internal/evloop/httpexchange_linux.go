@@ -125,7 +125,7 @@ func (l *loop) sendRequest(c *Conn) bool {
 	c.writeAt = 0
 	if !h.headDone {
 		if t := l.srv.httpResponse; t > 0 {
-			l.httpArm(c, monoNow()+int64(t), ErrHTTPResponseTimeout)
+			l.httpArm(c, l.clock()+int64(t), ErrHTTPResponseTimeout)
 		}
 	}
 	return true
@@ -161,7 +161,7 @@ func (l *loop) backendRead(c *Conn) {
 				return
 			}
 			if t := l.srv.httpBody; t > 0 && h.headDone { // the body must keep coming
-				l.httpArm(c, monoNow()+int64(t), ErrHTTPResponseTimeout)
+				l.httpArm(c, l.clock()+int64(t), ErrHTTPResponseTimeout)
 			}
 			return
 		}
@@ -182,7 +182,7 @@ func (l *loop) backendRead(c *Conn) {
 			return // the exchange ended, or the client is behind
 		}
 		if t := l.srv.httpBody; t > 0 && h.headDone { // the body must keep coming
-			l.httpArm(c, monoNow()+int64(t), ErrHTTPResponseTimeout)
+			l.httpArm(c, l.clock()+int64(t), ErrHTTPResponseTimeout)
 		}
 		if short && !s.rdhup {
 			return

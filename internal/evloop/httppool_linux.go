@@ -77,7 +77,7 @@ func (l *loop) poolPut(target netip.AddrPort, fd int, gen int32) {
 	} else {
 		ic = new(idleConn)
 	}
-	*ic = idleConn{s: sock{fd: fd, gen: gen, dir: 1}, since: monoNow(), target: target}
+	*ic = idleConn{s: sock{fd: fd, gen: gen, dir: 1}, since: l.clock(), target: target}
 	ic.s.pooled = ic
 	l.setSock(fd, &ic.s)
 	p.conns = append(p.conns, ic)

@@ -32,6 +32,8 @@ type loop struct {
 	epfd   int
 	lfd    int // listening socket
 	wakefd int // eventfd: Close wakes the loop through it
+	// now is monoNow when the loop's current batch of events began (see clock).
+	now int64
 	// wakeMu: wake writes to wakefd under its read lock, closeFDs closes it under the
 	// write lock. Without it a wake after the loop ended (Close after Shutdown, a
 	// Conn.Close from another goroutine) wrote 8 bytes to whatever socket had since
@@ -237,6 +239,7 @@ func (l *loop) run() {
 			if n == 0 {
 				return false // wait in the netpoller
 			}
+			l.now = monoNow()
 			for i := range n {
 				ev := &events[i]
 				switch fd := int(ev.Fd); fd {

@@ -24,6 +24,13 @@ var monoBase = time.Now()
 
 func monoNow() int64 { return int64(time.Since(monoBase)) }
 
+// clock is monoNow as of the start of the loop's current batch of events: the HTTP phases'
+// deadlines and stamps are taken from it, one clock read per batch instead of several per
+// request. A deadline armed late in a batch is early by the batch's run so far (microseconds;
+// the timeouts it serves are seconds). Only the loop's goroutine, inside a batch or a sweep,
+// may call it.
+func (l *loop) clock() int64 { return l.now }
+
 // post queues c for closing by its loop and wakes the loop.
 func (l *loop) post(c *Conn) {
 	l.cmdMu.Lock()
@@ -114,6 +121,7 @@ func (l *loop) untime(c *Conn) {
 func (l *loop) sweep() {
 	l.resumeAccept()
 	now := monoNow()
+	l.now = now
 	if l.poolN > 0 {
 		l.poolSweep(now)
 	}
