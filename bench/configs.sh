@@ -41,6 +41,33 @@ for f in smartproxy smartproxy-nethttp; do
     { cat "$OUT/logs/smartproxy-check.log" >&2; exit 1; }
 done
 
+# PEER_FWD=1 (the default): the peers' HTTP ports add the forwarding fields smartproxy adds
+# to every proxied request (X-Forwarded-For, X-Real-IP, X-Forwarded-Host, X-Forwarded-Proto,
+# Forwarded), so that every proxy does the same work per request and the backend parses the
+# same heads; run.sh checks that each peer's backend sees X-Forwarded-For. PEER_FWD=0: the
+# peers at their defaults (no such field; HAProxy and nginx add none unless told to).
+PEER_FWD="${PEER_FWD:-1}"
+haproxy_fwd() { # proto -> HAProxy's rules for the forwarding fields
+  [[ $PEER_FWD == 1 ]] || return 0
+  cat <<RULES
+    option forwardfor
+    http-request set-header X-Real-IP %[src]
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-request set-header X-Forwarded-Proto $1
+    http-request set-header Forwarded "for=%[src];host=\\"%[req.hdr(host)]\\";proto=$1"
+RULES
+}
+nginx_fwd() { # nginx's directives for the forwarding fields
+  [[ $PEER_FWD == 1 ]] || return 0
+  cat <<'DIRS'
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-Host $host;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header Forwarded "for=$remote_addr;host=\"$host\";proto=$scheme";
+DIRS
+}
+
 cat >"$OUT/haproxy.cfg" <<CFG
 global
     nbthread 1
@@ -69,12 +96,14 @@ frontend fe_http
     bind $H:18080
     timeout http-keep-alive 1h
     timeout http-request 10s
+$(haproxy_fwd http)
     default_backend be_http
 frontend fe_https
     mode http
     bind $H:18445 ssl crt $COMBINED ssl-min-ver TLSv1.3 ciphersuites $HTTPS_CIPHER alpn http/1.1
     timeout http-keep-alive 1h
     timeout http-request 10s
+$(haproxy_fwd https)
     default_backend be_http
 backend be_echo
     server s1 $H:19001
@@ -127,6 +156,7 @@ http {
             proxy_pass http://be_http;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+$(nginx_fwd)
         }
     }
     server {
@@ -141,6 +171,7 @@ http {
             proxy_pass http://be_http;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+$(nginx_fwd)
         }
     }
 }

@@ -9,7 +9,8 @@
 #   env: IDLE_N (idle-rss connections, default 9000), IDLE_SETTLE (idle time before the
 #   idle-rss sample, default 3s), MAX_CONNS (maxconns stop, default fd limit - 100)
 #   MAXCONNS_PROCS, MAXCONNS_TOTAL, MAXCONNS_TARGETS, MAXCONNS_SINGLE: maxconns over several
-#   processes (bench/maxconns-multi.sh)
+#   processes (bench/maxconns-multi.sh); PEER_FWD (default 1: HAProxy and nginx add the
+#   forwarding fields smartproxy adds, like for like; 0: the peers at their defaults)
 #
 # Scenarios: bulk connrate sni tlsterm (= tlsterm-full + tlsterm-resume) http http-post https
 #   (httpall = http + http-post + https) idle-rss maxconns
@@ -272,6 +273,18 @@ run_one() { # scenario target round
 http_checks() {
   local t fwd https_fwd fold
   for t in "${HTTP_TARGETS[@]}"; do
+    if [[ ($t == haproxy || $t == nginx) && $PEER_FWD == 1 ]]; then
+      # Like for like (configs.sh, PEER_FWD): the peers add the forwarding fields too.
+      start_proxy "$t"
+      fwd="$("$BIN/loadgen" -scenario http -addr $H:18080 -get /forwarded 2>>"$OUT/logs/loadgen.log" || true)"
+      stop_proxy
+      if [[ "$fwd" != "x-forwarded-for=127.0.0.1" ]]; then
+        echo "run.sh: $t does not add X-Forwarded-For with PEER_FWD=1 (backend saw: '${fwd}')" >&2
+        exit 1
+      fi
+      log "http check: $t adds the forwarding fields ($fwd seen by the backend)"
+      continue
+    fi
     [[ $t == smartproxy* ]] || continue
     start_proxy "$t"
     fwd="$("$BIN/loadgen" -scenario http -addr $H:18080 -get /forwarded 2>>"$OUT/logs/loadgen.log" || true)"
@@ -352,6 +365,11 @@ fi
   echo "Machine: $(nproc) cores, $(uname -r); proxy on core $PROXY_CPU, load generator and backends on core $LOAD_CPU;"
   echo "$(haproxy -v | head -1 | cut -d' ' -f1-3), $(nginx -v 2>&1 | cut -d' ' -f3), smartproxy $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null)$(cd "$REPO" && git diff --quiet 2>/dev/null || echo '+dirty'), $(go version | cut -d' ' -f3)."
   echo "Medians over valid runs; a run with any verification error is counted invalid and never used as a number."
+  if [[ $PEER_FWD == 1 ]]; then
+    echo "HTTP peers add the forwarding fields smartproxy adds (PEER_FWD=1: X-Forwarded-For, X-Real-IP, X-Forwarded-Host, X-Forwarded-Proto, Forwarded)."
+  else
+    echo "HTTP peers at their defaults (PEER_FWD=0): they add no forwarding field; smartproxy adds five."
+  fi
   "$BIN/benchreport" "$RESULTS"
   if [[ -f "$OUT/nftables.md" ]]; then echo; cat "$OUT/nftables.md"; fi
   if [[ -f "$OUT/maxconns-multi.md" ]]; then echo; cat "$OUT/maxconns-multi.md"; fi
