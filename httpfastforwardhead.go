@@ -2,7 +2,6 @@ package smartproxy
 
 import (
 	"bytes"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -205,7 +204,7 @@ func appendFastRequest(b []byte, pr *proxyReq, req *h1parse.Request, addr string
 		b = append(b, "Te: trailers\r\n"...)
 	}
 	// setForwarded's values, unless a template replaces them.
-	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil && httpguts.ValidHeaderFieldValue(ip) {
+	if ip, ok := addrHost(r.RemoteAddr); ok && httpguts.ValidHeaderFieldValue(ip) {
 		if !templated(tmpl, []byte("X-Forwarded-For")) {
 			b = appendTrusted(b, "X-Forwarded-For: ", ip)
 		}

@@ -9,8 +9,11 @@
 #   TARGETS=smartproxy SCENARIOS=http N=20000 bench/callgrind-http.sh
 #   SMARTPROXY=/tmp/old/smartproxy TARGETS=smartproxy bench/callgrind-http.sh   # another build
 #
-# The proxy runs under callgrind with GOMAXPROCS=1 and GODEBUG=asyncpreemptoff=1 (callgrind
-# cannot follow the runtime's preemption signals); loadgen makes 2,000 requests on 64
+# The proxy runs under callgrind with GOMAXPROCS=1, GODEBUG=asyncpreemptoff=1 (callgrind
+# cannot follow the runtime's preemption signals) and GOGC=off: under callgrind's slowdown the
+# collector's timed cycles land in the counted window by chance (runs varied by ~300
+# instructions); off, a run repeats within ~20, and allocation shows as mallocgc's own cost
+# (GOGC=100 in the environment puts the collector back); loadgen makes 2,000 requests on 64
 # keep-alive connections, the counters are zeroed, then it makes exactly N more, and the
 # counters are dumped. Per-function costs: callgrind_annotate OUT/cg.TARGET.SCENARIO.1 (its
 # inclusive costs are confused by goroutine switches; self costs are right).
@@ -55,7 +58,7 @@ for t in $TARGETS; do
       *) echo "callgrind-http.sh: unknown target $t" >&2; exit 1 ;;
     esac
     f="$OUT/cg.$t.$s"
-    GODEBUG=asyncpreemptoff=1 GOMAXPROCS=1 valgrind --tool=callgrind --callgrind-out-file="$f" "${cmd[@]}" \
+    GOGC="${GOGC:-off}" GODEBUG=asyncpreemptoff=1 GOMAXPROCS=1 valgrind --tool=callgrind --callgrind-out-file="$f" "${cmd[@]}" \
       >"$OUT/valgrind.$t.$s.log" 2>&1 &
     vp=$!
     pids+=($vp)
