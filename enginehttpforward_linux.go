@@ -53,7 +53,7 @@ func (lh *loopHTTP) plan() (loopPlan, bool) {
 	// The held body goes as it came: the loop sends it from its own buffer after the head
 	// (HTTPPlan.Body), on every attempt (those bytes stay as they are until the exchange
 	// ends), so the head is all that is written here.
-	lh.req = appendFastRequest(lh.req[:0], pr, fc.req, addr, tmpl, nil)
+	lh.req = appendFastRequest(lh.req[:0], pr, fc.req, addr, tmpl, nil, &fc.fields)
 	lh.closeAfter = fc.req.Close || fc.closing()
 	// pr.in has no Body on the loop (the body is held here): h1client.Replayable alone would
 	// take a request with one for replayable, as the goroutine path's never is.

@@ -72,6 +72,7 @@ type fastConn struct {
 	reqTmpl *http.Request // fields every request shares, its context included
 	w       fastWriter    // the current request's; reused
 	fwd     fastFwdState  // the current request's fast forward (httpfastforward.go); reused
+	fields  fwdFields     // the forwarding fields' values, kept while they hold (appendFastRequest)
 
 	cancel context.CancelFunc // ends ctx: the client went away
 	watch  fastWatch

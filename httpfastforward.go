@@ -155,7 +155,7 @@ func (h *httpLayer) fastForward(w http.ResponseWriter, fw *fastWriter, lr *logge
 			host, _, _ := net.SplitHostPort(addr)
 			o.ServerName = rt.backendServerName(host, pr.hc.rc.Domain)
 		}
-		out = appendFastRequest(out[:0], pr, req, addr, tmpl, up)
+		out = appendFastRequest(out[:0], pr, req, addr, tmpl, up, &fw.fc.fields)
 		if held != nil && len(out) <= heldHeadRoom {
 			// The head goes in front of the held body: one write, no copy of it.
 			start := heldHeadRoom - len(out)

@@ -3,8 +3,10 @@ package smartproxy
 import (
 	"bytes"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
+	"strings"
 
 	"github.com/gosmartproxy/smartproxy/internal/h1parse"
 	"github.com/gosmartproxy/smartproxy/internal/textmatch"
@@ -162,8 +164,9 @@ func (s fieldSet) has(name []byte) bool {
 // appendFastRequest serialises the outgoing head of pr to addr: what
 // rewriteRequest and http.Request.Write would send, fields in the
 // client's order; up is the request's chunked upload, nil for none.
-func appendFastRequest(b []byte, pr *proxyReq, req *h1parse.Request, addr string, tmpl []fwdTemplate, up *chunkedUpload) []byte {
+func appendFastRequest(b []byte, pr *proxyReq, req *h1parse.Request, addr string, tmpl []fwdTemplate, up *chunkedUpload, ff *fwdFields) []byte {
 	r := pr.in
+	ff.update(r, pr.rc.ClientIP)
 	b = append(b, r.Method...)
 	b = append(b, ' ')
 	// rewriteRequest takes the path and query of pr.rewritten, and
@@ -204,16 +207,16 @@ func appendFastRequest(b []byte, pr *proxyReq, req *h1parse.Request, addr string
 		b = append(b, "Te: trailers\r\n"...)
 	}
 	// setForwarded's values, unless a template replaces them.
-	if ip, ok := addrHost(r.RemoteAddr); ok && httpguts.ValidHeaderFieldValue(ip) {
+	if ff.ipOK {
 		if !templated(tmpl, []byte("X-Forwarded-For")) {
-			b = appendTrusted(b, "X-Forwarded-For: ", ip)
+			b = appendTrusted(b, "X-Forwarded-For: ", ff.ip)
 		}
 		if !templated(tmpl, []byte("X-Real-Ip")) {
-			b = appendTrusted(b, "X-Real-Ip: ", ip)
+			b = appendTrusted(b, "X-Real-Ip: ", ff.ip)
 		}
 	}
-	if !templated(tmpl, []byte("X-Forwarded-Host")) {
-		b = appendField(b, "X-Forwarded-Host", r.Host)
+	if ff.hostOK && !templated(tmpl, []byte("X-Forwarded-Host")) {
+		b = appendTrusted(b, "X-Forwarded-Host: ", r.Host)
 	}
 	if !templated(tmpl, []byte("X-Forwarded-Proto")) {
 		if r.TLS != nil {
@@ -224,7 +227,7 @@ func appendFastRequest(b []byte, pr *proxyReq, req *h1parse.Request, addr string
 	}
 	if !templated(tmpl, []byte("Forwarded")) {
 		b = append(b, "Forwarded: "...)
-		b = appendForwarded(b, pr.rc.ClientIP, r.Host, r.TLS != nil)
+		b = append(b, ff.forwarded...)
 		b = append(b, "\r\n"...)
 	}
 	b = appendTemplates(b, tmpl, requestWriteOwns)
@@ -242,6 +245,39 @@ func appendFastRequest(b []byte, pr *proxyReq, req *h1parse.Request, addr string
 		b = append(b, "\r\n"...)
 	}
 	return append(b, "\r\n"...)
+}
+
+// fwdFields is a connection's forwarding field values, kept from one request to the next
+// (fastConn): a connection's requests share the client's address and nearly always the Host,
+// so the values are worked out again only when one of those changes, at the cost of a few
+// compares per request instead of the address split, the checks and the Forwarded value's
+// formatting (~600 instructions). Per connection, like fastConn.remote: nothing of a request
+// is kept (the Host is copied).
+type fwdFields struct {
+	remote string // the RemoteAddr ip was split from
+	ip     string // its host, for X-Forwarded-For and X-Real-Ip
+	ipOK   bool   // ip is sent (the split worked and ip is a valid field value)
+
+	valid     bool       // host, https and client are those of the values below
+	host      string     // the Host they were made for
+	https     bool       // the request came over TLS
+	client    netip.Addr // RouteContext.ClientIP
+	hostOK    bool       // host may be sent as X-Forwarded-Host (appendField's check)
+	forwarded []byte     // the Forwarded value (appendForwarded)
+}
+
+// update makes f hold the values for a request r from client.
+func (f *fwdFields) update(r *http.Request, client netip.Addr) {
+	if r.RemoteAddr != f.remote || f.remote == "" {
+		f.remote = r.RemoteAddr
+		ip, ok := addrHost(r.RemoteAddr)
+		f.ip, f.ipOK = ip, ok && httpguts.ValidHeaderFieldValue(ip)
+	}
+	if https := r.TLS != nil; !f.valid || r.Host != f.host || https != f.https || client != f.client {
+		f.valid, f.host, f.https, f.client = true, strings.Clone(r.Host), https, client
+		f.hostOK = httpguts.ValidHeaderFieldValue(r.Host)
+		f.forwarded = appendForwarded(f.forwarded[:0], client, r.Host, https)
+	}
 }
 
 // appendTrusted appends a field line whose value the caller checked: prefix is the name with

@@ -55,3 +55,36 @@ func TestFastRequestReuseKeepsNothing(t *testing.T) {
 		})
 	}
 }
+
+// TestForwardingFieldsFollowTheRequest: the forwarding fields' values are kept per connection
+// (fwdFields) and made again when the Host changes; every request of a keep-alive connection
+// gets the values of its own Host, whichever came before it, and the client's address.
+func TestForwardingFieldsFollowTheRequest(t *testing.T) {
+	t.Parallel()
+	for _, engine := range engines {
+		t.Run(engine.String(), func(t *testing.T) {
+			t.Parallel()
+			be := echoBackend(t, "be")
+			_, port := startHTTPPortOn(t, engine, Options{}, func(port int) []Route {
+				r := httpRouteOn("r", port, be.addr())
+				r.Match.Path = "/*" // an HTTP route: a plain one is forwarded as TCP
+				return []Route{r}
+			})
+			c := dial(t, port)
+			br := bufio.NewReader(c)
+			for i, host := range []string{"one.test", "one.test", "two.test:8080", "one.test", "ONE.test"} {
+				_, err := fmt.Fprintf(c, "GET /%d HTTP/1.1\r\nHost: %s\r\n\r\n", i, host)
+				require.NoError(t, err)
+				resp, err := http.ReadResponse(br, nil)
+				require.NoError(t, err, "request %d", i)
+				var got echoed
+				require.NoError(t, json.NewDecoder(resp.Body).Decode(&got))
+				_ = resp.Body.Close()
+				require.Equal(t, host, got.Header.Get("X-Forwarded-Host"), "request %d", i)
+				require.Equal(t, `for=127.0.0.1;host="`+host+`";proto=http`, got.Header.Get("Forwarded"), "request %d", i)
+				require.Equal(t, "127.0.0.1", got.Header.Get("X-Forwarded-For"), "request %d", i)
+				require.Equal(t, "127.0.0.1", got.Header.Get("X-Real-Ip"), "request %d", i)
+			}
+		})
+	}
+}
