@@ -41,12 +41,13 @@ for f in smartproxy smartproxy-nethttp; do
     { cat "$OUT/logs/smartproxy-check.log" >&2; exit 1; }
 done
 
-# PEER_FWD=1 (the default): the peers' HTTP ports add the forwarding fields smartproxy adds
-# to every proxied request (X-Forwarded-For, X-Real-IP, X-Forwarded-Host, X-Forwarded-Proto,
-# Forwarded), so that every proxy does the same work per request and the backend parses the
-# same heads; run.sh checks that each peer's backend sees X-Forwarded-For. PEER_FWD=0: the
-# peers at their defaults (no such field; HAProxy and nginx add none unless told to).
-PEER_FWD="${PEER_FWD:-1}"
+# PEER_FWD=0 (the default): the peers' HTTP ports at their defaults, which add no forwarding
+# field (issue 17's target was set against them), while smartproxy adds five to every proxied
+# request. PEER_FWD=1: like for like, the peers add the same ones (X-Forwarded-For, X-Real-IP,
+# X-Forwarded-Host, X-Forwarded-Proto, Forwarded), so that every proxy does the same work per
+# request and the backend parses the same heads; run.sh then checks that each peer's backend
+# sees X-Forwarded-For.
+PEER_FWD="${PEER_FWD:-0}"
 haproxy_fwd() { # proto -> HAProxy's rules for the forwarding fields
   [[ $PEER_FWD == 1 ]] || return 0
   cat <<RULES

@@ -9,8 +9,8 @@
 #   env: IDLE_N (idle-rss connections, default 9000), IDLE_SETTLE (idle time before the
 #   idle-rss sample, default 3s), MAX_CONNS (maxconns stop, default fd limit - 100)
 #   MAXCONNS_PROCS, MAXCONNS_TOTAL, MAXCONNS_TARGETS, MAXCONNS_SINGLE: maxconns over several
-#   processes (bench/maxconns-multi.sh); PEER_FWD (default 1: HAProxy and nginx add the
-#   forwarding fields smartproxy adds, like for like; 0: the peers at their defaults)
+#   processes (bench/maxconns-multi.sh); PEER_FWD (default 0: HAProxy and nginx at their
+#   defaults, which add no forwarding field; 1: like for like, they add the five smartproxy adds)
 #
 # Scenarios: bulk connrate sni tlsterm (= tlsterm-full + tlsterm-resume) http http-post https
 #   (httpall = http + http-post + https) idle-rss maxconns
