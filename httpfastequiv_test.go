@@ -228,6 +228,7 @@ func equivRoutes(port int, target string) []Route {
 		NewRoute("tmpl").Ports(port).Domains("t.test").ForwardTo(target).
 			RequestHeader("X-Client", "{clientIp}").RequestHeader("X-Where", "{routeName}@{domain}{path}?{query}").
 			RequestHeader("X-Agent", "ua={headers.user-agent}").RequestHeader("X-Remove", "").
+			RequestHeader("X-Forwarded-Host", "tmpl.{domain}"). // replaces one of the forwarding fields
 			ResponseHeader("X-Served-By", "{routeName}").ResponseHeader("Server", "").
 			ResponseHeader("X-Req-Path", "{path}").Route(),
 		NewRoute("any").Ports(port).Priority(-1).ForwardTo(target).Route(),

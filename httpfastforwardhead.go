@@ -207,28 +207,16 @@ func appendFastRequest(b []byte, pr *proxyReq, req *h1parse.Request, addr string
 		b = append(b, "Te: trailers\r\n"...)
 	}
 	// setForwarded's values, unless a template replaces them.
-	if ff.ipOK {
-		if !templated(tmpl, []byte("X-Forwarded-For")) {
-			b = appendTrusted(b, "X-Forwarded-For: ", ff.ip)
+	if len(tmpl) == 0 {
+		b = append(b, ff.lines...)
+	} else {
+		start := 0
+		for i, name := range fwdNames {
+			if !templated(tmpl, name) {
+				b = append(b, ff.lines[start:ff.ends[i]]...)
+			}
+			start = ff.ends[i]
 		}
-		if !templated(tmpl, []byte("X-Real-Ip")) {
-			b = appendTrusted(b, "X-Real-Ip: ", ff.ip)
-		}
-	}
-	if ff.hostOK && !templated(tmpl, []byte("X-Forwarded-Host")) {
-		b = appendTrusted(b, "X-Forwarded-Host: ", r.Host)
-	}
-	if !templated(tmpl, []byte("X-Forwarded-Proto")) {
-		if r.TLS != nil {
-			b = append(b, "X-Forwarded-Proto: https\r\n"...)
-		} else {
-			b = append(b, "X-Forwarded-Proto: http\r\n"...)
-		}
-	}
-	if !templated(tmpl, []byte("Forwarded")) {
-		b = append(b, "Forwarded: "...)
-		b = append(b, ff.forwarded...)
-		b = append(b, "\r\n"...)
 	}
 	b = appendTemplates(b, tmpl, requestWriteOwns)
 	// Request.Write's rule: chunked (with the announced trailers) for a
@@ -254,30 +242,56 @@ func appendFastRequest(b []byte, pr *proxyReq, req *h1parse.Request, addr string
 // formatting (~600 instructions). Per connection, like fastConn.remote: nothing of a request
 // is kept (the Host is copied).
 type fwdFields struct {
-	remote string // the RemoteAddr ip was split from
-	ip     string // its host, for X-Forwarded-For and X-Real-Ip
-	ipOK   bool   // ip is sent (the split worked and ip is a valid field value)
-
-	valid     bool       // host, https and client are those of the values below
-	host      string     // the Host they were made for
-	https     bool       // the request came over TLS
-	client    netip.Addr // RouteContext.ClientIP
-	hostOK    bool       // host may be sent as X-Forwarded-Host (appendField's check)
-	forwarded []byte     // the Forwarded value (appendForwarded)
+	valid  bool       // the lines are those of the values below
+	remote string     // the RemoteAddr the client IP was split from
+	host   string     // the Host (a copy)
+	https  bool       // the request came over TLS
+	client netip.Addr // RouteContext.ClientIP (Forwarded's for=)
+	// lines are the field lines, in fwdNames' order: line i is lines[ends[i-1]:ends[i]]
+	// (from 0 for the first), empty when that field is not sent (X-Forwarded-For and
+	// X-Real-Ip without a client IP that splits off RemoteAddr and is a valid value,
+	// X-Forwarded-Host with a Host that is not).
+	lines []byte
+	ends  [len(fwdNames)]int
 }
 
-// update makes f hold the values for a request r from client.
+// fwdNames are the forwarding fields as fwdFields holds them, each a template may replace.
+var fwdNames = [...][]byte{[]byte("X-Forwarded-For"), []byte("X-Real-Ip"), []byte("X-Forwarded-Host"),
+	[]byte("X-Forwarded-Proto"), []byte("Forwarded")}
+
+// update makes f hold the lines for a request r from client.
 func (f *fwdFields) update(r *http.Request, client netip.Addr) {
-	if r.RemoteAddr != f.remote || f.remote == "" {
-		f.remote = r.RemoteAddr
-		ip, ok := addrHost(r.RemoteAddr)
-		f.ip, f.ipOK = ip, ok && httpguts.ValidHeaderFieldValue(ip)
+	https := r.TLS != nil
+	if f.valid && r.RemoteAddr == f.remote && r.Host == f.host && https == f.https && client == f.client {
+		return
 	}
-	if https := r.TLS != nil; !f.valid || r.Host != f.host || https != f.https || client != f.client {
-		f.valid, f.host, f.https, f.client = true, strings.Clone(r.Host), https, client
-		f.hostOK = httpguts.ValidHeaderFieldValue(r.Host)
-		f.forwarded = appendForwarded(f.forwarded[:0], client, r.Host, https)
+	f.valid, f.remote, f.host, f.https, f.client = true, r.RemoteAddr, strings.Clone(r.Host), https, client
+	b := f.lines[:0]
+	ip, ok := addrHost(r.RemoteAddr)
+	ok = ok && httpguts.ValidHeaderFieldValue(ip)
+	if ok {
+		b = appendTrusted(b, "X-Forwarded-For: ", ip)
 	}
+	f.ends[0] = len(b)
+	if ok {
+		b = appendTrusted(b, "X-Real-Ip: ", ip)
+	}
+	f.ends[1] = len(b)
+	if httpguts.ValidHeaderFieldValue(r.Host) {
+		b = appendTrusted(b, "X-Forwarded-Host: ", r.Host)
+	}
+	f.ends[2] = len(b)
+	if https {
+		b = append(b, "X-Forwarded-Proto: https\r\n"...)
+	} else {
+		b = append(b, "X-Forwarded-Proto: http\r\n"...)
+	}
+	f.ends[3] = len(b)
+	b = append(b, "Forwarded: "...)
+	b = appendForwarded(b, client, r.Host, https)
+	b = append(b, "\r\n"...)
+	f.ends[4] = len(b)
+	f.lines = b
 }
 
 // appendTrusted appends a field line whose value the caller checked: prefix is the name with
