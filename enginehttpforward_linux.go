@@ -120,9 +120,13 @@ func (lh *loopHTTP) release() {
 // relayResponse and the fastWriter make it.
 func (lh *loopHTTP) response(resp *h1parse.Response, dst []byte) []byte {
 	h, pr := lh.p.http, lh.pr
-	dst = append(dst, "HTTP/1.1 "...)
-	dst = strconv.AppendInt(dst, int64(resp.Status), 10)
-	dst = append(append(append(dst, ' '), http.StatusText(resp.Status)...), "\r\n"...)
+	if resp.Status == http.StatusOK {
+		dst = append(dst, "HTTP/1.1 200 OK\r\n"...) // the usual one, without formatting it
+	} else {
+		dst = append(dst, "HTTP/1.1 "...)
+		dst = strconv.AppendInt(dst, int64(resp.Status), 10)
+		dst = append(append(append(dst, ' '), http.StatusText(resp.Status)...), "\r\n"...)
+	}
 	if resp.Status < 200 { // relayed as the fastWriter relays one (Interim): no templates
 		dst, _ = appendRelayedFields(dst, resp.Fields, nil)
 		return append(dst, "\r\n"...)

@@ -135,7 +135,9 @@ func (r *Health) Sync(plan *Plan) {
 		// A failing address no route names any more, long past its
 		// backoff, would otherwise stay forever.
 		if du := h.downUntil.Load(); du != 0 && now-du > int64(r.BackoffMax) && !h.pinned && h.checkers == 0 && h.active.Load() == 0 {
-			h.failures.Store(0)
+			if h.failures.Swap(0) > 0 {
+				r.failing.Add(-1)
+			}
 			h.downUntil.Store(0)
 		}
 		r.pruneLocked(h)

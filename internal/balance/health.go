@@ -38,6 +38,9 @@ type Health struct {
 
 	mu sync.RWMutex
 	m  map[string]*addrHealth
+	// failing counts the entries whose failures are not zero (changed under mu's write
+	// lock): Succeeded, called for every request, returns at once while it is zero.
+	failing atomic.Int32
 
 	// checkMu serialises Sync and Stop, which own checkers.
 	checkMu  sync.Mutex
@@ -117,6 +120,9 @@ func (r *Health) Failed(addr string, err error) {
 		return
 	}
 	f := h.failures.Add(1)
+	if f == 1 {
+		r.failing.Add(1)
+	}
 	backoff := r.BackoffMax
 	if f <= 30 { // beyond, the shift would overflow; the cap applies anyway
 		backoff = min(r.BackoffBase<<(f-1), r.BackoffMax)
@@ -133,12 +139,18 @@ func (r *Health) Failed(addr string, err error) {
 // Succeeded records a successful connect to addr, which ends its backoff.
 // Cheap when the address was not failing, which is the usual case.
 func (r *Health) Succeeded(addr string) {
+	if r.failing.Load() == 0 {
+		return // no address is failing (the usual case): no lookup
+	}
 	h := r.lookup(addr)
 	if h == nil || h.failures.Load() == 0 {
 		return
 	}
 	r.mu.Lock()
 	f := h.failures.Swap(0)
+	if f > 0 {
+		r.failing.Add(-1)
+	}
 	h.downUntil.Store(0)
 	r.pruneLocked(h)
 	r.mu.Unlock()

@@ -89,3 +89,21 @@ func (r *Health) lookupOrZero(addr string) *addrHealth {
 	defer r.mu.Unlock()
 	return r.getLocked(addr)
 }
+
+// TestSucceededWhileOthersFail: Succeeded returns at once while no address is failing; an
+// address must still recover when another recovered before it, and after the count went back
+// to zero and up again.
+func TestSucceededWhileOthersFail(t *testing.T) {
+	reg := testHealth()
+	reg.Failed("x:1", io.EOF)
+	reg.Failed("y:1", io.EOF)
+	reg.Succeeded("x:1")
+	reg.Succeeded("x:1") // twice: counted once
+	require.Equal(t, 1, statusOf(reg, "y:1").ConsecutiveFailures)
+	reg.Succeeded("y:1")
+	require.Empty(t, reg.Status())
+	reg.Failed("y:1", io.EOF)
+	reg.Succeeded("y:1")
+	require.Empty(t, reg.Status(), "failing again after the count was zero")
+	require.Zero(t, reg.failing.Load())
+}
