@@ -164,8 +164,16 @@ func checkResponse(t *testing.T, data []byte, head bool) {
 func FuzzParseMatchesReference(f *testing.F) {
 	for _, s := range diffSeeds(f) {
 		f.Add([]byte(s))
+		if _, fields, ok := strings.Cut(s, "\r\n"); ok {
+			f.Add([]byte(fields)) // for the prefixed check below
+		}
 	}
-	f.Fuzz(checkRequest)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkRequest(t, data)
+		// The same bytes as the field lines of an accepted request line,
+		// so that the fuzzer reaches accepted heads more often.
+		checkRequest(t, append([]byte("GET / HTTP/1.1\r\n"), data...))
+	})
 }
 
 // FuzzParseResponseMatchesReference: ParseResponse decides every input
@@ -174,8 +182,14 @@ func FuzzParseResponseMatchesReference(f *testing.F) {
 	for _, s := range diffSeeds(f) {
 		f.Add([]byte(s), false)
 		f.Add([]byte(s), true)
+		if _, fields, ok := strings.Cut(s, "\r\n"); ok {
+			f.Add([]byte(fields), false) // for the prefixed check below
+		}
 	}
-	f.Fuzz(checkResponse)
+	f.Fuzz(func(t *testing.T, data []byte, head bool) {
+		checkResponse(t, data, head)
+		checkResponse(t, append([]byte("HTTP/1.1 200 OK\r\n"), data...), head)
+	})
 }
 
 // TestParsersMatchReference runs the differential check, without the

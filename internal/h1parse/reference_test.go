@@ -371,6 +371,7 @@ func (r *Response) refStatusLine(line []byte) error {
 	}
 	return nil
 }
+
 // refIsTokenChar reports an RFC 9110 tchar: "!#$%&'*+-.^_`|~", digits and
 // letters.
 func refIsTokenChar(c byte) bool {
