@@ -2,6 +2,7 @@ package h1parse
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -211,6 +212,45 @@ func TestParsersMatchReference(t *testing.T) {
 				data[i] = c
 				checkRequest(t, data)
 				checkResponse(t, data, false)
+			}
+		}
+	}
+}
+
+// TestWordClasses: notNameCommon and valueCtl mark exactly the bytes
+// outside their class, every byte value at every position, among
+// neighbours of every kind (those that would carry or borrow into it
+// included).
+func TestWordClasses(t *testing.T) {
+	t.Parallel()
+	common := func(c byte) bool {
+		return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-'
+	}
+	ctl := func(c byte) bool { return c < 0x20 || c == 0x7f }
+	for _, fill := range []byte{0, '\t', ' ', '-', '0', '9', 'A', 'a', 'z', '~', 0x7f, 0x80, 0xff} {
+		for pos := range 8 {
+			for c := range 256 {
+				var w [8]byte
+				for i := range w {
+					w[i] = fill
+				}
+				w[pos] = byte(c)
+				var wantName, wantCtl uint64
+				for i, b := range w {
+					if !common(b) {
+						wantName |= 0x80 << (8 * i)
+					}
+					if ctl(b) {
+						wantCtl |= 0x80 << (8 * i)
+					}
+				}
+				x := binary.LittleEndian.Uint64(w[:])
+				if got := notNameCommon(x); got != wantName {
+					t.Fatalf("notNameCommon(%q) = %#x, want %#x", w, got, wantName)
+				}
+				if got := valueCtl(x); got != wantCtl {
+					t.Fatalf("valueCtl(%q) = %#x, want %#x", w, got, wantCtl)
+				}
 			}
 		}
 	}

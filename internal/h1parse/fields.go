@@ -88,7 +88,17 @@ func (fr *framingFields) parse(buf []byte, i int, fields *[]Field, request bool)
 // ErrIncomplete.
 func scanField(buf []byte, i int) (Field, int, error) {
 	s := i
-	for i < len(buf) && byteClass[buf[i]]&classTchar != 0 {
+	for {
+		for i+8 <= len(buf) {
+			m := notNameCommon(load(buf[i:]))
+			i += firstMarked(m)
+			if m != 0 {
+				break
+			}
+		}
+		if i == len(buf) || byteClass[buf[i]]&classTchar == 0 {
+			break
+		}
 		i++
 	}
 	switch {
@@ -103,7 +113,17 @@ func scanField(buf []byte, i int) (Field, int, error) {
 		i++
 	}
 	vs := i
-	for i < len(buf) && byteClass[buf[i]]&classValue != 0 {
+	for {
+		for i+8 <= len(buf) {
+			m := valueCtl(load(buf[i:]))
+			i += firstMarked(m)
+			if m != 0 {
+				break
+			}
+		}
+		if i == len(buf) || byteClass[buf[i]]&classValue == 0 {
+			break
+		}
 		i++
 	}
 	switch {
