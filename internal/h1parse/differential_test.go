@@ -255,3 +255,29 @@ func TestWordClasses(t *testing.T) {
 		}
 	}
 }
+
+// TestIsContentLength: the word compare takes "content-length" in any
+// case and nothing else of its length, whichever byte differs.
+func TestIsContentLength(t *testing.T) {
+	t.Parallel()
+	for _, name := range []string{"content-length", "Content-Length", "CONTENT-LENGTH", "cOnTeNt-LeNgTh"} {
+		if !isContentLength([]byte(name)) {
+			t.Fatalf("%q refused", name)
+		}
+	}
+	for i := range len("content-length") {
+		for _, c := range []byte("!#-0_azAZ~") {
+			b := []byte("content-length")
+			if b[i]|0x20 == c|0x20 {
+				continue
+			}
+			b[i] = c
+			if isContentLength(b) != tokenIs(b, "content-length") {
+				t.Fatalf("%q: isContentLength differs from tokenIs", b)
+			}
+		}
+	}
+	if isContentLength([]byte("content-lengths")) || isContentLength([]byte("content-lengt")) {
+		t.Fatal("other lengths taken")
+	}
+}

@@ -50,7 +50,7 @@ func (fr *framingFields) parse(buf []byte, i int, fields *[]Field, request bool)
 		// passed over on their length alone.
 		switch len(f.Name) {
 		case len("content-length"):
-			if tokenIs(f.Name, "content-length") {
+			if isContentLength(f.Name) {
 				fr.cl++
 				if fr.length, err = contentLength(f.Value, fr.length); err != nil {
 					return 0, err

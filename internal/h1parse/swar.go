@@ -46,3 +46,15 @@ func valueCtl(x uint64) uint64 {
 	del := ^((x7 ^ 0x7f*ones) + 0x7f*ones)
 	return (under | del) & highs &^ x
 }
+
+// isContentLength is tokenIs(name, "content-length") in two
+// overlapping word compares (bytes 0 to 7 and 6 to 13; |0x20 folds case
+// as in tokenIs): every response carries the field, and a byte loop
+// over its name cost ~120 instructions.
+func isContentLength(name []byte) bool {
+	const (
+		content = 0x2d746e65746e6f63 // "content-", little-endian
+		tLength = 0x6874676e656c2d74 // "t-length"
+	)
+	return len(name) == 14 && load(name)|0x20*ones == content && load(name[6:])|0x20*ones == tLength
+}
