@@ -23,7 +23,7 @@ type framingFields struct {
 
 // parse reads the field lines of buf from offset i, up to and including
 // the empty line that ends the head, into *fields, noting the framing
-// fields (and for a request, request set, Host and Expect) in fr, and
+// fields (and for a request, Host and Expect) in fr, and
 // returns the head's length. It refuses a line that is no field (a CR or
 // LF inside a line among them), more than MaxFields fields, a
 // Content-Length that is not one non-negative number (or a list of equal

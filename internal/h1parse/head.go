@@ -51,11 +51,13 @@ type Request struct {
 // insensitive), nil when there is none.
 func (r *Request) Field(name string) []byte { return fieldValue(r.Fields, name) }
 
+// reset empties r for the next head, keeping its field list's array.
 func (r *Request) reset() {
 	fields := r.Fields[:0]
 	*r = Request{Fields: fields, ContentLength: -1}
 }
 
+// malformed is an error wrapping ErrMalformed with the reason.
 func malformed(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, args...)...)
 }
@@ -94,7 +96,7 @@ func Parse(buf []byte, r *Request) error {
 // its first line already ends in a bare LF, which no later byte can
 // mend.
 func requestRefusal(buf []byte, err error) error {
-	if bytes.Index(buf, crlfcrlf) >= 0 {
+	if bytes.Contains(buf, crlfcrlf) {
 		return err
 	}
 	if i := bytes.IndexByte(buf, '\n'); i >= 0 && (i == 0 || buf[i-1] != '\r') {

@@ -43,6 +43,7 @@ type Response struct {
 // ASCII, matched case-insensitively), nil when there is none.
 func (r *Response) Field(name string) []byte { return fieldValue(r.Fields, name) }
 
+// reset empties r for the next head, keeping its field list's array.
 func (r *Response) reset() {
 	fields := r.Fields[:0]
 	*r = Response{Fields: fields, ContentLength: -1}
@@ -99,7 +100,7 @@ func ParseResponse(buf []byte, r *Response, head bool) error {
 // judged now, so that a peer that is no HTTP server (or a banner) fails
 // at once, not at the head timeout.
 func (r *Response) refusal(buf []byte, err error) error {
-	if bytes.Index(buf, crlfcrlf) >= 0 {
+	if bytes.Contains(buf, crlfcrlf) {
 		return err
 	}
 	i := bytes.IndexByte(buf, '\n')
