@@ -2,6 +2,7 @@ package h1parse
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 )
@@ -194,4 +195,41 @@ func unhex(c byte) int {
 		return int(c-'A') + 10
 	}
 	return -1
+}
+
+// nextLine splits off the first CRLF-terminated line of b (which ends in
+// CRLF); a CR or LF inside the line is refused. Chunk lines and trailers
+// are read with it and fieldLine; heads with the one-pass scanField.
+func nextLine(b []byte) (line, rest []byte, err error) {
+	i := bytes.IndexByte(b, '\n')
+	if i < 1 || b[i-1] != '\r' {
+		return nil, nil, malformed("bare LF")
+	}
+	line = b[:i-1]
+	if bytes.IndexByte(line, '\r') >= 0 {
+		return nil, nil, malformed("bare CR")
+	}
+	return line, b[i+1:], nil
+}
+
+// fieldLine parses name ":" OWS value OWS (a trailer field).
+func fieldLine(line []byte) (Field, error) {
+	colon := bytes.IndexByte(line, ':')
+	if colon <= 0 {
+		if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
+			return Field{}, malformed("obs-fold")
+		}
+		return Field{}, malformed("field line %q", line)
+	}
+	name := line[:colon]
+	if !isToken(name) {
+		return Field{}, malformed("field name %q", name)
+	}
+	v := trimOWS(line[colon+1:])
+	for _, c := range v {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return Field{}, malformed("control byte in field %q", name)
+		}
+	}
+	return Field{Name: name, Value: v}, nil
 }

@@ -51,11 +51,13 @@ type Request struct {
 // insensitive), nil when there is none.
 func (r *Request) Field(name string) []byte { return fieldValue(r.Fields, name) }
 
+// reset empties r for the next head, keeping its field list's array.
 func (r *Request) reset() {
 	fields := r.Fields[:0]
 	*r = Request{Fields: fields, ContentLength: -1}
 }
 
+// malformed is an error wrapping ErrMalformed with the reason.
 func malformed(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, args...)...)
 }
@@ -64,43 +66,43 @@ func malformed(format string, args ...any) error {
 // ErrIncomplete when buf holds no complete head yet (the caller reads
 // more, up to its limit), or an error wrapping ErrMalformed or
 // ErrUnsupported for a head it refuses.
+//
+// It reads the head in one pass, line by line, each byte checked once
+// against its class (byteClass) and the head's end found where a line
+// is empty, not by a search over the whole buffer first.
 func Parse(buf []byte, r *Request) error {
 	r.reset()
-	end := bytes.Index(buf, crlfcrlf)
-	if end < 0 {
-		if i := bytes.IndexByte(buf, '\n'); i >= 0 && (i == 0 || buf[i-1] != '\r') {
-			return malformed("bare LF") // refused early: it will never end in CRLF CRLF
-		}
-		return ErrIncomplete
-	}
-	r.HeadLen = end + 4
-	head := buf[:end+2] // every line with its CRLF
-	line, rest, err := nextLine(head)
+	i, err := r.requestLine(buf)
 	if err != nil {
-		return err
-	}
-	if err := r.requestLine(line); err != nil {
-		return err
+		return requestRefusal(buf, err)
 	}
 	var fr framingFields
-	host := 0
-	err = fr.parse(rest, &r.Fields, func(f Field) {
-		switch {
-		case EqualFold(f.Name, "host"):
-			host++
-			r.Host = f.Value
-		case EqualFold(f.Name, "expect"):
-			r.Expect = true
-		}
-	})
-	if err != nil {
-		return err
+	if r.HeadLen, err = fr.parse(buf, i, &r.Fields, true); err != nil {
+		r.HeadLen = 0
+		return requestRefusal(buf, err)
 	}
+	r.Host, r.Expect = fr.hostValue, fr.expect
 	r.ContentLength, r.Chunked, r.Close, r.Upgrade = fr.length, fr.te > 0, fr.close, fr.upgrade
 	if r.Minor == 0 && !fr.keepAlive {
 		r.Close = true
 	}
-	return r.framing(fr.cl, fr.te, host)
+	return r.framing(fr.cl, fr.te, fr.host)
+}
+
+// requestRefusal is Parse's answer to err, met before the head's end was
+// seen: the answer of a parser that first looks for CRLF CRLF. With one
+// in buf, the head is complete and err, from its first line refused,
+// stands; without, the head is incomplete (the caller reads more) unless
+// its first line already ends in a bare LF, which no later byte can
+// mend.
+func requestRefusal(buf []byte, err error) error {
+	if bytes.Contains(buf, crlfcrlf) {
+		return err
+	}
+	if i := bytes.IndexByte(buf, '\n'); i >= 0 && (i == 0 || buf[i-1] != '\r') {
+		return malformed("bare LF")
+	}
+	return ErrIncomplete
 }
 
 // framing applies the rules that need the whole head.
@@ -123,53 +125,43 @@ func (r *Request) framing(cl, te, host int) error {
 
 var crlfcrlf = []byte("\r\n\r\n")
 
-// nextLine splits off the first CRLF-terminated line of b (which ends in
-// CRLF); a CR or LF inside the line is refused.
-func nextLine(b []byte) (line, rest []byte, err error) {
-	i := bytes.IndexByte(b, '\n')
-	if i < 1 || b[i-1] != '\r' {
-		return nil, nil, malformed("bare LF")
+// requestLine parses method SP target SP HTTP/1.x CRLF at the start of
+// buf and returns the offset after it: the method a token, the target
+// free of control bytes, SP and bytes over 0x7e (so of CR and LF too).
+func (r *Request) requestLine(buf []byte) (int, error) {
+	i := 0
+	for i < len(buf) && byteClass[buf[i]]&classTchar != 0 {
+		i++
 	}
-	line = b[:i-1]
-	if bytes.IndexByte(line, '\r') >= 0 {
-		return nil, nil, malformed("bare CR")
+	if i == 0 || i == len(buf) || buf[i] != ' ' {
+		return 0, malformed("method")
 	}
-	return line, b[i+1:], nil
-}
-
-// requestLine parses method SP target SP HTTP/1.x.
-func (r *Request) requestLine(line []byte) error {
-	sp1 := bytes.IndexByte(line, ' ')
-	if sp1 <= 0 {
-		return malformed("request line %q", line)
+	r.Method = buf[:i]
+	i++
+	s := i
+	for i < len(buf) && buf[i] > ' ' && buf[i] < 0x7f {
+		i++
 	}
-	r.Method = line[:sp1]
-	if !isToken(r.Method) {
-		return malformed("method %q", r.Method)
+	if i == s || i == len(buf) || buf[i] != ' ' {
+		return 0, malformed("request target")
 	}
-	rest := line[sp1+1:]
-	sp2 := bytes.IndexByte(rest, ' ')
-	if sp2 <= 0 {
-		return malformed("request line %q", line)
-	}
-	r.Target = rest[:sp2]
-	for _, c := range r.Target {
-		if c <= ' ' || c >= 0x7f {
-			return malformed("request target %q", r.Target)
-		}
-	}
+	r.Target = buf[s:i]
 	if !r.targetForm() {
-		return malformed("request target %q", r.Target)
+		return 0, malformed("request target %q", r.Target)
 	}
-	switch v := rest[sp2+1:]; string(v) {
-	case "HTTP/1.1":
+	i++
+	if len(buf)-i < len("HTTP/1.1\r\n") {
+		return 0, malformed("version")
+	}
+	switch v := buf[i : i+10]; string(v) {
+	case "HTTP/1.1\r\n":
 		r.Minor = 1
-	case "HTTP/1.0":
+	case "HTTP/1.0\r\n":
 		r.Minor = 0
 	default:
-		return malformed("version %q", v)
+		return 0, malformed("version %q", v)
 	}
-	return nil
+	return i + 10, nil
 }
 
 // targetForm reports a target in one of RFC 9112's four forms:
@@ -187,50 +179,4 @@ func (r *Request) targetForm() bool {
 	}
 	i := bytes.Index(t, []byte("://"))
 	return i > 0 && (EqualFold(t[:i], "http") || EqualFold(t[:i], "https")) && len(t) > i+3
-}
-
-// fieldLine parses name ":" OWS value OWS.
-func fieldLine(line []byte) (Field, error) {
-	colon := bytes.IndexByte(line, ':')
-	if colon <= 0 {
-		if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
-			return Field{}, malformed("obs-fold")
-		}
-		return Field{}, malformed("field line %q", line)
-	}
-	name := line[:colon]
-	if !isToken(name) {
-		return Field{}, malformed("field name %q", name)
-	}
-	v := trimOWS(line[colon+1:])
-	for _, c := range v {
-		if c < ' ' && c != '\t' || c == 0x7f {
-			return Field{}, malformed("control byte in field %q", name)
-		}
-	}
-	return Field{Name: name, Value: v}, nil
-}
-
-// parseContentLength reads a Content-Length value (1*DIGIT, up to 18
-// digits, or a list of equal ones) given the length read so far (-1:
-// none); a length that differs from cur is refused.
-func parseContentLength(v []byte, cur int64) (int64, error) {
-	for item := range bytes.SplitSeq(v, []byte(",")) {
-		item = trimOWS(item)
-		if len(item) == 0 || len(item) > 18 {
-			return cur, malformed("Content-Length %q", v)
-		}
-		var n int64
-		for _, c := range item {
-			if c < '0' || c > '9' {
-				return cur, malformed("Content-Length %q", v)
-			}
-			n = n*10 + int64(c-'0')
-		}
-		if cur >= 0 && cur != n {
-			return cur, malformed("differing Content-Length")
-		}
-		cur = n
-	}
-	return cur, nil
 }

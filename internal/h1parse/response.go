@@ -43,6 +43,7 @@ type Response struct {
 // ASCII, matched case-insensitively), nil when there is none.
 func (r *Response) Field(name string) []byte { return fieldValue(r.Fields, name) }
 
+// reset empties r for the next head, keeping its field list's array.
 func (r *Response) reset() {
 	fields := r.Fields[:0]
 	*r = Response{Fields: fields, ContentLength: -1}
@@ -60,34 +61,14 @@ func (r *Response) reset() {
 // recipient treat it as an error; HAProxy does for responses).
 func ParseResponse(buf []byte, r *Response, head bool) error {
 	r.reset()
-	end := bytes.Index(buf, crlfcrlf)
-	if end < 0 {
-		i := bytes.IndexByte(buf, '\n')
-		switch {
-		case i < 0:
-		case i == 0 || buf[i-1] != '\r':
-			return malformed("bare LF")
-		default:
-			// A status line already complete is judged now: a peer that is
-			// no HTTP server (or a banner) fails at once, not at the head
-			// timeout.
-			if err := r.statusLine(buf[:i-1]); err != nil {
-				return err
-			}
-		}
-		return ErrIncomplete
-	}
-	r.HeadLen = end + 4
-	line, rest, err := nextLine(buf[:end+2])
+	i, err := r.statusLine(buf)
 	if err != nil {
-		return err
-	}
-	if err := r.statusLine(line); err != nil {
-		return err
+		return r.refusal(buf, err)
 	}
 	var fr framingFields
-	if err := fr.parse(rest, &r.Fields, nil); err != nil {
-		return err
+	if r.HeadLen, err = fr.parse(buf, i, &r.Fields, false); err != nil {
+		r.HeadLen = 0
+		return r.refusal(buf, err)
 	}
 	cl, te := fr.cl, fr.te
 	r.ContentLength, r.Close = fr.length, fr.close
@@ -111,42 +92,66 @@ func ParseResponse(buf []byte, r *Response, head bool) error {
 	return nil
 }
 
-// statusLine parses HTTP/1.x SP 3DIGIT [SP reason]. A missing reason
-// (with or without its SP) is taken, as every client takes it; the
-// reason may hold SP, HTAB and visible or obs-text bytes only.
-func (r *Response) statusLine(line []byte) error {
-	if len(line) < 12 || line[8] != ' ' {
-		return malformed("status line %q", line)
+// refusal is ParseResponse's answer to err, met before the head's end
+// was seen: the answer of a parser that first looks for CRLF CRLF. With
+// one in buf, the head is complete and err, from its first line refused,
+// stands. Without, the head is incomplete (the caller reads more) unless
+// its first line is complete and refused: a bare LF, or a status line
+// judged now, so that a peer that is no HTTP server (or a banner) fails
+// at once, not at the head timeout.
+func (r *Response) refusal(buf []byte, err error) error {
+	if bytes.Contains(buf, crlfcrlf) {
+		return err
 	}
-	switch string(line[:8]) {
+	i := bytes.IndexByte(buf, '\n')
+	switch {
+	case i < 0:
+	case i == 0 || buf[i-1] != '\r':
+		return malformed("bare LF")
+	default:
+		if _, err := r.statusLine(buf[:i+1]); err != nil {
+			return err
+		}
+	}
+	return ErrIncomplete
+}
+
+// statusLine parses HTTP/1.x SP 3DIGIT [SP reason] CRLF at the start of
+// buf and returns the offset after it. A missing reason (with or without
+// its SP) is taken, as every client takes it; the reason may hold SP,
+// HTAB and visible or obs-text bytes only (so no CR or LF).
+func (r *Response) statusLine(buf []byte) (int, error) {
+	if len(buf) < len("HTTP/1.1 200\r\n") || buf[8] != ' ' {
+		return 0, malformed("status line")
+	}
+	switch string(buf[:8]) {
 	case "HTTP/1.1":
 		r.Minor = 1
 	case "HTTP/1.0":
 		r.Minor = 0
 	default:
-		return malformed("version %q", line[:8])
+		return 0, malformed("version %q", buf[:8])
 	}
-	code := line[9:12]
+	code := buf[9:12]
 	for _, c := range code {
 		if c < '0' || c > '9' {
-			return malformed("status code %q", code)
+			return 0, malformed("status code %q", code)
 		}
 	}
 	r.Status = int(code[0]-'0')*100 + int(code[1]-'0')*10 + int(code[2]-'0')
 	if r.Status < 100 {
-		return malformed("status code %q", code)
+		return 0, malformed("status code %q", code)
 	}
-	rest := line[12:]
-	if len(rest) > 0 {
-		if rest[0] != ' ' {
-			return malformed("status line %q", line)
+	i := 12
+	if buf[i] == ' ' {
+		i++
+		for i < len(buf) && byteClass[buf[i]]&classValue != 0 {
+			i++
 		}
-		r.Reason = rest[1:]
-		for _, c := range r.Reason {
-			if c < ' ' && c != '\t' || c == 0x7f {
-				return malformed("control byte in reason %q", r.Reason)
-			}
-		}
+		r.Reason = buf[13:i]
 	}
-	return nil
+	if i+1 >= len(buf) || buf[i] != '\r' || buf[i+1] != '\n' {
+		return 0, malformed("status line")
+	}
+	return i + 2, nil
 }
