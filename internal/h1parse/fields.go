@@ -105,7 +105,7 @@ func scanField(buf []byte, i int) (Field, int, error) {
 	case i == len(buf):
 		return Field{}, 0, ErrIncomplete
 	case buf[i] != ':' || i == s:
-		return Field{}, 0, malformed("field line at %d", s)
+		return Field{}, 0, errFieldLine
 	}
 	name := buf[s:i]
 	i++

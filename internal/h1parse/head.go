@@ -62,6 +62,19 @@ func malformed(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, args...)...)
 }
 
+// The refusals a head that is only incomplete meets on its way (a buffer that ends inside the
+// start line or a field line), made once: the refusal that follows (requestRefusal,
+// Response.refusal) turns them into ErrIncomplete, and a goroutine-path reader parses an
+// incomplete head every time it asks for one, so formatting them there cost an fmt.Errorf and
+// an allocation per request.
+var (
+	errMethod     = malformed("method")
+	errTarget     = malformed("request target")
+	errVersion    = malformed("version")
+	errStatusLine = malformed("status line")
+	errFieldLine  = malformed("field line")
+)
+
 // Parse parses the request head at the start of buf into r. It returns
 // ErrIncomplete when buf holds no complete head yet (the caller reads
 // more, up to its limit), or an error wrapping ErrMalformed or
@@ -134,7 +147,7 @@ func (r *Request) requestLine(buf []byte) (int, error) {
 		i++
 	}
 	if i == 0 || i == len(buf) || buf[i] != ' ' {
-		return 0, malformed("method")
+		return 0, errMethod
 	}
 	r.Method = buf[:i]
 	i++
@@ -143,7 +156,7 @@ func (r *Request) requestLine(buf []byte) (int, error) {
 		i++
 	}
 	if i == s || i == len(buf) || buf[i] != ' ' {
-		return 0, malformed("request target")
+		return 0, errTarget
 	}
 	r.Target = buf[s:i]
 	if !r.targetForm() {
@@ -151,7 +164,7 @@ func (r *Request) requestLine(buf []byte) (int, error) {
 	}
 	i++
 	if len(buf)-i < len("HTTP/1.1\r\n") {
-		return 0, malformed("version")
+		return 0, errVersion
 	}
 	switch v := buf[i : i+10]; string(v) {
 	case "HTTP/1.1\r\n":

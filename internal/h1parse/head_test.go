@@ -178,3 +178,21 @@ func BenchmarkParse(b *testing.B) {
 		}
 	}
 }
+
+// TestIncompleteHeadsAllocateNothing: a reader asks for a head after every read, so an
+// incomplete one (empty, cut in the start line, in a field line or in its CRLF) is parsed on
+// every request; its ErrIncomplete must cost no allocation (it cost an fmt.Errorf).
+func TestIncompleteHeadsAllocateNothing(t *testing.T) {
+	var req Request
+	var resp Response
+	for _, s := range []string{"", "G", "GET / HTTP/1.", "GET / HTTP/1.1\r\nHost: a", "GET / HTTP/1.1\r\nHost: a\r\n\r"} {
+		b := []byte(s)
+		require.ErrorIs(t, Parse(b, &req), ErrIncomplete, "%q", s)
+		require.Zero(t, testing.AllocsPerRun(50, func() { _ = Parse(b, &req) }), "request %q", s)
+	}
+	for _, s := range []string{"", "H", "HTTP/1.1 200 O", "HTTP/1.1 200 OK\r\nDate: x", "HTTP/1.1 200 OK\r\n\r"} {
+		b := []byte(s)
+		require.ErrorIs(t, ParseResponse(b, &resp, false), ErrIncomplete, "%q", s)
+		require.Zero(t, testing.AllocsPerRun(50, func() { _ = ParseResponse(b, &resp, false) }), "response %q", s)
+	}
+}

@@ -122,7 +122,7 @@ func (r *Response) refusal(buf []byte, err error) error {
 // HTAB and visible or obs-text bytes only (so no CR or LF).
 func (r *Response) statusLine(buf []byte) (int, error) {
 	if len(buf) < len("HTTP/1.1 200\r\n") || buf[8] != ' ' {
-		return 0, malformed("status line")
+		return 0, errStatusLine
 	}
 	switch string(buf[:8]) {
 	case "HTTP/1.1":
@@ -151,7 +151,7 @@ func (r *Response) statusLine(buf []byte) (int, error) {
 		r.Reason = buf[13:i]
 	}
 	if i+1 >= len(buf) || buf[i] != '\r' || buf[i+1] != '\n' {
-		return 0, malformed("status line")
+		return 0, errStatusLine
 	}
 	return i + 2, nil
 }
