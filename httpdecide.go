@@ -81,6 +81,8 @@ func (h *httpLayer) route(w http.ResponseWriter, r *http.Request, hc *httpConn) 
 	// access on keep-alive and HTTP/2 connections too. A route of a newer
 	// generation is not covered by hc.admission, so admit checks it in full.
 	route := h.px.match(set, q)
+	_, builtin := set.matcher.(*RouteTable)
+	s.shared = !builtin || !h.px.defaultChecker || route != nil && route.state != nil && route.state.targetFuncs
 	if route == nil || route.state == nil {
 		h.px.reject(refusal{client: hc.rc.ClientAddr, port: hc.rc.Port, domain: host, req: r}, &RejectError{Reason: RejectNoRoute, IP: hc.rc.ClientIP})
 		http.Error(w, "404 no route for this request", http.StatusNotFound)
@@ -102,6 +104,12 @@ func (h *httpLayer) route(w http.ResponseWriter, r *http.Request, hc *httpConn) 
 type routeScratch struct {
 	q  MatchQuery
 	pr proxyReq
+	// shared: code of the user's was given a pointer into the request's
+	// objects (a custom Matcher the query, a custom SecurityChecker or a
+	// target's HostFunc or PortFunc the route context) and may keep it: the
+	// fast path's request objects are then left to the collector, never
+	// reused for a later request (fastConn.releaseRequest).
+	shared bool
 }
 
 // newRouteScratch returns route's scratch for the request w answers: the

@@ -333,10 +333,10 @@ func (fc *fastConn) serveOne(req *h1parse.Request) (keep, handOff bool) {
 	fc.forwarded = false
 	v, aborted := fc.run(w, r)
 	whole := body.end() // before the connection is read again: drain, watch, next head
-	if fc.forwarded && !aborted && r.Body == http.NoBody && fc.builtinMatcher() {
+	if fr := fc.cur; fc.forwarded && !aborted && r.Body == http.NoBody && fr != nil && !fr.route.shared {
 		// h1client keeps none of it, no handler or transport saw it; released once this
 		// function is done with body (fastReq).
-		defer fastReqs.Put(fc.cur)
+		defer fastReqs.Put(fr)
 	}
 	fc.cur = nil
 	if v == ineligible {
@@ -530,10 +530,3 @@ type fastReplayTLSConn struct {
 
 // ConnectionState returns the TLS state of the terminated connection.
 func (c *fastReplayTLSConn) ConnectionState() tls.ConnectionState { return c.state }
-
-// builtinMatcher reports that requests are matched by the built-in route table, which keeps
-// no MatchQuery (and so no request) past a match; a custom Matcher might.
-func (fc *fastConn) builtinMatcher() bool {
-	_, ok := fc.h.px.routes().matcher.(*RouteTable)
-	return ok
-}

@@ -17,11 +17,12 @@ import (
 // does (a custom Matcher its query, a handler its request, a backend
 // transport its body) must keep values no later request changes. A
 // request's objects go back to fastReqs (releaseRequest) only when its
-// path kept nothing: on the event loops every request (the loop serves
-// only the built-in matcher and security checker, its own backend
-// exchange, and a request log and rejections that copy what they keep),
-// on the goroutine path a bodyless request fastForward carried on the
-// built-in matcher; any other is left to the collector. The header map
+// path kept nothing: no code of the user's saw them (routeScratch.shared:
+// a custom Matcher, SecurityChecker, HostFunc or PortFunc), and, on the
+// event loops, every such request (the loop's own backend exchange, a
+// request log and rejections that copy what they keep), on the goroutine
+// path a bodyless request fastForward carried; any other is left to the
+// collector. The header map
 // goes with it; the strings are new for every request. Pooled, not kept
 // per connection: an idle connection holds none.
 type fastReq struct {
@@ -35,11 +36,14 @@ type fastReq struct {
 // fastReqs holds released requests' objects (fastConn.releaseRequest).
 var fastReqs = sync.Pool{New: func() any { return new(fastReq) }}
 
-// releaseRequest gives the current request's objects back to fastReqs and clears fc.cur. The
-// caller knows that nothing holds a part of them any more (see fastReq).
+// releaseRequest gives the current request's objects back to fastReqs, unless code of the
+// user's was given a part of them (routeScratch.shared), and clears fc.cur. The caller knows
+// that nothing of the proxy's holds a part of them any more (see fastReq).
 func (fc *fastConn) releaseRequest() {
-	if fc.cur != nil {
-		fastReqs.Put(fc.cur)
+	if fr := fc.cur; fr != nil {
+		if !fr.route.shared {
+			fastReqs.Put(fr)
+		}
 		fc.cur = nil
 	}
 }

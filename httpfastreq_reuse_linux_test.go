@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -86,5 +88,51 @@ func TestForwardingFieldsFollowTheRequest(t *testing.T) {
 				require.Equal(t, "127.0.0.1", got.Header.Get("X-Real-Ip"), "request %d", i)
 			}
 		})
+	}
+}
+
+// keepingChecker is a SecurityChecker that keeps every RouteContext it is given, as user code
+// may: the proxy must not reuse what such a pointer points into.
+type keepingChecker struct {
+	mu   sync.Mutex
+	kept []*RouteContext
+	seen []string
+}
+
+func (k *keepingChecker) CheckConnection(rc *RouteContext) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.kept, k.seen = append(k.kept, rc), append(k.seen, rc.Domain)
+	return nil
+}
+
+// TestFastRequestNotReusedUnderUserCode: with a custom SecurityChecker (or Matcher, HostFunc,
+// PortFunc) a request's objects are user code's too, and a later request must not reuse them:
+// every RouteContext the checker kept still says what it said when it was given. It fails
+// when the objects go back to the pool regardless (the kept contexts then show later requests'
+// domains). The goroutine path only: a port with user code in its checks is not the loops'.
+func TestFastRequestNotReusedUnderUserCode(t *testing.T) {
+	t.Parallel()
+	be := echoBackend(t, "be")
+	checker := &keepingChecker{}
+	_, port := startHTTPPortOn(t, EngineGoroutines, Options{Security: checker}, func(port int) []Route {
+		return []Route{httpRouteOn("r", port, be.addr(), "*.test")}
+	})
+	c := dial(t, port)
+	br := bufio.NewReader(c)
+	for i := range 12 {
+		_, err := fmt.Fprintf(c, "GET /%d HTTP/1.1\r\nHost: k%d.test\r\n\r\n", i, i)
+		require.NoError(t, err)
+		resp, err := http.ReadResponse(br, nil)
+		require.NoError(t, err, "request %d", i)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+	}
+	checker.mu.Lock()
+	defer checker.mu.Unlock()
+	require.NotEmpty(t, checker.kept, "the checker was asked")
+	for i, rc := range checker.kept {
+		require.Equal(t, checker.seen[i], rc.Domain, "context %d changed after its request", i)
 	}
 }

@@ -40,6 +40,9 @@ type proxySeam struct {
 	ops *opsState
 	// fastPath: not Options.DisableHTTPFastPath (httpfast.go).
 	fastPath bool
+	// defaultChecker: Options.Security is DefaultSecurityChecker, which keeps no
+	// RouteContext it is given (routeScratch.shared).
+	defaultChecker bool
 	// reject counts and logs one refusal (the rejection log).
 	reject func(at refusal, err error)
 
@@ -91,6 +94,15 @@ type proxySeam struct {
 
 // newProxySeam binds the HTTP layer's seam to p. This is the one place
 // where the HTTP layer meets *Proxy.
+// isDefaultChecker reports the built-in security checker.
+func isDefaultChecker(c SecurityChecker) bool {
+	switch c.(type) {
+	case DefaultSecurityChecker, *DefaultSecurityChecker:
+		return true
+	}
+	return false
+}
+
 func newProxySeam(p *Proxy) proxySeam {
 	return proxySeam{
 		routes: p.set.Load,
@@ -120,6 +132,7 @@ func newProxySeam(p *Proxy) proxySeam {
 		detailed:           p.opts.EnableDetailedLogging,
 		ops:                p.ops,
 		fastPath:           !p.opts.DisableHTTPFastPath,
+		defaultChecker:     isDefaultChecker(p.sec),
 		log:                p.log,
 		baseCtx:            p.baseCtx,
 		connectTimeout:     p.opts.ConnectTimeout,

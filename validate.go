@@ -57,6 +57,8 @@ type routeState struct {
 	// ipTargets: every target has fixed hosts, each an IP literal (ipTarget), which the
 	// event loops can dial by themselves; decided once here, not per request.
 	ipTargets bool
+	// targetFuncs: a target has a HostFunc or PortFunc (user code given the route context).
+	targetFuncs bool
 }
 
 // domainPattern is one compiled entry of match.domains.
@@ -192,7 +194,9 @@ func (v *routeValidator) compile(r *Route, defaults Defaults, defs compiledDefau
 	st.targets = v.checkAction(&r.Action, defaults.Target)
 	st.ipTargets = len(st.targets) > 0
 	for i := range st.targets {
-		st.ipTargets = st.ipTargets && ipTarget(&st.targets[i])
+		t := &st.targets[i]
+		st.ipTargets = st.ipTargets && ipTarget(t)
+		st.targetFuncs = st.targetFuncs || t.HostFunc != nil || t.PortFunc != nil
 	}
 	st.http = v.compileHTTP(r, st)
 	st.lb = v.compileLB(r, st.targets)
