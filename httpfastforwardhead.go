@@ -2,6 +2,7 @@ package smartproxy
 
 import (
 	"bytes"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -267,8 +268,8 @@ func (f *fwdFields) update(r *http.Request, client netip.Addr) {
 	}
 	f.valid, f.remote, f.host, f.https, f.client = true, r.RemoteAddr, strings.Clone(r.Host), https, client
 	b := f.lines[:0]
-	ip, ok := addrHost(r.RemoteAddr)
-	ok = ok && httpguts.ValidHeaderFieldValue(ip)
+	ip, _, err := net.SplitHostPort(r.RemoteAddr)
+	ok := err == nil && httpguts.ValidHeaderFieldValue(ip)
 	if ok {
 		b = appendTrusted(b, "X-Forwarded-For: ", ip)
 	}

@@ -110,7 +110,7 @@ func (pr *proxyReq) applyHeaders(hdr http.Header, list []headerTemplate) {
 func setForwarded(out, in *http.Request, pr *proxyReq) {
 	hdr := out.Header
 	v := new([4]string)
-	if ip, ok := addrHost(in.RemoteAddr); ok {
+	if ip, _, err := net.SplitHostPort(in.RemoteAddr); err == nil {
 		v[0] = ip
 		hdr["X-Forwarded-For"] = v[0:1:1]
 		hdr["X-Real-Ip"] = v[0:1:1]
@@ -167,47 +167,13 @@ func appendForwarded(b []byte, ip netip.Addr, host string, https bool) []byte {
 // AppendQuote's rune-by-rune pass.
 func appendQuotedHost(b []byte, host string) []byte {
 	for i := 0; i < len(host); i++ {
-		if !quotedVerbatim[host[i]] {
+		if c := host[i]; c < ' ' || c > '~' || c == '"' || c == '\\' {
 			return strconv.AppendQuote(b, host)
 		}
 	}
 	b = append(b, '"')
 	b = append(b, host...)
 	return append(b, '"')
-}
-
-// quotedVerbatim holds the bytes strconv.AppendQuote copies as they are: printable ASCII but
-// the quote and the backslash.
-var quotedVerbatim = func() (t [256]bool) {
-	for c := ' '; c <= '~'; c++ {
-		t[c] = c != '"' && c != '\\'
-	}
-	return t
-}()
-
-// addrHost is net.SplitHostPort's host of addr, reported false where SplitHostPort fails;
-// the usual "a.b.c.d:port" is split in one pass, without SplitHostPort's cost.
-func addrHost(addr string) (string, bool) {
-	colon := -1
-scan:
-	for i := 0; i < len(addr); i++ {
-		switch addr[i] {
-		case ':':
-			if colon >= 0 {
-				colon = -1 // IPv6 or malformed: SplitHostPort's rules
-				break scan
-			}
-			colon = i
-		case '[', ']':
-			colon = -1
-			break scan
-		}
-	}
-	if colon > 0 {
-		return addr[:colon], true
-	}
-	host, _, err := net.SplitHostPort(addr)
-	return host, err == nil
 }
 
 // rewriteURL applies action.rewrite: the pattern is matched against the

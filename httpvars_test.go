@@ -2,7 +2,6 @@ package smartproxy
 
 import (
 	"crypto/tls"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
@@ -121,20 +120,4 @@ func TestAppendQuotedHostEveryByte(t *testing.T) {
 			require.Equal(t, string(strconv.AppendQuote(nil, h)), string(appendQuotedHost(nil, h)), "%q", h)
 		}
 	}
-}
-
-// FuzzAddrHost: addrHost's fast split agrees with net.SplitHostPort on every input (the seeds
-// run as a test: IPv4 and IPv6 addresses, zones, names, missing or extra colons and brackets).
-func FuzzAddrHost(f *testing.F) {
-	for _, s := range []string{"127.0.0.1:80", "127.0.0.1:", ":80", "127.0.0.1", "[::1]:80", "[::1]", "::1",
-		"[fe80::1%eth0]:443", "a.test:8080", "a:b:c", "[a]:b:c", "a]:80", "[a:80", "", ":", "[]:80", "a:[80]"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, addr string) {
-		host, ok := addrHost(addr)
-		want, _, err := net.SplitHostPort(addr)
-		if ok != (err == nil) || (ok && host != want) {
-			t.Fatalf("addrHost(%q) = %q, %v; SplitHostPort: %q, %v", addr, host, ok, want, err)
-		}
-	})
 }
