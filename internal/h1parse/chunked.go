@@ -100,8 +100,19 @@ func noEOF(err error) error {
 	return err
 }
 
-// line reads one CRLF-terminated line of at most maxChunkLine bytes.
+// line reads one CRLF-terminated line of at most maxChunkLine bytes, without its CRLF.
 func (c *ChunkReader) line() ([]byte, error) {
+	b, err := c.rawLine()
+	if err != nil {
+		return nil, err
+	}
+	line, _, err := nextLine(b)
+	return line, err
+}
+
+// rawLine reads one line of at most maxChunkLine bytes, its line end included (not yet
+// checked: nextLine and scanField refuse a bare LF).
+func (c *ChunkReader) rawLine() ([]byte, error) {
 	b, err := c.br.ReadSlice('\n')
 	if errors.Is(err, bufio.ErrBufferFull) || len(b) > maxChunkLine {
 		return nil, malformed("chunk line too long")
@@ -109,8 +120,7 @@ func (c *ChunkReader) line() ([]byte, error) {
 	if err != nil {
 		return nil, noEOF(err)
 	}
-	line, _, err := nextLine(b)
-	return line, err
+	return b, nil
 }
 
 // size reads a chunk-size line: 1 to 15 hex digits, then optional
@@ -162,20 +172,21 @@ func (c *ChunkReader) crlf() error {
 	return nil
 }
 
-// trailers reads the trailer section up to its empty line.
+// trailers reads the trailer section up to its empty line, each field line under the head's
+// rules (scanField, the parser of head fields).
 func (c *ChunkReader) trailers() error {
 	for i := 0; ; i++ {
-		line, err := c.line()
+		b, err := c.rawLine()
 		if err != nil {
 			return err
 		}
-		if len(line) == 0 {
-			return nil
+		if len(b) == 2 && b[0] == '\r' {
+			return nil // the empty line
 		}
 		if i == MaxFields {
 			return malformed("more than %d trailer fields", MaxFields)
 		}
-		f, err := fieldLine(line)
+		f, _, err := scanField(b, 0)
 		if err != nil {
 			return err
 		}
@@ -198,8 +209,8 @@ func unhex(c byte) int {
 }
 
 // nextLine splits off the first CRLF-terminated line of b (which ends in
-// CRLF); a CR or LF inside the line is refused. Chunk lines and trailers
-// are read with it and fieldLine; heads with the one-pass scanField.
+// CRLF); a CR or LF inside the line is refused. Chunk-size lines and the
+// CRLF after a chunk's data are read with it.
 func nextLine(b []byte) (line, rest []byte, err error) {
 	i := bytes.IndexByte(b, '\n')
 	if i < 1 || b[i-1] != '\r' {
@@ -210,26 +221,4 @@ func nextLine(b []byte) (line, rest []byte, err error) {
 		return nil, nil, malformed("bare CR")
 	}
 	return line, b[i+1:], nil
-}
-
-// fieldLine parses name ":" OWS value OWS (a trailer field).
-func fieldLine(line []byte) (Field, error) {
-	colon := bytes.IndexByte(line, ':')
-	if colon <= 0 {
-		if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
-			return Field{}, malformed("obs-fold")
-		}
-		return Field{}, malformed("field line %q", line)
-	}
-	name := line[:colon]
-	if !isToken(name) {
-		return Field{}, malformed("field name %q", name)
-	}
-	v := trimOWS(line[colon+1:])
-	for _, c := range v {
-		if c < ' ' && c != '\t' || c == 0x7f {
-			return Field{}, malformed("control byte in field %q", name)
-		}
-	}
-	return Field{Name: name, Value: v}, nil
 }
