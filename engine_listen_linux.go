@@ -23,7 +23,7 @@ import (
 // Options.ReusePort, each loop binds its own socket to an IP-literal (or empty: every
 // interface) ListenAddress.
 func (p *Proxy) engineListenAddr(set *routeSet, port int) (netip.AddrPort, bool) {
-	if p.opts.Engine != EngineEventLoop || p.opts.Dial != nil || !p.engineEligible(set, port) && !p.engineHTTPPort(set, port) {
+	if p.opts.Engine != EngineEventLoop || p.opts.Dial != nil || !p.engineEligible(set, port) && !p.engineHTTPPort(set, port) && !p.engineTLSPort(set, port) {
 		return netip.AddrPort{}, false
 	}
 	if !p.opts.ReusePort { // (New refuses ReusePort with Options.Listen)
@@ -65,6 +65,9 @@ func (p *Proxy) listenEngine(ctx context.Context, addr netip.AddrPort, port int)
 		_ = tl.Close() // the loops hold the socket through lfd
 	}
 	ev, err := p.startEngine(addr, lfd)
+	if err == nil {
+		p.registerLoops(port, ev) // for its TLS connections, when it has any (adoptTLS)
+	}
 	return ev, nil, err
 }
 

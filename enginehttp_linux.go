@@ -4,6 +4,7 @@ package smartproxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/http"
@@ -80,6 +81,10 @@ type loopHTTP struct {
 	// Close closes them then (the client's and any backend's), not the loop's.
 	handed atomic.Pointer[proxiedConn]
 	killed atomic.Bool // Close was called
+	// tls is a terminated connection's stream, once it moved to the loop after its handshake
+	// (adoptTLS); tlsState its TLS state. nil for a plain-HTTP connection.
+	tls      *tlsStream
+	tlsState tls.ConnectionState
 	// initialDeadline is serve's (proxiedConn's): the accept time and InitialDataTimeout. A
 	// connection handed off on its first bytes gets it, not a new one, so that the wait on
 	// the loop and the goroutine path's sniff and ClientHello share one InitialDataTimeout.
@@ -145,16 +150,21 @@ func (p *Proxy) engineOpenHTTP(port int, local net.Addr, c *evloop.Conn) evloop.
 	}
 	lh.hc = httpConn{rc: RouteContext{Port: port, ClientIP: client.Addr(), ClientAddr: client, LocalAddr: local,
 		ConnectionID: rec.ID()}, admission: admissionDeferred, rec: rec}
-	h := p.http
-	ctx := context.WithValue(p.baseCtx, httpConnKey{}, &lh.hc)
-	ctx = context.WithValue(ctx, http.ServerContextKey, fastServerMarker)
-	ctx, lh.cancel = context.WithCancel(ctx)
-	lh.out.remote = net.TCPAddrFromAddrPort(client)
-	lh.fc = fastConn{h: h, hc: &lh.hc, conn: &lh.out, remote: lh.out.remote.String(), ctx: ctx, cancel: lh.cancel}
-	lh.fc.reqTmpl = (&http.Request{Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Body: http.NoBody,
-		RemoteAddr: lh.fc.remote}).WithContext(ctx)
+	lh.init(nil)
 	c.Data = lh
 	return evloop.Decision{HTTP: true}
+}
+
+// init readies lh's request state once lh.hc is set: the context and fastConn its requests
+// are built with, and st, a terminated connection's TLS state (nil: cleartext).
+func (lh *loopHTTP) init(st *tls.ConnectionState) {
+	ctx := context.WithValue(lh.p.baseCtx, httpConnKey{}, &lh.hc)
+	ctx = context.WithValue(ctx, http.ServerContextKey, fastServerMarker)
+	ctx, lh.cancel = context.WithCancel(ctx)
+	lh.out.remote = net.TCPAddrFromAddrPort(lh.hc.rc.ClientAddr)
+	lh.fc = fastConn{h: lh.p.http, hc: &lh.hc, conn: &lh.out, tls: st, remote: lh.out.remote.String(), ctx: ctx, cancel: lh.cancel}
+	lh.fc.reqTmpl = (&http.Request{Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Body: http.NoBody,
+		RemoteAddr: lh.fc.remote, TLS: st}).WithContext(ctx)
 }
 
 // request decides one request (evloop's OnRequest): answered here, forwarded by the loop, or
@@ -182,7 +192,11 @@ func (lh *loopHTTP) request(req *h1parse.Request, raw []byte) evloop.HTTPPlan {
 	var pr *proxyReq
 	v := answered
 	if !refuseFraming(rw, r) && !h.answerACMEChallenge(rw, r, &lh.hc) {
-		pr, v = h.decide(rw, r, &lh.hc, loopHTTPRoute)
+		eligible := loopHTTPRoute
+		if lh.tls != nil {
+			eligible = loopTLSRoute
+		}
+		pr, v = h.decide(rw, r, &lh.hc, eligible)
 	}
 	switch v {
 	case ineligible: // nothing was done: the goroutine path serves it from its first byte
@@ -247,6 +261,7 @@ func (lh *loopHTTP) malformed(err error, first bool, _ []byte) ([]byte, bool) {
 	if errors.Is(err, evloop.ErrHTTPHeadTimeout) {
 		return []byte{}, false
 	}
+	first = first && lh.tls == nil // a TLS connection's first bytes were classified before its move
 	if first || errors.Is(err, evloop.ErrHTTPBodyCut) { // (a cut body: answered there as it would be)
 		lh.first = first
 		return nil, true
@@ -270,6 +285,9 @@ func (lh *loopHTTP) malformed(err error, first bool, _ []byte) ([]byte, bool) {
 // port's TLS and raw TCP routes) or closes it (a lookalike); what may still become a request
 // line waits for the head.
 func (lh *loopHTTP) firstBytes(b []byte) bool {
+	if lh.tls != nil {
+		return false // classified before its move (terminate): a request, to be parsed
+	}
 	if v, decided, _ := classifyHTTP(b, true); b[0] == 0x16 || decided && v != verdictHTTP {
 		lh.first = true
 		return true
@@ -284,6 +302,10 @@ func (lh *loopHTTP) firstBytes(b []byte) bool {
 func (lh *loopHTTP) handOff(fd int, data []byte) {
 	p := lh.p
 	lh.cancel()
+	if lh.tls != nil {
+		lh.handBackTLS(fd, data)
+		return
+	}
 	f := os.NewFile(uintptr(fd), "handed-off")
 	conn, err := net.FileConn(f)
 	_ = f.Close()

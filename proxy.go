@@ -102,6 +102,9 @@ type Proxy struct {
 	// rejects counts refusals by reason and summarises their logs.
 	rejects *rejectLog
 	set     atomic.Pointer[routeSet]
+	// loopSrv maps a port to the event loops its TLS connections move to after their
+	// handshake (enginetls_linux.go): *evloop.Server by int port.
+	loopSrv sync.Map
 	certs   CertificateStore
 	// noCert rate-limits the warning for handshakes without a certificate.
 	noCert noCertWarner

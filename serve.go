@@ -2,6 +2,7 @@ package smartproxy
 
 import (
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -24,7 +25,9 @@ type proxiedConn struct {
 	mu      sync.Mutex
 	backend net.Conn
 	pipe    *forwarding.Piped // set when a detached pipe runs the data phase
-	closed  bool
+	// loop is the event loop's connection once one serves it (movedToLoop).
+	loop   io.Closer
+	closed bool
 }
 
 // Close closes the client and, once dialed, the backend. Idempotent.
@@ -35,6 +38,9 @@ func (pc *proxiedConn) Close() error {
 		return nil
 	}
 	pc.closed = true
+	if pc.loop != nil {
+		return pc.loop.Close() // the client socket closed at the move
+	}
 	err := pc.client.Close()
 	if pc.backend != nil {
 		_ = pc.backend.Close()
@@ -43,6 +49,21 @@ func (pc *proxiedConn) Close() error {
 		_ = pc.pipe.Close() // a parked pipe learns of the close at once
 	}
 	return err
+}
+
+// movedToLoop hands the connection to the event loop that serves it from now on (adoptTLS):
+// the goroutine path's fd of the client socket closes (the loop holds its own, so no FIN
+// goes out), and Close closes the loop's connection instead. A Close that came first is
+// passed on.
+func (pc *proxiedConn) movedToLoop(c io.Closer) {
+	pc.mu.Lock()
+	closed := pc.closed
+	pc.loop = c
+	pc.mu.Unlock()
+	_ = pc.client.Close()
+	if closed {
+		_ = c.Close()
+	}
 }
 
 // setPipe registers the detached pipe that now runs the connection.
@@ -98,6 +119,11 @@ func clientAddrOf(conn net.Conn) netip.AddrPort {
 //     callback finishes the connection when the pipe ends. The pipe
 //     counts as a handler (Proxy.handlers) until then, so Stop waits for
 //     it as for a serving goroutine.
+//   - The other: terminate may move a TLS connection to an event loop
+//     after its handshake (adoptTLS, enginetls_linux.go); it then reports
+//     ownedByLoop, and the loop's OnClose finishes the connection (the
+//     loop counts as a handler until its last connection ended). pc's
+//     Close closes the loop's connection from then on (movedToLoop).
 //   - Meanwhile the connection manager may close pc from another
 //     goroutine (timeouts, Stop): that only makes the owner's I/O fail;
 //     the owner still finishes.
@@ -108,6 +134,7 @@ type connOwner int
 const (
 	ownedByServe connOwner = iota // serve's defer finishes it
 	ownedByPipe                   // a detached pipe's done callback finishes it
+	ownedByLoop                   // an event loop serves it: its OnClose finishes it
 )
 
 // finishConn is the end of every admitted connection, whoever owns it:
@@ -232,7 +259,7 @@ func (p *Proxy) serveOpened(conn net.Conn, peek *forwarding.PeekConn, port int, 
 	}
 	switch {
 	case route.state.tls != nil:
-		p.terminate(set, pc, peek, rec, rc, adm)
+		owner = p.terminate(set, pc, peek, rec, rc, adm)
 	case route.Action.Type == ActionForward:
 		owner = p.forward(pc, peek, rec, rc, detach)
 	case route.Action.Type == ActionSocketHandler:

@@ -29,7 +29,9 @@ import (
 // InitialDataTimeout and silence closes it; otherwise silence for 500 ms
 // means a protocol where the server speaks first and the stream is
 // forwarded as TCP.
-func (p *Proxy) terminate(set *routeSet, pc *proxiedConn, peek *forwarding.PeekConn, rec *connection.Record, rc *RouteContext, adm connAdmission) {
+//
+// It reports who finishes the connection: serve, or the event loop it moved to.
+func (p *Proxy) terminate(set *routeSet, pc *proxiedConn, peek *forwarding.PeekConn, rec *connection.Record, rc *RouteContext, adm connAdmission) connOwner {
 	route := rc.Route
 	rt := route.state.tls
 	cfg := rt.serverConfig(p.tlsBase, p.certs)
@@ -38,8 +40,10 @@ func (p *Proxy) terminate(set *routeSet, pc *proxiedConn, peek *forwarding.PeekC
 	}
 	// The meter sits beneath TLS so that the HTTP layer, which must see
 	// the *tls.Conn itself, still counts the connection's traffic.
+	// lc lets the tls.Conn move to an event loop after the handshake (adoptTLS).
 	meter := &meterConn{Conn: peek, rec: rec}
-	tconn := tls.Server(meter, cfg)
+	lc := &tlsLoopConn{Conn: meter}
+	tconn := tls.Server(lc, cfg)
 	_ = peek.SetDeadline(pc.initialDeadline)
 	hsStart := time.Now()
 	err := tconn.HandshakeContext(p.baseCtx)
@@ -50,7 +54,7 @@ func (p *Proxy) terminate(set *routeSet, pc *proxiedConn, peek *forwarding.PeekC
 			p.warnNoCertificate(rc.RouteName, rc.Domain, err)
 		}
 		p.logConn("TLS handshake failed", "id", rc.ConnectionID, "route", rc.RouteName, "client", rc.ClientAddr, "err", err)
-		return
+		return ownedByServe
 	}
 	_ = peek.SetDeadline(time.Time{})
 	rc.TLSVersion = state.Version
@@ -86,13 +90,13 @@ func (p *Proxy) terminate(set *routeSet, pc *proxiedConn, peek *forwarding.PeekC
 					p.logConn("closing connection: HTTP/2 preface without ALPN h2", "id", rc.ConnectionID, "route", rc.RouteName, "client", rc.ClientAddr)
 					_ = tconn.SetWriteDeadline(time.Now().Add(refuseWait))
 					_, _ = io.WriteString(tconn, badPrefaceResponse)
-					return
+					return ownedByServe
 				}
 				hconn = &tlsPeekConn{PeekConn: tpeek, state: state}
 			case streamNone:
 				if strict {
 					p.logConn("closing connection: no usable initial data", "id", rc.ConnectionID, "route", rc.RouteName, "client", rc.ClientAddr)
-					return
+					return ownedByServe
 				}
 				client = tpeek // silence: the server may speak first
 			default:
@@ -101,12 +105,16 @@ func (p *Proxy) terminate(set *routeSet, pc *proxiedConn, peek *forwarding.PeekC
 		}
 		if hconn != nil {
 			meter.on.Store(true)
-			p.http.serve(hconn, &httpConn{rc: *rc, admission: adm, terminated: true, rec: rec, meter: meter, owner: pc})
-			return
+			hc := &httpConn{rc: *rc, admission: adm, terminated: true, rec: rec, meter: meter, owner: pc}
+			if p.adoptTLS(pc, peek, lc, tconn, hconn, hc, &state) {
+				return ownedByLoop
+			}
+			p.http.serve(hconn, hc)
+			return ownedByServe
 		}
 		if h != nil && h.httpOnly {
 			p.logConn("closing connection: route needs HTTP", "id", rc.ConnectionID, "route", rc.RouteName, "client", rc.ClientAddr)
-			return
+			return ownedByServe
 		}
 		var reencrypt *routeTLS
 		if rt.mode == TLSTerminateAndReencrypt {
@@ -114,11 +122,12 @@ func (p *Proxy) terminate(set *routeSet, pc *proxiedConn, peek *forwarding.PeekC
 		}
 		backend, ok := p.dialBackend(pc, rc, reencrypt)
 		if !ok {
-			return
+			return ownedByServe
 		}
 		defer backend.Close()
 		p.pipe(client, backend, rec, rc)
 	}
+	return ownedByServe
 }
 
 // badPrefaceResponse answers an HTTP/2 preface on a TLS connection that

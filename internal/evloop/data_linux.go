@@ -28,7 +28,10 @@ type sock struct {
 	// instead of stopping at a short read.
 	rdhup bool
 	eof   bool // read EOF from this socket
-	shut  bool // shut down this socket's sending side (the other side's EOF passed on)
+	// drained: a read of this (adopted, streamed) socket came back short or EAGAIN: no
+	// read until the next edge (streamRead).
+	drained bool
+	shut    bool // shut down this socket's sending side (the other side's EOF passed on)
 	// bulk: a read from this socket filled the loop buffer; it is spliced from now on.
 	bulk bool
 	// pipe holds pipeN bytes spliced from other that this socket has not taken yet (the
@@ -65,6 +68,8 @@ type Conn struct {
 	hello    []byte
 	// h: the connection is served in HTTP mode (Decision.HTTP, http_linux.go).
 	h *httpState
+	// st decodes and encodes an adopted connection's client bytes (Server.Adopt).
+	st Stream
 	// Data is the owner's state for the connection (set in OnOpen); only the loop's
 	// callbacks may use it.
 	Data any
@@ -348,7 +353,7 @@ func (l *loop) closeConn(c *Conn, err error) {
 		// Client bytes read and not served (what came after a request that closes, a
 		// request cut off) count as read, as the goroutine path's reads count them; handed
 		// off, they are the new owner's to count.
-		l.moved(&c.s[0], c.h.n)
+		l.servedIn(c, c.h.n)
 		c.h.n = 0
 	}
 	c.closed = true

@@ -160,6 +160,7 @@ func (l *loop) httpReady(s *sock, events uint32) {
 		}
 	}
 	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP) != 0 {
+		c.s[0].drained = false
 		if h := c.h; h.busy && events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && clientGone(c.s[0].fd) {
 			// The client left while its request is out: the exchange is abandoned (its
 			// backend connection closed), as net/http's server cancels a request whose
@@ -217,7 +218,13 @@ again:
 				break         // full: the parser decides (a head too large, a body over the cap)
 			}
 		}
-		n, err := recv(s.fd, h.in[h.n:])
+		var n int
+		var err error
+		if c.st != nil {
+			n, err = l.streamRead(c, h.in[h.n:])
+		} else {
+			n, err = recv(s.fd, h.in[h.n:])
+		}
 		if err == unix.EINTR {
 			continue
 		}
@@ -233,8 +240,8 @@ again:
 			break
 		}
 		h.n += n
-		if h.n < len(h.in) && !s.rdhup {
-			break // a short read emptied the socket (see pump)
+		if h.n < len(h.in) && !s.rdhup && c.st == nil {
+			break // a short read emptied the socket (see pump); a stream reads to EAGAIN
 		}
 	}
 	l.httpServe(c)
@@ -311,7 +318,7 @@ func (l *loop) httpServe(c *Conn) {
 				}
 			}
 			if skip > 0 {
-				l.moved(&c.s[0], skip)
+				l.servedIn(c, skip)
 				h.n = copy(h.in, h.in[skip:h.n])
 			}
 		}

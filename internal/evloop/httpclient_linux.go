@@ -44,7 +44,7 @@ func (l *loop) httpReading(c *Conn) {
 // httpConsume drops the request just served from the client buffer.
 func (l *loop) httpConsume(c *Conn) {
 	h := c.h
-	l.moved(&c.s[0], h.used) // a request's bytes count once it is served (see httpServe)
+	l.servedIn(c, h.used) // a request's bytes count once it is served (see httpServe)
 	h.n = copy(h.in, h.in[h.used:h.n])
 	h.used, h.want, h.continued = 0, 0, false
 	h.headAt = 0
@@ -68,7 +68,7 @@ func (l *loop) httpRefuse(c *Conn, err error) {
 	if b == nil {
 		b = []byte("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 	}
-	l.moved(&c.s[0], c.h.n) // the refused bytes were read (see closeConn)
+	l.servedIn(c, c.h.n) // the refused bytes were read (see closeConn)
 	c.h.n = 0
 	c.h.closing = true
 	c.err = err
@@ -107,6 +107,11 @@ var ErrHandedOff = errors.New("evloop: handed off")
 // read meanwhile). It reports false when the connection was closed.
 func (l *loop) httpWrite(c *Conn, b []byte) bool {
 	h := c.h
+	b, err := l.encode(c, b)
+	if err != nil {
+		l.closeConn(c, err)
+		return false
+	}
 	if len(h.out) > 0 {
 		h.out = append(h.out, b...)
 		return true

@@ -48,10 +48,14 @@ type loop struct {
 	// unlistened is closed once the loop closed its listening socket after Shutdown.
 	unlistened chan struct{}
 	cmdMu      sync.Mutex
-	cmds       []*Conn // queued by Conn.Close, under cmdMu
-	timed      map[*Conn]struct{}
-	conns      int     // open connections; a shut-down loop ends when none is left
-	spare      []kpipe // empty splice pipes for reuse (splice_linux.go)
+	cmds       []*Conn    // queued by Conn.Close, under cmdMu
+	adopts     []adoption // queued by Server.Adopt, under cmdMu
+	stopped    bool       // the loop ended: Adopt queues no more (under cmdMu)
+	// wbuf is where an adopted connection's stream encodes what the loop writes (encode).
+	wbuf  []byte
+	timed map[*Conn]struct{}
+	conns int     // open connections; a shut-down loop ends when none is left
+	spare []kpipe // empty splice pipes for reuse (splice_linux.go)
 	// HTTP mode: idle backend connections per target (httppool_linux.go), spare backend read
 	// buffers, and the buffer response heads are written into.
 	pool     map[netip.AddrPort]*idlePool
@@ -274,6 +278,7 @@ func (l *loop) run() {
 			break
 		}
 	}
+	l.dropAdoptions()
 	for _, s := range l.socks {
 		if s != nil && s.pooled == nil && !s.c.closed {
 			l.closeConn(s.c, ErrClosed)

@@ -35,6 +35,7 @@ type Server struct {
 	httpHead, httpIdle, httpFirst, httpResponse, httpBody, httpPoolIdle time.Duration
 	httpMaxHeld, httpIdleConns                                          int
 	shutting                                                            atomic.Bool
+	next                                                                atomic.Uint32 // Adopt's round robin
 	done                                                                chan struct{}
 }
 

@@ -55,9 +55,12 @@ func (l *loop) commands() {
 	var v uint64
 	_, _, _ = unix.RawSyscall(unix.SYS_READ, uintptr(l.wakefd), uintptr(unsafe.Pointer(&v)), 8)
 	l.cmdMu.Lock()
-	cmds := l.cmds
-	l.cmds = nil
+	cmds, adopts := l.cmds, l.adopts
+	l.cmds, l.adopts = nil, nil
 	l.cmdMu.Unlock()
+	for _, a := range adopts { // before the closes: a Close may be queued for one of them
+		l.adopt(a)
+	}
 	for _, c := range cmds {
 		l.closeConn(c, ErrClosed)
 	}
