@@ -261,7 +261,7 @@ func (lh *loopHTTP) malformed(err error, first bool, _ []byte) ([]byte, bool) {
 	if errors.Is(err, evloop.ErrHTTPHeadTimeout) {
 		return []byte{}, false
 	}
-	first = first && lh.tls == nil // a TLS connection's first bytes were classified before its move
+	first = first && lh.tls == nil                      // a TLS connection's first bytes were classified before its move
 	if first || errors.Is(err, evloop.ErrHTTPBodyCut) { // (a cut body: answered there as it would be)
 		lh.first = first
 		return nil, true

@@ -2,6 +2,7 @@ package smartproxy
 
 import (
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -124,28 +125,38 @@ func smugglingCorpus() []smuggleCase {
 // net/http's server (DisableHTTPFastPath).
 func TestHTTPSmugglingCorpus(t *testing.T) {
 	t.Parallel()
-	runSmugglingCorpus(t, false)
+	runSmugglingCorpus(t, false, false)
 }
 
 // TestHTTPSmugglingCorpusFastPath runs the corpus through the HTTP/1.1
 // fast path (httpfast.go).
 func TestHTTPSmugglingCorpusFastPath(t *testing.T) {
 	t.Parallel()
-	runSmugglingCorpus(t, true)
+	runSmugglingCorpus(t, true, false)
+}
+
+// TestHTTPSmugglingCorpusTLS runs the corpus over TLS-terminated
+// connections on the fast path: on Linux with the event-loop engine, the
+// loop serves them after the handshake (enginetls_linux.go), and hands the
+// ones it does not carry back to the goroutine path.
+func TestHTTPSmugglingCorpusTLS(t *testing.T) {
+	t.Parallel()
+	runSmugglingCorpus(t, true, true)
 }
 
 // runSmugglingCorpus runs every case of the corpus, each against its own
-// proxy (the corpus routes, on the fast path or on net/http) and backend.
-func runSmugglingCorpus(t *testing.T, fast bool) {
+// proxy (the corpus routes, on the fast path or on net/http, terminating
+// TLS when overTLS) and backend.
+func runSmugglingCorpus(t *testing.T, fast, overTLS bool) {
 	for _, tc := range smugglingCorpus() {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			runSmuggleCase(t, fast, tc)
+			runSmuggleCase(t, fast, overTLS, tc)
 		})
 	}
 }
 
-func runSmuggleCase(t *testing.T, fast bool, tc smuggleCase) {
+func runSmuggleCase(t *testing.T, fast, overTLS bool, tc smuggleCase) {
 	secret := func() string {
 		b := make([]byte, 12)
 		_, _ = rand.Read(b)
@@ -165,9 +176,19 @@ func runSmuggleCase(t *testing.T, fast bool, tc smuggleCase) {
 			BasicAuth(&BasicAuth{Users: []BasicAuthUser{{Username: "u", Password: secret()}}}).
 			RequestHeader("X-Checked", closed).Route(),
 	}
+	var c net.Conn = dial(t, port)
+	if overTLS {
+		opts.Certificates = testCertStore(t)
+		for i := range opts.Routes {
+			opts.Routes[i].Action.TLS = &RouteTLS{Mode: TLSTerminate}
+		}
+		c = tls.Client(c, insecureTLS("a.test", "http/1.1"))
+	}
 	p := startStackTestProxy(t, lp, opts, fast)
+	if tc, ok := c.(*tls.Conn); ok { // the case's bytes reach the HTTP layer
+		require.NoError(t, tc.Handshake())
+	}
 
-	c := dial(t, port)
 	_, err := io.WriteString(c, strings.ReplaceAll(tc.send, "%S", smuggled)+sentinel)
 	require.NoError(t, err)
 	// The proxy closes the connection after a refusal or after the

@@ -23,7 +23,9 @@ func TestTerminatedHTTPRawSocket(t *testing.T) {
 	}))
 	lp := newListenerPool(t)
 	port := lp.port(t)
-	p := startFastTestProxy(t, lp, Options{Certificates: newTestStore(t),
+	// The goroutine engine: with event loops the connection moves to a loop
+	// after its handshake (enginetls_linux_test.go).
+	p := startFastTestProxy(t, lp, Options{Engine: EngineGoroutines, Certificates: newTestStore(t),
 		Routes: []Route{terminateRouteOn("r", port, be.addr(), "bench.example.com")}})
 	c, _ := proxyClient(t, port, insecureTLS("", "http/1.1"), false)
 	for range 3 { // one keep-alive connection

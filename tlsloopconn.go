@@ -105,6 +105,16 @@ func (s *tlsStream) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// End is evloop.Stream's: the close_notify alert.
+func (s *tlsStream) End(dst []byte) []byte {
+	lc := s.lc
+	dst = append(dst, lc.out...)
+	lc.out = dst
+	_ = s.tc.CloseWrite()
+	dst, lc.out = lc.out, nil
+	return dst
+}
+
 // Encode is evloop.Stream's: what the tls.Conn wrote of its own accord since the last call
 // (a key update's answer), then p's records.
 func (s *tlsStream) Encode(dst, p []byte) ([]byte, error) {

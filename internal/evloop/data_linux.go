@@ -356,6 +356,11 @@ func (l *loop) closeConn(c *Conn, err error) {
 		l.servedIn(c, c.h.n)
 		c.h.n = 0
 	}
+	if c.st != nil && err == nil && c.s[0].fd >= 0 && (c.h == nil || len(c.h.out) == 0) {
+		if b := c.st.End(l.wbuf[:0]); len(b) > 0 {
+			_, _ = send(c.s[0].fd, b) // best effort, as a close's FIN is
+		}
+	}
 	c.closed = true
 	c.err = err
 	for i := range c.s {
