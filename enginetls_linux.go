@@ -28,13 +28,32 @@ import (
 // all of a TLS connection's first steps are the goroutine path's.
 
 // engineTLSPort reports whether port's TLS-terminated HTTP/1.1 connections may move to its
-// loops after their handshake.
+// loops after their handshake: it has a route whose connections the loop can serve
+// (loopTLSRoute), and the loops may serve the port at all.
 func (p *Proxy) engineTLSPort(set *routeSet, port int) bool {
-	plan, ok := set.ports[port]
-	if !ok || !plan.terminating || !p.fastPath() || !p.loopParts(set) {
+	if plan, ok := set.ports[port]; !ok || !plan.terminating || !p.tlsLoopParts(set) {
 		return false
 	}
-	_, ok = p.sec.(DefaultSecurityChecker)
+	for _, r := range set.routes {
+		on := false
+		r.Match.Ports.Each(func(pt int) bool {
+			on = pt == port
+			return !on
+		})
+		if on && loopTLSRoute(r) {
+			return true
+		}
+	}
+	return false
+}
+
+// tlsLoopParts reports whether the loops may serve set's terminated connections at all: the
+// fast path, and the built-in parts the loop calls (loopParts, the default security checker).
+func (p *Proxy) tlsLoopParts(set *routeSet) bool {
+	if !p.fastPath() || !p.loopParts(set) {
+		return false
+	}
+	_, ok := p.sec.(DefaultSecurityChecker)
 	return ok
 }
 
@@ -61,8 +80,8 @@ func (p *Proxy) adoptTLS(pc *proxiedConn, peek *forwarding.PeekConn, lc *tlsLoop
 	if !ok || state.NegotiatedProtocol == "h2" || p.http.fastStop.Load() || !loopTLSRoute(hc.rc.Route) || len(peek.Buffered()) > 0 {
 		return false
 	}
-	if !p.engineTLSPort(p.set.Load(), hc.rc.Port) {
-		return false // the routes changed since the port opened (a custom checker now)
+	if !p.tlsLoopParts(p.set.Load()) {
+		return false // the routes changed since the port opened (a custom matcher now)
 	}
 	var data []byte
 	switch c := hconn.(type) {
