@@ -40,7 +40,7 @@ func (c *countingConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// tlsLoopProxy starts a proxy (event loops) with a terminating route on a fresh port to a
+// tlsLoopProxy starts a proxy (event loops, the fast path) with a terminating route on a fresh port to a
 // backend that answers each request with its method, path, body and X-Forwarded-Proto, and
 // records them in order.
 func tlsLoopProxy(t *testing.T) (p *Proxy, port int, seen func() []string) {
@@ -55,10 +55,10 @@ func tlsLoopProxy(t *testing.T) (p *Proxy, port int, seen func() []string) {
 		mu.Unlock()
 		_, _ = io.WriteString(w, line)
 	}))
-	lp := newListenerPool(t)
-	port = lp.port(t)
-	p = startFastTestProxy(t, lp, Options{Certificates: testCertStore(t),
-		Routes: []Route{terminateRouteOn("r", port, be.addr(), "a.test")}})
+	// The loops, also in the goroutine pass (SMARTPROXY_TEST_ENGINE=goroutines).
+	p, port = startEngineProxy(t, Options{Certificates: testCertStore(t)}, func(port int) []Route {
+		return []Route{terminateRouteOn("r", port, be.addr(), "a.test")}
+	})
 	return p, port, func() []string {
 		mu.Lock()
 		defer mu.Unlock()
