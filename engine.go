@@ -19,7 +19,7 @@ const (
 	// Ports whose routes are all plain TCP forwards or TLS passthrough (routed by SNI in the
 	// loop) to IP-literal targets, with the default security checker, route matcher and
 	// connection manager (the loop must never call code that may block), get event loops; the
-	// others keep the goroutine path: ports with TLS termination, socket handlers, host-name
+	// others keep the goroutine path: ports with TLS termination (but see below), socket handlers, host-name
 	// targets or target functions, ports that receive PROXY headers and routes sending them.
 	// Should UpdateRoutes put such a route on a port that has loops, its connections are
 	// handed to the goroutine path on accept.
@@ -33,6 +33,16 @@ const (
 	// does not carry: HTTP/1.0, upgrades, Expect, a chunked body or one over 48 KiB, a
 	// non-origin-form target, another route; and from its first bytes when they are no request
 	// (TLS for the port's TLS routes, the h2c preface, raw TCP).
+	//
+	// TLS-terminated HTTP/1.1 moves to the loops after its handshake: a port with a
+	// terminating route that forwards to such backends (and the same built-in parts) gets
+	// event loops, which hand each connection to the goroutine path on accept for its
+	// ClientHello, routing and handshake (a certificate lookup may block); once the client
+	// negotiated HTTP/1.1 (ALPN, or none and an HTTP request), the socket goes back to one of
+	// the port's loops with its crypto/tls connection, which decrypts what the loop reads and
+	// encrypts what it writes. Its requests are then served as a plain-HTTP port's are, and
+	// what the loop does not carry goes back to the goroutine path with the same TLS
+	// connection. h2 connections and re-encrypting routes stay on goroutines.
 	//
 	// Behaviour is the goroutine path's (half-close, byte counts, limits, timeouts, metrics,
 	// access logs, failover with ConnectTimeout shared among the hosts tried); the

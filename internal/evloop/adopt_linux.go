@@ -112,6 +112,7 @@ func (l *loop) streamRead(c *Conn, p []byte) (int, error) {
 	for {
 		n, err := c.st.Read(p)
 		if n > 0 {
+			c.h.early = false
 			return n, nil // an error after the bytes comes again at the next call
 		}
 		switch {
@@ -138,6 +139,7 @@ func (l *loop) streamRead(c *Conn, p []byte) (int, error) {
 		l.moved(s, w) // the wire's bytes count as they are read
 		s.drained = w < len(l.buf)
 		c.st.Feed(l.buf[:w])
+		c.h.early = true // until they come out decoded (see httpServe)
 	}
 }
 

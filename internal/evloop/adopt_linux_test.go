@@ -229,3 +229,41 @@ func TestAdoptRefused(t *testing.T) {
 		t.Fatalf("the adopted socket was not closed: %v", err)
 	}
 }
+
+// TestTrickleBeforeHead: bytes that are not a request yet start the head's deadline, as a
+// head's first byte does: empty lines before a request line, and stream bytes that do not come
+// out decoded (a frame cut short, fed a byte at a time). Trickled, they keep no connection
+// open past HTTPHeadTimeout (before, each re-armed the keep-alive idle timeout).
+func TestTrickleBeforeHead(t *testing.T) {
+	t.Parallel()
+	target, _ := httpBackend(t)
+	cfg := Config{HTTPHeadTimeout: 300 * time.Millisecond, HTTPIdleTimeout: 20 * time.Second, HTTPFirstTimeout: 20 * time.Second}
+	s := startRelay(t, target, cfg)
+	trickle := func(t *testing.T, c net.Conn, b []byte) {
+		t.Helper()
+		end := time.Now().Add(5 * time.Second)
+		for i := 0; time.Now().Before(end); i++ {
+			if _, err := c.Write(b[i%len(b) : i%len(b)+1]); err != nil {
+				return // closed: the deadline ran from the first byte
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil || strings.Contains(err.Error(), "timeout") {
+			t.Fatalf("still open after 5 s of trickling: %v", err)
+		}
+	}
+	t.Run("empty lines", func(t *testing.T) {
+		t.Parallel()
+		c, _ := dialHTTP(t, s)
+		trickle(t, c, []byte("\r\n"))
+	})
+	t.Run("stream", func(t *testing.T) {
+		t.Parallel()
+		c, fd, peer := adoptedPair(t)
+		if err := s.Adopt(fd, peer, &frameStream{}, nil, func(*Conn) {}); err != nil {
+			t.Fatal(err)
+		}
+		trickle(t, c, frame(nil, []byte(strings.Repeat("GET / HTTP/1.1\r\n", 10))))
+	})
+}

@@ -7,6 +7,11 @@
 // EPOLLIN|EPOLLOUT|EPOLLRDHUP; close removes it), bytes moved with recv/send through one
 // per-loop buffer, and no goroutine per connection.
 //
+// HTTP mode also serves adopted connections (Server.Adopt, adopt_linux.go): a client socket
+// whose first steps ran on a goroutine (the proxy's TLS handshake) moves to a loop with a
+// Stream that decodes what the socket carries and encodes what the loop writes (the proxy's
+// crypto/tls connection), and is served from then on like an accepted one.
+//
 // It is the proxy's default data path for TCP forwarding and TLS passthrough ports on Linux
 // (Options.Engine, engine_linux.go wires it: routing, SNI by OnHello, limits, metrics), and
 // runs alone as bench/cmd/evproxy. Listening sockets are either one SO_REUSEPORT socket per

@@ -118,6 +118,12 @@ type httpState struct {
 	at     int64 // the phase's deadline (monoNow; 0: none): head, idle or response
 	atErr  error
 	headAt int64 // when the current head's first byte came
+	// early: bytes came that are not a request's yet: empty lines before a request line, or
+	// bytes fed to an adopted connection's stream that have not come out decoded (a TLS
+	// record cut short, records that decode to nothing). The head's deadline runs from the
+	// first of them, as from a head's first byte: trickling them keeps no connection open
+	// past it.
+	early bool
 }
 
 // httpStart readies c for HTTP mode once OnOpen chose it. An HTTP-mode connection stays in
@@ -318,6 +324,7 @@ func (l *loop) httpServe(c *Conn) {
 				}
 			}
 			if skip > 0 {
+				h.early = true
 				l.servedIn(c, skip)
 				h.n = copy(h.in, h.in[skip:h.n])
 			}
@@ -327,11 +334,15 @@ func (l *loop) httpServe(c *Conn) {
 				l.closeConn(c, nil) // the client is done between requests
 				return
 			}
-			h.headAt = 0
-			l.httpIdle(c)
 			// An idle connection holds no buffer: it goes back to the loop's spares.
 			l.spareIn(h.in)
 			h.in = nil
+			if h.early {
+				l.httpWaitHead(c)
+				return
+			}
+			h.headAt = 0
+			l.httpIdle(c)
 			return
 		}
 		if h.want > 0 && h.n < h.want { // the head parsed already: only body bytes came

@@ -47,7 +47,7 @@ func (l *loop) httpConsume(c *Conn) {
 	l.servedIn(c, h.used) // a request's bytes count once it is served (see httpServe)
 	h.n = copy(h.in, h.in[h.used:h.n])
 	h.used, h.want, h.continued = 0, 0, false
-	h.headAt = 0
+	h.headAt, h.early = 0, false
 }
 
 // httpRefuse answers a head the parser refused (OnMalformed's answer, or a bare 400) and
