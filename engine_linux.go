@@ -169,16 +169,21 @@ func (p *Proxy) engineEligible(set *routeSet, port int) bool {
 		return false
 	}
 	for _, r := range set.routes {
-		on := false
-		r.Match.Ports.Each(func(pt int) bool {
-			on = pt == port
-			return !on
-		})
-		if on && !p.engineRoute(r) {
+		if routeOnPort(r, port) && !p.engineRoute(r) {
 			return false
 		}
 	}
 	return true
+}
+
+// routeOnPort reports whether r matches connections on port.
+func routeOnPort(r *Route, port int) bool {
+	on := false
+	r.Match.Ports.Each(func(pt int) bool {
+		on = pt == port
+		return !on
+	})
+	return on
 }
 
 // loopParts reports whether the loops may serve set's connections at all: no PROXY headers

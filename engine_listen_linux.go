@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"syscall"
 	"time"
 
 	"github.com/gosmartproxy/smartproxy/internal/evloop"
@@ -57,7 +58,7 @@ func (p *Proxy) listenEngine(ctx context.Context, addr netip.AddrPort, port int)
 		if !ok {
 			return nil, ln, nil // a wrapped or non-TCP listener: only Accept can be trusted
 		}
-		if lfd, err = dupListener(tl); err != nil {
+		if lfd, err = dupSocket(tl); err != nil {
 			p.log.Debug("event loops cannot take the listener: goroutine path", "port", port, "err", err)
 			return nil, ln, nil
 		}
@@ -71,19 +72,21 @@ func (p *Proxy) listenEngine(ctx context.Context, addr netip.AddrPort, port int)
 	return ev, nil, err
 }
 
-// dupListener is a close-on-exec dup of ln's socket, for the loops to share.
-func dupListener(ln *net.TCPListener) (int, error) {
-	rc, err := ln.SyscallConn()
+// dupSocket is a close-on-exec dup of a socket's fd (a listener's, for the loops to share;
+// a connection's, for a loop to take: the socket then lives on when the Go side's fd closes,
+// as close sends no FIN while another fd holds the socket).
+func dupSocket(sc syscall.Conn) (int, error) {
+	rc, err := sc.SyscallConn()
 	if err != nil {
-		return -1, fmt.Errorf("listener: %w", err)
+		return -1, fmt.Errorf("socket: %w", err)
 	}
 	fd := -1
 	cerr := rc.Control(func(s uintptr) { fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) })
 	if cerr != nil {
-		return -1, fmt.Errorf("listener: %w", cerr)
+		return -1, fmt.Errorf("socket: %w", cerr)
 	}
 	if err != nil {
-		return -1, fmt.Errorf("dup listener: %w", err)
+		return -1, fmt.Errorf("dup socket: %w", err)
 	}
 	return fd, nil
 }

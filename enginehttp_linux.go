@@ -306,19 +306,9 @@ func (lh *loopHTTP) handOff(fd int, data []byte) {
 		lh.handBackTLS(fd, data)
 		return
 	}
-	f := os.NewFile(uintptr(fd), "handed-off")
-	conn, err := net.FileConn(f)
-	_ = f.Close()
-	if err != nil {
-		p.log.Warn("handing a connection to the goroutine path failed", "port", lh.hc.rc.Port, "err", err)
-		p.conns.Close(lh.hc.rec)
-		p.ops.connDone(lh.hc.rec, lh)
+	conn, pc, ok := lh.takeBack(fd)
+	if !ok {
 		return
-	}
-	pc := &proxiedConn{client: conn, initialDeadline: lh.initialDeadline}
-	lh.handed.Store(pc)
-	if lh.killed.Load() { // killed while the loop was handing it over
-		_ = pc.Close()
 	}
 	replay := &fastReplayConn{Conn: conn, pending: data}
 	rec := lh.hc.rec
@@ -342,6 +332,28 @@ func (lh *loopHTTP) handOff(fd int, data []byte) {
 			p.http.serve(meter, &lh.hc)
 		}
 	}()
+}
+
+// takeBack makes a handed-off socket a net.Conn for the goroutine path, owned by a new
+// proxiedConn (the closer from now on: lh.handed); a connection killed meanwhile is closed.
+// On failure the connection's record ends here.
+func (lh *loopHTTP) takeBack(fd int) (net.Conn, *proxiedConn, bool) {
+	p := lh.p
+	f := os.NewFile(uintptr(fd), "handed-off")
+	conn, err := net.FileConn(f)
+	_ = f.Close()
+	if err != nil {
+		p.log.Warn("handing a connection to the goroutine path failed", "port", lh.hc.rc.Port, "err", err)
+		p.conns.Close(lh.hc.rec)
+		p.ops.connDone(lh.hc.rec, lh)
+		return nil, nil, false
+	}
+	pc := &proxiedConn{client: conn, initialDeadline: lh.initialDeadline}
+	lh.handed.Store(pc)
+	if lh.killed.Load() { // killed while the loop was handing it over
+		_ = pc.Close()
+	}
+	return conn, pc, true
 }
 
 // captureConn is the net.Conn a loop connection's fastWriter writes to: the bytes collect

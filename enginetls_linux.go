@@ -4,9 +4,7 @@ package smartproxy
 
 import (
 	"crypto/tls"
-	"fmt"
 	"net"
-	"os"
 
 	"github.com/gosmartproxy/smartproxy/forwarding"
 	"github.com/gosmartproxy/smartproxy/internal/evloop"
@@ -35,12 +33,7 @@ func (p *Proxy) engineTLSPort(set *routeSet, port int) bool {
 		return false
 	}
 	for _, r := range set.routes {
-		on := false
-		r.Match.Ports.Each(func(pt int) bool {
-			on = pt == port
-			return !on
-		})
-		if on && loopTLSRoute(r) {
+		if routeOnPort(r, port) && loopTLSRoute(r) {
 			return true
 		}
 	}
@@ -119,24 +112,6 @@ func (p *Proxy) adoptTLS(pc *proxiedConn, peek *forwarding.PeekConn, lc *tlsLoop
 	return true
 }
 
-// dupSocket is a close-on-exec dup of conn's socket, for a loop to take: the socket then
-// lives on when conn's own fd closes (close sends no FIN while another fd holds it).
-func dupSocket(conn *net.TCPConn) (int, error) {
-	rc, err := conn.SyscallConn()
-	if err != nil {
-		return -1, fmt.Errorf("socket: %w", err)
-	}
-	fd := -1
-	cerr := rc.Control(func(s uintptr) { fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) })
-	if cerr != nil {
-		return -1, fmt.Errorf("socket: %w", cerr)
-	}
-	if err != nil {
-		return -1, fmt.Errorf("socket: dup: %w", err)
-	}
-	return fd, nil
-}
-
 func closeFD(fd int) { _ = unix.Close(fd) }
 
 // handBackTLS serves a loop-served TLS connection the loop handed back on the goroutine path:
@@ -144,19 +119,9 @@ func closeFD(fd int) { _ = unix.Close(fd) }
 // the loop read and did not serve) comes first, then what the tls.Conn holds.
 func (lh *loopHTTP) handBackTLS(fd int, data []byte) {
 	p := lh.p
-	f := os.NewFile(uintptr(fd), "handed-back")
-	conn, err := net.FileConn(f)
-	_ = f.Close()
-	if err != nil {
-		p.log.Warn("handing a TLS connection to the goroutine path failed", "port", lh.hc.rc.Port, "err", err)
-		p.conns.Close(lh.hc.rec)
-		p.ops.connDone(lh.hc.rec, lh)
+	conn, pc, ok := lh.takeBack(fd)
+	if !ok {
 		return
-	}
-	pc := &proxiedConn{client: conn, initialDeadline: lh.initialDeadline}
-	lh.handed.Store(pc)
-	if lh.killed.Load() {
-		_ = pc.Close()
 	}
 	meter := &meterConn{Conn: conn, rec: lh.hc.rec}
 	meter.on.Store(true)
