@@ -1,0 +1,86 @@
+//go:build linux
+
+package smartproxy
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// lockedBuf is a bytes.Buffer safe for a writer and a reader goroutine.
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuf) Write(p []byte) (int, error) { b.mu.Lock(); defer b.mu.Unlock(); return b.b.Write(p) }
+func (b *lockedBuf) String() string              { b.mu.Lock(); defer b.mu.Unlock(); return b.b.String() }
+
+// TestReviewKeyUpdateAnswered: a TLS 1.3 client's KeyUpdate(update_requested) sent while its
+// request head is incomplete is answered at once on the goroutine path (tls.Conn writes the
+// answer to the socket). On the loop the answer sits in tlsLoopConn.out until the next
+// response: nothing bounds it (16 KeyUpdates per 1-byte app record, 64 KiB of head: ~28 MB per
+// connection), and no back-pressure applies. Needs openssl s_client (3.x: 'K' command).
+func TestReviewKeyUpdateAnswered(t *testing.T) {
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Skip("no openssl")
+	}
+	be := startEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	for _, eng := range []Engine{EngineGoroutines, EngineEventLoop} {
+		t.Run(fmt.Sprint(eng), func(t *testing.T) {
+			var p *Proxy
+			var port int
+			if eng == EngineEventLoop {
+				p, port = startEngineProxy(t, Options{Certificates: testCertStore(t)}, func(port int) []Route {
+					return []Route{terminateRouteOn("r", port, be.addr(), "a.test")}
+				})
+			} else {
+				port = closedPort(t)
+				p = newTestProxy(t, nil, Options{Certificates: testCertStore(t), ListenAddress: "127.0.0.1",
+					Routes: []Route{terminateRouteOn("r", port, be.addr(), "a.test")}})
+				p.opts.Engine = EngineGoroutines
+				require.NoError(t, p.Start(context.Background()))
+			}
+			_ = p
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, "openssl", "s_client", "-connect", "127.0.0.1:"+strconv.Itoa(port),
+				"-servername", "a.test", "-tls1_3", "-crlf", "-msg")
+			stdin, err := cmd.StdinPipe()
+			require.NoError(t, err)
+			var out lockedBuf
+			cmd.Stdout, cmd.Stderr = &out, &out
+			require.NoError(t, cmd.Start())
+			defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+			time.Sleep(700 * time.Millisecond) // handshake
+			for _, line := range []string{"GET / HTTP/1.1", "Host: a.test", "X-A: b"} {
+				_, _ = io.WriteString(stdin, line+"\n")
+				time.Sleep(150 * time.Millisecond)
+			}
+			const n = 5
+			for range n {
+				_, _ = io.WriteString(stdin, "K\n")
+				time.Sleep(150 * time.Millisecond)
+			}
+			time.Sleep(500 * time.Millisecond)
+			got := 0
+			for _, l := range strings.Split(out.String(), "\n") {
+				if strings.HasPrefix(l, "<<<") && strings.Contains(l, "KeyUpdate") {
+					got++
+				}
+			}
+			require.Equal(t, n, got, "KeyUpdate answers received before the head ends\n%s", out.String())
+		})
+	}
+}
