@@ -24,8 +24,12 @@ type lockedBuf struct {
 	b  bytes.Buffer
 }
 
-func (b *lockedBuf) Write(p []byte) (int, error) { b.mu.Lock(); defer b.mu.Unlock(); return b.b.Write(p) }
-func (b *lockedBuf) String() string              { b.mu.Lock(); defer b.mu.Unlock(); return b.b.String() }
+func (b *lockedBuf) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+func (b *lockedBuf) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.b.String() }
 
 // TestReviewKeyUpdateAnswered: a TLS 1.3 client's KeyUpdate(update_requested) sent while its
 // request head is incomplete is answered at once on the goroutine path (tls.Conn writes the
