@@ -1,0 +1,54 @@
+//go:build linux
+
+package smartproxy
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestReviewCloseNotifyCounted: the proxy closes after a Connection: close answer; its
+// close_notify crosses the wire on both paths, and the route's byte count should differ from
+// what the client read by the same amount (the bytes before the meter was on) on both.
+func TestReviewCloseNotifyCounted(t *testing.T) {
+	be := startEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	diff := map[Engine]int64{}
+	for _, eng := range []Engine{EngineGoroutines, EngineEventLoop} {
+		var p *Proxy
+		var port int
+		if eng == EngineEventLoop {
+			p, port = startEngineProxy(t, Options{Certificates: testCertStore(t)}, func(port int) []Route {
+				return []Route{terminateRouteOn("r", port, be.addr(), "a.test")}
+			})
+		} else {
+			port = closedPort(t)
+			p = newTestProxy(t, nil, Options{Certificates: testCertStore(t), ListenAddress: "127.0.0.1",
+				Routes: []Route{terminateRouteOn("r", port, be.addr(), "a.test")}})
+			p.opts.Engine = EngineGoroutines
+			require.NoError(t, p.Start(context.Background()))
+		}
+		raw, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		require.NoError(t, err)
+		cc := &countingConn{Conn: raw}
+		c := tls.Client(cc, insecureTLS("a.test", "http/1.1"))
+		_, err = io.WriteString(c, "GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+		require.NoError(t, err)
+		b, err := io.ReadAll(c) // to the close_notify (EOF)
+		require.NoError(t, err, "%q", b)
+		_ = c.Close()
+		r := p.ops.routes.get("r")
+		require.Eventually(t, func() bool { return r.closed.Load() == 1 }, 2*time.Second, 5*time.Millisecond)
+		diff[eng] = cc.in.Load() - int64(r.bytesOut.Load())
+	}
+	t.Log(fmt.Sprint(diff))
+	require.Equal(t, diff[EngineGoroutines], diff[EngineEventLoop], "client read minus counted out")
+}
