@@ -1,0 +1,59 @@
+//go:build linux
+
+package smartproxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestReviewAlertOnBadRecord: a record that fails to decrypt gets a bad_record_mac alert on
+// the goroutine path (tls.Conn writes it to the socket); on the loop the alert goes to
+// tlsLoopConn.out and is dropped when the connection closes with the error.
+func TestReviewAlertOnBadRecord(t *testing.T) {
+	be := startEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	got := map[Engine]int{}
+	for _, eng := range []Engine{EngineGoroutines, EngineEventLoop} {
+		var port int
+		if eng == EngineEventLoop {
+			_, port = startEngineProxy(t, Options{Certificates: testCertStore(t)}, func(port int) []Route {
+				return []Route{terminateRouteOn("r", port, be.addr(), "a.test")}
+			})
+		} else {
+			port = closedPort(t)
+			p := newTestProxy(t, nil, Options{Certificates: testCertStore(t), ListenAddress: "127.0.0.1",
+				Routes: []Route{terminateRouteOn("r", port, be.addr(), "a.test")}})
+			p.opts.Engine = EngineGoroutines
+			require.NoError(t, p.Start(context.Background()))
+		}
+		raw, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		require.NoError(t, err)
+		c := tls.Client(raw, insecureTLS("a.test", "http/1.1"))
+		br := bufio.NewReader(c)
+		_, err = io.WriteString(c, "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+		require.NoError(t, err)
+		resp, err := http.ReadResponse(br, nil)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		bad := append([]byte{0x17, 0x03, 0x03, 0x00, 0x20}, make([]byte, 32)...)
+		_, err = raw.Write(bad)
+		require.NoError(t, err)
+		_ = raw.SetReadDeadline(time.Now().Add(3 * time.Second))
+		b, _ := io.ReadAll(raw)
+		got[eng] = len(b)
+		_ = raw.Close()
+	}
+	t.Log(fmt.Sprint(got))
+	require.Equal(t, got[EngineGoroutines], got[EngineEventLoop], "bytes after a bad record (the alert)")
+}
