@@ -108,6 +108,9 @@ func (p *Proxy) adoptTLS(pc *proxiedConn, peek *forwarding.PeekConn, lc *tlsLoop
 		lh.cancel()
 		return false
 	}
+	if tp, ok := hconn.(*tlsPeekConn); ok {
+		tp.Discard(len(data)) // Adopt copied them: the sniff's buffer goes back to its pool
+	}
 	pc.movedToLoop(lh)
 	return true
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"time"
 
@@ -91,6 +92,9 @@ func (c *tlsLoopConn) SetWriteDeadline(t time.Time) error {
 type tlsStream struct {
 	tc *tls.Conn
 	lc *tlsLoopConn
+	// broken: a read failed (a record that does not decrypt, an alert): the stream ends with
+	// the alert the tls.Conn raised, and no close_notify after it.
+	broken bool
 }
 
 // Feed is evloop.Stream's.
@@ -99,18 +103,26 @@ func (s *tlsStream) Feed(b []byte) { s.lc.in.Write(b) }
 // Read is evloop.Stream's: the conn's errLoopWouldBlock is the loop's ErrWouldBlock.
 func (s *tlsStream) Read(p []byte) (int, error) {
 	n, err := s.tc.Read(p)
-	if err != nil && errors.Is(err, errLoopWouldBlock) {
+	switch {
+	case err == nil || errors.Is(err, io.EOF):
+	case errors.Is(err, errLoopWouldBlock):
 		err = evloop.ErrWouldBlock
+	default:
+		s.broken = true
 	}
 	return n, err
 }
 
-// End is evloop.Stream's: the close_notify alert.
+// End is evloop.Stream's: what the tls.Conn wrote of its own accord (an alert), then the
+// close_notify alert, unless the stream broke (the tls.Conn's own Close sends none after a
+// fatal alert either).
 func (s *tlsStream) End(dst []byte) []byte {
 	lc := s.lc
 	dst = append(dst, lc.out...)
 	lc.out = dst
-	_ = s.tc.CloseWrite()
+	if !s.broken {
+		_ = s.tc.CloseWrite()
+	}
 	dst, lc.out = lc.out, nil
 	return dst
 }

@@ -71,6 +71,11 @@ func (l *loop) adopt(a adoption) {
 		return
 	}
 	l.httpStart(c)
+	// Its first request is awaited as a head is (the goroutine path's wait after a
+	// handshake), not for the first-bytes timeout of a new connection.
+	if t := l.srv.httpHead; t > 0 {
+		l.httpArm(c, l.clock()+int64(t), ErrHTTPIdleTimeout)
+	}
 	h := c.h
 	for len(a.data) > 0 {
 		if h.n == len(h.in) && !l.httpGrow(c) {
@@ -161,6 +166,34 @@ func (l *loop) encode(c *Conn, b []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("evloop: encoding for client: %w", err)
 	}
-	l.wbuf = wire[:0] // keep a grown buffer
+	l.keepWbuf(wire)
 	return wire, nil
+}
+
+// keepWbuf keeps a grown encoding buffer for the next encode, up to a bound: one client's
+// burst must not pin a large buffer in the loop for good.
+func (l *loop) keepWbuf(b []byte) {
+	if cap(b) <= maxKeptWbuf {
+		l.wbuf = b[:0]
+	}
+}
+
+const maxKeptWbuf = 256 << 10
+
+// streamFlush writes what an adopted connection's stream produced of its own accord while
+// it read (a TLS key update's answer), at once, as the goroutine path's tls.Conn writes it:
+// held until the next response, answers to a client's stream of key updates would pile up
+// with no bound. They go through the client's back-pressure (out): a client that does not
+// read them is not read either. It reports false when the connection was closed.
+func (l *loop) streamFlush(c *Conn) bool {
+	b, err := c.st.Encode(l.wbuf[:0], nil)
+	if err != nil {
+		l.closeConn(c, fmt.Errorf("evloop: encoding for client: %w", err))
+		return false
+	}
+	if len(b) == 0 {
+		return true
+	}
+	l.keepWbuf(b)
+	return l.httpWriteWire(c, b)
 }

@@ -356,9 +356,14 @@ func (l *loop) closeConn(c *Conn, err error) {
 		l.servedIn(c, c.h.n)
 		c.h.n = 0
 	}
-	if c.st != nil && err == nil && c.s[0].fd >= 0 && (c.h == nil || len(c.h.out) == 0) {
+	if c.st != nil && c.s[0].fd >= 0 && (c.h == nil || len(c.h.out) == 0) {
+		// An adopted connection's stream ends with what it has to send: an alert it raised
+		// (a record that failed), then its clean end (TLS close_notify); best effort, as a
+		// close's FIN is, and counted as written. (A handed-off one has no fd here.)
 		if b := c.st.End(l.wbuf[:0]); len(b) > 0 {
-			_, _ = send(c.s[0].fd, b) // best effort, as a close's FIN is
+			if w, serr := send(c.s[0].fd, b); serr == nil {
+				l.moved(&c.s[1], w)
+			}
 		}
 	}
 	c.closed = true

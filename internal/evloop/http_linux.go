@@ -250,6 +250,9 @@ again:
 			break // a short read emptied the socket (see pump); a stream reads to EAGAIN
 		}
 	}
+	if c.st != nil && !l.streamFlush(c) {
+		return
+	}
 	l.httpServe(c)
 	if !c.closed && s.more {
 		goto again // read what the full buffer left in the socket

@@ -106,12 +106,17 @@ var ErrHandedOff = errors.New("evloop: handed off")
 // httpWrite writes b to the client, keeping what it does not take in out (the backend is not
 // read meanwhile). It reports false when the connection was closed.
 func (l *loop) httpWrite(c *Conn, b []byte) bool {
-	h := c.h
 	b, err := l.encode(c, b)
 	if err != nil {
 		l.closeConn(c, err)
 		return false
 	}
+	return l.httpWriteWire(c, b)
+}
+
+// httpWriteWire is httpWrite for bytes already in their wire form.
+func (l *loop) httpWriteWire(c *Conn, b []byte) bool {
+	h := c.h
 	if len(h.out) > 0 {
 		h.out = append(h.out, b...)
 		return true

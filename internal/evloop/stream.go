@@ -16,8 +16,9 @@ type Stream interface {
 	// Encode appends to dst the bytes to write for p: first any the stream has to send of
 	// its own accord (a TLS key update's answer), then p encoded.
 	Encode(dst, p []byte) ([]byte, error)
-	// End appends to dst the bytes that end the stream cleanly (a TLS close_notify), written
-	// best effort when the loop closes the connection without an error.
+	// End appends to dst the bytes the stream has to send when the loop closes the
+	// connection: any it produced of its own accord (an alert for a record that failed), then
+	// its end (a TLS close_notify). Written best effort.
 	End(dst []byte) []byte
 }
 

@@ -17,10 +17,11 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestReviewAlertOnBadRecord: a record that fails to decrypt gets a bad_record_mac alert on
-// the goroutine path (tls.Conn writes it to the socket); on the loop the alert goes to
-// tlsLoopConn.out and is dropped when the connection closes with the error.
-func TestReviewAlertOnBadRecord(t *testing.T) {
+// TestTLSLoopAlertOnBadRecord: a record that fails to decrypt gets the same bytes before the
+// close on the loop as on the goroutine path: the bad_record_mac alert, and no close_notify
+// after it (found by review: the loop dropped the alert).
+func TestTLSLoopAlertOnBadRecord(t *testing.T) {
+	t.Parallel()
 	be := startEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
 	got := map[Engine]int{}
 	for _, eng := range []Engine{EngineGoroutines, EngineEventLoop} {
