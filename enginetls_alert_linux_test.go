@@ -4,7 +4,6 @@ package smartproxy
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -25,18 +24,7 @@ func TestTLSLoopAlertOnBadRecord(t *testing.T) {
 	be := startEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
 	got := map[Engine]int{}
 	for _, eng := range []Engine{EngineGoroutines, EngineEventLoop} {
-		var port int
-		if eng == EngineEventLoop {
-			_, port = startEngineProxy(t, Options{Certificates: testCertStore(t)}, func(port int) []Route {
-				return []Route{terminateRouteOn("r", port, be.addr(), "a.test")}
-			})
-		} else {
-			port = closedPort(t)
-			p := newTestProxy(t, nil, Options{Certificates: testCertStore(t), ListenAddress: "127.0.0.1",
-				Routes: []Route{terminateRouteOn("r", port, be.addr(), "a.test")}})
-			p.opts.Engine = EngineGoroutines
-			require.NoError(t, p.Start(context.Background()))
-		}
+		_, port := terminatingProxy(t, eng, be.addr())
 		raw, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		require.NoError(t, err)
 		c := tls.Client(raw, insecureTLS("a.test", "http/1.1"))

@@ -3,7 +3,6 @@
 package smartproxy
 
 import (
-	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -26,19 +25,7 @@ func TestTLSLoopCloseNotifyCounted(t *testing.T) {
 	be := startEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
 	diff := map[Engine]int64{}
 	for _, eng := range []Engine{EngineGoroutines, EngineEventLoop} {
-		var p *Proxy
-		var port int
-		if eng == EngineEventLoop {
-			p, port = startEngineProxy(t, Options{Certificates: testCertStore(t)}, func(port int) []Route {
-				return []Route{terminateRouteOn("r", port, be.addr(), "a.test")}
-			})
-		} else {
-			port = closedPort(t)
-			p = newTestProxy(t, nil, Options{Certificates: testCertStore(t), ListenAddress: "127.0.0.1",
-				Routes: []Route{terminateRouteOn("r", port, be.addr(), "a.test")}})
-			p.opts.Engine = EngineGoroutines
-			require.NoError(t, p.Start(context.Background()))
-		}
+		p, port := terminatingProxy(t, eng, be.addr())
 		raw, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		require.NoError(t, err)
 		cc := &countingConn{Conn: raw}

@@ -3,7 +3,6 @@
 package smartproxy
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -11,25 +10,11 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 )
-
-// lockedBuf is a bytes.Buffer safe for a writer and a reader goroutine.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-func (b *lockedBuf) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.b.String() }
 
 // TestTLSLoopKeyUpdateAnswered: a TLS 1.3 client's KeyUpdate(update_requested) sent while its
 // request head is incomplete is answered at once, on the loop as on the goroutine path (where
@@ -45,27 +30,14 @@ func TestTLSLoopKeyUpdateAnswered(t *testing.T) {
 	for _, eng := range []Engine{EngineGoroutines, EngineEventLoop} {
 		t.Run(fmt.Sprint(eng), func(t *testing.T) {
 			t.Parallel()
-			var p *Proxy
-			var port int
-			if eng == EngineEventLoop {
-				p, port = startEngineProxy(t, Options{Certificates: testCertStore(t)}, func(port int) []Route {
-					return []Route{terminateRouteOn("r", port, be.addr(), "a.test")}
-				})
-			} else {
-				port = closedPort(t)
-				p = newTestProxy(t, nil, Options{Certificates: testCertStore(t), ListenAddress: "127.0.0.1",
-					Routes: []Route{terminateRouteOn("r", port, be.addr(), "a.test")}})
-				p.opts.Engine = EngineGoroutines
-				require.NoError(t, p.Start(context.Background()))
-			}
-			_ = p
+			_, port := terminatingProxy(t, eng, be.addr())
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			cmd := exec.CommandContext(ctx, "openssl", "s_client", "-connect", "127.0.0.1:"+strconv.Itoa(port),
 				"-servername", "a.test", "-tls1_3", "-crlf", "-msg")
 			stdin, err := cmd.StdinPipe()
 			require.NoError(t, err)
-			var out lockedBuf
+			var out syncBuffer
 			cmd.Stdout, cmd.Stderr = &out, &out
 			require.NoError(t, cmd.Start())
 			defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()

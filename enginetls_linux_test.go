@@ -4,6 +4,7 @@ package smartproxy
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -64,6 +65,21 @@ func tlsLoopProxy(t *testing.T) (p *Proxy, port int, seen func() []string) {
 		defer mu.Unlock()
 		return append([]string(nil), got...)
 	}
+}
+
+// terminatingProxy starts a proxy on engine eng with a terminating route (a.test) on a fresh
+// port to target: the loops (startEngineProxy, in the goroutine pass too), or goroutines.
+func terminatingProxy(t *testing.T, eng Engine, target string) (*Proxy, int) {
+	t.Helper()
+	routes := func(port int) []Route { return []Route{terminateRouteOn("r", port, target, "a.test")} }
+	if eng == EngineEventLoop {
+		return startEngineProxy(t, Options{Certificates: testCertStore(t)}, routes)
+	}
+	port := closedPort(t)
+	p := newTestProxy(t, nil, Options{Certificates: testCertStore(t), ListenAddress: "127.0.0.1", Routes: routes(port)})
+	p.opts.Engine = EngineGoroutines
+	require.NoError(t, p.Start(context.Background()))
+	return p, port
 }
 
 // loopsOf is the event-loop server a port's TLS connections move to.
