@@ -337,10 +337,7 @@ func (p *Proxy) engineRoute(r *Route) bool {
 		len(r.state.targets) == 0 || r.state.sendPP != 0 || admissionFor(r, "").deferred() {
 		return false
 	}
-	if _, ok := p.sec.(DefaultSecurityChecker); !ok {
-		return false
-	}
-	return ipTarget(&r.state.targets[0])
+	return p.http.px.defaultChecker && ipTarget(&r.state.targets[0])
 }
 
 // next picks the next host (as dialBackend does) and takes its lease. Like dialBackend, it

@@ -42,11 +42,14 @@ import (
 // its other routes) go to serve's classification on the goroutine path (malformed).
 func (p *Proxy) engineHTTPPort(set *routeSet, port int) bool {
 	plan, ok := set.ports[port]
-	if !ok || !plan.plainHTTP || !p.fastPath() || !p.loopParts(set) {
-		return false
-	}
-	_, ok = p.sec.(DefaultSecurityChecker)
-	return ok
+	return ok && plan.plainHTTP && p.loopHTTPParts(set)
+}
+
+// loopHTTPParts reports whether the loops may serve set's HTTP at all, plain or terminated:
+// the fast path, and the built-in parts the loop calls (loopParts, the default security
+// checker).
+func (p *Proxy) loopHTTPParts(set *routeSet) bool {
+	return p.fastPath() && p.http.px.defaultChecker && p.loopParts(set)
 }
 
 // fastPath reports that HTTP/1.1 is served on the fast path (not Options.DisableHTTPFastPath).
@@ -55,12 +58,19 @@ func (p *Proxy) fastPath() bool { return p.http.px.fastPath }
 // loopHTTPRoute reports whether the loop can forward a request of route r by itself: a
 // forward to cleartext HTTP/1.1 backends at IP-literal hosts, sending no PROXY header, whose
 // checks do not block (a JWKS fetch, bcrypt: the loop would stall every connection it serves).
-func loopHTTPRoute(r *Route) bool {
+func loopHTTPRoute(r *Route) bool { return loopRoute(r, false) }
+
+// loopTLSRoute is loopHTTPRoute for requests on a terminated connection: the route terminates
+// TLS (a re-encrypting route's backend speaks TLS, which the loop does not).
+func loopTLSRoute(r *Route) bool { return loopRoute(r, true) }
+
+// loopRoute is loopHTTPRoute (terminated false: a route without TLS) and loopTLSRoute.
+func loopRoute(r *Route, terminated bool) bool {
 	st := r.state
-	if r.Action.Type != ActionForward || st == nil || st.tls != nil || st.sendPP != 0 || !st.ipTargets {
+	if r.Action.Type != ActionForward || st == nil || st.sendPP != 0 || !st.ipTargets || st.sec.mayBlock() {
 		return false
 	}
-	if st.sec.mayBlock() {
+	if terminated != (st.tls != nil) || terminated && st.tls.mode != TLSTerminate {
 		return false
 	}
 	return st.http == nil || st.http.backend == "http1"

@@ -29,7 +29,7 @@ import (
 // loops after their handshake: it has a route whose connections the loop can serve
 // (loopTLSRoute), and the loops may serve the port at all.
 func (p *Proxy) engineTLSPort(set *routeSet, port int) bool {
-	if plan, ok := set.ports[port]; !ok || !plan.terminating || !p.tlsLoopParts(set) {
+	if plan, ok := set.ports[port]; !ok || !plan.terminating || !p.loopHTTPParts(set) {
 		return false
 	}
 	for _, r := range set.routes {
@@ -38,28 +38,6 @@ func (p *Proxy) engineTLSPort(set *routeSet, port int) bool {
 		}
 	}
 	return false
-}
-
-// tlsLoopParts reports whether the loops may serve set's terminated connections at all: the
-// fast path, and the built-in parts the loop calls (loopParts, the default security checker).
-func (p *Proxy) tlsLoopParts(set *routeSet) bool {
-	if !p.fastPath() || !p.loopParts(set) {
-		return false
-	}
-	_, ok := p.sec.(DefaultSecurityChecker)
-	return ok
-}
-
-// loopTLSRoute is loopHTTPRoute for requests on a terminated connection: the route
-// terminates TLS and forwards cleartext HTTP/1.1 (a re-encrypting route's backend speaks TLS,
-// which the loop does not).
-func loopTLSRoute(r *Route) bool {
-	st := r.state
-	if st == nil || st.tls == nil || st.tls.mode != TLSTerminate || r.Action.Type != ActionForward ||
-		st.sendPP != 0 || !st.ipTargets || st.sec.mayBlock() {
-		return false
-	}
-	return st.http == nil || st.http.backend == "http1"
 }
 
 // adoptTLS moves a terminated connection to its port's loops, right after the handshake,
@@ -73,7 +51,7 @@ func (p *Proxy) adoptTLS(pc *proxiedConn, peek *forwarding.PeekConn, lc *tlsLoop
 	if !ok || state.NegotiatedProtocol == "h2" || p.http.fastStop.Load() || !loopTLSRoute(hc.rc.Route) || len(peek.Buffered()) > 0 {
 		return false
 	}
-	if !p.tlsLoopParts(p.set.Load()) {
+	if !p.loopHTTPParts(p.set.Load()) {
 		return false // the routes changed since the port opened (a custom matcher now)
 	}
 	var data []byte
@@ -104,7 +82,7 @@ func (p *Proxy) adoptTLS(pc *proxiedConn, peek *forwarding.PeekConn, lc *tlsLoop
 	})
 	if err != nil {
 		lc.onLoop = false
-		closeFD(fd)
+		_ = unix.Close(fd)
 		lh.cancel()
 		return false
 	}
@@ -114,8 +92,6 @@ func (p *Proxy) adoptTLS(pc *proxiedConn, peek *forwarding.PeekConn, lc *tlsLoop
 	pc.movedToLoop(lh)
 	return true
 }
-
-func closeFD(fd int) { _ = unix.Close(fd) }
 
 // handBackTLS serves a loop-served TLS connection the loop handed back on the goroutine path:
 // the tls.Conn reads and writes the socket again (through a new meter), data (the plaintext

@@ -92,8 +92,6 @@ type proxySeam struct {
 	inactivityTimeout time.Duration
 }
 
-// newProxySeam binds the HTTP layer's seam to p. This is the one place
-// where the HTTP layer meets *Proxy.
 // isDefaultChecker reports the built-in security checker.
 func isDefaultChecker(c SecurityChecker) bool {
 	switch c.(type) {
@@ -103,6 +101,8 @@ func isDefaultChecker(c SecurityChecker) bool {
 	return false
 }
 
+// newProxySeam binds the HTTP layer's seam to p. This is the one place
+// where the HTTP layer meets *Proxy.
 func newProxySeam(p *Proxy) proxySeam {
 	return proxySeam{
 		routes: p.set.Load,
