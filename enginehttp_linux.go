@@ -271,7 +271,6 @@ func (lh *loopHTTP) malformed(err error, first bool, _ []byte) ([]byte, bool) {
 	if errors.Is(err, evloop.ErrHTTPHeadTimeout) {
 		return []byte{}, false
 	}
-	first = first && lh.tls == nil                      // a TLS connection's first bytes were classified before its move
 	if first || errors.Is(err, evloop.ErrHTTPBodyCut) { // (a cut body: answered there as it would be)
 		lh.first = first
 		return nil, true
@@ -295,9 +294,6 @@ func (lh *loopHTTP) malformed(err error, first bool, _ []byte) ([]byte, bool) {
 // port's TLS and raw TCP routes) or closes it (a lookalike); what may still become a request
 // line waits for the head.
 func (lh *loopHTTP) firstBytes(b []byte) bool {
-	if lh.tls != nil {
-		return false // classified before its move (terminate): a request, to be parsed
-	}
 	if v, decided, _ := classifyHTTP(b, true); b[0] == 0x16 || decided && v != verdictHTTP {
 		lh.first = true
 		return true

@@ -229,3 +229,36 @@ func TestTLSLoopStopAndKill(t *testing.T) {
 	require.False(t, errors.Is(err, os.ErrDeadlineExceeded), "not closed by Stop: %v", err)
 	<-srv.Done()
 }
+
+// TestTLSLoopFirstBytesAreRequests: a moved connection's first bytes were classified before
+// its move (evloop: an adopted connection starts past its first bytes), so on the loop they
+// are a request to parse: a malformed first head or the h2 preface is answered 400, plaintext
+// that looks like a TLS record waits as an incomplete head and ends at the head timeout, and
+// none of it reaches the backend.
+func TestTLSLoopFirstBytesAreRequests(t *testing.T) {
+	t.Parallel()
+	p, port, seen := tlsLoopProxy(t)
+	srv := loopsOf(t, p, port)
+	for _, first := range []string{
+		"GET / HTTP/1.1\r\nHost a.test\r\n\r\n",
+		"\x16\x03\x01\x00\x05hello",
+		"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+	} {
+		c, err := tls.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), insecureTLS("a.test", "http/1.1"))
+		require.NoError(t, err)
+		require.Eventually(t, func() bool { active, _, _ := srv.Stats(); return active == 1 }, 2*time.Second, 5*time.Millisecond,
+			"the connection moved to the loop before its first bytes")
+		_, err = io.WriteString(c, first)
+		require.NoError(t, err)
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b, _ := io.ReadAll(c)
+		if first[0] == 0x16 {
+			require.Empty(t, b, "%q", first) // no CRLF: an incomplete head, closed without a word
+		} else {
+			require.True(t, strings.HasPrefix(string(b), "HTTP/1.1 400 "), "%q: got %q", first, b)
+		}
+		_ = c.Close()
+		require.Eventually(t, func() bool { active, _, _ := srv.Stats(); return active == 0 }, 2*time.Second, 5*time.Millisecond)
+	}
+	require.Empty(t, seen())
+}

@@ -71,6 +71,7 @@ func (l *loop) adopt(a adoption) {
 		return
 	}
 	l.httpStart(c)
+	c.h.pastFirst = true // its owner classified its first bytes before the move
 	// Its first request is awaited as a head is (the goroutine path's wait after a
 	// handshake), not for the first-bytes timeout of a new connection.
 	if t := l.srv.httpHead; t > 0 {

@@ -121,21 +121,29 @@ func adoptedPair(t *testing.T) (net.Conn, int, netip.AddrPort) {
 }
 
 // TestAdoptStream: an adopted socket is served in HTTP mode through its Stream: the plaintext
-// given to Adopt first, then frames decoded as they come (one cut between two writes waits for
+// given to Adopt first (a head's start, completed by the stream: never a connection's first
+// bytes to classify), then frames decoded as they come (one cut between two writes waits for
 // its rest), answers encoded, the connection counted while it is served, and a clean end
 // (the stream's end) answered with the stream's own end before the close.
 func TestAdoptStream(t *testing.T) {
 	t.Parallel()
 	target, _ := httpBackend(t)
 	closed := make(chan error, 1)
-	s := startRelay(t, target, Config{OnClose: func(c *Conn, in, out int64, err error) { closed <- err }})
+	s := startRelay(t, target, Config{
+		OnClose: func(c *Conn, in, out int64, err error) { closed <- err },
+		// Its owner classified its first bytes: they are a request, whatever they look like.
+		OnHTTPFirst: func(*Conn, []byte) bool { t.Error("OnHTTPFirst asked about an adopted connection"); return true },
+	})
 	c, fd, peer := adoptedPair(t)
 	var got *Conn
-	err := s.Adopt(fd, peer, &frameStream{}, []byte("GET /len/5 HTTP/1.1\r\nHost: x\r\n\r\n"), func(c *Conn) { got = c; c.Data = "owner" })
+	err := s.Adopt(fd, peer, &frameStream{}, []byte("GET /len/5 HTTP/1.1\r\n"), func(c *Conn) { got = c; c.Data = "owner" })
 	if err != nil || got == nil || got.Data != "owner" {
 		t.Fatalf("Adopt: %v, conn %v", err, got)
 	}
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write(frame(nil, []byte("Host: x\r\n\r\n"))); err != nil { // the head's rest
+		t.Fatal(err)
+	}
 	br := bufio.NewReader(c)
 	want := func(body string) {
 		t.Helper()

@@ -88,8 +88,10 @@ type httpState struct {
 	busy bool  // an exchange is under way; client bytes wait in in
 	xAt  int64 // when it started (monoNow)
 	fin  bool  // the client's FIN came during it, within httpGoneGrace
-	// served: a request of this connection was answered or forwarded (OnMalformed's first).
-	served bool
+	// pastFirst: the connection's first bytes are behind it: a request was answered or
+	// forwarded, or it was adopted (its owner classified them). Until then OnHTTPFirst is
+	// asked about an incomplete head, and OnMalformed's first is true.
+	pastFirst bool
 	// want is how much of in the request being read needs (its head and held body), once its
 	// head came; 0 before: the buffer may grow to httpMaxHead.
 	want int
@@ -358,7 +360,7 @@ func (l *loop) httpServe(c *Conn) {
 			return
 		}
 		err := h1parse.Parse(h.in[:h.n], &h.req)
-		if errors.Is(err, h1parse.ErrIncomplete) && !h.served {
+		if errors.Is(err, h1parse.ErrIncomplete) && !h.pastFirst {
 			if f := l.srv.cfg.OnHTTPFirst; f != nil && f(c, h.in[:h.n]) {
 				l.httpHandOff(c) // never a request (TLS, another protocol): the owner's
 				return
@@ -403,7 +405,7 @@ func (l *loop) httpServe(c *Conn) {
 			}
 		}
 		h.used = end
-		h.served = true
+		h.pastFirst = true
 		h.plan = HTTPPlan{}
 		if f := l.srv.cfg.OnRequest; f != nil {
 			h.plan = f(c, &h.req, h.in[:end])

@@ -57,10 +57,10 @@ func (l *loop) httpRefuse(c *Conn, err error) {
 	if f := l.srv.cfg.OnMalformed; f != nil {
 		h := c.h
 		var handOff bool
-		b, handOff = f(c, err, !h.served && h.n > 0, h.in[:h.n])
+		b, handOff = f(c, err, !h.pastFirst && h.n > 0, h.in[:h.n])
 		// A connection's first bytes, or a request whose body was cut (its head and what came
 		// of the body), may go to the owner's other path, which then answers them.
-		if handOff && h.n > 0 && (!h.served || errors.Is(err, ErrHTTPBodyCut)) && !errors.Is(err, ErrHTTPHeadTimeout) {
+		if handOff && h.n > 0 && (!h.pastFirst || errors.Is(err, ErrHTTPBodyCut)) && !errors.Is(err, ErrHTTPHeadTimeout) {
 			l.httpHandOff(c)
 			return
 		}
