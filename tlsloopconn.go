@@ -1,7 +1,6 @@
 package smartproxy
 
 import (
-	"bytes"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -19,9 +18,11 @@ import (
 type tlsLoopConn struct {
 	net.Conn // the metered socket (goroutine path)
 	onLoop   bool
-	// in holds socket bytes the loop fed in and the tls.Conn has not read yet; out the bytes
-	// it wrote while on the loop and the loop has not taken yet (tlsStream.Encode).
-	in  bytes.Buffer
+	// in is what the loop fed in and the tls.Conn has not read yet: the loop's buffer until
+	// the Read after the Feed returns (the tls.Conn reads all of it into its own buffer when
+	// it needs a record), a copy of its own past that (tlsStream.Read). out is what the
+	// tls.Conn wrote while on the loop and the loop has not taken yet (tlsStream.Encode).
+	in  []byte
 	out []byte
 }
 
@@ -37,10 +38,11 @@ func (loopWouldBlock) Timeout() bool   { return true }
 func (loopWouldBlock) Temporary() bool { return true }
 
 func (c *tlsLoopConn) Read(p []byte) (int, error) {
-	if c.in.Len() > 0 {
-		n, _ := c.in.Read(p)
-		if c.in.Len() == 0 && c.in.Cap() > 32<<10 {
-			c.in = bytes.Buffer{} // an idle connection keeps no large buffer
+	if len(c.in) > 0 {
+		n := copy(p, c.in)
+		c.in = c.in[n:]
+		if len(c.in) == 0 {
+			c.in = nil // no reference to the loop's buffer, no buffer held while idle
 		}
 		return n, nil
 	}
@@ -97,12 +99,24 @@ type tlsStream struct {
 	broken bool
 }
 
-// Feed is evloop.Stream's.
-func (s *tlsStream) Feed(b []byte) { s.lc.in.Write(b) }
+// Feed is evloop.Stream's: b is read in place by the Read that follows (behind what an
+// earlier Read left, which is a copy of its own).
+func (s *tlsStream) Feed(b []byte) {
+	if len(s.lc.in) > 0 {
+		s.lc.in = append(s.lc.in, b...)
+		return
+	}
+	s.lc.in = b
+}
 
 // Read is evloop.Stream's: the conn's errLoopWouldBlock is the loop's ErrWouldBlock.
 func (s *tlsStream) Read(p []byte) (int, error) {
 	n, err := s.tc.Read(p)
+	if len(s.lc.in) > 0 {
+		// Not taken by this Read (the tls.Conn takes all it was fed when it needs a record,
+		// so only a Read that ended early leaves some): kept, as the loop's buffer is not.
+		s.lc.in = append([]byte(nil), s.lc.in...)
+	}
 	switch {
 	case err == nil || errors.Is(err, io.EOF):
 	case errors.Is(err, errLoopWouldBlock):

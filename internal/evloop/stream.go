@@ -6,8 +6,8 @@ import "errors"
 // (TLS). The loop calls it on its own goroutine only, from Adopt's return until OnClose or a
 // hand-off.
 type Stream interface {
-	// Feed gives the stream bytes read from the socket. b is the loop's buffer: what the
-	// stream keeps, it copies.
+	// Feed gives the stream bytes read from the socket. b is the loop's buffer, valid until
+	// the Read that follows returns: what the stream keeps past it, it copies.
 	Feed(b []byte)
 	// Read moves decoded bytes into p. It returns ErrWouldBlock when it needs more bytes
 	// from the socket, io.EOF once the peer ended the stream, and any other error for a
