@@ -25,8 +25,7 @@ import (
 
 // adoption is an Adopt queued for its loop.
 type adoption struct {
-	c    *Conn
-	fd   int
+	c    *Conn // its client socket is c.s[0].fd
 	data []byte
 }
 
@@ -54,7 +53,7 @@ func (s *Server) Adopt(fd int, peer netip.AddrPort, st Stream, data []byte, init
 		return ErrNotAdopted
 	}
 	init(c)
-	l.adopts = append(l.adopts, adoption{c: c, fd: fd, data: data})
+	l.adopts = append(l.adopts, adoption{c: c, data: data})
 	l.cmdMu.Unlock()
 	l.wake()
 	return nil

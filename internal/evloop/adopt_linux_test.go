@@ -218,7 +218,7 @@ func TestAdoptRefused(t *testing.T) {
 	ac.s[0] = sock{fd: fd2, c: ac, other: &ac.s[1], dir: 0}
 	ac.s[1] = sock{fd: -1, c: ac, other: &ac.s[0], dir: 1}
 	l.cmdMu.Lock() // as Adopt queues it, without the wake-up
-	l.adopts = append(l.adopts, adoption{c: ac, fd: fd2})
+	l.adopts = append(l.adopts, adoption{c: ac})
 	l.cmdMu.Unlock()
 	_ = s2.Close()
 	if err := s2.Adopt(fd, peer, &frameStream{}, nil, func(*Conn) {}); !errors.Is(err, ErrNotAdopted) {
