@@ -46,6 +46,7 @@ func (c *countingConn) Write(p []byte) (int, error) {
 // records them in order.
 func tlsLoopProxy(t *testing.T) (p *Proxy, port int, seen func() []string) {
 	t.Helper()
+	skipWithoutFastPath(t)
 	var mu sync.Mutex
 	var got []string
 	be := startEchoServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -73,6 +74,7 @@ func terminatingProxy(t *testing.T, eng Engine, target string) (*Proxy, int) {
 	t.Helper()
 	routes := func(port int) []Route { return []Route{terminateRouteOn("r", port, target, "a.test")} }
 	if eng == EngineEventLoop {
+		skipWithoutFastPath(t)
 		return startEngineProxy(t, Options{Certificates: testCertStore(t)}, routes)
 	}
 	port := closedPort(t)
@@ -80,6 +82,16 @@ func terminatingProxy(t *testing.T, eng Engine, target string) (*Proxy, int) {
 	p.opts.Engine = EngineGoroutines
 	require.NoError(t, p.Start(context.Background()))
 	return p, port
+}
+
+// skipWithoutFastPath skips a test of TLS on the loops in the suite's net/http pass: the loops
+// serve terminated HTTP/1.1 only on the fast path, which SMARTPROXY_TEST_NETHTTP=1 turns off
+// (newTestProxy); the default pass runs these tests.
+func skipWithoutFastPath(t *testing.T) {
+	t.Helper()
+	if os.Getenv("SMARTPROXY_TEST_NETHTTP") == "1" {
+		t.Skip("SMARTPROXY_TEST_NETHTTP=1: the fast path is off, and with it TLS on the event loops")
+	}
 }
 
 // loopsOf is the event-loop server a port's TLS connections move to.
